@@ -1,0 +1,57 @@
+// Public. Error codes and the Status returned by calls that can fail.
+#pragma once
+
+#include <string>
+#include <system_error>
+#include <utility>
+
+namespace evloop {
+
+/// evloop's own error conditions. Errors from the operating system use std::system_category()
+/// (for example EADDRINUSE when a port is taken), so `code == std::errc::address_in_use` works.
+enum class errc {
+  bad_address = 1,  ///< A listen address that cannot be parsed (bad host, port or path).
+  unknown_scheme,   ///< A listen address whose scheme is not tcp, tcp4, tcp6 or unix.
+  bad_option,       ///< An unknown or malformed `?option` in an address, or an invalid Options value.
+  no_address,       ///< start() was called with no listen address.
+  already_started,  ///< start() was called on a server that was already started.
+  output_limit,     ///< A connection's pending output passed Options::output_limit; it was closed.
+  input_limit,      ///< A connection's unconsumed input passed Options::input_limit; it was closed.
+  server_stopped,   ///< The connection was closed because the server stopped.
+  close_timeout,    ///< Pending output could not be sent in time (close_timeout or shutdown_grace).
+  idle_timeout,     ///< Nothing was received for Options::idle_timeout; the connection was closed.
+};
+
+/// The category of evloop::errc; its name is "evloop".
+const std::error_category& error_category() noexcept;
+
+/// Makes an error_code of evloop's category (found by ADL, so `std::error_code ec = errc::...` works).
+std::error_code make_error_code(errc e) noexcept;
+
+/// The result of a call that can fail: ok, or an error code with a message meant for people
+/// (it names the input that failed, e.g. "listen tcp://127.0.0.1:80: Permission denied").
+class Status {
+ public:
+  /// A successful status.
+  Status() = default;
+  /// A failed status with its code and a human-readable message.
+  Status(std::error_code code, std::string message) : code_(code), message_(std::move(message)) {}
+
+  /// True when the call succeeded.
+  bool ok() const noexcept { return !code_; }
+  /// Same as ok().
+  explicit operator bool() const noexcept { return ok(); }
+  /// The error code; empty when ok().
+  std::error_code code() const noexcept { return code_; }
+  /// A message that says what failed and why; empty when ok().
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  std::error_code code_;
+  std::string message_;
+};
+
+}  // namespace evloop
+
+template <>
+struct std::is_error_code_enum<evloop::errc> : std::true_type {};

@@ -1,0 +1,64 @@
+// Internal. kqueue backend (FreeBSD, the other BSDs, macOS; Linux through libkqueue): kqueue poller
+// and EVFILT_USER waker. Contract: src/poller.hpp. <sys/event.h> stays in the .cpp files, so the
+// core's translation units never see the EV_* / NOTE_* macros.
+#pragma once
+
+#include <system_error>
+#include <vector>
+
+struct kevent;  // <sys/event.h>, global namespace
+
+namespace evloop::detail {
+
+struct PollEvent;
+
+/// Level-triggered kqueue: one EVFILT_READ and/or EVFILT_WRITE filter per fd, without EV_CLEAR.
+/// add/modify queue their changes; wait() hands them to the kernel in the same kevent() call that
+/// waits. remove() takes effect at once (see kqueue_poller.cpp for why).
+/// Not thread-safe: used only by its loop's thread (and before it starts).
+class Poller {
+ public:
+  Poller();
+  ~Poller();
+  Poller(const Poller&) = delete;
+  Poller& operator=(const Poller&) = delete;
+
+  std::error_code open();
+  std::error_code add(int fd, unsigned interest, void* token);
+  std::error_code modify(int fd, unsigned from, unsigned to, void* token);
+  void remove(int fd, unsigned interest);
+  int wait(PollEvent* out, int capacity, int timeout_ms);
+  int fd() const noexcept { return kq_; }
+
+ private:
+  static constexpr int kBatch = 256;  // events fetched per kevent() wait
+
+  void queue(int fd, short filter, unsigned short flags, void* token);
+  void flush_excess(int keep);
+
+  int kq_ = -1;
+  std::vector<struct kevent> changes_;  // queued for the next wait(), in order
+  std::vector<void*> failed_;           // tokens of changes that failed outside wait()
+};
+
+/// EVFILT_USER with EV_CLEAR: notify() triggers it (one kevent() call, any thread), the wait that
+/// reports it also resets it, so drain() has nothing to do. Where EVFILT_USER is missing: a
+/// non-blocking pipe whose read end is in the poller, written by notify() and emptied by drain().
+class Waker {
+ public:
+  Waker() = default;
+  ~Waker();
+  Waker(const Waker&) = delete;
+  Waker& operator=(const Waker&) = delete;
+
+  std::error_code open(Poller& poller, void* token);
+  void notify() noexcept;
+  void drain() noexcept;
+
+ private:
+  int kq_ = -1;            // EVFILT_USER: the poller's kqueue
+  void* token_ = nullptr;  // passed again with every trigger: a change replaces the udata
+  int pipe_[2] = {-1, -1};  // pipe fallback only: read end, write end
+};
+
+}  // namespace evloop::detail

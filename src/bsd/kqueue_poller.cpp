@@ -1,0 +1,192 @@
+// kqueue poller (level-triggered). Contract: src/poller.hpp. Linux/libkqueue differences:
+// ../../shared/KQUEUE_ON_LINUX.md (quoted below as "libkqueue quirk N").
+//
+// Interest is kept as filters that exist or not: kRead = an EVFILT_READ filter, kWrite = an
+// EVFILT_WRITE filter, each added (EV_ADD) or deleted (EV_DELETE) as the mask changes. No EV_CLEAR:
+// the core expects level-triggered readiness, and libkqueue applies EV_CLEAR to the whole fd
+// (quirk 3). No EV_DISABLE either, so quirk 2 (EV_ADD|EV_DISABLE) cannot arise.
+//
+// Changes are queued and passed as the changelist of the kevent() call that waits, so arming and
+// disarming write interest costs no syscall of its own. remove() is the exception, see there.
+#include <sys/event.h>
+#include <sys/time.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+
+#include "poller.hpp"
+
+namespace evloop::detail {
+namespace {
+
+std::error_code last_error() { return {errno, std::system_category()}; }
+
+struct kevent make_change(int fd, short filter, unsigned short flags, void* token) {
+  struct kevent kev;
+  EV_SET(&kev, static_cast<uintptr_t>(fd), filter, flags, 0, 0, token);
+  return kev;
+}
+
+// One kevent from the kernel to one PollEvent. EV_EOF on the read filter means the peer will
+// send nothing more (FIN or reset), but bytes that arrived before it may still be queued:
+// readable stays set so the core reads them before it sees end of stream. fflags then holds
+// the socket error, if any (ECONNRESET after a reset, libkqueue quirk 7).
+void to_poll_event(const struct kevent& kev, PollEvent& out) {
+  out = PollEvent{};
+  out.token = kev.udata;
+  const bool eof = (kev.flags & EV_EOF) != 0;
+  if (kev.filter == EVFILT_WRITE) {
+    out.writable = true;  // a write now fails fast (EPIPE) if the peer is gone: the core learns why
+  } else {
+    out.readable = true;  // EVFILT_READ, or the waker (EVFILT_USER, or its pipe)
+    out.hangup = eof;
+  }
+  out.error = eof && kev.fflags != 0;
+}
+
+}  // namespace
+
+Poller::Poller() = default;
+
+Poller::~Poller() {
+  if (kq_ >= 0) ::close(kq_);
+}
+
+std::error_code Poller::open() {
+  kq_ = ::kqueue();
+  if (kq_ < 0) return last_error();
+  // A BSD kqueue is not inherited by fork() anyway; libkqueue's descriptor is a plain fd.
+  ::fcntl(kq_, F_SETFD, FD_CLOEXEC);
+  changes_.reserve(kBatch);
+  return {};
+}
+
+void Poller::queue(int fd, short filter, unsigned short flags, void* token) {
+  changes_.push_back(make_change(fd, filter, flags, token));
+}
+
+std::error_code Poller::add(int fd, unsigned interest, void* token) {
+  // Errors come back from wait() as an error event carrying this token.
+  if (interest & kRead) queue(fd, EVFILT_READ, EV_ADD, token);
+  if (interest & kWrite) queue(fd, EVFILT_WRITE, EV_ADD, token);
+  return {};
+}
+
+std::error_code Poller::modify(int fd, unsigned from, unsigned to, void* token) {
+  // Only the difference is sent: EV_ADD on a filter that already exists would fail on libkqueue
+  // (it rejects re-adding a socket's read filter without EV_CLEAR). Deletes carry no token so a
+  // failure of theirs is not reported as the connection's error.
+  const unsigned changed = from ^ to;
+  if (changed & kRead) {
+    const bool on = (to & kRead) != 0;
+    queue(fd, EVFILT_READ, on ? EV_ADD : EV_DELETE, on ? token : nullptr);
+  }
+  if (changed & kWrite) {
+    const bool on = (to & kWrite) != 0;
+    queue(fd, EVFILT_WRITE, on ? EV_ADD : EV_DELETE, on ? token : nullptr);
+  }
+  return {};
+}
+
+// Why remove() does not simply queue EV_DELETE like modify():
+// - The caller closes fd right after this call, and the fd number can then be reused at once, by
+//   this loop (an accepted connection) or by another thread. A BSD kernel drops an fd's filters
+//   itself on close(), but libkqueue does not (quirk 1): its stale entry would stay keyed by the
+//   number, and a later EV_ADD for the new file would "succeed" and deliver nothing. A deferred
+//   EV_DELETE would reach libkqueue only after close(), when its own epoll_ctl(DEL) on the number
+//   can no longer work reliably. So the filters are deleted now, while fd still names this file.
+// - Changes still queued for fd are dropped first: they name a file about to be closed and carry
+//   a token (the connection) the core may free as soon as this returns. An EV_ADD still queued
+//   means the kernel never saw that filter, so deleting it just reports ENOENT, ignored.
+// EV_RECEIPT makes kevent() answer every change in the array given (here: the changes' own
+// storage) and return without collecting any pending event, so nothing is lost from the next
+// wait(). The cost is one syscall per closed connection, the same as EPOLL_CTL_DEL.
+void Poller::remove(int fd, unsigned interest) {
+  const auto stale = std::remove_if(changes_.begin(), changes_.end(), [fd](const struct kevent& kev) {
+    return kev.ident == static_cast<uintptr_t>(fd);
+  });
+  const bool had_queued = stale != changes_.end();
+  changes_.erase(stale, changes_.end());
+  if (interest == kNone && !had_queued) return;  // no filter in the kernel
+
+  struct kevent dels[2];
+  int n = 0;
+  // With nothing queued the kernel holds exactly `interest`; otherwise it may differ, so try both.
+  if ((interest & kRead) || had_queued) dels[n++] = make_change(fd, EVFILT_READ, EV_DELETE | EV_RECEIPT, nullptr);
+  if ((interest & kWrite) || had_queued) dels[n++] = make_change(fd, EVFILT_WRITE, EV_DELETE | EV_RECEIPT, nullptr);
+  const timespec zero{0, 0};
+  ::kevent(kq_, dels, n, dels, n, &zero);
+}
+
+// Applies all but the last `keep` queued changes now, with EV_RECEIPT, so that what is left fits
+// in wait()'s event array. That matters: a change that fails needs a free slot for its EV_ERROR
+// entry, else kevent() returns -1 and silently skips the changes after it. Failures found here
+// are kept in failed_ and reported by the next wait().
+void Poller::flush_excess(int keep) {
+  struct kevent receipts[kBatch];
+  while (changes_.size() > static_cast<std::size_t>(keep)) {
+    const int n = static_cast<int>(std::min<std::size_t>(kBatch, changes_.size() - keep));
+    for (int i = 0; i < n; ++i) changes_[i].flags |= EV_RECEIPT;
+    const timespec zero{0, 0};
+    const int got = ::kevent(kq_, changes_.data(), n, receipts, n, &zero);
+    for (int i = 0; i < got; ++i) {
+      if ((receipts[i].flags & EV_ERROR) && receipts[i].data != 0 && receipts[i].udata) {
+        failed_.push_back(receipts[i].udata);
+      }
+    }
+    changes_.erase(changes_.begin(), changes_.begin() + n);
+  }
+}
+
+int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
+  struct kevent events[kBatch];
+  const int room = std::min(capacity, kBatch);
+  if (room <= 0) return -EINVAL;
+  flush_excess(room);
+  if (!failed_.empty()) {  // rare (ENOMEM...): report before anything else, without waiting
+    const int n = static_cast<int>(std::min<std::size_t>(room, failed_.size()));
+    for (int i = 0; i < n; ++i) {
+      out[i] = PollEvent{};
+      out[i].token = failed_[i];
+      out[i].error = true;
+    }
+    failed_.erase(failed_.begin(), failed_.begin() + n);
+    return n;
+  }
+
+  const int nchanges = static_cast<int>(changes_.size());  // <= room, after flush_excess
+  for (int i = 0; i < nchanges; ++i) events[i].flags = 0;
+  timespec ts{timeout_ms / 1000, static_cast<long>(timeout_ms % 1000) * 1000000L};
+  int n = ::kevent(kq_, changes_.data(), nchanges, events, room, timeout_ms < 0 ? nullptr : &ts);
+  // The changes were applied before the wait began, even when it then fails with EINTR.
+  changes_.clear();
+  if (n < 0) return errno == EINTR ? 0 : -errno;
+  // libkqueue 2.7 writes the EV_ERROR entries of failed changes first, then returns 0 if the wait
+  // times out with no event, losing them. A BSD kernel writes nothing when it returns 0, and the
+  // flags were cleared above, so this finds entries only where libkqueue left them.
+  if (n == 0) {
+    while (n < nchanges && (events[n].flags & EV_ERROR)) ++n;
+  }
+
+  int count = 0;
+  for (int i = 0; i < n; ++i) {
+    const struct kevent& kev = events[i];
+    if (kev.flags & EV_ERROR) {
+      // A change that failed (libkqueue mixes these with real events, quirk 6). data == 0 is a
+      // receipt, not an error; no udata means a delete, whose failure changes nothing.
+      if (kev.data == 0 || kev.udata == nullptr) continue;
+      out[count] = PollEvent{};
+      out[count].token = kev.udata;
+      out[count].error = true;
+      ++count;
+      continue;
+    }
+    to_poll_event(kev, out[count++]);
+  }
+  return count;
+}
+
+}  // namespace evloop::detail

@@ -1,0 +1,40 @@
+// Internal. A listening socket owned by one loop, and its accept path.
+#pragma once
+
+#include "evloop/loop.hpp"
+#include "pollable.hpp"
+#include "socket.hpp"
+
+namespace evloop::detail {
+
+class EventLoop;
+
+/// A listening socket in exactly one loop's poller (never in several: no thundering herd).
+struct Listener final : Pollable {
+  Listener(OpenedListener opened, bool hand_off, bool tcp)
+      : Pollable(Kind::listener),
+        fd(std::move(opened.fd)),
+        bound(opened.bound),
+        unix_path(std::move(opened.unix_path)),
+        hands_off(hand_off),
+        is_tcp(tcp) {}
+
+  UniqueFd fd;
+  SocketAddress bound;
+  UnixPathOwner unix_path;  // removes the socket file when the listener goes away
+  bool hands_off;           // accepted fds go to the loop the balance policy picks
+  bool is_tcp;
+  bool paused = false;      // accepting paused after EMFILE/ENFILE
+  TimerId resume_timer = 0;
+};
+
+/// Accepts up to a bounded batch of connections from `listener` (loop thread). Out of fds
+/// (EMFILE/ENFILE/ENOBUFS/ENOMEM), it pauses this listener for a short back-off instead of
+/// spinning on a level-triggered readiness that cannot be cleared; the pending connections stay
+/// in the kernel's backlog and are accepted when fds are free again.
+void accept_batch(EventLoop& loop, Listener& listener);
+
+/// Re-arms a listener paused by accept_batch (loop thread).
+void resume_accepting(EventLoop& loop, Listener& listener);
+
+}  // namespace evloop::detail

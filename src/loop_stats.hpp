@@ -1,0 +1,47 @@
+// Internal. LoopStats as relaxed atomics: written only by the loop thread (a plain load + store,
+// no locked read-modify-write on the hot path), read from any thread through snapshot().
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "evloop/stats.hpp"
+
+namespace evloop::detail {
+
+using Counter = std::atomic<std::uint64_t>;
+
+/// Adds `n` to a counter only its loop thread writes.
+inline void bump(Counter& counter, std::uint64_t n = 1) noexcept {
+  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+struct AtomicLoopStats {
+  Counter waits{0}, wakeups{0}, tasks{0}, reads{0}, writes{0}, bytes_in{0}, bytes_out{0},
+      write_arms{0}, read_pauses{0}, accepts{0}, accept_errors{0}, timers_fired{0},
+      poller_changes{0}, opened{0}, closed{0};
+
+  LoopStats snapshot() const noexcept {
+    constexpr auto r = std::memory_order_relaxed;
+    LoopStats s;
+    s.waits = waits.load(r);
+    s.wakeups = wakeups.load(r);
+    s.tasks = tasks.load(r);
+    s.reads = reads.load(r);
+    s.writes = writes.load(r);
+    s.bytes_in = bytes_in.load(r);
+    s.bytes_out = bytes_out.load(r);
+    s.write_arms = write_arms.load(r);
+    s.read_pauses = read_pauses.load(r);
+    s.accepts = accepts.load(r);
+    s.accept_errors = accept_errors.load(r);
+    s.timers_fired = timers_fired.load(r);
+    s.poller_changes = poller_changes.load(r);
+    s.opened = opened.load(r);
+    s.closed = closed.load(r);
+    s.open_connections = s.opened - s.closed;
+    return s;
+  }
+};
+
+}  // namespace evloop::detail

@@ -1,0 +1,81 @@
+// Internal. The few socket differences between Linux, the BSDs and macOS, in one place. Poller and
+// waker differences live in src/linux/ and src/bsd/; nothing else in the core tests the platform.
+#pragma once
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+namespace evloop::detail::platform {
+
+// Flags for send/sendmsg. Linux and FreeBSD have MSG_NOSIGNAL; macOS has SO_NOSIGPIPE instead,
+// set once per socket (see set_no_sigpipe in socket.cpp).
+#ifdef MSG_NOSIGNAL
+inline constexpr int kSendFlags = MSG_NOSIGNAL;
+#else
+inline constexpr int kSendFlags = 0;
+#endif
+
+#ifdef SO_NOSIGPIPE
+inline constexpr bool kHasNoSigpipeOption = true;
+inline constexpr int kNoSigpipeOption = SO_NOSIGPIPE;
+#else
+inline constexpr bool kHasNoSigpipeOption = false;
+inline constexpr int kNoSigpipeOption = 0;
+#endif
+
+// The socket option that makes the kernel balance connections across listeners bound to the same
+// address: SO_REUSEPORT on Linux (3.9+), SO_REUSEPORT_LB on FreeBSD (12+). macOS and the other
+// BSDs accept SO_REUSEPORT but hand every connection to one socket, so there evloop does not rely
+// on it and accepts on one loop instead (kReuseportBalances = false).
+#if defined(SO_REUSEPORT_LB)
+inline constexpr int kReuseportOption = SO_REUSEPORT_LB;
+inline constexpr bool kReuseportBalances = true;
+#elif defined(__linux__)
+inline constexpr int kReuseportOption = SO_REUSEPORT;
+inline constexpr bool kReuseportBalances = true;
+#else
+inline constexpr int kReuseportOption = SO_REUSEPORT;
+inline constexpr bool kReuseportBalances = false;
+#endif
+
+// accept() returning a non-blocking, close-on-exec fd: accept4 does both atomically on Linux and
+// FreeBSD; macOS lacks it, and a fork between accept and fcntl could leak the fd to a child there.
+inline int accept_nonblocking(int listen_fd, sockaddr* addr, socklen_t* len) noexcept {
+#if defined(__APPLE__)
+  int fd = ::accept(listen_fd, addr, len);
+  if (fd >= 0) {
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
+  return fd;
+#else
+  return ::accept4(listen_fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#endif
+}
+
+// socket() returning a non-blocking, close-on-exec fd (SOCK_NONBLOCK/SOCK_CLOEXEC are not on macOS).
+inline int socket_nonblocking(int family) noexcept {
+#if defined(__APPLE__)
+  int fd = ::socket(family, SOCK_STREAM, 0);
+  if (fd >= 0) {
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
+  return fd;
+#else
+  return ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+#endif
+}
+
+// Idle time before the first keep-alive probe: TCP_KEEPIDLE (Linux, FreeBSD), TCP_KEEPALIVE (macOS).
+inline void set_keepalive_idle(int fd, int seconds) noexcept {
+#if defined(TCP_KEEPIDLE)
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &seconds, sizeof seconds);
+#elif defined(TCP_KEEPALIVE)
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &seconds, sizeof seconds);
+#endif
+}
+
+}  // namespace evloop::detail::platform

@@ -1,0 +1,190 @@
+#include "socket.hpp"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "platform.hpp"
+
+namespace evloop::detail {
+namespace {
+
+std::error_code sys_error(int e) { return {e, std::system_category()}; }
+
+Status listen_error(const ListenAddress& addr, const char* step, int e) {
+  return {sys_error(e), "listen " + addr.text + ": " + step + ": " + std::strerror(e)};
+}
+
+// Binds, listens and records the bound address. `fd` is already a socket of the right family.
+Status bind_and_listen(const ListenAddress& addr, UniqueFd fd, const sockaddr* sa, socklen_t len,
+                       OpenedListener& out) {
+  if (::bind(fd.get(), sa, len) < 0) return listen_error(addr, "bind", errno);
+  if (::listen(fd.get(), addr.backlog) < 0) return listen_error(addr, "listen", errno);
+  out.bound = local_address(fd.get());
+  out.fd = std::move(fd);
+  return {};
+}
+
+Status open_tcp_listener(const ListenAddress& addr, bool reuseport, std::uint16_t port,
+                         OpenedListener& out) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  hints.ai_family = addr.transport == Transport::tcp6 ? AF_INET6
+                    : addr.transport == Transport::tcp4 || addr.host.empty() ? AF_INET
+                                                                               : AF_UNSPEC;
+  const std::string service = std::to_string(port != 0 ? port : addr.port);
+  addrinfo* list = nullptr;
+  if (int rc = ::getaddrinfo(addr.host.empty() ? nullptr : addr.host.c_str(), service.c_str(),
+                             &hints, &list);
+      rc != 0) {
+    return {make_error_code(errc::bad_address),
+            "listen " + addr.text + ": cannot resolve host '" + addr.host + "': " +
+                ::gai_strerror(rc)};
+  }
+  Status result = listen_error(addr, "resolve", EADDRNOTAVAIL);
+  for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
+    UniqueFd fd(platform::socket_nonblocking(ai->ai_family));
+    if (fd.get() < 0) {
+      result = listen_error(addr, "socket", errno);
+      continue;
+    }
+    const int on = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (reuseport &&
+        ::setsockopt(fd.get(), SOL_SOCKET, platform::kReuseportOption, &on, sizeof on) < 0) {
+      result = listen_error(addr, "setsockopt(reuseport)", errno);
+      continue;
+    }
+    if (ai->ai_family == AF_INET6 && addr.transport == Transport::tcp6) {
+      ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+    }
+    result = bind_and_listen(addr, std::move(fd), ai->ai_addr, ai->ai_addrlen, out);
+    if (result) break;
+  }
+  ::freeaddrinfo(list);
+  return result;
+}
+
+// Removes a leftover socket file at `path` from a server that is gone. Refuses (EADDRINUSE) when
+// the path is not a socket, or when a server still accepts on it.
+Status clear_stale_unix_path(const ListenAddress& addr, const sockaddr_un& sun) {
+  struct stat st {};
+  if (::lstat(addr.path.c_str(), &st) < 0) {
+    return errno == ENOENT ? Status{} : listen_error(addr, "stat", errno);
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return {sys_error(EADDRINUSE),
+            "listen " + addr.text + ": " + addr.path + " exists and is not a socket; not removing it"};
+  }
+  // A live listener accepts (or, with a full backlog, says EAGAIN); a stale file refuses.
+  UniqueFd probe(platform::socket_nonblocking(AF_UNIX));
+  const bool live =
+      probe.get() >= 0 &&
+      (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&sun), sizeof sun) == 0 ||
+       errno == EAGAIN || errno == EINPROGRESS);
+  if (live) {
+    return {sys_error(EADDRINUSE),
+            "listen " + addr.text + ": a server is already listening on " + addr.path};
+  }
+  if (::unlink(addr.path.c_str()) < 0 && errno != ENOENT) return listen_error(addr, "unlink", errno);
+  return {};
+}
+
+Status open_unix_listener(const ListenAddress& addr, OpenedListener& out) {
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::memcpy(sun.sun_path, addr.path.data(), addr.path.size());  // length checked by the parser
+  if (Status s = clear_stale_unix_path(addr, sun); !s) return s;
+  UniqueFd fd(platform::socket_nonblocking(AF_UNIX));
+  if (fd.get() < 0) return listen_error(addr, "socket", errno);
+  if (Status s = bind_and_listen(addr, std::move(fd), reinterpret_cast<const sockaddr*>(&sun),
+                                 sizeof sun, out);
+      !s) {
+    return s;
+  }
+  struct stat st {};
+  if (::stat(addr.path.c_str(), &st) == 0) {
+    out.unix_path = UnixPathOwner(addr.path, st.st_dev, st.st_ino);
+  }
+  return {};
+}
+
+}  // namespace
+
+void UniqueFd::reset() noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+UnixPathOwner::~UnixPathOwner() {
+  if (path_.empty()) return;
+  struct stat st {};
+  if (::lstat(path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev_ &&
+      st.st_ino == ino_) {
+    ::unlink(path_.c_str());
+  }
+}
+
+Status open_listener(const ListenAddress& addr, bool reuseport, std::uint16_t port,
+                     OpenedListener& out) {
+  if (addr.transport == Transport::unix_socket) return open_unix_listener(addr, out);
+  return open_tcp_listener(addr, reuseport, port, out);
+}
+
+int accept_connection(int listen_fd, SocketAddress& peer) noexcept {
+  socklen_t len = static_cast<socklen_t>(SocketAddress::capacity());
+  const int fd = platform::accept_nonblocking(listen_fd, static_cast<sockaddr*>(peer.data()), &len);
+  if (fd < 0) return -errno;
+  peer.set_size(len);
+  return fd;
+}
+
+void configure_connection(int fd, bool is_tcp, bool nodelay, std::chrono::seconds keepalive) noexcept {
+  const int on = 1;
+  if constexpr (platform::kHasNoSigpipeOption) {
+    ::setsockopt(fd, SOL_SOCKET, platform::kNoSigpipeOption, &on, sizeof on);
+  }
+  if (!is_tcp) return;
+  if (nodelay) ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  if (keepalive.count() > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    platform::set_keepalive_idle(fd, static_cast<int>(keepalive.count()));
+  }
+}
+
+long send_pieces(int fd, const iovec* iov, int count) noexcept {
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(iov);
+  msg.msg_iovlen = static_cast<decltype(msg.msg_iovlen)>(count);
+  const ssize_t n = ::sendmsg(fd, &msg, platform::kSendFlags);
+  return n < 0 ? -errno : static_cast<long>(n);
+}
+
+long receive(int fd, void* buffer, std::size_t size) noexcept {
+  const ssize_t n = ::recv(fd, buffer, size, 0);
+  return n < 0 ? -errno : static_cast<long>(n);
+}
+
+std::error_code socket_error(int fd) noexcept {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  return err != 0 ? sys_error(err) : std::error_code{};
+}
+
+SocketAddress local_address(int fd) {
+  SocketAddress addr;
+  socklen_t len = static_cast<socklen_t>(SocketAddress::capacity());
+  if (::getsockname(fd, static_cast<sockaddr*>(addr.data()), &len) == 0) addr.set_size(len);
+  return addr;
+}
+
+}  // namespace evloop::detail

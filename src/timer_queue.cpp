@@ -1,0 +1,61 @@
+#include "timer_queue.hpp"
+
+#include <algorithm>
+
+namespace evloop::detail {
+
+std::uint64_t TimerQueue::add(Clock::time_point when, Clock::duration interval, Task fn) {
+  const std::uint64_t id = next_id_++;
+  timers_.emplace(id, Timer{when, interval, std::move(fn)});
+  heap_.push_back({when, id});
+  std::push_heap(heap_.begin(), heap_.end(), std::greater<>{});
+  return id;
+}
+
+bool TimerQueue::cancel(std::uint64_t id) { return timers_.erase(id) > 0; }
+
+void TimerQueue::drop_cancelled_top() {
+  // A heap entry is stale when its timer was cancelled or rescheduled to another deadline.
+  while (!heap_.empty()) {
+    auto it = timers_.find(heap_.front().id);
+    if (it != timers_.end() && it->second.when == heap_.front().when) return;
+    std::pop_heap(heap_.begin(), heap_.end(), std::greater<>{});
+    heap_.pop_back();
+  }
+}
+
+int TimerQueue::next_timeout_ms(Clock::time_point now) {
+  drop_cancelled_top();
+  if (heap_.empty()) return -1;
+  const auto wait = heap_.front().when - now;
+  if (wait <= Clock::duration::zero()) return 0;
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
+  return static_cast<int>(std::min<long long>(ms, 24LL * 3600 * 1000));
+}
+
+std::size_t TimerQueue::run_due(Clock::time_point now) {
+  std::size_t ran = 0;
+  for (drop_cancelled_top(); !heap_.empty() && heap_.front().when <= now; drop_cancelled_top()) {
+    const std::uint64_t id = heap_.front().id;
+    std::pop_heap(heap_.begin(), heap_.end(), std::greater<>{});
+    heap_.pop_back();
+    auto it = timers_.find(id);
+    const Clock::duration interval = it->second.interval;
+    Task fn = std::move(it->second.fn);
+    if (interval == Clock::duration::zero()) timers_.erase(it);
+    ++ran;
+    fn();  // may add or cancel timers (the map may rehash: `it` is not used after this)
+    if (interval != Clock::duration::zero()) {
+      it = timers_.find(id);
+      if (it == timers_.end()) continue;  // cancelled by its own callback
+      // Next deadline after `now`, so a timer that fell behind does not run in a burst.
+      it->second.when = std::max(it->second.when + interval, now + Clock::duration(1));
+      it->second.fn = std::move(fn);
+      heap_.push_back({it->second.when, id});
+      std::push_heap(heap_.begin(), heap_.end(), std::greater<>{});
+    }
+  }
+  return ran;
+}
+
+}  // namespace evloop::detail
