@@ -56,8 +56,8 @@ class Waker {
   void drain() noexcept;
 
  private:
-  int kq_ = -1;            // EVFILT_USER: the poller's kqueue
-  void* token_ = nullptr;  // passed again with every trigger: a change replaces the udata
+  int kq_ = -1;             // EVFILT_USER: the poller's kqueue
+  void* token_ = nullptr;   // passed again with every trigger: a change replaces the udata
   int pipe_[2] = {-1, -1};  // pipe fallback only: read end, write end
 };
 

@@ -1,16 +1,18 @@
-// kqueue poller (level-triggered). Contract: src/poller.hpp. Linux/libkqueue differences:
-// ../../shared/KQUEUE_ON_LINUX.md (quoted below as "libkqueue quirk N").
+// kqueue poller (level-triggered). Contract: src/poller.hpp. Where libkqueue (the kqueue used on
+// Linux) differs from a BSD kernel, the code says so; README.md here lists those differences.
 //
 // Interest is kept as filters that exist or not: kRead = an EVFILT_READ filter, kWrite = an
 // EVFILT_WRITE filter, each added (EV_ADD) or deleted (EV_DELETE) as the mask changes. No EV_CLEAR:
-// the core expects level-triggered readiness, and libkqueue applies EV_CLEAR to the whole fd
-// (quirk 3). No EV_DISABLE either, so quirk 2 (EV_ADD|EV_DISABLE) cannot arise.
+// the core expects level-triggered readiness, and libkqueue applies EV_CLEAR to the whole fd, not
+// per filter. No EV_DISABLE either, which libkqueue mishandles when combined with EV_ADD.
 //
 // Changes are queued and passed as the changelist of the kevent() call that waits, so arming and
 // disarming write interest costs no syscall of its own. remove() is the exception, see there.
+#include <sys/types.h>  // before <sys/event.h> on older BSDs
+
+#include <fcntl.h>
 #include <sys/event.h>
 #include <sys/time.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,7 +35,7 @@ struct kevent make_change(int fd, short filter, unsigned short flags, void* toke
 // One kevent from the kernel to one PollEvent. EV_EOF on the read filter means the peer will
 // send nothing more (FIN or reset), but bytes that arrived before it may still be queued:
 // readable stays set so the core reads them before it sees end of stream. fflags then holds
-// the socket error, if any (ECONNRESET after a reset, libkqueue quirk 7).
+// the socket error, if any (ECONNRESET after a reset).
 void to_poll_event(const struct kevent& kev, PollEvent& out) {
   out = PollEvent{};
   out.token = kev.udata;
@@ -91,23 +93,24 @@ std::error_code Poller::modify(int fd, unsigned from, unsigned to, void* token) 
   return {};
 }
 
-// Why remove() does not simply queue EV_DELETE like modify():
-// - The caller closes fd right after this call, and the fd number can then be reused at once, by
-//   this loop (an accepted connection) or by another thread. A BSD kernel drops an fd's filters
-//   itself on close(), but libkqueue does not (quirk 1): its stale entry would stay keyed by the
-//   number, and a later EV_ADD for the new file would "succeed" and deliver nothing. A deferred
-//   EV_DELETE would reach libkqueue only after close(), when its own epoll_ctl(DEL) on the number
-//   can no longer work reliably. So the filters are deleted now, while fd still names this file.
+// Why remove() does not queue its EV_DELETE like modify() does:
+// - The caller closes fd right after this call, and the number can be reused at once: by this loop
+//   (an accepted or handed-off connection, whose EV_ADD would be queued behind) or another thread.
+//   libkqueue does not drop an fd's filters on close(): without the delete, a later
+//   EV_ADD for the new file with that number "succeeds" and nothing is ever delivered. Deleting
+//   now, while fd still names the file being closed, leaves nothing behind whatever comes next.
+// - Queued, it would not save the syscall: on a BSD, close() has already dropped the filters, the
+//   delete fails with ENOENT, and FreeBSD's kevent() returns at once when a change fails, so the
+//   loop would wake for nothing. One immediate kevent() per closed fd is what epoll pays too.
 // - Changes still queued for fd are dropped first: they name a file about to be closed and carry
-//   a token (the connection) the core may free as soon as this returns. An EV_ADD still queued
-//   means the kernel never saw that filter, so deleting it just reports ENOENT, ignored.
-// EV_RECEIPT makes kevent() answer every change in the array given (here: the changes' own
-// storage) and return without collecting any pending event, so nothing is lost from the next
-// wait(). The cost is one syscall per closed connection, the same as EPOLL_CTL_DEL.
+//   a token (the connection) the core may free as soon as this returns. A dropped EV_ADD means
+//   the kernel never saw that filter; deleting it anyway just answers ENOENT, ignored.
+// EV_RECEIPT makes kevent() answer each change in the given array (here the changes' own storage)
+// and return without collecting any pending event, so nothing is taken from the next wait().
 void Poller::remove(int fd, unsigned interest) {
-  const auto stale = std::remove_if(changes_.begin(), changes_.end(), [fd](const struct kevent& kev) {
-    return kev.ident == static_cast<uintptr_t>(fd);
-  });
+  const auto stale = std::remove_if(
+      changes_.begin(), changes_.end(),
+      [fd](const struct kevent& kev) { return kev.ident == static_cast<uintptr_t>(fd); });
   const bool had_queued = stale != changes_.end();
   changes_.erase(stale, changes_.end());
   if (interest == kNone && !had_queued) return;  // no filter in the kernel
@@ -115,8 +118,10 @@ void Poller::remove(int fd, unsigned interest) {
   struct kevent dels[2];
   int n = 0;
   // With nothing queued the kernel holds exactly `interest`; otherwise it may differ, so try both.
-  if ((interest & kRead) || had_queued) dels[n++] = make_change(fd, EVFILT_READ, EV_DELETE | EV_RECEIPT, nullptr);
-  if ((interest & kWrite) || had_queued) dels[n++] = make_change(fd, EVFILT_WRITE, EV_DELETE | EV_RECEIPT, nullptr);
+  if ((interest & kRead) || had_queued)
+    dels[n++] = make_change(fd, EVFILT_READ, EV_DELETE | EV_RECEIPT, nullptr);
+  if ((interest & kWrite) || had_queued)
+    dels[n++] = make_change(fd, EVFILT_WRITE, EV_DELETE | EV_RECEIPT, nullptr);
   const timespec zero{0, 0};
   ::kevent(kq_, dels, n, dels, n, &zero);
 }
@@ -124,7 +129,8 @@ void Poller::remove(int fd, unsigned interest) {
 // Applies all but the last `keep` queued changes now, with EV_RECEIPT, so that what is left fits
 // in wait()'s event array. That matters: a change that fails needs a free slot for its EV_ERROR
 // entry, else kevent() returns -1 and silently skips the changes after it. Failures found here
-// are kept in failed_ and reported by the next wait().
+// are kept in failed_ and reported by the next wait() (except one that libkqueue reports with
+// data 0, indistinguishable from a receipt: the cost of a path taken only past kBatch changes).
 void Poller::flush_excess(int keep) {
   struct kevent receipts[kBatch];
   while (changes_.size() > static_cast<std::size_t>(keep)) {
@@ -175,9 +181,9 @@ int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
   for (int i = 0; i < n; ++i) {
     const struct kevent& kev = events[i];
     if (kev.flags & EV_ERROR) {
-      // A change that failed (libkqueue mixes these with real events, quirk 6). data == 0 is a
-      // receipt, not an error; no udata means a delete, whose failure changes nothing.
-      if (kev.data == 0 || kev.udata == nullptr) continue;
+      // A change that failed (libkqueue mixes these with real events; its data, the errno, may
+      // even be 0). No udata means a delete, whose failure changes nothing.
+      if (kev.udata == nullptr) continue;
       out[count] = PollEvent{};
       out[count].token = kev.udata;
       out[count].error = true;

@@ -1,8 +1,10 @@
 // kqueue waker: EVFILT_USER, or a pipe where the system has no EVFILT_USER. Contract:
 // src/poller.hpp.
+#include <sys/types.h>  // before <sys/event.h> on older BSDs
+
+#include <fcntl.h>
 #include <sys/event.h>
 #include <sys/time.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -41,10 +43,11 @@ std::error_code Waker::open(Poller& poller, void* token) {
 }
 
 void Waker::notify() noexcept {
-  // A separate change from the EV_ADD above (libkqueue quirk 4: both in one entry never fires).
-  // The token goes along because every change replaces the event's udata (quirk 5). On a BSD this
-  // is one system call, async-signal-safe; libkqueue's kevent() takes a mutex, so there it is safe
-  // from any thread but not from a signal handler interrupting this loop's own kevent() call.
+  // A separate change from the EV_ADD above (libkqueue: both in one entry never fires). The token
+  // goes along because every change replaces the event's udata (BSD and libkqueue alike).
+  // On a BSD this is one system call, async-signal-safe. libkqueue's kevent() takes a mutex: safe
+  // from any thread, but a signal handler that interrupts this loop's own kevent() call could
+  // deadlock, so there signals should be handled off the loop threads.
   struct kevent kev;
   EV_SET(&kev, kWakeIdent, EVFILT_USER, 0, NOTE_TRIGGER, 0, token_);
   const timespec zero{0, 0};
