@@ -1,0 +1,607 @@
+// runner: the benchmark suite in one command. Runs evloop's echo-server (1 and 2 loops) and the two
+// baselines (threads = plain blocking sockets, epoll = the hand-written floor) through the echo
+// scenarios and the idle-connections scenario, interleaving the servers round by round, with the
+// server pinned to one CPU and the load generator to another. Writes a Markdown table of medians
+// (min-max) with ratios to the baselines, and a JSON file with every run. Exit status 1 if any run
+// failed (an echo mismatch, a connection error, a server that did not start), 2 on bad usage.
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <sys/stat.h>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "runner_process.hpp"
+#include "runner_report.hpp"
+
+#ifndef BENCH_ECHO_SERVER
+#define BENCH_ECHO_SERVER ""
+#endif
+#ifndef BENCH_LOADGEN
+#define BENCH_LOADGEN ""
+#endif
+#ifndef BENCH_BASELINE_THREADS
+#define BENCH_BASELINE_THREADS ""
+#endif
+#ifndef BENCH_BASELINE_EPOLL
+#define BENCH_BASELINE_EPOLL ""
+#endif
+
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Config {
+  unsigned rounds = 3;
+  double duration = 5.0;
+  double warmup = 1.0;
+  unsigned idle_conns = 10'000;
+  std::string out = "bench-results";
+  bool quick = false;
+  int strace = -1;             // -1: when not --quick and strace is installed
+  std::string only_servers;    // comma-separated subset, empty = all
+  std::string only_scenarios;  // comma-separated subset of names, empty = all
+  std::string echo_server = BENCH_ECHO_SERVER;
+  std::string loadgen = BENCH_LOADGEN;
+  std::string threads = BENCH_BASELINE_THREADS;
+  std::string epoll = BENCH_BASELINE_EPOLL;
+  int server_cpu = -1, load_cpu = -1;
+};
+
+void usage(FILE* out) {
+  std::fprintf(
+      out,
+      "usage: runner [--quick] [--rounds N] [--duration S] [--warmup S] [--out DIR] [--help]\n"
+      "Runs evloop's echo-server (--loops 1 and 2) and the baselines (threads: blocking\n"
+      "sockets, one thread per connection; epoll: a minimal hand-written epoll loop) through\n"
+      "the echo scenarios and the idle-connections scenario, servers interleaved, the server\n"
+      "pinned to one CPU and the load generator to another. Prints a Markdown table of\n"
+      "medians (min-max) and writes DIR/results.md and DIR/results.json.\n"
+      "  --quick           1 round, 1 s runs (the README demo; about a minute)\n"
+      "  --rounds N        rounds, servers interleaved in each (default 3)\n"
+      "  --duration S      measured seconds per run (default 5; --quick: 1)\n"
+      "  --warmup S        unmeasured seconds before each run (default 1; --quick: 0.3)\n"
+      "  --out DIR         where results.md and results.json go (default ./bench-results)\n"
+      "  --idle-conns N    connections of the idle scenario (default 10000)\n"
+      "  --servers LIST    subset, comma-separated: threads,epoll,evloop-1,evloop-2\n"
+      "  --scenarios LIST  subset, comma-separated: d1,d16,c1000,64k,idle\n"
+      "  --strace | --no-strace  cross-check syscalls per message with strace -c -f\n"
+      "                    (default: on unless --quick, when strace is installed)\n"
+      "  --cpus S,L        CPU for the server and for the load generator (default: the\n"
+      "                    first two CPUs this process may use)\n"
+      "  --echo-server P, --loadgen P, --baseline-threads P, --baseline-epoll P\n"
+      "                    programs to run (default: the ones built beside the runner)\n");
+}
+
+bool parse_args(int argc, char** argv, Config& cfg) {
+  bool duration_set = false, warmup_set = false, rounds_set = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "runner: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      usage(stdout);
+      std::exit(0);
+    } else if (a == "--quick") {
+      cfg.quick = true;
+    } else if (a == "--rounds") {
+      cfg.rounds = static_cast<unsigned>(std::stoul(value()));
+      rounds_set = true;
+    } else if (a == "--duration") {
+      cfg.duration = std::stod(value());
+      duration_set = true;
+    } else if (a == "--warmup") {
+      cfg.warmup = std::stod(value());
+      warmup_set = true;
+    } else if (a == "--out") {
+      cfg.out = value();
+    } else if (a == "--idle-conns") {
+      cfg.idle_conns = static_cast<unsigned>(std::stoul(value()));
+    } else if (a == "--servers") {
+      cfg.only_servers = value();
+    } else if (a == "--scenarios") {
+      cfg.only_scenarios = value();
+    } else if (a == "--strace") {
+      cfg.strace = 1;
+    } else if (a == "--no-strace") {
+      cfg.strace = 0;
+    } else if (a == "--cpus") {
+      const std::string v = value();
+      if (std::sscanf(v.c_str(), "%d,%d", &cfg.server_cpu, &cfg.load_cpu) != 2) return false;
+    } else if (a == "--echo-server") {
+      cfg.echo_server = value();
+    } else if (a == "--loadgen") {
+      cfg.loadgen = value();
+    } else if (a == "--baseline-threads") {
+      cfg.threads = value();
+    } else if (a == "--baseline-epoll") {
+      cfg.epoll = value();
+    } else {
+      std::fprintf(stderr, "runner: unknown argument %s\n", a.c_str());
+      return false;
+    }
+  }
+  if (cfg.quick) {
+    if (!rounds_set) cfg.rounds = 1;
+    if (!duration_set) cfg.duration = 1.0;
+    if (!warmup_set) cfg.warmup = 0.3;
+  }
+  if (cfg.rounds == 0 || cfg.duration <= 0 || cfg.warmup < 0) return false;
+  return true;
+}
+
+bool in_list(const std::string& list, const std::string& name) {
+  if (list.empty()) return true;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (item == name) return true;
+  return false;
+}
+
+bool executable(const std::string& path) {
+  return !path.empty() && access(path.c_str(), X_OK) == 0;
+}
+
+/// A number from a flat JSON line: the value after "key":. NaN when absent.
+double json_number(const std::string& line, const std::string& key) {
+  const std::string k = "\"" + key + "\":";
+  const auto at = line.find(k);
+  if (at == std::string::npos) return NAN;
+  return std::strtod(line.c_str() + at + k.size(), nullptr);
+}
+
+std::string json_string(const std::string& line, const std::string& key) {
+  const std::string k = "\"" + key + "\":\"";
+  const auto at = line.find(k);
+  if (at == std::string::npos) return {};
+  const auto end = line.find('"', at + k.size());
+  return line.substr(at + k.size(),
+                     end == std::string::npos ? std::string::npos : end - at - k.size());
+}
+
+bool looks_like_json(const std::string& s) {
+  return !s.empty() && s.front() == '{' && s.back() == '}';
+}
+
+/// VmRSS of a process in KiB, or -1.
+double vm_rss_kib(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr);
+  return -1;
+}
+
+std::string machine_line() {
+  std::string model = "unknown CPU";
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  utsname u{};
+  uname(&u);
+  return std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " CPUs (nproc), " + model + ", Linux " +
+         u.release;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
+  return buf;
+}
+
+std::string find_strace() {
+  for (const char* p : {"/usr/bin/strace", "/bin/strace", "/usr/local/bin/strace"})
+    if (executable(p)) return p;
+  return {};
+}
+
+/// A server started and listening.
+struct Started {
+  bench::Child child;
+  std::string port;
+  std::string error;
+};
+
+bool start_server(const std::vector<std::string>& argv, int cpu, Started& s) {
+  if (!s.child.spawn(argv, cpu, false)) {
+    s.error = "cannot start " + argv[0];
+    return false;
+  }
+  const auto line = s.child.read_until("listening on", 10s);
+  if (!line) {
+    s.error = argv[0] + " printed no 'listening on' line within 10 s";
+    return false;
+  }
+  s.port = line->substr(line->rfind(':') + 1);
+  return true;
+}
+
+/// Stops a server with SIGTERM; returns its last {"stats":...} line, if it printed one.
+std::string stop_server(Started& s, std::string& error) {
+  s.child.signal(SIGTERM);
+  std::string stats;
+  while (auto line = s.child.read_line(10s))
+    if (line->rfind("{\"stats\"", 0) == 0) stats = *line;
+  if (!s.child.wait(10s)) {
+    error = "server did not exit within 10 s of SIGTERM";
+    s.child.kill_and_reap();
+  }
+  return stats;
+}
+
+class Runner {
+ public:
+  explicit Runner(Config cfg) : cfg_(std::move(cfg)) {}
+  int run(int argc, char** argv);
+
+ private:
+  void setup_cpus();
+  void raise_fd_limit();
+  bench::Run echo_run(const bench::Scenario& sc, const bench::ServerSpec& sv, int round);
+  bench::Run idle_run(const bench::Scenario& sc, const bench::ServerSpec& sv, int round);
+  bench::StraceRun strace_run(const bench::Scenario& sc, const bench::ServerSpec& sv,
+                              const std::string& strace);
+  std::vector<std::string> loadgen_args(const bench::Scenario& sc, const std::string& port,
+                                        double duration, double warmup) const;
+  void note(const std::string& s) {
+    if (!report_.notes.empty()) report_.notes += "; ";
+    report_.notes += s;
+  }
+
+  Config cfg_;
+  bench::Report report_;
+};
+
+void Runner::setup_cpus() {
+  if (cfg_.server_cpu >= 0 && cfg_.load_cpu >= 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c)
+      if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  if (cpus.size() >= 2) {
+    cfg_.server_cpu = cpus[0];
+    cfg_.load_cpu = cpus[1];
+  } else {
+    cfg_.server_cpu = cfg_.load_cpu = -1;
+  }
+}
+
+void Runner::raise_fd_limit() {
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  rl.rlim_cur = rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+  getrlimit(RLIMIT_NOFILE, &rl);
+  const rlim_t need = static_cast<rlim_t>(cfg_.idle_conns) + 256;
+  if (rl.rlim_cur < need) {
+    const unsigned fit = rl.rlim_cur > 512 ? static_cast<unsigned>(rl.rlim_cur - 256) : 0;
+    note("RLIMIT_NOFILE hard limit " + std::to_string(rl.rlim_cur) + " is too low for " +
+         std::to_string(cfg_.idle_conns) + " idle connections: measured " + std::to_string(fit));
+    std::fprintf(stderr,
+                 "runner: RLIMIT_NOFILE hard limit %llu too low for %u connections; using %u\n",
+                 static_cast<unsigned long long>(rl.rlim_cur), cfg_.idle_conns, fit);
+    cfg_.idle_conns = fit;
+  }
+}
+
+std::vector<std::string> Runner::loadgen_args(const bench::Scenario& sc, const std::string& port,
+                                              double duration, double warmup) const {
+  return {cfg_.loadgen,
+          "--connect",
+          "tcp://127.0.0.1:" + port,
+          "-c",
+          std::to_string(sc.conns),
+          "-s",
+          std::to_string(sc.size),
+          "-d",
+          std::to_string(sc.depth),
+          "-t",
+          std::to_string(duration),
+          "-w",
+          std::to_string(warmup)};
+}
+
+bench::Run Runner::echo_run(const bench::Scenario& sc, const bench::ServerSpec& sv, int round) {
+  bench::Run run;
+  run.scenario = sc.name;
+  run.server = sv.name;
+  run.round = round;
+  Started server;
+  if (!start_server(sv.argv, cfg_.server_cpu, server)) {
+    run.error = server.error;
+    return run;
+  }
+  auto args = loadgen_args(sc, server.port, cfg_.duration, cfg_.warmup);
+  args.insert(args.end(), {"--server-pid", std::to_string(server.child.pid()), "--label",
+                           sc.name + "/" + sv.name + "/" + std::to_string(round)});
+  bench::Child load;
+  std::string result;
+  if (!load.spawn(args, cfg_.load_cpu, false)) {
+    run.error = "cannot start the load generator";
+  } else {
+    const auto limit =
+        std::chrono::milliseconds(static_cast<long>((cfg_.duration + cfg_.warmup) * 1000) + 60'000);
+    if (auto line = load.read_until("{\"loadgen\"", limit)) result = *line;
+    const auto status = load.wait(10s);
+    if (!status)
+      run.error = "the load generator did not finish in time";
+    else if (*status != 0)
+      run.error = "the load generator exited with status " + std::to_string(*status);
+  }
+  std::string stop_error;
+  const std::string stats = stop_server(server, stop_error);
+  if (looks_like_json(result)) run.loadgen_json = result;
+  if (looks_like_json(stats)) run.stats_json = stats;
+  if (run.error.empty() && result.empty()) run.error = "no result line from the load generator";
+  if (!json_string(result, "error").empty())
+    run.error += (run.error.empty() ? "" : ": ") + json_string(result, "error");
+  if (run.error.empty() && !stop_error.empty()) run.error = stop_error;
+  run.ok = run.error.empty();
+  run.msgs_per_s = json_number(result, "msgs_per_s");
+  run.mb_per_s = json_number(result, "mb_per_s");
+  run.p50_us = json_number(result, "p50");
+  run.p99_us = json_number(result, "p99");
+  run.p999_us = json_number(result, "p999");
+  run.server_cpu_us_per_msg = json_number(result, "server_cpu_us_per_msg");
+  run.loadgen_cpu_pct = json_number(result, "cpu_pct");
+  const double total = json_number(result, "total_messages");
+  if (sv.has_stats && !stats.empty() && total > 0) {
+    const double calls = json_number(stats, "waits") + json_number(stats, "reads") +
+                         json_number(stats, "writes") + json_number(stats, "poller_changes") +
+                         json_number(stats, "accepts");
+    run.syscalls_per_msg = calls / total;
+    run.poller_changes_per_msg = json_number(stats, "poller_changes") / total;
+    run.waits_per_msg = json_number(stats, "waits") / total;
+  }
+  return run;
+}
+
+bench::Run Runner::idle_run(const bench::Scenario& sc, const bench::ServerSpec& sv, int round) {
+  bench::Run run;
+  run.scenario = sc.name;
+  run.server = sv.name;
+  run.round = round;
+  run.conns = sc.conns;
+  Started server;
+  if (!start_server(sv.argv, cfg_.server_cpu, server)) {
+    run.error = server.error;
+    return run;
+  }
+  run.rss_base_kib = vm_rss_kib(server.child.pid());
+  std::vector<std::string> args = {cfg_.loadgen,
+                                   "--connect",
+                                   "tcp://127.0.0.1:" + server.port,
+                                   "-c",
+                                   std::to_string(sc.conns),
+                                   "-s",
+                                   "64",
+                                   "--idle",
+                                   "--label",
+                                   sc.name + "/" + sv.name + "/" + std::to_string(round)};
+  bench::Child load;
+  std::string result;
+  if (!load.spawn(args, cfg_.load_cpu, true)) {
+    run.error = "cannot start the load generator";
+  } else if (!load.read_until("ready", 120s)) {
+    run.error = "the load generator did not get every connection echoing";
+  } else {
+    run.rss_kib = vm_rss_kib(server.child.pid());
+    run.rss_bytes_per_conn = (run.rss_kib - run.rss_base_kib) * 1024.0 / sc.conns;
+  }
+  load.close_stdin();
+  if (auto line = load.read_until("{\"loadgen\"", 30s)) result = *line;
+  const auto status = load.wait(10s);
+  if (!json_string(result, "error").empty())
+    run.error += (run.error.empty() ? "" : ": ") + json_string(result, "error");
+  else if (run.error.empty() && (!status || *status != 0))
+    run.error = "the load generator failed";
+  std::string stop_error;
+  stop_server(server, stop_error);
+  if (looks_like_json(result)) run.loadgen_json = result;
+  if (run.error.empty()) run.error = stop_error;
+  run.ok = run.error.empty();
+  return run;
+}
+
+bench::StraceRun Runner::strace_run(const bench::Scenario& sc, const bench::ServerSpec& sv,
+                                    const std::string& strace) {
+  bench::StraceRun out;
+  out.server = sv.name;
+  out.scenario = sc.name;
+  const std::string file = cfg_.out + "/strace-" + sv.name + ".txt";
+  std::vector<std::string> argv = {strace, "-f", "-c", "-o", file, "--"};
+  argv.insert(argv.end(), sv.argv.begin(), sv.argv.end());
+  Started server;
+  if (!start_server(argv, cfg_.server_cpu, server)) return out;
+  bench::Child load;
+  std::string result;
+  if (load.spawn(loadgen_args(sc, server.port, 1.0, 0.2), cfg_.load_cpu, false)) {
+    if (auto line = load.read_until("{\"loadgen\"", 90s)) result = *line;
+    load.wait(10s);
+  }
+  // Stop the traced server itself (strace's child), so strace writes its summary and exits.
+  std::ifstream children("/proc/" + std::to_string(server.child.pid()) + "/task/" +
+                         std::to_string(server.child.pid()) + "/children");
+  pid_t traced = 0;
+  children >> traced;
+  if (traced > 0) kill(traced, SIGTERM);
+  std::string stop_error;
+  stop_server(server, stop_error);
+  out.messages = json_number(result, "total_messages");
+  std::ifstream f(file);
+  std::string line;
+  double io = 0, ctl = 0, waits = 0;
+  while (std::getline(f, line)) {
+    out.table += line + "\n";
+    std::istringstream ls(line);
+    std::vector<std::string> tok;
+    for (std::string t; ls >> t;) tok.push_back(t);
+    if (tok.size() < 5 || !std::isdigit(static_cast<unsigned char>(tok[0][0]))) continue;
+    const std::string& name = tok.back();
+    const double calls = std::strtod(tok[3].c_str(), nullptr);
+    const bool is_wait = name == "epoll_wait" || name == "epoll_pwait" || name == "epoll_pwait2";
+    const bool is_io = name == "read" || name == "recvfrom" || name == "recvmsg" ||
+                       name == "readv" || name == "write" || name == "sendto" ||
+                       name == "sendmsg" || name == "writev" || name == "epoll_ctl" ||
+                       name == "accept" || name == "accept4";
+    if (is_wait) waits += calls;
+    if (name == "epoll_ctl") ctl += calls;
+    if (is_wait || is_io) io += calls;
+  }
+  if (out.messages > 0 && !out.table.empty()) {
+    out.ok = true;
+    out.io_calls_per_msg = io / out.messages;
+    out.epoll_ctl_per_msg = ctl / out.messages;
+    out.waits_per_msg = waits / out.messages;
+  }
+  return out;
+}
+
+int Runner::run(int argc, char** argv) {
+  report_.command = "runner";
+  for (int i = 1; i < argc; ++i) report_.command += std::string(" ") + argv[i];
+  report_.machine = machine_line();
+  report_.date_utc = utc_now();
+  report_.rounds = cfg_.rounds;
+  report_.duration_s = cfg_.duration;
+  report_.warmup_s = cfg_.warmup;
+
+  if (!executable(cfg_.loadgen)) {
+    std::fprintf(stderr, "runner: load generator not found (%s); pass --loadgen\n",
+                 cfg_.loadgen.c_str());
+    return 2;
+  }
+  mkdir(cfg_.out.c_str(), 0755);
+  setup_cpus();
+  raise_fd_limit();
+  if (cfg_.server_cpu >= 0)
+    note("server pinned to CPU " + std::to_string(cfg_.server_cpu) + ", load generator to CPU " +
+         std::to_string(cfg_.load_cpu) + " (both evloop-2 loops share the server's CPU)");
+  else
+    note("only one CPU available: nothing pinned");
+
+  const std::string listen = "tcp://127.0.0.1:0";
+  struct Candidate {
+    std::string name, path;
+    std::vector<std::string> extra;
+    bool stats;
+  };
+  const std::vector<Candidate> candidates = {
+      {"threads", cfg_.threads, {}, false},
+      {"epoll", cfg_.epoll, {}, false},
+      {"evloop-1", cfg_.echo_server, {"--loops", "1", "--stats"}, true},
+      {"evloop-2", cfg_.echo_server, {"--loops", "2", "--stats"}, true},
+  };
+  for (const Candidate& c : candidates) {
+    if (!in_list(cfg_.only_servers, c.name)) continue;
+    if (!executable(c.path)) {
+      note(c.name + " skipped (program not found: '" + c.path + "')");
+      continue;
+    }
+    bench::ServerSpec s{c.name, {c.path, "--listen", listen}, c.stats};
+    s.argv.insert(s.argv.end(), c.extra.begin(), c.extra.end());
+    report_.servers.push_back(s);
+  }
+  const std::vector<std::pair<std::string, bench::Scenario>> all = {
+      {"d1", {"50x64B d1", false, 50, 64, 1}},
+      {"d16", {"50x64B d16", false, 50, 64, 16}},
+      {"c1000", {"1000x64B d1", false, 1000, 64, 1}},
+      {"64k", {"4x64KiB d4", false, 4, 65536, 4}},
+      {"idle", {"idle " + std::to_string(cfg_.idle_conns), true, cfg_.idle_conns, 64, 1}},
+  };
+  for (const auto& [key, sc] : all)
+    if (in_list(cfg_.only_scenarios, key) && (!sc.idle || sc.conns > 0))
+      report_.scenarios.push_back(sc);
+  if (report_.servers.empty() || report_.scenarios.empty()) {
+    std::fprintf(stderr, "runner: nothing to run\n");
+    return 2;
+  }
+
+  const std::size_t total = report_.servers.size() * report_.scenarios.size() * cfg_.rounds;
+  std::size_t done = 0;
+  for (unsigned round = 1; round <= cfg_.rounds; ++round) {
+    for (const bench::Scenario& sc : report_.scenarios) {
+      // Rotate the order each round so no server always runs first (A B C D, B C D A, ...).
+      for (std::size_t k = 0; k < report_.servers.size(); ++k) {
+        const bench::ServerSpec& sv = report_.servers[(k + round - 1) % report_.servers.size()];
+        std::fprintf(stderr, "[%zu/%zu] round %u  %-12s %-9s ", ++done, total, round,
+                     sc.name.c_str(), sv.name.c_str());
+        std::fflush(stderr);
+        bench::Run r = sc.idle ? idle_run(sc, sv, static_cast<int>(round))
+                               : echo_run(sc, sv, static_cast<int>(round));
+        if (!r.ok)
+          std::fprintf(stderr, "FAILED: %s\n", r.error.c_str());
+        else if (sc.idle)
+          std::fprintf(stderr, "%.0f B/conn\n", r.rss_bytes_per_conn);
+        else
+          std::fprintf(stderr, "%.0f msg/s, server %.2f us/msg, p99 %.0f us\n", r.msgs_per_s,
+                       r.server_cpu_us_per_msg, r.p99_us);
+        report_.runs.push_back(std::move(r));
+      }
+    }
+  }
+
+  const std::string strace = find_strace();
+  const bool want_strace = cfg_.strace == 1 || (cfg_.strace == -1 && !cfg_.quick);
+  if (want_strace && strace.empty()) note("strace not installed: no strace cross-check");
+  if (want_strace && !strace.empty()) {
+    for (const bench::Scenario& sc : report_.scenarios) {
+      if (sc.idle || sc.conns != 50 || sc.size != 64 || sc.depth != 1) continue;
+      for (const bench::ServerSpec& sv : report_.servers) {
+        std::fprintf(stderr, "strace -c -f: %s %s\n", sc.name.c_str(), sv.name.c_str());
+        report_.strace.push_back(strace_run(sc, sv, strace));
+      }
+    }
+  }
+
+  const std::string md = bench::render_markdown(report_);
+  const std::string js = bench::render_json(report_);
+  std::ofstream(cfg_.out + "/results.md") << md;
+  std::ofstream(cfg_.out + "/results.json") << js;
+  std::fputs(md.c_str(), stdout);
+  std::printf("\nWritten: %s/results.md, %s/results.json\n", cfg_.out.c_str(), cfg_.out.c_str());
+  for (const bench::Run& r : report_.runs)
+    if (!r.ok) return 1;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config cfg;
+  if (!parse_args(argc, argv, cfg)) {
+    usage(stderr);
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  Runner runner(cfg);
+  return runner.run(argc, argv);
+}
