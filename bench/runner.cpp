@@ -215,6 +215,14 @@ std::string utc_now() {
   return buf;
 }
 
+/// The 1-minute load average (other work on a shared machine skews every figure).
+std::string load_average() {
+  std::ifstream f("/proc/loadavg");
+  std::string one;
+  f >> one;
+  return one.empty() ? "unknown" : one;
+}
+
 std::string find_strace() {
   for (const char* p : {"/usr/bin/strace", "/bin/strace", "/usr/local/bin/strace"})
     if (executable(p)) return p;
@@ -500,6 +508,7 @@ int Runner::run(int argc, char** argv) {
     return 2;
   }
   mkdir(cfg_.out.c_str(), 0755);
+  const std::string load_before = load_average();
   setup_cpus();
   raise_fd_limit();
   if (cfg_.server_cpu >= 0)
@@ -582,6 +591,7 @@ int Runner::run(int argc, char** argv) {
     }
   }
 
+  note("1-minute load average " + load_before + " before, " + load_average() + " after");
   const std::string md = bench::render_markdown(report_);
   const std::string js = bench::render_json(report_);
   std::ofstream(cfg_.out + "/results.md") << md;
