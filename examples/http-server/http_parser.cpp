@@ -1,0 +1,328 @@
+// Example. Incremental HTTP/1.x request parser (see http_parser.hpp for the contract).
+#include "http_parser.hpp"
+
+#include <array>
+#include <cstring>
+#include <limits>
+
+namespace httpd {
+namespace {
+
+// RFC 9110 tchar: the characters of a token (method, field name).
+constexpr std::array<bool, 256> make_token_table() {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[static_cast<std::size_t>(c)] = true;
+  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}
+constexpr std::array<bool, 256> kToken = make_token_table();
+
+bool is_token(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!kToken[static_cast<unsigned char>(c)]) return false;
+  }
+  return true;
+}
+
+char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+
+std::string_view trim_ows(std::string_view s) noexcept {
+  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// Field values: visible ASCII, SP, HTAB and obs-text (0x80-0xFF); no other control characters.
+bool is_field_value(std::string_view s) noexcept {
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
+}
+
+// Calls fn(token) for each comma-separated element of a list-valued field, trimmed.
+template <typename Fn>
+void for_each_list_item(std::string_view value, Fn fn) {
+  while (!value.empty()) {
+    std::size_t comma = value.find(',');
+    std::string_view item = trim_ows(value.substr(0, comma));
+    if (!item.empty()) fn(item);
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+}
+
+bool lookup_method(std::string_view s, Method& m) noexcept {
+  static constexpr std::pair<std::string_view, Method> kMethods[] = {
+      {"GET", Method::get},   {"HEAD", Method::head},       {"POST", Method::post},
+      {"PUT", Method::put},   {"DELETE", Method::del},      {"OPTIONS", Method::options},
+      {"PATCH", Method::patch}};
+  for (const auto& [name, method] : kMethods) {
+    if (s == name) {
+      m = method;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string_view method_name(Method m) noexcept {
+  switch (m) {
+    case Method::get: return "GET";
+    case Method::head: return "HEAD";
+    case Method::post: return "POST";
+    case Method::put: return "PUT";
+    case Method::del: return "DELETE";
+    case Method::options: return "OPTIONS";
+    case Method::patch: return "PATCH";
+  }
+  return "?";
+}
+
+std::string_view Request::header(std::string_view name) const noexcept {
+  for (const Header& h : headers) {
+    if (iequals(h.name, name)) return h.value;
+  }
+  return {};
+}
+
+void RequestParser::reset() noexcept {
+  start_next();
+  error_status_ = 0;
+  error_reason_ = {};
+}
+
+void RequestParser::start_next() noexcept {
+  phase_ = Phase::request_line;
+  pos_ = 0;
+  target_ = {};
+  spans_.clear();
+  content_length_ = 0;
+  have_length_ = false;
+  have_transfer_encoding_ = false;
+  host_count_ = 0;
+  conn_close_ = false;
+  conn_keep_alive_ = false;
+  expect_continue_ = false;
+  continue_sent_ = false;
+}
+
+ParseResult RequestParser::fail(int status, std::string_view reason) noexcept {
+  phase_ = Phase::failed;
+  error_status_ = status;
+  error_reason_ = reason;
+  ParseResult r;
+  r.status = ParseStatus::error;
+  r.error_status = status;
+  r.error_reason = reason;
+  return r;
+}
+
+ParseResult RequestParser::parse(std::string_view input) {
+  if (phase_ == Phase::failed) return fail(error_status_, error_reason_);
+  ParseResult err;
+  // The head, line by line. pos_ survives between calls, so no byte is scanned twice.
+  while (phase_ == Phase::request_line || phase_ == Phase::headers) {
+    const void* nl = pos_ < input.size()
+                         ? std::memchr(input.data() + pos_, '\n', input.size() - pos_)
+                         : nullptr;
+    if (nl == nullptr) {
+      if (input.size() > limits_.max_head_bytes) {
+        return fail(431, "request line and headers are too large");
+      }
+      return ParseResult{};
+    }
+    std::size_t nl_off = static_cast<std::size_t>(static_cast<const char*>(nl) - input.data());
+    if (nl_off + 1 > limits_.max_head_bytes) {
+      return fail(431, "request line and headers are too large");
+    }
+    if (nl_off == pos_ || input[nl_off - 1] != '\r') return fail(400, "line ends without CR");
+    std::size_t line_off = pos_;
+    std::string_view line = input.substr(line_off, nl_off - 1 - line_off);
+    pos_ = nl_off + 1;
+    if (phase_ == Phase::request_line) {
+      if (line.empty()) continue;  // RFC 9112 2.2: ignore empty lines before a request line.
+      if (!parse_request_line(line, line_off, err)) return err;
+      phase_ = Phase::headers;
+    } else if (line.empty()) {
+      if (!finish_head(err)) return err;
+      phase_ = Phase::body;
+    } else if (!parse_header_line(line, line_off, err)) {
+      return err;
+    }
+  }
+  if (input.size() - pos_ < content_length_) {
+    ParseResult r;
+    if (expect_continue_ && !continue_sent_) {
+      continue_sent_ = true;
+      r.send_continue = true;
+    }
+    return r;
+  }
+  return complete(input);
+}
+
+bool RequestParser::parse_request_line(std::string_view line, std::size_t line_off,
+                                       ParseResult& err) {
+  // method SP request-target SP HTTP-version, single spaces (RFC 9112 3).
+  std::size_t sp1 = line.find(' ');
+  std::size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos) {
+    err = fail(400, "malformed request line");
+    return false;
+  }
+  std::string_view method = line.substr(0, sp1);
+  std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  std::string_view version = line.substr(sp2 + 1);
+  if (!is_token(method) || target.empty()) {
+    err = fail(400, "malformed request line");
+    return false;
+  }
+  for (char ch : target) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c <= 0x20 || c >= 0x7f) {
+      err = fail(400, "malformed request target");
+      return false;
+    }
+  }
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || !digit(version[5]) ||
+      version[6] != '.' || !digit(version[7])) {
+    err = fail(400, "malformed HTTP version");
+    return false;
+  }
+  if (version[5] != '1') {
+    err = fail(505, "only HTTP/1.0 and HTTP/1.1 are supported");
+    return false;
+  }
+  if (!lookup_method(method, request_.method)) {
+    err = fail(501, "method not implemented");
+    return false;
+  }
+  request_.version_minor = version[7] == '0' ? 0 : 1;
+  target_ = {line_off + sp1 + 1, target.size()};
+  return true;
+}
+
+bool RequestParser::parse_header_line(std::string_view line, std::size_t line_off,
+                                      ParseResult& err) {
+  if (is_ows(line.front())) {
+    err = fail(400, "obsolete header line folding");
+    return false;
+  }
+  std::size_t colon = line.find(':');
+  std::string_view name = line.substr(0, colon);
+  if (colon == std::string_view::npos || !is_token(name)) {
+    err = fail(400, "malformed header field");
+    return false;
+  }
+  std::string_view raw = line.substr(colon + 1);
+  std::string_view value = trim_ows(raw);
+  if (!is_field_value(value)) {
+    err = fail(400, "invalid character in header value");
+    return false;
+  }
+  if (spans_.size() >= limits_.max_headers) {
+    err = fail(431, "too many header fields");
+    return false;
+  }
+  std::size_t value_off = line_off + colon + 1 + static_cast<std::size_t>(
+                                                      value.empty() ? 0 : value.data() - raw.data());
+  spans_.push_back({{line_off, name.size()}, {value_off, value.size()}});
+
+  if (iequals(name, "content-length")) {
+    if (value.empty()) {
+      err = fail(400, "invalid Content-Length");
+      return false;
+    }
+    std::uint64_t n = 0;
+    for (char c : value) {
+      if (c < '0' || c > '9') {
+        err = fail(400, "invalid Content-Length");
+        return false;
+      }
+      auto d = static_cast<std::uint64_t>(c - '0');
+      // Saturate: anything this large is refused by the body limit anyway.
+      n = n > (std::numeric_limits<std::uint64_t>::max() - d) / 10
+              ? std::numeric_limits<std::uint64_t>::max()
+              : n * 10 + d;
+    }
+    if (have_length_ && n != content_length_) {
+      err = fail(400, "conflicting Content-Length fields");
+      return false;
+    }
+    have_length_ = true;
+    content_length_ = n;
+  } else if (iequals(name, "transfer-encoding")) {
+    have_transfer_encoding_ = true;
+  } else if (iequals(name, "host")) {
+    ++host_count_;
+  } else if (iequals(name, "connection")) {
+    for_each_list_item(value, [this](std::string_view item) {
+      if (iequals(item, "close")) conn_close_ = true;
+      if (iequals(item, "keep-alive")) conn_keep_alive_ = true;
+    });
+  } else if (iequals(name, "expect")) {
+    expect_continue_ = iequals(value, "100-continue");
+  }
+  return true;
+}
+
+bool RequestParser::finish_head(ParseResult& err) {
+  if (have_transfer_encoding_) {
+    // Both framings at once is the classic request-smuggling shape (RFC 9112 6.1).
+    err = have_length_ ? fail(400, "both Transfer-Encoding and Content-Length")
+                       : fail(501, "Transfer-Encoding (chunked request bodies) is not supported");
+    return false;
+  }
+  if (host_count_ > 1 || (request_.version_minor == 1 && host_count_ == 0)) {
+    err = fail(400, "an HTTP/1.1 request needs exactly one Host header");  // RFC 9112 3.2
+    return false;
+  }
+  if (content_length_ > limits_.max_body_bytes) {
+    err = fail(413, "request body is too large");
+    return false;
+  }
+  if (request_.version_minor == 0) {
+    request_.keep_alive = conn_keep_alive_ && !conn_close_;
+    expect_continue_ = false;  // 100 Continue is HTTP/1.1 only.
+  } else {
+    request_.keep_alive = !conn_close_;
+  }
+  if (content_length_ == 0) expect_continue_ = false;
+  return true;
+}
+
+ParseResult RequestParser::complete(std::string_view input) {
+  request_.target = input.substr(target_.off, target_.len);
+  request_.headers.clear();
+  for (const HeaderSpan& s : spans_) {
+    request_.headers.push_back({input.substr(s.name.off, s.name.len),
+                                input.substr(s.value.off, s.value.len)});
+  }
+  auto body_len = static_cast<std::size_t>(content_length_);
+  request_.body = input.substr(pos_, body_len);
+  ParseResult r;
+  r.status = ParseStatus::complete;
+  r.consumed = pos_ + body_len;
+  start_next();
+  return r;
+}
+
+}  // namespace httpd

@@ -1,0 +1,222 @@
+// Integration tests of the http-server binary: started as a child process on a free loopback
+// port, driven by curl (skipped when curl is not installed) and by raw sockets, then stopped
+// with SIGTERM, which must end it with exit code 0.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "child_process.hpp"
+
+namespace {
+
+using namespace example_test;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kTimeout{10'000};
+
+class HttpServer : public ::testing::Test {
+ protected:
+  void SetUp() override { start({"--max-body", "1000"}); }
+
+  void start(const std::vector<std::string>& extra) {
+    port_ = start_server(child_, HTTP_SERVER_BIN, extra);
+    ASSERT_NE(port_, 0) << "http-server did not print its address";
+    url_ = "http://127.0.0.1:" + std::to_string(port_);
+  }
+
+  void TearDown() override {
+    if (!child_ || !child_->running()) return;
+    child_->signal(SIGTERM);
+    EXPECT_EQ(child_->wait_exit(kTimeout), 0) << "http-server did not stop cleanly on SIGTERM";
+  }
+
+  // Sends `request` on a new connection and returns everything until the server closes.
+  std::string exchange_until_close(std::string_view request, bool& closed) {
+    int fd = connect_loopback(port_);
+    EXPECT_GE(fd, 0);
+    EXPECT_TRUE(send_all(fd, request));
+    std::string got = read_until_close(fd, kTimeout, closed);
+    ::close(fd);
+    return got;
+  }
+
+  std::unique_ptr<Child> child_;
+  std::uint16_t port_ = 0;
+  std::string url_;
+};
+
+TEST_F(HttpServer, CurlGetsHelloWorld) {
+  if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
+  ProgramResult r = run_program({"curl", "-sS", "-i", url_ + "/"}, kTimeout);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r.output;
+  EXPECT_NE(r.output.find("Content-Length: 13\r\n"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.substr(r.output.size() - 17), "\r\n\r\nHello, World!") << r.output;
+}
+
+TEST_F(HttpServer, CurlReusesTheConnection) {
+  if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
+  ProgramResult r = run_program(
+      {"curl", "-sS", "-o", "/dev/null", "-o", "/dev/null", "-w", "%{num_connects} ", url_ + "/",
+       url_ + "/"},
+      kTimeout);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "1 0 ");  // The second transfer made no new connection.
+}
+
+TEST_F(HttpServer, CurlHttp10AndHead) {
+  if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
+  ProgramResult r = run_program({"curl", "-sS", "-i", "--http1.0", url_ + "/"}, kTimeout);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Connection: close\r\n"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Hello, World!"), std::string::npos) << r.output;
+  ProgramResult h = run_program({"curl", "-sS", "-I", url_ + "/"}, kTimeout);
+  ASSERT_EQ(h.exit_code, 0) << h.output;
+  EXPECT_NE(h.output.find("Content-Length: 13"), std::string::npos) << h.output;
+  EXPECT_EQ(h.output.find("Hello"), std::string::npos) << h.output;
+}
+
+TEST_F(HttpServer, CurlPostEchoesTheBodyAndGets413BeyondTheLimit) {
+  if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
+  ProgramResult r =
+      run_program({"curl", "-sS", "--data-binary", "@-", url_ + "/echo"}, kTimeout, "ping pong");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "ping pong");
+  ProgramResult big = run_program({"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                                   "--data-binary", "@-", url_ + "/echo"},
+                                  kTimeout, std::string(1001, 'x'));
+  EXPECT_EQ(big.output, "413") << big.output;
+}
+
+TEST_F(HttpServer, CurlGets404And405) {
+  if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
+  ProgramResult r =
+      run_program({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url_ + "/nope"}, kTimeout);
+  EXPECT_EQ(r.output, "404");
+  r = run_program({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", url_ + "/"},
+                  kTimeout);
+  EXPECT_EQ(r.output, "405");
+}
+
+TEST_F(HttpServer, PipelinedRequestsAreAnsweredInOrder) {
+  int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  std::string batch;
+  for (int i = 0; i < 50; ++i) batch += "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  batch += "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nlast";
+  batch += "GET /?q HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  ASSERT_TRUE(send_all(fd, batch));
+  bool closed = false;
+  std::string got = read_until_close(fd, kTimeout, closed);
+  ::close(fd);
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(count_of(got, "HTTP/1.1 200 OK\r\n"), 52);
+  EXPECT_EQ(count_of(got, "Hello, World!"), 51);
+  // The echo answer sits between the 50th and the 51st hello, and the last one says close.
+  std::size_t echo = got.find("\r\n\r\nlast");
+  ASSERT_NE(echo, std::string::npos);
+  EXPECT_EQ(count_of(got.substr(0, echo), "Hello, World!"), 50);
+  EXPECT_NE(got.rfind("Connection: close\r\n"), std::string::npos);
+}
+
+TEST_F(HttpServer, RequestSplitIntoSingleBytesIsParsed) {
+  int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  std::string request = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nsplit";
+  for (char c : request) ASSERT_TRUE(send_all(fd, std::string_view(&c, 1)));
+  std::string got = read_until_count(fd, "split", 1, kTimeout);
+  EXPECT_EQ(got.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << got;
+  // The connection stays open for the next request.
+  ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_EQ(count_of(read_until_count(fd, "Hello, World!", 1, kTimeout), "Hello, World!"), 1);
+  ::close(fd);
+}
+
+TEST_F(HttpServer, Http10ClosesUnlessKeepAlive) {
+  bool closed = false;
+  std::string got = exchange_until_close("GET / HTTP/1.0\r\n\r\n", closed);
+  EXPECT_TRUE(closed);
+  EXPECT_NE(got.find("Hello, World!"), std::string::npos);
+  int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+  std::string first = read_until_count(fd, "Hello, World!", 1, kTimeout);
+  EXPECT_NE(first.find("Connection: keep-alive\r\n"), std::string::npos) << first;
+  ASSERT_TRUE(send_all(fd, "GET / HTTP/1.0\r\n\r\n"));
+  got = read_until_close(fd, kTimeout, closed);
+  EXPECT_TRUE(closed);
+  EXPECT_NE(got.find("Hello, World!"), std::string::npos);
+  ::close(fd);
+}
+
+TEST_F(HttpServer, ConnectionCloseIsHonouredAndLaterRequestsIgnored) {
+  bool closed = false;
+  std::string got = exchange_until_close(
+      "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+      closed);
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(count_of(got, "HTTP/1.1 200"), 1);
+}
+
+struct BadRequest {
+  std::string request;
+  std::string status_line;
+};
+
+TEST_F(HttpServer, BadRequestsGetTheirStatusAndAClose) {
+  const BadRequest cases[] = {
+      {"GARBAGE\r\n\r\n", "HTTP/1.1 400 Bad Request\r\n"},
+      {"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\nHost: x\n\n", "HTTP/1.1 400 Bad Request\r\n"},
+      {"GET / HTTP/1.1\r\nHost: x\r\nX: " + std::string(9000, 'a') + "\r\n\r\n",
+       "HTTP/1.1 431 Request Header Fields Too Large\r\n"},
+      {"GET /" + std::string(9000, 'a'), "HTTP/1.1 431 Request Header Fields Too Large\r\n"},
+      {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n",
+       "HTTP/1.1 413 Content Too Large\r\n"},
+      {"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 501 Not Implemented\r\n"},
+      {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+       "HTTP/1.1 501 Not Implemented\r\n"},
+      {"GET / HTTP/2.0\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported\r\n"},
+  };
+  for (const BadRequest& c : cases) {
+    bool closed = false;
+    std::string got = exchange_until_close(c.request, closed);
+    EXPECT_TRUE(closed) << c.request.substr(0, 60);
+    EXPECT_NE(got.find(c.status_line), std::string::npos) << c.request.substr(0, 60) << "\n" << got;
+    EXPECT_NE(got.find("Connection: close\r\n"), std::string::npos);
+  }
+}
+
+TEST_F(HttpServer, ManyConnectionsOnSeveralLoops) {
+  child_->signal(SIGTERM);
+  ASSERT_EQ(child_->wait_exit(kTimeout), 0);
+  start({"--loops", "4", "--reuseport"});
+  std::vector<int> fds;
+  for (int i = 0; i < 64; ++i) {
+    int fd = connect_loopback(port_);
+    ASSERT_GE(fd, 0);
+    fds.push_back(fd);
+  }
+  for (int fd : fds) ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+  for (int fd : fds) {
+    EXPECT_EQ(count_of(read_until_count(fd, "Hello, World!", 1, kTimeout), "Hello, World!"), 1);
+    ::close(fd);
+  }
+}
+
+TEST(HttpServerFlags, BadFlagsExitWithCode2AndStartFailureWith1) {
+  ProgramResult r = run_program({HTTP_SERVER_BIN, "--loops", "zero"}, kTimeout);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--loops"), std::string::npos) << r.output;
+  r = run_program({HTTP_SERVER_BIN, "--bogus"}, kTimeout);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = run_program({HTTP_SERVER_BIN, "--help"}, kTimeout);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("Usage: http-server"), std::string::npos);
+  r = run_program({HTTP_SERVER_BIN, "--listen", "bogus://x"}, kTimeout);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("bogus://x"), std::string::npos) << r.output;
+}
+
+}  // namespace
