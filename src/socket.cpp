@@ -147,16 +147,23 @@ int accept_connection(int listen_fd, SocketAddress& peer) noexcept {
   return fd;
 }
 
-void configure_connection(int fd, bool is_tcp, bool nodelay, std::chrono::seconds keepalive) noexcept {
+void configure_connection(int fd, bool is_tcp, const ConnectionSocketOptions& options) noexcept {
   const int on = 1;
   if constexpr (platform::kHasNoSigpipeOption) {
     ::setsockopt(fd, SOL_SOCKET, platform::kNoSigpipeOption, &on, sizeof on);
   }
+  if (options.send_buffer > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options.send_buffer, sizeof options.send_buffer);
+  }
+  if (options.receive_buffer > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &options.receive_buffer,
+                 sizeof options.receive_buffer);
+  }
   if (!is_tcp) return;
-  if (nodelay) ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-  if (keepalive.count() > 0) {
+  if (options.nodelay) ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  if (options.keepalive.count() > 0) {
     ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
-    platform::set_keepalive_idle(fd, static_cast<int>(keepalive.count()));
+    platform::set_keepalive_idle(fd, static_cast<int>(options.keepalive.count()));
   }
 }
 

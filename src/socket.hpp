@@ -78,8 +78,16 @@ Status open_listener(const ListenAddress& addr, bool reuseport, std::uint16_t po
 /// accept() for a non-blocking listener: a non-blocking, close-on-exec fd, or -errno.
 int accept_connection(int listen_fd, SocketAddress& peer) noexcept;
 
-/// Per-connection options: no SIGPIPE (where that is a socket option), TCP_NODELAY, keep-alive.
-void configure_connection(int fd, bool is_tcp, bool nodelay, std::chrono::seconds keepalive) noexcept;
+/// Per-connection socket options taken from Options.
+struct ConnectionSocketOptions {
+  bool nodelay = true;
+  std::chrono::seconds keepalive{0};
+  int send_buffer = 0;
+  int receive_buffer = 0;
+};
+
+/// Applies no-SIGPIPE (where that is a socket option), buffer sizes, TCP_NODELAY, keep-alive.
+void configure_connection(int fd, bool is_tcp, const ConnectionSocketOptions& options) noexcept;
 
 /// sendmsg without SIGPIPE: bytes sent, or -errno.
 long send_pieces(int fd, const iovec* iov, int count) noexcept;

@@ -92,23 +92,7 @@ evloop::Options parse_args(int argc, char** argv, bool& print_stats) {
 
 void print_stats_json(const evloop::Server& server) {
   evloop::LoopStats t;
-  for (const evloop::LoopStats& s : server.stats()) {
-    t.waits += s.waits;
-    t.wakeups += s.wakeups;
-    t.tasks += s.tasks;
-    t.reads += s.reads;
-    t.writes += s.writes;
-    t.bytes_in += s.bytes_in;
-    t.bytes_out += s.bytes_out;
-    t.write_arms += s.write_arms;
-    t.read_pauses += s.read_pauses;
-    t.accepts += s.accepts;
-    t.accept_errors += s.accept_errors;
-    t.timers_fired += s.timers_fired;
-    t.poller_changes += s.poller_changes;
-    t.opened += s.opened;
-    t.closed += s.closed;
-  }
+  for (const evloop::LoopStats& s : server.stats()) t += s;
   std::printf(
       "{\"stats\":{\"waits\":%llu,\"wakeups\":%llu,\"tasks\":%llu,\"reads\":%llu,\"writes\":%llu,"
       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"write_arms\":%llu,\"read_pauses\":%llu,"

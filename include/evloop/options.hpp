@@ -38,6 +38,11 @@ struct Options {
   /// SO_KEEPALIVE with this idle time before the first probe; zero = keep-alive off.
   std::chrono::seconds keepalive{0};
 
+  /// SO_SNDBUF for accepted connections in bytes; 0 = the kernel's default (auto-tuned).
+  int socket_send_buffer = 0;
+  /// SO_RCVBUF for accepted connections in bytes; 0 = the kernel's default (auto-tuned).
+  int socket_receive_buffer = 0;
+
   /// Size of each loop's read buffer: the most one read() takes from a connection.
   std::size_t read_buffer_size = 64 * 1024;
   /// Pending output above this pauses reading from the connection...

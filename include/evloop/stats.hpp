@@ -25,6 +25,27 @@ struct LoopStats {
   std::uint64_t opened = 0;            ///< Connections opened on this loop.
   std::uint64_t closed = 0;            ///< Connections closed on this loop.
   std::uint64_t open_connections = 0;  ///< Connections open now (opened - closed).
+
+  /// Adds another loop's counters (e.g. to total a server's loops).
+  LoopStats& operator+=(const LoopStats& o) noexcept {
+    waits += o.waits;
+    wakeups += o.wakeups;
+    tasks += o.tasks;
+    reads += o.reads;
+    writes += o.writes;
+    bytes_in += o.bytes_in;
+    bytes_out += o.bytes_out;
+    write_arms += o.write_arms;
+    read_pauses += o.read_pauses;
+    accepts += o.accepts;
+    accept_errors += o.accept_errors;
+    timers_fired += o.timers_fired;
+    poller_changes += o.poller_changes;
+    opened += o.opened;
+    closed += o.closed;
+    open_connections += o.open_connections;
+    return *this;
+  }
 };
 
 }  // namespace evloop

@@ -1,0 +1,120 @@
+// Bad configuration fails start() with a clear, documented error, before any thread starts and
+// without leaking an fd.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "test_support.hpp"
+
+namespace evloop::test {
+namespace {
+
+struct Baseline {
+  int fds = count_open_fds();
+  int threads = count_threads();
+};
+
+// Starts a server that must fail; checks the code, that the message names `mention`, and that
+// no thread and no fd is left.
+template <class Code>  // an evloop::errc or a std::errc (compared as an error condition)
+void expect_start_fails(Options o, Code expected, const std::string& mention) {
+  const Baseline before;
+  {
+    Server server(std::move(o), {});
+    const Status s = server.start();
+    EXPECT_FALSE(s.ok());
+    EXPECT_TRUE(s.code() == expected) << s.message();
+    EXPECT_NE(s.message().find(mention), std::string::npos) << s.message();
+    EXPECT_EQ(count_threads(), before.threads) << "a thread started";
+    EXPECT_FALSE(server.running());
+  }
+  EXPECT_EQ(count_open_fds(), before.fds) << "an fd leaked";
+}
+
+Options with(std::vector<std::string> listen, unsigned loops = 1) {
+  Options o;
+  o.listen = std::move(listen);
+  o.loops = loops;
+  return o;
+}
+
+TEST(ErrorsTest, BadAddressesAndUnknownSchemes) {
+  { RunningServer warm(loopback_options(), {}); }  // first-use allocations out of the baseline
+  expect_start_fails(with({"tcp://127.0.0.1:0", "tcp://127.0.0.1:99999"}), errc::bad_address,
+                     "tcp://127.0.0.1:99999");
+  expect_start_fails(with({"sctp://127.0.0.1:1"}), errc::unknown_scheme, "sctp");
+  expect_start_fails(with({"tcp://127.0.0.1:1?fast=1"}), errc::bad_option, "fast");
+  expect_start_fails(with({"tcp6://[::1:1"}), errc::bad_address, "[::1:1");
+  expect_start_fails(with({}), errc::no_address, "no listen address");
+}
+
+TEST(ErrorsTest, BadOptionValues) {
+  Options o = loopback_options();
+  o.output_low_water = o.output_high_water + 1;
+  expect_start_fails(o, errc::bad_option, "output_low_water");
+  o = loopback_options();
+  o.output_high_water = o.output_limit + 1;
+  expect_start_fails(o, errc::bad_option, "output_high_water");
+  o = loopback_options();
+  o.read_buffer_size = 0;
+  expect_start_fails(o, errc::bad_option, "read_buffer_size");
+}
+
+TEST(ErrorsTest, PortInUseFailsAndClosesEverythingOpenedBefore) {
+  RunningServer taken(loopback_options(), {});
+  ASSERT_TRUE(taken.status);
+  const std::string busy = "tcp4://127.0.0.1:" + std::to_string(taken.address().port());
+  // The first address binds (on all 4 loops), the second fails: all of it is undone.
+  Options o = with({"tcp4://127.0.0.1:0?reuseport=1", "unix://" + temp_socket_path("undo"), busy}, 4);
+  expect_start_fails(o, std::errc::address_in_use, busy);
+}
+
+TEST(ErrorsTest, StartTwiceIsRefused) {
+  RunningServer s(loopback_options(), {});
+  ASSERT_TRUE(s.status);
+  const Status again = s.server.start();
+  EXPECT_EQ(again.code(), errc::already_started);
+}
+
+TEST(ErrorsTest, UnixPathThatIsARegularFileIsNeverRemoved) {
+  const std::string path = temp_socket_path("file");
+  std::ofstream(path) << "precious";
+  expect_start_fails(with({"unix://" + path}), std::errc::address_in_use, "not a socket");
+  std::ifstream in(path);
+  std::string content;
+  in >> content;
+  EXPECT_EQ(content, "precious");
+  ::unlink(path.c_str());
+}
+
+TEST(ErrorsTest, UnixPathInAMissingDirectory) {
+  expect_start_fails(with({"unix:///nonexistent-evloop-dir/x.sock"}),
+                     std::errc::no_such_file_or_directory, "/nonexistent-evloop-dir/x.sock");
+}
+
+TEST(ErrorsTest, UnixPathOfALiveServerIsRefusedAStaleOneIsReused) {
+  const std::string path = temp_socket_path("live");
+  {
+    RunningServer live(with({"unix://" + path}), {});
+    ASSERT_TRUE(live.status);
+    expect_start_fails(with({"unix://" + path}), std::errc::address_in_use, "already listening");
+    Client still(live.address());
+    EXPECT_TRUE(still.connected());
+  }
+  // A socket file left by a process that died: bound, never unlinked, nobody listening.
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
+  ::close(fd);
+  RunningServer reuse(with({"unix://" + path}), {});
+  EXPECT_TRUE(reuse.status) << reuse.status.message();
+}
+
+}  // namespace
+}  // namespace evloop::test

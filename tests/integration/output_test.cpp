@@ -1,0 +1,230 @@
+// The write path: partial writes buffered in order, back-pressure, limits, no SIGPIPE, and the
+// steady-state hot path (one send per callback, no poller change per message).
+#include <gtest/gtest.h>
+
+#include <atomic>
+
+#include "test_support.hpp"
+
+namespace evloop::test {
+namespace {
+
+constexpr std::size_t kBig = 64u << 20;
+
+struct BigWriteCase {
+  int server_sndbuf;
+  int client_rcvbuf;
+};
+
+class BigWriteTest : public ::testing::TestWithParam<BigWriteCase> {};
+
+// The server writes 64 MiB from `opened` to a client that reads nothing at first; the client
+// then sends a byte (which must wait: reading is paused above the high-water mark) and reads
+// everything. Every byte arrives, in order, and `data` never runs while output is above the mark.
+TEST_P(BigWriteTest, ArrivesByteExactWhileReadingPausesAboveHighWater) {
+  const std::string payload = pattern(kBig, 3);
+  Options o = loopback_options();
+  o.output_limit = 2 * kBig;
+  o.socket_send_buffer = GetParam().server_sndbuf;
+  std::atomic<std::size_t> max_pending_at_data{0};
+  EventCounter data_calls;
+  Callbacks cb;
+  cb.opened = [&](Conn& c) { c.write(payload); };
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    max_pending_at_data = std::max(max_pending_at_data.load(), c.output_pending());
+    data_calls.add();
+    return bytes.size();
+  };
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), GetParam().client_rcvbuf);
+  ASSERT_TRUE(client.connected());
+  // The kernel took what it could; the rest is pending and reading is paused.
+  ASSERT_TRUE(eventually([&] {
+    const LoopStats st = total_stats(s.server);
+    return st.write_arms >= 1 && st.read_pauses >= 1;
+  }));
+  ASSERT_TRUE(client.send_all("?"));
+  const std::string got = client.read_exactly(kBig);
+  ASSERT_EQ(got.size(), kBig);
+  EXPECT_TRUE(got == payload) << "content or order differs";
+  ASSERT_TRUE(data_calls.wait_for(1));  // reading resumed once drained
+  EXPECT_LE(max_pending_at_data.load(), o.output_low_water);
+}
+
+INSTANTIATE_TEST_SUITE_P(Buffers, BigWriteTest,
+                         ::testing::Values(BigWriteCase{0, 0}, BigWriteCase{4096, 4096}),
+                         [](const auto& param_info) {
+                           return param_info.param.server_sndbuf == 0 ? std::string("DefaultBuffers")
+                                                                : std::string("TinyBuffers");
+                         });
+
+// A producer that writes only while below the high-water mark and continues on `drained`
+// never holds much more than the mark in memory, and still delivers every byte in order.
+TEST(OutputTest, ProducerPacedByDrainedStaysNearHighWater) {
+  const std::string payload = pattern(kBig, 4);
+  constexpr std::size_t kBlock = 256 * 1024;
+  Options o = loopback_options();
+  o.socket_send_buffer = 16384;
+  std::size_t sent = 0;
+  std::size_t max_pending = 0;
+  std::atomic<int> drained_calls{0};
+  auto produce = [&](Conn& c) {
+    while (sent < payload.size() && c.output_pending() <= o.output_high_water) {
+      const std::size_t n = std::min(kBlock, payload.size() - sent);
+      c.write(payload.data() + sent, n);
+      sent += n;
+      max_pending = std::max(max_pending, c.output_pending());
+    }
+  };
+  Callbacks cb;
+  cb.opened = produce;
+  cb.drained = [&](Conn& c) {
+    ++drained_calls;
+    produce(c);
+  };
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 8192);
+  const std::string got = client.read_exactly(payload.size());
+  ASSERT_EQ(got.size(), payload.size());
+  EXPECT_TRUE(got == payload);
+  s.server.stop();
+  s.server.wait();
+  EXPECT_GT(drained_calls.load(), 0);
+  EXPECT_LE(max_pending, o.output_high_water + kBlock);
+}
+
+TEST(OutputTest, OutputOverLimitClosesOnlyThatConnection) {
+  Options o = loopback_options();
+  o.output_high_water = 256 * 1024;
+  o.output_low_water = 64 * 1024;
+  o.output_limit = 1024 * 1024;
+  o.socket_send_buffer = 4096;
+  EventCounter closed;
+  std::error_code error;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    if (bytes == "flood") {
+      for (int i = 0; i < 64; ++i) c.write(pattern(64 * 1024, static_cast<std::uint32_t>(i)));
+    } else {
+      c.write(bytes);
+    }
+    return bytes.size();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    error = ec;
+    closed.add();
+  };
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client bystander(s.address());
+  Client flooder(s.address(), 4096);
+  ASSERT_TRUE(flooder.send_all("flood"));
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_EQ(error, errc::output_limit);
+  EXPECT_TRUE(flooder.wait_eof() || true);  // closed: EOF or reset, either way gone
+  ASSERT_TRUE(bystander.send_all("still here"));
+  EXPECT_EQ(bystander.read_exactly(10), "still here");
+}
+
+TEST(OutputTest, UnconsumedInputOverLimitClosesWithError) {
+  Options o = loopback_options();
+  o.input_limit = 64 * 1024;
+  EventCounter closed;
+  std::error_code error;
+  Callbacks cb;
+  cb.data = [](Conn&, std::string_view) { return std::size_t{0}; };  // waits for a frame forever
+  cb.closed = [&](Conn&, std::error_code ec) {
+    error = ec;
+    closed.add();
+  };
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  client.send_all(pattern(200 * 1024));
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_EQ(error, errc::input_limit);
+}
+
+TEST(OutputTest, CloseAfterWriteSendsEverythingBeforeFin) {
+  const std::string payload = pattern(8u << 20, 5);
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write(payload);
+    c.close();
+    c.write("dropped: written after close");
+    return bytes.size();
+  };
+  Options o = loopback_options();
+  o.socket_send_buffer = 4096;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4096);
+  ASSERT_TRUE(client.send_all("go"));
+  bool eof = false;
+  const std::string got = client.read_to_eof(&eof);
+  EXPECT_TRUE(eof);
+  EXPECT_EQ(got.size(), payload.size());
+  EXPECT_TRUE(got == payload);
+}
+
+TEST(OutputTest, WritingToAResetPeerGivesAnErrorNotSigpipe) {
+  // If SIGPIPE were raised, its default action would kill this test process.
+  EventCounter got_data, closed;
+  std::error_code error;
+  ConnRef ref;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    ref = c.ref();
+    got_data.add();
+    return bytes.size();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    error = ec;
+    closed.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("x"));
+  ASSERT_TRUE(got_data.wait_for(1));
+  client.reset();
+  // Keep writing until the kernel reports the reset (EPIPE or ECONNRESET).
+  for (int i = 0; i < 200 && closed.value() == 0; ++i) {
+    ref.write(pattern(256 * 1024));
+    closed.wait_for(1, 5ms);
+  }
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_TRUE(error == std::errc::broken_pipe || error == std::errc::connection_reset)
+      << error.message();
+}
+
+TEST(OutputTest, SteadyEchoMakesOneSendAndNoPollerChangePerMessage) {
+  Callbacks cb;
+  cb.data = [](Conn& c, std::string_view bytes) {
+    c.write(bytes.substr(0, 1));  // several writes in one callback...
+    c.write(bytes.substr(1));
+    return bytes.size();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(eventually([&] { return total_stats(s.server).opened == 1; }));
+  const LoopStats before = total_stats(s.server);
+  constexpr int kMessages = 500;
+  for (int i = 0; i < kMessages; ++i) {
+    const std::string msg = "message " + std::to_string(i);
+    ASSERT_TRUE(client.send_all(msg));
+    ASSERT_EQ(client.read_exactly(msg.size()), msg);
+  }
+  const LoopStats after = total_stats(s.server);
+  EXPECT_EQ(after.writes - before.writes, static_cast<std::uint64_t>(kMessages));  // ...one send
+  EXPECT_EQ(after.reads - before.reads, static_cast<std::uint64_t>(kMessages));
+  EXPECT_EQ(after.poller_changes, before.poller_changes);
+  EXPECT_EQ(after.write_arms, before.write_arms);
+}
+
+}  // namespace
+}  // namespace evloop::test

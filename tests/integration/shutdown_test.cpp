@@ -1,0 +1,155 @@
+// Graceful shutdown from another thread, a callback and a signal handler; pending output is
+// flushed within the grace period; nothing is left open afterwards.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <thread>
+
+#include "test_support.hpp"
+
+namespace evloop::test {
+namespace {
+
+TEST(ShutdownTest, StopFromAnotherThreadEndsRun) {
+  EventCounter serving;
+  Callbacks cb;
+  cb.serving = [&](const ServingInfo&) { serving.add(); };
+  Server server(loopback_options(2), cb);
+  Status status;
+  std::thread runner([&] { status = server.run(); });
+  ASSERT_TRUE(serving.wait_for(1));
+  server.stop();
+  runner.join();  // bounded by the test timeout; run() must return
+  EXPECT_TRUE(status) << status.message();
+  EXPECT_FALSE(server.running());
+}
+
+TEST(ShutdownTest, StopFromACallbackEndsRun) {
+  Server* self = nullptr;
+  Callbacks cb;
+  cb.data = [&](Conn&, std::string_view b) {
+    self->stop();
+    return b.size();
+  };
+  SocketAddress addr;
+  EventCounter serving;
+  cb.serving = [&](const ServingInfo& info) {
+    addr = info.addresses.at(0);
+    serving.add();
+  };
+  Server server(loopback_options(), cb);
+  self = &server;
+  Status status;
+  std::thread runner([&] { status = server.run(); });
+  ASSERT_TRUE(serving.wait_for(1));
+  Client c(addr);
+  ASSERT_TRUE(c.send_all("stop"));
+  runner.join();
+  EXPECT_TRUE(status);
+  EXPECT_TRUE(c.wait_eof());
+}
+
+Server* g_server = nullptr;
+extern "C" void stop_on_signal(int) { g_server->stop(); }
+
+TEST(ShutdownTest, StopFromASignalHandlerEndsRun) {
+  EventCounter serving;
+  Callbacks cb;
+  cb.serving = [&](const ServingInfo&) { serving.add(); };
+  Server server(loopback_options(2), cb);
+  g_server = &server;
+  struct sigaction sa {}, old {};
+  sa.sa_handler = stop_on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR1, &sa, &old);
+  Status status;
+  std::thread runner([&] { status = server.run(); });
+  ASSERT_TRUE(serving.wait_for(1));
+  ::kill(::getpid(), SIGUSR1);
+  runner.join();
+  sigaction(SIGUSR1, &old, nullptr);
+  EXPECT_TRUE(status);
+}
+
+TEST(ShutdownTest, StopFlushesPendingOutputThenCloses) {
+  const std::string payload = pattern(8u << 20, 9);
+  EventCounter opened, closed;
+  std::error_code error;
+  Callbacks cb;
+  cb.opened = [&](Conn& c) {
+    c.write(payload);
+    opened.add();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    error = ec;
+    closed.add();
+  };
+  Options o = loopback_options();
+  o.shutdown_grace = 10s;
+  o.socket_send_buffer = 4096;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4096);
+  ASSERT_TRUE(opened.wait_for(1));
+  s.server.stop();  // while most of the payload is still pending
+  bool eof = false;
+  const std::string got = client.read_to_eof(&eof);
+  s.server.wait();
+  EXPECT_TRUE(eof);
+  EXPECT_EQ(got.size(), payload.size());
+  EXPECT_TRUE(got == payload);
+  ASSERT_EQ(closed.value(), 1);
+  EXPECT_EQ(error, errc::server_stopped);
+}
+
+TEST(ShutdownTest, GracePeriodBoundsAPeerThatNeverReads) {
+  EventCounter opened;
+  std::error_code error;
+  Callbacks cb;
+  cb.opened = [&](Conn& c) {
+    c.write(pattern(16u << 20));
+    opened.add();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) { error = ec; };
+  Options o = loopback_options();
+  o.shutdown_grace = 100ms;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4096);
+  ASSERT_TRUE(opened.wait_for(1));
+  const auto start = std::chrono::steady_clock::now();
+  s.server.stop();
+  s.server.wait();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_EQ(error, errc::close_timeout);
+}
+
+TEST(ShutdownTest, NoFdOrThreadLeftAfterStop) {
+  {  // the first server initialises whatever the process keeps (e.g. resolver state)
+    RunningServer warm(loopback_options(), {});
+  }
+  const int fds = count_open_fds();
+  const int threads = count_threads();
+  {
+    Options o = loopback_options(3);
+    const std::string path = temp_socket_path("leak");
+    o.listen.push_back("unix://" + path);
+    o.listen.push_back("tcp4://127.0.0.1:0?reuseport=1");
+    EventCounter opened;
+    Callbacks cb;
+    cb.opened = [&](Conn&) { opened.add(); };
+    RunningServer s(o, cb);
+    ASSERT_TRUE(s.status) << s.status.message();
+    EXPECT_EQ(count_threads(), threads + 3);
+    std::vector<Client> clients;
+    for (int i = 0; i < 10; ++i) clients.emplace_back(s.address(i % 3));
+    ASSERT_TRUE(opened.wait_for(10));
+    s.server.stop();
+    s.server.wait();
+  }
+  EXPECT_EQ(count_open_fds(), fds);
+  EXPECT_EQ(count_threads(), threads);
+}
+
+}  // namespace
+}  // namespace evloop::test

@@ -1,0 +1,99 @@
+// Test helpers: loopback clients with bounded waits, an event counter to wait on, fd and thread
+// counts from /proc. Every wait here has a deadline so a bug fails a test instead of hanging it.
+#pragma once
+
+#include <evloop/evloop.hpp>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace evloop::test {
+
+using namespace std::chrono_literals;
+
+/// Default bound for any wait in a test.
+inline constexpr std::chrono::milliseconds kWait = 10s;
+
+/// A counter that threads bump and a test waits on (condition variable, no polling).
+class EventCounter {
+ public:
+  void add(long n = 1);
+  long value() const;
+  /// Waits until value() >= target; false on timeout.
+  bool wait_for(long target, std::chrono::milliseconds timeout = kWait) const;
+
+ private:
+  mutable std::mutex mutex_;
+  mutable std::condition_variable cv_;
+  long value_ = 0;
+};
+
+/// Waits until `pred()` holds, re-checking every `step`; false on timeout. For state that has no
+/// event to wait on (kernel counters, stats); never used in place of an event that exists.
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = kWait,
+                std::chrono::milliseconds step = 2ms);
+
+/// A blocking client socket with send/receive timeouts (so a read can never hang a test).
+class Client {
+ public:
+  Client() = default;
+  /// Connects to `addr`; check connected().
+  explicit Client(const SocketAddress& addr, int rcvbuf = 0);
+  ~Client();
+  Client(Client&& other) noexcept;
+  Client& operator=(Client&& other) noexcept;
+
+  bool connected() const { return fd_ >= 0 && connected_; }
+  int fd() const { return fd_; }
+  /// Sends everything or returns false.
+  bool send_all(const std::string& bytes);
+  /// Reads exactly n bytes (or fewer on EOF/error/timeout).
+  std::string read_exactly(std::size_t n);
+  /// Reads until EOF; `eof` tells whether EOF (not an error/timeout) ended it.
+  std::string read_to_eof(bool* eof = nullptr);
+  /// True if the peer has closed (read returns 0 within the timeout).
+  bool wait_eof();
+  /// shutdown(SHUT_WR).
+  void shutdown_write();
+  /// Closes with an RST (SO_LINGER 0).
+  void reset();
+  void close();
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+/// A server running on loopback with port 0, started in the constructor.
+struct RunningServer {
+  RunningServer(Options options, Callbacks callbacks);
+  ~RunningServer();
+  Server server;
+  Status status;
+  const SocketAddress& address(std::size_t i = 0) const { return server.addresses().at(i); }
+};
+
+/// Options with one tcp4 loopback address on port 0.
+Options loopback_options(unsigned loops = 1);
+
+/// Number of open fds in this process.
+int count_open_fds();
+/// Number of threads in this process.
+int count_threads();
+/// True if ::1 can be bound here.
+bool has_ipv6_loopback();
+/// Sum of all loops' counters.
+LoopStats total_stats(const Server& server);
+/// `n` bytes of a position-dependent pattern (seeded), to check order and content.
+std::string pattern(std::size_t n, std::uint32_t seed = 1);
+/// A unique path for a Unix socket under the temp directory.
+std::string temp_socket_path(const std::string& tag);
+
+}  // namespace evloop::test

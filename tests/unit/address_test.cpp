@@ -1,0 +1,111 @@
+// Listen-address parsing and SocketAddress formatting.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+
+#include "evloop/address.hpp"
+
+namespace evloop {
+namespace {
+
+ListenAddress parse_ok(std::string_view text) {
+  ListenAddress a;
+  const Status s = parse_listen_address(text, a);
+  EXPECT_TRUE(s.ok()) << text << ": " << s.message();
+  return a;
+}
+
+std::error_code parse_error(std::string_view text) {
+  ListenAddress a;
+  const Status s = parse_listen_address(text, a);
+  EXPECT_FALSE(s.ok()) << text;
+  EXPECT_NE(s.message().find(std::string(text)), std::string::npos) << s.message();
+  return s.code();
+}
+
+TEST(ListenAddressTest, ParsesEachScheme) {
+  ListenAddress a = parse_ok("tcp://127.0.0.1:8080");
+  EXPECT_EQ(a.transport, Transport::tcp);
+  EXPECT_EQ(a.host, "127.0.0.1");
+  EXPECT_EQ(a.port, 8080);
+  a = parse_ok("tcp4://0.0.0.0:0");
+  EXPECT_EQ(a.transport, Transport::tcp4);
+  EXPECT_EQ(a.port, 0);
+  a = parse_ok("tcp6://[::1]:65535");
+  EXPECT_EQ(a.transport, Transport::tcp6);
+  EXPECT_EQ(a.host, "::1");
+  EXPECT_EQ(a.port, 65535);
+  a = parse_ok("unix:///tmp/x.sock");
+  EXPECT_EQ(a.transport, Transport::unix_socket);
+  EXPECT_EQ(a.path, "/tmp/x.sock");
+  a = parse_ok("localhost:99");
+  EXPECT_EQ(a.transport, Transport::tcp);
+  EXPECT_EQ(a.host, "localhost");
+  a = parse_ok("tcp://:7000");
+  EXPECT_EQ(a.host, "");
+  EXPECT_EQ(a.port, 7000);
+}
+
+TEST(ListenAddressTest, ParsesOptions) {
+  ListenAddress a = parse_ok("tcp://127.0.0.1:1?reuseport=1&backlog=16");
+  ASSERT_TRUE(a.reuseport.has_value());
+  EXPECT_TRUE(*a.reuseport);
+  EXPECT_EQ(a.backlog, 16);
+  a = parse_ok("tcp://127.0.0.1:1?reuseport=false");
+  EXPECT_FALSE(*a.reuseport);
+  a = parse_ok("tcp://127.0.0.1:1");
+  EXPECT_FALSE(a.reuseport.has_value());
+}
+
+TEST(ListenAddressTest, RejectsBadInputWithClearErrors) {
+  EXPECT_EQ(parse_error("udp://127.0.0.1:1"), errc::unknown_scheme);
+  EXPECT_EQ(parse_error("http://x:1"), errc::unknown_scheme);
+  EXPECT_EQ(parse_error("tcp://127.0.0.1"), errc::bad_address);
+  EXPECT_EQ(parse_error("tcp://127.0.0.1:65536"), errc::bad_address);
+  EXPECT_EQ(parse_error("tcp://127.0.0.1:-1"), errc::bad_address);
+  EXPECT_EQ(parse_error("tcp://127.0.0.1:80x"), errc::bad_address);
+  EXPECT_EQ(parse_error("tcp://127.0.0.1:"), errc::bad_address);
+  EXPECT_EQ(parse_error("tcp://::1:80"), errc::bad_address);
+  EXPECT_EQ(parse_error("tcp6://[::1:80"), errc::bad_address);
+  EXPECT_EQ(parse_error("tcp6://[::1]80"), errc::bad_address);
+  EXPECT_EQ(parse_error("tcp4://[::1]:80"), errc::bad_address);
+  EXPECT_EQ(parse_error("unix://"), errc::bad_address);
+  EXPECT_EQ(parse_error("unix://" + std::string(200, 'a')), errc::bad_address);
+  EXPECT_EQ(parse_error(""), errc::bad_address);
+  EXPECT_EQ(parse_error("tcp://127.0.0.1:1?bogus=1"), errc::bad_option);
+  EXPECT_EQ(parse_error("tcp://127.0.0.1:1?reuseport=maybe"), errc::bad_option);
+  EXPECT_EQ(parse_error("tcp://127.0.0.1:1?backlog=0"), errc::bad_option);
+  EXPECT_EQ(parse_error("tcp://127.0.0.1:1?reuseport"), errc::bad_option);
+}
+
+TEST(ListenAddressTest, ErrorCodesHaveEvloopCategory) {
+  const std::error_code ec = errc::bad_address;
+  EXPECT_EQ(std::string(ec.category().name()), "evloop");
+  EXPECT_EQ(ec.message(), "bad address");
+}
+
+TEST(SocketAddressTest, FormatsIpv4Ipv6AndUnix) {
+  sockaddr_in v4{};
+  v4.sin_family = AF_INET;
+  v4.sin_port = htons(8080);
+  ::inet_pton(AF_INET, "127.0.0.1", &v4.sin_addr);
+  SocketAddress a(&v4, sizeof v4);
+  EXPECT_EQ(a.family(), AF_INET);
+  EXPECT_EQ(a.port(), 8080);
+  EXPECT_EQ(a.to_string(), "127.0.0.1:8080");
+  EXPECT_EQ(a.to_url(), "tcp4://127.0.0.1:8080");
+
+  sockaddr_in6 v6{};
+  v6.sin6_family = AF_INET6;
+  v6.sin6_port = htons(9);
+  v6.sin6_addr = in6addr_loopback;
+  SocketAddress b(&v6, sizeof v6);
+  EXPECT_EQ(b.to_string(), "[::1]:9");
+  EXPECT_EQ(b.to_url(), "tcp6://[::1]:9");
+
+  EXPECT_EQ(SocketAddress().family(), 0);
+  EXPECT_EQ(SocketAddress().to_string(), "(none)");
+}
+
+}  // namespace
+}  // namespace evloop
