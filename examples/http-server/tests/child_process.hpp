@@ -1,6 +1,7 @@
 // Test helper: run an example server as a child process, run client programs with a deadline,
 // and talk to a server over raw loopback sockets. Every wait here is bounded. (The same helper
-// lives in examples/redis-server/tests so that each example folder stands alone.)
+// lives in examples/http-server/tests and examples/redis-server/tests, so that each example
+// folder stands alone.)
 #pragma once
 
 #include <sys/types.h>

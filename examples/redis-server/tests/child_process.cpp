@@ -1,0 +1,256 @@
+// Test helper: child processes and raw sockets with deadlines (see child_process.hpp).
+#include "child_process.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace example_test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int remaining_ms(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+  return left < 0 ? 0 : static_cast<int>(left);
+}
+
+// Waits until fd is readable or the deadline passes; false on timeout.
+bool wait_readable(int fd, Clock::time_point deadline) {
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    int n = ::poll(&p, 1, remaining_ms(deadline));
+    if (n > 0) return true;
+    if (n == 0) return false;
+    if (errno != EINTR) return false;
+  }
+}
+
+int decode_status(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+// fork + exec with stdin/stdout/stderr redirected to the given fds (-1 = inherit).
+pid_t spawn(const std::vector<std::string>& argv, int in_fd, int out_fd, int err_fd) {
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  if (in_fd >= 0) ::dup2(in_fd, 0);
+  if (out_fd >= 0) ::dup2(out_fd, 1);
+  if (err_fd >= 0) ::dup2(err_fd, 2);
+  ::signal(SIGPIPE, SIG_DFL);
+  ::execvp(args[0], args.data());
+  ::_exit(127);
+}
+
+}  // namespace
+
+Child::Child(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return;
+  pid_ = spawn(argv, -1, fds[1], -1);
+  ::close(fds[1]);
+  if (pid_ < 0) {
+    ::close(fds[0]);
+    return;
+  }
+  out_fd_ = fds[0];
+}
+
+Child::~Child() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  if (out_fd_ >= 0) ::close(out_fd_);
+}
+
+std::string Child::wait_for_line(std::string_view prefix, milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  for (;;) {
+    std::size_t nl;
+    while ((nl = buffered_.find('\n')) != std::string::npos) {
+      std::string line = buffered_.substr(0, nl);
+      buffered_.erase(0, nl + 1);
+      if (line.compare(0, prefix.size(), prefix) == 0) return line;
+    }
+    if (out_fd_ < 0 || !wait_readable(out_fd_, deadline)) return {};
+    char buf[4096];
+    ssize_t n = ::read(out_fd_, buf, sizeof buf);
+    if (n <= 0) return {};
+    buffered_.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+void Child::signal(int sig) const {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
+int Child::wait_exit(milliseconds timeout) {
+  if (pid_ <= 0) return -1;
+  auto deadline = Clock::now() + timeout;
+  // The pipe reaches EOF when the child exits (it is the only writer).
+  char buf[4096];
+  while (out_fd_ >= 0 && wait_readable(out_fd_, deadline)) {
+    if (::read(out_fd_, buf, sizeof buf) <= 0) break;
+  }
+  if (Clock::now() >= deadline) {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return -1;
+  }
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return decode_status(status);
+}
+
+std::uint16_t start_server(std::unique_ptr<Child>& child, const std::string& server_bin,
+                           const std::vector<std::string>& extra) {
+  std::vector<std::string> argv{server_bin, "--listen", "tcp://127.0.0.1:0"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  child = std::make_unique<Child>(argv);
+  if (!child->running()) return 0;
+  std::string line = child->wait_for_line("listening on ", milliseconds(20'000));
+  std::size_t colon = line.rfind(':');
+  if (line.empty() || colon == std::string::npos) return 0;
+  return static_cast<std::uint16_t>(std::atoi(line.c_str() + colon + 1));
+}
+
+ProgramResult run_program(const std::vector<std::string>& argv, milliseconds timeout,
+                          std::string_view input) {
+  ProgramResult result;
+  int out[2];
+  int in[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return result;
+  if (::pipe2(in, O_CLOEXEC) != 0) {
+    ::close(out[0]);
+    ::close(out[1]);
+    return result;
+  }
+  pid_t pid = spawn(argv, in[0], out[1], out[1]);
+  ::close(out[1]);
+  ::close(in[0]);
+  // The inputs used by the tests are small: they fit in the pipe buffer.
+  if (!input.empty()) {
+    [[maybe_unused]] ssize_t n = ::write(in[1], input.data(), input.size());
+  }
+  ::close(in[1]);
+  auto deadline = Clock::now() + timeout;
+  char buf[4096];
+  bool eof = false;
+  while (wait_readable(out[0], deadline)) {
+    ssize_t n = ::read(out[0], buf, sizeof buf);
+    if (n <= 0) {
+      eof = true;
+      break;
+    }
+    result.output.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(out[0]);
+  if (!eof) ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  result.exit_code = eof ? decode_status(status) : -1;
+  return result;
+}
+
+bool have_program(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  if (path == nullptr) return false;
+  std::string_view rest = path;
+  while (!rest.empty()) {
+    std::size_t colon = rest.find(':');
+    std::string dir(rest.substr(0, colon));
+    std::string file = (dir.empty() ? "." : dir) + "/" + name;
+    if (::access(file.c_str(), X_OK) == 0) return true;
+    if (colon == std::string_view::npos) break;
+    rest.remove_prefix(colon + 1);
+  }
+  return false;
+}
+
+int connect_loopback(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+bool send_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+std::string read_until_close(int fd, milliseconds timeout, bool& closed) {
+  auto deadline = Clock::now() + timeout;
+  std::string got;
+  closed = false;
+  char buf[65536];
+  while (wait_readable(fd, deadline)) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {  // EOF, or ECONNRESET: either way the server closed.
+      closed = true;
+      break;
+    }
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+std::string read_until_count(int fd, std::string_view needle, int count, milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  std::string got;
+  char buf[65536];
+  while (count_of(got, needle) < count && wait_readable(fd, deadline)) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+int count_of(std::string_view s, std::string_view needle) {
+  int n = 0;
+  for (std::size_t at = s.find(needle); at != std::string_view::npos;
+       at = s.find(needle, at + needle.size())) {
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace example_test

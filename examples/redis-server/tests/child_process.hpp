@@ -1,0 +1,76 @@
+// Test helper: run an example server as a child process, run client programs with a deadline,
+// and talk to a server over raw loopback sockets. Every wait here is bounded. (The same helper
+// lives in examples/http-server/tests and examples/redis-server/tests, so that each example
+// folder stands alone.)
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace example_test {
+
+using std::chrono::milliseconds;
+
+/// A child process whose stdout is a pipe to us (stderr is inherited, so its messages show in
+/// the test log). The destructor kills and reaps it if it is still running.
+class Child {
+ public:
+  /// Starts argv[0] with arguments argv[1...]. Check running() afterwards.
+  explicit Child(const std::vector<std::string>& argv);
+  ~Child();
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  /// True while started and not yet reaped.
+  bool running() const noexcept { return pid_ > 0; }
+  /// Reads stdout until a line starting with `prefix` (returned without the newline); empty
+  /// when the deadline passes or stdout ends first.
+  std::string wait_for_line(std::string_view prefix, milliseconds timeout);
+  /// Sends a signal.
+  void signal(int sig) const;
+  /// Waits for the child to exit (stdout reaches EOF, then waitpid). Returns its exit code, 128+N
+  /// if killed by signal N, or -1 if it did not exit in time (it is then killed).
+  int wait_exit(milliseconds timeout);
+
+ private:
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  std::string buffered_;
+};
+
+/// Starts `server_bin` with `--listen tcp://127.0.0.1:0` plus `extra` and returns the port it
+/// prints ("listening on tcp4://127.0.0.1:PORT"), or 0 on failure.
+std::uint16_t start_server(std::unique_ptr<Child>& child, const std::string& server_bin,
+                           const std::vector<std::string>& extra = {});
+
+/// The result of run_program().
+struct ProgramResult {
+  int exit_code = -1;   ///< Exit code, 128+N for signal N, -1 on timeout.
+  std::string output;   ///< stdout and stderr, interleaved.
+};
+
+/// Runs a program to completion with `input` on its stdin, killing it at the deadline.
+ProgramResult run_program(const std::vector<std::string>& argv, milliseconds timeout,
+                          std::string_view input = {});
+
+/// True when `name` is an executable somewhere on PATH.
+bool have_program(const std::string& name);
+
+/// A connected loopback TCP socket (blocking), or -1.
+int connect_loopback(std::uint16_t port);
+/// Sends all of `bytes`; false on error.
+bool send_all(int fd, std::string_view bytes);
+/// Reads until the peer closes or the deadline passes; `closed` tells which.
+std::string read_until_close(int fd, milliseconds timeout, bool& closed);
+/// Reads until `total` contains `needle` `count` times, EOF or the deadline.
+std::string read_until_count(int fd, std::string_view needle, int count, milliseconds timeout);
+/// Number of non-overlapping occurrences of `needle` in `s`.
+int count_of(std::string_view s, std::string_view needle);
+
+}  // namespace example_test

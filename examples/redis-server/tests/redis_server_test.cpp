@@ -1,0 +1,220 @@
+// Integration tests of the redis-server binary: started as a child process on a free loopback
+// port, driven by redis-cli and redis-benchmark (skipped when not installed) and by raw sockets,
+// then stopped with SIGTERM, which must end it with exit code 0.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "child_process.hpp"
+
+namespace {
+
+using namespace example_test;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kTimeout{10'000};
+
+class RedisServer : public ::testing::Test {
+ protected:
+  void SetUp() override { start({"--max-bulk", "1000"}); }
+
+  void start(const std::vector<std::string>& extra) {
+    port_ = start_server(child_, REDIS_SERVER_BIN, extra);
+    ASSERT_NE(port_, 0) << "redis-server did not print its address";
+  }
+
+  void TearDown() override {
+    if (!child_ || !child_->running()) return;
+    child_->signal(SIGTERM);
+    EXPECT_EQ(child_->wait_exit(kTimeout), 0) << "redis-server did not stop cleanly on SIGTERM";
+  }
+
+  // redis-cli with the given arguments; returns its output (stdout + stderr).
+  std::string cli(std::vector<std::string> args) {
+    std::vector<std::string> argv{"redis-cli", "-h", "127.0.0.1", "-p", std::to_string(port_)};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ProgramResult r = run_program(argv, kTimeout);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return r.output;
+  }
+
+  // Sends `request` on a new connection and returns everything until the server closes.
+  std::string exchange_until_close(std::string_view request, bool& closed) {
+    int fd = connect_loopback(port_);
+    EXPECT_GE(fd, 0);
+    EXPECT_TRUE(send_all(fd, request));
+    std::string got = read_until_close(fd, kTimeout, closed);
+    ::close(fd);
+    return got;
+  }
+
+  std::unique_ptr<Child> child_;
+  std::uint16_t port_ = 0;
+};
+
+TEST_F(RedisServer, RedisCliCommands) {
+  if (!have_program("redis-cli")) GTEST_SKIP() << "redis-cli is not installed";
+  EXPECT_EQ(cli({"PING"}), "PONG\n");
+  EXPECT_EQ(cli({"ECHO", "hello world"}), "hello world\n");
+  EXPECT_EQ(cli({"SET", "k", "v"}), "OK\n");
+  EXPECT_EQ(cli({"GET", "k"}), "v\n");
+  EXPECT_EQ(cli({"SET", "k", "w", "NX"}), "\n");  // nil prints as an empty line when piped
+  EXPECT_EQ(cli({"INCR", "n"}), "1\n");
+  // redis-cli prints errors followed by an empty line when stdout is not a tty.
+  EXPECT_EQ(cli({"INCR", "k"}), "ERR value is not an integer or out of range\n\n");
+  EXPECT_EQ(cli({"MSET", "a", "1", "b", "2"}), "OK\n");
+  EXPECT_EQ(cli({"MGET", "a", "nope", "b"}), "1\n\n2\n");
+  EXPECT_EQ(cli({"EXISTS", "a", "b", "nope"}), "2\n");
+  EXPECT_EQ(cli({"DEL", "a", "b"}), "2\n");
+  EXPECT_EQ(cli({"DBSIZE"}), "2\n");
+  EXPECT_EQ(cli({"CONFIG", "GET", "save"}), "save\n\n");
+  EXPECT_EQ(cli({"FLUSHALL"}), "OK\n");
+  EXPECT_EQ(cli({"DBSIZE"}), "0\n");
+}
+
+TEST_F(RedisServer, RedisCliInteractiveModeStarts) {
+  if (!have_program("redis-cli")) GTEST_SKIP() << "redis-cli is not installed";
+  // Interactive mode asks COMMAND DOCS first; stdin that is not a tty makes it read commands.
+  ProgramResult r = run_program({"redis-cli", "-p", std::to_string(port_)}, kTimeout,
+                                "SET x 1\nGET x\nQUIT\n");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "OK\n1\n");  // redis-cli does not print QUIT's reply
+}
+
+TEST_F(RedisServer, KeysExpire) {
+  if (!have_program("redis-cli")) GTEST_SKIP() << "redis-cli is not installed";
+  EXPECT_EQ(cli({"SET", "gone", "1", "PX", "20"}), "OK\n");
+  EXPECT_EQ(cli({"SET", "kept", "1", "EX", "100"}), "OK\n");
+  // Expiry is about time: poll until the key is gone, bounded.
+  auto deadline = std::chrono::steady_clock::now() + kTimeout;
+  while (cli({"EXISTS", "gone"}) != "0\n" && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(cli({"EXISTS", "gone"}), "0\n");
+  EXPECT_EQ(cli({"EXISTS", "kept"}), "1\n");
+  EXPECT_EQ(cli({"DBSIZE"}), "1\n");  // removed actively too, not only when touched
+}
+
+TEST_F(RedisServer, RedisBenchmarkRunsWithoutWarnings) {
+  if (!have_program("redis-benchmark")) GTEST_SKIP() << "redis-benchmark is not installed";
+  ProgramResult r =
+      run_program({"redis-benchmark", "-h", "127.0.0.1", "-p", std::to_string(port_), "-q", "-n",
+                   "2000", "-c", "4", "-P", "8", "-t", "ping_inline,ping_mbulk,set,get,incr,mset"},
+                  milliseconds(60'000));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("WARN"), std::string::npos) << r.output;
+  EXPECT_EQ(count_of(r.output, "requests per second"), 6) << r.output;
+}
+
+TEST_F(RedisServer, PipelinedCommandsAreAnsweredInOrder) {
+  int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  std::string batch;
+  for (int i = 0; i < 100; ++i) batch += "*2\r\n$4\r\nINCR\r\n$1\r\nc\r\n";
+  batch += "PING\r\n*2\r\n$3\r\nGET\r\n$1\r\nc\r\nQUIT\r\n";
+  ASSERT_TRUE(send_all(fd, batch));
+  bool closed = false;
+  std::string got = read_until_close(fd, kTimeout, closed);
+  ::close(fd);
+  EXPECT_TRUE(closed);  // QUIT
+  std::string want;
+  for (int i = 1; i <= 100; ++i) want += ":" + std::to_string(i) + "\r\n";
+  want += "+PONG\r\n$3\r\n100\r\n+OK\r\n";
+  EXPECT_EQ(got, want);
+}
+
+TEST_F(RedisServer, CommandSplitIntoSingleBytesIsParsed) {
+  int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  std::string cmd = "*3\r\n$3\r\nSET\r\n$5\r\nsplit\r\n$7\r\na\r\nb\r\nc\r\n*2\r\n$3\r\nGET\r\n$5\r\nsplit\r\n";
+  for (char c : cmd) ASSERT_TRUE(send_all(fd, std::string_view(&c, 1)));
+  std::string want = "+OK\r\n$7\r\na\r\nb\r\nc\r\n";
+  std::string got = read_until_count(fd, "c\r\n", 1, kTimeout);
+  EXPECT_EQ(got, want);
+  ::close(fd);
+}
+
+struct BadInput {
+  std::string input;
+  std::string reply;
+};
+
+TEST_F(RedisServer, ProtocolErrorsReplyAndClose) {
+  const BadInput cases[] = {
+      {"*1\r\n:5\r\n", "-ERR Protocol error: expected '$', got ':'\r\n"},
+      {"*x\r\n", "-ERR Protocol error: invalid multibulk length\r\n"},
+      {"*1\r\n$1001\r\n", "-ERR Protocol error: invalid bulk length\r\n"},  // --max-bulk 1000
+      {"PING\r\nSET \"a\r\n", "+PONG\r\n-ERR Protocol error: unbalanced quotes in request\r\n"},
+      {std::string(70000, 'a'), "-ERR Protocol error: too big inline request\r\n"},
+  };
+  for (const BadInput& c : cases) {
+    bool closed = false;
+    std::string got = exchange_until_close(c.input, closed);
+    EXPECT_TRUE(closed) << c.input.substr(0, 40);
+    EXPECT_EQ(got, c.reply) << c.input.substr(0, 40);
+  }
+}
+
+TEST_F(RedisServer, BulkAtTheLimitIsAccepted) {
+  int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  std::string value(1000, 'v');
+  ASSERT_TRUE(send_all(fd, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\n" + value +
+                               "\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"));
+  std::string got = read_until_count(fd, value, 1, kTimeout);
+  EXPECT_EQ(got, "+OK\r\n$1000\r\n" + value + "\r\n");
+  ::close(fd);
+}
+
+TEST_F(RedisServer, StoreIsSharedAcrossLoops) {
+  child_->signal(SIGTERM);
+  ASSERT_EQ(child_->wait_exit(kTimeout), 0);
+  start({"--loops", "4", "--reuseport"});
+  constexpr int kClients = 16;
+  constexpr int kIncrements = 500;
+  std::vector<std::thread> clients;
+  std::vector<int> ok(kClients, 0);
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back([this, i, &ok] {
+      int fd = connect_loopback(port_);
+      if (fd < 0) return;
+      std::string batch;
+      for (int k = 0; k < kIncrements; ++k) batch += "INCR total\r\n";
+      batch += "SET own" + std::to_string(i) + " x\r\n";
+      if (send_all(fd, batch)) {
+        std::string got = read_until_count(fd, "\r\n", kIncrements + 1, kTimeout);
+        ok[static_cast<std::size_t>(i)] = count_of(got, "\r\n") == kIncrements + 1 &&
+                                          got.substr(got.size() - 5) == "+OK\r\n";
+      }
+      ::close(fd);
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < kClients; ++i) EXPECT_TRUE(ok[static_cast<std::size_t>(i)]) << i;
+  int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "GET total\r\nDBSIZE\r\n"));
+  std::string want = "$4\r\n" + std::to_string(kClients * kIncrements) + "\r\n:17\r\n";
+  EXPECT_EQ(read_until_count(fd, "\r\n", 3, kTimeout), want);
+  ::close(fd);
+}
+
+TEST(RedisServerFlags, BadFlagsExitWithCode2AndStartFailureWith1) {
+  ProgramResult r = run_program({REDIS_SERVER_BIN, "--loops", "-1"}, kTimeout);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = run_program({REDIS_SERVER_BIN, "--listen"}, kTimeout);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--listen needs a value"), std::string::npos) << r.output;
+  r = run_program({REDIS_SERVER_BIN, "--help"}, kTimeout);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("Usage: redis-server"), std::string::npos);
+  r = run_program({REDIS_SERVER_BIN, "--listen", "tcp://127.0.0.1:99999"}, kTimeout);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("127.0.0.1:99999"), std::string::npos) << r.output;
+}
+
+}  // namespace
