@@ -79,14 +79,15 @@ void Connection::read_once() {
 }
 
 void Connection::deliver(const char* bytes, std::size_t size) {
+  const std::size_t input_before = in_.size();
   std::string_view view(bytes, size);
   if (!in_.empty()) {
     in_.append(bytes, size);
     view = in_;
   }
   const auto& data = loop_.callbacks().data;
+  // The callback cannot close us here: every close it can request is deferred to service().
   const std::size_t consumed = std::min(data ? data(handle_, view) : view.size(), view.size());
-  if (closed_) return;
   if (consumed > 0) last_progress_ = loop_.now();
   if (in_.empty()) {
     if (consumed < size) in_.assign(bytes + consumed, size - consumed);
@@ -94,6 +95,7 @@ void Connection::deliver(const char* bytes, std::size_t size) {
     in_.erase(0, consumed);
     if (in_.empty() && in_.capacity() > kKeepInputCapacity) std::string().swap(in_);
   }
+  adjust(loop_.counters().input_buffered, input_before, in_.size());
   if (in_.size() > loop_.options().input_limit && !pending_error_) {
     pending_error_ = make_error_code(errc::input_limit);
     schedule();
@@ -105,12 +107,18 @@ void Connection::write(const void* bytes, std::size_t size) {
   if (out_.size() + size > loop_.options().output_limit) {
     pending_error_ = make_error_code(errc::output_limit);
     closing_ = true;
-    out_.clear();
+    discard_output();
     schedule();
     return;
   }
   out_.append(bytes, size);
+  bump(loop_.counters().output_buffered, size);
   schedule();
+}
+
+void Connection::discard_output() {
+  adjust(loop_.counters().output_buffered, out_.size(), 0);
+  out_.clear();
 }
 
 void Connection::close() {
@@ -123,7 +131,7 @@ void Connection::abort() {
   if (closed_) return;
   closing_ = true;
   aborted_ = true;
-  out_.clear();
+  discard_output();
   schedule();
 }
 
@@ -173,6 +181,7 @@ void Connection::flush() {
       return finalize(sys_error(n));
     }
     bump(loop_.counters().bytes_out, static_cast<std::uint64_t>(n));
+    adjust(loop_.counters().output_buffered, static_cast<std::size_t>(n), 0);
     out_.consume(static_cast<std::size_t>(n));
     last_progress_ = loop_.now();
     // A short write means the socket buffer is full: wait for writability rather than spend a
@@ -224,7 +233,9 @@ void Connection::finalize(std::error_code error) {
   if (close_timer_ != 0) loop_.cancel(close_timer_);
   if (idle_timer_ != 0) loop_.cancel(idle_timer_);
   loop_.poller().remove(fd_.get(), interest_);
-  out_.clear();
+  discard_output();
+  adjust(loop_.counters().input_buffered, in_.size(), 0);
+  in_.clear();
   bump(loop_.counters().closed);
   if (const auto& closed = loop_.callbacks().closed; closed && opened_) closed(handle_, error);
   fd_.reset();  // after the callback, so local_address() still works there

@@ -56,6 +56,7 @@ class Connection final : public Pollable {
 
  private:
   void schedule();
+  void discard_output();
   void read_once();
   void deliver(const char* bytes, std::size_t size);
   void flush();

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "evloop/stats.hpp"
@@ -16,10 +17,17 @@ inline void bump(Counter& counter, std::uint64_t n = 1) noexcept {
   counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 }
 
+/// Moves a gauge only its loop thread writes from `before` to `after` (sizes of one buffer).
+inline void adjust(Counter& gauge, std::size_t before, std::size_t after) noexcept {
+  gauge.store(gauge.load(std::memory_order_relaxed) + after - before, std::memory_order_relaxed);
+}
+
 struct AtomicLoopStats {
   Counter waits{0}, wakeups{0}, tasks{0}, reads{0}, writes{0}, bytes_in{0}, bytes_out{0},
       write_arms{0}, read_pauses{0}, accepts{0}, accept_errors{0}, timers_fired{0},
       poller_changes{0}, opened{0}, closed{0};
+  // Gauges (loop thread only): bytes held in output buffers and unconsumed-input buffers.
+  Counter output_buffered{0}, input_buffered{0};
 
   LoopStats snapshot() const noexcept {
     constexpr auto r = std::memory_order_relaxed;
@@ -40,6 +48,8 @@ struct AtomicLoopStats {
     s.opened = opened.load(r);
     s.closed = closed.load(r);
     s.open_connections = s.opened - s.closed;
+    s.output_buffered = output_buffered.load(r);
+    s.input_buffered = input_buffered.load(r);
     return s;
   }
 };

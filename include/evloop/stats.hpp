@@ -25,6 +25,8 @@ struct LoopStats {
   std::uint64_t opened = 0;            ///< Connections opened on this loop.
   std::uint64_t closed = 0;            ///< Connections closed on this loop.
   std::uint64_t open_connections = 0;  ///< Connections open now (opened - closed).
+  std::uint64_t output_buffered = 0;   ///< Bytes written by callbacks, not yet taken by the kernel.
+  std::uint64_t input_buffered = 0;    ///< Unconsumed input bytes kept for `data` (partial frames).
 
   /// Adds another loop's counters (e.g. to total a server's loops).
   LoopStats& operator+=(const LoopStats& o) noexcept {
@@ -44,6 +46,8 @@ struct LoopStats {
     opened += o.opened;
     closed += o.closed;
     open_connections += o.open_connections;
+    output_buffered += o.output_buffered;
+    input_buffered += o.input_buffered;
     return *this;
   }
 };
