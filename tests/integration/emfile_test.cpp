@@ -62,6 +62,7 @@ TEST(EmfileTest, AcceptPausesWithoutSpinningAndRecoversWhenFdsFree) {
     ::close(fd);
   }
   ::setrlimit(RLIMIT_NOFILE, &old);
+  ASSERT_TRUE(settle(s.server));
   EXPECT_EQ(total_stats(s.server).opened, static_cast<std::uint64_t>(kClients));
 }
 

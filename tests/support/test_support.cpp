@@ -170,6 +170,14 @@ LoopStats total_stats(const Server& server) {
   return total;
 }
 
+bool settle(Server& server) {
+  EventCounter done;
+  for (std::size_t i = 0; i < server.loop_count(); ++i) {
+    if (!server.loop(i).post([&] { done.add(); })) return false;
+  }
+  return done.wait_for(static_cast<long>(server.loop_count()));
+}
+
 std::string pattern(std::size_t n, std::uint32_t seed) {
   std::string out(n, '\0');
   std::uint32_t x = seed * 2654435761u + 1;

@@ -91,6 +91,9 @@ int count_threads();
 bool has_ipv6_loopback();
 /// Sum of all loops' counters.
 LoopStats total_stats(const Server& server);
+/// Waits until every loop has finished the work it was doing (a posted task ran on each), so
+/// counters it wrote before are visible. False on timeout.
+bool settle(Server& server);
 /// `n` bytes of a position-dependent pattern (seeded), to check order and content.
 std::string pattern(std::size_t n, std::uint32_t seed = 1);
 /// A unique path for a Unix socket under the temp directory.
