@@ -49,15 +49,38 @@ void to_poll_event(const struct kevent& kev, PollEvent& out) {
   out.error = eof && kev.fflags != 0;
 }
 
+#ifdef LIBKQUEUE
+// libkqueue (Linux) frees a closed kqueue's fds later, on a helper thread that notices the close,
+// and stops its two helper threads when the last kqueue is gone: fd and thread counts would move
+// after the server has stopped, unlike on a BSD, where a kqueue is one fd released by close().
+// So the first poller opens one kqueue that lives as long as the process (the helper threads
+// with it), and each poller, once closed, asks libkqueue to finish the free before returning.
+// libkqueue_drain_pending_close is exported by libkqueue 2.7 but not declared in its header;
+// the weak reference leaves it null with a libkqueue that lacks it.
+extern "C" [[gnu::weak]] void libkqueue_drain_pending_close(void);
+
+void keep_libkqueue_running() { [[maybe_unused]] static const int keeper = ::kqueue(); }
+
+void finish_close() {
+  if (libkqueue_drain_pending_close) libkqueue_drain_pending_close();
+}
+#else
+void keep_libkqueue_running() {}
+void finish_close() {}
+#endif
+
 }  // namespace
 
 Poller::Poller() = default;
 
 Poller::~Poller() {
-  if (kq_ >= 0) ::close(kq_);
+  if (kq_ < 0) return;
+  ::close(kq_);
+  finish_close();
 }
 
 std::error_code Poller::open() {
+  keep_libkqueue_running();
   kq_ = ::kqueue();
   if (kq_ < 0) return last_error();
   // A BSD kqueue is not inherited by fork() anyway; libkqueue's descriptor is a plain fd.
