@@ -2,6 +2,8 @@
 // tcp://127.0.0.1:0): Loop::post() latency from another thread to the task running, and how a
 // burst of posts coalesces into eventfd wakeups (Loop::stats(): tasks run per wakeup).
 #include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <sched.h>
 #include <evloop/evloop.hpp>
 
 #include <algorithm>
@@ -16,7 +18,23 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-/// One server for every benchmark of this file, started on first use, stopped at exit.
+/// Pins the calling thread to the `nth` CPU this process may use (no-op with fewer CPUs).
+void pin_to_nth_cpu(int nth) {
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+  for (int c = 0, seen = 0; c < CPU_SETSIZE; ++c) {
+    if (!CPU_ISSET(c, &allowed) || seen++ != nth) continue;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(c, &one);
+    pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+    return;
+  }
+}
+
+/// One server for every benchmark of this file, started on first use, stopped at exit. Its loop
+/// thread is pinned to one CPU and the benchmark thread to another, so a post never has to
+/// preempt the poster to run (that would measure the scheduler, not the wakeup path).
 evloop::Server& server() {
   static evloop::Server* s = [] {
     evloop::Options options;
@@ -26,6 +44,19 @@ evloop::Server& server() {
       std::fprintf(stderr, "micro_loop: cannot start the server: %s\n", st.message().c_str());
       std::exit(1);
     }
+    std::atomic<bool> pinned{false};
+    srv->loop(0).post([&pinned] {
+      pin_to_nth_cpu(0);
+      pinned.store(true, std::memory_order_release);
+    });
+    const auto deadline = Clock::now() + std::chrono::seconds(5);
+    while (!pinned.load(std::memory_order_acquire)) {
+      if (Clock::now() > deadline) {
+        std::fprintf(stderr, "micro_loop: the loop did not run a posted task within 5 s\n");
+        std::exit(1);
+      }
+    }
+    pin_to_nth_cpu(1);
     std::atexit([] {
       server().stop();
       server().wait();
