@@ -134,6 +134,18 @@ TEST_F(HttpServer, RequestSplitIntoSingleBytesIsParsed) {
   ::close(fd);
 }
 
+TEST_F(HttpServer, ExpectContinueGetsAnInterimResponse) {
+  int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "PUT /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                           "Content-Length: 4\r\n\r\n"));
+  EXPECT_EQ(read_until_count(fd, "\r\n\r\n", 1, kTimeout), "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_TRUE(send_all(fd, "body"));
+  std::string got = read_until_count(fd, "body", 1, kTimeout);
+  EXPECT_EQ(got.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << got;
+  ::close(fd);
+}
+
 TEST_F(HttpServer, Http10ClosesUnlessKeepAlive) {
   bool closed = false;
   std::string got = exchange_until_close("GET / HTTP/1.0\r\n\r\n", closed);
