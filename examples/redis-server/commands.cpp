@@ -275,7 +275,7 @@ constexpr std::array<Command, 16> kCommands{{
 
 const Command* lookup(std::string_view name) {
   for (const Command& cmd : kCommands) {
-    if (cmd.run != nullptr && iequals(cmd.name, name)) return &cmd;
+    if (iequals(cmd.name, name)) return &cmd;
   }
   return nullptr;
 }
@@ -303,12 +303,6 @@ void reply_command_info(const Command& cmd, std::string& out) {
   for (int i = 0; i < 4; ++i) reply_array(0, out);  // ACL categories, tips, key specs, subcommands
 }
 
-std::size_t command_count() {
-  std::size_t n = 0;
-  for (const Command& cmd : kCommands) n += cmd.run != nullptr ? 1 : 0;
-  return n;
-}
-
 void unknown_subcommand(std::string_view sub, std::string_view command, std::string& out) {
   std::string message = "unknown subcommand '" + std::string(sub.substr(0, 128)) + "'. Try ";
   for (char ch : command) message += upper(ch);
@@ -320,12 +314,10 @@ void unknown_subcommand(std::string_view sub, std::string_view command, std::str
 // falls back to its built-in help).
 After cmd_command(Context& c) {
   if (c.args.size() == 1) {
-    reply_array(command_count(), c.out);
-    for (const Command& cmd : kCommands) {
-      if (cmd.run != nullptr) reply_command_info(cmd, c.out);
-    }
+    reply_array(kCommands.size(), c.out);
+    for (const Command& cmd : kCommands) reply_command_info(cmd, c.out);
   } else if (iequals(c.args[1], "count") && c.args.size() == 2) {
-    reply_int(static_cast<std::int64_t>(command_count()), c.out);
+    reply_int(static_cast<std::int64_t>(kCommands.size()), c.out);
   } else if (iequals(c.args[1], "info")) {
     reply_array(c.args.size() - 2, c.out);
     for (std::size_t i = 2; i < c.args.size(); ++i) {
