@@ -3,6 +3,7 @@
 // core's translation units never see the EV_* / NOTE_* macros.
 #pragma once
 
+#include <cstddef>
 #include <system_error>
 #include <vector>
 
@@ -34,7 +35,7 @@ class Poller {
   static constexpr int kBatch = 256;  // events fetched per kevent() wait
 
   void queue(int fd, short filter, unsigned short flags, void* token);
-  void flush_excess(int keep);
+  void flush_excess(std::size_t keep);
 
   int kq_ = -1;
   std::vector<struct kevent> changes_;  // queued for the next wait(), in order

@@ -154,19 +154,20 @@ void Poller::remove(int fd, unsigned interest) {
 // entry, else kevent() returns -1 and silently skips the changes after it. Failures found here
 // are kept in failed_ and reported by the next wait() (except one that libkqueue reports with
 // data 0, indistinguishable from a receipt: the cost of a path taken only past kBatch changes).
-void Poller::flush_excess(int keep) {
+void Poller::flush_excess(std::size_t keep) {
   struct kevent receipts[kBatch];
-  while (changes_.size() > static_cast<std::size_t>(keep)) {
-    const int n = static_cast<int>(std::min<std::size_t>(kBatch, changes_.size() - keep));
-    for (int i = 0; i < n; ++i) changes_[i].flags |= EV_RECEIPT;
+  while (changes_.size() > keep) {
+    const std::size_t n = std::min<std::size_t>(kBatch, changes_.size() - keep);
+    for (std::size_t i = 0; i < n; ++i) changes_[i].flags |= EV_RECEIPT;
     const timespec zero{0, 0};
-    const int got = ::kevent(kq_, changes_.data(), n, receipts, n, &zero);
+    const int count = static_cast<int>(n);
+    const int got = ::kevent(kq_, changes_.data(), count, receipts, count, &zero);
     for (int i = 0; i < got; ++i) {
       if ((receipts[i].flags & EV_ERROR) && receipts[i].data != 0 && receipts[i].udata) {
         failed_.push_back(receipts[i].udata);
       }
     }
-    changes_.erase(changes_.begin(), changes_.begin() + n);
+    changes_.erase(changes_.begin(), changes_.begin() + count);
   }
 }
 
@@ -174,12 +175,12 @@ int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
   struct kevent events[kBatch];
   const int room = std::min(capacity, kBatch);
   if (room <= 0) return -EINVAL;
-  flush_excess(room);
+  flush_excess(static_cast<std::size_t>(room));
   if (!failed_.empty()) {  // rare (ENOMEM...): report before anything else, without waiting
-    const int n = static_cast<int>(std::min<std::size_t>(room, failed_.size()));
+    const int n = std::min(room, static_cast<int>(failed_.size()));
     for (int i = 0; i < n; ++i) {
       out[i] = PollEvent{};
-      out[i].token = failed_[i];
+      out[i].token = failed_[static_cast<std::size_t>(i)];
       out[i].error = true;
     }
     failed_.erase(failed_.begin(), failed_.begin() + n);
