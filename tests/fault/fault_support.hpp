@@ -1,0 +1,121 @@
+// Helpers for the fault suite: scale down under sanitizers, the accounting fixture (no fd or
+// thread left behind by any test), fd-limit control, RSS, and a small epoll wrapper used by tests
+// that drive hundreds or thousands of non-blocking client sockets from one thread.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace evloop::fault {
+
+using namespace std::chrono_literals;
+using test::Client;
+using test::EventCounter;
+using test::RunningServer;
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define EVLOOP_FAULT_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define EVLOOP_FAULT_SANITIZED 1
+#endif
+
+/// True in ASan and TSan builds, which run 3-10x slower: tests scale their counts down there so
+/// the suite stays within its CI budget. The full scale is the normal build's.
+#ifdef EVLOOP_FAULT_SANITIZED
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
+/// `full` in the normal build, `sanitized` under a sanitizer.
+constexpr int scaled(int full, int sanitized) { return kSanitized ? sanitized : full; }
+
+/// Seconds from EVLOOP_SOAK_SECONDS (0 when unset): a longer, optional soak.
+int soak_seconds();
+
+/// Base fixture: counts /proc/self/fd and /proc/self/task before the test and checks both are back
+/// to that number after it (servers stopped, clients closed, threads joined). Under ASan,
+/// LeakSanitizer checks heap leaks at exit of each test process.
+class AccountedTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+ private:
+  int fds_ = 0;
+  int threads_ = 0;
+  rlimit limit_{};
+};
+
+/// Raises the soft RLIMIT_NOFILE to at least `n` (capped by the hard limit); true if it is now >= n.
+bool raise_fd_limit(rlim_t n);
+/// Sets the soft RLIMIT_NOFILE to exactly `n`; true on success.
+bool set_fd_limit(rlim_t n);
+
+/// Resident set size of this process in bytes.
+std::size_t rss_bytes();
+
+/// A non-blocking stream socket of `family`, moved to an fd number >= `min_fd` (so it does not
+/// take one of the low fds a test leaves to the server). -1 on error.
+int make_socket(int family, int min_fd = 0);
+/// Starts a non-blocking connect of `fd` to `addr`; false on an immediate error.
+bool begin_connect(int fd, const SocketAddress& addr);
+/// make_socket() + begin_connect(): a socket with its connect in progress, or -1.
+int start_connect(const SocketAddress& addr, int min_fd = 0);
+/// The pending error of a socket (SO_ERROR), 0 when connected.
+int socket_error(int fd);
+/// Closes `fd` with an RST (SO_LINGER 0).
+void reset_close(int fd);
+/// Sets SO_RCVBUF.
+void set_receive_buffer(int fd, int bytes);
+
+/// A minimal epoll set for a test's client sockets: the token is the caller's index.
+class EpollSet {
+ public:
+  EpollSet();
+  ~EpollSet();
+  EpollSet(const EpollSet&) = delete;
+  EpollSet& operator=(const EpollSet&) = delete;
+
+  void add(int fd, std::uint32_t events, std::uint64_t token);
+  void modify(int fd, std::uint32_t events, std::uint64_t token);
+  void remove(int fd);
+  /// Waits up to `timeout_ms`; returns the ready events (a view valid until the next wait).
+  const std::vector<epoll_event>& wait(int timeout_ms);
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+  std::vector<epoll_event> events_;
+  std::vector<epoll_event> ready_;
+};
+
+/// A fast 64-bit checksum of a byte stream fed in pieces (order-sensitive): FNV-1a over 8-byte
+/// words, with the tail bytes folded in on finish. Both ends feed the same bytes in the same
+/// order, in any split, and compare `value()`.
+class StreamChecksum {
+ public:
+  void update(const char* p, std::size_t n);
+  void update(std::string_view s) { update(s.data(), s.size()); }
+  std::uint64_t value() const;
+  std::uint64_t bytes() const { return total_; }
+
+ private:
+  std::uint64_t hash_ = 1469598103934665603ull;
+  unsigned char pending_[8] = {};
+  std::size_t pending_size_ = 0;
+  std::uint64_t total_ = 0;
+};
+
+}  // namespace evloop::fault
