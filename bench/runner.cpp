@@ -388,6 +388,9 @@ bench::Run Runner::echo_run(const bench::Scenario& sc, const bench::ServerSpec& 
     run.syscalls_per_msg = calls / total;
     run.poller_changes_per_msg = json_number(stats, "poller_changes") / total;
     run.waits_per_msg = json_number(stats, "waits") / total;
+    run.reads_per_msg = json_number(stats, "reads") / total;
+    run.writes_per_msg = json_number(stats, "writes") / total;
+    run.write_arms_per_msg = json_number(stats, "write_arms") / total;
   }
   return run;
 }

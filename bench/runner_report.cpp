@@ -205,6 +205,31 @@ std::string render_markdown(const Report& r) {
     }
   }
 
+  bool any_counters = false;
+  for (const Run& run : r.runs) any_counters |= run.ok && run.syscalls_per_msg >= 0;
+  if (any_counters) {
+    md << "\n### Where evloop's syscalls go: its counters per echoed message (medians)\n\n"
+       << "| scenario | server | epoll_wait | read | write | epoll_ctl | write arms | total |\n"
+       << "|---|---|---|---|---|---|---|---|\n";
+    auto med = [&](const std::string& sc, const std::string& sv, double Run::*field) {
+      const Stat s = stat_of(r, sc, sv, [field](const Run& x) { return x.*field; });
+      return s.valid() ? fmt("%.3f", s.median) : std::string("–");
+    };
+    for (const Scenario& sc : r.scenarios) {
+      if (sc.idle) continue;
+      for (const ServerSpec& sv : r.servers) {
+        if (!sv.has_stats) continue;
+        md << "| " << sc.name << " | " << sv.name << " | "
+           << med(sc.name, sv.name, &Run::waits_per_msg) << " | "
+           << med(sc.name, sv.name, &Run::reads_per_msg) << " | "
+           << med(sc.name, sv.name, &Run::writes_per_msg) << " | "
+           << med(sc.name, sv.name, &Run::poller_changes_per_msg) << " | "
+           << med(sc.name, sv.name, &Run::write_arms_per_msg) << " | "
+           << med(sc.name, sv.name, &Run::syscalls_per_msg) << " |\n";
+      }
+    }
+  }
+
   for (const Scenario& sc : r.scenarios) {
     if (!sc.idle) continue;
     md << "\n### Idle connections: server RSS per connection, " << sc.conns

@@ -37,6 +37,9 @@ struct Run {
   double syscalls_per_msg = -1;  ///< from evloop's counters (whole server lifetime)
   double poller_changes_per_msg = -1;
   double waits_per_msg = -1;
+  double reads_per_msg = -1;
+  double writes_per_msg = -1;
+  double write_arms_per_msg = -1;
   // Idle scenario.
   double rss_base_kib = 0, rss_kib = 0, rss_bytes_per_conn = 0;
   unsigned conns = 0;
