@@ -236,14 +236,15 @@ struct Started {
   std::string error;
 };
 
-bool start_server(const std::vector<std::string>& argv, int cpu, Started& s) {
-  if (!s.child.spawn(argv, cpu, false)) {
+bool start_server(const std::vector<std::string>& argv, int cpu, const std::string& log,
+                  Started& s) {
+  if (!s.child.spawn(argv, cpu, false, log)) {
     s.error = "cannot start " + argv[0];
     return false;
   }
   const auto line = s.child.read_until("listening on", 10s);
   if (!line) {
-    s.error = argv[0] + " printed no 'listening on' line within 10 s";
+    s.error = argv[0] + " printed no 'listening on' line within 10 s (its stderr: " + log + ")";
     return false;
   }
   s.port = line->substr(line->rfind(':') + 1);
@@ -277,6 +278,7 @@ class Runner {
                               const std::string& strace);
   std::vector<std::string> loadgen_args(const bench::Scenario& sc, const std::string& port,
                                         double duration, double warmup) const;
+  std::string server_log() const { return cfg_.out + "/servers.log"; }
   void note(const std::string& s) {
     if (!report_.notes.empty()) report_.notes += "; ";
     report_.notes += s;
@@ -343,7 +345,7 @@ bench::Run Runner::echo_run(const bench::Scenario& sc, const bench::ServerSpec& 
   run.server = sv.name;
   run.round = round;
   Started server;
-  if (!start_server(sv.argv, cfg_.server_cpu, server)) {
+  if (!start_server(sv.argv, cfg_.server_cpu, server_log(), server)) {
     run.error = server.error;
     return run;
   }
@@ -402,7 +404,7 @@ bench::Run Runner::idle_run(const bench::Scenario& sc, const bench::ServerSpec& 
   run.round = round;
   run.conns = sc.conns;
   Started server;
-  if (!start_server(sv.argv, cfg_.server_cpu, server)) {
+  if (!start_server(sv.argv, cfg_.server_cpu, server_log(), server)) {
     run.error = server.error;
     return run;
   }
@@ -451,7 +453,7 @@ bench::StraceRun Runner::strace_run(const bench::Scenario& sc, const bench::Serv
   std::vector<std::string> argv = {strace, "-f", "-c", "-o", file, "--"};
   argv.insert(argv.end(), sv.argv.begin(), sv.argv.end());
   Started server;
-  if (!start_server(argv, cfg_.server_cpu, server)) return out;
+  if (!start_server(argv, cfg_.server_cpu, server_log(), server)) return out;
   bench::Child load;
   std::string result;
   if (load.spawn(loadgen_args(sc, server.port, 1.0, 0.2), cfg_.load_cpu, false)) {
@@ -558,14 +560,17 @@ int Runner::run(int argc, char** argv) {
   }
 
   const std::size_t total = report_.servers.size() * report_.scenarios.size() * cfg_.rounds;
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  std::remove(server_log().c_str());
   std::size_t done = 0;
   for (unsigned round = 1; round <= cfg_.rounds; ++round) {
     for (const bench::Scenario& sc : report_.scenarios) {
       // Rotate the order each round so no server always runs first (A B C D, B C D A, ...).
       for (std::size_t k = 0; k < report_.servers.size(); ++k) {
         const bench::ServerSpec& sv = report_.servers[(k + round - 1) % report_.servers.size()];
-        std::fprintf(stderr, "[%zu/%zu] round %u  %-12s %-9s ", ++done, total, round,
-                     sc.name.c_str(), sv.name.c_str());
+        // On a terminal the load generator draws its progress line below this one.
+        std::fprintf(stderr, "[%zu/%zu] round %u  %-12s %-9s%s", ++done, total, round,
+                     sc.name.c_str(), sv.name.c_str(), tty ? "\n" : " ");
         std::fflush(stderr);
         bench::Run r = sc.idle ? idle_run(sc, sv, static_cast<int>(round))
                                : echo_run(sc, sv, static_cast<int>(round));

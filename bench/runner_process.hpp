@@ -31,8 +31,10 @@ class Child {
   ~Child() { kill_and_reap(); }
 
   /// Starts argv[0] (a path) pinned to `cpu` (-1: not pinned). With `stdin_pipe`, its stdin is a
-  /// pipe the runner holds (close_stdin() gives it end of file); otherwise /dev/null.
-  bool spawn(const std::vector<std::string>& argv, int cpu, bool stdin_pipe) {
+  /// pipe the runner holds (close_stdin() gives it end of file); otherwise /dev/null. With a
+  /// `stderr_log` path, its stderr is appended there instead of going to the runner's stderr.
+  bool spawn(const std::vector<std::string>& argv, int cpu, bool stdin_pipe,
+             const std::string& stderr_log = {}) {
     int out[2], in[2] = {-1, -1};
     if (pipe2(out, O_CLOEXEC) != 0) return false;
     if (stdin_pipe && pipe2(in, O_CLOEXEC) != 0) return false;
@@ -49,6 +51,10 @@ class Child {
         sched_setaffinity(0, sizeof set, &set);
       }
       dup2(out[1], STDOUT_FILENO);
+      if (!stderr_log.empty()) {
+        const int log = open(stderr_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (log >= 0) dup2(log, STDERR_FILENO);
+      }
       if (stdin_pipe) {
         dup2(in[0], STDIN_FILENO);
       } else {
