@@ -223,6 +223,7 @@ void EventLoop::shutdown() {
   open.clear();
   for (auto& [id, conn] : connections_) open.push_back(conn.get());
   for (Connection* conn : open) conn->finalize(make_error_code(errc::close_timeout));
+  scheduled_.clear();  // a `closed` callback may have scheduled a connection closed just after
   retired_.clear();
 
   std::vector<Loop::Task> dropped;

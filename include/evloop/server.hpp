@@ -32,7 +32,8 @@ struct ServingInfo {
 
 /// The user's hooks. Every one is optional. Connection callbacks run on the connection's loop
 /// thread, never concurrently for one connection. Any callback may call Conn::close() or
-/// Server::stop().
+/// Server::stop(); none may destroy the Server or call wait(). Callbacks must not throw: an
+/// exception escaping a loop thread terminates the process.
 struct Callbacks {
   /// Once, after every listener is bound and before any connection opens; runs on the thread
   /// that called start()/run().
@@ -41,7 +42,9 @@ struct Callbacks {
   std::function<void(Conn&)> opened;
   /// Bytes arrived. `bytes` is valid only during the call. Return how many bytes were consumed:
   /// an unconsumed tail (a partial frame) is kept and handed again, followed by new bytes, on the
-  /// next call. Without this callback, input is discarded.
+  /// next call. Without this callback, input is discarded. When the peer ends its side (EOF),
+  /// reading stops and the connection closes once its pending output is sent: reply from this
+  /// callback, since output written after the close (e.g. posted later) is dropped.
   std::function<std::size_t(Conn&, std::string_view bytes)> data;
   /// The connection closed: exactly once per `opened`. `error` is empty for a clean close (by
   /// either side), an errno (e.g. ECONNRESET) for an I/O error, or an evloop::errc.
