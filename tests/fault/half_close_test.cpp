@@ -1,5 +1,8 @@
 // Half-close both ways: a client that shuts down its write side still gets its whole reply, and a
-// server that writes a large reply and closes delivers every byte before its FIN.
+// server that writes a large reply and closes delivers every byte before its FIN. (The contract,
+// Callbacks::data: after the peer's EOF, reading stops and the connection closes once pending
+// output is sent; the reply is written from `data`, or from `drained` by a paced producer, whose
+// pause keeps the EOF unread until it has written everything.)
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -17,6 +20,7 @@ struct Transport {
   const char* name;
   bool unix_socket;
 };
+void PrintTo(const Transport& t, std::ostream* os) { *os << t.name; }
 
 class HalfCloseTest : public AccountedTest, public ::testing::WithParamInterface<Transport> {
  protected:
