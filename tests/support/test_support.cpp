@@ -12,10 +12,10 @@
 namespace evloop::test {
 
 void EventCounter::add(long n) {
-  {
-    std::lock_guard lock(mutex_);
-    value_ += n;
-  }
+  // Notify while holding the lock: a waiter that wakes may destroy this counter as soon as it
+  // returns, so nothing here may touch it after the unlock.
+  std::lock_guard lock(mutex_);
+  value_ += n;
   cv_.notify_all();
 }
 
