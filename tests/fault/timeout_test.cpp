@@ -18,7 +18,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kIdle = 400ms;
+// Long enough that a loaded 2-core machine (or a sanitizer) never makes a well-behaved peer miss
+// it; the trickling peers send 4+ times per timeout, so without the progress rule they would live.
+constexpr std::chrono::milliseconds kIdle = kSanitized ? 1500ms : 500ms;
 
 // A line protocol: `data` consumes whole lines only and echoes them; a line "stream N\n" starts
 // sending N bytes. Records how each connection closed, by client port.
@@ -78,12 +80,14 @@ TEST_F(TimeoutTest, SlowlorisIsClosedAfterTheIdleTimeoutWellBehavedPeersAreNot) 
   for (int i = 0; i < kEach; ++i) {
     trickle.emplace_back(s.address());
     chatty.emplace_back(s.address());
+    ASSERT_TRUE(chatty.back().send_all("hello\n"));  // progress from the start
+    ASSERT_EQ(chatty.back().read_exactly(6), "hello\n");
   }
   Client streamed(s.address(), 4096);  // receives a slow stream, sends nothing after asking
   constexpr std::size_t kStream = 8u << 20;
   ASSERT_TRUE(streamed.send_all("stream " + std::to_string(kStream) + "\n"));
 
-  // Every 100 ms (4 rounds per idle timeout): trickle peers send one more byte of a request
+  // Every 100 ms (5+ rounds per idle timeout): trickle peers send one more byte of a request
   // line that never ends; chatty peers send a whole line and read its echo; the streamed peer
   // reads a little. Run for 3 idle timeouts.
   std::string streamed_got;
