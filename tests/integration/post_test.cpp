@@ -9,6 +9,16 @@
 namespace evloop::test {
 namespace {
 
+// True once the loop's wait count stays flat for 200 ms (at most 5 tries).
+bool loop_goes_quiet(Loop& loop) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const std::uint64_t waits = loop.stats().waits;
+    std::this_thread::sleep_for(200ms);
+    if (loop.stats().waits == waits) return true;
+  }
+  return false;
+}
+
 TEST(PostTest, TenThousandPostsFromFourThreadsRunOnceEachThenTheLoopIsIdle) {
   RunningServer s(loopback_options(), {});
   ASSERT_TRUE(s.status);
@@ -47,12 +57,9 @@ TEST(PostTest, TenThousandPostsFromFourThreadsRunOnceEachThenTheLoopIsIdle) {
   EXPECT_EQ(after_posts.tasks, static_cast<std::uint64_t>(kTotal + 1));
   EXPECT_LT(after_posts.wakeups, static_cast<std::uint64_t>(kTotal)) << "no coalescing";
   // The waker was drained: an idle loop makes no further iterations (an undrained level-
-  // triggered eventfd would spin here, as evio's did). Observed over intervals by design: the
-  // first lets a wakeup still in flight finish, the second must then be silent.
-  std::this_thread::sleep_for(50ms);
-  const std::uint64_t waits = loop.stats().waits;
-  std::this_thread::sleep_for(200ms);
-  EXPECT_EQ(loop.stats().waits, waits);
+  // triggered eventfd would spin here, as evio's did, and never pass). Observed over intervals
+  // by design; a few tries absorb one wakeup still in flight on a loaded machine.
+  EXPECT_TRUE(loop_goes_quiet(loop));
 }
 
 TEST(PostTest, PostToAConnectionThatClosedIsIgnored) {
