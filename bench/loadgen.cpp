@@ -47,7 +47,7 @@ struct Config {
   long server_pid = 0;  // when set, the server's CPU time over the measured window is reported
   std::string label;    // copied into the JSON line
   double drain_timeout = 10.0;
-  double connect_timeout = 30.0;
+  double connect_timeout = 120.0;   // also bounds the idle mode's first echoes
   std::size_t connect_batch = 256;  // connects in progress at once
 };
 
