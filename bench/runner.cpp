@@ -58,6 +58,7 @@ struct Config {
   std::string threads = BENCH_BASELINE_THREADS;
   std::string epoll = BENCH_BASELINE_EPOLL;
   int server_cpu = -1, load_cpu = -1;
+  int nice = 0;  // nice value of the server and the load generator
 };
 
 void usage(FILE* out) {
@@ -79,6 +80,8 @@ void usage(FILE* out) {
       "  --scenarios LIST  subset, comma-separated: d1,d16,c1000,64k,idle\n"
       "  --strace | --no-strace  cross-check syscalls per message with strace -c -f\n"
       "                    (default: on unless --quick, when strace is installed)\n"
+      "  --nice N          nice value for the server and the load generator (e.g. -10 on a\n"
+      "                    machine busy with other work; negative needs root; default 0)\n"
       "  --cpus S,L        CPU for the server and for the load generator (default: the\n"
       "                    first two CPUs this process may use)\n"
       "  --echo-server P, --loadgen P, --baseline-threads P, --baseline-epoll P\n"
@@ -122,6 +125,8 @@ bool parse_args(int argc, char** argv, Config& cfg) {
       cfg.strace = 1;
     } else if (a == "--no-strace") {
       cfg.strace = 0;
+    } else if (a == "--nice") {
+      cfg.nice = std::stoi(value());
     } else if (a == "--cpus") {
       const std::string v = value();
       if (std::sscanf(v.c_str(), "%d,%d", &cfg.server_cpu, &cfg.load_cpu) != 2) return false;
@@ -236,9 +241,9 @@ struct Started {
   std::string error;
 };
 
-bool start_server(const std::vector<std::string>& argv, int cpu, const std::string& log,
+bool start_server(const std::vector<std::string>& argv, int cpu, const std::string& log, int nice,
                   Started& s) {
-  if (!s.child.spawn(argv, cpu, false, log)) {
+  if (!s.child.spawn(argv, cpu, false, log, nice)) {
     s.error = "cannot start " + argv[0];
     return false;
   }
@@ -345,7 +350,7 @@ bench::Run Runner::echo_run(const bench::Scenario& sc, const bench::ServerSpec& 
   run.server = sv.name;
   run.round = round;
   Started server;
-  if (!start_server(sv.argv, cfg_.server_cpu, server_log(), server)) {
+  if (!start_server(sv.argv, cfg_.server_cpu, server_log(), cfg_.nice, server)) {
     run.error = server.error;
     return run;
   }
@@ -354,7 +359,7 @@ bench::Run Runner::echo_run(const bench::Scenario& sc, const bench::ServerSpec& 
                            sc.name + "/" + sv.name + "/" + std::to_string(round)});
   bench::Child load;
   std::string result;
-  if (!load.spawn(args, cfg_.load_cpu, false)) {
+  if (!load.spawn(args, cfg_.load_cpu, false, {}, cfg_.nice)) {
     run.error = "cannot start the load generator";
   } else {
     const auto limit =
@@ -404,7 +409,7 @@ bench::Run Runner::idle_run(const bench::Scenario& sc, const bench::ServerSpec& 
   run.round = round;
   run.conns = sc.conns;
   Started server;
-  if (!start_server(sv.argv, cfg_.server_cpu, server_log(), server)) {
+  if (!start_server(sv.argv, cfg_.server_cpu, server_log(), cfg_.nice, server)) {
     run.error = server.error;
     return run;
   }
@@ -421,7 +426,7 @@ bench::Run Runner::idle_run(const bench::Scenario& sc, const bench::ServerSpec& 
                                    sc.name + "/" + sv.name + "/" + std::to_string(round)};
   bench::Child load;
   std::string result;
-  if (!load.spawn(args, cfg_.load_cpu, true)) {
+  if (!load.spawn(args, cfg_.load_cpu, true, {}, cfg_.nice)) {
     run.error = "cannot start the load generator";
   } else {
     // "ready N" once every connection has echoed; a failing load generator prints its JSON
@@ -463,10 +468,10 @@ bench::StraceRun Runner::strace_run(const bench::Scenario& sc, const bench::Serv
   std::vector<std::string> argv = {strace, "-f", "-c", "-o", file, "--"};
   argv.insert(argv.end(), sv.argv.begin(), sv.argv.end());
   Started server;
-  if (!start_server(argv, cfg_.server_cpu, server_log(), server)) return out;
+  if (!start_server(argv, cfg_.server_cpu, server_log(), cfg_.nice, server)) return out;
   bench::Child load;
   std::string result;
-  if (load.spawn(loadgen_args(sc, server.port, 1.0, 0.2), cfg_.load_cpu, false)) {
+  if (load.spawn(loadgen_args(sc, server.port, 1.0, 0.2), cfg_.load_cpu, false, {}, cfg_.nice)) {
     if (auto line = load.read_until("{\"loadgen\"", 90s)) result = *line;
     load.wait(10s);
   }
@@ -531,6 +536,7 @@ int Runner::run(int argc, char** argv) {
          std::to_string(cfg_.load_cpu) + " (both evloop-2 loops share the server's CPU)");
   else
     note("only one CPU available: nothing pinned");
+  if (cfg_.nice != 0) note("server and load generator run at nice " + std::to_string(cfg_.nice));
 
   const std::string listen = "tcp://127.0.0.1:0";
   struct Candidate {

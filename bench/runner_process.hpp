@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -33,8 +34,9 @@ class Child {
   /// Starts argv[0] (a path) pinned to `cpu` (-1: not pinned). With `stdin_pipe`, its stdin is a
   /// pipe the runner holds (close_stdin() gives it end of file); otherwise /dev/null. With a
   /// `stderr_log` path, its stderr is appended there instead of going to the runner's stderr.
+  /// A non-zero `nice` sets the child's nice value (negative needs privilege).
   bool spawn(const std::vector<std::string>& argv, int cpu, bool stdin_pipe,
-             const std::string& stderr_log = {}) {
+             const std::string& stderr_log = {}, int nice = 0) {
     int out[2], in[2] = {-1, -1};
     if (pipe2(out, O_CLOEXEC) != 0) return false;
     if (stdin_pipe && pipe2(in, O_CLOEXEC) != 0) return false;
@@ -50,6 +52,7 @@ class Child {
         CPU_SET(cpu, &set);
         sched_setaffinity(0, sizeof set, &set);
       }
+      if (nice != 0) setpriority(PRIO_PROCESS, 0, nice);
       dup2(out[1], STDOUT_FILENO);
       if (!stderr_log.empty()) {
         const int log = open(stderr_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);

@@ -175,8 +175,8 @@ std::string render_markdown(const Report& r) {
 
   md << "\n### Echo: medians (min–max)\n\n"
      << "| scenario | server | msg/s | × threads | × epoll | p50 µs | p99 µs | p99.9 µs "
-        "| server CPU µs/msg | CPU × epoll | loadgen CPU | syscalls/msg |\n"
-     << "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        "| server CPU µs/msg | CPU × epoll | server CPU | loadgen CPU | syscalls/msg |\n"
+     << "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Scenario& sc : r.scenarios) {
     if (sc.idle) continue;
     const Stat th = stat_of(r, sc.name, "threads", msgs), ep = stat_of(r, sc.name, "epoll", msgs);
@@ -196,6 +196,14 @@ std::string render_markdown(const Report& r) {
          << " | "
          << with_range(stat_of(r, sc.name, sv.name, [](const Run& x) { return x.p999_us; }), f1)
          << " | " << with_range(c, f2) << " | " << ratio(c.median, ep_cpu.median) << " | "
+         << with_range(stat_of(r, sc.name, sv.name,
+                               [](const Run& x) {
+                                 return x.server_cpu_us_per_msg < 0
+                                            ? -1.0
+                                            : x.server_cpu_us_per_msg * x.msgs_per_s / 1e4;
+                               }),
+                       [](double x) { return fmt("%.0f%%", x); })
+         << " | "
          << with_range(stat_of(r, sc.name, sv.name, [](const Run& x) { return x.loadgen_cpu_pct; }),
                        [](double x) { return fmt("%.0f%%", x); })
          << " | "
