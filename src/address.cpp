@@ -156,11 +156,15 @@ std::string SocketAddress::to_string() const {
     case AF_INET:
       ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(storage_)->sin_addr, host,
                   sizeof host);
-      return std::string(host) + ":" + std::to_string(port());
-    case AF_INET6:
+      return std::string(host).append(":").append(std::to_string(port()));
+    case AF_INET6: {
       ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(storage_)->sin6_addr, host,
                   sizeof host);
-      return "[" + std::string(host) + "]:" + std::to_string(port());
+      // Appended piece by piece: GCC 12 at -O3 warns falsely (-Wrestrict) on "[" + string.
+      std::string out = "[";
+      out.append(host).append("]:").append(std::to_string(port()));
+      return out;
+    }
     case AF_UNIX: {
       const auto* un = reinterpret_cast<const sockaddr_un*>(storage_);
       const std::size_t offset = offsetof(sockaddr_un, sun_path);
