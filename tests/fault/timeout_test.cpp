@@ -20,7 +20,8 @@ using Clock = std::chrono::steady_clock;
 
 // Long enough that a loaded 2-core machine (or a sanitizer) never makes a well-behaved peer miss
 // it; the trickling peers send 4+ times per timeout, so without the progress rule they would live.
-constexpr std::chrono::milliseconds kIdle = kSanitized ? 1500ms : 500ms;
+constexpr std::chrono::milliseconds kIdle = kSanitized ? 2000ms : 1000ms;
+constexpr auto kRound = 200ms;  // trickle and chat pace: 5 rounds per idle timeout
 
 // A line protocol: `data` consumes whole lines only and echoes them; a line "stream N\n" starts
 // sending N bytes. Records how each connection closed, by client port.
@@ -66,7 +67,7 @@ std::uint16_t local_port(const Client& c) {
 class TimeoutTest : public AccountedTest {};
 
 TEST_F(TimeoutTest, SlowlorisIsClosedAfterTheIdleTimeoutWellBehavedPeersAreNot) {
-  const int kEach = scaled(100, 30);
+  const int kTrickle = scaled(100, 30), kChatty = scaled(50, 20);
   LineServer server;
   Options o = test::loopback_options(2);
   o.reuseport = true;
@@ -77,17 +78,13 @@ TEST_F(TimeoutTest, SlowlorisIsClosedAfterTheIdleTimeoutWellBehavedPeersAreNot) 
 
   const auto start = Clock::now();  // before any connection opens
   std::vector<Client> trickle, chatty;
-  for (int i = 0; i < kEach; ++i) {
-    trickle.emplace_back(s.address());
-    chatty.emplace_back(s.address());
-    ASSERT_TRUE(chatty.back().send_all("hello\n"));  // progress from the start
-    ASSERT_EQ(chatty.back().read_exactly(6), "hello\n");
-  }
+  for (int i = 0; i < kTrickle; ++i) trickle.emplace_back(s.address());
+  for (int i = 0; i < kChatty; ++i) chatty.emplace_back(s.address());
   Client streamed(s.address(), 4096);  // receives a slow stream, sends nothing after asking
   constexpr std::size_t kStream = 8u << 20;
   ASSERT_TRUE(streamed.send_all("stream " + std::to_string(kStream) + "\n"));
 
-  // Every 100 ms (5+ rounds per idle timeout): trickle peers send one more byte of a request
+  // Every round (5 per idle timeout): trickle peers send one more byte of a request
   // line that never ends; chatty peers send a whole line and read its echo; the streamed peer
   // reads a little. Run for 3 idle timeouts.
   std::string streamed_got;
@@ -101,12 +98,12 @@ TEST_F(TimeoutTest, SlowlorisIsClosedAfterTheIdleTimeoutWellBehavedPeersAreNot) 
     }
     streamed_got += streamed.read_exactly(16 * 1024);
     ++round;
-    server.closes.wait_for(kEach + 1, 100ms);  // the round's pacing; wakes early on extra closes
+    server.closes.wait_for(kTrickle + 1, kRound);  // the pacing; wakes early on an extra close
   }
   // All the trickling peers, and only them, were closed, with idle_timeout, not before it.
-  ASSERT_TRUE(server.closes.wait_for(kEach));
+  ASSERT_TRUE(server.closes.wait_for(kTrickle));
   std::lock_guard lock(server.mutex);
-  EXPECT_EQ(server.closed.size(), static_cast<std::size_t>(kEach));
+  EXPECT_EQ(server.closed.size(), static_cast<std::size_t>(kTrickle));
   for (auto& c : trickle) {
     const std::uint16_t port = local_port(c);
     auto it = server.closed.find(port);
@@ -137,6 +134,37 @@ TEST_F(TimeoutTest, PeerThatStopsReadingPendingOutputIsClosedByTheIdleTimeout) {
   EXPECT_LT(after, 5 * kIdle);
   std::lock_guard lock(server.mutex);
   EXPECT_EQ(server.closed.begin()->second, errc::idle_timeout);
+  EXPECT_EQ(test::total_stats(s.server).output_buffered, 0u);
+}
+
+// close() waits for pending output, but not forever: a peer that never reads gets its connection
+// closed after close_timeout, with errc::close_timeout, and the output is freed. (No idle timeout
+// here: this is the close's own bound.)
+TEST_F(TimeoutTest, CloseWaitingForAPeerThatNeverReadsEndsAtTheCloseTimeout) {
+  constexpr auto kCloseTimeout = 300ms;
+  LineServer server;
+  Callbacks cb = server.callbacks();
+  auto echo_and_stream = cb.data;
+  cb.data = [echo_and_stream](Conn& c, std::string_view b) {
+    const std::size_t n = echo_and_stream(c, b);
+    if (n > 0) c.close();  // answer, then close after the answer is sent
+    return n;
+  };
+  Options o = test::loopback_options();
+  o.close_timeout = kCloseTimeout;
+  o.socket_send_buffer = 4096;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client stuck(s.address(), 4096);
+  const auto start = Clock::now();
+  ASSERT_TRUE(stuck.send_all("stream 4194304\n"));
+  ASSERT_TRUE(server.closes.wait_for(1, 5s));
+  const auto after = Clock::now() - start;
+  EXPECT_GE(after, kCloseTimeout - 5ms);
+  EXPECT_LT(after, 10 * kCloseTimeout);
+  std::lock_guard lock(server.mutex);
+  EXPECT_EQ(server.closed.begin()->second, errc::close_timeout)
+      << server.closed.begin()->second.message();
   EXPECT_EQ(test::total_stats(s.server).output_buffered, 0u);
 }
 
