@@ -7,7 +7,7 @@
 // and writes a reply in chunks only while output_pending() <= the high-water mark, continuing from
 // `drained`. One client thread drives every client socket through epoll.
 //
-// Scale: 3 rounds of 2,000 clients, 1-8 requests each, in the normal build; 1 round of 400 under
+// Scale: 3 rounds of 2,000 clients, 1-8 requests each, in the normal build; 1 round of 800 under
 // a sanitizer.
 // EVLOOP_SOAK_SECONDS=N repeats rounds on the same server for N seconds (run the binary directly:
 // ctest's timeout is 90 s).
@@ -423,7 +423,7 @@ struct MemorySampler {
 class SoakTest : public AccountedTest {};
 
 TEST_F(SoakTest, TwoThousandConnectionsRandomSizesPausesResetsHalfCloses) {
-  const int clients = scaled(2000, 400);
+  const int clients = scaled(2000, 800);
   ASSERT_TRUE(raise_fd_limit(static_cast<rlim_t>(3 * clients + 256)));
   std::uint64_t seed = std::random_device{}();
   if (const char* s = std::getenv("EVLOOP_SOAK_SEED")) seed = std::strtoull(s, nullptr, 10);
