@@ -168,6 +168,10 @@ void configure_connection(int fd, bool is_tcp, const ConnectionSocketOptions& op
 }
 
 long send_pieces(int fd, const iovec* iov, int count) noexcept {
+  if (count == 1) {  // the common case: send() skips sendmsg's msghdr and iovec copies
+    const ssize_t n = ::send(fd, iov[0].iov_base, iov[0].iov_len, platform::kSendFlags);
+    return n < 0 ? -errno : static_cast<long>(n);
+  }
   msghdr msg{};
   msg.msg_iov = const_cast<iovec*>(iov);
   msg.msg_iovlen = static_cast<decltype(msg.msg_iovlen)>(count);
