@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -56,6 +57,23 @@ pid_t spawn(const std::vector<std::string>& argv, int in_fd, int out_fd, int err
   ::signal(SIGPIPE, SIG_DFL);
   ::execvp(args[0], args.data());
   ::_exit(127);
+}
+
+// A child that does not exit in time is a bug to diagnose: print its threads' stacks (with gdb,
+// when installed) to stderr before it is killed.
+void dump_stacks(pid_t pid) {
+  std::fprintf(stderr, "child %d did not exit in time; its threads:\n", static_cast<int>(pid));
+  // Signal state of each thread (pending, blocked, caught masks).
+  std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
+  ProgramResult masks = run_program(
+      {"sh", "-c", "for t in " + task_dir + "/*; do echo \"$t\"; grep -E '^(State|SigPnd|ShdPnd|SigBlk|SigCgt)' \"$t/status\"; done"},
+      milliseconds(10'000));
+  std::fprintf(stderr, "%s", masks.output.c_str());
+  if (!have_program("gdb")) return;
+  std::string p = std::to_string(pid);
+  ProgramResult r = run_program({"gdb", "-batch", "-nx", "-p", p, "-ex", "thread apply all bt"},
+                                milliseconds(30'000));
+  std::fprintf(stderr, "%s\n", r.output.c_str());
 }
 
 }  // namespace
@@ -111,6 +129,7 @@ int Child::wait_exit(milliseconds timeout) {
     if (::read(out_fd_, buf, sizeof buf) <= 0) break;
   }
   if (Clock::now() >= deadline) {
+    dump_stacks(pid_);
     ::kill(pid_, SIGKILL);
     int status = 0;
     ::waitpid(pid_, &status, 0);
