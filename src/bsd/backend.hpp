@@ -34,7 +34,7 @@ class Poller {
  private:
   static constexpr int kBatch = 256;  // events fetched per kevent() wait
 
-  void queue(int fd, short filter, unsigned short flags, void* token);
+  void queue(int fd, int filter, unsigned flags, void* token);
   void flush_excess(std::size_t keep);
 
   int kq_ = -1;

@@ -17,8 +17,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <ctime>
 
+#include "kevent_change.hpp"
 #include "poller.hpp"
 
 namespace evloop::detail {
@@ -26,10 +28,8 @@ namespace {
 
 std::error_code last_error() { return {errno, std::system_category()}; }
 
-struct kevent make_change(int fd, short filter, unsigned short flags, void* token) {
-  struct kevent kev;
-  EV_SET(&kev, static_cast<uintptr_t>(fd), filter, flags, 0, 0, token);
-  return kev;
+struct kevent make_change(int fd, int filter, unsigned flags, void* token) {
+  return make_kevent(static_cast<std::uintptr_t>(fd), filter, flags, 0, token);
 }
 
 // One kevent from the kernel to one PollEvent. EV_EOF on the read filter means the peer will
@@ -89,7 +89,7 @@ std::error_code Poller::open() {
   return {};
 }
 
-void Poller::queue(int fd, short filter, unsigned short flags, void* token) {
+void Poller::queue(int fd, int filter, unsigned flags, void* token) {
   changes_.push_back(make_change(fd, filter, flags, token));
 }
 
@@ -133,7 +133,7 @@ std::error_code Poller::modify(int fd, unsigned from, unsigned to, void* token) 
 void Poller::remove(int fd, unsigned interest) {
   const auto stale = std::remove_if(
       changes_.begin(), changes_.end(),
-      [fd](const struct kevent& kev) { return kev.ident == static_cast<uintptr_t>(fd); });
+      [fd](const struct kevent& kev) { return kev.ident == static_cast<std::uintptr_t>(fd); });
   const bool had_queued = stale != changes_.end();
   changes_.erase(stale, changes_.end());
   if (interest == kNone && !had_queued) return;  // no filter in the kernel

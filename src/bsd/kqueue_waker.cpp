@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 
+#include "kevent_change.hpp"
 #include "poller.hpp"
 
 namespace evloop::detail {
@@ -28,7 +30,7 @@ Waker::~Waker() {
 #ifdef EVFILT_USER
 
 // The one user event of this kqueue (EVFILT_USER idents are their own namespace).
-constexpr uintptr_t kWakeIdent = 0;
+constexpr std::uintptr_t kWakeIdent = 0;
 
 std::error_code Waker::open(Poller& poller, void* token) {
   kq_ = poller.fd();
@@ -36,8 +38,7 @@ std::error_code Waker::open(Poller& poller, void* token) {
   // Registered at once, not queued in the poller: notify() may run before the loop's first wait.
   // EV_CLEAR: the kernel resets the triggered state when it reports the event, so any number of
   // triggers before the loop wakes up are reported once, and never again until the next trigger.
-  struct kevent kev;
-  EV_SET(&kev, kWakeIdent, EVFILT_USER, EV_ADD | EV_CLEAR, 0, 0, token);
+  const struct kevent kev = make_kevent(kWakeIdent, EVFILT_USER, EV_ADD | EV_CLEAR, 0, token);
   const timespec zero{0, 0};
   return ::kevent(kq_, &kev, 1, nullptr, 0, &zero) < 0 ? last_error() : std::error_code{};
 }
@@ -48,8 +49,7 @@ void Waker::notify() noexcept {
   // On a BSD this is one system call, async-signal-safe. libkqueue's kevent() takes a mutex: safe
   // from any thread, but a signal handler that interrupts this loop's own kevent() call could
   // deadlock, so there signals should be handled off the loop threads.
-  struct kevent kev;
-  EV_SET(&kev, kWakeIdent, EVFILT_USER, 0, NOTE_TRIGGER, 0, token_);
+  const struct kevent kev = make_kevent(kWakeIdent, EVFILT_USER, 0, NOTE_TRIGGER, token_);
   const timespec zero{0, 0};
   ::kevent(kq_, &kev, 1, nullptr, 0, &zero);
 }
