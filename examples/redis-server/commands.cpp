@@ -304,7 +304,8 @@ void reply_command_info(const Command& cmd, std::string& out) {
 }
 
 void unknown_subcommand(std::string_view sub, std::string_view command, std::string& out) {
-  std::string message = "unknown subcommand '" + std::string(sub.substr(0, 128)) + "'. Try ";
+  std::string message = "unknown subcommand '";
+  message.append(sub.substr(0, 128)).append("'. Try ");
   for (char ch : command) message += upper(ch);
   message += " HELP.";
   append_error(message, out);
@@ -368,10 +369,11 @@ After cmd_config(Context& c) {
 }
 
 void unknown_command(const Args& args, std::string& out) {
-  std::string message = "unknown command '" + std::string(args[0].substr(0, 128)) +
-                        "', with args beginning with: ";
+  // Built with append(): GCC 12 at -O3 warns (-Wrestrict, falsely) on chains of operator+.
+  std::string message = "unknown command '";
+  message.append(args[0].substr(0, 128)).append("', with args beginning with: ");
   for (std::size_t i = 1; i < args.size() && message.size() < 128; ++i) {
-    message += "'" + std::string(args[i].substr(0, 128 - message.size())) + "' ";
+    message.append("'").append(args[i].substr(0, 128 - message.size())).append("' ");
   }
   append_error(message, out);
 }
@@ -392,7 +394,9 @@ After execute(const Args& args, Store& store, Millis now, std::string& out) {
   }
   auto n = static_cast<int>(args.size() > 1000000 ? 1000000 : args.size());
   if ((cmd->arity > 0 && n != cmd->arity) || (cmd->arity < 0 && n < -cmd->arity)) {
-    append_error("wrong number of arguments for '" + std::string(cmd->name) + "' command", out);
+    std::string message = "wrong number of arguments for '";
+    message.append(cmd->name).append("' command");
+    append_error(message, out);
     return After::keep_open;
   }
   Context c{args, store, now, out};

@@ -130,7 +130,7 @@ TEST_F(RedisServer, PipelinedCommandsAreAnsweredInOrder) {
   ::close(fd);
   EXPECT_TRUE(closed);  // QUIT
   std::string want;
-  for (int i = 1; i <= 100; ++i) want += ":" + std::to_string(i) + "\r\n";
+  for (int i = 1; i <= 100; ++i) want.append(":").append(std::to_string(i)).append("\r\n");
   want += "+PONG\r\n$3\r\n100\r\n+OK\r\n";
   EXPECT_EQ(got, want);
 }
@@ -192,7 +192,7 @@ TEST_F(RedisServer, StoreIsSharedAcrossLoops) {
       if (fd < 0) return;
       std::string batch;
       for (int k = 0; k < kIncrements; ++k) batch += "INCR total\r\n";
-      batch += "SET own" + std::to_string(i) + " x\r\n";
+      batch.append("SET own").append(std::to_string(i)).append(" x\r\n");
       if (send_all(fd, batch)) {
         std::string got = read_until_count(fd, "\r\n", kIncrements + 1, kTimeout);
         ok[static_cast<std::size_t>(i)] = count_of(got, "\r\n") == kIncrements + 1 &&
@@ -206,7 +206,8 @@ TEST_F(RedisServer, StoreIsSharedAcrossLoops) {
   int fd = connect_loopback(port_);
   ASSERT_GE(fd, 0);
   ASSERT_TRUE(send_all(fd, "GET total\r\nDBSIZE\r\n"));
-  std::string want = "$4\r\n" + std::to_string(kClients * kIncrements) + "\r\n:17\r\n";
+  std::string want = "$4\r\n";
+  want.append(std::to_string(kClients * kIncrements)).append("\r\n:17\r\n");
   EXPECT_EQ(read_until_count(fd, "\r\n", 3, kTimeout), want);
   ::close(fd);
 }
