@@ -194,8 +194,8 @@ int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
   // The changes were applied before the wait began, even when it then fails with EINTR.
   changes_.clear();
   if (n < 0) return errno == EINTR ? 0 : -errno;
-  // libkqueue 2.7 writes the EV_ERROR entries of failed changes first, then returns 0 if the wait
-  // times out with no event, losing them. A BSD kernel writes nothing when it returns 0, and the
+  // libkqueue 2.7 writes the EV_ERROR entries of failed changes first, then still waits (a BSD
+  // returns them at once), and returns 0 if the wait times out with no event, losing them. A BSD kernel writes nothing when it returns 0, and the
   // flags were cleared above, so this finds entries only where libkqueue left them.
   if (n == 0) {
     while (n < nchanges && (events[n].flags & EV_ERROR)) ++n;
