@@ -195,8 +195,9 @@ int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
   changes_.clear();
   if (n < 0) return errno == EINTR ? 0 : -errno;
   // libkqueue 2.7 writes the EV_ERROR entries of failed changes first, then still waits (a BSD
-  // returns them at once), and returns 0 if the wait times out with no event, losing them. A BSD kernel writes nothing when it returns 0, and the
-  // flags were cleared above, so this finds entries only where libkqueue left them.
+  // returns them at once), and returns 0 if the wait times out with no event, losing them. A BSD
+  // kernel writes nothing when it returns 0, and the flags were cleared above, so this finds
+  // entries only where libkqueue left them.
   if (n == 0) {
     while (n < nchanges && (events[n].flags & EV_ERROR)) ++n;
   }
