@@ -1,5 +1,5 @@
-// Soak: 2,000 connections over 2 loops, replies of 1 B to 1 MiB, clients that pause reading, reset
-// or half-close at random points. Every byte the server was asked to send reaches every client
+// Soak: 2,000 connections over 2 loops, replies of 1 B to 1 MiB, clients that pause reading, send
+// their requests in two pieces split mid-frame, reset or half-close at random points. Every byte the server was asked to send reaches every client
 // that stays, in order (compared byte by byte and by an end-to-end checksum); `closed` fires once
 // per `opened`; the library never holds more than connections x (high-water + one chunk) of output.
 //
@@ -28,6 +28,7 @@
 #include <random>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "fault_support.hpp"
 
@@ -146,6 +147,10 @@ struct Peer {
   bool paused = false;
   bool connected = false;
   bool shut_write = false;  // sent FIN; expects the rest of the replies, then EOF
+  std::size_t split = 0;    // a slow sender sends its request bytes up to here first...
+  std::chrono::milliseconds send_rest_after{0};  // ...and the rest (mid-frame) this much later
+  std::string unsent;
+  Clock::time_point send_rest_at{};
   bool done = false;
   std::uint16_t port = 0;
   StreamChecksum checksum;
@@ -153,7 +158,7 @@ struct Peer {
 };
 
 struct RoundResult {
-  int clients = 0, normal = 0, half_closed = 0, resets = 0, paused = 0;
+  int clients = 0, normal = 0, half_closed = 0, resets = 0, paused = 0, split = 0;
   std::uint64_t bytes = 0;
   std::vector<std::string> failures;
 };
@@ -196,6 +201,7 @@ class Swarm {
         if (p.done) --left;
       }
       resume_paused();
+      send_delayed();
     }
     for (Peer& p : peers_) {
       if (!p.done) fail(p, "stalled or unfinished at the deadline (" + std::to_string(p.received) +
@@ -228,6 +234,11 @@ class Swarm {
       ++r.resets;
     } else {
       (p.kind == Kind::normal ? r.normal : r.half_closed)++;
+    }
+    if (std::uniform_int_distribution<int>(0, 99)(rng_) < 20) {  // a fifth send requests in two
+      p.split = std::uniform_int_distribution<std::size_t>(1, kFrame * p.requests.size() - 1)(rng_);
+      p.send_rest_after = std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 100)(rng_));
+      ++r.split;
     }
     if (std::uniform_int_distribution<int>(0, 99)(rng_) < 25) {  // a quarter stop reading a while
       p.pause_at = std::uniform_int_distribution<std::size_t>(0, p.expected)(rng_);
@@ -269,15 +280,39 @@ class Swarm {
       frames.append(reinterpret_cast<const char*>(&r.size), 4);
       frames.append(reinterpret_cast<const char*>(&r.offset), 4);
     }
-    // At most 32 bytes into an empty socket buffer: never a short write.
+    if (p.split > 0) {  // a partial frame now, the rest later: the server must wait for it
+      p.unsent = frames.substr(p.split);
+      frames.resize(p.split);
+      p.send_rest_at = Clock::now() + p.send_rest_after;
+      delayed_.push_back(index);
+    }
+    epoll_.modify(p.fd, EPOLLIN, index);
+    send_requests(p, frames);
+  }
+
+  void send_requests(Peer& p, const std::string& frames) {
+    // At most 64 bytes into a nearly empty socket buffer: never a short write.
     if (::send(p.fd, frames.data(), frames.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(frames.size())) {
       return fail(p, "send requests: " + std::string(std::strerror(errno)));
     }
-    if (p.kind == Kind::half_close) {
+    if (p.unsent.empty() && p.kind == Kind::half_close) {
       ::shutdown(p.fd, SHUT_WR);
       p.shut_write = true;
     }
-    epoll_.modify(p.fd, EPOLLIN, index);
+  }
+
+  void send_delayed() {
+    const auto now = Clock::now();
+    for (std::size_t k = 0; k < delayed_.size();) {
+      Peer& p = peers_[delayed_[k]];
+      if (p.done || p.send_rest_at <= now) {
+        if (!p.done) send_requests(p, std::exchange(p.unsent, {}));
+        delayed_[k] = delayed_.back();
+        delayed_.pop_back();
+      } else {
+        ++k;
+      }
+    }
   }
 
   // Compares received bytes with the expected stream: content and order.
@@ -349,9 +384,10 @@ class Swarm {
   }
 
   int next_timeout_ms() const {
-    if (paused_.empty()) return 100;
+    if (paused_.empty() && delayed_.empty()) return 100;
     Clock::time_point first = Clock::time_point::max();
     for (std::size_t i : paused_) first = std::min(first, peers_[i].resume_at);
+    for (std::size_t i : delayed_) first = std::min(first, peers_[i].send_rest_at);
     const auto ms = std::chrono::ceil<std::chrono::milliseconds>(first - Clock::now()).count();
     return static_cast<int>(std::clamp<long long>(ms, 0, 100));
   }
@@ -378,6 +414,7 @@ class Swarm {
   std::mt19937_64 rng_;
   std::vector<Peer> peers_;
   std::vector<std::size_t> paused_;
+  std::vector<std::size_t> delayed_;
   EpollSet epoll_;
 };
 
@@ -463,6 +500,7 @@ TEST_F(SoakTest, TwoThousandConnectionsRandomSizesPausesResetsHalfCloses) {
     EXPECT_GT(r.resets, 0);
     EXPECT_GT(r.half_closed, 0);
     EXPECT_GT(r.paused, 0);
+    EXPECT_GT(r.split, 0);
 
     // Every connection the server opened is closed by now (all clients left) exactly once.
     ASSERT_TRUE(server_side.closes.wait_for(closes_before + clients, 20s))
