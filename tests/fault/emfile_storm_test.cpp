@@ -118,8 +118,12 @@ TEST_P(EmfileStormTest, FiveThousandConnectsAgainstA256FdLimit) {
     step(false, 5);
     return test::total_stats(s.server).accept_errors >= (GetParam() ? 2u : 1u);
   })) << "never ran out of fds";
-  const auto opened_at_limit = test::total_stats(s.server).opened;
-  EXPECT_LT(opened_at_limit, static_cast<std::uint64_t>(kFdLimit));
+  // The limit binds: at most ~256 connections open, most of the storm still waiting. (`opened`
+  // counts the quitters the server accepted and closed meanwhile too.)
+  const LoopStats at_limit = test::total_stats(s.server);
+  const auto opened_at_limit = at_limit.open_connections;
+  EXPECT_LT(at_limit.open_connections, static_cast<std::uint64_t>(kFdLimit));
+  EXPECT_LT(at_limit.opened, static_cast<std::uint64_t>(kStorm / 2));
   // Out of fds, the loops wait (accept retried on a back-off timer), they do not spin: measured
   // over an interval, by design. A spinning level-triggered listener makes ~10^5 waits here.
   const LoopStats before = test::total_stats(s.server);
@@ -151,7 +155,7 @@ TEST_P(EmfileStormTest, FiveThousandConnectsAgainstA256FdLimit) {
   EXPECT_LE(end.opened, static_cast<std::uint64_t>(kStorm + kExisting));
   EXPECT_EQ(closes.value(), static_cast<long>(end.opened));
   EXPECT_GT(end.accept_errors, 0u);
-  std::printf("emfile storm: %d connects, %llu opened at the limit, %llu accept errors, %llu "
+  std::printf("emfile storm: %d connects, %llu open at the limit, %llu accept errors, %llu "
               "waits in 300 ms out of fds\n",
               kStorm, static_cast<unsigned long long>(opened_at_limit),
               static_cast<unsigned long long>(end.accept_errors),
