@@ -113,6 +113,13 @@ void Connection::write(const void* bytes, std::size_t size) {
   }
   out_.append(bytes, size);
   bump(loop_.counters().output_buffered, size);
+  // Pause as soon as output passes the mark, not only if it is still there after the send: a
+  // producer that stops at the mark then always gets `drained`, even when the kernel takes it
+  // all at once, and the peer's EOF is not read (closing the connection) while it is behind.
+  if (!paused_ && out_.size() > loop_.options().output_high_water) {
+    paused_ = true;
+    bump(loop_.counters().read_pauses);
+  }
   schedule();
 }
 
@@ -191,11 +198,8 @@ void Connection::flush() {
 }
 
 void Connection::update_backpressure() {
-  const Options& opt = loop_.options();
-  if (!paused_ && out_.size() > opt.output_high_water) {
-    paused_ = true;
-    bump(loop_.counters().read_pauses);
-  } else if (paused_ && out_.size() <= opt.output_low_water) {
+  // Hysteresis: reading paused (in write) above the high-water mark resumes at the low-water mark.
+  if (paused_ && out_.size() <= loop_.options().output_low_water) {
     paused_ = false;
     if (const auto& drained = loop_.callbacks().drained; drained && !closing_) drained(handle_);
   }

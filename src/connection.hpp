@@ -79,7 +79,7 @@ class Connection final : public Pollable {
   bool closing_ = false;       // no more reading; close when output is sent
   bool aborted_ = false;       // close now, output discarded
   bool closed_ = false;
-  bool paused_ = false;        // reading paused by back-pressure
+  bool paused_ = false;        // output passed the high-water mark; reading paused until low
   std::error_code close_reason_;   // reported by `closed` after a graceful close
   std::error_code pending_error_;  // close with this at the next service()
   std::uint64_t close_timer_ = 0;

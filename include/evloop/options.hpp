@@ -45,7 +45,7 @@ struct Options {
 
   /// Size of each loop's read buffer: the most one read() takes from a connection.
   std::size_t read_buffer_size = 64 * 1024;
-  /// Pending output above this pauses reading from the connection...
+  /// A write that takes pending output above this pauses reading from the connection...
   std::size_t output_high_water = 1024 * 1024;
   /// ...until it drains to this; then reading resumes and the `drained` callback runs.
   std::size_t output_low_water = 256 * 1024;

@@ -49,8 +49,9 @@ struct Callbacks {
   /// The connection closed: exactly once per `opened`. `error` is empty for a clean close (by
   /// either side), an errno (e.g. ECONNRESET) for an I/O error, or an evloop::errc.
   std::function<void(Conn&, std::error_code error)> closed;
-  /// Pending output fell to output_low_water after reading had paused at output_high_water:
-  /// a producer that writes without reading can continue.
+  /// Pending output went above output_high_water (which paused reading) and has fallen to
+  /// output_low_water, possibly at once when the kernel took it all: a producer that stops
+  /// writing when output_pending() passes the mark can continue. Reading has resumed.
   std::function<void(Conn&)> drained;
   /// Runs on loop 0 right after start and then again after the delay it returns; a negative
   /// delay stops the ticks.
