@@ -25,7 +25,7 @@ std::string get(Store& store, std::string_view key, Millis now) {
   return v;
 }
 
-TEST(Store, SetOptions) {
+TEST(RedisStore, SetOptions) {
   Store s;
   EXPECT_EQ(run(s, {"SET", "k", "v1", "XX"}), "$-1\r\n");
   EXPECT_EQ(run(s, {"set", "k", "v1", "nx"}), "+OK\r\n");
@@ -43,7 +43,7 @@ TEST(Store, SetOptions) {
   EXPECT_EQ(run(s, {"SET", "k"}), "-ERR wrong number of arguments for 'set' command\r\n");
 }
 
-TEST(Store, KeysExpireLazilyAndActively) {
+TEST(RedisStore, KeysExpireLazilyAndActively) {
   Store s;
   EXPECT_EQ(run(s, {"SET", "a", "1", "PX", "100"}, 1000), "+OK\r\n");
   EXPECT_EQ(run(s, {"SET", "b", "2", "EX", "1"}, 1000), "+OK\r\n");
@@ -55,7 +55,7 @@ TEST(Store, KeysExpireLazilyAndActively) {
   EXPECT_EQ(s.size(), 0u);
 }
 
-TEST(Store, SetWithoutTtlClearsItAndKeepTtlKeepsIt) {
+TEST(RedisStore, SetWithoutTtlClearsItAndKeepTtlKeepsIt) {
   Store s;
   run(s, {"SET", "a", "1", "PX", "100"}, 1000);
   run(s, {"SET", "a", "2"}, 1000);
@@ -68,7 +68,7 @@ TEST(Store, SetWithoutTtlClearsItAndKeepTtlKeepsIt) {
   EXPECT_EQ(get(s, "b", 1100), "(nil)");
 }
 
-TEST(Store, IncrRules) {
+TEST(RedisStore, IncrRules) {
   Store s;
   EXPECT_EQ(run(s, {"INCR", "n"}), ":1\r\n");
   EXPECT_EQ(run(s, {"incr", "n"}), ":2\r\n");
@@ -80,7 +80,7 @@ TEST(Store, IncrRules) {
   EXPECT_EQ(run(s, {"INCR", "z"}), "-ERR value is not an integer or out of range\r\n");
 }
 
-TEST(Store, MultiKeyCommands) {
+TEST(RedisStore, MultiKeyCommands) {
   Store s;
   EXPECT_EQ(run(s, {"MSET", "a", "1", "b", "2"}), "+OK\r\n");
   EXPECT_EQ(run(s, {"MSET", "a", "1", "b"}), "-ERR wrong number of arguments for 'mset' command\r\n");
@@ -92,7 +92,7 @@ TEST(Store, MultiKeyCommands) {
   EXPECT_EQ(run(s, {"DBSIZE"}), ":0\r\n");
 }
 
-TEST(Store, ConnectionCommandsAndErrors) {
+TEST(RedisStore, ConnectionCommandsAndErrors) {
   Store s;
   EXPECT_EQ(run(s, {"PING"}), "+PONG\r\n");
   EXPECT_EQ(run(s, {"PING", "hi"}), "$2\r\nhi\r\n");
@@ -118,7 +118,7 @@ TEST(Store, ConnectionCommandsAndErrors) {
   EXPECT_EQ(out, "+OK\r\n");
 }
 
-TEST(Store, ConcurrentIncrementsAreNotLost) {
+TEST(RedisStore, ConcurrentIncrementsAreNotLost) {
   Store s;
   constexpr int kThreads = 4;
   constexpr int kEach = 20000;
