@@ -71,11 +71,21 @@ void Connection::read_once() {
     bump(loop_.counters().bytes_in, static_cast<std::uint64_t>(n));
     deliver(loop_.read_buffer(), static_cast<std::size_t>(n));
   } else if (n == 0) {
-    closing_ = true;  // the peer's FIN: send what is pending, then close
-    schedule();
+    on_peer_eof();
   } else if (!would_block(n)) {
     finalize(sys_error(n));
   }
+}
+
+void Connection::on_peer_eof() {
+  // The peer's FIN. Stop reading either way (a level-triggered EOF stays readable forever).
+  peer_eof_ = true;
+  if (const auto& eof = loop_.callbacks().eof) {
+    eof(handle_);  // the user replies, now or later, and closes
+  } else {
+    closing_ = true;  // send what is pending, then close
+  }
+  schedule();
 }
 
 void Connection::deliver(const char* bytes, std::size_t size) {
@@ -206,7 +216,8 @@ void Connection::update_backpressure() {
 }
 
 void Connection::update_interest() {
-  const unsigned want = (closing_ || paused_ ? kNone : kRead) | (out_.empty() ? kNone : kWrite);
+  const unsigned want =
+      (closing_ || paused_ || peer_eof_ ? kNone : kRead) | (out_.empty() ? kNone : kWrite);
   if (want == interest_) return;  // the common case: no poller call per message
   if ((want & kWrite) && !(interest_ & kWrite)) bump(loop_.counters().write_arms);
   bump(loop_.counters().poller_changes);

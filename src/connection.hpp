@@ -58,6 +58,7 @@ class Connection final : public Pollable {
   void schedule();
   void discard_output();
   void read_once();
+  void on_peer_eof();
   void deliver(const char* bytes, std::size_t size);
   void flush();
   void update_backpressure();
@@ -77,6 +78,7 @@ class Connection final : public Pollable {
   bool opened_ = false;
   bool scheduled_ = false;     // in the loop's scheduled list
   bool closing_ = false;       // no more reading; close when output is sent
+  bool peer_eof_ = false;      // the peer sent FIN: no more reading
   bool aborted_ = false;       // close now, output discarded
   bool closed_ = false;
   bool paused_ = false;        // output passed the high-water mark; reading paused until low

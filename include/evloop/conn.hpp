@@ -42,7 +42,7 @@ class Conn {
   void close();
   /// Closes now and discards pending output; `closed` fires with no error.
   void abort();
-  /// True once close() or abort() was called or the peer's end was seen.
+  /// True once close() or abort() was called, or the peer's end was seen with no `eof` callback.
   bool closing() const noexcept;
 
   /// Bytes written but not yet taken by the kernel.

@@ -42,10 +42,13 @@ struct Callbacks {
   std::function<void(Conn&)> opened;
   /// Bytes arrived. `bytes` is valid only during the call. Return how many bytes were consumed:
   /// an unconsumed tail (a partial frame) is kept and handed again, followed by new bytes, on the
-  /// next call. Without this callback, input is discarded. When the peer ends its side (EOF),
-  /// reading stops and the connection closes once its pending output is sent: reply from this
-  /// callback, since output written after the close (e.g. posted later) is dropped.
+  /// next call. Without this callback, input is discarded.
   std::function<std::size_t(Conn&, std::string_view bytes)> data;
+  /// The peer ended its sending side (EOF, e.g. shutdown(SHUT_WR)). With this callback set, the
+  /// connection stays open for writing: reply now or later (from a timer or a posted task), then
+  /// close(). Without it, the connection closes as soon as pending output is sent, so a reply
+  /// written after that is dropped.
+  std::function<void(Conn&)> eof;
   /// The connection closed: exactly once per `opened`. `error` is empty for a clean close (by
   /// either side), an errno (e.g. ECONNRESET) for an I/O error, or an evloop::errc.
   std::function<void(Conn&, std::error_code error)> closed;

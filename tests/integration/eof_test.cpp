@@ -1,0 +1,74 @@
+// The peer's EOF (half-close): without an `eof` callback the connection closes once pending
+// output is sent; with one, it stays open for a reply written later, until the user closes.
+#include <gtest/gtest.h>
+
+#include "test_support.hpp"
+
+namespace evloop::test {
+namespace {
+
+TEST(EofTest, WithAnEofCallbackALaterReplyIsDeliveredBeforeTheClose) {
+  const std::string reply = pattern(3u << 20, 21);
+  EventCounter eofs, closed;
+  std::string request;  // loop thread only until the server stops
+  Callbacks cb;
+  cb.data = [&](Conn&, std::string_view b) {
+    request.append(b);
+    return b.size();
+  };
+  cb.eof = [&](Conn& c) {
+    EXPECT_FALSE(c.closing());
+    eofs.add();
+    // Reply later, as a proxy would once its upstream answers.
+    c.loop().run_after(std::chrono::milliseconds(20), [&reply, ref = c.ref()] {
+      ref.post([&reply](Conn& conn) {
+        conn.write(reply);
+        conn.close();
+      });
+    });
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    EXPECT_FALSE(ec) << ec.message();
+    closed.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("GET everything"));
+  client.shutdown_write();
+  ASSERT_TRUE(eofs.wait_for(1));
+  bool eof = false;
+  const std::string got = client.read_to_eof(&eof);
+  EXPECT_TRUE(eof);
+  EXPECT_EQ(got.size(), reply.size());
+  EXPECT_TRUE(got == reply);
+  ASSERT_TRUE(closed.wait_for(1));
+  s.server.stop();
+  s.server.wait();
+  EXPECT_EQ(request, "GET everything");
+}
+
+TEST(EofTest, WithoutAnEofCallbackTheConnectionClosesAfterPendingOutput) {
+  EventCounter closed;
+  Callbacks cb;
+  cb.data = [](Conn& c, std::string_view b) {
+    c.write(b);
+    return b.size();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    EXPECT_FALSE(ec);
+    closed.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("echo me"));
+  client.shutdown_write();
+  bool eof = false;
+  EXPECT_EQ(client.read_to_eof(&eof), "echo me");
+  EXPECT_TRUE(eof);
+  ASSERT_TRUE(closed.wait_for(1));
+}
+
+}  // namespace
+}  // namespace evloop::test
