@@ -3,7 +3,6 @@
 // oversized bodies 413, unknown methods and chunked request bodies 501. It is the server the
 // peer benchmark (bench/peers) measures against nginx.
 #include <evloop/evloop.hpp>
-#include <pthread.h>
 
 #include <any>
 #include <csignal>
@@ -12,6 +11,7 @@
 #include <string>
 #include <string_view>
 
+#include "cli.hpp"
 #include "http_handler.hpp"
 #include "http_parser.hpp"
 
@@ -32,71 +32,31 @@ Options:
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
 )";
 
+const example::Program kProgram{"http-server", kUsage, "tcp://127.0.0.1:8080"};
+
 struct Config {
   evloop::Options options;
   httpd::Limits limits;
 };
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "http-server: %s\nTry 'http-server --help'.\n", message.c_str());
-  std::exit(2);
-}
-
-// A decimal number in [min, max]; false for anything else (sign, spaces, suffixes, overflow).
-bool parse_number(std::string_view text, unsigned long long min, unsigned long long max,
-                  unsigned long long& out) {
-  if (text.empty() || text.size() > 19) return false;
-  unsigned long long n = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return false;
-    n = n * 10 + static_cast<unsigned long long>(c - '0');
-  }
-  if (n < min || n > max) return false;
-  out = n;
-  return true;
-}
-
 Config parse_args(int argc, char** argv) {
   Config config;
-  evloop::Options& options = config.options;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) usage_error(std::string(arg) + " needs a value");
-      return argv[++i];
-    };
-    unsigned long long n = 0;
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    } else if (arg == "--listen") {
-      options.listen.emplace_back(value());
-    } else if (arg == "--loops") {
-      const std::string_view v = value();
-      if (v == "auto") {
-        options.loops = evloop::Options::kAutoLoops;
-      } else if (parse_number(v, 1, 4096, n)) {
-        options.loops = static_cast<unsigned>(n);
-      } else {
-        usage_error("--loops takes 1..4096 or auto, not '" + std::string(v) + "'");
-      }
-    } else if (arg == "--reuseport") {
-      options.reuseport = true;
-    } else if (arg == "--max-body") {
-      const std::string_view v = value();
-      if (!parse_number(v, 0, 1ULL << 32, n)) {
-        usage_error("--max-body takes a byte count up to 4294967296, not '" + std::string(v) + "'");
-      }
-      config.limits.max_body_bytes = static_cast<std::size_t>(n);
-    } else {
-      usage_error("unknown option '" + std::string(arg) + "'");
-    }
-  }
-  if (options.listen.empty()) options.listen.emplace_back("tcp://127.0.0.1:8080");
+  config.options = example::parse_flags(
+      kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
+        if (flag != "--max-body") return false;
+        const std::string_view v = value();
+        unsigned long long n = 0;
+        if (!example::parse_number(v, 0, 1ULL << 32, n)) {
+          example::usage_error(kProgram, "--max-body takes a byte count up to 4294967296, not '" +
+                                             std::string(v) + "'");
+        }
+        config.limits.max_body_bytes = static_cast<std::size_t>(n);
+        return true;
+      });
   // The parser leaves an incomplete request unconsumed, so evloop holds at most one partial
   // request per connection: its head and its body. A little slack keeps evloop's own limit
   // from firing before the parser answers 431 or 413.
-  options.input_limit = config.limits.max_head_bytes + config.limits.max_body_bytes + 4096;
+  config.options.input_limit = config.limits.max_head_bytes + config.limits.max_body_bytes + 4096;
   return config;
 }
 
@@ -138,12 +98,7 @@ int main(int argc, char** argv) {
   Config config = parse_args(argc, argv);
 
   evloop::Callbacks callbacks;
-  callbacks.serving = [](const evloop::ServingInfo& info) {
-    for (const evloop::SocketAddress& addr : info.addresses) {
-      std::printf("listening on %s\n", addr.to_url().c_str());
-    }
-    std::fflush(stdout);
-  };
+  callbacks.serving = example::print_listening;
   const httpd::Limits limits = config.limits;
   callbacks.opened = [limits](evloop::Conn& conn) {
     conn.context() = httpd::RequestParser(limits);
@@ -151,26 +106,5 @@ int main(int argc, char** argv) {
   callbacks.data = on_data;
 
   evloop::Server server(std::move(config.options), std::move(callbacks));
-  // Stop on SIGINT or SIGTERM: both stay blocked in every thread (the loop threads inherit the
-  // mask when start() creates them) and this thread takes them with sigwait(), then calls stop().
-  // Calling stop() from an async signal handler works too (it is async-signal-safe), but under
-  // TSan, which defers signal handlers, that stop was lost about once in a few hundred runs;
-  // sigwait() leaves no handler to defer.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
-  const evloop::Status status = server.start();
-  if (!status) {
-    std::fprintf(stderr, "http-server: %s\n", status.message().c_str());
-    return 1;
-  }
-  int sig = 0;
-  while (sigwait(&stop_signals, &sig) != 0) {
-  }
-  server.stop();
-  server.wait();
-  return 0;
+  return example::serve_until_signal(kProgram, server);
 }

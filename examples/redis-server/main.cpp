@@ -4,7 +4,6 @@
 // (sharded, a mutex per shard). It is the server the peer benchmark (bench/peers) measures
 // against the real redis-server.
 #include <evloop/evloop.hpp>
-#include <pthread.h>
 
 #include <any>
 #include <chrono>
@@ -14,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "cli.hpp"
 #include "commands.hpp"
 #include "resp_parser.hpp"
 #include "store.hpp"
@@ -35,71 +35,32 @@ Options:
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
 )";
 
+const example::Program kProgram{"redis-server", kUsage, "tcp://127.0.0.1:6379"};
+
 struct Config {
   evloop::Options options;
   resp::Limits limits;
 };
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "redis-server: %s\nTry 'redis-server --help'.\n", message.c_str());
-  std::exit(2);
-}
-
-// A decimal number in [min, max]; false for anything else (sign, spaces, suffixes, overflow).
-bool parse_number(std::string_view text, unsigned long long min, unsigned long long max,
-                  unsigned long long& out) {
-  if (text.empty() || text.size() > 19) return false;
-  unsigned long long n = 0;
-  for (char c : text) {
-    if (c < '0' || c > '9') return false;
-    n = n * 10 + static_cast<unsigned long long>(c - '0');
-  }
-  if (n < min || n > max) return false;
-  out = n;
-  return true;
-}
-
 Config parse_args(int argc, char** argv) {
   Config config;
-  evloop::Options& options = config.options;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) usage_error(std::string(arg) + " needs a value");
-      return argv[++i];
-    };
-    unsigned long long n = 0;
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    } else if (arg == "--listen") {
-      options.listen.emplace_back(value());
-    } else if (arg == "--loops") {
-      const std::string_view v = value();
-      if (v == "auto") {
-        options.loops = evloop::Options::kAutoLoops;
-      } else if (parse_number(v, 1, 4096, n)) {
-        options.loops = static_cast<unsigned>(n);
-      } else {
-        usage_error("--loops takes 1..4096 or auto, not '" + std::string(v) + "'");
-      }
-    } else if (arg == "--reuseport") {
-      options.reuseport = true;
-    } else if (arg == "--max-bulk") {
-      const std::string_view v = value();
-      if (!parse_number(v, 1, 512ULL << 20, n)) {
-        usage_error("--max-bulk takes 1..536870912 bytes, not '" + std::string(v) + "'");
-      }
-      config.limits.max_bulk_bytes = static_cast<std::size_t>(n);
-    } else {
-      usage_error("unknown option '" + std::string(arg) + "'");
-    }
-  }
-  if (options.listen.empty()) options.listen.emplace_back("tcp://127.0.0.1:6379");
+  config.options = example::parse_flags(
+      kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
+        if (flag != "--max-bulk") return false;
+        const std::string_view v = value();
+        unsigned long long n = 0;
+        if (!example::parse_number(v, 1, 512ULL << 20, n)) {
+          example::usage_error(kProgram,
+                               "--max-bulk takes 1..536870912 bytes, not '" + std::string(v) + "'");
+        }
+        config.limits.max_bulk_bytes = static_cast<std::size_t>(n);
+        return true;
+      });
   // The parser leaves an incomplete command unconsumed, so evloop holds at most one partial
   // command per connection. A command may carry several bulks: allow a few of the largest
   // (evloop closes the connection beyond that, like Redis's client-query-buffer-limit).
-  options.input_limit = 2 * config.limits.max_bulk_bytes + 2 * config.limits.max_inline_bytes;
+  config.options.input_limit =
+      2 * config.limits.max_bulk_bytes + 2 * config.limits.max_inline_bytes;
   return config;
 }
 
@@ -139,12 +100,7 @@ int main(int argc, char** argv) {
   Config config = parse_args(argc, argv);
 
   evloop::Callbacks callbacks;
-  callbacks.serving = [](const evloop::ServingInfo& info) {
-    for (const evloop::SocketAddress& addr : info.addresses) {
-      std::printf("listening on %s\n", addr.to_url().c_str());
-    }
-    std::fflush(stdout);
-  };
+  callbacks.serving = example::print_listening;
   const resp::Limits limits = config.limits;
   callbacks.opened = [limits](evloop::Conn& conn) {
     conn.context() = resp::CommandParser(limits);
@@ -157,26 +113,5 @@ int main(int argc, char** argv) {
   };
 
   evloop::Server server(std::move(config.options), std::move(callbacks));
-  // Stop on SIGINT or SIGTERM: both stay blocked in every thread (the loop threads inherit the
-  // mask when start() creates them) and this thread takes them with sigwait(), then calls stop().
-  // Calling stop() from an async signal handler works too (it is async-signal-safe), but under
-  // TSan, which defers signal handlers, that stop was lost about once in a few hundred runs;
-  // sigwait() leaves no handler to defer.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-
-  const evloop::Status status = server.start();
-  if (!status) {
-    std::fprintf(stderr, "redis-server: %s\n", status.message().c_str());
-    return 1;
-  }
-  int sig = 0;
-  while (sigwait(&stop_signals, &sig) != 0) {
-  }
-  server.stop();
-  server.wait();
-  return 0;
+  return example::serve_until_signal(kProgram, server);
 }

@@ -1,0 +1,89 @@
+#include "cli.hpp"
+
+#include <pthread.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+
+namespace example {
+
+void usage_error(const Program& program, const std::string& message) {
+  std::fprintf(stderr, "%s: %s\nTry '%s --help'.\n", program.name, message.c_str(), program.name);
+  std::exit(2);
+}
+
+bool parse_number(std::string_view text, unsigned long long min, unsigned long long max,
+                  unsigned long long& out) {
+  if (text.empty() || text.size() > 19) return false;
+  unsigned long long n = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    n = n * 10 + static_cast<unsigned long long>(c - '0');
+  }
+  if (n < min || n > max) return false;
+  out = n;
+  return true;
+}
+
+evloop::Options parse_flags(const Program& program, int argc, char** argv,
+                            const ExtraFlag& extra) {
+  evloop::Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    const std::function<std::string_view()> value = [&]() -> std::string_view {
+      if (i + 1 >= argc) usage_error(program, std::string(arg) + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(program.usage, stdout);
+      std::exit(0);
+    } else if (arg == "--listen") {
+      options.listen.emplace_back(value());
+    } else if (arg == "--loops") {
+      const std::string_view v = value();
+      unsigned long long n = 0;
+      if (v == "auto") {
+        options.loops = evloop::Options::kAutoLoops;
+      } else if (parse_number(v, 1, 4096, n)) {
+        options.loops = static_cast<unsigned>(n);
+      } else {
+        usage_error(program, "--loops takes 1..4096 or auto, not '" + std::string(v) + "'");
+      }
+    } else if (arg == "--reuseport") {
+      options.reuseport = true;
+    } else if (!extra || !extra(arg, value)) {
+      usage_error(program, "unknown option '" + std::string(arg) + "'");
+    }
+  }
+  if (options.listen.empty()) options.listen.emplace_back(program.default_listen);
+  return options;
+}
+
+void print_listening(const evloop::ServingInfo& info) {
+  for (const evloop::SocketAddress& addr : info.addresses) {
+    std::printf("listening on %s\n", addr.to_url().c_str());
+  }
+  std::fflush(stdout);
+}
+
+int serve_until_signal(const Program& program, evloop::Server& server) {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // before start(): the loops inherit it
+  const evloop::Status status = server.start();
+  if (!status) {
+    std::fprintf(stderr, "%s: %s\n", program.name, status.message().c_str());
+    return 1;
+  }
+  int sig = 0;
+  while (sigwait(&stop_signals, &sig) != 0) {
+  }
+  server.stop();
+  server.wait();
+  return 0;
+}
+
+}  // namespace example

@@ -1,0 +1,47 @@
+// What every example server shares: the common flags (--listen, --loops, --reuseport, --help),
+// the "listening on ADDR" lines, and serving until SIGINT or SIGTERM.
+#pragma once
+
+#include <evloop/evloop.hpp>
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace example {
+
+/// A program's name (for messages), its --help text and its default listen address.
+struct Program {
+  const char* name;
+  const char* usage;
+  const char* default_listen;
+};
+
+/// Handles a flag only one example takes: `value()` returns the flag's argument (exiting with a
+/// usage error when there is none). Returns false for a flag it does not know.
+using ExtraFlag =
+    std::function<bool(std::string_view flag, const std::function<std::string_view()>& value)>;
+
+/// Parses the command line into Options. --help prints the usage and exits 0; a bad flag prints
+/// a message and exits 2.
+evloop::Options parse_flags(const Program& program, int argc, char** argv,
+                            const ExtraFlag& extra = {});
+
+/// Prints "NAME: MESSAGE" and a hint to stderr, then exits 2.
+[[noreturn]] void usage_error(const Program& program, const std::string& message);
+
+/// A decimal number in [min, max]; false for anything else (sign, spaces, suffixes, overflow).
+bool parse_number(std::string_view text, unsigned long long min, unsigned long long max,
+                  unsigned long long& out);
+
+/// The `serving` callback of every example: one "listening on URL" line per bound address.
+void print_listening(const evloop::ServingInfo& info);
+
+/// Starts `server` and serves until SIGINT or SIGTERM, then stops it and waits. Returns the
+/// exit code: 0, or 1 when start() fails (its message printed). The signals stay blocked in
+/// every thread (loop threads inherit the mask) and this thread takes them with sigwait(): no
+/// handler, so nothing for a sanitizer to defer or lose. Server::stop() is async-signal-safe
+/// too, for programs that prefer a handler.
+int serve_until_signal(const Program& program, evloop::Server& server);
+
+}  // namespace example
