@@ -144,9 +144,12 @@ int SocketAddress::family() const noexcept {
 
 std::uint16_t SocketAddress::port() const noexcept {
   switch (family()) {
-    case AF_INET: return ntohs(reinterpret_cast<const sockaddr_in*>(storage_)->sin_port);
-    case AF_INET6: return ntohs(reinterpret_cast<const sockaddr_in6*>(storage_)->sin6_port);
-    default: return 0;
+    case AF_INET:
+      return ntohs(reinterpret_cast<const sockaddr_in*>(storage_)->sin_port);
+    case AF_INET6:
+      return ntohs(reinterpret_cast<const sockaddr_in6*>(storage_)->sin6_port);
+    default:
+      return 0;
   }
 }
 
@@ -171,16 +174,21 @@ std::string SocketAddress::to_string() const {
       if (len_ <= offset || un->sun_path[0] == '\0') return "unix:";
       return "unix:" + std::string(un->sun_path, strnlen(un->sun_path, len_ - offset));
     }
-    default: return "(none)";
+    default:
+      return "(none)";
   }
 }
 
 std::string SocketAddress::to_url() const {
   switch (family()) {
-    case AF_INET: return "tcp4://" + to_string();
-    case AF_INET6: return "tcp6://" + to_string();
-    case AF_UNIX: return "unix://" + to_string().substr(5);
-    default: return "(none)";
+    case AF_INET:
+      return "tcp4://" + to_string();
+    case AF_INET6:
+      return "tcp6://" + to_string();
+    case AF_UNIX:
+      return "unix://" + to_string().substr(5);
+    default:
+      return "(none)";
   }
 }
 

@@ -66,8 +66,8 @@ TimerId Loop::run_after(std::chrono::nanoseconds delay, Task fn) const {
 
 TimerId Loop::run_every(std::chrono::nanoseconds interval, Task fn) const {
   assert(core_->in_loop_thread());
-  return core_->run_every(
-      std::chrono::duration_cast<detail::EventLoop::Clock::duration>(interval), std::move(fn));
+  return core_->run_every(std::chrono::duration_cast<detail::EventLoop::Clock::duration>(interval),
+                          std::move(fn));
 }
 
 bool Loop::cancel(TimerId id) const {

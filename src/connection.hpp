@@ -76,12 +76,12 @@ class Connection final : public Pollable {
   Conn handle_{*this};
   unsigned interest_ = kNone;  // what the poller has registered
   bool opened_ = false;
-  bool scheduled_ = false;     // in the loop's scheduled list
-  bool closing_ = false;       // no more reading; close when output is sent
-  bool peer_eof_ = false;      // the peer sent FIN: no more reading
-  bool aborted_ = false;       // close now, output discarded
+  bool scheduled_ = false;  // in the loop's scheduled list
+  bool closing_ = false;    // no more reading; close when output is sent
+  bool peer_eof_ = false;   // the peer sent FIN: no more reading
+  bool aborted_ = false;    // close now, output discarded
   bool closed_ = false;
-  bool paused_ = false;        // output passed the high-water mark; reading paused until low
+  bool paused_ = false;            // output passed the high-water mark; reading paused until low
   std::error_code close_reason_;   // reported by `closed` after a graceful close
   std::error_code pending_error_;  // close with this at the next service()
   std::uint64_t close_timer_ = 0;

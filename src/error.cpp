@@ -8,16 +8,26 @@ class Category final : public std::error_category {
   const char* name() const noexcept override { return "evloop"; }
   std::string message(int value) const override {
     switch (static_cast<errc>(value)) {
-      case errc::bad_address: return "bad address";
-      case errc::unknown_scheme: return "unknown address scheme";
-      case errc::bad_option: return "bad option";
-      case errc::no_address: return "no listen address";
-      case errc::already_started: return "server already started";
-      case errc::output_limit: return "pending output over the limit";
-      case errc::input_limit: return "unconsumed input over the limit";
-      case errc::server_stopped: return "server stopped";
-      case errc::close_timeout: return "pending output not sent in time";
-      case errc::idle_timeout: return "idle timeout";
+      case errc::bad_address:
+        return "bad address";
+      case errc::unknown_scheme:
+        return "unknown address scheme";
+      case errc::bad_option:
+        return "bad option";
+      case errc::no_address:
+        return "no listen address";
+      case errc::already_started:
+        return "server already started";
+      case errc::output_limit:
+        return "pending output over the limit";
+      case errc::input_limit:
+        return "unconsumed input over the limit";
+      case errc::server_stopped:
+        return "server stopped";
+      case errc::close_timeout:
+        return "pending output not sent in time";
+      case errc::idle_timeout:
+        return "idle timeout";
     }
     return "unknown evloop error";
   }
@@ -30,8 +40,6 @@ const std::error_category& error_category() noexcept {
   return category;
 }
 
-std::error_code make_error_code(errc e) noexcept {
-  return {static_cast<int>(e), error_category()};
-}
+std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), error_category()}; }
 
 }  // namespace evloop

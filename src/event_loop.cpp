@@ -152,9 +152,9 @@ void EventLoop::adopt(int fd, const SocketAddress& peer, bool is_tcp) {
     return;
   }
   const Options& opt = options();
-  configure_connection(fd, is_tcp,
-                       {opt.tcp_nodelay, opt.keepalive, opt.socket_send_buffer,
-                        opt.socket_receive_buffer});
+  configure_connection(
+      fd, is_tcp,
+      {opt.tcp_nodelay, opt.keepalive, opt.socket_send_buffer, opt.socket_receive_buffer});
   const std::uint64_t id = next_id_++;
   auto conn = std::make_unique<Connection>(*this, UniqueFd(fd), id, peer);
   Connection& ref = *conn;

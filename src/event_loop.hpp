@@ -121,9 +121,9 @@ class EventLoop {
   // Cross-thread queue. wake_pending_ is set by the first post after the loop last took the
   // queue; only that post writes the waker, so a burst of posts costs one wakeup.
   std::mutex mutex_;
-  std::vector<Loop::Task> tasks_;        // guarded by mutex_
-  std::vector<HandOff> hand_offs_;       // guarded by mutex_
-  bool accepting_tasks_ = true;          // guarded by mutex_
+  std::vector<Loop::Task> tasks_;   // guarded by mutex_
+  std::vector<HandOff> hand_offs_;  // guarded by mutex_
+  bool accepting_tasks_ = true;     // guarded by mutex_
   std::vector<Loop::Task> running_tasks_;
   std::vector<HandOff> running_hand_offs_;
   std::atomic<bool> wake_pending_{false};

@@ -24,7 +24,7 @@ struct Listener final : Pollable {
   UnixPathOwner unix_path;  // removes the socket file when the listener goes away
   bool hands_off;           // accepted fds go to the loop the balance policy picks
   bool is_tcp;
-  bool paused = false;      // accepting paused after EMFILE/ENFILE
+  bool paused = false;  // accepting paused after EMFILE/ENFILE
   TimerId resume_timer = 0;
 };
 

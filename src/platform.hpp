@@ -55,7 +55,8 @@ inline int accept_nonblocking(int listen_fd, sockaddr* addr, socklen_t* len) noe
 #endif
 }
 
-// socket() returning a non-blocking, close-on-exec fd (SOCK_NONBLOCK/SOCK_CLOEXEC are not on macOS).
+// socket() returning a non-blocking, close-on-exec fd (SOCK_NONBLOCK/SOCK_CLOEXEC are not on
+// macOS).
 inline int socket_nonblocking(int family) noexcept {
 #if defined(__APPLE__)
   int fd = ::socket(family, SOCK_STREAM, 0);
@@ -69,7 +70,8 @@ inline int socket_nonblocking(int family) noexcept {
 #endif
 }
 
-// Idle time before the first keep-alive probe: TCP_KEEPIDLE (Linux, FreeBSD), TCP_KEEPALIVE (macOS).
+// Idle time before the first keep-alive probe: TCP_KEEPIDLE (Linux, FreeBSD), TCP_KEEPALIVE
+// (macOS).
 inline void set_keepalive_idle(int fd, int seconds) noexcept {
 #if defined(TCP_KEEPIDLE)
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &seconds, sizeof seconds);

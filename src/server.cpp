@@ -67,8 +67,8 @@ Status ServerCore::open_listeners(const std::vector<ListenAddress>& addresses) {
         addresses_.push_back(opened.bound);
         port = opened.bound.port();  // the other loops bind the port the kernel chose
       }
-      auto listener = std::make_unique<Listener>(std::move(opened), !per_loop && loops_.size() > 1,
-                                                 is_tcp);
+      auto listener =
+          std::make_unique<Listener>(std::move(opened), !per_loop && loops_.size() > 1, is_tcp);
       if (Status s = loops_[i]->add_listener(std::move(listener)); !s) return s;
     }
   }
@@ -155,7 +155,8 @@ EventLoop& ServerCore::pick_loop(const SocketAddress& peer) {
 }  // namespace detail
 
 Server::Server(Options options, Callbacks callbacks)
-    : core_(std::make_unique<detail::ServerCore>(*this, std::move(options), std::move(callbacks))) {}
+    : core_(std::make_unique<detail::ServerCore>(*this, std::move(options), std::move(callbacks))) {
+}
 
 Server::~Server() = default;
 

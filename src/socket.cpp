@@ -37,17 +37,16 @@ Status open_tcp_listener(const ListenAddress& addr, bool reuseport, std::uint16_
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  hints.ai_family = addr.transport == Transport::tcp6 ? AF_INET6
+  hints.ai_family = addr.transport == Transport::tcp6                        ? AF_INET6
                     : addr.transport == Transport::tcp4 || addr.host.empty() ? AF_INET
-                                                                               : AF_UNSPEC;
+                                                                             : AF_UNSPEC;
   const std::string service = std::to_string(port != 0 ? port : addr.port);
   addrinfo* list = nullptr;
   if (int rc = ::getaddrinfo(addr.host.empty() ? nullptr : addr.host.c_str(), service.c_str(),
                              &hints, &list);
       rc != 0) {
-    return {make_error_code(errc::bad_address),
-            "listen " + addr.text + ": cannot resolve host '" + addr.host + "': " +
-                ::gai_strerror(rc)};
+    return {make_error_code(errc::bad_address), "listen " + addr.text + ": cannot resolve host '" +
+                                                    addr.host + "': " + ::gai_strerror(rc)};
   }
   Status result = listen_error(addr, "resolve", EADDRNOTAVAIL);
   for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
@@ -81,8 +80,8 @@ Status clear_stale_unix_path(const ListenAddress& addr, const sockaddr_un& sun) 
     return errno == ENOENT ? Status{} : listen_error(addr, "stat", errno);
   }
   if (!S_ISSOCK(st.st_mode)) {
-    return {sys_error(EADDRINUSE),
-            "listen " + addr.text + ": " + addr.path + " exists and is not a socket; not removing it"};
+    return {sys_error(EADDRINUSE), "listen " + addr.text + ": " + addr.path +
+                                       " exists and is not a socket; not removing it"};
   }
   // A live listener accepts (or, with a full backlog, says EAGAIN); a stale file refuses.
   UniqueFd probe(platform::socket_nonblocking(AF_UNIX));
@@ -94,7 +93,8 @@ Status clear_stale_unix_path(const ListenAddress& addr, const sockaddr_un& sun) 
     return {sys_error(EADDRINUSE),
             "listen " + addr.text + ": a server is already listening on " + addr.path};
   }
-  if (::unlink(addr.path.c_str()) < 0 && errno != ENOENT) return listen_error(addr, "unlink", errno);
+  if (::unlink(addr.path.c_str()) < 0 && errno != ENOENT)
+    return listen_error(addr, "unlink", errno);
   return {};
 }
 
@@ -156,8 +156,7 @@ void configure_connection(int fd, bool is_tcp, const ConnectionSocketOptions& op
     ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options.send_buffer, sizeof options.send_buffer);
   }
   if (options.receive_buffer > 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &options.receive_buffer,
-                 sizeof options.receive_buffer);
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &options.receive_buffer, sizeof options.receive_buffer);
   }
   if (!is_tcp) return;
   if (options.nodelay) ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);

@@ -44,7 +44,8 @@ class UniqueFd {
 class UnixPathOwner {
  public:
   UnixPathOwner() = default;
-  UnixPathOwner(std::string path, dev_t dev, ino_t ino) : path_(std::move(path)), dev_(dev), ino_(ino) {}
+  UnixPathOwner(std::string path, dev_t dev, ino_t ino)
+      : path_(std::move(path)), dev_(dev), ino_(ino) {}
   ~UnixPathOwner();
   UnixPathOwner(UnixPathOwner&& other) noexcept
       : path_(std::exchange(other.path_, {})), dev_(other.dev_), ino_(other.ino_) {}

@@ -26,8 +26,7 @@ bool parse_number(std::string_view text, unsigned long long min, unsigned long l
   return true;
 }
 
-evloop::Options parse_flags(const Program& program, int argc, char** argv,
-                            const ExtraFlag& extra) {
+evloop::Options parse_flags(const Program& program, int argc, char** argv, const ExtraFlag& extra) {
   evloop::Options options;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];

@@ -12,8 +12,8 @@ namespace evloop {
 enum class errc {
   bad_address = 1,  ///< A listen address that cannot be parsed (bad host, port or path).
   unknown_scheme,   ///< A listen address whose scheme is not tcp, tcp4, tcp6 or unix.
-  bad_option,       ///< An unknown or malformed `?option` in an address, or an invalid Options value.
-  no_address,       ///< start() was called with no listen address.
+  bad_option,  ///< An unknown or malformed `?option` in an address, or an invalid Options value.
+  no_address,  ///< start() was called with no listen address.
   already_started,  ///< start() was called on a server that was already started.
   output_limit,     ///< A connection's pending output passed Options::output_limit; it was closed.
   input_limit,      ///< A connection's unconsumed input passed Options::input_limit; it was closed.
@@ -25,7 +25,8 @@ enum class errc {
 /// The category of evloop::errc; its name is "evloop".
 const std::error_category& error_category() noexcept;
 
-/// Makes an error_code of evloop's category (found by ADL, so `std::error_code ec = errc::...` works).
+/// Makes an error_code of evloop's category (found by ADL, so `std::error_code ec = errc::...`
+/// works).
 std::error_code make_error_code(errc e) noexcept;
 
 /// The result of a call that can fail: ok, or an error code with a message meant for people

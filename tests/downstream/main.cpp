@@ -1,8 +1,8 @@
 // Starts an echo server on a free port, sends one message through it, stops. Exit 0 on success.
 #include <arpa/inet.h>
-#include <evloop/evloop.hpp>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <evloop/evloop.hpp>
 
 #include <cstdio>
 #include <string>
@@ -24,7 +24,9 @@ int main() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  if (::connect(fd, static_cast<const sockaddr*>(addr.data()), static_cast<socklen_t>(addr.size())) != 0) return 1;
+  if (::connect(fd, static_cast<const sockaddr*>(addr.data()),
+                static_cast<socklen_t>(addr.size())) != 0)
+    return 1;
   const std::string msg = "hello from a downstream project";
   if (::send(fd, msg.data(), msg.size(), 0) != static_cast<ssize_t>(msg.size())) return 1;
   std::string got(msg.size(), '\0');

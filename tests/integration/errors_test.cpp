@@ -69,7 +69,8 @@ TEST(ErrorsTest, PortInUseFailsAndClosesEverythingOpenedBefore) {
   ASSERT_TRUE(taken.status);
   const std::string busy = "tcp4://127.0.0.1:" + std::to_string(taken.address().port());
   // The first address binds (on all 4 loops), the second fails: all of it is undone.
-  Options o = with({"tcp4://127.0.0.1:0?reuseport=1", "unix://" + temp_socket_path("undo"), busy}, 4);
+  Options o =
+      with({"tcp4://127.0.0.1:0?reuseport=1", "unix://" + temp_socket_path("undo"), busy}, 4);
   expect_start_fails(o, std::errc::address_in_use, busy);
 }
 

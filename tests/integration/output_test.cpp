@@ -55,8 +55,9 @@ TEST_P(BigWriteTest, ArrivesByteExactWhileReadingPausesAboveHighWater) {
 INSTANTIATE_TEST_SUITE_P(Buffers, BigWriteTest,
                          ::testing::Values(BigWriteCase{0, 0}, BigWriteCase{4096, 4096}),
                          [](const auto& param_info) {
-                           return param_info.param.server_sndbuf == 0 ? std::string("DefaultBuffers")
-                                                                : std::string("TinyBuffers");
+                           return param_info.param.server_sndbuf == 0
+                                      ? std::string("DefaultBuffers")
+                                      : std::string("TinyBuffers");
                          });
 
 // A producer that writes only while below the high-water mark and continues on `drained`

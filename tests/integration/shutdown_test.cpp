@@ -58,7 +58,8 @@ TEST(ShutdownTest, StopFromASignalHandlerEndsRun) {
   cb.serving = [&](const ServingInfo&) { serving.add(); };
   Server server(loopback_options(2), cb);
   g_server = &server;
-  struct sigaction sa {}, old {};
+  struct sigaction sa {
+  }, old{};
   sa.sa_handler = stop_on_signal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGUSR1, &sa, &old);

@@ -2,8 +2,8 @@
 // counts from /proc. Every wait here has a deadline so a bug fails a test instead of hanging it.
 #pragma once
 
-#include <evloop/evloop.hpp>
 #include <sys/socket.h>
+#include <evloop/evloop.hpp>
 
 #include <chrono>
 #include <condition_variable>

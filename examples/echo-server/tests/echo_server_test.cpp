@@ -63,8 +63,8 @@ TEST(EchoServerBinary, HelpBadFlagsAndBadAddresses) {
   std::unique_ptr<Child> first;
   const std::uint16_t port = start_server(first, ECHO_SERVER_BIN);
   ASSERT_NE(port, 0);
-  ProgramResult in_use = run_program(
-      {ECHO_SERVER_BIN, "--listen", "tcp4://127.0.0.1:" + std::to_string(port)}, 10s);
+  ProgramResult in_use =
+      run_program({ECHO_SERVER_BIN, "--listen", "tcp4://127.0.0.1:" + std::to_string(port)}, 10s);
   EXPECT_EQ(in_use.exit_code, 1);
   EXPECT_NE(in_use.output.find("Address already in use"), std::string::npos) << in_use.output;
   first->signal(SIGTERM);
