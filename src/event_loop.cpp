@@ -11,7 +11,7 @@
 namespace evloop::detail {
 namespace {
 constexpr int kMaxEvents = 256;
-}
+}  // namespace
 
 EventLoop::EventLoop(ServerCore& server, std::size_t index)
     : server_(server),
@@ -121,21 +121,22 @@ void EventLoop::hand_off(int fd, const SocketAddress& peer, bool is_tcp) {
 }
 
 void EventLoop::request_wake() {
-  // Only the first request since the loop last took the queue writes the waker; the loop clears
-  // the flag before it takes the queue, so a request that finds it set is always seen.
+  // Only a request that finds no wake pending writes the waker. The loop clears the flag only
+  // after finding the queue empty, and then takes the queue once more, so a request that found
+  // the flag set is always seen.
   if (!wake_pending_.exchange(true, std::memory_order_acq_rel) && !in_loop_thread()) {
     waker_.notify();
   }
 }
 
-void EventLoop::run_tasks() {
-  if (!wake_pending_.load(std::memory_order_acquire)) return;
-  wake_pending_.store(false, std::memory_order_seq_cst);
-  {
-    std::lock_guard lock(mutex_);
-    running_tasks_.swap(tasks_);
-    running_hand_offs_.swap(hand_offs_);
-  }
+bool EventLoop::take_tasks() {
+  std::lock_guard lock(mutex_);
+  running_tasks_.swap(tasks_);
+  running_hand_offs_.swap(hand_offs_);
+  return !running_tasks_.empty() || !running_hand_offs_.empty();
+}
+
+void EventLoop::run_taken_tasks() {
   for (HandOff& h : running_hand_offs_) adopt(h.fd, h.peer, h.is_tcp);
   running_hand_offs_.clear();
   for (Loop::Task& task : running_tasks_) {
@@ -143,6 +144,16 @@ void EventLoop::run_tasks() {
     task();
   }
   running_tasks_.clear();  // keeps capacity: a steady stream of posts allocates no vector
+}
+
+void EventLoop::run_tasks() {
+  if (!wake_pending_.load(std::memory_order_acquire)) return;
+  // One batch per iteration, so I/O keeps its turn. While batches keep coming the flag stays
+  // set: posters add without writing the waker and the next wait does not block, so a burst
+  // costs one wakeup, not one per batch the loop takes.
+  if (take_tasks()) return run_taken_tasks();
+  wake_pending_.store(false, std::memory_order_seq_cst);
+  if (take_tasks()) run_taken_tasks();  // posted between the empty take and the clear
 }
 
 void EventLoop::adopt(int fd, const SocketAddress& peer, bool is_tcp) {

@@ -95,6 +95,8 @@ class EventLoop {
   void dispatch(const PollEvent& event);
   void request_wake();
   void run_tasks();
+  bool take_tasks();
+  void run_taken_tasks();
   void flush_scheduled();
   void tick();
   void shutdown();
@@ -118,8 +120,8 @@ class EventLoop {
   Clock::time_point now_{};
   bool shutting_down_ = false;
 
-  // Cross-thread queue. wake_pending_ is set by the first post after the loop last took the
-  // queue; only that post writes the waker, so a burst of posts costs one wakeup.
+  // Cross-thread queue. wake_pending_ is set by the first post after the loop last found the
+  // queue empty; only that post writes the waker, so a burst of posts costs one wakeup.
   std::mutex mutex_;
   std::vector<Loop::Task> tasks_;   // guarded by mutex_
   std::vector<HandOff> hand_offs_;  // guarded by mutex_
