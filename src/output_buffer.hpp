@@ -61,6 +61,13 @@ class OutputBuffer {
   void append(const void* bytes, std::size_t size);
   /// Fills up to `max` iovecs with the pending bytes, oldest first; returns how many were filled.
   int gather(iovec* iov, int max) const noexcept;
+  /// Calls fn(data, size) for each pending piece, oldest first.
+  template <typename Fn>
+  void for_each_piece(Fn&& fn) const {
+    for (const Chunk* c = head_; c != nullptr; c = c->next) {
+      if (c->end > c->begin) fn(c->data + c->begin, std::size_t{c->end - c->begin});
+    }
+  }
   /// Drops the first `n` pending bytes (n <= size()), e.g. what the kernel accepted.
   void consume(std::size_t n) noexcept;
   /// Drops everything and returns all chunks to the pool.

@@ -22,7 +22,12 @@ struct LoopStats {
   std::uint64_t accept_errors = 0;   ///< accept() failures other than EAGAIN/EINTR/ECONNABORTED.
   std::uint64_t timers_fired = 0;    ///< Timer callbacks run (including ticks).
   std::uint64_t poller_changes = 0;  ///< Interest changes sent to the poller (epoll_ctl / kevent).
-  std::uint64_t opened = 0;          ///< Connections opened on this loop.
+  std::uint64_t dials = 0;           ///< Outgoing connections started (Loop::connect).
+  std::uint64_t dial_failures = 0;   ///< Dials and adoptions that failed (`connect_failed`).
+  std::uint64_t adoptions = 0;       ///< Sockets adopted (Loop::adopt).
+  std::uint64_t detaches = 0;        ///< Connections handed back (Conn::detach).
+  std::uint64_t resets = 0;          ///< Connections this loop closed with a reset (RST).
+  std::uint64_t opened = 0;          ///< Connections opened on this loop (any way in).
   std::uint64_t closed = 0;          ///< Connections closed on this loop.
   std::uint64_t open_connections = 0;  ///< Connections open now (opened - closed).
   std::uint64_t output_buffered = 0;   ///< Bytes written by callbacks, not yet taken by the kernel.
@@ -43,6 +48,11 @@ struct LoopStats {
     accept_errors += o.accept_errors;
     timers_fired += o.timers_fired;
     poller_changes += o.poller_changes;
+    dials += o.dials;
+    dial_failures += o.dial_failures;
+    adoptions += o.adoptions;
+    detaches += o.detaches;
+    resets += o.resets;
     opened += o.opened;
     closed += o.closed;
     open_connections += o.open_connections;
