@@ -60,10 +60,11 @@ void EventLoop::run() {
   if (hooks.tick) run_after(Clock::duration::zero(), [this] { tick(); });
   while (!group_.stopping()) iterate(-1);
   shutdown();
+  stop_taking_tasks();
   if (hooks.loop_stopping) hooks.loop_stopping(handle_);
   settle_scheduled();  // a dial the hook started fails at once (server_stopped)
   retired_.clear();
-  stop_taking_tasks();
+  timers_.clear();
   thread_id_.store(std::thread::id{}, std::memory_order_relaxed);
 }
 
@@ -155,16 +156,33 @@ void EventLoop::request_wake() {
   }
 }
 
+bool EventLoop::run_opening(Loop::Task open) {
+  if (in_loop_thread()) {
+    open();
+    return true;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (!accepting_tasks_) return false;
+    openings_.push_back(std::move(open));
+  }
+  request_wake();
+  return true;
+}
+
 bool EventLoop::take_tasks() {
   std::lock_guard lock(mutex_);
   running_tasks_.swap(tasks_);
   running_hand_offs_.swap(hand_offs_);
-  return !running_tasks_.empty() || !running_hand_offs_.empty();
+  running_openings_.swap(openings_);
+  return !running_tasks_.empty() || !running_hand_offs_.empty() || !running_openings_.empty();
 }
 
 void EventLoop::run_taken_tasks() {
   for (HandOff& h : running_hand_offs_) open_accepted(h.fd, h.peer, std::move(h.profile));
   running_hand_offs_.clear();
+  for (Loop::Task& open : running_openings_) open();
+  running_openings_.clear();
   for (Loop::Task& task : running_tasks_) {
     bump(stats_.tasks);
     task();
@@ -189,10 +207,14 @@ void EventLoop::stop_taking_tasks() {
     accepting_tasks_ = false;
     dropped.swap(tasks_);
     running_hand_offs_.swap(hand_offs_);
+    running_openings_.swap(openings_);
   }
   for (HandOff& h : running_hand_offs_) ::close(h.fd);  // never opened: no `closed` owed
   running_hand_offs_.clear();
-  timers_.clear();
+  // Dials and adoptions accepted before the stop still report: they fail (server_stopped).
+  for (Loop::Task& open : running_openings_) open();
+  running_openings_.clear();
+  settle_scheduled();
 }
 
 // --- connections -------------------------------------------------------------------------------
@@ -224,9 +246,7 @@ ConnRef EventLoop::connect(std::string_view address, ProfilePtr profile,
     conn.dial(address, timeout, source);
     if (shutting_down_) conn.begin_shutdown();
   };
-  if (in_loop_thread()) {
-    start();
-  } else if (!post(std::move(start))) {
+  if (!run_opening(std::move(start))) {
     load.fetch_sub(1, std::memory_order_relaxed);
     return {};
   }
@@ -242,9 +262,7 @@ ConnRef EventLoop::adopt(int fd, ProfilePtr profile, std::string input, std::str
     conn.open_adopted(fd, std::move(input), std::move(output));
     if (shutting_down_) conn.begin_shutdown();
   };
-  if (in_loop_thread()) {
-    start();
-  } else if (!post(std::move(start))) {
+  if (!run_opening(std::move(start))) {
     ::close(fd);
     load.fetch_sub(1, std::memory_order_relaxed);
     return {};

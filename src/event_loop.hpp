@@ -102,6 +102,9 @@ class EventLoop {
   };
 
   Connection& create(std::uint64_t id, ProfilePtr profile);
+  /// Runs `open` on the loop thread: at once there, else queued apart from ordinary tasks, so a
+  /// dial or adoption accepted before a stop still runs (and fails with server_stopped) then.
+  bool run_opening(Loop::Task open);
   void iterate(int max_timeout_ms);
   void dispatch(const PollEvent& event);
   void request_wake();
@@ -137,11 +140,13 @@ class EventLoop {
   // Cross-thread queue. wake_pending_ is set by the first post after the loop last found the
   // queue empty; only that post writes the waker, so a burst of posts costs one wakeup.
   std::mutex mutex_;
-  std::vector<Loop::Task> tasks_;   // guarded by mutex_
-  std::vector<HandOff> hand_offs_;  // guarded by mutex_
-  bool accepting_tasks_ = true;     // guarded by mutex_
+  std::vector<Loop::Task> tasks_;     // guarded by mutex_
+  std::vector<HandOff> hand_offs_;    // guarded by mutex_
+  std::vector<Loop::Task> openings_;  // guarded by mutex_: dials and adoptions from elsewhere
+  bool accepting_tasks_ = true;       // guarded by mutex_
   std::vector<Loop::Task> running_tasks_;
   std::vector<HandOff> running_hand_offs_;
+  std::vector<Loop::Task> running_openings_;
   std::atomic<bool> wake_pending_{false};
   std::atomic<std::thread::id> thread_id_{};
 
