@@ -27,6 +27,16 @@ void Conn::write(const void* bytes, std::size_t size) {
 
 void Conn::write(std::span<const std::byte> bytes) { write(bytes.data(), bytes.size()); }
 
+void Conn::write(const SharedBuffer& buffer) {
+  require(*impl_, "Conn::write");
+  impl_->write_shared(buffer);
+}
+
+void Conn::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
+  require(*impl_, "Conn::send_file");
+  impl_->send_file(fd, offset, length);
+}
+
 void Conn::close() {
   require(*impl_, "Conn::close");
   impl_->close();
@@ -97,6 +107,10 @@ bool ConnRef::post(std::function<void(Conn&)> fn) const {
 
 bool ConnRef::write(std::string bytes) const {
   return post([bytes = std::move(bytes)](Conn& conn) { conn.write(bytes); });
+}
+
+bool ConnRef::write(SharedBuffer buffer) const {
+  return post([buffer = std::move(buffer)](Conn& conn) { conn.write(buffer); });
 }
 
 bool ConnRef::close() const {

@@ -2,12 +2,15 @@
 // Dialling lives in connection_dial.cpp.
 #include "connection.hpp"
 
+#include <fcntl.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 
 #include "event_loop.hpp"
+#include "platform.hpp"
 
 namespace evloop::detail {
 namespace {
@@ -16,6 +19,12 @@ namespace {
 constexpr int kMaxIov = 64;
 // Unconsumed-input capacity kept after the tail is consumed; more is given back.
 constexpr std::size_t kKeepInputCapacity = 64 * 1024;
+// Writes at least this large go to the kernel at once, without a copy (see write()). A chunk:
+// copying less costs less than the extra send a write-through may add when a handler writes
+// several pieces.
+constexpr std::size_t kWriteThrough = 16 * 1024;
+// The most of a file range one connection sends per loop iteration.
+constexpr std::size_t kFileSlice = 1024 * 1024;
 
 bool would_block(long err) { return err == -EAGAIN || err == -EWOULDBLOCK || err == -EINTR; }
 
@@ -302,19 +311,57 @@ void Connection::deliver(const char* bytes, std::size_t size) {
 // --- writing -----------------------------------------------------------------------------------
 
 void Connection::write(const void* bytes, std::size_t size) {
-  if (state_ > ConnState::open || end_wanted_ || shutdown_wanted_ || size == 0) return;
-  if (out_.size() + size > options().output_limit) {
-    discard_output();
-    return fail(make_error_code(errc::output_limit), true);
+  if (!accepts_output() || size == 0) return;
+  // A large write with the connection open goes to the kernel now, from the caller's memory
+  // (with whatever is pending, in one sendmsg); only what the kernel refuses is copied. Small
+  // writes are copied and leave together after the handler.
+  if (size >= kWriteThrough && state_ == ConnState::open && !out_.has_file()) {
+    const std::size_t taken = send_now(bytes, size);
+    if (end_wanted_) return;  // the send failed: the connection ends
+    bytes = static_cast<const char*>(bytes) + taken;
+    size -= taken;
   }
-  append_output(bytes, size);
+  all_sent_owed_ = true;
+  if (size > 0) {
+    if (!fits_output_limit(size)) return;
+    append_output(bytes, size);
+  }
   schedule();
+}
+
+void Connection::write_shared(const SharedBuffer& buffer) {
+  if (!accepts_output() || buffer.empty() || !fits_output_limit(buffer.size())) return;
+  const bool was_empty = out_.empty();
+  out_.append_shared(buffer.bytes_, 0, buffer.size());  // a reference: never a copy
+  queued(buffer.size(), was_empty);
+}
+
+void Connection::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
+  if (!accepts_output() || length == 0) return;
+  const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);  // ours to close, whatever the caller does
+  if (own < 0) return fail(std::error_code(errno, std::system_category()), true);
+  const bool was_empty = out_.empty();
+  out_.append_file(own, offset, length);  // counts as pending output, holds no memory
+  queued(static_cast<std::size_t>(length), was_empty);
+}
+
+bool Connection::fits_output_limit(std::size_t more) {
+  if (out_.memory_size() + more <= options().output_limit) return true;
+  discard_output();
+  fail(make_error_code(errc::output_limit), true);
+  return false;
 }
 
 void Connection::append_output(const void* bytes, std::size_t size) {
   if (size == 0) return;
-  if (out_.empty()) last_send_ = loop_.now();  // the send_timeout clock starts
+  const bool was_empty = out_.empty();
   out_.append(bytes, size);
+  bump(loop_.counters().bytes_copied, size);
+  queued(size, was_empty);
+}
+
+void Connection::queued(std::size_t size, bool was_empty) {
+  if (was_empty) last_send_ = loop_.now();  // the send_timeout clock starts
   bump(loop_.counters().output_buffered, size);
   all_sent_owed_ = true;
   // Pause as soon as output passes the mark, not only if it is still there after the send: a
@@ -324,6 +371,32 @@ void Connection::append_output(const void* bytes, std::size_t size) {
     pressure_paused_ = true;
     bump(loop_.counters().read_pauses);
   }
+  schedule();
+}
+
+std::size_t Connection::send_now(const void* bytes, std::size_t size) {
+  iovec iov[kMaxIov];
+  const int count = out_.gather(iov, kMaxIov - 1);
+  std::size_t pending = 0;
+  for (int i = 0; i < count; ++i) pending += iov[i].iov_len;
+  if (pending < out_.memory_size()) return 0;  // more pieces than one sendmsg takes: queue
+  iov[count].iov_base = const_cast<void*>(bytes);
+  iov[count].iov_len = size;
+  const long n = send_pieces(fd_.get(), iov, count + 1);
+  bump(loop_.counters().writes);
+  if (n < 0) {
+    if (!would_block(n)) fail(sys_error(n), false);
+    return 0;
+  }
+  const auto sent = static_cast<std::size_t>(n);
+  bump(loop_.counters().bytes_out, sent);
+  last_send_ = loop_.now();
+  const std::size_t of_pending = std::min(sent, pending);
+  if (of_pending > 0) {
+    adjust(loop_.counters().output_buffered, of_pending, 0);
+    out_.consume(of_pending);
+  }
+  return sent - of_pending;
 }
 
 void Connection::discard_output() {
@@ -333,11 +406,21 @@ void Connection::discard_output() {
 
 void Connection::flush() {
   iovec iov[kMaxIov];
+  std::size_t file_budget = kFileSlice;
   while (!out_.empty()) {
-    const int count = out_.gather(iov, kMaxIov);
-    std::size_t total = 0;
-    for (int i = 0; i < count; ++i) total += iov[i].iov_len;
-    const long n = send_pieces(fd_.get(), iov, count);
+    std::size_t asked = 0;
+    long n;
+    if (FilePiece* file = out_.file_at_head()) {
+      // A slice per iteration: a large file cannot hold the loop; writability brings the rest.
+      if (file_budget == 0) return;
+      n = send_file_piece(*file, std::min<std::uint64_t>(file->remaining, file_budget), asked);
+      if (n == 0) return finish(make_error_code(errc::file_truncated), true);
+      if (n > 0) file_budget -= static_cast<std::size_t>(n);
+    } else {
+      const int count = out_.gather(iov, kMaxIov);
+      for (int i = 0; i < count; ++i) asked += iov[i].iov_len;
+      n = send_pieces(fd_.get(), iov, count);
+    }
     bump(loop_.counters().writes);
     if (n < 0) {
       if (n == -EINTR) continue;
@@ -350,8 +433,26 @@ void Connection::flush() {
     last_send_ = loop_.now();
     // A short write means the socket buffer is full: wait for writability rather than spend a
     // syscall on the EAGAIN we already know is coming.
-    if (static_cast<std::size_t>(n) < total) return;
+    if (static_cast<std::size_t>(n) < asked) return;
   }
+}
+
+long Connection::send_file_piece(FilePiece& file, std::size_t want, std::size_t& asked) {
+  if (!file.use_pread) {
+    asked = want;
+    const long n = platform::send_file(fd_.get(), file.fd, file.offset, want);
+    if (n != -EINVAL && n != -ENOSYS && n != -EOPNOTSUPP) return n;
+    file.use_pread = true;  // not a file sendfile() takes: read it through the loop's buffer
+  }
+  ssize_t got;
+  do {
+    got = ::pread(file.fd, loop_.read_buffer(), std::min(want, loop_.read_buffer_size()),
+                  static_cast<off_t>(file.offset));
+  } while (got < 0 && errno == EINTR);
+  if (got <= 0) return got < 0 ? -errno : 0;
+  asked = static_cast<std::size_t>(got);
+  const iovec piece{loop_.read_buffer(), asked};
+  return send_pieces(fd_.get(), &piece, 1);  // what it does not take is read again next time
 }
 
 void Connection::update_backpressure() {
@@ -413,7 +514,7 @@ void Connection::resume_reading() {
 }
 
 bool Connection::detach(std::function<void(DetachedConn)> receiver) {
-  if (state_ != ConnState::open || end_wanted_ || detach_to_) return false;
+  if (state_ != ConnState::open || end_wanted_ || detach_to_ || out_.has_file()) return false;
   detach_to_ = std::make_unique<std::function<void(DetachedConn)>>(std::move(receiver));
   schedule();
   return true;

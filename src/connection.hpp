@@ -68,6 +68,8 @@ class Connection final : public Pollable {
 
   // --- the Conn API ---
   void write(const void* bytes, std::size_t size);
+  void write_shared(const SharedBuffer& buffer);
+  void send_file(int fd, std::uint64_t offset, std::uint64_t length);
   void close();
   void abort();
   void shutdown_write();
@@ -115,9 +117,16 @@ class Connection final : public Pollable {
   void on_received(const char* bytes, std::size_t size);
   void on_input_end();
   void deliver(const char* bytes, std::size_t size);
+  bool accepts_output() const noexcept {
+    return state_ <= ConnState::open && !end_wanted_ && !shutdown_wanted_;
+  }
+  bool fits_output_limit(std::size_t more);
   void append_output(const void* bytes, std::size_t size);
+  void queued(std::size_t size, bool was_empty);
+  std::size_t send_now(const void* bytes, std::size_t size);
   void discard_output();
   void flush();
+  long send_file_piece(FilePiece& file, std::size_t want, std::size_t& asked);
   void update_backpressure();
   void update_interest();
   void park();
