@@ -68,8 +68,8 @@ void for_each_list_item(std::string_view value, Fn fn) {
 
 bool lookup_method(std::string_view s, Method& m) noexcept {
   static constexpr std::pair<std::string_view, Method> kMethods[] = {
-      {"GET", Method::get},   {"HEAD", Method::head},       {"POST", Method::post},
-      {"PUT", Method::put},   {"DELETE", Method::del},      {"OPTIONS", Method::options},
+      {"GET", Method::get},    {"HEAD", Method::head},  {"POST", Method::post},
+      {"PUT", Method::put},    {"DELETE", Method::del}, {"OPTIONS", Method::options},
       {"PATCH", Method::patch}};
   for (const auto& [name, method] : kMethods) {
     if (s == name) {
@@ -84,13 +84,20 @@ bool lookup_method(std::string_view s, Method& m) noexcept {
 
 std::string_view method_name(Method m) noexcept {
   switch (m) {
-    case Method::get: return "GET";
-    case Method::head: return "HEAD";
-    case Method::post: return "POST";
-    case Method::put: return "PUT";
-    case Method::del: return "DELETE";
-    case Method::options: return "OPTIONS";
-    case Method::patch: return "PATCH";
+    case Method::get:
+      return "GET";
+    case Method::head:
+      return "HEAD";
+    case Method::post:
+      return "POST";
+    case Method::put:
+      return "PUT";
+    case Method::del:
+      return "DELETE";
+    case Method::options:
+      return "OPTIONS";
+    case Method::patch:
+      return "PATCH";
   }
   return "?";
 }
@@ -139,9 +146,8 @@ ParseResult RequestParser::parse(std::string_view input) {
   ParseResult err;
   // The head, line by line. pos_ survives between calls, so no byte is scanned twice.
   while (phase_ == Phase::request_line || phase_ == Phase::headers) {
-    const void* nl = pos_ < input.size()
-                         ? std::memchr(input.data() + pos_, '\n', input.size() - pos_)
-                         : nullptr;
+    const void* nl =
+        pos_ < input.size() ? std::memchr(input.data() + pos_, '\n', input.size() - pos_) : nullptr;
     if (nl == nullptr) {
       if (input.size() > limits_.max_head_bytes) {
         return fail(431, "request line and headers are too large");
@@ -242,8 +248,8 @@ bool RequestParser::parse_header_line(std::string_view line, std::size_t line_of
     err = fail(431, "too many header fields");
     return false;
   }
-  std::size_t value_off = line_off + colon + 1 + static_cast<std::size_t>(
-                                                      value.empty() ? 0 : value.data() - raw.data());
+  std::size_t value_off = line_off + colon + 1 +
+                          static_cast<std::size_t>(value.empty() ? 0 : value.data() - raw.data());
   spans_.push_back({{line_off, name.size()}, {value_off, value.size()}});
 
   if (iequals(name, "content-length")) {
@@ -313,8 +319,8 @@ ParseResult RequestParser::complete(std::string_view input) {
   request_.target = input.substr(target_.off, target_.len);
   request_.headers.clear();
   for (const HeaderSpan& s : spans_) {
-    request_.headers.push_back({input.substr(s.name.off, s.name.len),
-                                input.substr(s.value.off, s.value.len)});
+    request_.headers.push_back(
+        {input.substr(s.name.off, s.name.len), input.substr(s.value.off, s.value.len)});
   }
   auto body_len = static_cast<std::size_t>(content_length_);
   request_.body = input.substr(pos_, body_len);

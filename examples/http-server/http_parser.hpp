@@ -33,12 +33,12 @@ struct Header {
 /// A parsed request. Every view points into the input given to the parse() call that returned
 /// ParseStatus::complete, and is valid as long as those bytes are.
 struct Request {
-  Method method = Method::get;     ///< The method.
-  std::string_view target;         ///< The request target, e.g. "/index.html?x=1".
-  int version_minor = 1;           ///< 0 for HTTP/1.0, 1 for HTTP/1.1 (and later 1.x).
-  std::vector<Header> headers;     ///< Header fields in order.
-  std::string_view body;           ///< The body (Content-Length bytes), possibly empty.
-  bool keep_alive = true;          ///< Whether the connection may stay open after the response.
+  Method method = Method::get;  ///< The method.
+  std::string_view target;      ///< The request target, e.g. "/index.html?x=1".
+  int version_minor = 1;        ///< 0 for HTTP/1.0, 1 for HTTP/1.1 (and later 1.x).
+  std::vector<Header> headers;  ///< Header fields in order.
+  std::string_view body;        ///< The body (Content-Length bytes), possibly empty.
+  bool keep_alive = true;       ///< Whether the connection may stay open after the response.
 
   /// The first header named `name` (case-insensitive), or an empty view.
   std::string_view header(std::string_view name) const noexcept;
@@ -46,8 +46,8 @@ struct Request {
 
 /// Size limits. Exceeding one is an error with the status code the RFCs name.
 struct Limits {
-  std::size_t max_head_bytes = 8 * 1024;  ///< Request line plus headers, CRLFs included (431).
-  std::size_t max_headers = 100;          ///< Number of header fields (431).
+  std::size_t max_head_bytes = 8 * 1024;     ///< Request line plus headers, CRLFs included (431).
+  std::size_t max_headers = 100;             ///< Number of header fields (431).
   std::size_t max_body_bytes = 1024 * 1024;  ///< Content-Length above this is refused (413).
 };
 
@@ -61,11 +61,11 @@ enum class ParseStatus {
 /// The result of RequestParser::parse().
 struct ParseResult {
   ParseStatus status = ParseStatus::incomplete;  ///< See ParseStatus.
-  std::size_t consumed = 0;         ///< Bytes of the complete request (0 unless complete).
-  int error_status = 0;             ///< 400, 413, 431, 501 or 505 when status == error.
-  std::string_view error_reason;    ///< A short explanation for the error response body.
-  bool send_continue = false;       ///< Headers done, body pending, client sent
-                                    ///< "Expect: 100-continue": answer "100 Continue" now.
+  std::size_t consumed = 0;       ///< Bytes of the complete request (0 unless complete).
+  int error_status = 0;           ///< 400, 413, 431, 501 or 505 when status == error.
+  std::string_view error_reason;  ///< A short explanation for the error response body.
+  bool send_continue = false;     ///< Headers done, body pending, client sent
+                                  ///< "Expect: 100-continue": answer "100 Continue" now.
 };
 
 /// Parses requests one at a time from the front of a byte stream.
@@ -123,8 +123,8 @@ class RequestParser {
   bool conn_keep_alive_ = false;
   bool expect_continue_ = false;
   bool continue_sent_ = false;
-  int error_status_ = 0;            // Kept after an error, for later calls.
-  std::string_view error_reason_;   // Always a string literal.
+  int error_status_ = 0;           // Kept after an error, for later calls.
+  std::string_view error_reason_;  // Always a string literal.
   Request request_;
 };
 

@@ -41,8 +41,8 @@ struct Config {
 
 Config parse_args(int argc, char** argv) {
   Config config;
-  config.options = example::parse_flags(
-      kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
+  config.options =
+      example::parse_flags(kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
         if (flag != "--max-body") return false;
         const std::string_view v = value();
         unsigned long long n = 0;

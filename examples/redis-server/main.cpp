@@ -44,8 +44,8 @@ struct Config {
 
 Config parse_args(int argc, char** argv) {
   Config config;
-  config.options = example::parse_flags(
-      kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
+  config.options =
+      example::parse_flags(kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
         if (flag != "--max-bulk") return false;
         const std::string_view v = value();
         unsigned long long n = 0;
@@ -102,9 +102,7 @@ int main(int argc, char** argv) {
   evloop::Callbacks callbacks;
   callbacks.serving = example::print_listening;
   const resp::Limits limits = config.limits;
-  callbacks.opened = [limits](evloop::Conn& conn) {
-    conn.context() = resp::CommandParser(limits);
-  };
+  callbacks.opened = [limits](evloop::Conn& conn) { conn.context() = resp::CommandParser(limits); };
   callbacks.data = on_data;
   // Active expiry on loop 0, ten times a second (keys are also expired when touched).
   callbacks.tick = [](evloop::Loop&) {

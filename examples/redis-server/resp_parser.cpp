@@ -186,12 +186,24 @@ bool CommandParser::parse_inline(std::string_view line) {
         } else if (c == '\\' && i + 1 < n) {
           ++i;
           switch (line[i]) {
-            case 'n': scratch_ += '\n'; break;
-            case 'r': scratch_ += '\r'; break;
-            case 't': scratch_ += '\t'; break;
-            case 'b': scratch_ += '\b'; break;
-            case 'a': scratch_ += '\a'; break;
-            default: scratch_ += line[i]; break;
+            case 'n':
+              scratch_ += '\n';
+              break;
+            case 'r':
+              scratch_ += '\r';
+              break;
+            case 't':
+              scratch_ += '\t';
+              break;
+            case 'b':
+              scratch_ += '\b';
+              break;
+            case 'a':
+              scratch_ += '\a';
+              break;
+            default:
+              scratch_ += line[i];
+              break;
           }
         } else if (c == '"') {
           if (i + 1 < n && !is_space(line[i + 1])) return false;

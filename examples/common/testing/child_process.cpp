@@ -65,9 +65,12 @@ void dump_stacks(pid_t pid) {
   std::fprintf(stderr, "child %d did not exit in time; its threads:\n", static_cast<int>(pid));
   // Signal state of each thread (pending, blocked, caught masks).
   std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
-  ProgramResult masks = run_program(
-      {"sh", "-c", "for t in " + task_dir + "/*; do echo \"$t\"; grep -E '^(State|SigPnd|ShdPnd|SigBlk|SigCgt)' \"$t/status\"; done"},
-      milliseconds(10'000));
+  ProgramResult masks =
+      run_program({"sh", "-c",
+                   "for t in " + task_dir +
+                       "/*; do echo \"$t\"; grep -E '^(State|SigPnd|ShdPnd|SigBlk|SigCgt)' "
+                       "\"$t/status\"; done"},
+                  milliseconds(10'000));
   std::fprintf(stderr, "%s", masks.output.c_str());
   if (!have_program("gdb")) return;
   std::string p = std::to_string(pid);

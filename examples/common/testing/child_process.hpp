@@ -51,8 +51,8 @@ std::uint16_t start_server(std::unique_ptr<Child>& child, const std::string& ser
 
 /// The result of run_program().
 struct ProgramResult {
-  int exit_code = -1;   ///< Exit code, 128+N for signal N, -1 on timeout.
-  std::string output;   ///< stdout and stderr, interleaved.
+  int exit_code = -1;  ///< Exit code, 128+N for signal N, -1 on timeout.
+  std::string output;  ///< stdout and stderr, interleaved.
 };
 
 /// Runs a program to completion with `input` on its stdin, killing it at the deadline.

@@ -25,9 +25,9 @@ struct Owned {
 
 struct Outcome {
   std::vector<Owned> requests;
-  int error = 0;          // HTTP status of the error, 0 if none.
-  int continues = 0;      // Times send_continue was set.
-  std::size_t tail = 0;   // Unconsumed bytes at the end.
+  int error = 0;         // HTTP status of the error, 0 if none.
+  int continues = 0;     // Times send_continue was set.
+  std::size_t tail = 0;  // Unconsumed bytes at the end.
   bool operator==(const Outcome&) const = default;
 };
 
@@ -52,8 +52,12 @@ Outcome feed(const std::vector<std::string>& chunks, Limits limits = {}) {
       }
       EXPECT_GT(r.consumed, 0u);
       const Request& q = parser.request();
-      Owned o{std::string(method_name(q.method)), std::string(q.target), q.version_minor, {},
-              std::string(q.body), q.keep_alive};
+      Owned o{std::string(method_name(q.method)),
+              std::string(q.target),
+              q.version_minor,
+              {},
+              std::string(q.body),
+              q.keep_alive};
       for (const Header& h : q.headers) o.headers.emplace_back(h.name, h.value);
       out.requests.push_back(std::move(o));
       used += r.consumed;
@@ -134,12 +138,14 @@ TEST(HttpParser, EverySplitPointOfAPipelineGivesTheSameRequests) {
 }
 
 TEST(HttpParser, EverySplitPointOfAPartialRequestLeavesTheSameTail) {
-  expect_same_for_every_split("GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\n"
-                              "Content-Length: 10\r\n\r\nabc");
+  expect_same_for_every_split(
+      "GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\n"
+      "Content-Length: 10\r\n\r\nabc");
 }
 
 TEST(HttpParser, EverySplitPointOfABadRequestGivesTheSameError) {
-  expect_same_for_every_split("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nBad Name: x\r\n\r\n");
+  expect_same_for_every_split(
+      "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nBad Name: x\r\n\r\n");
   expect_same_for_every_split("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99\r\n\r\n",
                               Limits{8192, 100, 10});
 }
@@ -160,15 +166,16 @@ TEST(HttpParser, KeepAliveRules) {
 }
 
 TEST(HttpParser, ContinueIsAskedForOnceWhenTheBodyIsPending) {
-  std::string head = "PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+  std::string head =
+      "PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
   Outcome o = feed({head, "a", "bc"});
   EXPECT_EQ(o.continues, 1);
   ASSERT_EQ(o.requests.size(), 1u);
   EXPECT_EQ(o.requests[0].body, "abc");
   // Not when the body is already there, nor for HTTP/1.0.
   EXPECT_EQ(feed({head + "abc"}).continues, 0);
-  EXPECT_EQ(feed({"PUT /x HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"}).continues,
-            0);
+  EXPECT_EQ(
+      feed({"PUT /x HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"}).continues, 0);
 }
 
 struct BadCase {
@@ -178,29 +185,30 @@ struct BadCase {
 
 TEST(HttpParser, MalformedRequestsGetTheRightStatus) {
   const BadCase cases[] = {
-      {"GET / HTTP/1.1\nHost: a\r\n\r\n", 400},                 // bare LF
-      {"\n", 400},                                                // bare LF alone
-      {"GET /\r\n\r\n", 400},                                     // HTTP/0.9 style
-      {"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400},                // double space
-      {"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400},                // trailing space
-      {"GET / http/1.1\r\nHost: a\r\n\r\n", 400},                 // lower-case version
+      {"GET / HTTP/1.1\nHost: a\r\n\r\n", 400},     // bare LF
+      {"\n", 400},                                  // bare LF alone
+      {"GET /\r\n\r\n", 400},                       // HTTP/0.9 style
+      {"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400},  // double space
+      {"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400},  // trailing space
+      {"GET / http/1.1\r\nHost: a\r\n\r\n", 400},   // lower-case version
       {"GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400},
-      {"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400},                 // not a token
-      {"GET /a\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 400},            // control char in target
-      {"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},                // space before colon
-      {"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400},      // obs-fold
+      {"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400},             // not a token
+      {"GET /a\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 400},        // control char in target
+      {"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},            // space before colon
+      {"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400},  // obs-fold
       {"GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400},
       {"GET / HTTP/1.1\r\n: empty-name\r\n\r\n", 400},
-      {"GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n", 400},             // DEL in value
-      {"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400},      // CR in value
-      {"GET / HTTP/1.1\r\n\r\n", 400},                            // no Host in 1.1
-      {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},      // two Hosts
+      {"GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n", 400},         // DEL in value
+      {"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400},  // CR in value
+      {"GET / HTTP/1.1\r\n\r\n", 400},                        // no Host in 1.1
+      {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},  // two Hosts
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
-      {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+      {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+       400},
       {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
       {"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n", 501},
       {"get / HTTP/1.1\r\nHost: a\r\n\r\n", 501},  // methods are case-sensitive
@@ -214,7 +222,8 @@ TEST(HttpParser, MalformedRequestsGetTheRightStatus) {
 }
 
 TEST(HttpParser, DuplicateEqualContentLengthsAreAccepted) {
-  Outcome o = feed_whole("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok");
+  Outcome o =
+      feed_whole("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok");
   ASSERT_EQ(o.requests.size(), 1u);
   EXPECT_EQ(o.requests[0].body, "ok");
 }
@@ -250,7 +259,7 @@ TEST(HttpParser, TooManyHeadersIs431) {
   std::string s = "GET / HTTP/1.1\r\nHost: a\r\n";
   for (int i = 0; i < 99; ++i) s += "X: y\r\n";
   EXPECT_EQ(feed_whole(s + "\r\n").requests.size(), 1u);  // 100 fields
-  EXPECT_EQ(feed_whole(s + "X: y\r\n\r\n").error, 431);    // 101 fields
+  EXPECT_EQ(feed_whole(s + "X: y\r\n\r\n").error, 431);   // 101 fields
 }
 
 TEST(HttpParser, BodyLimitIsConfigurable) {
@@ -260,9 +269,10 @@ TEST(HttpParser, BodyLimitIsConfigurable) {
   std::string big = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n";
   EXPECT_EQ(feed_whole(ok, limits).requests.size(), 1u);
   EXPECT_EQ(feed_whole(big, limits).error, 413);  // refused before the body arrives
-  EXPECT_EQ(feed_whole("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n")
-                .error,
-            413);
+  EXPECT_EQ(
+      feed_whole("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n")
+          .error,
+      413);
 }
 
 }  // namespace

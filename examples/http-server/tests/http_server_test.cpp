@@ -58,10 +58,9 @@ TEST_F(HttpServer, CurlGetsHelloWorld) {
 
 TEST_F(HttpServer, CurlReusesTheConnection) {
   if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
-  ProgramResult r = run_program(
-      {"curl", "-sS", "-o", "/dev/null", "-o", "/dev/null", "-w", "%{num_connects} ", url_ + "/",
-       url_ + "/"},
-      kTimeout);
+  ProgramResult r = run_program({"curl", "-sS", "-o", "/dev/null", "-o", "/dev/null", "-w",
+                                 "%{num_connects} ", url_ + "/", url_ + "/"},
+                                kTimeout);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "1 0 ");  // The second transfer made no new connection.
 }
@@ -92,11 +91,12 @@ TEST_F(HttpServer, CurlPostEchoesTheBodyAndGets413BeyondTheLimit) {
 
 TEST_F(HttpServer, CurlGets404And405) {
   if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
-  ProgramResult r =
-      run_program({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url_ + "/nope"}, kTimeout);
+  ProgramResult r = run_program(
+      {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url_ + "/nope"}, kTimeout);
   EXPECT_EQ(r.output, "404");
-  r = run_program({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", url_ + "/"},
-                  kTimeout);
+  r = run_program(
+      {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", url_ + "/"},
+      kTimeout);
   EXPECT_EQ(r.output, "405");
 }
 
@@ -137,8 +137,9 @@ TEST_F(HttpServer, RequestSplitIntoSingleBytesIsParsed) {
 TEST_F(HttpServer, ExpectContinueGetsAnInterimResponse) {
   int fd = connect_loopback(port_);
   ASSERT_GE(fd, 0);
-  ASSERT_TRUE(send_all(fd, "PUT /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                           "Content-Length: 4\r\n\r\n"));
+  ASSERT_TRUE(send_all(fd,
+                       "PUT /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                       "Content-Length: 4\r\n\r\n"));
   EXPECT_EQ(read_until_count(fd, "\r\n\r\n", 1, kTimeout), "HTTP/1.1 100 Continue\r\n\r\n");
   ASSERT_TRUE(send_all(fd, "body"));
   std::string got = read_until_count(fd, "body", 1, kTimeout);
@@ -180,7 +181,8 @@ struct BadRequest {
 TEST_F(HttpServer, BadRequestsGetTheirStatusAndAClose) {
   const BadRequest cases[] = {
       {"GARBAGE\r\n\r\n", "HTTP/1.1 400 Bad Request\r\n"},
-      {"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\nHost: x\n\n", "HTTP/1.1 400 Bad Request\r\n"},
+      {"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\nHost: x\n\n",
+       "HTTP/1.1 400 Bad Request\r\n"},
       {"GET / HTTP/1.1\r\nHost: x\r\nX: " + std::string(9000, 'a') + "\r\n\r\n",
        "HTTP/1.1 431 Request Header Fields Too Large\r\n"},
       {"GET /" + std::string(9000, 'a'), "HTTP/1.1 431 Request Header Fields Too Large\r\n"},

@@ -79,8 +79,8 @@ TEST_F(RedisServer, RedisCliCommands) {
 TEST_F(RedisServer, RedisCliInteractiveModeStarts) {
   if (!have_program("redis-cli")) GTEST_SKIP() << "redis-cli is not installed";
   // Interactive mode asks COMMAND DOCS first; stdin that is not a tty makes it read commands.
-  ProgramResult r = run_program({"redis-cli", "-p", std::to_string(port_)}, kTimeout,
-                                "SET x 1\nGET x\nQUIT\n");
+  ProgramResult r =
+      run_program({"redis-cli", "-p", std::to_string(port_)}, kTimeout, "SET x 1\nGET x\nQUIT\n");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "OK\n1\n");  // redis-cli does not print QUIT's reply
 }
@@ -138,7 +138,8 @@ TEST_F(RedisServer, PipelinedCommandsAreAnsweredInOrder) {
 TEST_F(RedisServer, CommandSplitIntoSingleBytesIsParsed) {
   int fd = connect_loopback(port_);
   ASSERT_GE(fd, 0);
-  std::string cmd = "*3\r\n$3\r\nSET\r\n$5\r\nsplit\r\n$7\r\na\r\nb\r\nc\r\n*2\r\n$3\r\nGET\r\n$5\r\nsplit\r\n";
+  std::string cmd =
+      "*3\r\n$3\r\nSET\r\n$5\r\nsplit\r\n$7\r\na\r\nb\r\nc\r\n*2\r\n$3\r\nGET\r\n$5\r\nsplit\r\n";
   for (char c : cmd) ASSERT_TRUE(send_all(fd, std::string_view(&c, 1)));
   std::string want = "+OK\r\n$7\r\na\r\nb\r\nc\r\n";
   std::string got = read_until_count(fd, "c\r\n", 1, kTimeout);
@@ -195,8 +196,8 @@ TEST_F(RedisServer, StoreIsSharedAcrossLoops) {
       batch.append("SET own").append(std::to_string(i)).append(" x\r\n");
       if (send_all(fd, batch)) {
         std::string got = read_until_count(fd, "\r\n", kIncrements + 1, kTimeout);
-        ok[static_cast<std::size_t>(i)] = count_of(got, "\r\n") == kIncrements + 1 &&
-                                          got.substr(got.size() - 5) == "+OK\r\n";
+        ok[static_cast<std::size_t>(i)] =
+            count_of(got, "\r\n") == kIncrements + 1 && got.substr(got.size() - 5) == "+OK\r\n";
       }
       ::close(fd);
     });

@@ -58,15 +58,16 @@ void expect_same_for_every_split(const std::string& s, Limits limits = {}) {
   EXPECT_EQ(feed(bytes, limits), whole);
 }
 
-const std::string kPipeline = std::string(
-                                  "*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nva\r\nl\r\n"  // CRLF inside a bulk
-                                  "PING\r\n"
-                                  "\r\n"           // blank inline line: skipped
-                                  "*0\r\n*-1\r\n"  // empty multibulks: skipped
-                                  "*2\r\n$3\r\nGET\r\n$0\r\n\r\n"
-                                  "echo \"a b\\x41\\n\" 'it\\'s'\n"
-                                  "*1\r\n$4\r\nnul") +
-                              std::string(1, '\0') + "\r\n";
+const std::string kPipeline =
+    std::string(
+        "*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nva\r\nl\r\n"  // CRLF inside a bulk
+        "PING\r\n"
+        "\r\n"           // blank inline line: skipped
+        "*0\r\n*-1\r\n"  // empty multibulks: skipped
+        "*2\r\n$3\r\nGET\r\n$0\r\n\r\n"
+        "echo \"a b\\x41\\n\" 'it\\'s'\n"
+        "*1\r\n$4\r\nnul") +
+    std::string(1, '\0') + "\r\n";
 
 TEST(RespParser, ParsesPipelinedMultibulkAndInlineCommands) {
   Outcome o = feed_whole(kPipeline);
@@ -150,7 +151,8 @@ TEST(RespParser, InlineAndCountLineLimits) {
   Limits limits;
   limits.max_inline_bytes = 16;
   EXPECT_EQ(feed_whole(std::string(16, 'a') + "\r\n", limits).commands.size(), 1u);
-  EXPECT_EQ(feed_whole(std::string(17, 'a'), limits).error, "Protocol error: too big inline request");
+  EXPECT_EQ(feed_whole(std::string(17, 'a'), limits).error,
+            "Protocol error: too big inline request");
   EXPECT_EQ(feed_whole(std::string(17, 'a') + "\n", limits).error,
             "Protocol error: too big inline request");
   EXPECT_EQ(feed_whole("*" + std::string(17, '1'), limits).error,
