@@ -1,6 +1,7 @@
 // Example. Incremental HTTP/1.x request parser (see http_parser.hpp for the contract).
 #include "http_parser.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <limits>
@@ -118,6 +119,7 @@ void RequestParser::reset() noexcept {
 void RequestParser::start_next() noexcept {
   phase_ = Phase::request_line;
   pos_ = 0;
+  check_ = {};
   target_ = {};
   spans_.clear();
   content_length_ = 0;
@@ -148,20 +150,23 @@ ParseResult RequestParser::parse(std::string_view input) {
   while (phase_ == Phase::request_line || phase_ == Phase::headers) {
     const void* nl =
         pos_ < input.size() ? std::memchr(input.data() + pos_, '\n', input.size() - pos_) : nullptr;
-    if (nl == nullptr) {
-      if (input.size() > limits_.max_head_bytes) {
-        return fail(431, "request line and headers are too large");
-      }
-      return ParseResult{};
-    }
-    std::size_t nl_off = static_cast<std::size_t>(static_cast<const char*>(nl) - input.data());
-    if (nl_off + 1 > limits_.max_head_bytes) {
-      return fail(431, "request line and headers are too large");
+    const std::size_t nl_off =
+        nl == nullptr ? input.size()
+                      : static_cast<std::size_t>(static_cast<const char*>(nl) - input.data());
+    // The whole head, its last LF included, must fit in max_head_bytes: a line whose end is not
+    // among them is refused as soon as they are here. The bytes within the limit are checked
+    // first, so that an impossible line gets its 400 whether or not its end is in this input.
+    if (nl == nullptr || nl_off >= limits_.max_head_bytes) {
+      if (!check_partial_line(input, std::min(nl_off, limits_.max_head_bytes), err)) return err;
+      if (nl_off < limits_.max_head_bytes) return ParseResult{};
+      return phase_ == Phase::request_line ? fail(414, "request line is too long")
+                                           : fail(431, "request header fields are too large");
     }
     if (nl_off == pos_ || input[nl_off - 1] != '\r') return fail(400, "line ends without CR");
     std::size_t line_off = pos_;
     std::string_view line = input.substr(line_off, nl_off - 1 - line_off);
     pos_ = nl_off + 1;
+    check_ = LineCheck{pos_};
     if (phase_ == Phase::request_line) {
       if (line.empty()) continue;  // RFC 9112 2.2: ignore empty lines before a request line.
       if (!parse_request_line(line, line_off, err)) return err;
@@ -182,6 +187,77 @@ ParseResult RequestParser::parse(std::string_view input) {
     return r;
   }
   return complete(input);
+}
+
+bool RequestParser::check_partial_line(std::string_view input, std::size_t end, ParseResult& err) {
+  // A byte-at-a-time recognizer of the line grammars: "method SP target SP HTTP/d.d CR" and
+  // "name: value CR". It only ever finds errors that the whole-line parse below reports as 400
+  // too, and it resumes where it stopped, so a line that trickles in is checked in linear time.
+  static constexpr std::string_view kVersion = "HTTP/0.0\r";  // '0' stands for any digit
+  const bool request_line = phase_ == Phase::request_line;
+  auto reject = [&](std::string_view reason) {
+    err = fail(400, reason);
+    return false;
+  };
+  for (LineCheck& k = check_; k.end < end; ++k.end) {
+    const auto c = static_cast<unsigned char>(input[k.end]);
+    switch (k.expect) {
+      case Expect::line_start:
+        if (c == '\r') {
+          k.expect = Expect::line_feed;  // an empty line, if LF follows
+        } else if (kToken[c]) {
+          k.expect = request_line ? Expect::method : Expect::name;
+        } else if (request_line) {
+          return reject("malformed request line");
+        } else {
+          return reject(is_ows(static_cast<char>(c)) ? "obsolete header line folding"
+                                                     : "malformed header field");
+        }
+        break;
+      case Expect::method:
+        if (c == ' ') {
+          k.expect = Expect::target_start;
+        } else if (!kToken[c]) {
+          return reject("malformed request line");
+        }
+        break;
+      case Expect::target_start:
+      case Expect::target:
+        if (c == ' ' && k.expect == Expect::target) {
+          k.expect = Expect::version;
+        } else if (c <= 0x20 || c >= 0x7f) {
+          return reject("malformed request target");
+        } else {
+          k.expect = Expect::target;
+        }
+        break;
+      case Expect::version: {
+        const char want = kVersion[k.version_at];
+        if (want == '0' ? (c < '0' || c > '9') : c != static_cast<unsigned char>(want)) {
+          return reject("malformed HTTP version");
+        }
+        if (++k.version_at == kVersion.size()) k.expect = Expect::line_feed;
+        break;
+      }
+      case Expect::name:
+        if (c == ':') {
+          k.expect = Expect::value;
+        } else if (!kToken[c]) {
+          return reject("malformed header field");
+        }
+        break;
+      case Expect::value:
+        if (c == '\r') {
+          k.expect = Expect::line_feed;
+        } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+          return reject("invalid character in header value");
+        }
+        break;
+      case Expect::line_feed:  // `end` never goes past an LF, so this byte is not one
+        return reject("CR not followed by LF");
+    }
+  }
+  return true;
 }
 
 bool RequestParser::parse_request_line(std::string_view line, std::size_t line_off,

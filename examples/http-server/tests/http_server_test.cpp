@@ -185,7 +185,7 @@ TEST_F(HttpServer, BadRequestsGetTheirStatusAndAClose) {
        "HTTP/1.1 400 Bad Request\r\n"},
       {"GET / HTTP/1.1\r\nHost: x\r\nX: " + std::string(9000, 'a') + "\r\n\r\n",
        "HTTP/1.1 431 Request Header Fields Too Large\r\n"},
-      {"GET /" + std::string(9000, 'a'), "HTTP/1.1 431 Request Header Fields Too Large\r\n"},
+      {"GET /" + std::string(9000, 'a'), "HTTP/1.1 414 URI Too Long\r\n"},
       {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n",
        "HTTP/1.1 413 Content Too Large\r\n"},
       {"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 501 Not Implemented\r\n"},
