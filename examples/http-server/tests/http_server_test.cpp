@@ -1,51 +1,12 @@
 // Integration tests of the http-server binary: started as a child process on a free loopback
 // port, driven by curl (skipped when curl is not installed) and by raw sockets, then stopped
 // with SIGTERM, which must end it with exit code 0.
-#include <gtest/gtest.h>
-#include <signal.h>
-#include <unistd.h>
-
 #include <string>
 
-#include "child_process.hpp"
+#include "http_server_fixture.hpp"
 
+namespace http_test {
 namespace {
-
-using namespace example_test;
-using std::chrono::milliseconds;
-
-constexpr milliseconds kTimeout{10'000};
-
-class HttpServer : public ::testing::Test {
- protected:
-  void SetUp() override { start({"--max-body", "1000"}); }
-
-  void start(const std::vector<std::string>& extra) {
-    port_ = start_server(child_, HTTP_SERVER_BIN, extra);
-    ASSERT_NE(port_, 0) << "http-server did not print its address";
-    url_ = "http://127.0.0.1:" + std::to_string(port_);
-  }
-
-  void TearDown() override {
-    if (!child_ || !child_->running()) return;
-    child_->signal(SIGTERM);
-    EXPECT_EQ(child_->wait_exit(kTimeout), 0) << "http-server did not stop cleanly on SIGTERM";
-  }
-
-  // Sends `request` on a new connection and returns everything until the server closes.
-  std::string exchange_until_close(std::string_view request, bool& closed) {
-    int fd = connect_loopback(port_);
-    EXPECT_GE(fd, 0);
-    EXPECT_TRUE(send_all(fd, request));
-    std::string got = read_until_close(fd, kTimeout, closed);
-    ::close(fd);
-    return got;
-  }
-
-  std::unique_ptr<Child> child_;
-  std::uint16_t port_ = 0;
-  std::string url_;
-};
 
 TEST_F(HttpServer, CurlGetsHelloWorld) {
   if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
@@ -203,8 +164,7 @@ TEST_F(HttpServer, BadRequestsGetTheirStatusAndAClose) {
 }
 
 TEST_F(HttpServer, ManyConnectionsOnSeveralLoops) {
-  child_->signal(SIGTERM);
-  ASSERT_EQ(child_->wait_exit(kTimeout), 0);
+  stop();
   start({"--loops", "4", "--reuseport"});
   std::vector<int> fds;
   for (int i = 0; i < 64; ++i) {
@@ -234,3 +194,4 @@ TEST(HttpServerFlags, BadFlagsExitWithCode2AndStartFailureWith1) {
 }
 
 }  // namespace
+}  // namespace http_test
