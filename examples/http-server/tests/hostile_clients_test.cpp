@@ -31,18 +31,6 @@ double ms_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
 
-// Waits `wait` for the server to send a byte or close; true when it did neither.
-bool stays_silent(int fd, milliseconds wait) {
-  const Clock::time_point deadline = Clock::now() + wait;
-  for (;;) {
-    const auto left = std::chrono::ceil<milliseconds>(deadline - Clock::now()).count();
-    pollfd p{fd, POLLIN, 0};
-    const int n = ::poll(&p, 1, static_cast<int>(std::max<long long>(left, 0)));
-    if (n == 0) return true;
-    if (n > 0 || errno != EINTR) return false;
-  }
-}
-
 // The value below which a fraction `p` of `values` lie (nearest rank).
 double percentile(std::vector<double> values, double p) {
   if (values.empty()) return 0;
@@ -60,6 +48,20 @@ std::string noise(std::mt19937& rng, std::size_t size) {
     } while (c == '\n');
   }
   return s;
+}
+
+// Reads `fd` until the server closes it, expects a 408 with "Connection: close", closes it and
+// returns the milliseconds since `since`.
+double ms_until_408_and_close(int fd, Clock::time_point since) {
+  EXPECT_GE(fd, 0);
+  bool closed = false;
+  const std::string got = read_until_close(fd, kTimeout, closed);
+  const double took = ms_between(since, Clock::now());
+  ::close(fd);
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(got.rfind("HTTP/1.1 408 Request Timeout\r\n", 0), 0u) << got;
+  EXPECT_NE(got.find("Connection: close\r\n"), std::string::npos) << got;
+  return took;
 }
 
 class HttpHostileClients : public HttpServer {
@@ -147,7 +149,7 @@ TEST_F(HttpHostileClients, SlowlorisGets408AtTheHeadTimeoutWhileCurlIsServedQuic
   // Meanwhile a normal client: curl, requests at 100/s over one keep-alive connection.
   std::vector<std::string> argv{"curl",  "-sS", "--rate",
                                 "100/s", "-w",  "%{http_code} %{time_total}\n"};
-  for (int i = 0; i < kRequests; ++i) argv.insert(argv.end(), {"-o", "/dev/null", url_ + "/"});
+  for (int i = 0; i < kRequests; ++i) argv.insert(argv.end(), {"-o", "/dev/null", url() + "/"});
   std::future<ProgramResult> curl =
       std::async(std::launch::async, [&argv] { return run_program(argv, kTimeout); });
 
@@ -234,14 +236,7 @@ TEST_F(HttpHostileClients, ALineThatReachesTheHeadLimitWithoutEndingGetsItsError
 TEST_F(HttpHostileClients, ASilentConnectionGets408AtTheHeadTimeout) {
   start({"--header-timeout", "1"});
   const Clock::time_point opened = Clock::now();
-  const int fd = connect_loopback(port_);
-  ASSERT_GE(fd, 0);
-  bool closed = false;
-  const std::string got = read_until_close(fd, kTimeout, closed);
-  const double took = ms_between(opened, Clock::now());
-  ::close(fd);
-  EXPECT_TRUE(closed);
-  EXPECT_EQ(got.rfind("HTTP/1.1 408 Request Timeout\r\n", 0), 0u) << got;
+  const double took = ms_until_408_and_close(connect_loopback(port_), opened);
   std::printf("a silent connection got 408 and a close %.0f ms after connecting\n", took);
   EXPECT_GE(took, 999.0);
   EXPECT_LE(took, 1000 + kSlackMs);
@@ -253,14 +248,9 @@ TEST_F(HttpHostileClients, TheHeadTimeoutCountsFromTheFirstByteOfEachRequest) {
   // Idle for longer than the head timeout: no head has started, so nothing happens...
   EXPECT_TRUE(stays_silent(fd, milliseconds(1500)));
   // ...until a request starts and stalls.
-  ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\n"));
   const Clock::time_point started = Clock::now();
-  bool closed = false;
-  const std::string got = read_until_close(fd, kTimeout, closed);
-  const double took = ms_between(started, Clock::now());
-  ::close(fd);
-  EXPECT_TRUE(closed);
-  EXPECT_EQ(got.rfind("HTTP/1.1 408 Request Timeout\r\n", 0), 0u) << got;
+  ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\n"));
+  const double took = ms_until_408_and_close(fd, started);
   std::printf(
       "a request stalled after an idle keep-alive period got 408 %.0f ms after its first "
       "byte\n",
@@ -272,13 +262,7 @@ TEST_F(HttpHostileClients, TheHeadTimeoutCountsFromTheFirstByteOfEachRequest) {
 TEST_F(HttpHostileClients, AnIdleKeepAliveConnectionIsClosedAfterTheKeepAliveTimeout) {
   start({"--keepalive-timeout", "1"});
   const int fd = connection_after_one_request();
-  const Clock::time_point answered = Clock::now();
-  bool closed = false;
-  const std::string got = read_until_close(fd, kTimeout, closed);
-  const double took = ms_between(answered, Clock::now());
-  ::close(fd);
-  EXPECT_TRUE(closed);
-  EXPECT_EQ(got, "");  // Closed without a response.
+  const double took = ms_until_closed_silently(fd, Clock::now(), kTimeout);  // No response.
   std::printf("an idle keep-alive connection was closed %.0f ms after its last response\n", took);
   EXPECT_GE(took, 900.0);  // The server's clock started when it answered, just before this one.
   EXPECT_LE(took, 1000 + kSlackMs);
@@ -288,22 +272,16 @@ TEST_F(HttpHostileClients, ABusyKeepAliveConnectionIsNeverCut) {
   start({"--header-timeout", "1", "--keepalive-timeout", "1"});
   const int fd = connect_loopback(port_);
   ASSERT_GE(fd, 0);
-  std::mt19937 rng(16);
-  std::uniform_int_distribution<int> pause_ms(50, 500);
-  // For several times both timeouts: pause up to 0.5 s between requests, and send each head in
-  // two parts up to 0.5 s apart. Neither wait reaches its timeout, so the server must not cut.
-  const Clock::time_point until = Clock::now() + milliseconds(3500);
-  int answered = 0;
-  while (Clock::now() < until) {
-    ASSERT_TRUE(stays_silent(fd, milliseconds(pause_ms(rng)))) << "cut while idle";
-    ASSERT_TRUE(send_all(fd, "GET / HTTP/1.1\r\nHo"));
-    ASSERT_TRUE(stays_silent(fd, milliseconds(pause_ms(rng)))) << "cut in the middle of a head";
-    ASSERT_TRUE(send_all(fd, "st: x\r\n\r\n"));
-    ASSERT_EQ(count_of(read_until_count(fd, "Hello, World!", 1, kTimeout), "Hello, World!"), 1);
-    ++answered;
-  }
+  // For several times both timeouts: pauses of up to 0.5 s between requests, and each head sent
+  // in two parts 0.5 s apart. Neither wait reaches its timeout, so the server must not cut.
+  const BusyResult result = keep_busy(fd, milliseconds(3500), [](int conn, int) {
+    return send_all(conn, "GET / HTTP/1.1\r\nHo") && stays_silent(conn, milliseconds(500)) &&
+           send_all(conn, "st: x\r\n\r\n") &&
+           count_of(read_until_count(conn, "Hello, World!", 1, kTimeout), "Hello, World!") == 1;
+  });
   ::close(fd);
-  EXPECT_GE(answered, 4);
+  EXPECT_EQ(result.failure, "");
+  EXPECT_GE(result.exchanges, 3);
 }
 
 }  // namespace

@@ -10,7 +10,7 @@ namespace {
 
 TEST_F(HttpServer, CurlGetsHelloWorld) {
   if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
-  ProgramResult r = run_program({"curl", "-sS", "-i", url_ + "/"}, kTimeout);
+  ProgramResult r = run_program({"curl", "-sS", "-i", url() + "/"}, kTimeout);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << r.output;
   EXPECT_NE(r.output.find("Content-Length: 13\r\n"), std::string::npos) << r.output;
@@ -20,7 +20,7 @@ TEST_F(HttpServer, CurlGetsHelloWorld) {
 TEST_F(HttpServer, CurlReusesTheConnection) {
   if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
   ProgramResult r = run_program({"curl", "-sS", "-o", "/dev/null", "-o", "/dev/null", "-w",
-                                 "%{num_connects} ", url_ + "/", url_ + "/"},
+                                 "%{num_connects} ", url() + "/", url() + "/"},
                                 kTimeout);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "1 0 ");  // The second transfer made no new connection.
@@ -28,11 +28,11 @@ TEST_F(HttpServer, CurlReusesTheConnection) {
 
 TEST_F(HttpServer, CurlHttp10AndHead) {
   if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
-  ProgramResult r = run_program({"curl", "-sS", "-i", "--http1.0", url_ + "/"}, kTimeout);
+  ProgramResult r = run_program({"curl", "-sS", "-i", "--http1.0", url() + "/"}, kTimeout);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("Connection: close\r\n"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("Hello, World!"), std::string::npos) << r.output;
-  ProgramResult h = run_program({"curl", "-sS", "-I", url_ + "/"}, kTimeout);
+  ProgramResult h = run_program({"curl", "-sS", "-I", url() + "/"}, kTimeout);
   ASSERT_EQ(h.exit_code, 0) << h.output;
   EXPECT_NE(h.output.find("Content-Length: 13"), std::string::npos) << h.output;
   EXPECT_EQ(h.output.find("Hello"), std::string::npos) << h.output;
@@ -41,11 +41,11 @@ TEST_F(HttpServer, CurlHttp10AndHead) {
 TEST_F(HttpServer, CurlPostEchoesTheBodyAndGets413BeyondTheLimit) {
   if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
   ProgramResult r =
-      run_program({"curl", "-sS", "--data-binary", "@-", url_ + "/echo"}, kTimeout, "ping pong");
+      run_program({"curl", "-sS", "--data-binary", "@-", url() + "/echo"}, kTimeout, "ping pong");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "ping pong");
   ProgramResult big = run_program({"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-                                   "--data-binary", "@-", url_ + "/echo"},
+                                   "--data-binary", "@-", url() + "/echo"},
                                   kTimeout, std::string(1001, 'x'));
   EXPECT_EQ(big.output, "413") << big.output;
 }
@@ -53,10 +53,10 @@ TEST_F(HttpServer, CurlPostEchoesTheBodyAndGets413BeyondTheLimit) {
 TEST_F(HttpServer, CurlGets404And405) {
   if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
   ProgramResult r = run_program(
-      {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url_ + "/nope"}, kTimeout);
+      {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url() + "/nope"}, kTimeout);
   EXPECT_EQ(r.output, "404");
   r = run_program(
-      {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", url_ + "/"},
+      {"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", url() + "/"},
       kTimeout);
   EXPECT_EQ(r.output, "405");
 }
