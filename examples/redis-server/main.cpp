@@ -67,6 +67,7 @@ Config parse_args(int argc, char** argv) {
         return true;
       });
   config.options.idle_timeout = timeout;
+  resp::set_config_timeout(timeout.count());
   resp::fit_limits(config.limits, config.options);
   return config;
 }

@@ -192,8 +192,8 @@ TEST_F(RedisServer, TimeoutClosesIdleClientsButNotBusyOnes) {
   // busy client keeps going below.
   const int idle = connect_loopback(port_);
   ASSERT_GE(idle, 0);
-  ASSERT_TRUE(send_all(idle, "PING\r\n"));
-  ASSERT_EQ(read_until_count(idle, "\r\n", 1, kTimeout), "+PONG\r\n");
+  ASSERT_TRUE(send_all(idle, "CONFIG GET timeout\r\n"));
+  ASSERT_EQ(read_until_count(idle, "\r\n", 5, kTimeout), "*2\r\n$7\r\ntimeout\r\n$1\r\n1\r\n");
   std::future<double> idle_closed_after =
       std::async(std::launch::async, ms_until_closed_silently, idle,
                  std::chrono::steady_clock::now(), kTimeout);
