@@ -166,7 +166,6 @@ ParseResult RequestParser::parse(std::string_view input) {
     std::size_t line_off = pos_;
     std::string_view line = input.substr(line_off, nl_off - 1 - line_off);
     pos_ = nl_off + 1;
-    check_ = LineCheck{pos_};
     if (phase_ == Phase::request_line) {
       if (line.empty()) continue;  // RFC 9112 2.2: ignore empty lines before a request line.
       if (!parse_request_line(line, line_off, err)) return err;
@@ -194,6 +193,7 @@ bool RequestParser::check_partial_line(std::string_view input, std::size_t end, 
   // "name: value CR". It only ever finds errors that the whole-line parse below reports as 400
   // too, and it resumes where it stopped, so a line that trickles in is checked in linear time.
   static constexpr std::string_view kVersion = "HTTP/0.0\r";  // '0' stands for any digit
+  if (check_.end < pos_) check_ = LineCheck{pos_};  // The state is a finished line's: start anew.
   const bool request_line = phase_ == Phase::request_line;
   auto reject = [&](std::string_view reason) {
     err = fail(400, reason);

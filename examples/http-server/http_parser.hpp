@@ -141,7 +141,8 @@ class RequestParser {
   Limits limits_;
   Phase phase_ = Phase::request_line;
   std::size_t pos_ = 0;  // Offset of the next unparsed line (or of the body).
-  LineCheck check_;      // How far the unfinished line at pos_ has been checked.
+  LineCheck check_;      // How far the unfinished line at pos_ has been checked (a state that
+                         // ends before pos_ is a finished line's, and void).
   Span target_;
   std::vector<HeaderSpan> spans_;
   std::uint64_t content_length_ = 0;
