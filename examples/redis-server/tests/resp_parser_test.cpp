@@ -161,5 +161,30 @@ TEST(RespParser, InlineAndCountLineLimits) {
             "Protocol error: too big bulk count string");
 }
 
+// A line at the limit is judged the same whether its end is in the same read or not (the fuzzer
+// found "*<long count>" answered "invalid multibulk length" whole but "too big mbulk count
+// string" split).
+TEST(RespParser, EverySplitPointAroundTheLineLimitsGivesTheSameOutcome) {
+  Limits limits;
+  limits.max_inline_bytes = 16;
+  for (std::size_t n : {14, 15, 16, 17}) {
+    SCOPED_TRACE(n);
+    const std::string digits(n, '1');
+    expect_same_for_every_split(std::string(n, 'a') + "\r\nPING\r\n", limits);
+    expect_same_for_every_split(std::string(n, 'a') + "\nPING\r\n", limits);
+    expect_same_for_every_split(std::string(n, 'a') + "\rb\r\n", limits);
+    expect_same_for_every_split("*" + digits + "\r\n", limits);
+    expect_same_for_every_split("*" + digits + "x\r\n", limits);
+    expect_same_for_every_split("*1\r\n$" + digits + "\r\n", limits);
+  }
+  // The limit itself: an inline command of 16 bytes is run; "*count" of 16 bytes is read as a
+  // count (too large a one here), of 17 refused unread.
+  EXPECT_EQ(feed_whole(std::string(16, 'a') + "\r\n", limits).commands.size(), 1u);
+  EXPECT_EQ(feed_whole("*" + std::string(15, '9') + "\r\n", limits).error,
+            "Protocol error: invalid multibulk length");
+  EXPECT_EQ(feed_whole("*" + std::string(16, '9') + "\r\n", limits).error,
+            "Protocol error: too big mbulk count string");
+}
+
 }  // namespace
 }  // namespace resp
