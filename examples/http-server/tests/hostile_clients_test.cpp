@@ -157,8 +157,11 @@ TEST_F(HttpHostileClients, SlowlorisGets408AtTheHeadTimeoutWhileCurlIsServedQuic
 
   std::vector<double> lifetimes;
   for (Trickler& t : slow) {
-    ASSERT_EQ(t.fd, -1) << "a slowloris connection is still open after " << kTimeout.count()
-                        << " ms";
+    if (t.fd >= 0) {
+      ADD_FAILURE() << "a slowloris connection is still open after " << kTimeout.count() << " ms";
+      ::close(t.fd);
+      continue;
+    }
     EXPECT_EQ(t.got.rfind("HTTP/1.1 408 Request Timeout\r\n", 0), 0u) << t.got;
     EXPECT_NE(t.got.find("Connection: close\r\n"), std::string::npos) << t.got;
     lifetimes.push_back(ms_between(t.opened, t.closed));
