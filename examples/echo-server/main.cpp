@@ -23,8 +23,8 @@ Options:
   --reuseport     one SO_REUSEPORT listener per loop (the kernel balances connections)
   --balance P     without reuse-port: round-robin, least-connections or source-hash
   --idle-timeout SECONDS
-                  close a connection that sends nothing and reads nothing for this
-                  long; 0 = never (default 0)
+                  close a connection that sends nothing for this long; 0 = never
+                  (default 0)
   --stats         on exit, print the loops' counters as one JSON line
   --help          this text
 

@@ -32,8 +32,8 @@ Options:
   --reuseport         one SO_REUSEPORT listener per loop (the kernel balances connections)
   --max-bulk BYTES    longest bulk string accepted (default 67108864); the output limit
                       per connection grows with it, so that GET can return what SET took
-  --timeout SECONDS   close a client that has sent no command and read no reply for this
-                      long; 0 = never (default 0, as Redis's timeout)
+  --timeout SECONDS   close a client that sends nothing for this long; 0 = never
+                      (default 0, as Redis's timeout)
   --help              this text
 
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
