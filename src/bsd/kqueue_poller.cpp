@@ -73,6 +73,14 @@ void finish_close() {}
 
 Poller::Poller() = default;
 
+std::error_code Poller::open(Backend wanted, std::string& note) {
+  if (wanted == Backend::epoll || wanted == Backend::io_uring) {
+    note = std::string(wanted == Backend::epoll ? "epoll" : "io_uring") +
+           " is Linux-only: using kqueue";
+  }
+  return open();
+}
+
 Poller::~Poller() {
   if (kq_ < 0) return;
   ::close(kq_);

@@ -144,30 +144,31 @@ TEST(ErrorsTest, RestartAfterStopIsRefusedWithAMessage) {
   EXPECT_FALSE(s.server.running());
 }
 
-// A poller that fails (here: its epoll fd closed under it) must not spin silently: the loops
-// stop and wait() says which loop failed and why.
+// A poller that fails (here: its epoll or io_uring fd replaced under it) must not spin silently:
+// the loops stop and wait() says which loop failed and why.
 TEST(ErrorsTest, AFailingPollerStopsTheLoopsAndWaitSaysWhy) {
   std::vector<int> before;
-  auto eventpoll_fds = [] {
+  auto poller_fds = [] {
     std::vector<int> fds;
     for (int fd = 0; fd < 1024; ++fd) {
       char link[64] = {};
       const std::string path = "/proc/self/fd/" + std::to_string(fd);
       if (::readlink(path.c_str(), link, sizeof link - 1) > 0 &&
-          std::string(link) == "anon_inode:[eventpoll]") {
+          (std::string(link) == "anon_inode:[eventpoll]" ||
+           std::string(link) == "anon_inode:[io_uring]")) {
         fds.push_back(fd);
       }
     }
     return fds;
   };
-  before = eventpoll_fds();
+  before = poller_fds();
   Server server(loopback_options(), {});
   ASSERT_TRUE(server.start());
   std::vector<int> mine;
-  for (int fd : eventpoll_fds()) {
+  for (int fd : poller_fds()) {
     if (std::find(before.begin(), before.end(), fd) == before.end()) mine.push_back(fd);
   }
-  if (mine.size() != 1) GTEST_SKIP() << "not the epoll backend";
+  if (mine.size() != 1) GTEST_SKIP() << "not the epoll or io_uring backend";
   // Keep the fd number taken (by a dup of something harmless) so the loop's later close() of
   // its own poller cannot close an unrelated file.
   const int placeholder = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
