@@ -282,9 +282,10 @@ void Connection::on_event(const PollEvent& event) {
   if (event.op == PollEvent::Op::received) return on_received(event);
   if (event.op == PollEvent::Op::sent) return on_sent(event);
   if (ended()) return;  // closed earlier in this batch
-  if (state_ == ConnState::connecting) return on_connect_ready();
+  if (state_ == ConnState::connecting) return on_connect_ready(event);
   if (event.error) {
-    const std::error_code ec = socket_error(fd_.get());
+    std::error_code ec = socket_error(fd_.get());
+    if (!ec && event.result < 0) ec = sys_error(event.result);
     return finish(ec ? ec : std::make_error_code(std::errc::connection_reset), false);
   }
   if ((event.readable || event.hangup) && (interest_ & kRead)) read_once();

@@ -47,6 +47,8 @@ void to_poll_event(const struct kevent& kev, PollEvent& out) {
     out.hangup = eof;
   }
   out.error = eof && kev.fflags != 0;
+  // The socket's error travels in fflags: libkqueue has read (and so cleared) SO_ERROR by then.
+  if (out.error) out.result = -static_cast<int>(kev.fflags);
 }
 
 #ifdef LIBKQUEUE

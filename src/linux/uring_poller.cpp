@@ -159,6 +159,7 @@ bool UringPoller::translate(const io_uring_cqe& cqe, PollEvent& out) {
       out.token = st.token;
       if (cqe.res < 0) {
         out.error = true;
+        out.result = cqe.res;
       } else {
         out.readable = (cqe.res & POLLIN) != 0;
         out.writable = (cqe.res & POLLOUT) != 0;
