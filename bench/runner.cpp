@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "runner_process.hpp"
 #include "runner_report.hpp"
 
@@ -105,18 +106,18 @@ bool parse_args(int argc, char** argv, Config& cfg) {
     } else if (a == "--quick") {
       cfg.quick = true;
     } else if (a == "--rounds") {
-      cfg.rounds = static_cast<unsigned>(std::stoul(value()));
+      cfg.rounds = bench::flag_number("runner", a, value(), 1u);
       rounds_set = true;
     } else if (a == "--duration") {
-      cfg.duration = std::stod(value());
+      cfg.duration = bench::flag_number("runner", a, value(), 0.001);
       duration_set = true;
     } else if (a == "--warmup") {
-      cfg.warmup = std::stod(value());
+      cfg.warmup = bench::flag_number("runner", a, value(), 0.0);
       warmup_set = true;
     } else if (a == "--out") {
       cfg.out = value();
     } else if (a == "--idle-conns") {
-      cfg.idle_conns = static_cast<unsigned>(std::stoul(value()));
+      cfg.idle_conns = bench::flag_number("runner", a, value(), 0u);
     } else if (a == "--servers") {
       cfg.only_servers = value();
     } else if (a == "--scenarios") {
@@ -126,10 +127,16 @@ bool parse_args(int argc, char** argv, Config& cfg) {
     } else if (a == "--no-strace") {
       cfg.strace = 0;
     } else if (a == "--nice") {
-      cfg.nice = std::stoi(value());
+      cfg.nice = bench::flag_number("runner", a, value(), -20, 19);
     } else if (a == "--cpus") {
       const std::string v = value();
-      if (std::sscanf(v.c_str(), "%d,%d", &cfg.server_cpu, &cfg.load_cpu) != 2) return false;
+      const auto comma = v.find(',');
+      if (comma == std::string::npos) {
+        std::fprintf(stderr, "runner: --cpus needs two CPUs, S,L; got '%s'\n", v.c_str());
+        std::exit(2);
+      }
+      cfg.server_cpu = bench::flag_number("runner", a, v.substr(0, comma), 0, CPU_SETSIZE - 1);
+      cfg.load_cpu = bench::flag_number("runner", a, v.substr(comma + 1), 0, CPU_SETSIZE - 1);
     } else if (a == "--echo-server") {
       cfg.echo_server = value();
     } else if (a == "--loadgen") {
@@ -148,7 +155,6 @@ bool parse_args(int argc, char** argv, Config& cfg) {
     if (!duration_set) cfg.duration = 1.0;
     if (!warmup_set) cfg.warmup = 0.3;
   }
-  if (cfg.rounds == 0 || cfg.duration <= 0 || cfg.warmup < 0) return false;
   return true;
 }
 
