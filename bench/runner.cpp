@@ -54,6 +54,7 @@ struct Config {
   int strace = -1;             // -1: when not --quick and strace is installed
   std::string only_servers;    // comma-separated subset, empty = all
   std::string only_scenarios;  // comma-separated subset of names, empty = all
+  std::string chart_from;      // --chart-from: only render the chart of this results.json
   std::string echo_server = BENCH_ECHO_SERVER;
   std::string loadgen = BENCH_LOADGEN;
   std::string threads = BENCH_BASELINE_THREADS;
@@ -70,7 +71,8 @@ void usage(FILE* out) {
       "sockets, one thread per connection; epoll: a minimal hand-written epoll loop) through\n"
       "the echo scenarios and the idle-connections scenario, servers interleaved, the server\n"
       "pinned to one CPU and the load generator to another. Prints a Markdown table of\n"
-      "medians (min-max) and writes DIR/results.md and DIR/results.json.\n"
+      "medians (min-max) and writes DIR/results.md, DIR/results.json and a chart,\n"
+      "DIR/results.svg.\n"
       "  --quick           1 round, 1 s runs (the README demo; about a minute)\n"
       "  --rounds N        rounds, servers interleaved in each (default 3)\n"
       "  --duration S      measured seconds per run (default 5; --quick: 1)\n"
@@ -86,7 +88,8 @@ void usage(FILE* out) {
       "  --cpus S,L        CPU for the server and for the load generator (default: the\n"
       "                    first two CPUs this process may use)\n"
       "  --echo-server P, --loadgen P, --baseline-threads P, --baseline-epoll P\n"
-      "                    programs to run (default: the ones built beside the runner)\n");
+      "                    programs to run (default: the ones built beside the runner)\n"
+      "  --chart-from F.json  run nothing: draw the chart of a saved results file as F.svg\n");
 }
 
 bool parse_args(int argc, char** argv, Config& cfg) {
@@ -145,6 +148,8 @@ bool parse_args(int argc, char** argv, Config& cfg) {
       cfg.threads = value();
     } else if (a == "--baseline-epoll") {
       cfg.epoll = value();
+    } else if (a == "--chart-from") {
+      cfg.chart_from = value();
     } else {
       std::fprintf(stderr, "runner: unknown argument %s\n", a.c_str());
       return false;
@@ -169,23 +174,6 @@ bool in_list(const std::string& list, const std::string& name) {
 
 bool executable(const std::string& path) {
   return !path.empty() && access(path.c_str(), X_OK) == 0;
-}
-
-/// A number from a flat JSON line: the value after "key":. NaN when absent.
-double json_number(const std::string& line, const std::string& key) {
-  const std::string k = "\"" + key + "\":";
-  const auto at = line.find(k);
-  if (at == std::string::npos) return NAN;
-  return std::strtod(line.c_str() + at + k.size(), nullptr);
-}
-
-std::string json_string(const std::string& line, const std::string& key) {
-  const std::string k = "\"" + key + "\":\"";
-  const auto at = line.find(k);
-  if (at == std::string::npos) return {};
-  const auto end = line.find('"', at + k.size());
-  return line.substr(at + k.size(),
-                     end == std::string::npos ? std::string::npos : end - at - k.size());
 }
 
 bool looks_like_json(const std::string& s) {
@@ -382,28 +370,29 @@ bench::Run Runner::echo_run(const bench::Scenario& sc, const bench::ServerSpec& 
   if (looks_like_json(result)) run.loadgen_json = result;
   if (looks_like_json(stats)) run.stats_json = stats;
   if (run.error.empty() && result.empty()) run.error = "no result line from the load generator";
-  if (!json_string(result, "error").empty())
-    run.error += (run.error.empty() ? "" : ": ") + json_string(result, "error");
+  if (!bench::json_string(result, "error").empty())
+    run.error += (run.error.empty() ? "" : ": ") + bench::json_string(result, "error");
   if (run.error.empty() && !stop_error.empty()) run.error = stop_error;
   run.ok = run.error.empty();
-  run.msgs_per_s = json_number(result, "msgs_per_s");
-  run.mb_per_s = json_number(result, "mb_per_s");
-  run.p50_us = json_number(result, "p50");
-  run.p99_us = json_number(result, "p99");
-  run.p999_us = json_number(result, "p999");
-  run.server_cpu_us_per_msg = json_number(result, "server_cpu_us_per_msg");
-  run.loadgen_cpu_pct = json_number(result, "cpu_pct");
-  const double total = json_number(result, "total_messages");
+  run.msgs_per_s = bench::json_number(result, "msgs_per_s");
+  run.mb_per_s = bench::json_number(result, "mb_per_s");
+  run.p50_us = bench::json_number(result, "p50");
+  run.p99_us = bench::json_number(result, "p99");
+  run.p999_us = bench::json_number(result, "p999");
+  run.server_cpu_us_per_msg = bench::json_number(result, "server_cpu_us_per_msg");
+  run.loadgen_cpu_pct = bench::json_number(result, "cpu_pct");
+  const double total = bench::json_number(result, "total_messages");
   if (sv.has_stats && !stats.empty() && total > 0) {
-    const double calls = json_number(stats, "waits") + json_number(stats, "reads") +
-                         json_number(stats, "writes") + json_number(stats, "poller_changes") +
-                         json_number(stats, "accepts");
+    const double calls = bench::json_number(stats, "waits") + bench::json_number(stats, "reads") +
+                         bench::json_number(stats, "writes") +
+                         bench::json_number(stats, "poller_changes") +
+                         bench::json_number(stats, "accepts");
     run.syscalls_per_msg = calls / total;
-    run.poller_changes_per_msg = json_number(stats, "poller_changes") / total;
-    run.waits_per_msg = json_number(stats, "waits") / total;
-    run.reads_per_msg = json_number(stats, "reads") / total;
-    run.writes_per_msg = json_number(stats, "writes") / total;
-    run.write_arms_per_msg = json_number(stats, "write_arms") / total;
+    run.poller_changes_per_msg = bench::json_number(stats, "poller_changes") / total;
+    run.waits_per_msg = bench::json_number(stats, "waits") / total;
+    run.reads_per_msg = bench::json_number(stats, "reads") / total;
+    run.writes_per_msg = bench::json_number(stats, "writes") / total;
+    run.write_arms_per_msg = bench::json_number(stats, "write_arms") / total;
   }
   return run;
 }
@@ -453,8 +442,8 @@ bench::Run Runner::idle_run(const bench::Scenario& sc, const bench::ServerSpec& 
     if (auto line = load.read_until("{\"loadgen\"", 30s)) result = *line;
   }
   const auto status = load.wait(10s);
-  if (!json_string(result, "error").empty())
-    run.error += (run.error.empty() ? "" : ": ") + json_string(result, "error");
+  if (!bench::json_string(result, "error").empty())
+    run.error += (run.error.empty() ? "" : ": ") + bench::json_string(result, "error");
   else if (run.error.empty() && (!status || *status != 0))
     run.error = "the load generator failed";
   std::string stop_error;
@@ -489,7 +478,7 @@ bench::StraceRun Runner::strace_run(const bench::Scenario& sc, const bench::Serv
   if (traced > 0) kill(traced, SIGTERM);
   std::string stop_error;
   stop_server(server, stop_error);
-  out.messages = json_number(result, "total_messages");
+  out.messages = bench::json_number(result, "total_messages");
   std::ifstream f(file);
   std::string line;
   double io = 0, ctl = 0, waits = 0;
@@ -623,13 +612,38 @@ int Runner::run(int argc, char** argv) {
 
   note("1-minute load average " + load_before + " before, " + load_average() + " after");
   const std::string md = bench::render_markdown(report_);
-  const std::string js = bench::render_json(report_);
   std::ofstream(cfg_.out + "/results.md") << md;
-  std::ofstream(cfg_.out + "/results.json") << js;
+  std::ofstream(cfg_.out + "/results.json") << bench::render_json(report_);
+  std::ofstream(cfg_.out + "/results.svg") << bench::render_svg(report_);
   std::fputs(md.c_str(), stdout);
-  std::printf("\nWritten: %s/results.md, %s/results.json\n", cfg_.out.c_str(), cfg_.out.c_str());
+  std::printf("\nWritten: %s/results.md, %s/results.json, %s/results.svg\n", cfg_.out.c_str(),
+              cfg_.out.c_str(), cfg_.out.c_str());
   for (const bench::Run& r : report_.runs)
     if (!r.ok) return 1;
+  return 0;
+}
+
+/// --chart-from: results.json -> results.svg beside it (e.g. to redraw bench/results/latest.svg).
+int chart_from(const std::string& json_path) {
+  std::ifstream in(json_path);
+  std::stringstream json;
+  json << in.rdbuf();
+  const auto report = bench::parse_report_json(json.str());
+  if (!report) {
+    std::fprintf(stderr, "runner: %s is not a results file of the runner\n", json_path.c_str());
+    return 2;
+  }
+  const auto dot = json_path.rfind('.');
+  const std::string svg_path =
+      (dot == std::string::npos || json_path.find('/', dot) != std::string::npos
+           ? json_path
+           : json_path.substr(0, dot)) +
+      ".svg";
+  if (!(std::ofstream(svg_path) << bench::render_svg(*report))) {
+    std::fprintf(stderr, "runner: cannot write %s\n", svg_path.c_str());
+    return 1;
+  }
+  std::printf("Written: %s\n", svg_path.c_str());
   return 0;
 }
 
@@ -641,6 +655,7 @@ int main(int argc, char** argv) {
     usage(stderr);
     return 2;
   }
+  if (!cfg.chart_from.empty()) return chart_from(cfg.chart_from);
   signal(SIGPIPE, SIG_IGN);
   Runner runner(cfg);
   return runner.run(argc, argv);
