@@ -1,7 +1,6 @@
 #include "test_support.hpp"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -38,24 +37,6 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
     std::this_thread::sleep_for(step);
   }
   return true;
-}
-
-int open_stream_socket(int family, bool nonblocking) {
-#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
-  const int fd =
-      ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
-#else
-  const int fd = ::socket(family, SOCK_STREAM, 0);
-  if (fd >= 0) {
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    if (nonblocking) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-  }
-#endif
-#if !defined(MSG_NOSIGNAL) && defined(SO_NOSIGPIPE)
-  const int one = 1;
-  if (fd >= 0) ::setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
-#endif
-  return fd;
 }
 
 Client::Client(const SocketAddress& addr, int rcvbuf) {

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "portable_socket.hpp"
+
 namespace evloop::test {
 
 using namespace std::chrono_literals;
@@ -40,16 +42,6 @@ class EventCounter {
 /// event to wait on (kernel counters, stats); never used in place of an event that exists.
 bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = kWait,
                 std::chrono::milliseconds step = 2ms);
-
-/// A stream socket of `family`, close-on-exec, non-blocking if asked, that never raises SIGPIPE;
-/// -1 on error. Portable: the socket() flags where they exist, fcntl() and SO_NOSIGPIPE (macOS)
-/// elsewhere. Test clients open their sockets with it and send with kSendFlags.
-int open_stream_socket(int family, bool nonblocking = false);
-#ifdef MSG_NOSIGNAL
-inline constexpr int kSendFlags = MSG_NOSIGNAL;
-#else
-inline constexpr int kSendFlags = 0;  // open_stream_socket set SO_NOSIGPIPE
-#endif
 
 /// A blocking client socket with send/receive timeouts (so a read can never hang a test).
 class Client {

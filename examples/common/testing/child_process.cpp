@@ -17,6 +17,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "portable_socket.hpp"
+
 namespace example_test {
 namespace {
 
@@ -38,9 +40,8 @@ bool wait_readable(int fd, Clock::time_point deadline) {
   }
 }
 
-// pipe2(O_CLOEXEC) and socket(SOCK_CLOEXEC) where they exist. macOS has neither: there the flag
-// is set right after (the tests spawn their children from one thread), and SO_NOSIGPIPE stands in
-// for MSG_NOSIGNAL.
+// pipe2(O_CLOEXEC) where it exists. macOS lacks it: there the flag is set right after (the tests
+// spawn their children from one thread).
 int cloexec_pipe(int fds[2]) {
 #ifdef __APPLE__
   if (::pipe(fds) != 0) return -1;
@@ -51,26 +52,6 @@ int cloexec_pipe(int fds[2]) {
   return ::pipe2(fds, O_CLOEXEC);
 #endif
 }
-
-int cloexec_stream_socket(int family) {
-#ifdef SOCK_CLOEXEC
-  const int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-#else
-  const int fd = ::socket(family, SOCK_STREAM, 0);
-  if (fd >= 0) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-#endif
-#if !defined(MSG_NOSIGNAL) && defined(SO_NOSIGPIPE)
-  const int one = 1;
-  if (fd >= 0) ::setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
-#endif
-  return fd;
-}
-
-#ifdef MSG_NOSIGNAL
-constexpr int kSendFlags = MSG_NOSIGNAL;
-#else
-constexpr int kSendFlags = 0;
-#endif
 
 int decode_status(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
@@ -242,7 +223,7 @@ bool have_program(const std::string& name) {
 }
 
 int connect_loopback(std::uint16_t port) {
-  int fd = cloexec_stream_socket(AF_INET);
+  int fd = evloop::test::open_stream_socket(AF_INET);
   if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -259,7 +240,7 @@ int connect_loopback(std::uint16_t port) {
 
 bool send_all(int fd, std::string_view bytes) {
   while (!bytes.empty()) {
-    ssize_t n = ::send(fd, bytes.data(), bytes.size(), kSendFlags);
+    ssize_t n = ::send(fd, bytes.data(), bytes.size(), evloop::test::kSendFlags);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     bytes.remove_prefix(static_cast<std::size_t>(n));
