@@ -2,8 +2,9 @@
 // baselines (threads = plain blocking sockets, epoll = the hand-written floor) through the echo
 // scenarios and the idle-connections scenario, interleaving the servers round by round, with the
 // server pinned to one CPU and the load generator to another. Writes a Markdown table of medians
-// (min-max) with ratios to the baselines, and a JSON file with every run. Exit status 1 if any run
-// failed (an echo mismatch, a connection error, a server that did not start), 2 on bad usage.
+// (min-max) with ratios to the baselines, a JSON file with every run, and an SVG chart. Exit status
+// 1 if any run failed (an echo mismatch, a connection error, a server that did not start), 2 on bad
+// usage.
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
@@ -43,6 +44,9 @@
 using namespace std::chrono_literals;
 
 namespace {
+
+using bench::json_number;
+using bench::json_string;
 
 struct Config {
   unsigned rounds = 3;
@@ -370,29 +374,28 @@ bench::Run Runner::echo_run(const bench::Scenario& sc, const bench::ServerSpec& 
   if (looks_like_json(result)) run.loadgen_json = result;
   if (looks_like_json(stats)) run.stats_json = stats;
   if (run.error.empty() && result.empty()) run.error = "no result line from the load generator";
-  if (!bench::json_string(result, "error").empty())
-    run.error += (run.error.empty() ? "" : ": ") + bench::json_string(result, "error");
+  if (!json_string(result, "error").empty())
+    run.error += (run.error.empty() ? "" : ": ") + json_string(result, "error");
   if (run.error.empty() && !stop_error.empty()) run.error = stop_error;
   run.ok = run.error.empty();
-  run.msgs_per_s = bench::json_number(result, "msgs_per_s");
-  run.mb_per_s = bench::json_number(result, "mb_per_s");
-  run.p50_us = bench::json_number(result, "p50");
-  run.p99_us = bench::json_number(result, "p99");
-  run.p999_us = bench::json_number(result, "p999");
-  run.server_cpu_us_per_msg = bench::json_number(result, "server_cpu_us_per_msg");
-  run.loadgen_cpu_pct = bench::json_number(result, "cpu_pct");
-  const double total = bench::json_number(result, "total_messages");
+  run.msgs_per_s = json_number(result, "msgs_per_s");
+  run.mb_per_s = json_number(result, "mb_per_s");
+  run.p50_us = json_number(result, "p50");
+  run.p99_us = json_number(result, "p99");
+  run.p999_us = json_number(result, "p999");
+  run.server_cpu_us_per_msg = json_number(result, "server_cpu_us_per_msg");
+  run.loadgen_cpu_pct = json_number(result, "cpu_pct");
+  const double total = json_number(result, "total_messages");
   if (sv.has_stats && !stats.empty() && total > 0) {
-    const double calls = bench::json_number(stats, "waits") + bench::json_number(stats, "reads") +
-                         bench::json_number(stats, "writes") +
-                         bench::json_number(stats, "poller_changes") +
-                         bench::json_number(stats, "accepts");
+    const double calls = json_number(stats, "waits") + json_number(stats, "reads") +
+                         json_number(stats, "writes") + json_number(stats, "poller_changes") +
+                         json_number(stats, "accepts");
     run.syscalls_per_msg = calls / total;
-    run.poller_changes_per_msg = bench::json_number(stats, "poller_changes") / total;
-    run.waits_per_msg = bench::json_number(stats, "waits") / total;
-    run.reads_per_msg = bench::json_number(stats, "reads") / total;
-    run.writes_per_msg = bench::json_number(stats, "writes") / total;
-    run.write_arms_per_msg = bench::json_number(stats, "write_arms") / total;
+    run.poller_changes_per_msg = json_number(stats, "poller_changes") / total;
+    run.waits_per_msg = json_number(stats, "waits") / total;
+    run.reads_per_msg = json_number(stats, "reads") / total;
+    run.writes_per_msg = json_number(stats, "writes") / total;
+    run.write_arms_per_msg = json_number(stats, "write_arms") / total;
   }
   return run;
 }
@@ -442,8 +445,8 @@ bench::Run Runner::idle_run(const bench::Scenario& sc, const bench::ServerSpec& 
     if (auto line = load.read_until("{\"loadgen\"", 30s)) result = *line;
   }
   const auto status = load.wait(10s);
-  if (!bench::json_string(result, "error").empty())
-    run.error += (run.error.empty() ? "" : ": ") + bench::json_string(result, "error");
+  if (!json_string(result, "error").empty())
+    run.error += (run.error.empty() ? "" : ": ") + json_string(result, "error");
   else if (run.error.empty() && (!status || *status != 0))
     run.error = "the load generator failed";
   std::string stop_error;
@@ -478,7 +481,7 @@ bench::StraceRun Runner::strace_run(const bench::Scenario& sc, const bench::Serv
   if (traced > 0) kill(traced, SIGTERM);
   std::string stop_error;
   stop_server(server, stop_error);
-  out.messages = bench::json_number(result, "total_messages");
+  out.messages = json_number(result, "total_messages");
   std::ifstream f(file);
   std::string line;
   double io = 0, ctl = 0, waits = 0;
@@ -633,12 +636,8 @@ int chart_from(const std::string& json_path) {
     std::fprintf(stderr, "runner: %s is not a results file of the runner\n", json_path.c_str());
     return 2;
   }
-  const auto dot = json_path.rfind('.');
-  const std::string svg_path =
-      (dot == std::string::npos || json_path.find('/', dot) != std::string::npos
-           ? json_path
-           : json_path.substr(0, dot)) +
-      ".svg";
+  const bool dot_json = json_path.ends_with(".json");
+  const std::string svg_path = json_path.substr(0, json_path.size() - (dot_json ? 5 : 0)) + ".svg";
   if (!(std::ofstream(svg_path) << bench::render_svg(*report))) {
     std::fprintf(stderr, "runner: cannot write %s\n", svg_path.c_str());
     return 1;
