@@ -87,7 +87,10 @@ ParseResult CommandParser::parse(std::string_view in) {
         if (in[pos_] != '*') {
           const void* p = std::memchr(in.data() + pos_, '\n', in.size() - pos_);
           if (p == nullptr) {
-            if (in.size() - pos_ > limits_.max_inline_bytes) {
+            // Not counting a last '\r' that the next byte may make the line's end: the limit
+            // must not depend on where the input was split (a line of exactly the limit is taken
+            // whole, so it is taken in pieces too).
+            if (in.size() - pos_ - (in.back() == '\r' ? 1 : 0) > limits_.max_inline_bytes) {
               return fail("Protocol error: too big inline request");
             }
             return {};
@@ -105,12 +108,12 @@ ParseResult CommandParser::parse(std::string_view in) {
           return finish(in);
         }
         std::size_t cr = 0;
-        if (!find_cr(in, pos_ + 1, cr)) {
-          if (in.size() - pos_ > limits_.max_inline_bytes) {
-            return fail("Protocol error: too big mbulk count string");
-          }
-          return {};
+        const bool found = find_cr(in, pos_ + 1, cr);
+        // The same limit whether or not the '\r' has arrived yet (so wherever the input splits).
+        if ((found ? cr : in.size()) - pos_ > limits_.max_inline_bytes) {
+          return fail("Protocol error: too big mbulk count string");
         }
+        if (!found) return {};
         std::int64_t n = 0;
         if (!parse_int(in.substr(pos_ + 1, cr - pos_ - 1), n) || in[cr + 1] != '\n' ||
             (n > 0 && static_cast<std::uint64_t>(n) > limits_.max_array_len)) {
@@ -129,12 +132,11 @@ ParseResult CommandParser::parse(std::string_view in) {
           return fail(std::string("Protocol error: expected '$', got '") + in[pos_] + "'");
         }
         std::size_t cr = 0;
-        if (!find_cr(in, pos_ + 1, cr)) {
-          if (in.size() - pos_ > limits_.max_inline_bytes) {
-            return fail("Protocol error: too big bulk count string");
-          }
-          return {};
+        const bool found = find_cr(in, pos_ + 1, cr);
+        if ((found ? cr : in.size()) - pos_ > limits_.max_inline_bytes) {
+          return fail("Protocol error: too big bulk count string");
         }
+        if (!found) return {};
         std::int64_t n = 0;
         if (!parse_int(in.substr(pos_ + 1, cr - pos_ - 1), n) || in[cr + 1] != '\n' || n < 0 ||
             static_cast<std::uint64_t>(n) > limits_.max_bulk_bytes) {

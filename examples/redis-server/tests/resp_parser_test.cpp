@@ -157,6 +157,11 @@ TEST(RespParser, InlineAndCountLineLimits) {
             "Protocol error: too big mbulk count string");
   EXPECT_EQ(feed_whole("*1\r\n$" + std::string(17, '1'), limits).error,
             "Protocol error: too big bulk count string");
+  // The limits do not depend on where the input is split (found by the fuzzer): a line of exactly
+  // the limit, and count strings just over it, whose '\r' comes later.
+  expect_same_for_every_split(std::string(16, 'a') + "\r\nPING\r\n", limits);
+  expect_same_for_every_split("*" + std::string(16, '1') + "\r\n", limits);
+  expect_same_for_every_split("*1\r\n$" + std::string(16, '1') + "\r\n", limits);
 }
 
 }  // namespace
