@@ -147,4 +147,34 @@ void BM_PostBurstBusyLoop(benchmark::State& state) { burst(state, true); }
 BENCHMARK(BM_PostBurstIdleLoop)->Arg(100)->Arg(1000)->Arg(10000)->UseRealTime();
 BENCHMARK(BM_PostBurstBusyLoop)->Arg(1000)->UseRealTime();
 
+// The loop-thread check every Conn method makes (in every build type): what one call costs, on
+// the loop's own thread (the hot path: the check passes) and measured there by a posted task.
+void BM_LoopThreadCheck(benchmark::State& state) {
+  evloop::Loop& loop = server().loop(0);
+  double seconds = 0;
+  for (auto _ : state) {
+    std::atomic<bool> done{false};
+    std::uint64_t passed = 0;
+    const Clock::time_point start = Clock::now();
+    Clock::time_point end;
+    loop.post([&] {
+      for (int i = 0; i < 1'000'000; ++i) {
+        benchmark::DoNotOptimize(loop);
+        passed += loop.in_loop_thread() ? 1 : 0;
+      }
+      end = Clock::now();
+      done.store(true, std::memory_order_release);
+    });
+    if (!await(done) || passed != 1'000'000) {
+      state.SkipWithError("the check did not pass 10^6 times on the loop thread");
+      return;
+    }
+    const double took = std::chrono::duration<double>(end - start).count();
+    seconds += took;
+    state.SetIterationTime(took);
+  }
+  state.counters["ns_per_check"] = seconds * 1e9 / (1e6 * static_cast<double>(state.iterations()));
+}
+BENCHMARK(BM_LoopThreadCheck)->UseManualTime()->Unit(benchmark::kMillisecond);
+
 }  // namespace

@@ -12,8 +12,9 @@
 namespace evloop {
 namespace {
 
-Status fail(errc code, std::string_view text, std::string_view why) {
-  return {code, "bad listen address '" + std::string(text) + "': " + std::string(why)};
+Status fail(errc code, std::string_view text, std::string_view why,
+            std::string_view kind = "listen address") {
+  return {code, "bad " + std::string(kind) + " '" + std::string(text) + "': " + std::string(why)};
 }
 
 bool parse_uint(std::string_view s, unsigned long max, unsigned long& out) {
@@ -107,9 +108,11 @@ Status parse_listen_address(std::string_view text, ListenAddress& out) {
       out.transport = Transport::tcp6;
     } else if (scheme == "unix") {
       out.transport = Transport::unix_socket;
+    } else if (scheme == "fd") {
+      out.transport = Transport::inherited_fd;
     } else {
       return fail(errc::unknown_scheme, text,
-                  "unknown scheme '" + std::string(scheme) + "' (use tcp, tcp4, tcp6 or unix)");
+                  "unknown scheme '" + std::string(scheme) + "' (use tcp, tcp4, tcp6, unix or fd)");
     }
   }
   std::string_view query;
@@ -126,10 +129,41 @@ Status parse_listen_address(std::string_view text, ListenAddress& out) {
       return fail(errc::bad_address, text, "NUL byte in unix socket path");
     }
     out.path = std::string(rest);
+  } else if (out.transport == Transport::inherited_fd) {
+    unsigned long fd = 0;
+    if (!parse_uint(rest, 1u << 30, fd)) {
+      return fail(errc::bad_address, text, "fd://N takes a file descriptor number");
+    }
+    out.fd = static_cast<int>(fd);
   } else if (Status s = parse_host_port(text, rest, out); !s) {
     return s;
   }
+  if (out.transport == Transport::inherited_fd && !query.empty()) {
+    return fail(errc::bad_option, text, "fd://N takes no ?options");
+  }
   return parse_options(text, query, out);
+}
+
+Status parse_connect_address(std::string_view text, ListenAddress& out) {
+  constexpr std::string_view kKind = "connect address";
+  Status s = parse_listen_address(text, out);
+  if (!s) {
+    // The same message, naming what the address was for.
+    std::string message = s.message();
+    if (message.starts_with("bad listen address")) message.replace(4, 14, kKind);
+    return {s.code(), message};
+  }
+  if (out.transport == Transport::inherited_fd) {
+    return fail(errc::unknown_scheme, text, "fd:// names a listening socket, not a peer", kKind);
+  }
+  if (text.find('?') != std::string_view::npos) {
+    return fail(errc::bad_option, text, "a connect address takes no ?options", kKind);
+  }
+  if (out.transport != Transport::unix_socket) {
+    if (out.host.empty()) return fail(errc::bad_address, text, "no host to connect to", kKind);
+    if (out.port == 0) return fail(errc::bad_address, text, "port 0 cannot be dialled", kKind);
+  }
+  return {};
 }
 
 SocketAddress::SocketAddress(const void* sockaddr, std::size_t len) noexcept {

@@ -1,11 +1,16 @@
+// The open connection: reading, writing, back-pressure, half-close, and the transitions out.
+// Dialling lives in connection_dial.cpp.
 #include "connection.hpp"
 
+#include <fcntl.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 
 #include "event_loop.hpp"
+#include "platform.hpp"
 
 namespace evloop::detail {
 namespace {
@@ -14,6 +19,12 @@ namespace {
 constexpr int kMaxIov = 64;
 // Unconsumed-input capacity kept after the tail is consumed; more is given back.
 constexpr std::size_t kKeepInputCapacity = 64 * 1024;
+// Writes at least this large go to the kernel at once, without a copy (see write()). A chunk:
+// copying less costs less than the extra send a write-through may add when a handler writes
+// several pieces.
+constexpr std::size_t kWriteThrough = 16 * 1024;
+// The most of a file range one connection sends per loop iteration.
+constexpr std::size_t kFileSlice = 1024 * 1024;
 
 bool would_block(long err) { return err == -EAGAIN || err == -EWOULDBLOCK || err == -EINTR; }
 
@@ -23,67 +34,256 @@ std::error_code sys_error(long negative_errno) {
 
 }  // namespace
 
-Connection::Connection(EventLoop& loop, UniqueFd fd, std::uint64_t id, const SocketAddress& peer)
+Connection::Connection(EventLoop& loop, std::uint64_t id, ProfilePtr profile)
     : Pollable(Kind::connection),
       loop_(loop),
-      fd_(std::move(fd)),
+      profile_(std::move(profile)),
       id_(id),
-      peer_(peer),
       out_(loop.chunks()) {}
 
 Connection::~Connection() = default;
 
-void Connection::start() {
-  if (loop_.poller().add(fd_.get(), kRead, this)) {
-    closed_ = true;  // never opened: no `closed` owed
-    loop_.retire(*this);
-    return;
-  }
-  interest_ = kRead;
-  opened_ = true;
-  bump(loop_.counters().opened);
-  if (loop_.options().idle_timeout.count() > 0) {
-    last_progress_ = loop_.now();
-    arm_idle_timer(loop_.options().idle_timeout);
-  }
-  if (const auto& opened = loop_.callbacks().opened) opened(handle_);
+// --- ways in -----------------------------------------------------------------------------------
+
+void Connection::open_accepted(UniqueFd fd, const SocketAddress& peer) {
+  fd_ = std::move(fd);
+  peer_ = peer;
+  configure_connection(fd_.get(), is_tcp_family(peer.family()), options());
+  ready_ = true;
+  schedule();
 }
 
+void Connection::open_adopted(int fd, std::string input, std::string output) {
+  fd_ = UniqueFd(fd);
+  bump(loop_.counters().adoptions);
+  if (Status s = validate(options(), "adopt"); !s) return fail(s.code(), false);
+  if (std::error_code ec = prepare_adopted(fd, peer_)) return fail(ec, false);
+  configure_connection(fd, is_tcp_family(peer_.family()), options());
+  adjust(loop_.counters().input_buffered, 0, input.size());
+  in_ = std::move(input);
+  append_output(output.data(), output.size());
+  ready_ = true;
+  schedule();
+}
+
+// --- transitions -------------------------------------------------------------------------------
+
+void Connection::enter_open() {
+  // connecting -> open. A dialled socket is registered for writability; the rest not at all.
+  const std::error_code ec = registered_ ? loop_.poller().modify(fd_.get(), interest_, kRead, this)
+                                         : loop_.poller().add(fd_.get(), kRead, this);
+  if (ec) return fail_open(ec);
+  registered_ = true;
+  interest_ = kRead;
+  state_ = ConnState::open;
+  if (deadline_timer_ != 0) loop_.cancel(deadline_timer_);  // the connect timeout
+  deadline_timer_ = 0;
+  dial_.reset();
+  bump(loop_.counters().opened);
+  last_receive_ = last_send_ = loop_.now();
+  if (options().idle_timeout.count() > 0 || options().send_timeout.count() > 0) check_timeouts();
+  if (handlers().opened) handlers().opened(handle_);
+  if (!in_.empty() && state_ == ConnState::open) deliver(nullptr, 0);  // an adopted stream's input
+}
+
+void Connection::fail_open(std::error_code error) {
+  // connecting -> closed: `connect_failed`, never `closed`.
+  state_ = ConnState::closed;
+  cancel_timers();
+  forget_poller();
+  fd_.reset();
+  discard_output();
+  adjust(loop_.counters().input_buffered, in_.size(), 0);
+  in_.clear();
+  dial_.reset();
+  bump(loop_.counters().dial_failures);
+  if (handlers().connect_failed) handlers().connect_failed(handle_, error);
+  context_.reset();
+  loop_.retire(*this);
+}
+
+void Connection::begin_closing(std::error_code reason) {
+  // open -> closing: no more reading; finish() once the output is sent.
+  if (state_ != ConnState::open) return;
+  state_ = ConnState::closing;
+  reason_ = reason;
+  if (timeout_timer_ != 0) loop_.cancel(timeout_timer_);
+  timeout_timer_ = 0;
+  schedule();
+}
+
+void Connection::finish(std::error_code error, bool reset) {
+  // open or closing -> closed: the one place that closes the fd and fires `closed`. A close that
+  // discards output resets, so the peer cannot take a truncated stream for a complete one.
+  if (ended()) return;
+  if (state_ == ConnState::connecting) return fail_open(error);
+  state_ = ConnState::closed;
+  cancel_timers();
+  forget_poller();
+  if (reset || !out_.empty()) {
+    set_reset_on_close(fd_.get());
+    bump(loop_.counters().resets);
+  }
+  discard_output();
+  adjust(loop_.counters().input_buffered, in_.size(), 0);
+  in_.clear();
+  bump(loop_.counters().closed);
+  if (handlers().closed) handlers().closed(handle_, error);
+  fd_.reset();  // after the handler, so local_address() still works there
+  context_.reset();
+  loop_.retire(*this);
+}
+
+void Connection::detach_now() {
+  // open -> detached: the fd and the stream's state go to the receiver; evloop lets go.
+  state_ = ConnState::detached;
+  cancel_timers();
+  forget_poller();
+  std::string unsent;
+  unsent.reserve(out_.size());
+  out_.for_each_piece([&](const char* p, std::size_t n) { unsent.append(p, n); });
+  discard_output();
+  adjust(loop_.counters().input_buffered, in_.size(), 0);
+  DetachedConn detached(fd_.release(), std::move(in_), std::move(unsent), peer_);
+  in_.clear();
+  const auto receiver = std::move(detach_to_);
+  bump(loop_.counters().detaches);
+  bump(loop_.counters().closed);
+  if (handlers().closed) handlers().closed(handle_, make_error_code(errc::detached));
+  (*receiver)(std::move(detached));
+  context_.reset();
+  loop_.retire(*this);
+}
+
+void Connection::fail(std::error_code error, bool reset) {
+  // The first reason to end wins; settle() carries it out.
+  if (ended() || end_wanted_) return;
+  end_wanted_ = true;
+  reason_ = error;
+  reset_wanted_ = reset;
+  schedule();
+}
+
+void Connection::forget_poller() {
+  if (registered_) loop_.poller().remove(fd_.get(), interest_);
+  registered_ = false;
+  interest_ = kNone;
+}
+
+// --- after handlers ----------------------------------------------------------------------------
+
+void Connection::schedule() {
+  if (scheduled_ || ended()) return;
+  scheduled_ = true;
+  loop_.schedule(*this);
+}
+
+void Connection::settle() {
+  scheduled_ = false;
+  if (ended()) return;
+  if (state_ == ConnState::connecting) {
+    if (end_wanted_) return fail_open(reason_);
+    if (!ready_) return;
+    enter_open();
+    if (state_ == ConnState::connecting || ended()) return;
+  }
+  if (detach_to_) return detach_now();
+  if (end_wanted_) return finish(reason_, reset_wanted_);
+  if (!out_.empty()) {
+    flush();
+    if (ended()) return;
+  }
+  if (out_.empty()) {
+    if (state_ == ConnState::closing) return finish(reason_, false);
+    if (shutdown_wanted_ && !output_shut_) {
+      output_shut_ = true;
+      if (const int rc = shutdown_output(fd_.get()); rc < 0 && rc != -ENOTCONN) {
+        return finish(sys_error(rc), false);
+      }
+    }
+    if (output_shut_ && input_ended_) return finish({}, false);  // both directions ended
+  } else if (state_ == ConnState::closing && deadline_timer_ == 0) {
+    // Output is pending but the peer may never read it: bound the wait.
+    deadline_timer_ = loop_.run_after(options().close_timeout, [this] {
+      deadline_timer_ = 0;
+      finish(make_error_code(errc::close_timeout), true);
+    });
+  }
+  update_backpressure();
+  update_interest();
+  if (state_ != ConnState::open) return;
+  // Handlers last: whatever they ask for schedules this connection again.
+  if (low_water_owed_) {
+    low_water_owed_ = false;
+    if (handlers().low_water) handlers().low_water(handle_);
+  }
+  if (all_sent_owed_ && out_.empty() && state_ == ConnState::open) {
+    all_sent_owed_ = false;
+    if (handlers().all_sent) handlers().all_sent(handle_);
+  }
+}
+
+void Connection::begin_shutdown() {
+  if (ended()) return;
+  if (state_ == ConnState::connecting) return fail(make_error_code(errc::server_stopped), false);
+  begin_closing(make_error_code(errc::server_stopped));
+}
+
+void Connection::end_shutdown() { finish(make_error_code(errc::shutdown_timeout), true); }
+
+// --- reading -----------------------------------------------------------------------------------
+
 void Connection::on_event(const PollEvent& event) {
-  if (closed_) return;  // closed earlier in this batch
+  if (ended()) return;  // closed earlier in this batch
+  if (state_ == ConnState::connecting) return on_connect_ready();
   if (event.error) {
-    std::error_code ec = socket_error(fd_.get());
-    finalize(ec ? ec : std::make_error_code(std::errc::connection_reset));
-    return;
+    const std::error_code ec = socket_error(fd_.get());
+    return finish(ec ? ec : std::make_error_code(std::errc::connection_reset), false);
   }
   if ((event.readable || event.hangup) && (interest_ & kRead)) read_once();
-  if (closed_) return;
-  // On a hang-up while not reading, the flush in service() reports why the peer is gone.
-  if (event.writable || event.hangup) schedule();
+  if (ended()) return;
+  if (event.writable) {
+    schedule();
+  } else if (event.hangup && !(interest_ & kRead)) {
+    // The peer is gone while we do not read. With output pending, the send says why; without,
+    // nothing can change until reading resumes, and a level-triggered hang-up would be
+    // reported again at every wait: leave the poller until then.
+    if (!out_.empty()) return schedule();
+    park();
+  }
+}
+
+void Connection::park() {
+  forget_poller();
+  parked_ = true;
 }
 
 void Connection::read_once() {
   // One read per readiness (level-triggered): a busy connection cannot starve the others.
-  const std::size_t capacity = loop_.options().read_buffer_size;
-  const long n = receive(fd_.get(), loop_.read_buffer(), capacity);
+  const long n = receive(fd_.get(), loop_.read_buffer(), loop_.read_buffer_size());
   bump(loop_.counters().reads);
   if (n > 0) {
-    bump(loop_.counters().bytes_in, static_cast<std::uint64_t>(n));
-    deliver(loop_.read_buffer(), static_cast<std::size_t>(n));
+    on_received(loop_.read_buffer(), static_cast<std::size_t>(n));
   } else if (n == 0) {
-    on_peer_eof();
+    on_input_end();
   } else if (!would_block(n)) {
-    finalize(sys_error(n));
+    finish(sys_error(n), false);
   }
 }
 
-void Connection::on_peer_eof() {
-  // The peer's FIN. Stop reading either way (a level-triggered EOF stays readable forever).
-  peer_eof_ = true;
-  if (const auto& eof = loop_.callbacks().eof) {
-    eof(handle_);  // the user replies, now or later, and closes
+void Connection::on_received(const char* bytes, std::size_t size) {
+  bump(loop_.counters().bytes_in, size);
+  last_receive_ = loop_.now();
+  deliver(bytes, size);
+}
+
+void Connection::on_input_end() {
+  // The peer's FIN: no more reading either way (a level-triggered EOF stays readable forever).
+  input_ended_ = true;
+  if (handlers().eof) {
+    handlers().eof(handle_);  // the user replies, now or later, and closes or shuts down
   } else {
-    closing_ = true;  // send what is pending, then close
+    begin_closing({});  // send what is pending, then close
   }
   schedule();
 }
@@ -92,45 +292,111 @@ void Connection::deliver(const char* bytes, std::size_t size) {
   const std::size_t input_before = in_.size();
   std::string_view view(bytes, size);
   if (!in_.empty()) {
-    in_.append(bytes, size);
+    if (size > 0) in_.append(bytes, size);
     view = in_;
   }
-  const auto& data = loop_.callbacks().data;
-  // The callback cannot close us here: every close it can request is deferred to service().
+  const auto& data = handlers().data;
+  // The handler cannot end us here: every end it can ask for is carried out by settle().
   const std::size_t consumed = std::min(data ? data(handle_, view) : view.size(), view.size());
-  if (consumed > 0) last_progress_ = loop_.now();
-  if (in_.empty()) {
+  if (input_before == 0 && in_.empty()) {
     if (consumed < size) in_.assign(bytes + consumed, size - consumed);
   } else {
     in_.erase(0, consumed);
     if (in_.empty() && in_.capacity() > kKeepInputCapacity) std::string().swap(in_);
   }
   adjust(loop_.counters().input_buffered, input_before, in_.size());
-  if (in_.size() > loop_.options().input_limit && !pending_error_) {
-    pending_error_ = make_error_code(errc::input_limit);
-    schedule();
-  }
+  if (in_.size() > options().input_limit) fail(make_error_code(errc::input_limit), true);
 }
 
+// --- writing -----------------------------------------------------------------------------------
+
 void Connection::write(const void* bytes, std::size_t size) {
-  if (closing_ || closed_ || size == 0) return;
-  if (out_.size() + size > loop_.options().output_limit) {
-    pending_error_ = make_error_code(errc::output_limit);
-    closing_ = true;
-    discard_output();
-    schedule();
-    return;
+  if (!accepts_output() || size == 0) return;
+  // A large write with the connection open goes to the kernel now, from the caller's memory
+  // (with whatever is pending, in one sendmsg); only what the kernel refuses is copied. Small
+  // writes are copied and leave together after the handler.
+  if (size >= kWriteThrough && state_ == ConnState::open && !out_.has_file()) {
+    const std::size_t taken = send_now(bytes, size);
+    if (end_wanted_) return;  // the send failed: the connection ends
+    bytes = static_cast<const char*>(bytes) + taken;
+    size -= taken;
   }
+  all_sent_owed_ = true;
+  if (size > 0) {
+    if (!fits_output_limit(size)) return;
+    append_output(bytes, size);
+  }
+  schedule();
+}
+
+void Connection::write_shared(const SharedBuffer& buffer) {
+  if (!accepts_output() || buffer.empty() || !fits_output_limit(buffer.size())) return;
+  const bool was_empty = out_.empty();
+  out_.append_shared(buffer.bytes_, 0, buffer.size());  // a reference: never a copy
+  queued(buffer.size(), was_empty);
+}
+
+void Connection::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
+  if (!accepts_output() || length == 0) return;
+  const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);  // ours to close, whatever the caller does
+  if (own < 0) return fail(std::error_code(errno, std::system_category()), true);
+  const bool was_empty = out_.empty();
+  out_.append_file(own, offset, length);  // counts as pending output, holds no memory
+  queued(static_cast<std::size_t>(length), was_empty);
+}
+
+bool Connection::fits_output_limit(std::size_t more) {
+  if (out_.memory_size() + more <= options().output_limit) return true;
+  discard_output();
+  fail(make_error_code(errc::output_limit), true);
+  return false;
+}
+
+void Connection::append_output(const void* bytes, std::size_t size) {
+  if (size == 0) return;
+  const bool was_empty = out_.empty();
   out_.append(bytes, size);
+  bump(loop_.counters().bytes_copied, size);
+  queued(size, was_empty);
+}
+
+void Connection::queued(std::size_t size, bool was_empty) {
+  if (was_empty) last_send_ = loop_.now();  // the send_timeout clock starts
   bump(loop_.counters().output_buffered, size);
+  all_sent_owed_ = true;
   // Pause as soon as output passes the mark, not only if it is still there after the send: a
-  // producer that stops at the mark then always gets `drained`, even when the kernel takes it
+  // producer that stops at the mark then always gets `low_water`, even when the kernel takes it
   // all at once, and the peer's EOF is not read (closing the connection) while it is behind.
-  if (!paused_ && out_.size() > loop_.options().output_high_water) {
-    paused_ = true;
+  if (!pressure_paused_ && out_.size() > options().output_high_water) {
+    pressure_paused_ = true;
     bump(loop_.counters().read_pauses);
   }
   schedule();
+}
+
+std::size_t Connection::send_now(const void* bytes, std::size_t size) {
+  iovec iov[kMaxIov];
+  const int count = out_.gather(iov, kMaxIov - 1);
+  std::size_t pending = 0;
+  for (int i = 0; i < count; ++i) pending += iov[i].iov_len;
+  if (pending < out_.memory_size()) return 0;  // more pieces than one sendmsg takes: queue
+  iov[count].iov_base = const_cast<void*>(bytes);
+  iov[count].iov_len = size;
+  const long n = send_pieces(fd_.get(), iov, count + 1);
+  bump(loop_.counters().writes);
+  if (n < 0) {
+    if (!would_block(n)) fail(sys_error(n), false);
+    return 0;
+  }
+  const auto sent = static_cast<std::size_t>(n);
+  bump(loop_.counters().bytes_out, sent);
+  last_send_ = loop_.now();
+  const std::size_t of_pending = std::min(sent, pending);
+  if (of_pending > 0) {
+    adjust(loop_.counters().output_buffered, of_pending, 0);
+    out_.consume(of_pending);
+  }
+  return sent - of_pending;
 }
 
 void Connection::discard_output() {
@@ -138,124 +404,161 @@ void Connection::discard_output() {
   out_.clear();
 }
 
-void Connection::close() {
-  if (closing_ || closed_) return;
-  closing_ = true;
-  schedule();
-}
-
-void Connection::abort() {
-  if (closed_) return;
-  closing_ = true;
-  aborted_ = true;
-  discard_output();
-  schedule();
-}
-
-void Connection::begin_shutdown() {
-  if (closed_) return;
-  if (!closing_) close_reason_ = make_error_code(errc::server_stopped);
-  closing_ = true;
-  schedule();
-}
-
-void Connection::schedule() {
-  if (scheduled_ || closed_) return;
-  scheduled_ = true;
-  loop_.schedule(*this);
-}
-
-void Connection::service() {
-  scheduled_ = false;
-  if (closed_) return;
-  if (pending_error_) return finalize(pending_error_);
-  if (aborted_) return finalize({});
-  if (!out_.empty()) flush();
-  if (closed_) return;
-  if (closing_ && out_.empty()) return finalize(close_reason_);
-  if (closing_ && close_timer_ == 0) {
-    // Output is pending but the peer may never read it: bound the wait.
-    close_timer_ = loop_.run_after(loop_.options().close_timeout, [this] {
-      close_timer_ = 0;
-      finalize(make_error_code(errc::close_timeout));
-    });
-  }
-  update_backpressure();
-  if (!closed_) update_interest();
-}
-
 void Connection::flush() {
   iovec iov[kMaxIov];
+  std::size_t file_budget = kFileSlice;
   while (!out_.empty()) {
-    const int count = out_.gather(iov, kMaxIov);
-    std::size_t total = 0;
-    for (int i = 0; i < count; ++i) total += iov[i].iov_len;
-    const long n = send_pieces(fd_.get(), iov, count);
+    std::size_t asked = 0;
+    long n;
+    if (FilePiece* file = out_.file_at_head()) {
+      // A slice per iteration: a large file cannot hold the loop; writability brings the rest.
+      if (file_budget == 0) return;
+      n = send_file_piece(*file, std::min<std::uint64_t>(file->remaining, file_budget), asked);
+      if (n == 0) return finish(make_error_code(errc::file_truncated), true);
+      if (n > 0) file_budget -= static_cast<std::size_t>(n);
+    } else {
+      const int count = out_.gather(iov, kMaxIov);
+      for (int i = 0; i < count; ++i) asked += iov[i].iov_len;
+      n = send_pieces(fd_.get(), iov, count);
+    }
     bump(loop_.counters().writes);
     if (n < 0) {
       if (n == -EINTR) continue;
       if (would_block(n)) return;
-      return finalize(sys_error(n));
+      return finish(sys_error(n), false);
     }
     bump(loop_.counters().bytes_out, static_cast<std::uint64_t>(n));
     adjust(loop_.counters().output_buffered, static_cast<std::size_t>(n), 0);
     out_.consume(static_cast<std::size_t>(n));
-    last_progress_ = loop_.now();
+    last_send_ = loop_.now();
     // A short write means the socket buffer is full: wait for writability rather than spend a
     // syscall on the EAGAIN we already know is coming.
-    if (static_cast<std::size_t>(n) < total) return;
+    if (static_cast<std::size_t>(n) < asked) return;
   }
 }
 
+long Connection::send_file_piece(FilePiece& file, std::size_t want, std::size_t& asked) {
+  if (!file.use_pread) {
+    asked = want;
+    const long n = platform::send_file(fd_.get(), file.fd, file.offset, want);
+    if (n != -EINVAL && n != -ENOSYS && n != -EOPNOTSUPP) return n;
+    file.use_pread = true;  // not a file sendfile() takes: read it through the loop's buffer
+  }
+  ssize_t got;
+  do {
+    got = ::pread(file.fd, loop_.read_buffer(), std::min(want, loop_.read_buffer_size()),
+                  static_cast<off_t>(file.offset));
+  } while (got < 0 && errno == EINTR);
+  if (got <= 0) return got < 0 ? -errno : 0;
+  asked = static_cast<std::size_t>(got);
+  const iovec piece{loop_.read_buffer(), asked};
+  return send_pieces(fd_.get(), &piece, 1);  // what it does not take is read again next time
+}
+
 void Connection::update_backpressure() {
-  // Hysteresis: reading paused (in write) above the high-water mark resumes at the low-water mark.
-  if (paused_ && out_.size() <= loop_.options().output_low_water) {
-    paused_ = false;
-    if (const auto& drained = loop_.callbacks().drained; drained && !closing_) drained(handle_);
+  // Hysteresis: reading paused (in append_output) above the high-water mark resumes at the low
+  // mark, and `low_water` tells the producer.
+  if (pressure_paused_ && out_.size() <= options().output_low_water) {
+    pressure_paused_ = false;
+    low_water_owed_ = true;
   }
 }
 
 void Connection::update_interest() {
-  const unsigned want =
-      (closing_ || paused_ || peer_eof_ ? kNone : kRead) | (out_.empty() ? kNone : kWrite);
-  if (want == interest_) return;  // the common case: no poller call per message
-  if ((want & kWrite) && !(interest_ & kWrite)) bump(loop_.counters().write_arms);
-  bump(loop_.counters().poller_changes);
-  if (std::error_code ec = loop_.poller().modify(fd_.get(), interest_, want, this)) {
-    return finalize(ec);
+  const unsigned want = (wants_to_read() ? kRead : kNone) | (out_.empty() ? kNone : kWrite);
+  if (parked_) {
+    if (want == kNone) return;
+    parked_ = false;
+  } else if (want == interest_) {
+    return;  // the common case: no poller call per message
   }
-  interest_ = want;
+  if ((want & kWrite) && !(interest_ & kWrite)) bump(loop_.counters().write_arms);
+  // The idle clock stood still while we did not read: it starts again now.
+  if ((want & kRead) && !(interest_ & kRead)) last_receive_ = loop_.now();
+  bump(loop_.counters().poller_changes);
+  const std::error_code ec = registered_ ? loop_.poller().modify(fd_.get(), interest_, want, this)
+                                         : loop_.poller().add(fd_.get(), want, this);
+  if (ec) return finish(ec, false);
+  registered_ = true;
+  interest_ = static_cast<unsigned char>(want);
 }
 
-void Connection::arm_idle_timer(std::chrono::steady_clock::duration after) {
-  idle_timer_ = loop_.run_after(after, [this] { check_idle(); });
+// --- the Conn API ------------------------------------------------------------------------------
+
+void Connection::close() {
+  if (state_ == ConnState::connecting) return fail(make_error_code(errc::cancelled), false);
+  begin_closing({});
 }
 
-void Connection::check_idle() {
-  // One timer per connection, re-armed for the remaining time only when it fires: activity
-  // costs a timestamp store, not a timer operation.
-  idle_timer_ = 0;
-  const auto idle = loop_.options().idle_timeout;
-  const auto quiet = std::chrono::steady_clock::now() - last_progress_;
-  if (quiet >= idle) return finalize(make_error_code(errc::idle_timeout));
-  arm_idle_timer(idle - quiet);
-}
-
-void Connection::finalize(std::error_code error) {
-  if (closed_) return;
-  closed_ = true;
-  closing_ = true;
-  if (close_timer_ != 0) loop_.cancel(close_timer_);
-  if (idle_timer_ != 0) loop_.cancel(idle_timer_);
-  loop_.poller().remove(fd_.get(), interest_);
+void Connection::abort() {
+  if (ended()) return;
+  if (state_ == ConnState::connecting) return fail(make_error_code(errc::cancelled), false);
   discard_output();
-  adjust(loop_.counters().input_buffered, in_.size(), 0);
-  in_.clear();
-  bump(loop_.counters().closed);
-  if (const auto& closed = loop_.callbacks().closed; closed && opened_) closed(handle_, error);
-  fd_.reset();  // after the callback, so local_address() still works there
-  context_.reset();
-  loop_.retire(*this);
+  fail({}, true);
+}
+
+void Connection::shutdown_write() {
+  if (state_ > ConnState::open || shutdown_wanted_) return;
+  shutdown_wanted_ = true;
+  schedule();
+}
+
+void Connection::pause_reading() {
+  user_paused_ = true;
+  schedule();
+}
+
+void Connection::resume_reading() {
+  user_paused_ = false;
+  schedule();
+}
+
+bool Connection::detach(std::function<void(DetachedConn)> receiver) {
+  if (state_ != ConnState::open || end_wanted_ || detach_to_ || out_.has_file()) return false;
+  detach_to_ = std::make_unique<std::function<void(DetachedConn)>>(std::move(receiver));
+  schedule();
+  return true;
+}
+
+// --- timers ------------------------------------------------------------------------------------
+
+void Connection::arm_timeout_timer(std::chrono::steady_clock::duration after) {
+  timeout_timer_ = loop_.run_after(after, [this] { check_timeouts(); });
+}
+
+void Connection::check_timeouts() {
+  // One timer per connection for both timeouts, re-armed for the time left only when it fires:
+  // a received or sent byte costs a timestamp store, not a timer operation.
+  timeout_timer_ = 0;
+  if (state_ != ConnState::open) return;
+  using Duration = std::chrono::steady_clock::duration;
+  const auto now = std::chrono::steady_clock::now();
+  Duration next = Duration::max();
+  if (const Duration idle = options().idle_timeout; idle.count() > 0) {
+    if (!wants_to_read()) {
+      next = idle;  // not reading: the clock stands still
+    } else if (now - last_receive_ >= idle) {
+      return finish(make_error_code(errc::idle_timeout), false);
+    } else {
+      next = idle - (now - last_receive_);
+    }
+  }
+  if (const Duration send = options().send_timeout; send.count() > 0) {
+    if (out_.empty()) {
+      next = std::min(next, send);
+    } else if (now - last_send_ >= send) {
+      return finish(make_error_code(errc::send_timeout), true);
+    } else {
+      next = std::min(next, send - (now - last_send_));
+    }
+  }
+  arm_timeout_timer(next);
+}
+
+void Connection::cancel_timers() {
+  if (timeout_timer_ != 0) loop_.cancel(timeout_timer_);
+  if (deadline_timer_ != 0) loop_.cancel(deadline_timer_);
+  timeout_timer_ = deadline_timer_ = 0;
 }
 
 }  // namespace evloop::detail

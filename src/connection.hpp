@@ -1,20 +1,37 @@
-// Internal. One connection's state machine: the read path, the output buffer, back-pressure and
-// closing. Loop thread only. User callbacks never see this class, only its Conn handle.
+// Internal. One connection's state machine, whatever way it came in (accepted, dialled,
+// adopted) and whatever way it leaves (closed, detached). Loop thread only. Handlers never see
+// this class, only its Conn handle.
 //
-// Closing is always deferred out of user callbacks: close()/abort()/an over-limit write only
-// mark the connection and schedule it; the loop then flushes and calls finalize(), which is the
-// one place that closes the fd and fires `closed` (exactly once, only after `opened`).
+// Lifecycle (ConnState), every transition in one function:
+//
+//   connecting --enter_open()--> open --close()--> closing --finish()--> closed
+//        |                        |                                  ^
+//        +--fail_open()--> closed  +--finish() (error, abort, EOF) ---+
+//                                 +--detach_now()--> detached
+//
+// Beside the lifecycle, each direction has its own small state: reading can be paused by the user
+// and by back-pressure, and ends at the peer's EOF; writing can be shut down (FIN) by the user
+// once pending output is sent. A connection whose both directions have ended closes by itself.
+//
+// Nothing that ends a connection happens inside a handler: close(), abort(), detach(), a limit
+// or a failed dial only record what is wanted and schedule the connection; settle(), run by the
+// loop after the handler returns, carries it out. settle() is also where pending output is sent.
 #pragma once
 
 #include <any>
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "evloop/conn.hpp"
 #include "output_buffer.hpp"
 #include "pollable.hpp"
 #include "poller.hpp"
+#include "profile.hpp"
 #include "socket.hpp"
 
 namespace evloop::detail {
@@ -23,70 +40,140 @@ class EventLoop;
 
 class Connection final : public Pollable {
  public:
-  Connection(EventLoop& loop, UniqueFd fd, std::uint64_t id, const SocketAddress& peer);
+  Connection(EventLoop& loop, std::uint64_t id, ProfilePtr profile);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  /// Registers with the poller and fires `opened`.
-  void start();
+  // --- ways in (each ends in enter_open() or fail_open(), from settle()) ---
+  /// An accepted fd: configures it; opens at the next settle().
+  void open_accepted(UniqueFd fd, const SocketAddress& peer);
+  /// An fd the user hands in (Loop::adopt), with the stream's unread input and unsent output.
+  void open_adopted(int fd, std::string input, std::string output);
+  /// Dials `address` (connection_dial.cpp).
+  void dial(std::string_view address, std::chrono::milliseconds timeout,
+            const std::string& source_address);
+
+  // --- the loop's calls ---
   /// Handles one readiness report.
   void on_event(const PollEvent& event);
-  /// After callbacks: sends pending output, applies back-pressure, completes a requested close.
-  void service();
-  /// Server stopping: stop reading; close once pending output is sent (errc::server_stopped).
+  /// After handlers: opens, sends pending output, applies back-pressure and half-close, and
+  /// carries out a requested close, failure or detach.
+  void settle();
+  /// The loop is stopping: stop reading; close once pending output is sent
+  /// (errc::server_stopped); a dial in progress fails.
   void begin_shutdown();
-  /// Closes the fd and fires `closed` once. Not from inside this connection's callbacks.
-  void finalize(std::error_code error);
+  /// The shutdown grace ran out: reset now (errc::shutdown_timeout).
+  void end_shutdown();
 
-  // The Conn API.
+  // --- the Conn API ---
   void write(const void* bytes, std::size_t size);
+  void write_shared(const SharedBuffer& buffer);
+  void send_file(int fd, std::uint64_t offset, std::uint64_t length);
   void close();
   void abort();
-  bool closing() const noexcept { return closing_; }
-  bool closed() const noexcept { return closed_; }
+  void shutdown_write();
+  void pause_reading();
+  void resume_reading();
+  bool detach(std::function<void(DetachedConn)> receiver);
+  ConnState state() const noexcept { return state_; }
+  bool closing() const noexcept { return state_ >= ConnState::closing; }
+  bool reading_paused() const noexcept { return user_paused_ || pressure_paused_; }
   std::size_t output_pending() const noexcept { return out_.size(); }
-  bool reading_paused() const noexcept { return paused_; }
   std::any& context() noexcept { return context_; }
   const SocketAddress& peer() const noexcept { return peer_; }
   int fd() const noexcept { return fd_.get(); }
   std::uint64_t id() const noexcept { return id_; }
   EventLoop& loop() const noexcept { return loop_; }
-  Conn& handle() noexcept { return handle_; }
+  Conn& conn() noexcept { return handle_; }
 
  private:
-  void schedule();
-  void discard_output();
+  // A dial in progress: the addresses to try and the last error seen (connection_dial.cpp).
+  struct Dial {
+    std::vector<SocketAddress> candidates;
+    std::size_t next = 0;
+    SocketAddress source;  // empty: the kernel picks
+    std::error_code last_error;
+  };
+
+  const Handlers& handlers() const noexcept { return profile_->handlers; }
+  const ConnOptions& options() const noexcept { return profile_->options; }
+  bool ended() const noexcept { return state_ >= ConnState::closed; }
+  bool wants_to_read() const noexcept {
+    return state_ == ConnState::open && !user_paused_ && !pressure_paused_ && !input_ended_;
+  }
+
+  // Transitions.
+  void enter_open();
+  void fail_open(std::error_code error);
+  void finish(std::error_code error, bool reset);
+  void detach_now();
+  void begin_closing(std::error_code reason);
+  void fail(std::error_code error, bool reset);  // records an end for settle()
+  void forget_poller();
+
+  // I/O, as results the settle/transition code consumes.
   void read_once();
-  void on_peer_eof();
+  void on_received(const char* bytes, std::size_t size);
+  void on_input_end();
   void deliver(const char* bytes, std::size_t size);
+  bool accepts_output() const noexcept {
+    return state_ <= ConnState::open && !end_wanted_ && !shutdown_wanted_;
+  }
+  bool fits_output_limit(std::size_t more);
+  void append_output(const void* bytes, std::size_t size);
+  void queued(std::size_t size, bool was_empty);
+  std::size_t send_now(const void* bytes, std::size_t size);
+  void discard_output();
   void flush();
+  long send_file_piece(FilePiece& file, std::size_t want, std::size_t& asked);
   void update_backpressure();
   void update_interest();
-  void arm_idle_timer(std::chrono::steady_clock::duration after);
-  void check_idle();
+  void park();
+  void schedule();
+
+  // Dialling (connection_dial.cpp).
+  void start_resolve(const ListenAddress& target);
+  void on_resolved(std::vector<SocketAddress> addresses, std::error_code error);
+  void try_next_address();
+  void on_connect_ready();
+
+  // Timers.
+  void arm_timeout_timer(std::chrono::steady_clock::duration after);
+  void check_timeouts();
+  void cancel_timers();
 
   EventLoop& loop_;
-  UniqueFd fd_;
+  const ProfilePtr profile_;
   const std::uint64_t id_;
+  UniqueFd fd_;
+  ConnState state_ = ConnState::connecting;
+  unsigned char interest_ = kNone;  // what the poller has registered
+  bool registered_ = false;         // in the poller (not while resolving, or parked on a hang-up)
+  bool scheduled_ = false;          // in the loop's scheduled list
+  bool ready_ = false;              // connecting: the socket is connected, open at settle()
+  bool user_paused_ = false;        // pause_reading()
+  bool pressure_paused_ = false;    // output passed the high-water mark; until the low mark
+  bool low_water_owed_ = false;     // the pressure pause ended: `low_water` at settle()
+  bool all_sent_owed_ = false;      // written since output last emptied: `all_sent` when it does
+  bool input_ended_ = false;        // the peer's EOF was seen
+  bool shutdown_wanted_ = false;    // shutdown_write() was called
+  bool output_shut_ = false;        // our FIN was sent
+  bool end_wanted_ = false;         // end at the next settle(), with reason_
+  bool reset_wanted_ = false;       // ...by a reset
+  bool parked_ = false;             // out of the poller after a hang-up while not reading
   SocketAddress peer_;
   OutputBuffer out_;
   std::string in_;  // unconsumed input; empty (and unallocated) for protocols that consume all
   std::any context_;
   Conn handle_{*this};
-  unsigned interest_ = kNone;  // what the poller has registered
-  bool opened_ = false;
-  bool scheduled_ = false;  // in the loop's scheduled list
-  bool closing_ = false;    // no more reading; close when output is sent
-  bool peer_eof_ = false;   // the peer sent FIN: no more reading
-  bool aborted_ = false;    // close now, output discarded
-  bool closed_ = false;
-  bool paused_ = false;            // output passed the high-water mark; reading paused until low
-  std::error_code close_reason_;   // reported by `closed` after a graceful close
-  std::error_code pending_error_;  // close with this at the next service()
-  std::uint64_t close_timer_ = 0;
-  std::uint64_t idle_timer_ = 0;
-  std::chrono::steady_clock::time_point last_progress_{};
+  std::error_code reason_;            // why it ends: reported by `closed` / `connect_failed`
+  std::uint64_t timeout_timer_ = 0;   // idle_timeout and send_timeout, while open
+  std::uint64_t deadline_timer_ = 0;  // connect timeout while connecting, close timeout closing
+  std::chrono::steady_clock::time_point last_receive_{};  // or when reading (re)started
+  std::chrono::steady_clock::time_point last_send_{};     // or when output became pending
+  std::unique_ptr<Dial> dial_;
+  std::unique_ptr<std::function<void(DetachedConn)>> detach_to_;
 };
 
 }  // namespace evloop::detail

@@ -17,7 +17,7 @@ class Category final : public std::error_category {
       case errc::no_address:
         return "no listen address";
       case errc::already_started:
-        return "server already started";
+        return "already started";
       case errc::output_limit:
         return "pending output over the limit";
       case errc::input_limit:
@@ -28,6 +28,24 @@ class Category final : public std::error_category {
         return "pending output not sent in time";
       case errc::idle_timeout:
         return "idle timeout";
+      case errc::send_timeout:
+        return "pending output made no progress in time";
+      case errc::shutdown_timeout:
+        return "pending output not sent before the loops stopped";
+      case errc::connect_timeout:
+        return "connect timed out";
+      case errc::resolve_failed:
+        return "cannot resolve host name";
+      case errc::self_connect:
+        return "connected to itself";
+      case errc::cancelled:
+        return "cancelled while connecting";
+      case errc::detached:
+        return "detached";
+      case errc::loop_failed:
+        return "event loop failed";
+      case errc::file_truncated:
+        return "file ended before the range given to send_file";
     }
     return "unknown evloop error";
   }

@@ -6,18 +6,19 @@
 
 #include "connection.hpp"
 #include "listener.hpp"
-#include "server_core.hpp"
+#include "loop_group_core.hpp"
 
 namespace evloop::detail {
 namespace {
 constexpr int kMaxEvents = 256;
 }  // namespace
 
-EventLoop::EventLoop(ServerCore& server, std::size_t index)
-    : server_(server),
+EventLoop::EventLoop(LoopGroupCore& group, std::size_t index)
+    : group_(group),
       index_(index),
+      read_buffer_size_(group.options().read_buffer_size),
       handle_(*this),
-      read_buffer_(new char[server.options().read_buffer_size]),
+      read_buffer_(new char[read_buffer_size_]),
       events_(kMaxEvents),
       next_id_((static_cast<std::uint64_t>(index) << 48) + 1) {}
 
@@ -42,15 +43,29 @@ Status EventLoop::add_listener(std::unique_ptr<Listener> listener) {
   return {};
 }
 
-const Options& EventLoop::options() const noexcept { return server_.options(); }
-const Callbacks& EventLoop::callbacks() const noexcept { return server_.callbacks(); }
+void EventLoop::release_inherited_listeners() {
+  for (auto& listener : listeners_) {
+    if (!listener->inherited) continue;
+    poller_.remove(listener->fd.get(), kRead);
+    listener->fd.release();
+  }
+}
 
 void EventLoop::run() {
   thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   now_ = Clock::now();
-  if (index_ == 0 && callbacks().tick) run_after(Clock::duration::zero(), [this] { tick(); });
-  while (!server_.stopping()) iterate(-1);
+  const LoopHooks& hooks = group_.hooks();
+  if (hooks.loop_started) hooks.loop_started(handle_);
+  settle_scheduled();  // what the hook started (dials, say)
+  if (hooks.tick) run_after(Clock::duration::zero(), [this] { tick(); });
+  while (!group_.stopping()) iterate(-1);
   shutdown();
+  stop_taking_tasks();
+  if (hooks.loop_stopping) hooks.loop_stopping(handle_);
+  settle_scheduled();  // a dial the hook started fails at once (server_stopped)
+  retired_.clear();
+  timers_.clear();
+  thread_id_.store(std::thread::id{}, std::memory_order_relaxed);
 }
 
 void EventLoop::iterate(int max_timeout_ms) {
@@ -62,15 +77,22 @@ void EventLoop::iterate(int max_timeout_ms) {
 
   const int n = poller_.wait(events_.data(), static_cast<int>(events_.size()), timeout);
   bump(stats_.waits);
+  if (n < 0) {
+    // Not EINTR (the backend returns 0 for that): the poller itself is broken (EBADF, EINVAL,
+    // ENOMEM). Waiting again would fail again at once, a silent spin: stop, and say why.
+    poller_failed_ = true;
+    group_.loop_failed(index_, std::error_code(-n, std::system_category()));
+    return;
+  }
   now_ = Clock::now();
   for (int i = 0; i < n; ++i) {
     dispatch(events_[static_cast<std::size_t>(i)]);
-    flush_scheduled();  // what this event's callbacks wrote goes out now, in one send
+    settle_scheduled();  // what this event's handlers wrote goes out now, in one send
   }
   run_tasks();
-  flush_scheduled();
+  settle_scheduled();
   bump(stats_.timers_fired, timers_.run_due(now_));
-  flush_scheduled();
+  settle_scheduled();
   retired_.clear();
 }
 
@@ -90,12 +112,14 @@ void EventLoop::dispatch(const PollEvent& event) {
   }
 }
 
-void EventLoop::flush_scheduled() {
-  // Indexed loop: servicing one connection can schedule others (a `closed` or `drained`
-  // callback that writes), which appends here.
-  for (std::size_t i = 0; i < scheduled_.size(); ++i) scheduled_[i]->service();
+void EventLoop::settle_scheduled() {
+  // Indexed loop: settling one connection can schedule others (a `closed` or `low_water`
+  // handler that writes), which appends here.
+  for (std::size_t i = 0; i < scheduled_.size(); ++i) scheduled_[i]->settle();
   scheduled_.clear();
 }
+
+// --- cross-thread work -------------------------------------------------------------------------
 
 bool EventLoop::post(Loop::Task task) {
   {
@@ -107,15 +131,18 @@ bool EventLoop::post(Loop::Task task) {
   return true;
 }
 
-void EventLoop::hand_off(int fd, const SocketAddress& peer, bool is_tcp) {
+void EventLoop::hand_off(int fd, const SocketAddress& peer, ProfilePtr profile) {
   {
     std::lock_guard lock(mutex_);
-    if (!accepting_tasks_) {
-      ::close(fd);
-      assigned.fetch_sub(1, std::memory_order_relaxed);
-      return;
+    if (accepting_tasks_) {
+      hand_offs_.push_back({fd, peer, std::move(profile)});
+      fd = -1;
     }
-    hand_offs_.push_back({fd, peer, is_tcp});
+  }
+  if (fd >= 0) {
+    ::close(fd);
+    load.fetch_sub(1, std::memory_order_relaxed);
+    return;
   }
   request_wake();
 }
@@ -129,16 +156,33 @@ void EventLoop::request_wake() {
   }
 }
 
+bool EventLoop::run_opening(Loop::Task open) {
+  if (in_loop_thread()) {
+    open();
+    return true;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (!accepting_tasks_) return false;
+    openings_.push_back(std::move(open));
+  }
+  request_wake();
+  return true;
+}
+
 bool EventLoop::take_tasks() {
   std::lock_guard lock(mutex_);
   running_tasks_.swap(tasks_);
   running_hand_offs_.swap(hand_offs_);
-  return !running_tasks_.empty() || !running_hand_offs_.empty();
+  running_openings_.swap(openings_);
+  return !running_tasks_.empty() || !running_hand_offs_.empty() || !running_openings_.empty();
 }
 
 void EventLoop::run_taken_tasks() {
-  for (HandOff& h : running_hand_offs_) adopt(h.fd, h.peer, h.is_tcp);
+  for (HandOff& h : running_hand_offs_) open_accepted(h.fd, h.peer, std::move(h.profile));
   running_hand_offs_.clear();
+  for (Loop::Task& open : running_openings_) open();
+  running_openings_.clear();
   for (Loop::Task& task : running_tasks_) {
     bump(stats_.tasks);
     task();
@@ -156,26 +200,81 @@ void EventLoop::run_tasks() {
   if (take_tasks()) run_taken_tasks();  // posted between the empty take and the clear
 }
 
-void EventLoop::adopt(int fd, const SocketAddress& peer, bool is_tcp) {
-  if (shutting_down_) {
-    ::close(fd);
-    assigned.fetch_sub(1, std::memory_order_relaxed);
-    return;
+void EventLoop::stop_taking_tasks() {
+  std::vector<Loop::Task> dropped;
+  {
+    std::lock_guard lock(mutex_);
+    accepting_tasks_ = false;
+    dropped.swap(tasks_);
+    running_hand_offs_.swap(hand_offs_);
+    running_openings_.swap(openings_);
   }
-  const Options& opt = options();
-  configure_connection(
-      fd, is_tcp,
-      {opt.tcp_nodelay, opt.keepalive, opt.socket_send_buffer, opt.socket_receive_buffer});
-  const std::uint64_t id = next_id_++;
-  auto conn = std::make_unique<Connection>(*this, UniqueFd(fd), id, peer);
+  for (HandOff& h : running_hand_offs_) ::close(h.fd);  // never opened: no `closed` owed
+  running_hand_offs_.clear();
+  // Dials and adoptions accepted before the stop still report: they fail (server_stopped).
+  for (Loop::Task& open : running_openings_) open();
+  running_openings_.clear();
+  settle_scheduled();
+}
+
+// --- connections -------------------------------------------------------------------------------
+
+Connection& EventLoop::create(std::uint64_t id, ProfilePtr profile) {
+  auto conn = std::make_unique<Connection>(*this, id, std::move(profile));
   Connection& ref = *conn;
   connections_.emplace(id, std::move(conn));
-  ref.start();
+  return ref;
+}
+
+void EventLoop::open_accepted(int fd, const SocketAddress& peer, ProfilePtr profile) {
+  if (shutting_down_) {
+    ::close(fd);
+    load.fetch_sub(1, std::memory_order_relaxed);
+    return;
+  }
+  create(next_id_.fetch_add(1, std::memory_order_relaxed), std::move(profile))
+      .open_accepted(UniqueFd(fd), peer);
+}
+
+ConnRef EventLoop::connect(std::string_view address, ProfilePtr profile,
+                           std::chrono::milliseconds timeout, std::string source_address) {
+  const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  load.fetch_add(1, std::memory_order_relaxed);
+  auto start = [this, id, address = std::string(address), profile = std::move(profile), timeout,
+                source = std::move(source_address)]() mutable {
+    Connection& conn = create(id, std::move(profile));
+    conn.dial(address, timeout, source);
+    if (shutting_down_) conn.begin_shutdown();
+  };
+  if (!run_opening(std::move(start))) {
+    load.fetch_sub(1, std::memory_order_relaxed);
+    return {};
+  }
+  return ConnRef(this, id);
+}
+
+ConnRef EventLoop::adopt(int fd, ProfilePtr profile, std::string input, std::string output) {
+  const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  load.fetch_add(1, std::memory_order_relaxed);
+  auto start = [this, id, fd, profile = std::move(profile), input = std::move(input),
+                output = std::move(output)]() mutable {
+    Connection& conn = create(id, std::move(profile));
+    conn.open_adopted(fd, std::move(input), std::move(output));
+    if (shutting_down_) conn.begin_shutdown();
+  };
+  if (!run_opening(std::move(start))) {
+    ::close(fd);
+    load.fetch_sub(1, std::memory_order_relaxed);
+    return {};
+  }
+  return ConnRef(this, id);
 }
 
 Connection* EventLoop::find(std::uint64_t id) {
   auto it = connections_.find(id);
-  return it == connections_.end() || it->second->closed() ? nullptr : it->second.get();
+  if (it == connections_.end()) return nullptr;
+  const ConnState state = it->second->state();
+  return state == ConnState::closed || state == ConnState::detached ? nullptr : it->second.get();
 }
 
 void EventLoop::retire(Connection& conn) {
@@ -183,29 +282,48 @@ void EventLoop::retire(Connection& conn) {
   if (it == connections_.end()) return;
   retired_.push_back(std::move(it->second));
   connections_.erase(it);
-  assigned.fetch_sub(1, std::memory_order_relaxed);
+  load.fetch_sub(1, std::memory_order_relaxed);
   // A closed fd may be what a listener paused for (EMFILE): try accepting again now.
   for (auto& listener : listeners_) {
     if (listener->paused) resume_accepting(*this, *listener);
   }
 }
 
+// --- timers ------------------------------------------------------------------------------------
+
 TimerId EventLoop::run_after(Clock::duration delay, Loop::Task fn) {
-  return timers_.add(Clock::now() + delay, Clock::duration::zero(), std::move(fn));
+  const auto when = Clock::now() + delay;
+  if (in_loop_thread()) return timers_.add(when, Clock::duration::zero(), std::move(fn));
+  const TimerId id = timers_.reserve();
+  const bool posted = post([this, id, when, fn = std::move(fn)]() mutable {
+    timers_.add_reserved(id, when, Clock::duration::zero(), std::move(fn));
+  });
+  return posted ? id : 0;
 }
 
 TimerId EventLoop::run_every(Clock::duration interval, Loop::Task fn) {
   interval = std::max(interval, Clock::duration(1));
-  return timers_.add(Clock::now() + interval, interval, std::move(fn));
+  const auto when = Clock::now() + interval;
+  if (in_loop_thread()) return timers_.add(when, interval, std::move(fn));
+  const TimerId id = timers_.reserve();
+  const bool posted = post([this, id, when, interval, fn = std::move(fn)]() mutable {
+    timers_.add_reserved(id, when, interval, std::move(fn));
+  });
+  return posted ? id : 0;
 }
 
-bool EventLoop::cancel(TimerId id) { return timers_.cancel(id); }
+bool EventLoop::cancel(TimerId id) {
+  if (in_loop_thread()) return timers_.cancel(id);
+  return post([this, id] { timers_.cancel(id); });
+}
 
 void EventLoop::tick() {
   // Each tick schedules the next with the delay the user returns; a negative delay stops.
-  const std::chrono::milliseconds next = callbacks().tick(handle_);
+  const std::chrono::milliseconds next = group_.hooks().tick(handle_);
   if (next.count() >= 0 && !shutting_down_) run_after(next, [this] { tick(); });
 }
+
+// --- shutdown ----------------------------------------------------------------------------------
 
 void EventLoop::close_listeners() {
   for (auto& listener : listeners_) {
@@ -223,30 +341,19 @@ void EventLoop::shutdown() {
   open.reserve(connections_.size());
   for (auto& [id, conn] : connections_) open.push_back(conn.get());
   for (Connection* conn : open) conn->begin_shutdown();
-  flush_scheduled();  // connections with nothing pending close now
+  settle_scheduled();  // connections with nothing pending close now
 
-  // Keep sending what is pending, up to the grace period.
-  const auto deadline = now_ + server_.options().shutdown_grace;
-  while (!connections_.empty() && Clock::now() < deadline) {
+  // Keep sending what is pending, up to the grace period (not if the poller is broken).
+  const auto deadline = now_ + group_.options().shutdown_grace;
+  while (!connections_.empty() && !poller_failed_ && Clock::now() < deadline) {
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
     iterate(static_cast<int>(std::max<long long>(0, left.count())));
   }
   open.clear();
   for (auto& [id, conn] : connections_) open.push_back(conn.get());
-  for (Connection* conn : open) conn->finalize(make_error_code(errc::close_timeout));
-  scheduled_.clear();  // a `closed` callback may have scheduled a connection closed just after
+  for (Connection* conn : open) conn->end_shutdown();
+  settle_scheduled();  // a `closed` handler may have scheduled a connection closed just after
   retired_.clear();
-
-  std::vector<Loop::Task> dropped;
-  {
-    std::lock_guard lock(mutex_);
-    accepting_tasks_ = false;
-    dropped.swap(tasks_);
-    running_hand_offs_.swap(hand_offs_);
-  }
-  for (HandOff& h : running_hand_offs_) ::close(h.fd);  // never opened: no `closed` owed
-  running_hand_offs_.clear();
-  timers_ = TimerQueue{};
 }
 
 }  // namespace evloop::detail

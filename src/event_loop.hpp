@@ -1,6 +1,7 @@
 // Internal. One event loop: a thread that waits on its poller, dispatches I/O, runs posted tasks
-// and due timers, then flushes connections that have output. Loop-thread-only methods are
-// marked; the rest are thread-safe.
+// and due timers, then settles the connections that have work left (output to send, a close to
+// carry out). It knows connections and listeners, not servers: a loop group owns the loops, and
+// a server adds listeners to them. Methods are for the loop thread unless marked thread-safe.
 #pragma once
 
 #include <atomic>
@@ -8,30 +9,32 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "evloop/loop.hpp"
-#include "evloop/server.hpp"
 #include "loop_stats.hpp"
 #include "output_buffer.hpp"
 #include "pollable.hpp"
 #include "poller.hpp"
+#include "profile.hpp"
 #include "socket.hpp"
 #include "timer_queue.hpp"
 
 namespace evloop::detail {
 
 class Connection;
-class ServerCore;
+class LoopGroupCore;
 struct Listener;
 
 class EventLoop {
  public:
   using Clock = TimerQueue::Clock;
 
-  EventLoop(ServerCore& server, std::size_t index);
+  EventLoop(LoopGroupCore& group, std::size_t index);
   ~EventLoop();
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
@@ -40,14 +43,26 @@ class EventLoop {
   Status open();
   /// Registers a listener with this loop's poller (before the thread starts).
   Status add_listener(std::unique_ptr<Listener> listener);
-  /// The thread body: serves until the server stops, then shuts this loop down.
+  /// Gives up the fds of inherited listeners without closing them (a start() that failed: they
+  /// still belong to the caller).
+  void release_inherited_listeners();
+  /// The thread body: hooks, then serves until the group stops, then shuts this loop down.
   void run();
 
-  // --- any thread ---
+  // --- thread-safe ---
   /// Queues a task; false if the loop has finished.
   bool post(Loop::Task task);
   /// Queues an accepted fd to be opened on this loop; closes it if the loop has finished.
-  void hand_off(int fd, const SocketAddress& peer, bool is_tcp);
+  void hand_off(int fd, const SocketAddress& peer, ProfilePtr profile);
+  /// Dials `address` on this loop (Loop::connect).
+  ConnRef connect(std::string_view address, ProfilePtr profile, std::chrono::milliseconds timeout,
+                  std::string source_address);
+  /// Opens a connection on a connected fd on this loop (Loop::adopt).
+  ConnRef adopt(int fd, ProfilePtr profile, std::string input, std::string output);
+  /// Timers: at once on the loop thread, posted from elsewhere.
+  TimerId run_after(Clock::duration delay, Loop::Task fn);
+  TimerId run_every(Clock::duration interval, Loop::Task fn);
+  bool cancel(TimerId id);
   /// Interrupts the wait (async-signal-safe).
   void notify() noexcept { waker_.notify(); }
   LoopStats stats() const noexcept { return stats_.snapshot(); }
@@ -56,54 +71,55 @@ class EventLoop {
   }
   std::size_t index() const noexcept { return index_; }
   Loop& handle() noexcept { return handle_; }
-  ServerCore& server() const noexcept { return server_; }
-  /// Connections open on or handed to this loop (for Balance::least_connections).
-  std::atomic<long> assigned{0};
+  LoopGroupCore& group() const noexcept { return group_; }
+  /// Connections open on, or on their way to, this loop (Balance::least_connections).
+  std::atomic<long> load{0};
 
   // --- loop thread ---
-  TimerId run_after(Clock::duration delay, Loop::Task fn);
-  TimerId run_every(Clock::duration interval, Loop::Task fn);
-  bool cancel(TimerId id);
   /// Opens a connection on this loop for an accepted fd.
-  void adopt(int fd, const SocketAddress& peer, bool is_tcp);
-  /// The open connection with this id, or nullptr.
+  void open_accepted(int fd, const SocketAddress& peer, ProfilePtr profile);
+  /// The connection with this id, unless it has closed (or never existed here).
   Connection* find(std::uint64_t id);
-  /// Queues a connection for flush / close processing after the current callback or batch.
+  /// Queues a connection for settle() after the current handler or batch.
   void schedule(Connection& conn) { scheduled_.push_back(&conn); }
   /// A closed connection: forgotten now, destroyed at the end of this iteration (events later in
   /// the same batch may still point at it).
   void retire(Connection& conn);
   /// Time at the start of this iteration (cheap; good enough for timeouts).
   Clock::time_point now() const noexcept { return now_; }
-  bool shutting_down() const noexcept { return shutting_down_; }
 
-  const Options& options() const noexcept;
-  const Callbacks& callbacks() const noexcept;
   Poller& poller() noexcept { return poller_; }
   ChunkPool& chunks() noexcept { return chunks_; }
   char* read_buffer() noexcept { return read_buffer_.get(); }
+  std::size_t read_buffer_size() const noexcept { return read_buffer_size_; }
   AtomicLoopStats& counters() noexcept { return stats_; }
 
  private:
   struct HandOff {
     int fd;
     SocketAddress peer;
-    bool is_tcp;
+    ProfilePtr profile;
   };
 
+  Connection& create(std::uint64_t id, ProfilePtr profile);
+  /// Runs `open` on the loop thread: at once there, else queued apart from ordinary tasks, so a
+  /// dial or adoption accepted before a stop still runs (and fails with server_stopped) then.
+  bool run_opening(Loop::Task open);
   void iterate(int max_timeout_ms);
   void dispatch(const PollEvent& event);
   void request_wake();
   void run_tasks();
   bool take_tasks();
   void run_taken_tasks();
-  void flush_scheduled();
+  void settle_scheduled();
   void tick();
   void shutdown();
   void close_listeners();
+  void stop_taking_tasks();
 
-  ServerCore& server_;
+  LoopGroupCore& group_;
   const std::size_t index_;
+  const std::size_t read_buffer_size_;
   Loop handle_;
   Poller poller_;
   Waker waker_;
@@ -116,18 +132,21 @@ class EventLoop {
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
   std::vector<std::unique_ptr<Connection>> retired_;
   std::vector<Connection*> scheduled_;
-  std::uint64_t next_id_;
+  std::atomic<std::uint64_t> next_id_;  // connection ids: thread-safe, so a dial's ref is at once
   Clock::time_point now_{};
   bool shutting_down_ = false;
+  bool poller_failed_ = false;
 
   // Cross-thread queue. wake_pending_ is set by the first post after the loop last found the
   // queue empty; only that post writes the waker, so a burst of posts costs one wakeup.
   std::mutex mutex_;
-  std::vector<Loop::Task> tasks_;   // guarded by mutex_
-  std::vector<HandOff> hand_offs_;  // guarded by mutex_
-  bool accepting_tasks_ = true;     // guarded by mutex_
+  std::vector<Loop::Task> tasks_;     // guarded by mutex_
+  std::vector<HandOff> hand_offs_;    // guarded by mutex_
+  std::vector<Loop::Task> openings_;  // guarded by mutex_: dials and adoptions from elsewhere
+  bool accepting_tasks_ = true;       // guarded by mutex_
   std::vector<Loop::Task> running_tasks_;
   std::vector<HandOff> running_hand_offs_;
+  std::vector<Loop::Task> running_openings_;
   std::atomic<bool> wake_pending_{false};
   std::atomic<std::thread::id> thread_id_{};
 

@@ -3,7 +3,7 @@
 #include <cerrno>
 
 #include "event_loop.hpp"
-#include "server_core.hpp"
+#include "loop_group_core.hpp"
 
 namespace evloop::detail {
 namespace {
@@ -55,12 +55,12 @@ void accept_batch(EventLoop& loop, Listener& listener) {
       return;
     }
     bump(loop.counters().accepts);
-    EventLoop& target = listener.hands_off ? loop.server().pick_loop(peer) : loop;
-    target.assigned.fetch_add(1, std::memory_order_relaxed);
+    EventLoop& target = listener.spreads ? loop.group().pick_loop(listener.balance, peer) : loop;
+    target.load.fetch_add(1, std::memory_order_relaxed);
     if (&target == &loop) {
-      loop.adopt(fd, peer, listener.is_tcp);
+      loop.open_accepted(fd, peer, listener.profile);
     } else {
-      target.hand_off(fd, peer, listener.is_tcp);
+      target.hand_off(fd, peer, listener.profile);
     }
   }
 }

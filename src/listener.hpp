@@ -2,7 +2,9 @@
 #pragma once
 
 #include "evloop/loop.hpp"
+#include "evloop/options.hpp"
 #include "pollable.hpp"
+#include "profile.hpp"
 #include "socket.hpp"
 
 namespace evloop::detail {
@@ -11,20 +13,23 @@ class EventLoop;
 
 /// A listening socket in exactly one loop's poller (never in several: no thundering herd).
 struct Listener final : Pollable {
-  Listener(OpenedListener opened, bool hand_off, bool tcp)
+  Listener(OpenedListener opened, ProfilePtr connection_profile)
       : Pollable(Kind::listener),
         fd(std::move(opened.fd)),
         bound(opened.bound),
         unix_path(std::move(opened.unix_path)),
-        hands_off(hand_off),
-        is_tcp(tcp) {}
+        profile(std::move(connection_profile)) {}
 
   UniqueFd fd;
   SocketAddress bound;
   UnixPathOwner unix_path;  // removes the socket file when the listener goes away
-  bool hands_off;           // accepted fds go to the loop the balance policy picks
-  bool is_tcp;
-  bool paused = false;  // accepting paused after EMFILE/ENFILE
+  ProfilePtr profile;       // the handlers and options of the connections it accepts
+  /// When set, one loop accepts for all: each fd goes to the loop `balance` picks (no
+  /// reuse-port, a Unix socket, an inherited fd). Otherwise its own loop opens what it accepts.
+  bool spreads = false;
+  Balance balance = Balance::round_robin;
+  bool inherited = false;  // an fd:// socket: not ours until start() succeeds
+  bool paused = false;     // accepting paused after EMFILE/ENFILE
   TimerId resume_timer = 0;
 };
 

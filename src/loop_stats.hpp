@@ -24,8 +24,9 @@ inline void adjust(Counter& gauge, std::size_t before, std::size_t after) noexce
 
 struct AtomicLoopStats {
   Counter waits{0}, wakeups{0}, tasks{0}, reads{0}, writes{0}, bytes_in{0}, bytes_out{0},
-      write_arms{0}, read_pauses{0}, accepts{0}, accept_errors{0}, timers_fired{0},
-      poller_changes{0}, opened{0}, closed{0};
+      bytes_copied{0}, write_arms{0}, read_pauses{0}, accepts{0}, accept_errors{0}, timers_fired{0},
+      poller_changes{0}, dials{0}, dial_failures{0}, adoptions{0}, detaches{0}, resets{0},
+      opened{0}, closed{0};
   // Gauges (loop thread only): bytes held in output buffers and unconsumed-input buffers.
   Counter output_buffered{0}, input_buffered{0};
 
@@ -39,12 +40,18 @@ struct AtomicLoopStats {
     s.writes = writes.load(r);
     s.bytes_in = bytes_in.load(r);
     s.bytes_out = bytes_out.load(r);
+    s.bytes_copied = bytes_copied.load(r);
     s.write_arms = write_arms.load(r);
     s.read_pauses = read_pauses.load(r);
     s.accepts = accepts.load(r);
     s.accept_errors = accept_errors.load(r);
     s.timers_fired = timers_fired.load(r);
     s.poller_changes = poller_changes.load(r);
+    s.dials = dials.load(r);
+    s.dial_failures = dial_failures.load(r);
+    s.adoptions = adoptions.load(r);
+    s.detaches = detaches.load(r);
+    s.resets = resets.load(r);
     s.opened = opened.load(r);
     s.closed = closed.load(r);
     s.open_connections = s.opened - s.closed;

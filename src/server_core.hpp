@@ -1,53 +1,45 @@
-// Internal. The server behind evloop::Server: validates options, binds listeners, owns the loops
-// and their threads, picks a loop for each hand-off.
+// Internal. The server behind evloop::Server: a loop group plus listeners. Validates the
+// options, binds every listener (per loop with reuse-port), gives each its connections' profile.
 #pragma once
 
-#include <atomic>
-#include <memory>
-#include <thread>
+#include <string>
 #include <vector>
 
 #include "evloop/server.hpp"
+#include "loop_group_core.hpp"
+#include "profile.hpp"
 
 namespace evloop::detail {
 
-class EventLoop;
-
 class ServerCore {
  public:
-  ServerCore(Server& owner, Options options, Callbacks callbacks);
-  ~ServerCore();
+  ServerCore(Options options, Callbacks callbacks);
 
+  Status listen(std::string address, Handlers handlers, ConnOptions options);
   Status start();
-  void stop() noexcept;
-  void wait();
-  bool running() const noexcept { return started_.load() && !joined_.load(); }
-  /// True once stop() was called; loops poll it every iteration.
-  bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
-
-  /// The loop that gets a connection accepted on a hand-off listener (Options::balance).
-  EventLoop& pick_loop(const SocketAddress& peer);
-
-  Server& owner() const noexcept { return owner_; }
-  const Options& options() const noexcept { return options_; }
-  const Callbacks& callbacks() const noexcept { return callbacks_; }
+  void stop() noexcept { group_.stop(); }
+  Status wait() { return group_.wait(); }
+  bool running() const noexcept { return group_.running(); }
   const std::vector<SocketAddress>& addresses() const noexcept { return addresses_; }
-  const std::vector<std::unique_ptr<EventLoop>>& loops() const noexcept { return loops_; }
+  LoopGroupCore& group() noexcept { return group_; }
+  const LoopGroupCore& group() const noexcept { return group_; }
 
  private:
-  Status validate_options();
-  Status open_listeners(const std::vector<ListenAddress>& addresses);
+  // One listen address and the profile of the connections it accepts.
+  struct Endpoint {
+    std::string text;
+    ListenAddress address;
+    ProfilePtr profile;
+  };
 
-  Server& owner_;
+  Status open_listeners(const std::vector<Endpoint>& endpoints);
+
   Options options_;
-  Callbacks callbacks_;
-  std::vector<std::unique_ptr<EventLoop>> loops_;
-  std::vector<std::thread> threads_;
+  std::function<void(const ServingInfo&)> serving_;
+  ProfilePtr default_profile_;
+  std::vector<std::pair<std::string, ProfilePtr>> extra_listens_;  // Server::listen()
+  LoopGroupCore group_;
   std::vector<SocketAddress> addresses_;
-  std::atomic<bool> started_{false};
-  std::atomic<bool> joined_{false};
-  std::atomic<bool> stopping_{false};
-  std::atomic<std::size_t> next_loop_{0};
 };
 
 }  // namespace evloop::detail

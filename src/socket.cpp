@@ -1,5 +1,7 @@
 #include "socket.hpp"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -8,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -139,6 +142,31 @@ Status open_listener(const ListenAddress& addr, bool reuseport, std::uint16_t po
   return open_tcp_listener(addr, reuseport, port, out);
 }
 
+Status open_inherited_listener(const ListenAddress& addr, OpenedListener& out) {
+  const int fd = addr.fd;
+  int type = 0;
+  int listening = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
+    return listen_error(addr, errno == ENOTSOCK ? "not a socket" : "getsockopt", errno);
+  }
+  len = sizeof listening;
+  if (type != SOCK_STREAM || ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ||
+      listening == 0) {
+    return {
+        make_error_code(errc::bad_address),
+        "listen " + addr.text + ": fd " + std::to_string(fd) + " is not a listening stream socket"};
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+      ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+    return listen_error(addr, "fcntl", errno);
+  }
+  out.bound = local_address(fd);
+  out.fd = UniqueFd(fd);
+  return {};
+}
+
 int accept_connection(int listen_fd, SocketAddress& peer) noexcept {
   socklen_t len = static_cast<socklen_t>(SocketAddress::capacity());
   const int fd = platform::accept_nonblocking(listen_fd, static_cast<sockaddr*>(peer.data()), &len);
@@ -147,19 +175,111 @@ int accept_connection(int listen_fd, SocketAddress& peer) noexcept {
   return fd;
 }
 
-void configure_connection(int fd, bool is_tcp, const ConnectionSocketOptions& options) noexcept {
+bool numeric_address(const ListenAddress& target, SocketAddress& out) {
+  if (target.transport == Transport::unix_socket) {
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    std::memcpy(sun.sun_path, target.path.data(), target.path.size());  // length checked
+    out = SocketAddress(&sun, sizeof sun);
+    return true;
+  }
+  if (target.transport != Transport::tcp6) {
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(target.port);
+    if (::inet_pton(AF_INET, target.host.c_str(), &sin.sin_addr) == 1) {
+      out = SocketAddress(&sin, sizeof sin);
+      return true;
+    }
+  }
+  if (target.transport != Transport::tcp4) {
+    sockaddr_in6 sin6{};
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_port = htons(target.port);
+    if (::inet_pton(AF_INET6, target.host.c_str(), &sin6.sin6_addr) == 1) {
+      out = SocketAddress(&sin6, sizeof sin6);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool parse_source_address(const std::string& text, SocketAddress& out) {
+  // HOST:PORT and [V6]:PORT have the listen grammar; HOST, [V6] and a bare V6 mean port 0.
+  const auto colons = std::count(text.begin(), text.end(), ':');
+  std::string host_port = text;
+  if (text.starts_with('[')) {
+    if (text.ends_with(']')) host_port += ":0";
+  } else if (colons == 0) {
+    host_port += ":0";
+  } else if (colons > 1) {
+    host_port = "[" + text + "]:0";
+  }
+  ListenAddress parsed;
+  if (!parse_listen_address("tcp://" + host_port, parsed) || parsed.host.empty()) return false;
+  return numeric_address(parsed, out);
+}
+
+int open_stream_socket(int family) noexcept {
+  const int fd = platform::socket_nonblocking(family);
+  return fd < 0 ? -errno : fd;
+}
+
+int bind_to(int fd, const SocketAddress& addr) noexcept {
+  return ::bind(fd, static_cast<const sockaddr*>(addr.data()),
+                static_cast<socklen_t>(addr.size())) < 0
+             ? -errno
+             : 0;
+}
+
+int start_connect(int fd, const SocketAddress& addr) noexcept {
+  int rc;
+  do {
+    rc = ::connect(fd, static_cast<const sockaddr*>(addr.data()),
+                   static_cast<socklen_t>(addr.size()));
+  } while (rc < 0 && errno == EINTR);
+  return rc < 0 ? -errno : 0;
+}
+
+bool connected_to_itself(int fd) noexcept {
+  const SocketAddress local = local_address(fd);
+  const SocketAddress peer = peer_address(fd);
+  return is_tcp_family(local.family()) && local.size() == peer.size() &&
+         std::memcmp(local.data(), peer.data(), local.size()) == 0;
+}
+
+std::error_code prepare_adopted(int fd, SocketAddress& peer) noexcept {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0) return sys_error(errno);
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) return sys_error(errno);
+  if (type != SOCK_STREAM) return sys_error(EPROTOTYPE);
+  peer = peer_address(fd);
+  if (peer.family() == 0) return sys_error(ENOTCONN);
+  if (::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 || ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+    return sys_error(errno);
+  }
+  return {};
+}
+
+bool is_tcp_family(int family) noexcept { return family == AF_INET || family == AF_INET6; }
+
+void configure_connection(int fd, bool is_tcp, const ConnOptions& options) noexcept {
   const int on = 1;
   if constexpr (platform::kHasNoSigpipeOption) {
     ::setsockopt(fd, SOL_SOCKET, platform::kNoSigpipeOption, &on, sizeof on);
   }
-  if (options.send_buffer > 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options.send_buffer, sizeof options.send_buffer);
+  if (options.socket_send_buffer > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options.socket_send_buffer,
+                 sizeof options.socket_send_buffer);
   }
-  if (options.receive_buffer > 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &options.receive_buffer, sizeof options.receive_buffer);
+  if (options.socket_receive_buffer > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &options.socket_receive_buffer,
+                 sizeof options.socket_receive_buffer);
   }
   if (!is_tcp) return;
-  if (options.nodelay) ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  if (options.tcp_nodelay) ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
   if (options.keepalive.count() > 0) {
     ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
     platform::set_keepalive_idle(fd, static_cast<int>(options.keepalive.count()));
@@ -183,6 +303,13 @@ long receive(int fd, void* buffer, std::size_t size) noexcept {
   return n < 0 ? -errno : static_cast<long>(n);
 }
 
+int shutdown_output(int fd) noexcept { return ::shutdown(fd, SHUT_WR) < 0 ? -errno : 0; }
+
+void set_reset_on_close(int fd) noexcept {
+  const linger lg{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+}
+
 std::error_code socket_error(int fd) noexcept {
   int err = 0;
   socklen_t len = sizeof err;
@@ -194,6 +321,13 @@ SocketAddress local_address(int fd) {
   SocketAddress addr;
   socklen_t len = static_cast<socklen_t>(SocketAddress::capacity());
   if (::getsockname(fd, static_cast<sockaddr*>(addr.data()), &len) == 0) addr.set_size(len);
+  return addr;
+}
+
+SocketAddress peer_address(int fd) {
+  SocketAddress addr;
+  socklen_t len = static_cast<socklen_t>(SocketAddress::capacity());
+  if (::getpeername(fd, static_cast<sockaddr*>(addr.data()), &len) == 0) addr.set_size(len);
   return addr;
 }
 

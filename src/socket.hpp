@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "evloop/address.hpp"
+#include "evloop/conn_options.hpp"
 #include "evloop/error.hpp"
 
 namespace evloop::detail {
@@ -76,19 +77,41 @@ struct OpenedListener {
 Status open_listener(const ListenAddress& addr, bool reuseport, std::uint16_t port,
                      OpenedListener& out);
 
+/// Takes over `addr.fd` (an `fd://N` address) as a listener: checks that it is a listening stream
+/// socket, makes it non-blocking and close-on-exec, and records its bound address. On failure the
+/// fd is left open (it is not ours until this succeeds).
+Status open_inherited_listener(const ListenAddress& addr, OpenedListener& out);
+
 /// accept() for a non-blocking listener: a non-blocking, close-on-exec fd, or -errno.
 int accept_connection(int listen_fd, SocketAddress& peer) noexcept;
 
-/// Per-connection socket options taken from Options.
-struct ConnectionSocketOptions {
-  bool nodelay = true;
-  std::chrono::seconds keepalive{0};
-  int send_buffer = 0;
-  int receive_buffer = 0;
-};
+/// A numeric socket address for `host` (an IPv4 or IPv6 literal, no brackets) and `port`, or of
+/// `path` for a Unix socket; false when `host` is not a literal of a family `transport` allows
+/// (then it needs a name lookup).
+bool numeric_address(const ListenAddress& target, SocketAddress& out);
+/// "127.0.0.2", "127.0.0.2:0", "[::1]:4000" as a bind address; false if it is not numeric.
+bool parse_source_address(const std::string& text, SocketAddress& out);
 
-/// Applies no-SIGPIPE (where that is a socket option), buffer sizes, TCP_NODELAY, keep-alive.
-void configure_connection(int fd, bool is_tcp, const ConnectionSocketOptions& options) noexcept;
+/// A non-blocking, close-on-exec stream socket of `family`, or -errno.
+int open_stream_socket(int family) noexcept;
+/// bind(): 0 or -errno.
+int bind_to(int fd, const SocketAddress& addr) noexcept;
+/// Starts a non-blocking connect(): 0 when already connected, -EINPROGRESS while in progress,
+/// or another -errno.
+int start_connect(int fd, const SocketAddress& addr) noexcept;
+/// True when a connected TCP socket is connected to itself (same local and peer address).
+bool connected_to_itself(int fd) noexcept;
+
+/// Checks that `fd` is a connected stream socket and makes it non-blocking and close-on-exec;
+/// fills `peer`. EBADF, ENOTSOCK, EPROTOTYPE (not a stream socket), ENOTCONN, ...
+std::error_code prepare_adopted(int fd, SocketAddress& peer) noexcept;
+
+/// True for AF_INET and AF_INET6.
+bool is_tcp_family(int family) noexcept;
+
+/// Applies no-SIGPIPE (where that is a socket option), buffer sizes, and for TCP, TCP_NODELAY and
+/// keep-alive, as `options` say.
+void configure_connection(int fd, bool is_tcp, const ConnOptions& options) noexcept;
 
 /// sendmsg without SIGPIPE: bytes sent, or -errno.
 long send_pieces(int fd, const iovec* iov, int count) noexcept;
@@ -96,10 +119,17 @@ long send_pieces(int fd, const iovec* iov, int count) noexcept;
 /// recv: bytes received (0 at end of stream), or -errno.
 long receive(int fd, void* buffer, std::size_t size) noexcept;
 
+/// shutdown(SHUT_WR): 0 or -errno.
+int shutdown_output(int fd) noexcept;
+/// SO_LINGER {on, 0}: the next close() sends a reset (RST) instead of a FIN.
+void set_reset_on_close(int fd) noexcept;
+
 /// The socket's pending error (SO_ERROR), cleared by reading it.
 std::error_code socket_error(int fd) noexcept;
 
 /// The local address of a socket.
 SocketAddress local_address(int fd);
+/// The peer address of a connected socket (empty when not connected).
+SocketAddress peer_address(int fd);
 
 }  // namespace evloop::detail

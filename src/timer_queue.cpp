@@ -5,11 +5,21 @@
 namespace evloop::detail {
 
 std::uint64_t TimerQueue::add(Clock::time_point when, Clock::duration interval, Task fn) {
-  const std::uint64_t id = next_id_++;
+  const std::uint64_t id = reserve();
+  add_reserved(id, when, interval, std::move(fn));
+  return id;
+}
+
+void TimerQueue::add_reserved(std::uint64_t id, Clock::time_point when, Clock::duration interval,
+                              Task fn) {
   timers_.emplace(id, Timer{when, interval, std::move(fn)});
   heap_.push_back({when, id});
   std::push_heap(heap_.begin(), heap_.end(), std::greater<>{});
-  return id;
+}
+
+void TimerQueue::clear() noexcept {
+  heap_.clear();
+  timers_.clear();
 }
 
 bool TimerQueue::cancel(std::uint64_t id) { return timers_.erase(id) > 0; }

@@ -1,7 +1,9 @@
 // Internal. One loop's timers: a binary min-heap of deadlines plus a map from id to callback.
-// Cancel is O(1) (the heap entry is skipped when it surfaces); add is O(log n).
+// Cancel is O(1) (the heap entry is skipped when it surfaces); add is O(log n). Loop thread only,
+// except reserve(), which lets another thread name a timer that its loop will add later.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -17,6 +19,12 @@ class TimerQueue {
 
   /// Schedules `fn` at `when`, then every `interval` if it is nonzero. Returns a nonzero id.
   std::uint64_t add(Clock::time_point when, Clock::duration interval, Task fn);
+  /// A fresh nonzero id for add_reserved() (any thread).
+  std::uint64_t reserve() noexcept { return next_id_.fetch_add(1, std::memory_order_relaxed); }
+  /// add() with an id from reserve().
+  void add_reserved(std::uint64_t id, Clock::time_point when, Clock::duration interval, Task fn);
+  /// Drops every timer.
+  void clear() noexcept;
   /// Cancels; false if unknown (already ran or cancelled).
   bool cancel(std::uint64_t id);
   /// Milliseconds until the earliest timer (rounded up, so the loop never wakes early and spins),
@@ -42,7 +50,7 @@ class TimerQueue {
 
   std::vector<Due> heap_;
   std::unordered_map<std::uint64_t, Timer> timers_;
-  std::uint64_t next_id_ = 1;
+  std::atomic<std::uint64_t> next_id_{1};
 };
 
 }  // namespace evloop::detail

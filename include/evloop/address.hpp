@@ -16,15 +16,18 @@ enum class Transport {
   tcp,   ///< `tcp://host:port`: IPv4 or IPv6, whatever the host resolves to (IPv4 when empty).
   tcp4,  ///< `tcp4://host:port`: IPv4 only.
   tcp6,  ///< `tcp6://[host]:port`: IPv6 only.
-  unix_socket,  ///< `unix://path`: a Unix-domain stream socket.
+  unix_socket,   ///< `unix://path`: a Unix-domain stream socket.
+  inherited_fd,  ///< `fd://N`: a listening socket this process already has (inherited, passed in).
 };
 
-/// A parsed listen address, e.g. `tcp://127.0.0.1:8080?reuseport=1` or `unix:///tmp/app.sock`.
+/// A parsed address, e.g. `tcp://127.0.0.1:8080?reuseport=1`, `unix:///tmp/app.sock`, `fd://3`.
 ///
 /// Grammar: `[scheme://]host:port[?opt=val[&opt=val]...]` for tcp (scheme defaults to tcp), with
-/// IPv6 hosts in brackets, and `unix://path[?...]` for Unix sockets. Port 0 asks the kernel for a
-/// free port. Options: `reuseport=0|1` (overrides Options::reuseport for this address) and
-/// `backlog=N` (listen backlog, 1..65535, default 1024).
+/// IPv6 hosts in brackets, `unix://path[?...]` for Unix sockets, and `fd://N` for a listening
+/// socket the process already holds (fd N; evloop takes it over and closes it when it stops).
+/// Port 0 asks the kernel for a free port. Options (listen addresses only): `reuseport=0|1`
+/// (overrides Options::reuseport for this address) and `backlog=N` (listen backlog, 1..65535,
+/// default 1024).
 struct ListenAddress {
   Transport transport = Transport::tcp;  ///< Which transport.
   std::string host;                      ///< TCP host (name or literal, no brackets); may be empty.
@@ -32,12 +35,18 @@ struct ListenAddress {
   std::string path;                      ///< Unix socket path.
   std::optional<bool> reuseport;         ///< Per-address reuse-port setting, if given.
   int backlog = 1024;                    ///< listen() backlog.
+  int fd = -1;                           ///< The socket of an `fd://N` address.
   std::string text;                      ///< The original string, for messages.
 };
 
 /// Parses `text` into `out`. On failure returns errc::bad_address, errc::unknown_scheme or
 /// errc::bad_option with a message that quotes the input; `out` is then unspecified.
 Status parse_listen_address(std::string_view text, ListenAddress& out);
+
+/// Parses a dial target for Loop::connect: `tcp://host:port`, `tcp4://`, `tcp6://[host]:port` or
+/// `unix://path`, without `?options`; a TCP host must be given and the port must not be 0.
+/// Failures as for parse_listen_address.
+Status parse_connect_address(std::string_view text, ListenAddress& out);
 
 /// A socket address (IPv4, IPv6 or Unix), stored by value. Holds the bytes of a `sockaddr_storage`
 /// without exposing platform headers: `data()`/`size()` can be passed to connect() or bind().

@@ -1,4 +1,5 @@
-// Public. Connection handles: Conn on the loop thread, ConnRef from any thread.
+// Public. Connection handles: Conn on the loop thread, ConnRef from any thread, and
+// DetachedConn, a socket taken out of evloop with its unread input and unsent output.
 #pragma once
 
 #include <any>
@@ -10,6 +11,7 @@
 #include <string_view>
 
 #include "evloop/address.hpp"
+#include "evloop/shared_buffer.hpp"
 
 namespace evloop {
 
@@ -19,48 +21,102 @@ class EventLoop;
 }  // namespace detail
 class Loop;
 class ConnRef;
+class DetachedConn;
 
-/// A connection, as seen from its loop's thread. Callbacks receive a `Conn&` that stays valid (same
-/// address) from `opened` until the `closed` callback returns; keep it no longer. Every method must
-/// be called on the connection's loop thread. To reach a connection from another thread, use ref().
+/// Where a connection is in its life. It moves only forward:
+/// connecting -> open -> closing -> closed, or open -> detached; connecting -> closed for a
+/// dial or adoption that fails.
+enum class ConnState : std::uint8_t {
+  connecting,  ///< Dialling (or being adopted): `opened` has not fired yet.
+  open,        ///< Open: reading and writing.
+  closing,     ///< close() was called: no more reading; closes once pending output is sent.
+  closed,      ///< Closed (`closed` or `connect_failed` has fired or is firing).
+  detached,    ///< Handed back by detach(); evloop no longer owns the fd.
+};
+
+/// A connection, as seen from its loop's thread. Handlers receive a `Conn&` that stays valid
+/// (same address) from `opened` until the `closed` handler returns; keep it no longer.
+///
+/// Every method must be called on the connection's loop thread; the ones that change or read
+/// mutable state check it in every build type and abort with a message naming the method and
+/// the thread-safe alternative. To reach a connection from another thread, use ref().
 class Conn {
  public:
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
 
-  /// Appends bytes to the output. They are sent after the current callback returns, as far as the
-  /// kernel takes them; the rest waits, in order. Never drops or reorders. Past
-  /// Options::output_limit the connection is closed with errc::output_limit. Ignored after close().
+  /// Appends bytes to the output, in order; never drops or reorders. Small writes (under 16 KiB)
+  /// are copied and gathered: everything a handler writes leaves in one send after it returns.
+  /// A larger write, when the connection is open, goes to the kernel at once from `bytes`
+  /// (together with anything pending, in one sendmsg), and only what the kernel does not take is
+  /// copied. While connecting, bytes wait for the connection to open. Past
+  /// ConnOptions::output_limit the connection is reset with errc::output_limit. Ignored after
+  /// close(), abort() or shutdown_write().
   void write(std::string_view bytes);
   /// Same as write(string_view).
   void write(const void* bytes, std::size_t size);
   /// Same as write(string_view).
   void write(std::span<const std::byte> bytes);
+  /// Queues a reference to `buffer`, never a copy (a broadcast holds the bytes once); otherwise
+  /// as write(string_view).
+  void write(const SharedBuffer& buffer);
+  /// Queues `length` bytes of the file `fd` from `offset`, in order with the other output, sent
+  /// with sendfile() (pread()+send() where the file cannot be): the bytes are never held in
+  /// memory. evloop keeps its own duplicate of `fd` (the caller may close theirs). The range
+  /// counts in output_pending() and toward the high-water mark, not toward output_limit; each
+  /// loop iteration sends at most a bounded slice of it, so one connection cannot hold its loop.
+  /// A file that ends before the range does resets the connection (errc::file_truncated); a read
+  /// error resets it with the errno. Ignored after close(), abort() or shutdown_write().
+  void send_file(int fd, std::uint64_t offset, std::uint64_t length);
 
-  /// Closes after all pending output is sent (bounded by Options::close_timeout). Reading stops
-  /// now; `closed` fires once, later, with no error (or with the write error, if sending fails).
+  /// Closes gracefully: reading stops now; pending output is sent, then a FIN. If it cannot be
+  /// sent within ConnOptions::close_timeout, the connection is reset (errc::close_timeout).
+  /// While connecting, cancels the dial (`connect_failed` with errc::cancelled).
   void close();
-  /// Closes now and discards pending output; `closed` fires with no error.
+  /// Closes now with a reset (RST: SO_LINGER 0), discarding pending output, so the peer sees a
+  /// failure (ECONNRESET), not a clean end. `closed` fires with no error. (On a Unix socket the
+  /// peer sees an EOF, or ECONNRESET if it had unread data in our direction.)
   void abort();
-  /// True once close() or abort() was called, or the peer's end was seen with no `eof` callback.
-  bool closing() const noexcept;
+  /// Half-close from our side: once pending output is sent, sends a FIN (shutdown(SHUT_WR)) and
+  /// keeps reading. Later writes are ignored. When the peer's EOF has been seen too, the
+  /// connection closes by itself (clean).
+  void shutdown_write();
 
+  /// Stops reading from the socket until resume_reading(); the peer is held back by TCP flow
+  /// control. Independent of the back-pressure pause (output above the high-water mark): reading
+  /// happens only when neither holds it.
+  void pause_reading();
+  /// Undoes pause_reading().
+  void resume_reading();
+  /// True while reading is paused, by pause_reading() or by back-pressure.
+  bool reading_paused() const;
+
+  /// Takes the socket out of evloop without closing it. After the current handler returns, the
+  /// fd leaves the poller, `closed` fires (errc::detached), and `receiver` is called with the fd,
+  /// the unconsumed input and the unsent output, so the byte stream can continue elsewhere
+  /// (Loop::adopt, another library, another process) with nothing lost or reordered. Returns
+  /// false, and does nothing, unless the connection is open (not connecting, closing or closed)
+  /// and no send_file() range is pending.
+  bool detach(std::function<void(DetachedConn)> receiver);
+
+  /// Where the connection is in its life.
+  ConnState state() const;
+  /// True once close() or abort() was called, or the peer's end was seen with no `eof` handler.
+  bool closing() const;
   /// Bytes written but not yet taken by the kernel.
-  std::size_t output_pending() const noexcept;
-  /// True while reading is paused because output is above Options::output_high_water.
-  bool reading_paused() const noexcept;
+  std::size_t output_pending() const;
 
   /// A slot for the user's per-connection state; empty at `opened`, destroyed after `closed`.
-  std::any& context() noexcept;
+  std::any& context();
 
-  /// The peer's address.
+  /// The peer's address (for a dial, the address being tried until it opens).
   const SocketAddress& remote_address() const noexcept;
   /// The local address of this connection (asks the kernel).
   SocketAddress local_address() const;
 
   /// The loop this connection lives on.
   Loop& loop() const noexcept;
-  /// A process-unique id (never reused while the server runs).
+  /// A process-unique id (never reused while its loop lives).
   std::uint64_t id() const noexcept;
   /// A thread-safe reference to this connection.
   ConnRef ref() const noexcept;
@@ -71,32 +127,81 @@ class Conn {
   detail::Connection* impl_;
 };
 
-/// A thread-safe reference to a connection: its loop and id. Copyable; valid while its Server
-/// lives. Operations on a connection that has closed meanwhile (or whose loop stopped) are ignored,
-/// since an id is never reused (unlike an fd).
+/// A thread-safe reference to a connection: its loop and id. Copyable; valid while its loops
+/// live (the Server or LoopGroup). Operations on a connection that has closed meanwhile (or whose
+/// loop stopped) are ignored, since an id is never reused (unlike an fd).
 class ConnRef {
  public:
   /// A reference to no connection; every operation is ignored.
   ConnRef() = default;
 
-  /// Runs `fn` on the connection's loop thread with the connection, if it is still open then.
-  /// Returns false if the loop no longer accepts tasks (stopped); true does not mean it ran.
+  /// Runs `fn` on the connection's loop thread with the connection, if it still exists then
+  /// (connecting or open; not after `closed`). Returns false if the loop no longer accepts tasks
+  /// (stopped); true does not mean it ran.
   bool post(std::function<void(Conn&)> fn) const;
-  /// Posts a write of `bytes` (see Conn::write). Thread-safe.
+  /// Posts a write of `bytes` (see Conn::write).
   bool write(std::string bytes) const;
-  /// Posts a close (see Conn::close). Thread-safe.
+  /// Posts a write of a shared buffer (a reference, no copy: see Conn::write(const SharedBuffer&)).
+  bool write(SharedBuffer buffer) const;
+  /// Posts a close (see Conn::close).
   bool close() const;
+  /// Posts an abort (see Conn::abort).
+  bool abort() const;
+  /// Posts a shutdown_write (see Conn::shutdown_write).
+  bool shutdown_write() const;
+
+  /// On the connection's loop thread: the connection, or nullptr once it has closed (or before
+  /// a dial requested from another thread has started). Aborts when called from another thread
+  /// (use post() there).
+  Conn* get() const;
 
   /// The connection's id (0 for an empty ref).
   std::uint64_t id() const noexcept { return id_; }
+  /// The connection's loop (nullptr for an empty ref).
+  Loop* loop() const noexcept;
   /// False for a default-constructed ref.
   explicit operator bool() const noexcept { return loop_ != nullptr; }
+  /// Two refs are equal when they name the same connection.
+  friend bool operator==(const ConnRef& a, const ConnRef& b) noexcept {
+    return a.loop_ == b.loop_ && a.id_ == b.id_;
+  }
 
  private:
   friend class Conn;
+  friend class detail::EventLoop;
   ConnRef(detail::EventLoop* loop, std::uint64_t id) noexcept : loop_(loop), id_(id) {}
   detail::EventLoop* loop_ = nullptr;
   std::uint64_t id_ = 0;
+};
+
+/// A connected socket taken out of evloop by Conn::detach(), with the byte stream's state: what
+/// was read but not consumed, and what was written but not sent. Owns the fd (closed by the
+/// destructor unless released). The fd is still non-blocking and close-on-exec.
+class DetachedConn {
+ public:
+  DetachedConn() = default;
+  /// Takes ownership of `fd`.
+  DetachedConn(int fd, std::string input, std::string output, SocketAddress peer) noexcept;
+  ~DetachedConn();
+  DetachedConn(DetachedConn&& other) noexcept;
+  DetachedConn& operator=(DetachedConn&& other) noexcept;
+  DetachedConn(const DetachedConn&) = delete;
+  DetachedConn& operator=(const DetachedConn&) = delete;
+
+  /// The socket (-1 once released).
+  int fd() const noexcept { return fd_; }
+  /// Gives up ownership of the fd and returns it.
+  int release() noexcept;
+
+  /// Bytes read from the socket that `data` had not consumed: they come first in the stream.
+  std::string input;
+  /// Bytes written but not yet sent: send them before anything else.
+  std::string output;
+  /// The peer's address.
+  SocketAddress peer;
+
+ private:
+  int fd_ = -1;
 };
 
 }  // namespace evloop

@@ -10,16 +10,25 @@ namespace evloop {
 /// evloop's own error conditions. Errors from the operating system use std::system_category()
 /// (for example EADDRINUSE when a port is taken), so `code == std::errc::address_in_use` works.
 enum class errc {
-  bad_address = 1,  ///< A listen address that cannot be parsed (bad host, port or path).
-  unknown_scheme,   ///< A listen address whose scheme is not tcp, tcp4, tcp6 or unix.
-  bad_option,  ///< An unknown or malformed `?option` in an address, or an invalid Options value.
+  bad_address = 1,  ///< An address that cannot be parsed (bad host, port or path).
+  unknown_scheme,   ///< An address whose scheme is not one evloop knows.
+  bad_option,  ///< An unknown or malformed `?option` in an address, or an invalid option value.
   no_address,  ///< start() was called with no listen address.
-  already_started,  ///< start() was called on a server that was already started.
-  output_limit,     ///< A connection's pending output passed Options::output_limit; it was closed.
-  input_limit,      ///< A connection's unconsumed input passed Options::input_limit; it was closed.
-  server_stopped,   ///< The connection was closed because the server stopped.
-  close_timeout,    ///< Pending output could not be sent in time (close_timeout or shutdown_grace).
-  idle_timeout,     ///< Nothing was received for Options::idle_timeout; the connection was closed.
+  already_started,   ///< start() was called on a server or loop group that was already started.
+  output_limit,      ///< Pending output passed ConnOptions::output_limit; the connection was reset.
+  input_limit,       ///< Unconsumed input passed ConnOptions::input_limit; it was reset.
+  server_stopped,    ///< The connection (or dial) ended because its loops stopped.
+  close_timeout,     ///< close() could not send the pending output in time; it was reset.
+  idle_timeout,      ///< Nothing was received for ConnOptions::idle_timeout.
+  send_timeout,      ///< Pending output made no progress for ConnOptions::send_timeout: reset.
+  shutdown_timeout,  ///< The loops stopped with output still pending after shutdown_grace: reset.
+  connect_timeout,   ///< A dial did not complete within ConnectOptions::connect_timeout.
+  resolve_failed,    ///< A dial's host name could not be resolved.
+  self_connect,      ///< A dial connected the socket to itself (TCP simultaneous open).
+  cancelled,         ///< close() or abort() was called while the connection was still connecting.
+  detached,          ///< The connection was handed back with Conn::detach().
+  loop_failed,       ///< A loop stopped because its poller failed (see LoopGroup::wait()).
+  file_truncated,    ///< A send_file() range went past the end of its file: reset.
 };
 
 /// The category of evloop::errc; its name is "evloop".

@@ -1,11 +1,16 @@
-// Public. A handle to one event loop (one thread).
+// Public. A handle to one event loop (one thread): tasks, timers, and the connections it dials
+// or adopts.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string_view>
 
+#include "evloop/conn.hpp"
+#include "evloop/conn_options.hpp"
+#include "evloop/handlers.hpp"
 #include "evloop/stats.hpp"
 
 namespace evloop {
@@ -13,16 +18,16 @@ namespace evloop {
 namespace detail {
 class EventLoop;
 }
-class Server;
 
 /// Identifies a timer for Loop::cancel(). Never 0.
 using TimerId = std::uint64_t;
 
 /// One event loop: a thread with its own poller, waker, timers and connections.
 ///
-/// Thread rules: post(), wake(), stats(), index() and in_loop_thread() may be called from any
-/// thread. Timer calls (run_after, run_every, cancel) must be made on the loop's own thread, i.e.
-/// from a callback or a posted task of this loop. A Loop lives as long as its Server.
+/// Every method is thread-safe. Called on the loop's own thread (from a handler, a hook, a timer
+/// or a posted task), timers and dials take effect at once; called from another thread, they are
+/// posted to the loop and take effect there shortly after. A Loop lives as long as its Server or
+/// LoopGroup.
 class Loop {
  public:
   /// A task run on the loop thread.
@@ -31,29 +36,47 @@ class Loop {
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
 
-  /// This loop's index, 0..Server::loop_count()-1.
+  /// This loop's index, 0..loop_count()-1 of its Server or LoopGroup.
   std::size_t index() const noexcept;
   /// True when called on this loop's thread.
   bool in_loop_thread() const noexcept;
-  /// The server this loop belongs to.
-  Server& server() const noexcept;
 
-  /// Runs `task` on the loop thread, after the current batch of I/O. Thread-safe. Posts that arrive
-  /// while a wake is already pending cost no extra syscall. Returns false (and drops the task) when
-  /// the loop has stopped or is not running.
+  /// Runs `task` on the loop thread, after the current batch of I/O. Posts that arrive while a
+  /// wake is already pending cost no extra syscall. Returns false (and drops the task) when the
+  /// loop has stopped.
   bool post(Task task) const;
-  /// Wakes the loop from its wait without a task (thread-safe, async-signal-safe).
+  /// Wakes the loop from its wait without a task (async-signal-safe).
   void wake() const noexcept;
 
-  /// Runs `fn` once after `delay` on this loop. Loop thread only.
+  /// Runs `fn` once after `delay` on this loop.
   TimerId run_after(std::chrono::nanoseconds delay, Task fn) const;
-  /// Runs `fn` every `interval` (first after one interval) until cancelled. Loop thread only.
+  /// Runs `fn` every `interval` (first after one interval) until cancelled.
   TimerId run_every(std::chrono::nanoseconds interval, Task fn) const;
-  /// Cancels a timer; returns false if it already ran (one-shot) or was cancelled. Loop thread
-  /// only. A timer may cancel itself from its own callback.
+  /// Cancels a timer. On the loop thread, returns false if it already ran (one-shot) or was
+  /// cancelled; a timer may cancel itself from its own callback. From another thread the cancel
+  /// is posted and the result is true if it could be queued (the timer may still run meanwhile).
   bool cancel(TimerId id) const;
 
-  /// A snapshot of this loop's counters. Thread-safe.
+  /// Dials `address` (`tcp://host:port`, `tcp4://`, `tcp6://[::1]:port`, `unix:///path`) from
+  /// this loop: the connection lives here, with `handlers` and `options`. Non-blocking: returns
+  /// at once with a reference; later exactly one of `opened` or `connect_failed` fires. Numeric
+  /// hosts connect at once; host names are resolved on a resolver thread (never on a loop
+  /// thread), and the addresses are tried in turn within ConnectOptions::connect_timeout.
+  /// A connection that turns out to be connected to itself fails (errc::self_connect). A dial
+  /// requested before the loop stops always reports (errc::server_stopped at the latest); once the
+  /// loop has stopped, returns an empty ConnRef and no handler runs. Called from another thread,
+  /// the dial starts on the loop ahead of tasks posted in the same batch (no order is promised
+  /// between dials and posts).
+  ConnRef connect(std::string_view address, Handlers handlers, ConnectOptions options = {}) const;
+
+  /// Opens a connection on `fd`, an already-connected stream socket (from another library, a
+  /// parent process, a DetachedConn), with `handlers` and `options`. Takes ownership of `fd`
+  /// (closed on failure). evloop makes it non-blocking and close-on-exec. `opened` fires on this
+  /// loop, then `data` with options.input if any; or `connect_failed` (EBADF, ENOTSOCK, ENOTCONN,
+  /// errc::bad_option, ...). Once the loop has stopped, closes `fd` and returns an empty ConnRef.
+  ConnRef adopt(int fd, Handlers handlers, AdoptOptions options = {}) const;
+
+  /// A snapshot of this loop's counters.
   LoopStats stats() const noexcept;
 
  private:

@@ -22,22 +22,7 @@ using test::Client;
 using test::EventCounter;
 using test::RunningServer;
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define EVLOOP_FAULT_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define EVLOOP_FAULT_SANITIZED 1
-#endif
-
-/// True in ASan and TSan builds, which run 3-10x slower: tests scale their counts down there so
-/// the suite stays within its CI budget. The full scale is the normal build's.
-#ifdef EVLOOP_FAULT_SANITIZED
-inline constexpr bool kSanitized = true;
-#else
-inline constexpr bool kSanitized = false;
-#endif
+using test::kSanitized;
 
 /// `full` in the normal build, `sanitized` under a sanitizer.
 constexpr int scaled(int full, int sanitized) { return kSanitized ? sanitized : full; }
@@ -58,7 +43,8 @@ class AccountedTest : public ::testing::Test {
   rlimit limit_{};
 };
 
-/// Raises the soft RLIMIT_NOFILE to at least `n` (capped by the hard limit); true if it is now >= n.
+/// Raises the soft RLIMIT_NOFILE to at least `n` (capped by the hard limit); true if it is now >=
+/// n.
 bool raise_fd_limit(rlim_t n);
 /// Sets the soft RLIMIT_NOFILE to exactly `n`; true on success.
 bool set_fd_limit(rlim_t n);

@@ -105,7 +105,7 @@ TEST_P(HalfCloseTest, PacedReplyCompletesAfterTheClientShutsDownWrite) {
     pump(c);
     return b.size();
   };
-  cb.drained = pump;
+  cb.low_water = pump;
   cb.closed = [&](Conn&, std::error_code ec) { closes.record(ec); };
   RunningServer s(o, cb);
   ASSERT_TRUE(s.status) << s.status.message();

@@ -58,7 +58,7 @@ TEST_F(SlowReaderTest, OneBytePerMillisecondReaderKeepsMemoryAtTheHighWaterMark)
     }
     opened.add();
   };
-  cb.drained = [&](Conn& c) {
+  cb.low_water = [&](Conn& c) {
     ++producer.drained_calls;
     producer.pump(c);
   };
@@ -121,7 +121,7 @@ TEST_F(SlowReaderTest, ProducerIsToldToContinueWhenTheKernelTakesTheExcessAtOnce
   o.socket_send_buffer = 4 << 20;  // the first flush takes a whole block
   Callbacks cb;
   cb.opened = [&](Conn& c) { producer.pump(c); };
-  cb.drained = [&](Conn& c) {
+  cb.low_water = [&](Conn& c) {
     ++producer.drained_calls;
     producer.pump(c);
   };

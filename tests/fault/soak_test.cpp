@@ -115,7 +115,7 @@ struct ServerSide {
       pump(c);
       return used;
     };
-    cb.drained = [this](Conn& c) { pump(c); };
+    cb.low_water = [this](Conn& c) { pump(c); };
     cb.closed = [this](Conn& c, std::error_code ec) {
       {
         std::lock_guard lock(mutex);

@@ -1,12 +1,13 @@
-// Idle and read timeouts on the loop timers. Progress is a byte consumed by `data` or a byte sent;
-// a slowloris peer that trickles bytes of a request that never completes makes none and is closed
-// with errc::idle_timeout, while peers whose lines are consumed, or that are being sent a
-// stream, are left alone.
+// Timeouts on the loop timers. idle_timeout counts received bytes only (what the server sends is
+// not activity, and the clock stands still while reading is paused); send_timeout bounds output
+// that makes no progress; close_timeout bounds a close waiting for its output. A close that loses
+// output resets the connection, so the peer sees the failure.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -56,6 +57,16 @@ struct LineServer {
   }
 };
 
+// Reads (discarding) until the connection ends; returns the errno that ended it, 0 for an EOF.
+int read_until_error(int fd) {
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0) return 0;
+    if (n < 0) return errno == EINTR ? read_until_error(fd) : errno;
+  }
+}
+
 std::uint16_t local_port(const Client& c) {
   SocketAddress a;
   socklen_t len = static_cast<socklen_t>(SocketAddress::capacity());
@@ -66,8 +77,8 @@ std::uint16_t local_port(const Client& c) {
 
 class TimeoutTest : public AccountedTest {};
 
-TEST_F(TimeoutTest, SlowlorisIsClosedAfterTheIdleTimeoutWellBehavedPeersAreNot) {
-  const int kTrickle = scaled(100, 30), kChatty = scaled(50, 20);
+TEST_F(TimeoutTest, IdleTimeoutCountsReceivedBytesOnlyNotBytesSent) {
+  const int kSilent = scaled(50, 20), kTrickle = scaled(50, 20), kChatty = scaled(50, 20);
   LineServer server;
   Options o = test::loopback_options(2);
   o.reuseport = true;
@@ -77,64 +88,77 @@ TEST_F(TimeoutTest, SlowlorisIsClosedAfterTheIdleTimeoutWellBehavedPeersAreNot) 
   ASSERT_TRUE(s.status);
 
   const auto start = Clock::now();  // before any connection opens
-  std::vector<Client> trickle, chatty;
+  std::vector<Client> silent, trickle, chatty;
+  for (int i = 0; i < kSilent; ++i) silent.emplace_back(s.address());
   for (int i = 0; i < kTrickle; ++i) trickle.emplace_back(s.address());
   for (int i = 0; i < kChatty; ++i) chatty.emplace_back(s.address());
-  Client streamed(s.address(), 4096);  // receives a slow stream, sends nothing after asking
-  constexpr std::size_t kStream = 8u << 20;
+  // Receives a stream it reads slowly, below the high-water mark (so the server keeps reading),
+  // and sends nothing after asking: being sent data is not activity.
+  Client streamed(s.address(), 4096);
+  constexpr std::size_t kStream = 512u << 10;
   ASSERT_TRUE(streamed.send_all("stream " + std::to_string(kStream) + "\n"));
 
-  // Every round (5 per idle timeout): trickle peers send one more byte of a request
-  // line that never ends; chatty peers send a whole line and read its echo; the streamed peer
-  // reads a little. Run for 3 idle timeouts.
+  // Every round (5 per idle timeout): trickling peers send one more byte of a line that never
+  // ends (received, never consumed: still activity); chatty peers send a line and read its echo;
+  // the streamed peer reads a little. Run for 2.5 idle timeouts.
   std::string streamed_got;
   int round = 0;
-  while (Clock::now() - start < 3 * kIdle) {
-    for (auto& c : trickle) c.send_all("G");  // fails once the server closed it: fine
+  while (Clock::now() - start < 5 * kIdle / 2) {
+    for (auto& c : trickle) ASSERT_TRUE(c.send_all("G")) << "a trickling peer was closed";
     for (auto& c : chatty) {
       const std::string line = "line " + std::to_string(round) + "\n";
-      ASSERT_TRUE(c.send_all(line)) << "a well-behaved peer was closed";
-      ASSERT_EQ(c.read_exactly(line.size()), line) << "a well-behaved peer was closed";
+      ASSERT_TRUE(c.send_all(line)) << "a chatty peer was closed";
+      ASSERT_EQ(c.read_exactly(line.size()), line) << "a chatty peer was closed";
     }
-    streamed_got += streamed.read_exactly(16 * 1024);
+    if (streamed_got.size() < kStream) streamed_got += streamed.read_exactly(4096);
     ++round;
-    server.closes.wait_for(kTrickle + 1, kRound);  // the pacing; wakes early on an extra close
+    server.closes.wait_for(kSilent + 2, kRound);  // the pacing; wakes early on an extra close
   }
-  // All the trickling peers, and only them, were closed, with idle_timeout, not before it.
-  ASSERT_TRUE(server.closes.wait_for(kTrickle));
+  // The silent peers and the streamed one, and only them, were closed, with idle_timeout, not
+  // before it.
+  ASSERT_TRUE(server.closes.wait_for(kSilent + 1));
   std::lock_guard lock(server.mutex);
-  EXPECT_EQ(server.closed.size(), static_cast<std::size_t>(kTrickle));
-  for (auto& c : trickle) {
+  EXPECT_EQ(server.closed.size(), static_cast<std::size_t>(kSilent + 1));
+  silent.push_back(std::move(streamed));
+  for (auto& c : silent) {
     const std::uint16_t port = local_port(c);
     auto it = server.closed.find(port);
-    ASSERT_NE(it, server.closed.end()) << "a slowloris peer was never closed";
+    ASSERT_NE(it, server.closed.end()) << "a silent peer was never closed";
     EXPECT_EQ(it->second, errc::idle_timeout) << it->second.message();
     EXPECT_GE(server.closed_at[port] - start, kIdle - 5ms) << "closed before the idle timeout";
   }
+  for (auto& c : trickle) EXPECT_EQ(server.closed.count(local_port(c)), 0u);
   for (auto& c : chatty) EXPECT_EQ(server.closed.count(local_port(c)), 0u);
-  EXPECT_EQ(server.closed.count(local_port(streamed)), 0u) << "a peer being sent data was closed";
   EXPECT_TRUE(streamed_got == test::pattern(kStream, 41).substr(0, streamed_got.size()));
 }
 
-// A peer that stops reading while the server has output pending makes no progress either: the
-// idle timeout closes it (bounded time for stuck output, short of the output limit).
-TEST_F(TimeoutTest, PeerThatStopsReadingPendingOutputIsClosedByTheIdleTimeout) {
+// A peer that stops reading while the server has output pending: reading is paused by
+// back-pressure, so the idle clock stands still, and send_timeout is what ends it, with a reset
+// the peer sees, and the output is freed.
+TEST_F(TimeoutTest, PeerThatStopsReadingIsResetBySendTimeout) {
   LineServer server;
   Options o = test::loopback_options();
-  o.idle_timeout = kIdle;
+  o.idle_timeout = kIdle / 2;  // must not fire: reading is paused
+  o.send_timeout = kIdle;
   o.socket_send_buffer = 4096;
   RunningServer s(o, server.callbacks());
   ASSERT_TRUE(s.status);
   Client stuck(s.address(), 4096);
   const auto start = Clock::now();
   ASSERT_TRUE(stuck.send_all("stream 4194304\n"));
-  ASSERT_TRUE(server.closes.wait_for(1, 5s));
+  ASSERT_TRUE(server.closes.wait_for(1, 5 * kIdle));
   const auto after = Clock::now() - start;
   EXPECT_GE(after, kIdle - 50ms);
   EXPECT_LT(after, 5 * kIdle);
-  std::lock_guard lock(server.mutex);
-  EXPECT_EQ(server.closed.begin()->second, errc::idle_timeout);
+  {
+    std::lock_guard lock(server.mutex);
+    EXPECT_EQ(server.closed.begin()->second, errc::send_timeout)
+        << server.closed.begin()->second.message();
+  }
+  EXPECT_TRUE(test::settle(s.server));
   EXPECT_EQ(test::total_stats(s.server).output_buffered, 0u);
+  EXPECT_EQ(test::total_stats(s.server).resets, 1u);
+  EXPECT_EQ(read_until_error(stuck.fd()), ECONNRESET);
 }
 
 // close() waits for pending output, but not forever: a peer that never reads gets its connection
@@ -166,6 +190,7 @@ TEST_F(TimeoutTest, CloseWaitingForAPeerThatNeverReadsEndsAtTheCloseTimeout) {
   EXPECT_EQ(server.closed.begin()->second, errc::close_timeout)
       << server.closed.begin()->second.message();
   EXPECT_EQ(test::total_stats(s.server).output_buffered, 0u);
+  EXPECT_EQ(read_until_error(stuck.fd()), ECONNRESET) << "a close that lost output must reset";
 }
 
 }  // namespace

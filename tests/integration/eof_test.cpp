@@ -72,3 +72,77 @@ TEST(EofTest, WithoutAnEofCallbackTheConnectionClosesAfterPendingOutput) {
 
 }  // namespace
 }  // namespace evloop::test
+
+namespace evloop::test {
+namespace {
+
+// shutdown_write(): our FIN goes out after the pending output, and the connection keeps reading;
+// once the peer ends its side too, the connection closes by itself, cleanly.
+TEST(EofTest, ShutdownWriteSendsFinAfterPendingOutputAndKeepsReading) {
+  const std::string reply = pattern(2u << 20, 31);
+  EventCounter closed;
+  std::error_code error;
+  std::string received;  // loop thread only until closed
+  Callbacks cb;
+  cb.opened = [&](Conn& c) {
+    c.write(reply);
+    c.shutdown_write();
+    c.write("ignored: after shutdown_write");
+  };
+  cb.data = [&](Conn&, std::string_view b) {
+    received.append(b);
+    return b.size();
+  };
+  cb.eof = [](Conn&) {};  // stay open for writing: here the write side is already shut
+  cb.closed = [&](Conn&, std::error_code ec) {
+    error = ec;
+    closed.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4096);
+  bool eof = false;
+  const std::string got = client.read_to_eof(&eof);
+  EXPECT_TRUE(eof);
+  EXPECT_TRUE(got == reply);
+  // Our side is still readable by the server.
+  ASSERT_TRUE(client.send_all("still heard"));
+  EXPECT_FALSE(closed.wait_for(1, 50ms));
+  client.shutdown_write();
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_FALSE(error) << error.message();
+  EXPECT_EQ(received, "still heard");
+}
+
+// The peer half-closes first; the server answers from `eof` and half-closes too: the connection
+// ends cleanly without close(), and the peer got every byte.
+TEST(EofTest, BothSidesHalfCloseAndTheConnectionEndsByItself) {
+  EventCounter closed;
+  std::error_code error;
+  Callbacks cb;
+  cb.data = [](Conn& c, std::string_view b) {
+    c.write(b);
+    return b.size();
+  };
+  cb.eof = [](Conn& c) {
+    c.write("bye");
+    c.shutdown_write();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    error = ec;
+    closed.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("echo"));
+  client.shutdown_write();
+  bool eof = false;
+  EXPECT_EQ(client.read_to_eof(&eof), "echobye");
+  EXPECT_TRUE(eof);
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_FALSE(error) << error.message();
+}
+
+}  // namespace
+}  // namespace evloop::test

@@ -6,6 +6,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include <algorithm>
 #include <fstream>
 
 #include "test_support.hpp"
@@ -58,6 +61,52 @@ TEST(ErrorsTest, BadOptionValues) {
   o = loopback_options();
   o.read_buffer_size = 0;
   expect_start_fails(o, errc::bad_option, "read_buffer_size");
+  o = loopback_options();
+  o.socket_send_buffer = -1;
+  expect_start_fails(o, errc::bad_option, "socket_send_buffer (-1) must not be negative");
+  o = loopback_options();
+  o.socket_receive_buffer = -5;
+  expect_start_fails(o, errc::bad_option, "socket_receive_buffer (-5)");
+  o = loopback_options();
+  o.input_limit = 0;
+  expect_start_fails(o, errc::bad_option, "input_limit must be positive");
+  o = loopback_options();
+  o.send_timeout = std::chrono::milliseconds(-1);
+  expect_start_fails(o, errc::bad_option, "send_timeout");
+  o = loopback_options();
+  o.loops = 5000;
+  expect_start_fails(o, errc::bad_option, "loops (5000) must be at most 4096");
+}
+
+// Where two fields disagree, the message says which the user set and which kept its default.
+TEST(ErrorsTest, ConflictingWaterMarksNameTheFieldTheUserSet) {
+  Options o = loopback_options();
+  o.output_high_water = 100'000;  // below the default low-water mark (256 KiB)
+  expect_start_fails(o, errc::bad_option,
+                     "output_low_water (262144, the default) must not exceed "
+                     "output_high_water (100000)");
+  o = loopback_options();
+  o.output_low_water = 2u << 20;  // above the default high-water mark (1 MiB)
+  expect_start_fails(o, errc::bad_option,
+                     "output_low_water (2097152) must not exceed output_high_water (1048576, the "
+                     "default)");
+}
+
+// A listener added with its own options is checked the same way, naming its address.
+TEST(ErrorsTest, AListenersOwnOptionsAreChecked) {
+  { RunningServer warm(loopback_options(), {}); }
+  const Baseline before;
+  {
+    Server server(loopback_options(), {});
+    ConnOptions bad;
+    bad.input_limit = 0;
+    ASSERT_TRUE(server.listen("tcp4://127.0.0.1:0", {}, bad));
+    const Status s = server.start();
+    EXPECT_EQ(s.code(), errc::bad_option);
+    EXPECT_NE(s.message().find("listen tcp4://127.0.0.1:0: input_limit"), std::string::npos)
+        << s.message();
+  }
+  EXPECT_EQ(count_open_fds(), before.fds);
 }
 
 TEST(ErrorsTest, PortInUseFailsAndClosesEverythingOpenedBefore) {
@@ -75,6 +124,57 @@ TEST(ErrorsTest, StartTwiceIsRefused) {
   ASSERT_TRUE(s.status);
   const Status again = s.server.start();
   EXPECT_EQ(again.code(), errc::already_started);
+  EXPECT_EQ(s.server.listen("tcp4://127.0.0.1:0", {}, {}).code(), errc::already_started);
+}
+
+// A Server runs once; starting it again after stop() says so and what to do instead.
+TEST(ErrorsTest, RestartAfterStopIsRefusedWithAMessage) {
+  RunningServer s(loopback_options(), {});
+  ASSERT_TRUE(s.status);
+  s.server.stop();
+  EXPECT_TRUE(s.server.wait());
+  const Status again = s.server.start();
+  EXPECT_EQ(again.code(), errc::already_started);
+  EXPECT_NE(again.message().find("create a new Server"), std::string::npos) << again.message();
+  EXPECT_FALSE(s.server.running());
+}
+
+// A poller that fails (here: its epoll fd closed under it) must not spin silently: the loops
+// stop and wait() says which loop failed and why.
+TEST(ErrorsTest, AFailingPollerStopsTheLoopsAndWaitSaysWhy) {
+  std::vector<int> before;
+  auto eventpoll_fds = [] {
+    std::vector<int> fds;
+    for (int fd = 0; fd < 1024; ++fd) {
+      char link[64] = {};
+      const std::string path = "/proc/self/fd/" + std::to_string(fd);
+      if (::readlink(path.c_str(), link, sizeof link - 1) > 0 &&
+          std::string(link) == "anon_inode:[eventpoll]") {
+        fds.push_back(fd);
+      }
+    }
+    return fds;
+  };
+  before = eventpoll_fds();
+  Server server(loopback_options(), {});
+  ASSERT_TRUE(server.start());
+  std::vector<int> mine;
+  for (int fd : eventpoll_fds()) {
+    if (std::find(before.begin(), before.end(), fd) == before.end()) mine.push_back(fd);
+  }
+  if (mine.size() != 1) GTEST_SKIP() << "not the epoll backend";
+  // Keep the fd number taken (by a dup of something harmless) so the loop's later close() of
+  // its own poller cannot close an unrelated file.
+  const int placeholder = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_EQ(::dup2(placeholder, mine[0]), mine[0]);
+  ::close(placeholder);
+  server.loop(0).wake();  // the current wait returns; the next one fails (EBADF/EINVAL)
+  const Status s = server.wait();
+  EXPECT_EQ(s.code(), errc::loop_failed);
+  EXPECT_NE(s.message().find("loop 0: waiting for events failed"), std::string::npos)
+      << s.message();
+  EXPECT_GE(total_stats(server).waits, 1u);
+  EXPECT_LT(total_stats(server).waits, 10u) << "the failed loop spun";
 }
 
 TEST(ErrorsTest, UnixPathThatIsARegularFileIsNeverRemoved) {

@@ -80,7 +80,7 @@ TEST(OutputTest, ProducerPacedByDrainedStaysNearHighWater) {
   };
   Callbacks cb;
   cb.opened = produce;
-  cb.drained = [&](Conn& c) {
+  cb.low_water = [&](Conn& c) {
     ++drained_calls;
     produce(c);
   };

@@ -1,7 +1,10 @@
 // Loop timers, the tick callback and the idle timeout.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "test_support.hpp"
 
@@ -39,22 +42,33 @@ TEST(TimerTest, RunAfterRunEveryAndCancel) {
   EXPECT_EQ(once.value(), 1);
 }
 
-TEST(TimerTest, TickRunsOnLoopZeroWithTheReturnedDelayUntilNegative) {
+TEST(TimerTest, TickRunsOnEveryLoopWithTheReturnedDelayUntilNegative) {
   EventCounter ticks;
   std::atomic<bool> off_loop{false};
+  std::mutex mutex;
+  std::vector<int> per_loop(2, 0);  // guarded by mutex
   Callbacks cb;
   cb.tick = [&](Loop& loop) {
-    if (loop.index() != 0 || !loop.in_loop_thread()) off_loop = true;
+    if (!loop.in_loop_thread()) off_loop = true;
+    int mine;
+    {
+      std::lock_guard lock(mutex);
+      mine = ++per_loop.at(loop.index());
+    }
     ticks.add();
-    return ticks.value() < 5 ? std::chrono::milliseconds(2) : std::chrono::milliseconds(-1);
+    return mine < 5 ? std::chrono::milliseconds(2) : std::chrono::milliseconds(-1);
   };
   RunningServer s(loopback_options(2), cb);
   ASSERT_TRUE(s.status);
-  ASSERT_TRUE(ticks.wait_for(5));
+  ASSERT_TRUE(ticks.wait_for(10));
   EventCounter later;
-  s.server.loop(0).post([&] { s.server.loop(0).run_after(20ms, [&] { later.add(); }); });
-  ASSERT_TRUE(later.wait_for(1));
-  EXPECT_EQ(ticks.value(), 5);
+  for (std::size_t i = 0; i < 2; ++i) {
+    s.server.loop(i).run_after(20ms, [&] { later.add(); });  // from this (foreign) thread
+  }
+  ASSERT_TRUE(later.wait_for(2));
+  EXPECT_EQ(ticks.value(), 10);
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(per_loop, (std::vector<int>{5, 5}));
   EXPECT_FALSE(off_loop);
 }
 

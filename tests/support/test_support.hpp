@@ -21,6 +21,23 @@ namespace evloop::test {
 
 using namespace std::chrono_literals;
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define EVLOOP_TEST_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define EVLOOP_TEST_SANITIZED 1
+#endif
+
+/// True in ASan and TSan builds, which run 3-10x slower: tests scale their counts down there so
+/// the suite stays within its CI budget. The full scale is the normal build's.
+#ifdef EVLOOP_TEST_SANITIZED
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
 /// Default bound for any wait in a test.
 inline constexpr std::chrono::milliseconds kWait = 10s;
 

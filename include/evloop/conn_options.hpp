@@ -1,0 +1,69 @@
+// Public. The limits and socket options of one connection, and what a dial or an adoption adds.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+namespace evloop {
+
+/// Limits and socket options of one connection. Every connection carries its own: accepted ones
+/// get their listener's (for a Server, the Options it was given), dialled and adopted ones the
+/// options passed to Loop::connect / Loop::adopt. Checked when used: an inconsistent set fails
+/// Server::start() or the dial with errc::bad_option, naming the field.
+struct ConnOptions {
+  /// TCP_NODELAY on TCP connections.
+  bool tcp_nodelay = true;
+  /// SO_KEEPALIVE with this idle time before the first probe; zero = keep-alive off.
+  std::chrono::seconds keepalive{0};
+
+  /// SO_SNDBUF in bytes; 0 = the kernel's default (auto-tuned). Must not be negative.
+  int socket_send_buffer = 0;
+  /// SO_RCVBUF in bytes; 0 = the kernel's default (auto-tuned). Must not be negative.
+  int socket_receive_buffer = 0;
+
+  /// A write that takes pending output above this pauses reading from the connection...
+  std::size_t output_high_water = 1024 * 1024;
+  /// ...until it drains to this; then reading resumes and the `low_water` handler runs.
+  std::size_t output_low_water = 256 * 1024;
+  /// Pending output above this resets the connection (errc::output_limit).
+  std::size_t output_limit = 64 * 1024 * 1024;
+  /// Unconsumed input (the `data` handler's unconsumed tail) above this resets the connection
+  /// (errc::input_limit). Must be positive.
+  std::size_t input_limit = 1024 * 1024;
+
+  /// Longest close() waits for pending output to be sent; then the connection is reset
+  /// (errc::close_timeout).
+  std::chrono::milliseconds close_timeout{10'000};
+  /// Close a connection that receives nothing for this long while it is reading
+  /// (errc::idle_timeout); zero = never. Only received bytes count as activity: what the
+  /// connection sends does not, and the clock stands still while reading is paused (by
+  /// pause_reading() or back-pressure) or after the peer's EOF.
+  std::chrono::milliseconds idle_timeout{0};
+  /// Reset a connection whose pending output makes no progress for this long: the peer has
+  /// stopped reading (errc::send_timeout); zero = never (output_limit still bounds the memory).
+  std::chrono::milliseconds send_timeout{0};
+};
+
+/// ConnOptions for an outgoing connection (Loop::connect), plus the dial's own settings.
+struct ConnectOptions : ConnOptions {
+  /// The whole dial (name resolution and every address tried) must complete within this, or it
+  /// fails with errc::connect_timeout. Zero = no limit (the kernel's own SYN retries still end
+  /// it, after about two minutes on Linux).
+  std::chrono::milliseconds connect_timeout{10'000};
+  /// Local address to bind before connecting, a numeric host with an optional port:
+  /// "127.0.0.2", "127.0.0.2:0", "[::1]:4000". Empty = chosen by the kernel.
+  std::string source_address;
+};
+
+/// ConnOptions for adopting a connected socket (Loop::adopt), plus the stream's state so far,
+/// e.g. from a DetachedConn: nothing is lost or reordered.
+struct AdoptOptions : ConnOptions {
+  /// Bytes already read from the socket but not consumed: handed to `data` first, right after
+  /// `opened`.
+  std::string input;
+  /// Bytes to send before anything written later (they count as pending output).
+  std::string output;
+};
+
+}  // namespace evloop

@@ -1,0 +1,86 @@
+// Public. N event loops, one thread each, without a server: for clients, load generators and
+// programs that only dial out or adopt sockets. A Server is a LoopGroup plus listeners.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "evloop/error.hpp"
+#include "evloop/loop.hpp"
+#include "evloop/stats.hpp"
+
+namespace evloop {
+
+namespace detail {
+class LoopGroupCore;
+}
+
+/// Settings of the loops themselves (a Server takes them from its Options).
+struct LoopOptions {
+  /// Number of event loops (threads). kAutoLoops means one per hardware thread.
+  unsigned loops = 1;
+  /// Value of `loops` meaning "one loop per hardware thread".
+  static constexpr unsigned kAutoLoops = 0;
+  /// Size of each loop's read buffer: the most one read takes from a connection.
+  std::size_t read_buffer_size = 64 * 1024;
+  /// On stop(), how long loops keep sending pending output before resetting the connections
+  /// that still have some (errc::shutdown_timeout).
+  std::chrono::milliseconds shutdown_grace{2'000};
+};
+
+/// Hooks run on each loop's own thread. Every one is optional and must not throw.
+struct LoopHooks {
+  /// On each loop thread as it starts, before it handles any connection or task: per-loop
+  /// set-up (thread-local state, a timer with Loop::run_every).
+  std::function<void(Loop&)> loop_started;
+  /// On each loop thread as it stops, after its listeners closed and every one of its
+  /// connections has closed (`closed` fired), before the thread exits: per-loop tear-down.
+  std::function<void(Loop&)> loop_stopping;
+  /// Runs on every loop right after loop_started, then again after the delay it returns; a
+  /// negative delay stops that loop's ticks. (A per-loop repeating timer: Loop::run_every does
+  /// the same with a fixed interval.)
+  std::function<std::chrono::milliseconds(Loop&)> tick;
+};
+
+/// N loops without listeners. start() then stop() and wait(), or run() to block until stop().
+/// The destructor stops and joins. stop() is thread-safe and async-signal-safe.
+class LoopGroup {
+ public:
+  /// Creates the group; no thread starts until start().
+  explicit LoopGroup(LoopOptions options = {}, LoopHooks hooks = {});
+  /// Stops the loops, if running, and waits for them.
+  ~LoopGroup();
+  LoopGroup(const LoopGroup&) = delete;
+  LoopGroup& operator=(const LoopGroup&) = delete;
+
+  /// Creates the loops and starts their threads; on failure returns why (errc::bad_option naming
+  /// the field, or a system error) having started nothing. A LoopGroup runs once: start() after
+  /// stop() fails with errc::already_started.
+  Status start();
+  /// start(), then wait() until stop().
+  Status run();
+  /// Asks every loop to stop: their connections close (pending output flushed for up to
+  /// LoopOptions::shutdown_grace), dials in progress fail with errc::server_stopped. Returns at
+  /// once. Callable from any thread, any handler and a signal handler; again does nothing.
+  void stop() noexcept;
+  /// Blocks until every loop thread has finished (after stop()). Not from a loop thread. Returns
+  /// an error if a loop had to stop on a failure of its poller (with the loop's index and why).
+  Status wait();
+  /// True between a successful start() and the end of wait().
+  bool running() const noexcept;
+
+  /// Number of loops (valid after a successful start()).
+  std::size_t loop_count() const noexcept;
+  /// Loop `i` (valid after a successful start(), while the group lives).
+  Loop& loop(std::size_t i) const;
+  /// Counters of every loop, indexed by loop.
+  std::vector<LoopStats> stats() const;
+
+ private:
+  std::unique_ptr<detail::LoopGroupCore> core_;
+};
+
+}  // namespace evloop

@@ -1,0 +1,118 @@
+// Dialling: a connection in the `connecting` state. Numeric addresses are tried at once; host
+// names go to the group's resolver thread and come back as a posted task. Each address is tried
+// in turn (a non-blocking connect, then writability, then SO_ERROR); the first that connects
+// opens the connection, and when none does, the dial fails with the last error. One timer bounds
+// the whole dial.
+#include <sys/socket.h>
+
+#include <cerrno>
+
+#include "connection.hpp"
+#include "event_loop.hpp"
+#include "loop_group_core.hpp"
+
+namespace evloop::detail {
+
+void Connection::dial(std::string_view address, std::chrono::milliseconds timeout,
+                      const std::string& source_address) {
+  bump(loop_.counters().dials);
+  dial_ = std::make_unique<Dial>();
+  ListenAddress target;
+  if (Status s = validate(options(), "connect"); !s) return fail(s.code(), false);
+  if (Status s = parse_connect_address(address, target); !s) return fail(s.code(), false);
+  if (timeout.count() < 0) return fail(make_error_code(errc::bad_option), false);
+  if (!source_address.empty() && !parse_source_address(source_address, dial_->source)) {
+    return fail(make_error_code(errc::bad_address), false);
+  }
+  if (timeout.count() > 0) {
+    deadline_timer_ = loop_.run_after(timeout, [this] {
+      deadline_timer_ = 0;
+      fail_open(make_error_code(errc::connect_timeout));
+    });
+  }
+  SocketAddress numeric;
+  if (numeric_address(target, numeric)) {
+    dial_->candidates.push_back(numeric);
+    return try_next_address();
+  }
+  start_resolve(target);
+}
+
+void Connection::start_resolve(const ListenAddress& target) {
+  const int family = target.transport == Transport::tcp4   ? AF_INET
+                     : target.transport == Transport::tcp6 ? AF_INET6
+                                                           : AF_UNSPEC;
+  EventLoop* loop = &loop_;
+  const std::uint64_t id = id_;
+  // The answer comes back to this loop as a task, and finds the connection by id: it may have
+  // been cancelled, timed out or stopped meanwhile.
+  const bool queued = loop_.group().resolver().resolve(
+      target.host, target.port, family, [loop, id](Resolver::Result result) {
+        loop->post([loop, id, result = std::move(result)]() mutable {
+          if (Connection* conn = loop->find(id)) {
+            conn->on_resolved(std::move(result.addresses), result.error);
+          }
+        });
+      });
+  if (!queued) fail(make_error_code(errc::server_stopped), false);
+}
+
+void Connection::on_resolved(std::vector<SocketAddress> addresses, std::error_code error) {
+  if (state_ != ConnState::connecting || end_wanted_ || !dial_) return;
+  if (error) return fail(error, false);
+  dial_->candidates = std::move(addresses);
+  try_next_address();
+}
+
+void Connection::try_next_address() {
+  while (dial_->next < dial_->candidates.size()) {
+    const SocketAddress& addr = dial_->candidates[dial_->next++];
+    forget_poller();
+    fd_.reset();
+    peer_ = addr;
+    const int fd = open_stream_socket(addr.family());
+    if (fd < 0) {
+      dial_->last_error = {-fd, std::system_category()};
+      continue;
+    }
+    fd_ = UniqueFd(fd);
+    configure_connection(fd, is_tcp_family(addr.family()), options());
+    if (dial_->source.family() != 0) {
+      if (const int rc = bind_to(fd, dial_->source); rc < 0) {
+        dial_->last_error = {-rc, std::system_category()};
+        continue;
+      }
+    }
+    const int rc = start_connect(fd, addr);
+    if (rc < 0 && rc != -EINPROGRESS) {
+      dial_->last_error = {-rc, std::system_category()};
+      continue;
+    }
+    // Connected at once (a Unix socket) or in progress: either way writability reports it, so
+    // `opened` never fires inside the call that dialled.
+    if (std::error_code ec = loop_.poller().add(fd, kWrite, this)) {
+      dial_->last_error = ec;
+      continue;
+    }
+    registered_ = true;
+    interest_ = kWrite;
+    return;
+  }
+  fail(dial_->last_error ? dial_->last_error : make_error_code(errc::resolve_failed), false);
+}
+
+void Connection::on_connect_ready() {
+  if (!registered_ || ready_ || end_wanted_) return;
+  std::error_code ec = socket_error(fd_.get());
+  // Connecting to a free local port in the ephemeral range can connect a socket to itself (TCP
+  // simultaneous open): nobody listens there, so it counts as a failure of that address.
+  if (!ec && connected_to_itself(fd_.get())) ec = make_error_code(errc::self_connect);
+  if (ec) {
+    dial_->last_error = ec;
+    return try_next_address();
+  }
+  ready_ = true;
+  schedule();  // settle() opens it
+}
+
+}  // namespace evloop::detail

@@ -1,0 +1,45 @@
+// The public Loop handle, forwarding to its EventLoop. Every method is thread-safe.
+#include "event_loop.hpp"
+
+namespace evloop {
+namespace {
+
+using detail::EventLoop;
+
+EventLoop::Clock::duration to_clock(std::chrono::nanoseconds d) {
+  return std::chrono::duration_cast<EventLoop::Clock::duration>(d);
+}
+
+}  // namespace
+
+std::size_t Loop::index() const noexcept { return core_->index(); }
+bool Loop::in_loop_thread() const noexcept { return core_->in_loop_thread(); }
+bool Loop::post(Task task) const { return core_->post(std::move(task)); }
+void Loop::wake() const noexcept { core_->notify(); }
+
+TimerId Loop::run_after(std::chrono::nanoseconds delay, Task fn) const {
+  return core_->run_after(to_clock(delay), std::move(fn));
+}
+
+TimerId Loop::run_every(std::chrono::nanoseconds interval, Task fn) const {
+  return core_->run_every(to_clock(interval), std::move(fn));
+}
+
+bool Loop::cancel(TimerId id) const { return core_->cancel(id); }
+
+ConnRef Loop::connect(std::string_view address, Handlers handlers, ConnectOptions options) const {
+  auto profile = std::make_shared<const detail::Profile>(
+      detail::Profile{std::move(handlers), static_cast<const ConnOptions&>(options)});
+  return core_->connect(address, std::move(profile), options.connect_timeout,
+                        std::move(options.source_address));
+}
+
+ConnRef Loop::adopt(int fd, Handlers handlers, AdoptOptions options) const {
+  auto profile = std::make_shared<const detail::Profile>(
+      detail::Profile{std::move(handlers), static_cast<const ConnOptions&>(options)});
+  return core_->adopt(fd, std::move(profile), std::move(options.input), std::move(options.output));
+}
+
+LoopStats Loop::stats() const noexcept { return core_->stats(); }
+
+}  // namespace evloop

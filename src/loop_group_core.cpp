@@ -1,0 +1,182 @@
+#include "loop_group_core.hpp"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "event_loop.hpp"
+
+namespace evloop {
+namespace detail {
+namespace {
+
+Status bad_option(const std::string& why) {
+  return {make_error_code(errc::bad_option), "options: " + why};
+}
+
+// FNV-1a over the peer's IP address bytes (not its port), so one client host sticks to one loop.
+std::size_t hash_ip(const SocketAddress& peer) {
+  const void* ip = nullptr;
+  std::size_t size = 0;
+  if (peer.family() == AF_INET) {
+    ip = &static_cast<const sockaddr_in*>(peer.data())->sin_addr;
+    size = sizeof(in_addr);
+  } else if (peer.family() == AF_INET6) {
+    ip = &static_cast<const sockaddr_in6*>(peer.data())->sin6_addr;
+    size = sizeof(in6_addr);
+  }
+  std::uint64_t h = 1469598103934665603ULL;
+  for (std::size_t i = 0; i < size; ++i) {
+    h = (h ^ static_cast<const unsigned char*>(ip)[i]) * 1099511628211ULL;
+  }
+  return static_cast<std::size_t>(h);
+}
+
+}  // namespace
+
+LoopGroupCore::LoopGroupCore(LoopOptions options, LoopHooks hooks)
+    : options_(std::move(options)), hooks_(std::move(hooks)) {}
+
+LoopGroupCore::~LoopGroupCore() {
+  stop();
+  wait();
+}
+
+Status LoopGroupCore::open() {
+  if (started_.load() || !loops_.empty()) {
+    return {make_error_code(errc::already_started),
+            started_.load() ? "already started: loops run once; after stop(), create a new "
+                              "Server or LoopGroup to serve again"
+                            : "already started"};
+  }
+  LoopOptions& o = options_;
+  if (o.loops == LoopOptions::kAutoLoops)
+    o.loops = std::max(1u, std::thread::hardware_concurrency());
+  if (o.loops > 4096) {
+    return bad_option("loops (" + std::to_string(o.loops) + ") must be at most 4096");
+  }
+  if (o.read_buffer_size == 0) return bad_option("read_buffer_size must be positive");
+  if (o.shutdown_grace.count() < 0) return bad_option("shutdown_grace must not be negative");
+  for (unsigned i = 0; i < o.loops; ++i) {
+    loops_.push_back(std::make_unique<EventLoop>(*this, i));
+    if (Status s = loops_.back()->open(); !s) {
+      discard();
+      return {s.code(), "loop " + std::to_string(i) + ": " + s.message()};
+    }
+  }
+  return {};
+}
+
+void LoopGroupCore::discard() { loops_.clear(); }
+
+Status LoopGroupCore::start_threads() {
+  // Set before the threads exist, so a stop() racing with start() always notifies the loops.
+  started_.store(true, std::memory_order_release);
+  try {
+    for (auto& loop : loops_) threads_.emplace_back([l = loop.get()] { l->run(); });
+  } catch (const std::system_error& e) {
+    stopping_.store(true);
+    for (auto& loop : loops_) loop->notify();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+    discard();
+    started_.store(false);
+    stopping_.store(false);
+    return {e.code(), std::string("start loop thread: ") + e.what()};
+  }
+  return {};
+}
+
+Status LoopGroupCore::start() {
+  if (Status s = open(); !s) return s;
+  return start_threads();
+}
+
+void LoopGroupCore::stop() noexcept {
+  // Async-signal-safe: an atomic store and one write() per loop; `loops_` does not change after
+  // start() returns.
+  if (stopping_.exchange(true)) return;
+  if (!started_.load(std::memory_order_acquire)) return;
+  for (auto& loop : loops_) loop->notify();
+}
+
+Status LoopGroupCore::wait() {
+  for (auto& loop : loops_) {
+    if (loop->in_loop_thread()) {
+      return {make_error_code(errc::already_started),
+              "wait() called on a loop thread: it would wait for itself; call stop() there and "
+              "wait() from another thread"};
+    }
+  }
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  resolver_.stop();
+  if (started_.load()) joined_.store(true);
+  std::lock_guard lock(failure_mutex_);
+  return failure_;
+}
+
+void LoopGroupCore::loop_failed(std::size_t index, std::error_code error) {
+  {
+    std::lock_guard lock(failure_mutex_);
+    if (failure_.ok()) {  // the first failure is the one to report
+      failure_ = {make_error_code(errc::loop_failed),
+                  "loop " + std::to_string(index) +
+                      ": waiting for events failed: " + error.message() + " (the loops stopped)"};
+    }
+  }
+  stop();
+}
+
+EventLoop& LoopGroupCore::pick_loop(Balance balance, const SocketAddress& peer) {
+  const std::size_t n = loops_.size();
+  switch (balance) {
+    case Balance::round_robin:
+      return *loops_[next_loop_.fetch_add(1, std::memory_order_relaxed) % n];
+    case Balance::least_connections: {
+      std::size_t best = 0;
+      for (std::size_t i = 1; i < n; ++i) {
+        if (loops_[i]->load.load(std::memory_order_relaxed) <
+            loops_[best]->load.load(std::memory_order_relaxed)) {
+          best = i;
+        }
+      }
+      return *loops_[best];
+    }
+    case Balance::source_hash:
+      return *loops_[hash_ip(peer) % n];
+  }
+  return *loops_[0];
+}
+
+}  // namespace detail
+
+LoopGroup::LoopGroup(LoopOptions options, LoopHooks hooks)
+    : core_(std::make_unique<detail::LoopGroupCore>(std::move(options), std::move(hooks))) {}
+
+LoopGroup::~LoopGroup() = default;
+
+Status LoopGroup::start() { return core_->start(); }
+
+Status LoopGroup::run() {
+  if (Status s = core_->start(); !s) return s;
+  return core_->wait();
+}
+
+void LoopGroup::stop() noexcept { core_->stop(); }
+Status LoopGroup::wait() { return core_->wait(); }
+bool LoopGroup::running() const noexcept { return core_->running(); }
+std::size_t LoopGroup::loop_count() const noexcept { return core_->loops().size(); }
+Loop& LoopGroup::loop(std::size_t i) const { return core_->loops().at(i)->handle(); }
+
+std::vector<LoopStats> LoopGroup::stats() const {
+  std::vector<LoopStats> out;
+  for (const auto& loop : core_->loops()) out.push_back(loop->stats());
+  return out;
+}
+
+}  // namespace evloop

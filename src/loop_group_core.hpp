@@ -1,0 +1,66 @@
+// Internal. The loops behind evloop::LoopGroup (and behind a Server): creates them, runs one
+// thread each, stops and joins them, picks a loop for each connection a spreading listener
+// accepts, and owns the resolver thread their dials share.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "evloop/loop_group.hpp"
+#include "evloop/options.hpp"
+#include "resolver.hpp"
+
+namespace evloop::detail {
+
+class EventLoop;
+
+class LoopGroupCore {
+ public:
+  LoopGroupCore(LoopOptions options, LoopHooks hooks);
+  ~LoopGroupCore();
+  LoopGroupCore(const LoopGroupCore&) = delete;
+  LoopGroupCore& operator=(const LoopGroupCore&) = delete;
+
+  /// Checks the options and creates the loops (pollers, wakers), starting no thread. On failure
+  /// nothing is left. errc::already_started if the group was started before.
+  Status open();
+  /// Destroys the loops open() made (a start that failed after it).
+  void discard();
+  /// Starts one thread per loop (after open()).
+  Status start_threads();
+  /// open(), then start_threads().
+  Status start();
+  void stop() noexcept;
+  Status wait();
+  bool running() const noexcept { return started_.load() && !joined_.load(); }
+  /// True once stop() was called; loops check it every iteration.
+  bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
+  /// A loop's poller failed: remembers why (wait() reports it) and stops the group.
+  void loop_failed(std::size_t index, std::error_code error);
+
+  /// The loop that gets a connection accepted by a spreading listener.
+  EventLoop& pick_loop(Balance balance, const SocketAddress& peer);
+
+  Resolver& resolver() noexcept { return resolver_; }
+  const LoopOptions& options() const noexcept { return options_; }
+  const LoopHooks& hooks() const noexcept { return hooks_; }
+  const std::vector<std::unique_ptr<EventLoop>>& loops() const noexcept { return loops_; }
+
+ private:
+  LoopOptions options_;
+  LoopHooks hooks_;
+  Resolver resolver_;  // before loops_: stopped (joined) before the loops go
+  std::vector<std::unique_ptr<EventLoop>> loops_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> started_{false};
+  std::atomic<bool> joined_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::size_t> next_loop_{0};
+  std::mutex failure_mutex_;
+  Status failure_;  // guarded by failure_mutex_
+};
+
+}  // namespace evloop::detail

@@ -1,0 +1,51 @@
+#include "profile.hpp"
+
+#include <string>
+
+namespace evloop::detail {
+namespace {
+
+Status bad_option(std::string_view where, const std::string& why) {
+  return {make_error_code(errc::bad_option), std::string(where) + ": " + why};
+}
+
+// "output_low_water (262144, the default)" or "output_low_water (300000)".
+template <typename T>
+std::string field(const char* name, T value, T default_value) {
+  std::string s = std::string(name) + " (" + std::to_string(value);
+  if (value == default_value) s += ", the default";
+  return s + ")";
+}
+
+}  // namespace
+
+Status validate(const ConnOptions& o, std::string_view where) {
+  const ConnOptions d;
+  if (o.socket_send_buffer < 0) {
+    return bad_option(where, field("socket_send_buffer", o.socket_send_buffer, 0) +
+                                 " must not be negative (0 = the kernel's default)");
+  }
+  if (o.socket_receive_buffer < 0) {
+    return bad_option(where, field("socket_receive_buffer", o.socket_receive_buffer, 0) +
+                                 " must not be negative (0 = the kernel's default)");
+  }
+  if (o.input_limit == 0) return bad_option(where, "input_limit must be positive");
+  if (o.output_low_water > o.output_high_water) {
+    return bad_option(where,
+                      field("output_low_water", o.output_low_water, d.output_low_water) +
+                          " must not exceed " +
+                          field("output_high_water", o.output_high_water, d.output_high_water));
+  }
+  if (o.output_high_water > o.output_limit) {
+    return bad_option(where, field("output_high_water", o.output_high_water, d.output_high_water) +
+                                 " must not exceed " +
+                                 field("output_limit", o.output_limit, d.output_limit));
+  }
+  if (o.close_timeout.count() < 0) return bad_option(where, "close_timeout must not be negative");
+  if (o.idle_timeout.count() < 0) return bad_option(where, "idle_timeout must not be negative");
+  if (o.send_timeout.count() < 0) return bad_option(where, "send_timeout must not be negative");
+  if (o.keepalive.count() < 0) return bad_option(where, "keepalive must not be negative");
+  return {};
+}
+
+}  // namespace evloop::detail

@@ -1,0 +1,57 @@
+// Internal. Host-name resolution off the loop threads: one resolver thread per loop group,
+// started by the first lookup, so getaddrinfo() (which may block for seconds on DNS) never
+// runs on a loop thread. Numeric hosts never come here.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "evloop/address.hpp"
+
+namespace evloop::detail {
+
+class Resolver {
+ public:
+  struct Result {
+    std::vector<SocketAddress> addresses;  // in getaddrinfo's order (RFC 6724 sorted)
+    std::error_code error;                 // errc::resolve_failed, or a system error
+  };
+  using Done = std::function<void(Result)>;
+
+  Resolver() = default;
+  ~Resolver();
+  Resolver(const Resolver&) = delete;
+  Resolver& operator=(const Resolver&) = delete;
+
+  /// Queues a lookup of `host` for a stream socket of `family` (AF_UNSPEC, AF_INET or AF_INET6)
+  /// on `port`. `done` runs on the resolver thread (post the result to a loop from there).
+  /// False if the resolver has stopped or its thread could not start.
+  bool resolve(std::string host, std::uint16_t port, int family, Done done);
+  /// Drops queued lookups, waits for the one in progress (a DNS query that hangs delays this
+  /// until the resolver's own timeout), and joins the thread.
+  void stop();
+
+ private:
+  struct Job {
+    std::string host;
+    std::uint16_t port;
+    int family;
+    Done done;
+  };
+  void run();
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Job> jobs_;   // guarded by mutex_
+  bool stopping_ = false;  // guarded by mutex_
+  std::thread thread_;     // started under mutex_ by the first resolve()
+};
+
+}  // namespace evloop::detail

@@ -1,0 +1,66 @@
+// Thread misuse fails loudly in every build type: a loop-thread-only method called from another
+// thread aborts with a message naming the method and the thread-safe alternative.
+#include <gtest/gtest.h>
+
+#include "test_support.hpp"
+
+namespace evloop::test {
+namespace {
+
+// Runs a server, hands its one connection to `misuse` on the test thread (not the loop's).
+void with_connection_off_its_thread(const std::function<void(Conn&, ConnRef)>& misuse) {
+  EventCounter opened;
+  Conn* conn = nullptr;
+  Callbacks cb;
+  cb.opened = [&](Conn& c) {
+    conn = &c;
+    opened.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  if (!s.status) std::abort();
+  Client client(s.address());
+  if (!opened.wait_for(1)) std::abort();
+  misuse(*conn, conn->ref());
+}
+
+class MisuseDeathTest : public ::testing::Test {
+ protected:
+  void SetUp() override { GTEST_FLAG_SET(death_test_style, "threadsafe"); }
+};
+
+TEST_F(MisuseDeathTest, ConnWriteFromAnotherThreadAbortsWithAMessage) {
+  EXPECT_DEATH(with_connection_off_its_thread([](Conn& c, ConnRef) { c.write("x"); }),
+               "evloop: Conn::write called from a thread that is not its loop's thread; from "
+               "another thread use conn.ref\\(\\)");
+}
+
+TEST_F(MisuseDeathTest, ConnCloseFromAnotherThreadAbortsWithAMessage) {
+  EXPECT_DEATH(with_connection_off_its_thread([](Conn& c, ConnRef) { c.close(); }),
+               "Conn::close called from a thread that is not its loop's thread");
+}
+
+TEST_F(MisuseDeathTest, ConnRefGetFromAnotherThreadAbortsWithAMessage) {
+  EXPECT_DEATH(with_connection_off_its_thread([](Conn&, ConnRef ref) { ref.get(); }),
+               "ConnRef::get called from a thread that is not its loop's thread; from another "
+               "thread use ConnRef::post");
+}
+
+// The thread-safe way works from the same thread.
+TEST(MisuseTest, ConnRefWriteFromAnotherThreadIsFine) {
+  EventCounter opened;
+  ConnRef ref;
+  Callbacks cb;
+  cb.opened = [&](Conn& c) {
+    ref = c.ref();
+    opened.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(opened.wait_for(1));
+  ASSERT_TRUE(ref.write("from elsewhere"));
+  EXPECT_EQ(client.read_exactly(14), "from elsewhere");
+}
+
+}  // namespace
+}  // namespace evloop::test
