@@ -43,11 +43,16 @@ Connection::Connection(EventLoop& loop, std::uint64_t id, ProfilePtr profile)
 
 Connection::~Connection() = default;
 
+Connection::Rare& Connection::rare() {
+  if (!rare_) rare_ = std::make_unique<Rare>();
+  return *rare_;
+}
+
 // --- ways in -----------------------------------------------------------------------------------
 
 void Connection::open_accepted(UniqueFd fd, const SocketAddress& peer) {
   fd_ = std::move(fd);
-  peer_ = peer;
+  peer_ = PeerAddress(peer);
   configure_connection(fd_.get(), is_tcp_family(peer.family()), options());
   ready_ = true;
   schedule();
@@ -57,10 +62,12 @@ void Connection::open_adopted(int fd, std::string input, std::string output) {
   fd_ = UniqueFd(fd);
   bump(loop_.counters().adoptions);
   if (Status s = validate(options(), "adopt"); !s) return fail(s.code(), false);
-  if (std::error_code ec = prepare_adopted(fd, peer_)) return fail(ec, false);
-  configure_connection(fd, is_tcp_family(peer_.family()), options());
+  SocketAddress peer;
+  if (std::error_code ec = prepare_adopted(fd, peer)) return fail(ec, false);
+  peer_ = PeerAddress(peer);
+  configure_connection(fd, is_tcp_family(peer.family()), options());
   adjust(loop_.counters().input_buffered, 0, input.size());
-  in_ = std::move(input);
+  in_.assign(std::move(input));
   append_output(output.data(), output.size());
   ready_ = true;
   schedule();
@@ -78,11 +85,12 @@ void Connection::enter_open() {
   state_ = ConnState::open;
   if (deadline_timer_ != 0) loop_.cancel(deadline_timer_);  // the connect timeout
   deadline_timer_ = 0;
-  dial_.reset();
+  dialling_ = false;
+  rare_.reset();
   bump(loop_.counters().opened);
   last_receive_ = last_send_ = loop_.now();
   if (options().idle_timeout.count() > 0 || options().send_timeout.count() > 0) check_timeouts();
-  if (handlers().opened) handlers().opened(handle_);
+  if (handlers().opened) handlers().opened(*this);
   if (!in_.empty() && state_ == ConnState::open) deliver(nullptr, 0);  // an adopted stream's input
 }
 
@@ -95,10 +103,11 @@ void Connection::fail_open(std::error_code error) {
   discard_output();
   adjust(loop_.counters().input_buffered, in_.size(), 0);
   in_.clear();
-  dial_.reset();
+  dialling_ = false;
   bump(loop_.counters().dial_failures);
-  if (handlers().connect_failed) handlers().connect_failed(handle_, error);
+  if (handlers().connect_failed) handlers().connect_failed(*this, error);
   context_.reset();
+  rare_.reset();
   loop_.retire(*this);
 }
 
@@ -128,7 +137,7 @@ void Connection::finish(std::error_code error, bool reset) {
   adjust(loop_.counters().input_buffered, in_.size(), 0);
   in_.clear();
   bump(loop_.counters().closed);
-  if (handlers().closed) handlers().closed(handle_, error);
+  if (handlers().closed) handlers().closed(*this, error);
   fd_.reset();  // after the handler, so local_address() still works there
   context_.reset();
   loop_.retire(*this);
@@ -144,13 +153,14 @@ void Connection::detach_now() {
   out_.for_each_piece([&](const char* p, std::size_t n) { unsent.append(p, n); });
   discard_output();
   adjust(loop_.counters().input_buffered, in_.size(), 0);
-  DetachedConn detached(fd_.release(), std::move(in_), std::move(unsent), peer_);
-  in_.clear();
-  const auto receiver = std::move(detach_to_);
+  const SocketAddress peer = peer_.get(fd_.get());
+  DetachedConn detached(fd_.release(), in_.take(), std::move(unsent), peer);
+  const auto receiver = std::move(rare_->detach_to);
+  rare_.reset();
   bump(loop_.counters().detaches);
   bump(loop_.counters().closed);
-  if (handlers().closed) handlers().closed(handle_, make_error_code(errc::detached));
-  (*receiver)(std::move(detached));
+  if (handlers().closed) handlers().closed(*this, make_error_code(errc::detached));
+  receiver(std::move(detached));
   context_.reset();
   loop_.retire(*this);
 }
@@ -187,7 +197,7 @@ void Connection::settle() {
     enter_open();
     if (state_ == ConnState::connecting || ended()) return;
   }
-  if (detach_to_) return detach_now();
+  if (detaching_) return detach_now();
   if (end_wanted_) return finish(reason_, reset_wanted_);
   if (!out_.empty()) {
     flush();
@@ -215,11 +225,11 @@ void Connection::settle() {
   // Handlers last: whatever they ask for schedules this connection again.
   if (low_water_owed_) {
     low_water_owed_ = false;
-    if (handlers().low_water) handlers().low_water(handle_);
+    if (handlers().low_water) handlers().low_water(*this);
   }
   if (all_sent_owed_ && out_.empty() && state_ == ConnState::open) {
     all_sent_owed_ = false;
-    if (handlers().all_sent) handlers().all_sent(handle_);
+    if (handlers().all_sent) handlers().all_sent(*this);
   }
 }
 
@@ -281,7 +291,7 @@ void Connection::on_input_end() {
   // The peer's FIN: no more reading either way (a level-triggered EOF stays readable forever).
   input_ended_ = true;
   if (handlers().eof) {
-    handlers().eof(handle_);  // the user replies, now or later, and closes or shuts down
+    handlers().eof(*this);  // the user replies, now or later, and closes or shuts down
   } else {
     begin_closing({});  // send what is pending, then close
   }
@@ -291,18 +301,17 @@ void Connection::on_input_end() {
 void Connection::deliver(const char* bytes, std::size_t size) {
   const std::size_t input_before = in_.size();
   std::string_view view(bytes, size);
-  if (!in_.empty()) {
-    if (size > 0) in_.append(bytes, size);
-    view = in_;
+  if (input_before > 0) {
+    in_.append(bytes, size);
+    view = in_.view();
   }
   const auto& data = handlers().data;
   // The handler cannot end us here: every end it can ask for is carried out by settle().
-  const std::size_t consumed = std::min(data ? data(handle_, view) : view.size(), view.size());
-  if (input_before == 0 && in_.empty()) {
-    if (consumed < size) in_.assign(bytes + consumed, size - consumed);
+  const std::size_t consumed = std::min(data ? data(*this, view) : view.size(), view.size());
+  if (input_before == 0) {
+    in_.append(bytes + consumed, size - consumed);  // a partial frame: kept for next time
   } else {
-    in_.erase(0, consumed);
-    if (in_.empty() && in_.capacity() > kKeepInputCapacity) std::string().swap(in_);
+    in_.consume(consumed, kKeepInputCapacity);
   }
   adjust(loop_.counters().input_buffered, input_before, in_.size());
   if (in_.size() > options().input_limit) fail(make_error_code(errc::input_limit), true);
@@ -480,7 +489,7 @@ void Connection::update_interest() {
                                          : loop_.poller().add(fd_.get(), want, this);
   if (ec) return finish(ec, false);
   registered_ = true;
-  interest_ = static_cast<unsigned char>(want);
+  interest_ = static_cast<std::uint8_t>(want);
 }
 
 // --- the Conn API ------------------------------------------------------------------------------
@@ -514,8 +523,9 @@ void Connection::resume_reading() {
 }
 
 bool Connection::detach(std::function<void(DetachedConn)> receiver) {
-  if (state_ != ConnState::open || end_wanted_ || detach_to_ || out_.has_file()) return false;
-  detach_to_ = std::make_unique<std::function<void(DetachedConn)>>(std::move(receiver));
+  if (state_ != ConnState::open || end_wanted_ || detaching_ || out_.has_file()) return false;
+  rare().detach_to = std::move(receiver);
+  detaching_ = true;
   schedule();
   return true;
 }

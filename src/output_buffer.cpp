@@ -137,7 +137,6 @@ void OutputBuffer::append_file(int fd, std::uint64_t offset, std::uint64_t lengt
   }
   size_ += length;
   file_bytes_ += length;
-  ++file_pieces_;
   push(pool_->make_file_piece(fd, offset, length));
 }
 
@@ -194,7 +193,6 @@ void OutputBuffer::consume(std::size_t n) noexcept {
           f->remaining -= n;
           return;
         }
-        --file_pieces_;
         break;
       }
     }
@@ -207,7 +205,6 @@ void OutputBuffer::clear() noexcept {
   while (head_ != nullptr) pop_head();
   size_ = 0;
   file_bytes_ = 0;
-  file_pieces_ = 0;
 }
 
 }  // namespace evloop::detail

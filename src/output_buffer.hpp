@@ -143,7 +143,7 @@ class OutputBuffer {
   /// Bytes pending that are held in memory (chunks and shared buffers): what output_limit bounds.
   std::size_t memory_size() const noexcept { return size_ - file_bytes_; }
   /// True when a file range is pending.
-  bool has_file() const noexcept { return file_pieces_ > 0; }
+  bool has_file() const noexcept { return file_bytes_ > 0; }
   /// True when nothing is pending.
   bool empty() const noexcept { return size_ == 0; }
 
@@ -155,8 +155,7 @@ class OutputBuffer {
   Piece* head_ = nullptr;
   Piece* tail_ = nullptr;
   std::size_t size_ = 0;
-  std::size_t file_bytes_ = 0;
-  std::uint32_t file_pieces_ = 0;
+  std::size_t file_bytes_ = 0;  // a file piece is never empty: > 0 while one is queued
 };
 
 }  // namespace evloop::detail

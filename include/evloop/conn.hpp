@@ -35,7 +35,9 @@ enum class ConnState : std::uint8_t {
 };
 
 /// A connection, as seen from its loop's thread. Handlers receive a `Conn&` that stays valid
-/// (same address) from `opened` until the `closed` handler returns; keep it no longer.
+/// (same address) from `opened` until the `closed` handler returns; keep it no longer. (It is the
+/// public face of evloop's own connection object, which derives from it: it has no state of its
+/// own and cannot be created or copied by users.)
 ///
 /// Every method must be called on the connection's loop thread; the ones that change or read
 /// mutable state check it in every build type and abort with a message naming the method and
@@ -110,7 +112,7 @@ class Conn {
   std::any& context();
 
   /// The peer's address (for a dial, the address being tried until it opens).
-  const SocketAddress& remote_address() const noexcept;
+  SocketAddress remote_address() const;
   /// The local address of this connection (asks the kernel).
   SocketAddress local_address() const;
 
@@ -123,8 +125,10 @@ class Conn {
 
  private:
   friend class detail::Connection;
-  explicit Conn(detail::Connection& impl) noexcept : impl_(&impl) {}
-  detail::Connection* impl_;
+  Conn() = default;
+  ~Conn() = default;
+  detail::Connection& impl() noexcept;
+  const detail::Connection& impl() const noexcept;
 };
 
 /// A thread-safe reference to a connection: its loop and id. Copyable; valid while its loops
