@@ -25,6 +25,21 @@ std::string fmt(const char* f, double x) {
   return buf;
 }
 
+// Which side limited a run (medians over rounds): the server when it used ~a whole CPU, the load
+// generator when it did and the server did not (then msg/s ratios say little about the servers:
+// compare CPU per message), neither when both waited (a busy machine).
+std::string bound_by(const Report& r, const std::string& scenario, const std::string& server) {
+  const Stat server_pct = stat_of(r, scenario, server, [](const Run& x) {
+    return x.server_cpu_us_per_msg < 0 ? -1.0 : x.server_cpu_us_per_msg * x.msgs_per_s / 1e4;
+  });
+  const Stat load_pct =
+      stat_of(r, scenario, server, [](const Run& x) { return x.loadgen_cpu_pct; });
+  if (!server_pct.valid() || !load_pct.valid()) return "–";
+  if (server_pct.median >= 90) return "server";
+  if (load_pct.median >= 90) return "**load generator**";
+  return "neither (busy machine)";
+}
+
 std::string with_range(const Stat& s, const std::function<std::string(double)>& f) {
   if (!s.valid()) return "–";
   if (s.n == 1) return f(s.median);
@@ -184,8 +199,8 @@ std::string render_markdown(const Report& r) {
 
   md << "\n### Echo: medians (min–max)\n\n"
      << "| scenario | server | msg/s | × threads | × epoll | p50 µs | p99 µs | p99.9 µs "
-        "| server CPU µs/msg | CPU × epoll | server CPU | loadgen CPU | syscalls/msg |\n"
-     << "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        "| server CPU µs/msg | CPU × epoll | server CPU | loadgen CPU | bound by | syscalls/msg |\n"
+     << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Scenario& sc : r.scenarios) {
     if (sc.idle) continue;
     const Stat th = stat_of(r, sc.name, "threads", msgs), ep = stat_of(r, sc.name, "epoll", msgs);
@@ -215,7 +230,7 @@ std::string render_markdown(const Report& r) {
          << " | "
          << with_range(stat_of(r, sc.name, sv.name, [](const Run& x) { return x.loadgen_cpu_pct; }),
                        [](double x) { return fmt("%.0f%%", x); })
-         << " | "
+         << " | " << bound_by(r, sc.name, sv.name) << " | "
          << with_range(
                 stat_of(r, sc.name, sv.name, [](const Run& x) { return x.syscalls_per_msg; }), f2)
          << " |\n";
