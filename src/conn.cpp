@@ -1,6 +1,9 @@
 // The public connection handles: Conn (loop thread) and ConnRef (any thread) forwarding to the
 // loop's Connection, and DetachedConn. Loop-thread rules are checked in every build type.
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include "connection.hpp"
 #include "event_loop.hpp"
@@ -39,7 +42,14 @@ void Conn::write(const SharedBuffer& buffer) {
 
 void Conn::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
   require(impl(), "Conn::send_file");
-  impl().send_file(fd, offset, length);
+  const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);  // ours to close, whatever the caller does
+  if (own < 0) return impl().fail_output(std::error_code(errno, std::system_category()));
+  impl().send_file(own, offset, length);
+}
+
+void Conn::send_file(TakeFd file, std::uint64_t offset, std::uint64_t length) {
+  require(impl(), "Conn::send_file");
+  impl().send_file(file.fd, offset, length);
 }
 
 void Conn::close() {

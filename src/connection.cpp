@@ -385,11 +385,12 @@ void Connection::write_shared(const SharedBuffer& buffer) {
 }
 
 void Connection::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
-  if (!accepts_output() || length == 0) return;
-  const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);  // ours to close, whatever the caller does
-  if (own < 0) return fail(std::error_code(errno, std::system_category()), true);
+  if (!accepts_output() || length == 0) {
+    ::close(fd);
+    return;
+  }
   const bool was_empty = out_.empty();
-  out_.append_file(own, offset, length);  // counts as pending output, holds no memory
+  out_.append_file(fd, offset, length);  // counts as pending output, holds no memory
   queued(static_cast<std::size_t>(length), was_empty);
 }
 
@@ -467,7 +468,8 @@ void Connection::flush() {
     } else {
       const int count = out_.gather(iov, kMaxIov);
       for (int i = 0; i < count; ++i) asked += iov[i].iov_len;
-      n = send_pieces(fd_.get(), iov, count);
+      // Bytes before a file range (a response's header): MSG_MORE joins them to its first segment.
+      n = send_pieces(fd_.get(), iov, count, asked < out_.size() && out_.has_file());
     }
     bump(loop_.counters().writes);
     if (n < 0) {
@@ -489,6 +491,7 @@ long Connection::send_file_piece(FilePiece& file, std::size_t want, std::size_t&
   if (!file.use_pread) {
     asked = want;
     const long n = platform::send_file(fd_.get(), file.fd, file.offset, want);
+    if (n == -EPIPE) platform::discard_pending_sigpipe();  // raised anyway; blocked on loops
     if (n != -EINVAL && n != -ENOSYS && n != -EOPNOTSUPP) return n;
     file.use_pread = true;  // not a file sendfile() takes: read it through the loop's buffer
   }

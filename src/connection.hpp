@@ -74,7 +74,10 @@ class Connection final : public Pollable, public Conn {
   // --- the Conn API ---
   void write(const void* bytes, std::size_t size);
   void write_shared(const SharedBuffer& buffer);
+  /// Queues a file range; takes `fd` (closed once sent, or now if the output is closed).
   void send_file(int fd, std::uint64_t offset, std::uint64_t length);
+  /// The output cannot go on (a send_file whose fd could not be duplicated): reset.
+  void fail_output(std::error_code error) { fail(error, true); }
   void close();
   void abort();
   void shutdown_write();

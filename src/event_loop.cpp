@@ -7,6 +7,7 @@
 #include "connection.hpp"
 #include "listener.hpp"
 #include "loop_group_core.hpp"
+#include "platform.hpp"
 
 namespace evloop::detail {
 namespace {
@@ -55,6 +56,7 @@ void EventLoop::release_inherited_listeners() {
 
 void EventLoop::run() {
   thread_id_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  platform::block_sigpipe_in_this_thread();  // sendfile() cannot be told MSG_NOSIGNAL
   now_ = Clock::now();
   const LoopHooks& hooks = group_.hooks();
   if (hooks.loop_started) hooks.loop_started(handle_);

@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -24,6 +26,14 @@ namespace evloop::detail::platform {
 inline constexpr int kSendFlags = MSG_NOSIGNAL;
 #else
 inline constexpr int kSendFlags = 0;
+#endif
+
+// MSG_MORE (Linux): more data follows (a file range after its header), so the kernel holds a
+// partial segment back; elsewhere 0 (the header may leave in a segment of its own).
+#ifdef MSG_MORE
+inline constexpr int kMoreFlag = MSG_MORE;
+#else
+inline constexpr int kMoreFlag = 0;
 #endif
 
 #ifdef SO_NOSIGPIPE
@@ -87,6 +97,26 @@ inline void set_keepalive_idle(int fd, int seconds) noexcept {
 #elif defined(TCP_KEEPALIVE)
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &seconds, sizeof seconds);
 #endif
+}
+
+// sendfile() has no MSG_NOSIGNAL: to a peer that reset, Linux raises SIGPIPE in the calling
+// thread. Loop threads block SIGPIPE (their own mask, the process's disposition is untouched),
+// and after a send that failed with EPIPE the pending signal is taken, so none lingers.
+inline void block_sigpipe_in_this_thread() noexcept {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+inline void discard_pending_sigpipe() noexcept {
+  sigset_t pending;
+  if (sigpending(&pending) != 0 || !sigismember(&pending, SIGPIPE)) return;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  int taken = 0;
+  sigwait(&set, &taken);  // returns at once: it is pending
 }
 
 // sendfile() from `file` at `offset` to a socket: bytes sent (> 0), 0 at the file's end, or

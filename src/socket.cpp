@@ -307,15 +307,16 @@ void configure_connection(int fd, bool is_tcp, const ConnOptions& options) noexc
   }
 }
 
-long send_pieces(int fd, const iovec* iov, int count) noexcept {
+long send_pieces(int fd, const iovec* iov, int count, bool more) noexcept {
+  const int flags = platform::kSendFlags | (more ? platform::kMoreFlag : 0);
   if (count == 1) {  // the common case: send() skips sendmsg's msghdr and iovec copies
-    const ssize_t n = ::send(fd, iov[0].iov_base, iov[0].iov_len, platform::kSendFlags);
+    const ssize_t n = ::send(fd, iov[0].iov_base, iov[0].iov_len, flags);
     return n < 0 ? -errno : static_cast<long>(n);
   }
   msghdr msg{};
   msg.msg_iov = const_cast<iovec*>(iov);
   msg.msg_iovlen = static_cast<decltype(msg.msg_iovlen)>(count);
-  const ssize_t n = ::sendmsg(fd, &msg, platform::kSendFlags);
+  const ssize_t n = ::sendmsg(fd, &msg, flags);
   return n < 0 ? -errno : static_cast<long>(n);
 }
 

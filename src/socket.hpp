@@ -131,7 +131,9 @@ bool is_tcp_family(int family) noexcept;
 void configure_connection(int fd, bool is_tcp, const ConnOptions& options) noexcept;
 
 /// sendmsg without SIGPIPE: bytes sent, or -errno.
-long send_pieces(int fd, const iovec* iov, int count) noexcept;
+/// With `more`, tells the kernel more data follows at once (MSG_MORE where there is one): a
+/// header then a file range leave in one segment.
+long send_pieces(int fd, const iovec* iov, int count, bool more = false) noexcept;
 
 /// recv: bytes received (0 at end of stream), or -errno.
 long receive(int fd, void* buffer, std::size_t size) noexcept;

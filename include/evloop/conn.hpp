@@ -23,6 +23,12 @@ class Loop;
 class ConnRef;
 class DetachedConn;
 
+/// An fd handed to Conn::send_file for evloop to keep: closed once its range is sent or the
+/// connection ends (a plain int fd is duplicated instead, leaving the caller's own).
+struct TakeFd {
+  int fd;
+};
+
 /// Where a connection is in its life. It moves only forward:
 /// connecting -> open -> closing -> closed, or open -> detached; connecting -> closed for a
 /// dial or adoption that fails.
@@ -70,6 +76,10 @@ class Conn {
   /// A file that ends before the range does resets the connection (errc::file_truncated); a read
   /// error resets it with the errno. Ignored after close(), abort() or shutdown_write().
   void send_file(int fd, std::uint64_t offset, std::uint64_t length);
+  /// send_file() that takes `file.fd` instead of duplicating it (one system call fewer per
+  /// call, and none to close it): evloop closes it when the range is sent or the connection
+  /// ends, also when the call is ignored.
+  void send_file(TakeFd file, std::uint64_t offset, std::uint64_t length);
 
   /// Closes gracefully: reading stops now; pending output is sent, then a FIN. If it cannot be
   /// sent within ConnOptions::close_timeout, the connection is reset (errc::close_timeout).

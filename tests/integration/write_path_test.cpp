@@ -297,6 +297,61 @@ TEST(WritePathTest, AFileSendfileRefusesIsReadAndSent) {
   ::close(fd);
 }
 
+// A peer that resets while a file range is being sent: sendfile() has no MSG_NOSIGNAL, and Linux
+// raises SIGPIPE in the sending thread; the loops block it, so the process lives (the test has
+// no handler: a SIGPIPE would kill it) and the connection ends with the error.
+TEST(WritePathTest, APeerThatResetsDuringAFileRaisesNoSigpipe) {
+  const std::string content = pattern(32u << 20, 49);
+  TempFile file(content);
+  EventCounter closed, started;
+  std::error_code error;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.send_file(file.fd(), 0, content.size());
+    started.add();
+    return bytes.size();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    error = ec;
+    closed.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  for (int i = 0; i < 5; ++i) {  // a few times: the reset must land while sendfile runs
+    Client client(s.address(), 4096);
+    ASSERT_TRUE(client.send_all("go"));
+    ASSERT_TRUE(started.wait_for(i + 1));
+    EXPECT_EQ(client.read_exactly(4096).size(), 4096u);
+    client.reset();
+    ASSERT_TRUE(closed.wait_for(i + 1));
+    EXPECT_TRUE(error == std::errc::broken_pipe || error == std::errc::connection_reset)
+        << error.message();
+  }
+}
+
+// send_file(TakeFd): evloop keeps the caller's fd itself and closes it once the range is sent.
+TEST(WritePathTest, SendFileTakingTheFdClosesItWhenSent) {
+  const std::string content = pattern(1u << 20, 50);
+  TempFile file(content);
+  std::atomic<int> given{-1};
+  EventCounter all_sent;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    given = ::dup(file.fd());
+    c.send_file(TakeFd{given}, 0, content.size());
+    return bytes.size();
+  };
+  cb.all_sent = [&](Conn&) { all_sent.add(); };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("go"));
+  EXPECT_TRUE(client.read_exactly(content.size()) == content);
+  ASSERT_TRUE(all_sent.wait_for(1));
+  ASSERT_TRUE(settle(s.server));
+  EXPECT_EQ(::fcntl(given.load(), F_GETFD), -1) << "the taken fd was not closed";
+}
+
 // A pending file range cannot travel with a detached connection: detach() refuses.
 TEST(WritePathTest, DetachIsRefusedWhileAFileIsPending) {
   const std::string content = pattern(16u << 20, 48);
