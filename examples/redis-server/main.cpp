@@ -93,7 +93,7 @@ std::string info_from_evloop() {
 }
 
 resp::Session& session_of(evloop::Conn& conn) {
-  return *std::any_cast<resp::Session>(&conn.context());
+  return std::any_cast<resp::Session&>(conn.context());
 }
 
 }  // namespace
