@@ -73,10 +73,9 @@ int open_in(int dir, const std::string& name, int flags, Lookup& result) {
   return fd;
 }
 
-// A regular file at `fd` (closed otherwise): found, or forbidden.
-Lookup take_regular(int fd, File& file) {
-  struct stat st{};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+// A regular file at `fd`, whose status is `st` (closed otherwise): found, or forbidden.
+Lookup take_regular(int fd, const struct stat& st, File& file) {
+  if (!S_ISREG(st.st_mode)) {
     ::close(fd);
     return Lookup::forbidden;
   }
@@ -206,14 +205,22 @@ Lookup StaticFiles::lookup(std::string_view target, File& file) const {
   if (fd < 0) return result;
   file.type = content_type_for(last);
   struct stat st{};
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return Lookup::unavailable;
+  }
+  if (S_ISDIR(st.st_mode)) {
     const int index = open_in(fd, kIndex, O_NONBLOCK, result);
     ::close(fd);
     if (index < 0) return result == Lookup::not_found ? Lookup::forbidden : result;  // no listing
     fd = index;
     file.type = content_type_for(kIndex);
+    if (::fstat(fd, &st) != 0) {
+      ::close(fd);
+      return Lookup::unavailable;
+    }
   }
-  return take_regular(fd, file);
+  return take_regular(fd, st, file);
 }
 
 File StaticFiles::respond(const Request& req, std::string& out) const {
@@ -234,10 +241,15 @@ File StaticFiles::respond(const Request& req, std::string& out) const {
       append_small(503, "unavailable\n", req, out);
       return {};
   }
+  // "Last-Modified: <date>\r\n", formatted again only for another time than the last one.
   thread_local std::string extra;
-  extra.assign("Last-Modified: ");
-  append_http_date(file.modified, extra);
-  extra += "\r\n";
+  thread_local std::time_t extra_for = -1;
+  if (file.modified != extra_for || extra.empty()) {
+    extra.assign("Last-Modified: ");
+    append_http_date(file.modified, extra);
+    extra += "\r\n";
+    extra_for = file.modified;
+  }
   std::time_t since = 0;
   if (parse_http_date(req.header("If-Modified-Since"), since) && file.modified <= since) {
     append_head(304, {}, 0, req.keep_alive, req.version_minor, extra, out);
