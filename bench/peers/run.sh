@@ -83,8 +83,15 @@ trap 'exit 130' INT TERM
 clk_tck=$(getconf CLK_TCK)
 notes=()
 
-# utime+stime of a process (all its threads), in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# utime+stime of a process (all its threads), in clock ticks; a server that died is reported.
+cpu_ticks() {
+  [ -r "/proc/$1/stat" ] || {
+    cat "$tmp/server.out" >&2 2>/dev/null
+    echo "run.sh: the server (pid $1) is gone" >&2
+    exit 1
+  }
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
 
 # A free loopback port, from the kernel (bind port 0, read it back, close).
 free_port() {

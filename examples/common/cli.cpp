@@ -82,6 +82,14 @@ int serve_until_signal(const Program& program, evloop::Server& server) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // before start(): the loops inherit it
+  // SIGPIPE blocked in every thread too: evloop sends with MSG_NOSIGNAL, but Linux's sendfile()
+  // (Conn::send_file) has no such flag, and a peer that resets during a file body raised SIGPIPE,
+  // which killed the process (the core's fix is pending). Blocked, a SIGPIPE stays pending and
+  // harmless; the EPIPE is what evloop acts on.
+  sigset_t pipe_signal;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
   const evloop::Status status = server.start();
   if (!status) {
     std::fprintf(stderr, "%s: %s\n", program.name, status.message().c_str());

@@ -3,6 +3,7 @@
 // several files on one connection (bodies sent with send_file, in order with the heads), many
 // pipelined large files paced by back-pressure, HTTP/1.0 (close after the body).
 #include <dirent.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -278,6 +279,30 @@ TEST_F(HttpFiles, ManyPipelinedLargeFilesArePacedAndAllArrive) {
               kRequests, whole, fds_before, fds_held);
   EXPECT_EQ(whole, kRequests);
   EXPECT_LE(fds_held, fds_before + 1 + 4);  // the connection and a few file ranges
+}
+
+// Clients that go away in the middle of file bodies, with a reset or a FIN and unread data: the
+// server must not die of SIGPIPE (sendfile() has no MSG_NOSIGNAL; before the fix the second of
+// these connections killed it) and goes on serving.
+TEST_F(HttpFiles, ClientsThatLeaveDuringAFileBodyDoNotStopTheServer) {
+  std::string four_gets;
+  for (int k = 0; k < 4; ++k) four_gets += "GET /one-m.bin HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (int i = 0; i < 100; ++i) {
+    const int fd = connect_loopback(port_);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, four_gets));
+    read_exactly(fd, 1000, kTimeout);
+    if (i % 2 == 1) {
+      const linger reset{1, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    }
+    ::close(fd);
+  }
+  const int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  const Response r = get(fd, "/one.bin");
+  EXPECT_TRUE(r.ok && r.body == read_file(root_->at("one.bin")));
+  ::close(fd);
 }
 
 TEST(HttpServerFilesFlags, RootIsDocumentedAndMustBeADirectory) {
