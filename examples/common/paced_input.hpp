@@ -59,7 +59,8 @@ class PacedInput {
       return bytes.size();
     }
     std::size_t used = 0;
-    switch (run(bytes, used)) {
+    const Ran ran = run(bytes, used);  // (sets `used`, read below)
+    switch (settled(ran, used == bytes.size())) {
       case Ran::all:
         return used;  // evloop keeps a partial request and hands it back with the next bytes
       case Ran::closed:
@@ -87,7 +88,9 @@ class PacedInput {
   template <typename Run>
   void run_backlog(evloop::Conn& conn, Run& run) {
     std::size_t used = 0;
-    const Ran ran = run(std::string_view(backlog_).substr(backlog_at_), used);
+    const std::string_view input = std::string_view(backlog_).substr(backlog_at_);
+    Ran ran = run(input, used);
+    ran = settled(ran, used == input.size());
     backlog_at_ += used;
     switch (ran) {
       case Ran::closed:
@@ -109,6 +112,12 @@ class PacedInput {
         }
         break;
     }
+  }
+
+  // A run that stopped at the mark with nothing left to run holds nothing back: no pause (it
+  // would cost two poller changes per response, e.g. each large file of a keep-alive client).
+  static Ran settled(Ran ran, bool nothing_left) noexcept {
+    return ran == Ran::paused && nothing_left ? Ran::all : ran;
   }
 
   void forget() noexcept {

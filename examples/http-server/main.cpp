@@ -113,7 +113,7 @@ struct Session {
 std::size_t g_high_water = 0;
 std::size_t g_input_limit = 0;
 
-Session& session_of(evloop::Conn& conn) { return *std::any_cast<Session>(&conn.context()); }
+Session& session_of(evloop::Conn& conn) { return std::any_cast<Session&>(conn.context()); }
 
 void check_deadline(evloop::Conn& conn);
 
