@@ -40,6 +40,47 @@ inline bool above_mark(const evloop::Conn& conn, std::size_t high_water) {
   return conn.output_pending() > high_water;
 }
 
+/// The responses of one run, gathered in a per-thread string: handed to evloop whenever they pass
+/// kChunk (so that above_mark() counts them: a run of many large responses never builds one
+/// string of them all; a write of 16 KiB or more goes to the kernel at once, from this string),
+/// and at flush(). A pipeline of small responses thus costs one send per run.
+class Responses {
+ public:
+  static constexpr std::size_t kChunk = 64 * 1024;
+
+  explicit Responses(evloop::Conn& conn) noexcept : conn_(conn), out_(scratch()) { out_.clear(); }
+  /// Flushes what is left, and gives back a scratch string grown large by a large response.
+  ~Responses() {
+    flush();
+    if (out_.capacity() > kKeepScratch) std::string().swap(out_);
+  }
+  Responses(const Responses&) = delete;
+  Responses& operator=(const Responses&) = delete;
+
+  /// Where a response is appended.
+  std::string& out() noexcept { return out_; }
+  /// Hands what is gathered to evloop (before a close, or a send_file() that must follow it).
+  void flush() {
+    if (out_.empty()) return;
+    conn_.write(out_);
+    out_.clear();
+  }
+  /// flush() once kChunk bytes are gathered: call it after each response.
+  void flush_if_full() {
+    if (out_.size() >= kChunk) flush();
+  }
+
+ private:
+  static constexpr std::size_t kKeepScratch = 1024 * 1024;
+  static std::string& scratch() {
+    thread_local std::string text;
+    return text;
+  }
+
+  evloop::Conn& conn_;
+  std::string& out_;
+};
+
 /// One connection's unrun input. `run` is a callable `Ran(std::string_view input,
 /// std::size_t& used)` that runs the complete requests at the front of `input` and sets `used` to
 /// the bytes they took; it must resume a partial request it saw before when called again with

@@ -159,21 +159,17 @@ void check_deadline(evloop::Conn& conn) {
 
 // Answers one complete request. A file body goes out with send_file() behind the responses
 // gathered so far in `out` (evloop keeps bytes and file ranges in order).
-void respond(evloop::Conn& conn, const httpd::Request& req, std::string& out) {
+void respond(evloop::Conn& conn, const httpd::Request& req, example::Responses& responses) {
   if (!g_files.enabled() || (req.method != httpd::Method::get && req.method != httpd::Method::head)) {
-    httpd::append_response(req, out);
+    httpd::append_response(req, responses.out());
     return;
   }
-  const httpd::File file = g_files.respond(req, out);
+  const httpd::File file = g_files.respond(req, responses.out());
   if (file.fd < 0) return;
-  conn.write(out);
-  out.clear();
+  responses.flush();
   conn.send_file(file.fd, 0, file.size);  // evloop sends from its own duplicate of the fd
   ::close(file.fd);
 }
-
-// Responses are handed to evloop whenever they pass this, so that above_mark() sees them.
-constexpr std::size_t kWriteChunk = 64 * 1024;
 
 // Answers the complete requests at the front of `input`, in order, with one write for all of
 // them when they are small (pipelined requests cost one send), until the output passes the
@@ -184,8 +180,8 @@ example::Ran run(evloop::Conn& conn, Session& session, std::string_view input,
     used = input.size();
     return example::Ran::closed;
   }
-  thread_local std::string out;
-  out.clear();
+  example::Responses responses(conn);
+  std::string& out = responses.out();
   used = 0;
   bool completed = false;
   bool failed = false;
@@ -207,19 +203,16 @@ example::Ran run(evloop::Conn& conn, Session& session, std::string_view input,
       break;
     }
     const httpd::Request& req = session.parser.request();
-    respond(conn, req, out);
+    respond(conn, req, responses);
     used += r.consumed;
     completed = true;
     if (!req.keep_alive) {
       ran = example::Ran::closed;
       break;
     }
-    if (out.size() >= kWriteChunk) {
-      conn.write(out);
-      out.clear();
-    }
+    responses.flush_if_full();
   }
-  if (!out.empty()) conn.write(out);
+  responses.flush();
   if (failed) {
     conn.close();  // after the error response (within ConnOptions::close_timeout)
     return ran;

@@ -128,7 +128,16 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-void append_small(int status, std::string_view body, const Request& req, std::string& out) {
+// The answer to a lookup that found nothing to serve: its status and a one-line body.
+void append_refusal(Lookup why, const Request& req, std::string& out) {
+  const int status = why == Lookup::bad_request ? 400
+                     : why == Lookup::forbidden ? 403
+                     : why == Lookup::not_found ? 404
+                                                : 503;
+  const std::string_view body = status == 400   ? "bad request\n"
+                                : status == 403 ? "forbidden\n"
+                                : status == 404 ? "not found\n"
+                                                : "unavailable\n";
   append_head(status, "text/plain", body.size(), req.keep_alive, req.version_minor, {}, out);
   if (req.method != Method::head) out += body;
 }
@@ -225,21 +234,9 @@ Lookup StaticFiles::lookup(std::string_view target, File& file) const {
 
 File StaticFiles::respond(const Request& req, std::string& out) const {
   File file;
-  switch (lookup(req.target, file)) {
-    case Lookup::found:
-      break;
-    case Lookup::bad_request:
-      append_small(400, "bad request\n", req, out);
-      return {};
-    case Lookup::forbidden:
-      append_small(403, "forbidden\n", req, out);
-      return {};
-    case Lookup::not_found:
-      append_small(404, "not found\n", req, out);
-      return {};
-    case Lookup::unavailable:
-      append_small(503, "unavailable\n", req, out);
-      return {};
+  if (const Lookup found = lookup(req.target, file); found != Lookup::found) {
+    append_refusal(found, req, out);
+    return {};
   }
   // "Last-Modified: <date>\r\n", formatted again only for another time than the last one.
   thread_local std::string extra;

@@ -5,20 +5,10 @@
 #include "commands.hpp"
 
 namespace resp {
-namespace {
-
-// Replies are gathered in a per-thread string and handed to evloop whenever they pass this, and
-// at the end of each run: a pipeline of small commands costs one send, and a run that asks for
-// many large replies never builds one string of them all (a write of 16 KiB or more goes to the
-// kernel at once, from this string).
-constexpr std::size_t kWriteChunk = 64 * 1024;
-// A larger scratch string (grown by a large reply) is given back after the run.
-constexpr std::size_t kKeepScratch = 1024 * 1024;
-
-}  // namespace
 
 example::Ran Session::run(evloop::Conn& conn, std::string_view input, std::size_t& used) {
-  thread_local std::string out;
+  example::Responses replies(conn);
+  std::string& out = replies.out();
   const Millis now = now_millis();
   used = 0;
   example::Ran ran = example::Ran::all;
@@ -27,8 +17,7 @@ example::Ran Session::run(evloop::Conn& conn, std::string_view input, std::size_
       ran = example::Ran::closed;
       break;
     }
-    // Above the mark evloop has paused reading and owes us `low_water`: stop here. (What `out`
-    // holds is under kWriteChunk and is written below.)
+    // Above the mark evloop has paused reading and owes us `low_water`: stop here.
     if (example::above_mark(conn, config_->output_high_water)) {
       ran = example::Ran::paused;
       break;
@@ -45,14 +34,9 @@ example::Ran Session::run(evloop::Conn& conn, std::string_view input, std::size_
       ran = example::Ran::closed;
       break;
     }
-    if (out.size() >= kWriteChunk) {
-      conn.write(out);
-      out.clear();
-    }
+    replies.flush_if_full();
   }
-  if (!out.empty()) conn.write(out);
-  out.clear();
-  if (out.capacity() > kKeepScratch) std::string().swap(out);
+  replies.flush();
   if (ran == example::Ran::closed) conn.close();  // after the replies above are sent
   return ran;
 }
