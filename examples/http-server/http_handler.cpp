@@ -170,7 +170,8 @@ void append_response(const Request& req, std::string& out) {
       return;
     }
     std::string_view body = "method not allowed\n";
-    append_head(405, kTextPlain, body.size(), req.keep_alive, req.version_minor, "Allow: GET, HEAD\r\n", out);
+    append_head(405, kTextPlain, body.size(), req.keep_alive, req.version_minor,
+                "Allow: GET, HEAD\r\n", out);
     out += body;
     return;
   }
@@ -181,7 +182,8 @@ void append_response(const Request& req, std::string& out) {
       return;
     }
     std::string_view body = "method not allowed\n";
-    append_head(405, kTextPlain, body.size(), req.keep_alive, req.version_minor, "Allow: POST, PUT\r\n", out);
+    append_head(405, kTextPlain, body.size(), req.keep_alive, req.version_minor,
+                "Allow: POST, PUT\r\n", out);
     out += body;
     return;
   }

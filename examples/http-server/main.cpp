@@ -1,8 +1,8 @@
 // http-server: a small HTTP/1.1 server on evloop. GET / answers "Hello, World!", or with --root
 // DIR the files under DIR are served (bodies with Conn::send_file); keep-alive, pipelining (paced
-// by back-pressure) and HTTP/1.0 work; malformed requests get 400 and a close (at the first byte that
-// shows it), oversized request lines 414 and heads 431, oversized bodies 413, unknown methods and
-// chunked request bodies 501, a head that takes too long 408; idle keep-alive connections are
+// by back-pressure) and HTTP/1.0 work; malformed requests get 400 and a close (at the first byte
+// that shows it), oversized request lines 414 and heads 431, oversized bodies 413, unknown methods
+// and chunked request bodies 501, a head that takes too long 408; idle keep-alive connections are
 // closed. It is the server the peer benchmark (bench/peers) measures against nginx.
 #include <evloop/evloop.hpp>
 
@@ -105,7 +105,7 @@ struct Session {
   httpd::RequestParser parser;
   httpd::Deadlines deadlines;
   evloop::TimerId timer = 0;
-  example::PacedInput input;  // requests held back while responses drain
+  example::PacedInput input;   // requests held back while responses drain
   bool last_answered = false;  // a response said "Connection: close": nothing more is read
 };
 
@@ -160,7 +160,8 @@ void check_deadline(evloop::Conn& conn) {
 // Answers one complete request. A file body goes out with send_file() behind the responses
 // gathered so far in `out` (evloop keeps bytes and file ranges in order).
 void respond(evloop::Conn& conn, const httpd::Request& req, example::Responses& responses) {
-  if (!g_files.enabled() || (req.method != httpd::Method::get && req.method != httpd::Method::head)) {
+  if (!g_files.enabled() ||
+      (req.method != httpd::Method::get && req.method != httpd::Method::head)) {
     httpd::append_response(req, responses.out());
     return;
   }
@@ -174,8 +175,7 @@ void respond(evloop::Conn& conn, const httpd::Request& req, example::Responses& 
 // Answers the complete requests at the front of `input`, in order, with one write for all of
 // them when they are small (pipelined requests cost one send), until the output passes the
 // high-water mark (see paced_input.hpp). Sets `used` to the bytes of the requests answered.
-example::Ran run(evloop::Conn& conn, Session& session, std::string_view input,
-                 std::size_t& used) {
+example::Ran run(evloop::Conn& conn, Session& session, std::string_view input, std::size_t& used) {
   if (session.last_answered) {  // the bytes after a request that ended the connection
     used = input.size();
     return example::Ran::closed;
@@ -253,7 +253,8 @@ int main(int argc, char** argv) {
   callbacks.serving = example::print_listening;
   callbacks.opened = [limits = config.limits, timeouts = config.timeouts](evloop::Conn& conn) {
     const httpd::Clock::time_point now = httpd::Clock::now();
-    conn.context() = Session{httpd::RequestParser(limits), httpd::Deadlines(timeouts, now), 0, {}, false};
+    conn.context() =
+        Session{httpd::RequestParser(limits), httpd::Deadlines(timeouts, now), 0, {}, false};
     arm_timer(conn, session_of(conn), now);
   };
   g_high_water = config.options.output_high_water;

@@ -52,7 +52,7 @@ Lookup failed_open(int dir, const char* name, int error) {
     case EMLINK:
       return Lookup::forbidden;
     case ENOTDIR: {
-      struct stat st{};
+      struct stat st {};
       if (::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
         return Lookup::forbidden;
       }
@@ -213,7 +213,7 @@ Lookup StaticFiles::lookup(std::string_view target, File& file) const {
   if (dir != root_fd_) ::close(dir);
   if (fd < 0) return result;
   file.type = content_type_for(last);
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     return Lookup::unavailable;

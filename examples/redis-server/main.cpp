@@ -104,8 +104,8 @@ int main(int argc, char** argv) {
   evloop::Callbacks callbacks;
   callbacks.serving = example::print_listening;
   // Read by every connection's session for the server's lifetime.
-  static const resp::SessionConfig session_config{
-      config.limits, config.options.output_high_water, config.options.input_limit};
+  static const resp::SessionConfig session_config{config.limits, config.options.output_high_water,
+                                                  config.options.input_limit};
   callbacks.opened = [](evloop::Conn& conn) {
     conn.context() = resp::Session(session_config, g_store);
   };

@@ -28,9 +28,8 @@ struct SessionConfig {
 class Session {
   // The run PacedInput calls: the commands of `input`, on `conn`.
   auto runner(evloop::Conn& conn) {
-    return [this, &conn](std::string_view input, std::size_t& used) {
-      return run(conn, input, used);
-    };
+    return
+        [this, &conn](std::string_view input, std::size_t& used) { return run(conn, input, used); };
   }
 
  public:

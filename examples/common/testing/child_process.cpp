@@ -269,8 +269,7 @@ std::string read_exactly(int fd, std::size_t size, milliseconds timeout) {
   return got;
 }
 
-std::size_t read_repeated(int fd, std::string_view unit, std::size_t count,
-                          milliseconds timeout) {
+std::size_t read_repeated(int fd, std::string_view unit, std::size_t count, milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   const std::size_t total = count * unit.size();
   std::size_t matched = 0;

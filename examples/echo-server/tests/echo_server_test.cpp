@@ -5,9 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <future>
@@ -104,8 +104,8 @@ TEST(EchoServerBinary, AClientThatDoesNotReadIsHeldAtTheHighWaterMark) {
   // Send without reading until the socket stays full for 300 ms: the server stopped reading.
   std::size_t sent = 0;
   while (sent < total) {
-    const ssize_t n = ::send(fd, unit.data() + sent % unit.size(),
-                             unit.size() - sent % unit.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    const ssize_t n = ::send(fd, unit.data() + sent % unit.size(), unit.size() - sent % unit.size(),
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n > 0) {
       sent += static_cast<std::size_t>(n);
       continue;
@@ -115,10 +115,10 @@ TEST(EchoServerBinary, AClientThatDoesNotReadIsHeldAtTheHighWaterMark) {
     if (::poll(&p, 1, 300) == 0) break;
   }
   const ProcessMemory held = memory_of(child->pid());
-  std::printf("a client that does not read: %.1f MiB of 64 sent before the sends stalled; "
-              "server RSS %s before, %s at peak\n",
-              static_cast<double>(sent) / 1048576.0, mib(before.rss).c_str(),
-              mib(held.peak).c_str());
+  std::printf(
+      "a client that does not read: %.1f MiB of 64 sent before the sends stalled; "
+      "server RSS %s before, %s at peak\n",
+      static_cast<double>(sent) / 1048576.0, mib(before.rss).c_str(), mib(held.peak).c_str());
   EXPECT_LT(sent, total) << "the sends never stalled";
   if (peak_reset) {
     EXPECT_LE(held.peak, before.rss + 2 * kHighWater);

@@ -21,8 +21,10 @@ struct Sized {
   const char* name;
   std::size_t size;
 };
-constexpr Sized kFiles[] = {{"empty.txt", 0},        {"one.bin", 1},
-                            {"four-k.html", 4096},   {"one-m.bin", 1 << 20},
+constexpr Sized kFiles[] = {{"empty.txt", 0},
+                            {"one.bin", 1},
+                            {"four-k.html", 4096},
+                            {"one-m.bin", 1 << 20},
                             {"sixty-four-m.bin", 64 << 20}};
 
 // One response read off a keep-alive connection.
@@ -125,8 +127,8 @@ TEST_F(HttpFiles, CurlGetsEveryFileByteExactWithItsHeaders) {
   TempTree got;
   for (const Sized& f : kFiles) {
     const std::string out = got.at(f.name);
-    const ProgramResult r = curl({"-o", out, "-D", out + ".head", "-w", "%{http_code}",
-                                  url() + "/" + f.name});
+    const ProgramResult r =
+        curl({"-o", out, "-D", out + ".head", "-w", "%{http_code}", url() + "/" + f.name});
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_EQ(r.output, "200") << f.name;
     const std::string head = read_file(out + ".head");
@@ -149,8 +151,8 @@ TEST_F(HttpFiles, CurlGetsEveryFileByteExactWithItsHeaders) {
 TEST_F(HttpFiles, Http10GetsTheLargestFileWholeThenAClose) {
   if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
   TempTree got;
-  const ProgramResult r = curl({"--http1.0", "-o", got.at("f"), "-w", "%{http_code}",
-                                url() + "/sixty-four-m.bin"});
+  const ProgramResult r =
+      curl({"--http1.0", "-o", got.at("f"), "-w", "%{http_code}", url() + "/sixty-four-m.bin"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output, "200");
   EXPECT_TRUE(read_file(got.at("f")) == read_file(root_->at("sixty-four-m.bin")));
@@ -224,9 +226,9 @@ TEST_F(HttpFiles, PipelinedRequestsForSeveralFilesAreAnsweredInOrder) {
   struct Ask {
     std::string method, target;
   };
-  const std::vector<Ask> asks = {{"GET", "/four-k.html"}, {"HEAD", "/one-m.bin"},
-                                 {"GET", "/one-m.bin"},   {"GET", "/nope"},
-                                 {"GET", "/one.bin"},     {"GET", "/empty.txt"},
+  const std::vector<Ask> asks = {{"GET", "/four-k.html"},   {"HEAD", "/one-m.bin"},
+                                 {"GET", "/one-m.bin"},     {"GET", "/nope"},
+                                 {"GET", "/one.bin"},       {"GET", "/empty.txt"},
                                  {"GET", "/sub/data.json"}, {"GET", "/four-k.html"}};
   std::string batch;
   for (const Ask& a : asks) batch += a.method + " " + a.target + " HTTP/1.1\r\nHost: x\r\n\r\n";

@@ -122,16 +122,15 @@ class RedisPacing : public ServerTest {
   }
 
   void print_memory(const char* what, const ProcessMemory& peak, const ProcessMemory& after) {
-    std::printf(
-        "%s: server RSS %s before, peak %s (+%s%s), %s after the client left (+%s)\n", what,
-        mib(before_.rss).c_str(), mib(peak.peak).c_str(),
-        mib(peak.peak - std::min(peak.peak, before_.rss)).c_str(),
-        peak_was_reset_ ? "" : ", peak since start", mib(after.rss).c_str(),
-        mib(after.rss - std::min(after.rss, before_.rss)).c_str());
+    std::printf("%s: server RSS %s before, peak %s (+%s%s), %s after the client left (+%s)\n", what,
+                mib(before_.rss).c_str(), mib(peak.peak).c_str(),
+                mib(peak.peak - std::min(peak.peak, before_.rss)).c_str(),
+                peak_was_reset_ ? "" : ", peak since start", mib(after.rss).c_str(),
+                mib(after.rss - std::min(after.rss, before_.rss)).c_str());
   }
 
   std::string value_;
-  std::string reply_;  // GET k's reply
+  std::string reply_;           // GET k's reply
   long long input_before_ = 0;  // bytes the server had received when the test began
   ProcessMemory before_;
   bool peak_was_reset_ = false;
@@ -155,7 +154,8 @@ TEST_F(RedisPacing, PipelinedGetsOfALargeValueAreAllAnsweredByteExact) {
   const std::string rest = read_until_close(fd, kTimeout, closed);
   sender.join();
   ::close(fd);
-  EXPECT_EQ(matched, kGets * reply_.size()) << "replies that came whole: " << matched / reply_.size();
+  EXPECT_EQ(matched, kGets * reply_.size())
+      << "replies that came whole: " << matched / reply_.size();
   EXPECT_EQ(rest, "+OK\r\n");
   EXPECT_TRUE(closed);
   const ProcessMemory peak = memory_of(child_->pid());
@@ -193,7 +193,8 @@ TEST_F(RedisPacing, AClientThatDoesNotReadIsHeldAtBoundedMemoryWhileOthersAreSer
   const ProcessMemory held = memory_of(child_->pid());
   std::printf(
       "a client that does not read: %lld bytes pending at the server (mark %zu), about %lld of "
-      "its %zu command bytes read; another client meanwhile: %zu GETs, p50 %.2f ms, p99 %.2f ms, max "
+      "its %zu command bytes read; another client meanwhile: %zu GETs, p50 %.2f ms, p99 %.2f ms, "
+      "max "
       "%.2f ms\n",
       still, kHighWater, read_in, batch.size(), ms.size(), percentile(ms, 0.5),
       percentile(ms, 0.99), percentile(ms, 1.0));
@@ -203,7 +204,8 @@ TEST_F(RedisPacing, AClientThatDoesNotReadIsHeldAtBoundedMemoryWhileOthersAreSer
   // Now it reads: every reply comes, byte-exact.
   const std::size_t matched = read_repeated(fd, reply_, gets, kBulkTimeout);
   sender.join();
-  EXPECT_EQ(matched, gets * reply_.size()) << "replies that came whole: " << matched / reply_.size();
+  EXPECT_EQ(matched, gets * reply_.size())
+      << "replies that came whole: " << matched / reply_.size();
   ASSERT_TRUE(send_all(fd, "PING\r\n"));
   EXPECT_EQ(read_until_count(fd, "\r\n", 1, kTimeout), "+PONG\r\n");
   ::close(fd);
@@ -245,12 +247,14 @@ TEST_F(RedisPacing, AGigabyteOfPipelinedRepliesIsReadWithServerMemoryWithinTwice
   const std::vector<double> ms = others.get();
   ::close(fd);
   const ProcessMemory peak = memory_of(child_->pid());
-  EXPECT_EQ(matched, gets * reply_.size()) << "replies that came whole: " << matched / reply_.size();
+  EXPECT_EQ(matched, gets * reply_.size())
+      << "replies that came whole: " << matched / reply_.size();
   ASSERT_FALSE(ms.empty()) << "the other client was not served";
-  std::printf("%zu GETs of 64 KiB (%s of replies) read in %.2f s (%.0f MiB/s); another client: "
-              "p99 %.2f ms over %zu GETs\n",
-              gets, mib(gets * reply_.size()).c_str(), seconds,
-              static_cast<double>(matched) / seconds / 1048576.0, percentile(ms, 0.99), ms.size());
+  std::printf(
+      "%zu GETs of 64 KiB (%s of replies) read in %.2f s (%.0f MiB/s); another client: "
+      "p99 %.2f ms over %zu GETs\n",
+      gets, mib(gets * reply_.size()).c_str(), seconds,
+      static_cast<double>(matched) / seconds / 1048576.0, percentile(ms, 0.99), ms.size());
   const auto deadline = Clock::now() + kTimeout;
   while (info_field("connected_clients") != 1 && Clock::now() < deadline) {
   }
