@@ -7,7 +7,25 @@
 #include <cstddef>
 #include <string>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define EXAMPLE_TEST_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define EXAMPLE_TEST_SANITIZED 1
+#endif
+
 namespace example_test {
+
+/// True in ASan and TSan builds. They run several times slower, and their servers' RSS is not the
+/// program's (shadow memory, ASan's quarantine of freed blocks): tests shrink their volumes and
+/// print memory figures instead of checking them.
+#ifdef EXAMPLE_TEST_SANITIZED
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
 
 /// Resident memory of a process, in bytes (0 when it cannot be read).
 struct ProcessMemory {

@@ -20,22 +20,6 @@ namespace {
 using namespace example_test;
 using Clock = std::chrono::steady_clock;
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define PACING_TEST_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define PACING_TEST_SANITIZED 1
-#endif
-#ifdef PACING_TEST_SANITIZED
-// Sanitized servers run several times slower and hold freed memory (ASan's quarantine), so
-// the volumes shrink and memory figures are printed, not checked.
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-
 // evloop's default high-water mark, which the server keeps.
 constexpr std::size_t kHighWater = 1024 * 1024;
 constexpr std::size_t kValueSize = 64 * 1024;
