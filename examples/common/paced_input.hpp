@@ -122,9 +122,6 @@ class PacedInput {
     if (paced_) run_backlog(conn, run);
   }
 
-  /// True while stopped by back-pressure with requests in the backlog.
-  bool paced() const noexcept { return paced_; }
-
  private:
   template <typename Run>
   void run_backlog(evloop::Conn& conn, Run& run) {
