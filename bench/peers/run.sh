@@ -3,6 +3,8 @@
 #   http:  wrk -t1 -c50 against examples/http-server (1 loop) and nginx (1 worker, return 200)
 #   redis: redis-benchmark -c 50, -t ping_inline,ping_mbulk,set,get, -P 1 and -P 16, against
 #          examples/redis-server (1 loop) and the real redis-server
+#   files: wrk -t1 -c50 GET of a 4 KiB and a 1 MiB file against examples/http-server --root
+#          (1 loop, bodies with send_file) and nginx (1 worker, sendfile on)
 # Each peer runs only when installed. Server on CPU 0, client on CPU 1 (taskset); rounds are
 # interleaved (the server order rotates); every cell is the median over rounds (min-max); ratios
 # divide the example's median by the peer's median from the same invocation. Server CPU per
@@ -17,7 +19,8 @@ Usage: bench/peers/run.sh [options]
   --duration S        seconds per wrk run (default 5)
   --requests-p1 N     redis-benchmark requests per test at -P 1 (default 200000)
   --requests-p16 N    redis-benchmark requests per test at -P 16 (default 2000000)
-  --only http|redis   run one half only
+  --only http|redis|files
+                      run one part only (default: all three)
   --http-server BIN   the example binaries (default: BUILD_DIR/examples/...; built there in
   --redis-server BIN  Release if missing, BUILD_DIR defaults to build/peers)
   --build-dir DIR
@@ -46,7 +49,7 @@ done
 for n in "$rounds" "$duration" "$req_p1" "$req_p16"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: '$n' is not a positive number" >&2; exit 2; }
 done
-case "$only" in ""|http|redis) ;; *) echo "run.sh: --only takes http or redis" >&2; exit 2 ;; esac
+case "$only" in ""|http|redis|files) ;; *) echo "run.sh: --only takes http, redis or files" >&2; exit 2 ;; esac
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build_dir=${build_dir:-$root/build/peers}
@@ -80,8 +83,15 @@ trap 'exit 130' INT TERM
 clk_tck=$(getconf CLK_TCK)
 notes=()
 
-# utime+stime of a process (all its threads), in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# utime+stime of a process (all its threads), in clock ticks; a server that died is reported.
+cpu_ticks() {
+  [ -r "/proc/$1/stat" ] || {
+    cat "$tmp/server.out" >&2 2>/dev/null
+    echo "run.sh: the server (pid $1) is gone" >&2
+    exit 1
+  }
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
 
 # A free loopback port, from the kernel (bind port 0, read it back, close).
 free_port() {
@@ -96,20 +106,26 @@ free_port() {
   fi
 }
 
-# Starts an example binary on CPU 0 with a kernel-chosen port; sets server_pid and port.
+# Starts an example binary (with any further flags) on CPU 0 with a kernel-chosen port; sets
+# server_pid and port.
 start_example() {
+  local bin=$1
+  shift
   : >"$tmp/server.out"
-  taskset -c 0 "$1" --listen tcp://127.0.0.1:0 --loops 1 >"$tmp/server.out" 2>&1 &
+  taskset -c 0 "$bin" --listen tcp://127.0.0.1:0 --loops 1 "$@" >"$tmp/server.out" 2>&1 &
   server_pid=$!
   for _ in $(seq 200); do
     grep -q "^listening on" "$tmp/server.out" && break
     sleep 0.05
   done
   port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$tmp/server.out" | head -n 1)
-  [ -n "$port" ] || { cat "$tmp/server.out" >&2; echo "run.sh: $1 did not start" >&2; exit 1; }
+  [ -n "$port" ] || { cat "$tmp/server.out" >&2; echo "run.sh: $bin did not start" >&2; exit 1; }
 }
 
+# Starts nginx on CPU 0 with the given server-level directives (default: GET / answers 200
+# "Hello, World!").
 start_nginx() {
+  local site=${1:-'location / { default_type text/plain; return 200 "Hello, World!"; }'}
   port=$(free_port)
   mkdir -p "$tmp/nginx"
   # master_process off: one process that is the single worker, so its CPU is easy to read.
@@ -132,7 +148,7 @@ http {
   scgi_temp_path $tmp/nginx/scgi;
   server {
     listen 127.0.0.1:$port;
-    location / { default_type text/plain; return 200 "Hello, World!"; }
+    $site
   }
 }
 CONF
@@ -177,15 +193,20 @@ range() {
   awk -v k="$1" '$1 == k { print $2 }' "$tmp/results" | sort -g |
     awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%.0f–%.0f", lo, hi }'
 }
+range2() {
+  awk -v k="$1" '$1 == k { print $2 }' "$tmp/results" | sort -g |
+    awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%.2f–%.2f", lo, hi }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "–"; else printf "%.2f×", a / b }'; }
 fmt0() { awk -v a="$1" 'BEGIN { if (a == "") print "–"; else printf "%.0f", a }'; }
 fmt2() { awk -v a="$1" 'BEGIN { if (a == "") print "–"; else printf "%.2f", a }'; }
 
-# One wrk run against $port; records req/s and server CPU µs per request under $1.
+# One wrk run against $port (path $2, default /); records req/s and server CPU µs per request
+# under $1.
 run_wrk() {
-  local name=$1 before after
+  local name=$1 path=${2:-/} before after
   before=$(cpu_ticks "$server_pid")
-  taskset -c 1 wrk -t1 -c50 -d"${duration}s" "http://127.0.0.1:$port/" >"$tmp/wrk.out" 2>&1
+  taskset -c 1 wrk -t1 -c50 -d"${duration}s" "http://127.0.0.1:$port$path" >"$tmp/wrk.out" 2>&1
   after=$(cpu_ticks "$server_pid")
   local rps reqs
   rps=$(awk '/^Requests\/sec:/ { print $2 }' "$tmp/wrk.out")
@@ -194,8 +215,8 @@ run_wrk() {
     cat "$tmp/wrk.out" >&2
     notes+=("wrk against $name reported errors in a run (see above)")
   fi
-  record "http.$name.rps" "$rps"
-  record "http.$name.cpu" "$(awk -v d=$((after - before)) -v t="$clk_tck" -v n="$reqs" \
+  record "$name.rps" "$rps"
+  record "$name.cpu" "$(awk -v d=$((after - before)) -v t="$clk_tck" -v n="$reqs" \
                                'BEGIN { printf "%.3f", d / t * 1e6 / n }')"
 }
 
@@ -220,18 +241,39 @@ run_redis_benchmark() {
 redis_tests=(ping_inline ping_mbulk set get)
 
 http_servers=(evloop)
-if [ "$only" != redis ]; then
+if [ -z "$only" ] || [ "$only" = http ]; then
   if ! have wrk; then notes+=("wrk not installed: http half skipped"); http_servers=();
   elif [ -n "$nginx_bin" ] && have curl; then http_servers+=(nginx);
   else notes+=("nginx (or curl) not installed: http-server measured alone"); fi
 else http_servers=(); fi
 
 redis_servers=(evloop)
-if [ "$only" != http ]; then
+if [ -z "$only" ] || [ "$only" = redis ]; then
   if ! have redis-benchmark; then notes+=("redis-benchmark not installed: redis half skipped"); redis_servers=();
   elif [ -n "$real_redis" ] && have redis-cli; then redis_servers+=(redis);
   else notes+=("redis-server not installed: the example measured alone"); fi
 else redis_servers=(); fi
+
+file_servers=(evloop)
+file_sizes=(4k 1m)
+if [ -z "$only" ] || [ "$only" = files ]; then
+  if ! have wrk; then notes+=("wrk not installed: files part skipped"); file_servers=();
+  elif [ -n "$nginx_bin" ] && have curl; then file_servers+=(nginx);
+  else notes+=("nginx (or curl) not installed: http-server --root measured alone"); fi
+else file_servers=(); fi
+if [ ${#file_servers[@]} -gt 0 ]; then
+  mkdir -p "$tmp/www"
+  head -c 4096 /dev/urandom >"$tmp/www/4k.bin"
+  head -c 1048576 /dev/urandom >"$tmp/www/1m.bin"
+fi
+# nginx serving $tmp/www as the example does: sendfile, no access log (set for all of http{}).
+nginx_files_site="sendfile on; location / { root $tmp/www; }"
+
+# Both servers must send the file itself: checked once per server start, before measuring.
+check_file() {
+  curl -s "http://127.0.0.1:$port/$1.bin" | cmp -s - "$tmp/www/$1.bin" ||
+    { echo "run.sh: $2 did not serve $1.bin byte-exact" >&2; exit 1; }
+}
 
 for ((r = 0; r < rounds; r++)); do
   # Rotate the order every round so that neither server always runs first.
@@ -240,7 +282,7 @@ for ((r = 0; r < rounds; r++)); do
     s=${http_servers[$(((i + r) % n))]}
     echo "round $((r + 1))/$rounds: http $s" >&2
     if [ "$s" = evloop ]; then start_example "$http_bin"; else start_nginx; fi
-    run_wrk "$s"
+    run_wrk "http.$s"
     stop_server
   done
   n=${#redis_servers[@]}
@@ -251,6 +293,18 @@ for ((r = 0; r < rounds; r++)); do
     for t in "${redis_tests[@]}"; do
       run_redis_benchmark "$s" "$t" 1 "$req_p1"
       run_redis_benchmark "$s" "$t" 16 "$req_p16"
+    done
+    stop_server
+  done
+  n=${#file_servers[@]}
+  for ((i = 0; i < n; i++)); do
+    s=${file_servers[$(((i + r) % n))]}
+    echo "round $((r + 1))/$rounds: files $s" >&2
+    if [ "$s" = evloop ]; then start_example "$http_bin" --root "$tmp/www";
+    else start_nginx "$nginx_files_site"; fi
+    for size in "${file_sizes[@]}"; do
+      check_file "$size" "$s"
+      run_wrk "files.$size.$s" "/$size.bin"
     done
     stop_server
   done
@@ -273,6 +327,23 @@ done
       echo "| $label | $(fmt0 "$(median "http.$s.rps")") ($(range "http.$s.rps")) |" \
            "$(ratio "$(median "http.$s.rps")" "$(median http.nginx.rps)") |" \
            "$(fmt2 "$(median "http.$s.cpu")") |"
+    done
+  fi
+  if [ ${#file_servers[@]} -gt 0 ]; then
+    echo
+    echo "## Static files: wrk -t1 -c50 -d${duration}s, GET of one file (random bytes)"
+    echo
+    echo "| file | server | req/s | × nginx | server CPU µs/req | CPU × nginx |"
+    echo "|---|---|---|---|---|---|"
+    for size in "${file_sizes[@]}"; do
+      for s in "${file_servers[@]}"; do
+        label=$([ "$s" = evloop ] && echo "examples/http-server --root, 1 loop" || echo "nginx $("$nginx_bin" -v 2>&1 | sed 's|.*/||'), 1 worker, sendfile on")
+        k=files.$size
+        echo "| $size | $label | $(fmt0 "$(median "$k.$s.rps")") ($(range "$k.$s.rps")) |" \
+             "$(ratio "$(median "$k.$s.rps")" "$(median "$k.nginx.rps")") |" \
+             "$(fmt2 "$(median "$k.$s.cpu")") ($(range2 "$k.$s.cpu")) |" \
+             "$(ratio "$(median "$k.$s.cpu")" "$(median "$k.nginx.cpu")") |"
+      done
     done
   fi
   if [ ${#redis_servers[@]} -gt 0 ]; then

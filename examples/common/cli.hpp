@@ -48,7 +48,8 @@ void print_listening(const evloop::ServingInfo& info);
 /// Starts `server` and serves until SIGINT or SIGTERM, then stops it and waits. Returns the
 /// exit code: 0, or 1 when start() fails (its message printed). The signals stay blocked in
 /// every thread (loop threads inherit the mask) and this thread takes them with sigwait(): no
-/// handler, so nothing for a sanitizer to defer or lose. Server::stop() is async-signal-safe
+/// handler, so nothing for a sanitizer to defer or lose. SIGPIPE is blocked in every thread too
+/// (sendfile() cannot be told not to raise it). Server::stop() is async-signal-safe
 /// too, for programs that prefer a handler.
 int serve_until_signal(const Program& program, evloop::Server& server);
 

@@ -25,6 +25,8 @@ enum class Awaiting {
   head,          ///< The rest of a request head: Timeouts::header applies.
   body,          ///< The rest of a request body: no timeout.
   next_request,  ///< Nothing is in progress: Timeouts::keepalive applies.
+  response,      ///< Requests wait for responses ahead of them to drain: no timeout (the
+                 ///< send is bounded by evloop's ConnOptions::send_timeout).
 };
 
 /// The deadline of one connection, for a timer that is re-armed lazily: a read only stores a new

@@ -8,11 +8,16 @@ namespace httpd {
 namespace {
 
 constexpr std::string_view kHello = "Hello, World!";
+constexpr std::string_view kTextPlain = "text/plain";
 
 std::string_view status_text(int status) noexcept {
   switch (status) {
     case 200:
       return "OK";
+    case 304:
+      return "Not Modified";
+    case 403:
+      return "Forbidden";
     case 400:
       return "Bad Request";
     case 404:
@@ -29,6 +34,8 @@ std::string_view status_text(int status) noexcept {
       return "Request Header Fields Too Large";
     case 501:
       return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
     case 505:
       return "HTTP Version Not Supported";
     default:
@@ -36,24 +43,96 @@ std::string_view status_text(int status) noexcept {
   }
 }
 
-// The current Date header value (RFC 9110 5.6.7 IMF-fixdate), formatted at most once a second
-// per thread. Returns true in `changed` when the second moved on.
+constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+void append_digits(int value, int width, std::string& out) {
+  char text[8];
+  for (int i = width - 1; i >= 0; --i, value /= 10) text[i] = static_cast<char>('0' + value % 10);
+  out.append(text, static_cast<std::size_t>(width));
+}
+
+// The current Date header value, formatted at most once a second per thread. Returns true in
+// `changed` when the second moved on.
 std::string_view http_date(bool& changed) {
   thread_local std::time_t last = 0;
-  thread_local char text[40] = {};
+  thread_local std::string text;
   std::time_t now = std::time(nullptr);
   changed = now != last;
   if (changed) {
     last = now;
-    std::tm tm{};
-    gmtime_r(&now, &tm);
-    std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    text.clear();
+    append_http_date(now, text);
   }
   return text;
 }
 
-void append_head(int status, std::size_t length, bool keep_alive, int version_minor,
-                 std::string_view extra, std::string& out) {
+// The whole "GET / HTTP/1.1" keep-alive response, cached per thread.
+std::string_view hello_response() {
+  thread_local std::string cached;
+  bool changed = false;
+  http_date(changed);
+  if (changed || cached.empty()) {
+    cached.clear();
+    append_head(200, kTextPlain, kHello.size(), true, 1, {}, cached);
+    cached += kHello;
+  }
+  return cached;
+}
+
+}  // namespace
+
+void append_http_date(std::time_t time, std::string& out) {
+  std::tm tm{};
+  gmtime_r(&time, &tm);
+  out += kDays[tm.tm_wday % 7];
+  out += ", ";
+  append_digits(tm.tm_mday, 2, out);
+  out += ' ';
+  out += kMonths[tm.tm_mon % 12];
+  out += ' ';
+  append_digits(tm.tm_year + 1900, 4, out);
+  out += ' ';
+  append_digits(tm.tm_hour, 2, out);
+  out += ':';
+  append_digits(tm.tm_min, 2, out);
+  out += ':';
+  append_digits(tm.tm_sec, 2, out);
+  out += " GMT";
+}
+
+bool parse_http_date(std::string_view text, std::time_t& time) {
+  // IMF-fixdate only ("Sun, 06 Nov 1994 08:49:37 GMT", 29 bytes), which every current client
+  // sends; anything else is ignored, as RFC 9110 13.1.3 allows for an invalid date.
+  auto number = [&text](std::size_t at, std::size_t width, int& value) {
+    value = 0;
+    for (std::size_t i = at; i < at + width; ++i) {
+      if (text[i] < '0' || text[i] > '9') return false;
+      value = value * 10 + (text[i] - '0');
+    }
+    return true;
+  };
+  if (text.size() != 29 || text.substr(3, 2) != ", " || text[7] != ' ' || text[11] != ' ' ||
+      text[16] != ' ' || text[19] != ':' || text[22] != ':' || text.substr(25) != " GMT") {
+    return false;
+  }
+  std::tm tm{};
+  int month = 0;
+  while (month < 12 && text.substr(8, 3) != kMonths[month]) ++month;
+  if (month == 12 || !number(5, 2, tm.tm_mday) || !number(12, 4, tm.tm_year) ||
+      !number(17, 2, tm.tm_hour) || !number(20, 2, tm.tm_min) || !number(23, 2, tm.tm_sec) ||
+      tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60) {
+    return false;
+  }
+  tm.tm_mon = month;
+  tm.tm_year -= 1900;
+  time = timegm(&tm);
+  return time != static_cast<std::time_t>(-1);
+}
+
+void append_head(int status, std::string_view content_type, std::size_t length, bool keep_alive,
+                 int version_minor, std::string_view extra, std::string& out) {
   bool unused = false;
   out += "HTTP/1.1 ";
   out += std::to_string(status);
@@ -61,8 +140,12 @@ void append_head(int status, std::size_t length, bool keep_alive, int version_mi
   out += status_text(status);
   out += "\r\nServer: evloop\r\nDate: ";
   out += http_date(unused);
-  out += "\r\nContent-Type: text/plain\r\nContent-Length: ";
-  out += std::to_string(length);
+  if (status != 304) {  // a 304 has no body: it describes the one the client has
+    out += "\r\nContent-Type: ";
+    out += content_type;
+    out += "\r\nContent-Length: ";
+    out += std::to_string(length);
+  }
   out += "\r\n";
   out += extra;
   if (!keep_alive) {
@@ -73,21 +156,6 @@ void append_head(int status, std::size_t length, bool keep_alive, int version_mi
   out += "\r\n";
 }
 
-// The whole "GET / HTTP/1.1" keep-alive response, cached per thread.
-std::string_view hello_response() {
-  thread_local std::string cached;
-  bool changed = false;
-  http_date(changed);
-  if (changed || cached.empty()) {
-    cached.clear();
-    append_head(200, kHello.size(), true, 1, {}, cached);
-    cached += kHello;
-  }
-  return cached;
-}
-
-}  // namespace
-
 void append_response(const Request& req, std::string& out) {
   std::string_view path = req.target.substr(0, req.target.find('?'));
   bool head_only = req.method == Method::head;
@@ -97,33 +165,35 @@ void append_response(const Request& req, std::string& out) {
       return;
     }
     if (req.method == Method::get || head_only) {
-      append_head(200, kHello.size(), req.keep_alive, req.version_minor, {}, out);
+      append_head(200, kTextPlain, kHello.size(), req.keep_alive, req.version_minor, {}, out);
       if (!head_only) out += kHello;
       return;
     }
     std::string_view body = "method not allowed\n";
-    append_head(405, body.size(), req.keep_alive, req.version_minor, "Allow: GET, HEAD\r\n", out);
+    append_head(405, kTextPlain, body.size(), req.keep_alive, req.version_minor,
+                "Allow: GET, HEAD\r\n", out);
     out += body;
     return;
   }
   if (path == "/echo") {
     if (req.method == Method::post || req.method == Method::put) {
-      append_head(200, req.body.size(), req.keep_alive, req.version_minor, {}, out);
+      append_head(200, kTextPlain, req.body.size(), req.keep_alive, req.version_minor, {}, out);
       out += req.body;
       return;
     }
     std::string_view body = "method not allowed\n";
-    append_head(405, body.size(), req.keep_alive, req.version_minor, "Allow: POST, PUT\r\n", out);
+    append_head(405, kTextPlain, body.size(), req.keep_alive, req.version_minor,
+                "Allow: POST, PUT\r\n", out);
     out += body;
     return;
   }
   std::string_view body = "not found\n";
-  append_head(404, body.size(), req.keep_alive, req.version_minor, {}, out);
+  append_head(404, kTextPlain, body.size(), req.keep_alive, req.version_minor, {}, out);
   if (!head_only) out += body;
 }
 
 void append_error(int status, std::string_view reason, std::string& out) {
-  append_head(status, reason.size() + 1, false, 1, {}, out);
+  append_head(status, kTextPlain, reason.size() + 1, false, 1, {}, out);
   out += reason;
   out += '\n';
 }

@@ -1,9 +1,12 @@
-// http-server: a small HTTP/1.1 server on evloop. GET / answers "Hello, World!"; keep-alive,
-// pipelining and HTTP/1.0 work; malformed requests get 400 and a close (at the first byte that
-// shows it), oversized request lines 414 and heads 431, oversized bodies 413, unknown methods and
-// chunked request bodies 501, a head that takes too long 408; idle keep-alive connections are
+// http-server: a small HTTP/1.1 server on evloop. GET / answers "Hello, World!", or with --root
+// DIR the files under DIR are served (bodies with Conn::send_file); keep-alive, pipelining (paced
+// by back-pressure) and HTTP/1.0 work; malformed requests get 400 and a close (at the first byte
+// that shows it), oversized request lines 414 and heads 431, oversized bodies 413, unknown methods
+// and chunked request bodies 501, a head that takes too long 408; idle keep-alive connections are
 // closed. It is the server the peer benchmark (bench/peers) measures against nginx.
 #include <evloop/evloop.hpp>
+
+#include <unistd.h>
 
 #include <any>
 #include <csignal>
@@ -17,12 +20,15 @@
 #include "deadlines.hpp"
 #include "http_handler.hpp"
 #include "http_parser.hpp"
+#include "paced_input.hpp"
+#include "static_files.hpp"
 
 namespace {
 
 constexpr const char* kUsage = R"(Usage: http-server [options]
 
 Serves HTTP/1.1 (and 1.0): GET / answers "Hello, World!", POST /echo returns the body.
+With --root, GET and HEAD serve the files under DIR instead.
 
 Options:
   --listen ADDR     address to serve (repeatable; default tcp://127.0.0.1:8080), e.g.
@@ -31,6 +37,10 @@ Options:
   --reuseport       one SO_REUSEPORT listener per loop (the kernel balances connections)
   --backend B       event backend: auto, epoll or io_uring (default auto: $EVLOOP_BACKEND,
                     else epoll); io_uring falls back to epoll where the kernel refuses it
+  --root DIR        serve GET and HEAD of the regular files under DIR (a directory stands
+                    for its index.html): Content-Type from the extension, Last-Modified and
+                    If-Modified-Since (304), 404 for what is not there, 403 for a path that
+                    leaves DIR ("..", %2e%2e, %2f, %00) or has a symbolic link in it
   --max-body BYTES  largest request body accepted, larger gets 413 (default 1048576)
   --header-timeout SECONDS
                     the whole request head must arrive within this, counted from its first
@@ -52,6 +62,9 @@ struct Config {
   httpd::Timeouts timeouts;
 };
 
+// The files of --root (not enabled without it). Opened before the loops start; read-only then.
+httpd::StaticFiles g_files;
+
 Config parse_args(int argc, char** argv) {
   Config config;
   config.options =
@@ -64,6 +77,11 @@ Config parse_args(int argc, char** argv) {
                                                std::string(v) + "'");
           }
           config.limits.max_body_bytes = static_cast<std::size_t>(n);
+        } else if (flag == "--root") {
+          std::string error;
+          if (!g_files.open(std::string(value()), error)) {
+            example::usage_error(kProgram, "--root " + error);
+          }
         } else if (flag == "--header-timeout") {
           config.timeouts.header = example::parse_seconds(kProgram, flag, value());
         } else if (flag == "--keepalive-timeout") {
@@ -77,6 +95,9 @@ Config parse_args(int argc, char** argv) {
   // request per connection: its head and its body. A little slack keeps evloop's own limit
   // from firing before the parser answers 431 or 413.
   config.options.input_limit = config.limits.max_head_bytes + config.limits.max_body_bytes + 4096;
+  // A response the client stops reading (a large file, say) is given up after a minute without
+  // progress, like nginx's send_timeout.
+  config.options.send_timeout = std::chrono::seconds(60);
   return config;
 }
 
@@ -86,9 +107,15 @@ struct Session {
   httpd::RequestParser parser;
   httpd::Deadlines deadlines;
   evloop::TimerId timer = 0;
+  example::PacedInput input;   // requests held back while responses drain
+  bool last_answered = false;  // a response said "Connection: close": nothing more is read
 };
 
-Session& session_of(evloop::Conn& conn) { return *std::any_cast<Session>(&conn.context()); }
+// What every connection's `data` needs of the configuration (set before the loops start).
+std::size_t g_high_water = 0;
+std::size_t g_input_limit = 0;
+
+Session& session_of(evloop::Conn& conn) { return std::any_cast<Session&>(conn.context()); }
 
 void check_deadline(evloop::Conn& conn);
 
@@ -117,7 +144,14 @@ void check_deadline(evloop::Conn& conn) {
       return;
     }
     case httpd::Deadlines::Expired::keepalive:
-      conn.close();
+      if (conn.output_pending() == 0) {
+        conn.close();
+        return;
+      }
+      // A response still going out (a large file) is not idleness: the keep-alive time starts
+      // again (send_timeout bounds a client that stopped reading).
+      session.deadlines.on_read(now, httpd::Awaiting::next_request, true);
+      arm_timer(conn, session, now);
       return;
     case httpd::Deadlines::Expired::none:
       arm_timer(conn, session, now);
@@ -125,44 +159,91 @@ void check_deadline(evloop::Conn& conn) {
   }
 }
 
-// Handles the bytes of one read: every complete request is answered, in order, with a single
-// write for all of them (pipelined requests cost one send). Returns the bytes consumed.
-std::size_t on_data(evloop::Conn& conn, std::string_view bytes) {
-  Session& session = session_of(conn);
-  thread_local std::string out;
-  out.clear();
-  std::size_t used = 0;
+// Answers one complete request. A file body goes out with send_file() behind the responses
+// gathered so far in `out` (evloop keeps bytes and file ranges in order).
+void respond(evloop::Conn& conn, const httpd::Request& req, example::Responses& responses) {
+  if (!g_files.enabled() ||
+      (req.method != httpd::Method::get && req.method != httpd::Method::head)) {
+    httpd::append_response(req, responses.out());
+    return;
+  }
+  const httpd::File file = g_files.respond(req, responses.out());
+  if (file.fd < 0) return;
+  responses.flush();
+  conn.send_file(file.fd, 0, file.size);  // evloop sends from its own duplicate of the fd
+  ::close(file.fd);
+}
+
+// Answers the complete requests at the front of `input`, in order, with one write for all of
+// them when they are small (pipelined requests cost one send), until the output passes the
+// high-water mark (see paced_input.hpp). Sets `used` to the bytes of the requests answered.
+example::Ran run(evloop::Conn& conn, Session& session, std::string_view input, std::size_t& used) {
+  if (session.last_answered) {  // the bytes after a request that ended the connection
+    used = input.size();
+    return example::Ran::closed;
+  }
+  example::Responses responses(conn);
+  std::string& out = responses.out();
+  used = 0;
   bool completed = false;
-  bool close = false;
-  while (!close) {
-    httpd::ParseResult r = session.parser.parse(bytes.substr(used));
+  bool failed = false;
+  example::Ran ran = example::Ran::all;
+  for (;;) {
+    if (example::above_mark(conn, g_high_water)) {
+      ran = example::Ran::paused;
+      break;
+    }
+    httpd::ParseResult r = session.parser.parse(input.substr(used));
     if (r.status == httpd::ParseStatus::incomplete) {
       if (r.send_continue) out += httpd::kContinue;
       break;
     }
     if (r.status == httpd::ParseStatus::error) {
       httpd::append_error(r.error_status, r.error_reason, out);
-      close = true;
+      ran = example::Ran::closed;
+      failed = true;
       break;
     }
     const httpd::Request& req = session.parser.request();
-    httpd::append_response(req, out);
+    respond(conn, req, responses);
     used += r.consumed;
     completed = true;
-    close = !req.keep_alive;
+    if (!req.keep_alive) {
+      ran = example::Ran::closed;
+      break;
+    }
+    responses.flush_if_full();
   }
-  if (!out.empty()) conn.write(out);
-  if (close) {
-    conn.close();  // after the responses above are sent
-    return bytes.size();
+  responses.flush();
+  if (failed) {
+    conn.close();  // after the error response (within ConnOptions::close_timeout)
+    return ran;
   }
-  const httpd::Awaiting next = used == bytes.size()             ? httpd::Awaiting::next_request
+  const httpd::Clock::time_point now = httpd::Clock::now();
+  if (ran == example::Ran::closed) {
+    // "Connection: close": a FIN after the last response, however long its body takes to go out
+    // (send_timeout bounds a client that stops reading; close() would reset it after
+    // close_timeout). The connection ends when the client closes too, or at the keep-alive
+    // timeout once everything is sent.
+    session.last_answered = true;
+    conn.shutdown_write();
+    session.deadlines.on_read(now, httpd::Awaiting::next_request, true);
+    arm_timer(conn, session, now);
+    return ran;
+  }
+  const httpd::Awaiting next = ran == example::Ran::paused      ? httpd::Awaiting::response
+                               : used == input.size()           ? httpd::Awaiting::next_request
                                : session.parser.awaiting_body() ? httpd::Awaiting::body
                                                                 : httpd::Awaiting::head;
-  const httpd::Clock::time_point now = httpd::Clock::now();
   session.deadlines.on_read(now, next, completed);
   arm_timer(conn, session, now);
-  return used;
+  return ran;
+}
+
+auto runner(evloop::Conn& conn, Session& session) {
+  return [&conn, &session](std::string_view input, std::size_t& used) {
+    return run(conn, session, input, used);
+  };
 }
 
 }  // namespace
@@ -174,10 +255,20 @@ int main(int argc, char** argv) {
   callbacks.serving = example::print_listening;
   callbacks.opened = [limits = config.limits, timeouts = config.timeouts](evloop::Conn& conn) {
     const httpd::Clock::time_point now = httpd::Clock::now();
-    conn.context() = Session{httpd::RequestParser(limits), httpd::Deadlines(timeouts, now)};
+    conn.context() =
+        Session{httpd::RequestParser(limits), httpd::Deadlines(timeouts, now), 0, {}, false};
     arm_timer(conn, session_of(conn), now);
   };
-  callbacks.data = on_data;
+  g_high_water = config.options.output_high_water;
+  g_input_limit = config.options.input_limit;
+  callbacks.data = [](evloop::Conn& conn, std::string_view bytes) {
+    Session& session = session_of(conn);
+    return session.input.on_data(conn, bytes, g_input_limit, runner(conn, session));
+  };
+  callbacks.low_water = [](evloop::Conn& conn) {
+    Session& session = session_of(conn);
+    session.input.on_drained(conn, runner(conn, session));
+  };
   callbacks.closed = [](evloop::Conn& conn, std::error_code) {
     if (const Session& session = session_of(conn); session.timer != 0) {
       conn.loop().cancel(session.timer);

@@ -244,11 +244,19 @@ After cmd_select(Context& c) {
   return After::keep_open;
 }
 
+// What INFO appends (set once before serving: set_info_extra).
+using InfoExtra = std::string (*)();
+InfoExtra& info_extra() {
+  static InfoExtra extra = nullptr;
+  return extra;
+}
+
 After cmd_info(Context& c) {
   std::string text =
       "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\nexecutable:evloop-example"
       "\r\n\r\n# Keyspace\r\ndb0:keys=" +
       std::to_string(c.store.size()) + ",expires=0,avg_ttl=0\r\n";
+  if (info_extra() != nullptr) text.append("\r\n").append(info_extra()());
   reply_bulk(text, c.out);
   return After::keep_open;
 }
@@ -394,6 +402,8 @@ void set_config_timeout(std::int64_t seconds) {
   config_timeout().clear();
   append_int_text(seconds, config_timeout());
 }
+
+void set_info_extra(std::string (*extra)()) { info_extra() = extra; }
 
 void append_error(std::string_view message, std::string& out) {
   out += "-ERR ";

@@ -25,6 +25,10 @@ After execute(const std::vector<std::string_view>& args, Store& store, Millis no
 /// before any command runs: it is not synchronized with them.
 void set_config_timeout(std::int64_t seconds);
 
+/// Sets a function whose text INFO appends after its own sections (more sections of
+/// "field:value\r\n" lines: the server's connection counters). Call it before any command runs.
+void set_info_extra(std::string (*extra)());
+
 /// Appends "-ERR <message>\r\n" (CR and LF in the message become spaces, as Redis does).
 void append_error(std::string_view message, std::string& out);
 

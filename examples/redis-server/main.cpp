@@ -17,6 +17,7 @@
 #include "commands.hpp"
 #include "resp_parser.hpp"
 #include "server_limits.hpp"
+#include "session.hpp"
 #include "store.hpp"
 
 namespace {
@@ -76,45 +77,25 @@ Config parse_args(int argc, char** argv) {
 
 resp::Store g_store;
 
-// Replies are gathered in a per-thread string and handed to evloop whenever they pass this, and
-// at the end of each read: a pipeline of small commands costs one send, and a read that asks for
-// many large replies never builds one string of them all.
-constexpr std::size_t kWriteChunk = 64 * 1024;
-// A larger scratch string (grown by a large reply) is given back after the read.
-constexpr std::size_t kKeepScratch = 1024 * 1024;
+evloop::Server* g_server = nullptr;
 
-// Handles the bytes of one read: every complete command runs, in order, and its reply is
-// written. Returns the bytes consumed.
-std::size_t on_data(evloop::Conn& conn, std::string_view bytes) {
-  auto* parser = std::any_cast<resp::CommandParser>(&conn.context());
-  thread_local std::string out;
-  const resp::Millis now = resp::now_millis();
-  std::size_t used = 0;
-  bool close = false;
-  // A connection closing meanwhile (over its output limit) runs no further command.
-  while (!close && !conn.closing()) {
-    resp::ParseResult r = parser->parse(bytes.substr(used));
-    if (r.status == resp::ParseStatus::incomplete) break;
-    if (r.status == resp::ParseStatus::error) {
-      resp::append_error(r.error, out);  // "-ERR Protocol error: ...", then close, like Redis
-      close = true;
-      break;
-    }
-    used += r.consumed;
-    close = resp::execute(parser->args(), g_store, now, out) == resp::After::close;
-    if (out.size() >= kWriteChunk) {
-      conn.write(out);
-      out.clear();
-    }
-  }
-  if (!out.empty()) conn.write(out);
-  out.clear();
-  if (out.capacity() > kKeepScratch) std::string().swap(out);
-  if (close || conn.closing()) {
-    conn.close();  // after the replies above are sent
-    return bytes.size();
-  }
-  return used;
+// INFO's "# Clients" and "# Stats" sections, from evloop's counters (all loops): what tests and
+// benchmarks watch, e.g. evloop_output_buffered above the high-water mark while a client is paced.
+std::string info_from_evloop() {
+  evloop::LoopStats t;
+  for (const evloop::LoopStats& s : g_server->stats()) t += s;
+  std::string text = "# Clients\r\nconnected_clients:" + std::to_string(t.open_connections);
+  text.append("\r\n\r\n# Stats\r\ntotal_net_input_bytes:").append(std::to_string(t.bytes_in));
+  text.append("\r\ntotal_net_output_bytes:").append(std::to_string(t.bytes_out));
+  text.append("\r\nevloop_read_pauses:").append(std::to_string(t.read_pauses));
+  text.append("\r\nevloop_output_buffered:").append(std::to_string(t.output_buffered));
+  text.append("\r\nevloop_input_buffered:").append(std::to_string(t.input_buffered));
+  text.append("\r\n");
+  return text;
+}
+
+resp::Session& session_of(evloop::Conn& conn) {
+  return std::any_cast<resp::Session&>(conn.context());
 }
 
 }  // namespace
@@ -124,9 +105,20 @@ int main(int argc, char** argv) {
 
   evloop::Callbacks callbacks;
   callbacks.serving = example::print_listening;
-  const resp::Limits limits = config.limits;
-  callbacks.opened = [limits](evloop::Conn& conn) { conn.context() = resp::CommandParser(limits); };
-  callbacks.data = on_data;
+  // Read by every connection's session for the server's lifetime.
+  static const resp::SessionConfig session_config{config.limits, config.options.output_high_water,
+                                                  config.options.input_limit};
+  callbacks.opened = [](evloop::Conn& conn) {
+    conn.context() = resp::Session(session_config, g_store);
+  };
+  callbacks.data = [](evloop::Conn& conn, std::string_view bytes) {
+    return session_of(conn).on_data(conn, bytes);
+  };
+  // Replies are paced by back-pressure: a session that stopped above the high-water mark runs
+  // the commands it holds when the output drains to the low-water mark (see session.hpp).
+  // (Not `all_sent`: it would be a call after nearly every reply, and `low_water` is owed
+  // whenever a session stops.)
+  callbacks.low_water = [](evloop::Conn& conn) { session_of(conn).on_drained(conn); };
   // Active expiry on loop 0, ten times a second (keys are also expired when touched).
   callbacks.tick = [](evloop::Loop&) {
     g_store.expire_due(resp::now_millis());
@@ -134,5 +126,7 @@ int main(int argc, char** argv) {
   };
 
   evloop::Server server(std::move(config.options), std::move(callbacks));
+  g_server = &server;
+  resp::set_info_extra(info_from_evloop);
   return example::serve_until_signal(kProgram, server);
 }

@@ -11,7 +11,7 @@
 
 namespace resp {
 
-/// Room in the output for the other replies made from the same read as the largest bulk reply.
+/// Room in the output for the other replies gathered with the largest bulk reply.
 inline constexpr std::size_t kOtherRepliesRoom = 1024 * 1024;
 
 /// Bytes of the reply that carries a bulk string of `size` bytes: "$<size>\r\n<bytes>\r\n".
@@ -29,10 +29,11 @@ inline void fit_limits(const Limits& limits, evloop::Options& options) {
   // of the largest key and value) plus inline slack; evloop closes the connection beyond that,
   // like Redis's client-query-buffer-limit.
   options.input_limit = 2 * limits.max_bulk_bytes + 2 * limits.max_inline_bytes;
-  // A GET of the largest value the parser accepts must fit, when it is read: behind output that
-  // is still pending (at most the high-water mark, above which evloop stops reading) and beside
-  // the other replies of that read. Never less than evloop's default. (A read that asks for
-  // several of the largest values can still pass it: that needs replies paced by back-pressure.)
+  // A GET of the largest value the parser accepts must fit: behind output that is still pending
+  // (at most the high-water mark, above which the session runs no further command) and beside
+  // the other replies gathered with it (under 64 KiB). Never less than evloop's default. (One
+  // command whose reply alone is larger, an MGET of several of the largest values, can still
+  // pass it and is cut, as Redis cuts at client-output-buffer-limit.)
   options.output_limit = std::max(
       options.output_limit,
       options.output_high_water + bulk_reply_size(limits.max_bulk_bytes) + kOtherRepliesRoom);

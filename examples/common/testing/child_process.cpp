@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -281,6 +282,30 @@ std::string read_exactly(int fd, std::size_t size, milliseconds timeout) {
   }
   got.resize(have);
   return got;
+}
+
+std::size_t read_repeated(int fd, std::string_view unit, std::size_t count, milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const std::size_t total = count * unit.size();
+  std::size_t matched = 0;
+  std::string buf(256 * 1024, '\0');
+  while (matched < total && !unit.empty() && wait_readable(fd, deadline)) {
+    ssize_t n = ::recv(fd, buf.data(), std::min(buf.size(), total - matched), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    // Compare a run of `unit` at a time (memcmp), from where the last read stopped in it.
+    for (std::size_t i = 0; i < static_cast<std::size_t>(n);) {
+      const std::size_t at = matched % unit.size();
+      const std::size_t run = std::min(unit.size() - at, static_cast<std::size_t>(n) - i);
+      if (std::memcmp(buf.data() + i, unit.data() + at, run) != 0) {
+        while (buf[i] == unit[matched % unit.size()]) ++i, ++matched;  // the first wrong byte
+        return matched;
+      }
+      i += run;
+      matched += run;
+    }
+  }
+  return matched;
 }
 
 std::string read_until_count(int fd, std::string_view needle, int count, milliseconds timeout) {

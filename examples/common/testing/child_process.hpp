@@ -30,6 +30,8 @@ class Child {
 
   /// True while started and not yet reaped.
   bool running() const noexcept { return pid_ > 0; }
+  /// The process id (-1 once reaped).
+  pid_t pid() const noexcept { return pid_; }
   /// Reads stdout until a line starting with `prefix` (returned without the newline); empty
   /// when the deadline passes or stdout ends first.
   std::string wait_for_line(std::string_view prefix, milliseconds timeout);
@@ -71,6 +73,10 @@ bool send_all(int fd, std::string_view bytes);
 std::string read_until_close(int fd, milliseconds timeout, bool& closed);
 /// Reads until `size` bytes have arrived, EOF or the deadline.
 std::string read_exactly(int fd, std::size_t size, milliseconds timeout);
+/// Reads `count` copies of `unit`, comparing the bytes as they arrive (nothing is kept, so a
+/// gigabyte costs no memory). Returns how many bytes matched before a mismatch, EOF or the
+/// deadline: count * unit.size() when all came right.
+std::size_t read_repeated(int fd, std::string_view unit, std::size_t count, milliseconds timeout);
 /// Reads until `total` contains `needle` `count` times, EOF or the deadline.
 std::string read_until_count(int fd, std::string_view needle, int count, milliseconds timeout);
 /// Waits `wait` for the peer to send a byte or close; true when it did neither.

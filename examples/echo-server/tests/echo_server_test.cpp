@@ -1,14 +1,20 @@
 // The echo-server binary as a user runs it: it prints its address, echoes, stops cleanly on
 // SIGINT and SIGTERM (printing its counters with --stats), and rejects bad input clearly.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <future>
+#include <thread>
 
 #include "child_process.hpp"
+#include "process_memory.hpp"
 
 namespace example_test {
 namespace {
@@ -73,6 +79,59 @@ TEST(EchoServerBinary, IdleTimeoutClosesSilentConnectionsButNotChattyOnes) {
       took, result.exchanges);
   EXPECT_GE(took, 900.0);  // The server's clock started when it echoed, just before ours.
   EXPECT_LE(took, 3000.0);
+  child->signal(SIGTERM);
+  EXPECT_EQ(child->wait_exit(10s), 0);
+}
+
+// A client that sends and does not read: the echo goes above evloop's high-water mark (1 MiB),
+// which pauses reading from it, so the server holds about the mark and the client's sends stall
+// (TCP flow control). When it reads at last, every byte comes back in order.
+TEST(EchoServerBinary, AClientThatDoesNotReadIsHeldAtTheHighWaterMark) {
+  constexpr std::size_t kHighWater = 1024 * 1024;
+  std::unique_ptr<Child> child;
+  const std::uint16_t port = start_server(child, ECHO_SERVER_BIN);
+  ASSERT_NE(port, 0);
+  const int fd = connect_loopback(port);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "warm-up\n"));  // the server's buffers exist before the baseline
+  ASSERT_EQ(read_until_count(fd, "\n", 1, 5s), "warm-up\n");
+  const ProcessMemory before = memory_of(child->pid());
+  const bool peak_reset = reset_peak(child->pid());
+  std::string unit(64 * 1024, '\0');
+  for (std::size_t i = 0; i < unit.size(); ++i) unit[i] = static_cast<char>('A' + (i * 13) % 58);
+  constexpr std::size_t kUnits = 1024;  // 64 MiB: the size of evloop's output limit
+  const std::size_t total = kUnits * unit.size();
+  // Send without reading until the socket stays full for 300 ms: the server stopped reading.
+  std::size_t sent = 0;
+  while (sent < total) {
+    const ssize_t n = ::send(fd, unit.data() + sent % unit.size(), unit.size() - sent % unit.size(),
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      continue;
+    }
+    ASSERT_TRUE(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) << std::strerror(errno);
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 300) == 0) break;
+  }
+  const ProcessMemory held = memory_of(child->pid());
+  std::printf(
+      "a client that does not read: %.1f MiB of 64 sent before the sends stalled; "
+      "server RSS %s before, %s at peak\n",
+      static_cast<double>(sent) / 1048576.0, mib(before.rss).c_str(), mib(held.peak).c_str());
+  EXPECT_LT(sent, total) << "the sends never stalled";
+  if (peak_reset && !kSanitized) {
+    EXPECT_LE(held.peak, before.rss + 2 * kHighWater);
+  }
+  // Now it reads, while the rest is sent: every byte comes back in order.
+  std::thread sender([&] {
+    for (std::size_t at = sent; at < total; at += unit.size() - at % unit.size()) {
+      if (!send_all(fd, std::string_view(unit).substr(at % unit.size()))) break;
+    }
+  });
+  EXPECT_EQ(read_repeated(fd, unit, kUnits, 60s), total);
+  sender.join();
+  ::close(fd);
   child->signal(SIGTERM);
   EXPECT_EQ(child->wait_exit(10s), 0);
 }

@@ -1,0 +1,44 @@
+// Example. A client connection of the redis-server: commands paced by back-pressure (see
+// session.hpp).
+#include "session.hpp"
+
+#include "commands.hpp"
+
+namespace resp {
+
+example::Ran Session::run(evloop::Conn& conn, std::string_view input, std::size_t& used) {
+  example::Responses replies(conn);
+  std::string& out = replies.out();
+  const Millis now = now_millis();
+  used = 0;
+  example::Ran ran = example::Ran::all;
+  for (;;) {
+    if (conn.closing()) {  // over its output limit meanwhile: run nothing more
+      ran = example::Ran::closed;
+      break;
+    }
+    // Above the mark evloop has paused reading and owes us `low_water`: stop here.
+    if (example::above_mark(conn, config_->output_high_water)) {
+      ran = example::Ran::paused;
+      break;
+    }
+    const ParseResult r = parser_.parse(input.substr(used));
+    if (r.status == ParseStatus::incomplete) break;
+    if (r.status == ParseStatus::error) {
+      append_error(r.error, out);  // "-ERR Protocol error: ...", then close, like Redis
+      ran = example::Ran::closed;
+      break;
+    }
+    used += r.consumed;
+    if (execute(parser_.args(), *store_, now, out) == After::close) {
+      ran = example::Ran::closed;
+      break;
+    }
+    replies.flush_if_full();
+  }
+  replies.flush();
+  if (ran == example::Ran::closed) conn.close();  // after the replies above are sent
+  return ran;
+}
+
+}  // namespace resp
