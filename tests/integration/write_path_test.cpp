@@ -265,7 +265,9 @@ TEST(WritePathTest, AFileThatShrinksResetsTheConnection) {
   const std::string got = client.read_to_eof(&eof);
   EXPECT_FALSE(eof);
   EXPECT_EQ(errno, ECONNRESET);
-  EXPECT_LE(got.size(), 1u << 20);
+  // What left before the truncation may run past the new end (sent, or read ahead on io_uring):
+  // a prefix of the file, never all of it, then the reset.
+  EXPECT_LT(got.size(), content.size());
   EXPECT_TRUE(got == content.substr(0, got.size()));
   ASSERT_TRUE(closed.wait_for(1));
   EXPECT_EQ(error, errc::file_truncated) << error.message();
