@@ -270,6 +270,7 @@ LoopStats total(const LoopGroup& group) {
 class ConnectTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    const int threads_before = count_threads();
     {
       RunningServer warm(loopback_options(), {});
       ASSERT_TRUE(warm.status) << warm.status.message();
@@ -279,7 +280,7 @@ class ConnectTest : public ::testing::Test {
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* list = nullptr;
     if (::getaddrinfo("localhost", "80", &hints, &list) == 0) ::freeaddrinfo(list);
-    baseline_ = FdAndThreadCounts{};
+    baseline_ = baseline_after_warm_up(threads_before);
   }
   void TearDown() override { EXPECT_TRUE(counts_return_to(baseline_)); }
   FdAndThreadCounts baseline_;

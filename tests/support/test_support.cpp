@@ -158,6 +158,12 @@ bool settles_to(const std::function<int()>& count, int expected,
   return eventually([&] { return count() == expected; }, timeout);
 }
 
+FdAndThreadCounts baseline_after_warm_up(int threads_before) {
+  EXPECT_TRUE(settles_to(count_threads, threads_before))
+      << "the warm-up's threads did not exit: " << count_threads() - threads_before << " left";
+  return FdAndThreadCounts{};
+}
+
 ::testing::AssertionResult counts_return_to(const FdAndThreadCounts& baseline) {
   const bool fds = settles_to(count_open_fds, baseline.fds);
   const bool threads = settles_to(count_threads, baseline.threads);

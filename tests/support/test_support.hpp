@@ -118,6 +118,11 @@ struct FdAndThreadCounts {
   int fds = count_open_fds();
   int threads = count_threads();
 };
+/// A baseline taken after a warm-up that started threads and joined them: waits until the thread
+/// count is back to `threads_before` (a joined thread leaves /proc/self/task a moment after the
+/// join returns, so counting at once would take a thread that is about to vanish into the
+/// baseline).
+FdAndThreadCounts baseline_after_warm_up(int threads_before);
 /// Success once both counts are back to `baseline` (settles_to); otherwise says how many fds and
 /// threads are left over. Use it wherever a test compares fd or thread counts.
 ::testing::AssertionResult counts_return_to(const FdAndThreadCounts& baseline);
