@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <ostream>
 #include <random>
 #include <string>
 #include <thread>
@@ -46,16 +47,50 @@ struct Baseline {
   int fds, tasks;
 };
 
+// A proxy in front of an upstream the test plays, one client connected through it, and the
+// upstream's side of that pair accepted. The test closes `client` and `up` (or sets them to -1
+// once it has); then the proxy's fds and threads must come back to where they were.
+class OnePair : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    proxy_ = std::make_unique<Proxy>(upstream_.url());
+    ASSERT_NE(proxy_->port(), 0);
+    baseline_ = std::make_unique<Baseline>(proxy_->pid(), 1);
+    client = connect_loopback(proxy_->port());
+    ASSERT_GE(client, 0);
+    up = upstream_.accept();
+    ASSERT_GE(up, 0);
+  }
+
+  void TearDown() override {
+    if (client >= 0) ::close(client);
+    if (up >= 0) ::close(up);
+    if (baseline_) baseline_->expect_restored();
+  }
+
+  pid_t proxy_pid() const { return proxy_->pid(); }
+
+  int client = -1;
+  int up = -1;
+
+ private:
+  Listener upstream_;
+  std::unique_ptr<Proxy> proxy_;
+  std::unique_ptr<Baseline> baseline_;
+};
+
 long elapsed_ms(Clock::time_point since) {
   return static_cast<long>(std::chrono::duration_cast<milliseconds>(Clock::now() - since).count());
 }
 
-// --- back-pressure
-// ---------------------------------------------------------------------------------
+// --- back-pressure ----------------------------------------------------------------------------
 
 enum class SlowSide { client, upstream };
+void PrintTo(SlowSide side, std::ostream* os) {
+  *os << (side == SlowSide::client ? "the client reads slowly" : "the upstream reads slowly");
+}
 
-class SlowReader : public ::testing::TestWithParam<SlowSide> {};
+class SlowReader : public OnePair, public ::testing::WithParamInterface<SlowSide> {};
 
 // One side streams 200 MiB as fast as the proxy takes it; the other reads nothing at first, then
 // reads in small pieces. The proxy must hold back the fast side (it stops reading from it, so
@@ -66,18 +101,11 @@ TEST_P(SlowReader, TwoHundredMiBArriveByteExactWithTheProxysMemoryBounded) {
   // Per direction the proxy holds at most 256 KiB + one 64 KiB read; the rest of the bound is
   // allocator slack (and sanitizer bookkeeping).
   const long bound = (kSanitized ? 24L : 4L) << 20;
-  Listener upstream;
-  Proxy proxy(upstream.url());
-  ASSERT_NE(proxy.port(), 0);
-  const int client = connect_loopback(proxy.port());
-  ASSERT_GE(client, 0);
-  const int up = upstream.accept();
-  ASSERT_GE(up, 0);
   const int source = GetParam() == SlowSide::client ? up : client;
   const int reader = GetParam() == SlowSide::client ? client : up;
   const int small = 64 * 1024;
   ::setsockopt(reader, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  const long rss_before = rss_bytes(proxy.pid());
+  const long rss_before = rss_bytes(proxy_pid());
   ASSERT_GT(rss_before, 0);
 
   // A repeating unit whose length is no multiple of any buffer size, so a lost or repeated
@@ -126,7 +154,7 @@ TEST_P(SlowReader, TwoHundredMiBArriveByteExactWithTheProxysMemoryBounded) {
     std::unique_lock lock(m);
     ASSERT_TRUE(cv.wait_for(lock, milliseconds(60'000), [&] { return held_back || source_done; }));
     EXPECT_TRUE(held_back) << "the source sent everything while nobody read";
-    rss_held = rss_bytes(proxy.pid());
+    rss_held = rss_bytes(proxy_pid());
   }
 
   // Now read it all, 4 KiB at a time, checking every byte and sampling the proxy's RSS.
@@ -157,7 +185,7 @@ TEST_P(SlowReader, TwoHundredMiBArriveByteExactWithTheProxysMemoryBounded) {
     if (r > 0) {
       const std::size_t before = received;
       received += static_cast<std::size_t>(r);
-      if (before >> 23 != received >> 23) rss_max = std::max(rss_max, rss_bytes(proxy.pid()));
+      if (before >> 23 != received >> 23) rss_max = std::max(rss_max, rss_bytes(proxy_pid()));
     }
   }
   sender.join();
@@ -173,8 +201,6 @@ TEST_P(SlowReader, TwoHundredMiBArriveByteExactWithTheProxysMemoryBounded) {
       "max +%ld KiB over %zu MiB\n",
       rss_before >> 10, (rss_held - rss_before) >> 10, sent_when_held >> 10,
       (rss_max - rss_before) >> 10, total >> 20);
-  ::close(client);
-  ::close(up);
 }
 
 INSTANTIATE_TEST_SUITE_P(TcpProxy, SlowReader,
@@ -183,20 +209,13 @@ INSTANTIATE_TEST_SUITE_P(TcpProxy, SlowReader,
                            return p.param == SlowSide::client ? "SlowClient" : "SlowUpstream";
                          });
 
-// --- half-close
-// ------------------------------------------------------------------------------------
+// --- half-close -------------------------------------------------------------------------------
+
+using TcpProxyHalfClose = OnePair;
 
 // The client's FIN reaches the upstream after every byte before it; the upstream, having read to
 // the end, still answers, and the answer reaches the client, then the upstream's FIN.
-TEST(TcpProxyHalfClose, ClientFinReachesTheUpstreamAndTheReplyStillFlows) {
-  Listener upstream;
-  Proxy proxy(upstream.url());
-  ASSERT_NE(proxy.port(), 0);
-  const Baseline baseline(proxy.pid(), 1);
-  const int client = connect_loopback(proxy.port());
-  ASSERT_GE(client, 0);
-  const int up = upstream.accept();
-  ASSERT_GE(up, 0);
+TEST_F(TcpProxyHalfClose, ClientFinReachesTheUpstreamAndTheReplyStillFlows) {
   const std::string request = pattern(3 << 20, 11), reply = pattern(5 << 20, 12);
   Flow at_upstream, reply_sent;
   std::thread upstream_side([&] {
@@ -210,22 +229,11 @@ TEST(TcpProxyHalfClose, ClientFinReachesTheUpstreamAndTheReplyStillFlows) {
   EXPECT_EQ(reply_sent.sent, reply.size());
   EXPECT_EQ(at_client.end, End::eof) << to_string(at_client.end);
   EXPECT_TRUE(at_client.in == reply) << at_client.in.size() << " of " << reply.size();
-  ::close(client);
-  ::close(up);
-  baseline.expect_restored();
 }
 
 // The upstream's FIN reaches the client after its bytes; the client keeps sending, and all of it
 // reaches the upstream, then the client's FIN. Neither side is reset.
-TEST(TcpProxyHalfClose, UpstreamFinReachesTheClientWhichKeepsSending) {
-  Listener upstream;
-  Proxy proxy(upstream.url());
-  ASSERT_NE(proxy.port(), 0);
-  const Baseline baseline(proxy.pid(), 1);
-  const int client = connect_loopback(proxy.port());
-  ASSERT_GE(client, 0);
-  const int up = upstream.accept();
-  ASSERT_GE(up, 0);
+TEST_F(TcpProxyHalfClose, UpstreamFinReachesTheClientWhichKeepsSending) {
   const std::string greeting = pattern(2 << 20, 21), request = pattern(4 << 20, 22);
   Flow at_upstream;
   std::thread upstream_side([&] { at_upstream = exchange(up, greeting, true); });
@@ -238,29 +246,20 @@ TEST(TcpProxyHalfClose, UpstreamFinReachesTheClientWhichKeepsSending) {
   EXPECT_EQ(sent.end, End::eof) << to_string(sent.end);
   EXPECT_EQ(at_upstream.end, End::eof) << to_string(at_upstream.end);
   EXPECT_TRUE(at_upstream.in == request) << at_upstream.in.size() << " of " << request.size();
-  ::close(client);
-  ::close(up);
-  baseline.expect_restored();
 }
 
-// --- failures
-// ----------------------------------------------------------------------------------------
+// --- failures ---------------------------------------------------------------------------------
 
-TEST(TcpProxyFailure, UpstreamResetMidStreamResetsTheClient) {
-  Listener upstream;
-  Proxy proxy(upstream.url());
-  ASSERT_NE(proxy.port(), 0);
-  const Baseline baseline(proxy.pid(), 1);
-  const int client = connect_loopback(proxy.port());
-  ASSERT_GE(client, 0);
-  const int up = upstream.accept();
-  ASSERT_GE(up, 0);
+using TcpProxyReset = OnePair;
+
+TEST_F(TcpProxyReset, UpstreamResetMidStreamResetsTheClient) {
   const std::string request = pattern(64 << 10, 31), reply = pattern(1 << 20, 32);
   std::string got_request;
   std::thread upstream_side([&] {
     got_request = read_exactly(up, request.size());
     send_all(up, std::string_view(reply).substr(0, reply.size() / 2));  // then dies
     close_with_reset(up);
+    up = -1;
   });
   const Flow at_client = exchange(client, request, false);
   upstream_side.join();
@@ -268,27 +267,16 @@ TEST(TcpProxyFailure, UpstreamResetMidStreamResetsTheClient) {
   EXPECT_EQ(at_client.end, End::reset) << to_string(at_client.end);
   EXPECT_EQ(at_client.error, ECONNRESET) << std::strerror(at_client.error);
   EXPECT_LE(at_client.received, reply.size() / 2);
-  ::close(client);
-  baseline.expect_restored();
 }
 
-TEST(TcpProxyFailure, ClientResetResetsTheUpstream) {
-  Listener upstream;
-  Proxy proxy(upstream.url());
-  ASSERT_NE(proxy.port(), 0);
-  const Baseline baseline(proxy.pid(), 1);
-  const int client = connect_loopback(proxy.port());
-  ASSERT_GE(client, 0);
-  const int up = upstream.accept();
-  ASSERT_GE(up, 0);
+TEST_F(TcpProxyReset, ClientResetResetsTheUpstream) {
   ASSERT_TRUE(send_all(client, "hello"));
   EXPECT_EQ(read_exactly(up, 5), "hello");
   close_with_reset(client);
+  client = -1;
   const Flow at_upstream = exchange(up, {}, false);
   EXPECT_EQ(at_upstream.end, End::reset) << to_string(at_upstream.end);
   EXPECT_EQ(at_upstream.error, ECONNRESET) << std::strerror(at_upstream.error);
-  ::close(up);
-  baseline.expect_restored();
 }
 
 TEST(TcpProxyFailure, RefusedUpstreamResetsTheClientPromptly) {
@@ -329,8 +317,7 @@ TEST(TcpProxyFailure, ConnectTimeoutResetsTheClientAfterTheTimeout) {
   baseline.expect_restored();
 }
 
-// --- many pairs at once
-// ------------------------------------------------------------------------------
+// --- many pairs at once -----------------------------------------------------------------------
 
 TEST(TcpProxyScale, ThousandConcurrentPairsRandomSizesByteExactThenNothingLeft) {
   const int pairs = kSanitized ? 300 : 1000;
