@@ -19,16 +19,27 @@
 namespace example_test {
 
 /// True in ASan and TSan builds, which run several times slower: the tests scale down there.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+/// Under TSan a process also has the sanitizer's own background thread (kRuntimeThreads).
+#if defined(__SANITIZE_THREAD__)
 inline constexpr bool kSanitized = true;
+inline constexpr int kRuntimeThreads = 1;
+#elif defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kSanitized = true;
+inline constexpr int kRuntimeThreads = 0;
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#if __has_feature(thread_sanitizer)
 inline constexpr bool kSanitized = true;
+inline constexpr int kRuntimeThreads = 1;
+#elif __has_feature(address_sanitizer)
+inline constexpr bool kSanitized = true;
+inline constexpr int kRuntimeThreads = 0;
 #else
 inline constexpr bool kSanitized = false;
+inline constexpr int kRuntimeThreads = 0;
 #endif
 #else
 inline constexpr bool kSanitized = false;
+inline constexpr int kRuntimeThreads = 0;
 #endif
 
 /// The default bound of a wait.

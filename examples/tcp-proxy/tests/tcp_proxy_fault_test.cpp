@@ -29,12 +29,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // The proxy's fds and threads once its loops run, and a check that they come back to that.
-// ("listening on" is printed before the loop threads start: wait for the main thread and one
-// per loop.)
+// ("listening on" is printed before the loop threads start: wait for the main thread, one per
+// loop, and the sanitizer's own.)
 struct Baseline {
   Baseline(pid_t of, int loops)
       : pid(of),
-        ready(eventually([&] { return threads(of) == 1 + loops; })),
+        ready(eventually([&] { return threads(of) == 1 + loops + kRuntimeThreads; })),
         fds(open_fds(of)),
         tasks(threads(of)) {}
   void expect_restored() const {
