@@ -60,10 +60,11 @@ void EventLoop::run() {
   if (hooks.tick) run_after(Clock::duration::zero(), [this] { tick(); });
   while (!group_.stopping()) iterate(-1);
   shutdown();
+  stop_taking_tasks();
   if (hooks.loop_stopping) hooks.loop_stopping(handle_);
   settle_scheduled();  // a dial the hook started fails at once (server_stopped)
-  retired_.clear();
-  stop_taking_tasks();
+  destroy_retired();
+  timers_.clear();
   thread_id_.store(std::thread::id{}, std::memory_order_relaxed);
 }
 
@@ -92,7 +93,7 @@ void EventLoop::iterate(int max_timeout_ms) {
   settle_scheduled();
   bump(stats_.timers_fired, timers_.run_due(now_));
   settle_scheduled();
-  retired_.clear();
+  destroy_retired();
 }
 
 void EventLoop::dispatch(const PollEvent& event) {
@@ -155,16 +156,33 @@ void EventLoop::request_wake() {
   }
 }
 
+bool EventLoop::run_opening(Loop::Task open) {
+  if (in_loop_thread()) {
+    open();
+    return true;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (!accepting_tasks_) return false;
+    openings_.push_back(std::move(open));
+  }
+  request_wake();
+  return true;
+}
+
 bool EventLoop::take_tasks() {
   std::lock_guard lock(mutex_);
   running_tasks_.swap(tasks_);
   running_hand_offs_.swap(hand_offs_);
-  return !running_tasks_.empty() || !running_hand_offs_.empty();
+  running_openings_.swap(openings_);
+  return !running_tasks_.empty() || !running_hand_offs_.empty() || !running_openings_.empty();
 }
 
 void EventLoop::run_taken_tasks() {
   for (HandOff& h : running_hand_offs_) open_accepted(h.fd, h.peer, std::move(h.profile));
   running_hand_offs_.clear();
+  for (Loop::Task& open : running_openings_) open();
+  running_openings_.clear();
   for (Loop::Task& task : running_tasks_) {
     bump(stats_.tasks);
     task();
@@ -189,19 +207,22 @@ void EventLoop::stop_taking_tasks() {
     accepting_tasks_ = false;
     dropped.swap(tasks_);
     running_hand_offs_.swap(hand_offs_);
+    running_openings_.swap(openings_);
   }
   for (HandOff& h : running_hand_offs_) ::close(h.fd);  // never opened: no `closed` owed
   running_hand_offs_.clear();
-  timers_.clear();
+  // Dials and adoptions accepted before the stop still report: they fail (server_stopped).
+  for (Loop::Task& open : running_openings_) open();
+  running_openings_.clear();
+  settle_scheduled();
 }
 
 // --- connections -------------------------------------------------------------------------------
 
 Connection& EventLoop::create(std::uint64_t id, ProfilePtr profile) {
-  auto conn = std::make_unique<Connection>(*this, id, std::move(profile));
-  Connection& ref = *conn;
-  connections_.emplace(id, std::move(conn));
-  return ref;
+  return connections_
+      .try_emplace(id, *this, id, std::move(profile))  // built in place: never moved
+      .first->second;
 }
 
 void EventLoop::open_accepted(int fd, const SocketAddress& peer, ProfilePtr profile) {
@@ -224,9 +245,7 @@ ConnRef EventLoop::connect(std::string_view address, ProfilePtr profile,
     conn.dial(address, timeout, source);
     if (shutting_down_) conn.begin_shutdown();
   };
-  if (in_loop_thread()) {
-    start();
-  } else if (!post(std::move(start))) {
+  if (!run_opening(std::move(start))) {
     load.fetch_sub(1, std::memory_order_relaxed);
     return {};
   }
@@ -242,9 +261,7 @@ ConnRef EventLoop::adopt(int fd, ProfilePtr profile, std::string input, std::str
     conn.open_adopted(fd, std::move(input), std::move(output));
     if (shutting_down_) conn.begin_shutdown();
   };
-  if (in_loop_thread()) {
-    start();
-  } else if (!post(std::move(start))) {
+  if (!run_opening(std::move(start))) {
     ::close(fd);
     load.fetch_sub(1, std::memory_order_relaxed);
     return {};
@@ -255,20 +272,22 @@ ConnRef EventLoop::adopt(int fd, ProfilePtr profile, std::string input, std::str
 Connection* EventLoop::find(std::uint64_t id) {
   auto it = connections_.find(id);
   if (it == connections_.end()) return nullptr;
-  const ConnState state = it->second->state();
-  return state == ConnState::closed || state == ConnState::detached ? nullptr : it->second.get();
+  const ConnState state = it->second.state();
+  return state == ConnState::closed || state == ConnState::detached ? nullptr : &it->second;
 }
 
 void EventLoop::retire(Connection& conn) {
-  auto it = connections_.find(conn.id());
-  if (it == connections_.end()) return;
-  retired_.push_back(std::move(it->second));
-  connections_.erase(it);
+  retired_.push_back(conn.id());
   load.fetch_sub(1, std::memory_order_relaxed);
   // A closed fd may be what a listener paused for (EMFILE): try accepting again now.
   for (auto& listener : listeners_) {
     if (listener->paused) resume_accepting(*this, *listener);
   }
+}
+
+void EventLoop::destroy_retired() {
+  for (const std::uint64_t id : retired_) connections_.erase(id);
+  retired_.clear();
 }
 
 // --- timers ------------------------------------------------------------------------------------
@@ -321,21 +340,22 @@ void EventLoop::shutdown() {
   close_listeners();
   std::vector<Connection*> open;
   open.reserve(connections_.size());
-  for (auto& [id, conn] : connections_) open.push_back(conn.get());
+  for (auto& [id, conn] : connections_) open.push_back(&conn);
   for (Connection* conn : open) conn->begin_shutdown();
   settle_scheduled();  // connections with nothing pending close now
 
   // Keep sending what is pending, up to the grace period (not if the poller is broken).
   const auto deadline = now_ + group_.options().shutdown_grace;
+  destroy_retired();
   while (!connections_.empty() && !poller_failed_ && Clock::now() < deadline) {
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
     iterate(static_cast<int>(std::max<long long>(0, left.count())));
   }
   open.clear();
-  for (auto& [id, conn] : connections_) open.push_back(conn.get());
+  for (auto& [id, conn] : connections_) open.push_back(&conn);
   for (Connection* conn : open) conn->end_shutdown();
   settle_scheduled();  // a `closed` handler may have scheduled a connection closed just after
-  retired_.clear();
+  destroy_retired();
 }
 
 }  // namespace evloop::detail

@@ -82,8 +82,8 @@ class EventLoop {
   Connection* find(std::uint64_t id);
   /// Queues a connection for settle() after the current handler or batch.
   void schedule(Connection& conn) { scheduled_.push_back(&conn); }
-  /// A closed connection: forgotten now, destroyed at the end of this iteration (events later in
-  /// the same batch may still point at it).
+  /// A closed connection: destroyed at the end of this iteration (events later in the same batch
+  /// may still point at it; find() no longer returns it).
   void retire(Connection& conn);
   /// Time at the start of this iteration (cheap; good enough for timeouts).
   Clock::time_point now() const noexcept { return now_; }
@@ -102,6 +102,9 @@ class EventLoop {
   };
 
   Connection& create(std::uint64_t id, ProfilePtr profile);
+  /// Runs `open` on the loop thread: at once there, else queued apart from ordinary tasks, so a
+  /// dial or adoption accepted before a stop still runs (and fails with server_stopped) then.
+  bool run_opening(Loop::Task open);
   void iterate(int max_timeout_ms);
   void dispatch(const PollEvent& event);
   void request_wake();
@@ -113,6 +116,7 @@ class EventLoop {
   void shutdown();
   void close_listeners();
   void stop_taking_tasks();
+  void destroy_retired();
 
   LoopGroupCore& group_;
   const std::size_t index_;
@@ -126,8 +130,10 @@ class EventLoop {
   std::unique_ptr<char[]> read_buffer_;
   std::vector<PollEvent> events_;
   std::vector<std::unique_ptr<Listener>> listeners_;
-  std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
-  std::vector<std::unique_ptr<Connection>> retired_;
+  // Connections live in the map's nodes (one allocation each, no pointer to chase). A closed
+  // one is erased at the end of the iteration: events later in the same batch may point at it.
+  std::unordered_map<std::uint64_t, Connection> connections_;
+  std::vector<std::uint64_t> retired_;
   std::vector<Connection*> scheduled_;
   std::atomic<std::uint64_t> next_id_;  // connection ids: thread-safe, so a dial's ref is at once
   Clock::time_point now_{};
@@ -137,11 +143,13 @@ class EventLoop {
   // Cross-thread queue. wake_pending_ is set by the first post after the loop last found the
   // queue empty; only that post writes the waker, so a burst of posts costs one wakeup.
   std::mutex mutex_;
-  std::vector<Loop::Task> tasks_;   // guarded by mutex_
-  std::vector<HandOff> hand_offs_;  // guarded by mutex_
-  bool accepting_tasks_ = true;     // guarded by mutex_
+  std::vector<Loop::Task> tasks_;     // guarded by mutex_
+  std::vector<HandOff> hand_offs_;    // guarded by mutex_
+  std::vector<Loop::Task> openings_;  // guarded by mutex_: dials and adoptions from elsewhere
+  bool accepting_tasks_ = true;       // guarded by mutex_
   std::vector<Loop::Task> running_tasks_;
   std::vector<HandOff> running_hand_offs_;
+  std::vector<Loop::Task> running_openings_;
   std::atomic<bool> wake_pending_{false};
   std::atomic<std::thread::id> thread_id_{};
 

@@ -10,4 +10,5 @@
 #include "evloop/loop_group.hpp"
 #include "evloop/options.hpp"
 #include "evloop/server.hpp"
+#include "evloop/shared_buffer.hpp"
 #include "evloop/stats.hpp"

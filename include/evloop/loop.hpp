@@ -62,14 +62,18 @@ class Loop {
   /// at once with a reference; later exactly one of `opened` or `connect_failed` fires. Numeric
   /// hosts connect at once; host names are resolved on a resolver thread (never on a loop
   /// thread), and the addresses are tried in turn within ConnectOptions::connect_timeout.
-  /// A connection that turns out to be connected to itself fails (errc::self_connect).
+  /// A connection that turns out to be connected to itself fails (errc::self_connect). A dial
+  /// requested before the loop stops always reports (errc::server_stopped at the latest); once the
+  /// loop has stopped, returns an empty ConnRef and no handler runs. Called from another thread,
+  /// the dial starts on the loop ahead of tasks posted in the same batch (no order is promised
+  /// between dials and posts).
   ConnRef connect(std::string_view address, Handlers handlers, ConnectOptions options = {}) const;
 
   /// Opens a connection on `fd`, an already-connected stream socket (from another library, a
   /// parent process, a DetachedConn), with `handlers` and `options`. Takes ownership of `fd`
   /// (closed on failure). evloop makes it non-blocking and close-on-exec. `opened` fires on this
   /// loop, then `data` with options.input if any; or `connect_failed` (EBADF, ENOTSOCK, ENOTCONN,
-  /// errc::bad_option, ...).
+  /// errc::bad_option, ...). Once the loop has stopped, closes `fd` and returns an empty ConnRef.
   ConnRef adopt(int fd, Handlers handlers, AdoptOptions options = {}) const;
 
   /// A snapshot of this loop's counters.

@@ -254,21 +254,6 @@ Flow exchange(int fd, std::string_view out, bool shutdown_after, milliseconds ti
   return std::move(one[0]);
 }
 
-std::string read_exactly(int fd, std::size_t n, milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  std::string got;
-  char buf[64 * 1024];
-  while (got.size() < n) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, left_ms(deadline)) != 1) break;
-    const ssize_t r = ::recv(fd, buf, std::min(sizeof buf, n - got.size()), MSG_DONTWAIT);
-    if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (r <= 0) break;
-    got.append(buf, static_cast<std::size_t>(r));
-  }
-  return got;
-}
-
 void close_with_reset(int fd) {
   const linger now{1, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &now, sizeof now);

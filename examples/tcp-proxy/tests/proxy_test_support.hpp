@@ -122,9 +122,6 @@ void drive(std::vector<Flow>& flows, milliseconds timeout = kWait);
 /// One flow: sends `out` (and a FIN if asked), returns what came back and how it ended.
 Flow exchange(int fd, std::string_view out, bool shutdown_after, milliseconds timeout = kWait);
 
-/// Reads exactly `n` bytes (or less at EOF, an error or the deadline).
-std::string read_exactly(int fd, std::size_t n, milliseconds timeout = kWait);
-
 /// Closes `fd` with a reset (SO_LINGER 0).
 void close_with_reset(int fd);
 

@@ -256,7 +256,7 @@ TEST_F(TcpProxyReset, UpstreamResetMidStreamResetsTheClient) {
   const std::string request = pattern(64 << 10, 31), reply = pattern(1 << 20, 32);
   std::string got_request;
   std::thread upstream_side([&] {
-    got_request = read_exactly(up, request.size());
+    got_request = read_exactly(up, request.size(), kWait);
     send_all(up, std::string_view(reply).substr(0, reply.size() / 2));  // then dies
     close_with_reset(up);
     up = -1;
@@ -271,7 +271,7 @@ TEST_F(TcpProxyReset, UpstreamResetMidStreamResetsTheClient) {
 
 TEST_F(TcpProxyReset, ClientResetResetsTheUpstream) {
   ASSERT_TRUE(send_all(client, "hello"));
-  EXPECT_EQ(read_exactly(up, 5), "hello");
+  EXPECT_EQ(read_exactly(up, 5, kWait), "hello");
   close_with_reset(client);
   client = -1;
   const Flow at_upstream = exchange(up, {}, false);

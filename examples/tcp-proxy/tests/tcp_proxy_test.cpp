@@ -53,7 +53,7 @@ TEST(TcpProxy, SigtermWithPairsOpenEndsThemCleanly) {
   const int up = upstream.accept();
   ASSERT_GE(up, 0);
   ASSERT_TRUE(send_all(client, "ping"));
-  EXPECT_EQ(read_exactly(up, 4), "ping");
+  EXPECT_EQ(read_exactly(up, 4, kWait), "ping");
   proxy.child().signal(SIGTERM);
   const Flow c = exchange(client, {}, false);
   const Flow u = exchange(up, {}, false);
