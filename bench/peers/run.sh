@@ -265,13 +265,13 @@ run_proxy_load() {
 }
 
 # After the proxy stopped: payload bytes it copied in user space per message, from its own
-# counters. evloop's write() copies every forwarded byte into the output buffer (bytes_out);
-# the floor copies only what the kernel refused (parked_bytes).
+# counters: evloop's bytes_copied (written bytes copied into output chunks: small writes, and
+# what the kernel refused of a large one), the floor's parked_bytes (what the kernel refused).
 record_copies() {
   local name=$1 sc=$2 stats key
   stats=$(grep '^{"stats"' "$tmp/proxy.out" || true)
   [ -n "$stats" ] && [ -n "$messages" ] || return 0
-  key=$([ "$name" = evloop ] && echo bytes_out || echo parked_bytes)
+  key=$([ "$name" = evloop ] && echo bytes_copied || echo parked_bytes)
   record "proxy.$sc.$name.copied" "$(awk -v b="$(json_field "$stats" "$key")" -v m="$messages" \
                                        'BEGIN { printf "%.3f", b / m }')"
   if [ "$name" = evloop ]; then
@@ -466,8 +466,9 @@ done
     echo
     echo "Payload B copied/msg: bytes the proxy copied in user space per echoed message, both"
     echo "directions, from its own counters over its whole run (warm-up included): evloop's"
-    echo "bytes_out (write() copies every forwarded byte into the output buffer), the floor's"
-    echo "parked_bytes (only what the kernel refused). HAProxy's is not measured."
+    echo "bytes_copied (writes under 16 KiB are copied and gathered; larger ones go to the kernel"
+    echo "from the read buffer and only what it refused is copied), the floor's parked_bytes (what"
+    echo "the kernel refused). HAProxy's is not measured."
     arms=$(median "proxy.d1.evloop.arms")
     [ -n "$arms" ] && echo "evloop write-interest arms per message (a send the kernel cut short): d1 $arms," \
       "d16 $(median proxy.d16.evloop.arms), 64k $(median proxy.64k.evloop.arms); evloop's own read pauses:" \

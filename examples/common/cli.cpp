@@ -83,12 +83,14 @@ void print_stats_json(const evloop::Server& server) {
   const auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
   std::printf(
       "{\"stats\":{\"waits\":%llu,\"wakeups\":%llu,\"tasks\":%llu,\"reads\":%llu,\"writes\":%llu,"
-      "\"bytes_in\":%llu,\"bytes_out\":%llu,\"write_arms\":%llu,\"read_pauses\":%llu,"
-      "\"accepts\":%llu,\"accept_errors\":%llu,\"timers_fired\":%llu,\"poller_changes\":%llu,"
-      "\"dials\":%llu,\"dial_failures\":%llu,\"resets\":%llu,\"opened\":%llu,\"closed\":%llu}}\n",
+      "\"bytes_in\":%llu,\"bytes_out\":%llu,\"bytes_copied\":%llu,\"write_arms\":%llu,"
+      "\"read_pauses\":%llu,\"accepts\":%llu,\"accept_errors\":%llu,\"timers_fired\":%llu,"
+      "\"poller_changes\":%llu,\"dials\":%llu,\"dial_failures\":%llu,\"resets\":%llu,"
+      "\"opened\":%llu,\"closed\":%llu}}\n",
       u(t.waits), u(t.wakeups), u(t.tasks), u(t.reads), u(t.writes), u(t.bytes_in), u(t.bytes_out),
-      u(t.write_arms), u(t.read_pauses), u(t.accepts), u(t.accept_errors), u(t.timers_fired),
-      u(t.poller_changes), u(t.dials), u(t.dial_failures), u(t.resets), u(t.opened), u(t.closed));
+      u(t.bytes_copied), u(t.write_arms), u(t.read_pauses), u(t.accepts), u(t.accept_errors),
+      u(t.timers_fired), u(t.poller_changes), u(t.dials), u(t.dial_failures), u(t.resets),
+      u(t.opened), u(t.closed));
   std::fflush(stdout);
 }
 
