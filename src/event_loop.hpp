@@ -21,6 +21,7 @@
 #include "pollable.hpp"
 #include "poller.hpp"
 #include "profile.hpp"
+#include "send_slots.hpp"
 #include "socket.hpp"
 #include "timer_queue.hpp"
 
@@ -39,8 +40,11 @@ class EventLoop {
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  /// Creates the poller and the waker (before the thread starts).
-  Status open();
+  /// Creates the poller (the backend `wanted`, or the fallback: `note` says why) and the waker,
+  /// before the thread starts.
+  Status open(Backend wanted, std::string& note);
+  /// The backend in use ("epoll", "io_uring", "kqueue").
+  const char* backend() const noexcept { return poller_.name(); }
   /// Registers a listener with this loop's poller (before the thread starts).
   Status add_listener(std::unique_ptr<Listener> listener);
   /// Gives up the fds of inherited listeners without closing them (a start() that failed: they
@@ -90,6 +94,7 @@ class EventLoop {
 
   Poller& poller() noexcept { return poller_; }
   ChunkPool& chunks() noexcept { return chunks_; }
+  SendSlots& send_slots() noexcept { return send_slots_; }
   char* read_buffer() noexcept { return read_buffer_.get(); }
   std::size_t read_buffer_size() const noexcept { return read_buffer_size_; }
   AtomicLoopStats& counters() noexcept { return stats_; }
@@ -127,6 +132,7 @@ class EventLoop {
   Pollable waker_token_{Pollable::Kind::waker};
   TimerQueue timers_;
   ChunkPool chunks_;
+  SendSlots send_slots_;
   std::unique_ptr<char[]> read_buffer_;
   std::vector<PollEvent> events_;
   std::vector<std::unique_ptr<Listener>> listeners_;

@@ -62,6 +62,18 @@ evloop::Options parse_flags(const Program& program, int argc, char** argv, const
       }
     } else if (arg == "--reuseport") {
       options.reuseport = true;
+    } else if (arg == "--backend") {
+      const std::string_view v = value();
+      if (v == "auto") {
+        options.backend = evloop::Backend::automatic;
+      } else if (v == "epoll") {
+        options.backend = evloop::Backend::epoll;
+      } else if (v == "io_uring") {
+        options.backend = evloop::Backend::io_uring;
+      } else {
+        usage_error(program,
+                    "--backend takes auto, epoll or io_uring, not '" + std::string(v) + "'");
+      }
     } else if (!extra || !extra(arg, value)) {
       usage_error(program, "unknown option '" + std::string(arg) + "'");
     }
@@ -75,6 +87,7 @@ void print_listening(const evloop::ServingInfo& info) {
     std::printf("listening on %s\n", addr.to_url().c_str());
   }
   std::fflush(stdout);
+  if (!info.backend_note.empty()) std::fprintf(stderr, "note: %s\n", info.backend_note.c_str());
 }
 
 void print_stats_json(const evloop::Server& server) {
@@ -82,15 +95,16 @@ void print_stats_json(const evloop::Server& server) {
   for (const evloop::LoopStats& s : server.stats()) t += s;
   const auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
   std::printf(
-      "{\"stats\":{\"waits\":%llu,\"wakeups\":%llu,\"tasks\":%llu,\"reads\":%llu,\"writes\":%llu,"
+      "{\"stats\":{\"backend\":\"%s\",\"waits\":%llu,\"wakeups\":%llu,\"tasks\":%llu,"
+      "\"reads\":%llu,\"writes\":%llu,"
       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"bytes_copied\":%llu,\"write_arms\":%llu,"
       "\"read_pauses\":%llu,\"accepts\":%llu,\"accept_errors\":%llu,\"timers_fired\":%llu,"
       "\"poller_changes\":%llu,\"dials\":%llu,\"dial_failures\":%llu,\"resets\":%llu,"
       "\"opened\":%llu,\"closed\":%llu}}\n",
-      u(t.waits), u(t.wakeups), u(t.tasks), u(t.reads), u(t.writes), u(t.bytes_in), u(t.bytes_out),
-      u(t.bytes_copied), u(t.write_arms), u(t.read_pauses), u(t.accepts), u(t.accept_errors),
-      u(t.timers_fired), u(t.poller_changes), u(t.dials), u(t.dial_failures), u(t.resets),
-      u(t.opened), u(t.closed));
+      server.backend(), u(t.waits), u(t.wakeups), u(t.tasks), u(t.reads), u(t.writes),
+      u(t.bytes_in), u(t.bytes_out), u(t.bytes_copied), u(t.write_arms), u(t.read_pauses),
+      u(t.accepts), u(t.accept_errors), u(t.timers_fired), u(t.poller_changes), u(t.dials),
+      u(t.dial_failures), u(t.resets), u(t.opened), u(t.closed));
   std::fflush(stdout);
 }
 

@@ -45,8 +45,8 @@ inline constexpr unsigned long long kMaxSeconds = 365ULL * 24 * 3600;
 /// The `serving` callback of every example: one "listening on URL" line per bound address.
 void print_listening(const evloop::ServingInfo& info);
 
-/// Prints the server's counters, every loop's added up, as one JSON line on stdout:
-/// {"stats":{"waits":...,"reads":...,"bytes_out":...,...}} (the benchmark runner reads it).
+/// Prints the server's backend and counters, every loop's added up, as one JSON line on stdout:
+/// {"stats":{"backend":"epoll","waits":...,"bytes_out":...,...}} (the benchmark runner reads it).
 void print_stats_json(const evloop::Server& server);
 
 /// Starts `server` and serves until SIGINT or SIGTERM, then stops it and waits. Returns the

@@ -21,6 +21,8 @@ Options:
                   tcp://127.0.0.1:0 picks a free port; append ?reuseport=1 per address
   --loops N       event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport     one SO_REUSEPORT listener per loop (the kernel balances connections)
+  --backend B     event backend: auto, epoll or io_uring (default auto: $EVLOOP_BACKEND,
+                  else epoll); io_uring falls back to epoll where the kernel refuses it
   --balance P     without reuse-port: round-robin, least-connections or source-hash
   --idle-timeout SECONDS
                   close a connection that sends nothing for this long; 0 = never

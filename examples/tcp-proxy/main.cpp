@@ -35,6 +35,8 @@ Options:
   --loops N               event loops (threads); "auto" = one per hardware thread (default 1);
                           a client and its upstream connection share a loop
   --reuseport             one SO_REUSEPORT listener per loop (the kernel balances clients)
+  --backend B             event backend: auto, epoll or io_uring (default auto: $EVLOOP_BACKEND,
+                          else epoll); io_uring falls back to epoll where the kernel refuses it
   --connect-timeout MS    a dial that takes longer resets its client (default 10000; 0 = no
                           limit but the kernel's own, about two minutes)
   --stats                 on exit, print the loops' counters as one JSON line

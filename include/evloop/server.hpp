@@ -32,6 +32,11 @@ struct ServingInfo {
   std::vector<SocketAddress> addresses;
   /// Number of loops.
   std::size_t loops = 0;
+  /// The event backend the loops use: "epoll", "io_uring" or "kqueue".
+  std::string backend;
+  /// Why the backend is not the one asked for (LoopOptions::backend or EVLOOP_BACKEND), e.g.
+  /// "io_uring unavailable (Operation not permitted): using epoll"; empty when it is.
+  std::string backend_note;
 };
 
 /// The server's hooks: the handlers of the connections its listeners accept (Handlers), the
@@ -90,6 +95,8 @@ class Server {
   Loop& loop(std::size_t i) const;
   /// Counters of every loop, indexed by loop.
   std::vector<LoopStats> stats() const;
+  /// The event backend the loops use ("epoll", "io_uring", "kqueue"), after a successful start().
+  const char* backend() const noexcept;
 
  private:
   std::unique_ptr<detail::ServerCore> core_;
