@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 
@@ -87,6 +88,24 @@ void print_listening(const evloop::ServingInfo& info) {
   }
   std::fflush(stdout);
   if (!info.backend_note.empty()) std::fprintf(stderr, "note: %s\n", info.backend_note.c_str());
+}
+
+void print_stats_json(const evloop::Server& server) {
+  evloop::LoopStats t;
+  for (const evloop::LoopStats& s : server.stats()) t += s;
+  const auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
+  std::printf(
+      "{\"stats\":{\"backend\":\"%s\",\"waits\":%llu,\"wakeups\":%llu,\"tasks\":%llu,"
+      "\"reads\":%llu,\"writes\":%llu,"
+      "\"bytes_in\":%llu,\"bytes_out\":%llu,\"bytes_copied\":%llu,\"write_arms\":%llu,"
+      "\"read_pauses\":%llu,\"accepts\":%llu,\"accept_errors\":%llu,\"timers_fired\":%llu,"
+      "\"poller_changes\":%llu,\"dials\":%llu,\"dial_failures\":%llu,\"resets\":%llu,"
+      "\"opened\":%llu,\"closed\":%llu}}\n",
+      server.backend(), u(t.waits), u(t.wakeups), u(t.tasks), u(t.reads), u(t.writes),
+      u(t.bytes_in), u(t.bytes_out), u(t.bytes_copied), u(t.write_arms), u(t.read_pauses),
+      u(t.accepts), u(t.accept_errors), u(t.timers_fired), u(t.poller_changes), u(t.dials),
+      u(t.dial_failures), u(t.resets), u(t.opened), u(t.closed));
+  std::fflush(stdout);
 }
 
 int serve_until_signal(const Program& program, evloop::Server& server) {

@@ -1,5 +1,5 @@
 // What every example server shares: the common flags (--listen, --loops, --reuseport, --help),
-// the "listening on ADDR" lines, and serving until SIGINT or SIGTERM.
+// the "listening on ADDR" lines, the --stats JSON line, and serving until SIGINT or SIGTERM.
 #pragma once
 
 #include <evloop/evloop.hpp>
@@ -44,6 +44,10 @@ inline constexpr unsigned long long kMaxSeconds = 365ULL * 24 * 3600;
 
 /// The `serving` callback of every example: one "listening on URL" line per bound address.
 void print_listening(const evloop::ServingInfo& info);
+
+/// Prints the server's backend and counters, every loop's added up, as one JSON line on stdout:
+/// {"stats":{"backend":"epoll","waits":...,"bytes_out":...,...}} (the benchmark runner reads it).
+void print_stats_json(const evloop::Server& server);
 
 /// Starts `server` and serves until SIGINT or SIGTERM, then stops it and waits. Returns the
 /// exit code: 0, or 1 when start() fails (its message printed). The signals stay blocked in

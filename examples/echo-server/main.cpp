@@ -66,26 +66,6 @@ evloop::Options parse_args(int argc, char** argv, bool& print_stats) {
   return options;
 }
 
-void print_stats_json(const evloop::Server& server) {
-  evloop::LoopStats t;
-  for (const evloop::LoopStats& s : server.stats()) t += s;
-  std::printf(
-      "{\"stats\":{\"backend\":\"%s\",\"waits\":%llu,\"wakeups\":%llu,\"tasks\":%llu,\"reads\":%"
-      "llu,\"writes\":%llu,"
-      "\"bytes_in\":%llu,\"bytes_out\":%llu,\"write_arms\":%llu,\"read_pauses\":%llu,"
-      "\"accepts\":%llu,\"accept_errors\":%llu,\"timers_fired\":%llu,\"poller_changes\":%llu,"
-      "\"opened\":%llu,\"closed\":%llu}}\n",
-      server.backend(), static_cast<unsigned long long>(t.waits),
-      static_cast<unsigned long long>(t.wakeups), static_cast<unsigned long long>(t.tasks),
-      static_cast<unsigned long long>(t.reads), static_cast<unsigned long long>(t.writes),
-      static_cast<unsigned long long>(t.bytes_in), static_cast<unsigned long long>(t.bytes_out),
-      static_cast<unsigned long long>(t.write_arms), static_cast<unsigned long long>(t.read_pauses),
-      static_cast<unsigned long long>(t.accepts), static_cast<unsigned long long>(t.accept_errors),
-      static_cast<unsigned long long>(t.timers_fired),
-      static_cast<unsigned long long>(t.poller_changes), static_cast<unsigned long long>(t.opened),
-      static_cast<unsigned long long>(t.closed));
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,6 +83,6 @@ int main(int argc, char** argv) {
 
   evloop::Server server(parse_args(argc, argv, print_stats), std::move(callbacks));
   const int code = example::serve_until_signal(kProgram, server);
-  if (code == 0 && print_stats) print_stats_json(server);
+  if (code == 0 && print_stats) example::print_stats_json(server);
   return code;
 }

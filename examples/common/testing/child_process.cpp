@@ -120,13 +120,22 @@ Child::~Child() {
 }
 
 std::string Child::wait_for_line(std::string_view prefix, milliseconds timeout) {
+  return wait_for(prefix, true, timeout);
+}
+
+std::string Child::wait_for_line_containing(std::string_view text, milliseconds timeout) {
+  return wait_for(text, false, timeout);
+}
+
+std::string Child::wait_for(std::string_view text, bool at_start, milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   for (;;) {
     std::size_t nl;
     while ((nl = buffered_.find('\n')) != std::string::npos) {
       std::string line = buffered_.substr(0, nl);
       buffered_.erase(0, nl + 1);
-      if (line.compare(0, prefix.size(), prefix) == 0) return line;
+      const std::size_t at = line.find(text);
+      if (at == 0 || (!at_start && at != std::string::npos)) return line;
     }
     if (out_fd_ < 0 || !wait_readable(out_fd_, deadline)) return {};
     char buf[4096];

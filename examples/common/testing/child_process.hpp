@@ -30,11 +30,14 @@ class Child {
 
   /// True while started and not yet reaped.
   bool running() const noexcept { return pid_ > 0; }
-  /// The process id (-1 once reaped).
+  /// The process id (for /proc/PID/...); -1 once reaped.
   pid_t pid() const noexcept { return pid_; }
   /// Reads stdout until a line starting with `prefix` (returned without the newline); empty
   /// when the deadline passes or stdout ends first.
   std::string wait_for_line(std::string_view prefix, milliseconds timeout);
+  /// The same for a line that contains `text` anywhere (log lines that start with a pid or a
+  /// time stamp).
+  std::string wait_for_line_containing(std::string_view text, milliseconds timeout);
   /// Sends a signal.
   void signal(int sig) const;
   /// Waits for the child to exit (stdout reaches EOF, then waitpid). Returns its exit code, 128+N
@@ -42,6 +45,8 @@ class Child {
   int wait_exit(milliseconds timeout);
 
  private:
+  std::string wait_for(std::string_view text, bool at_start, milliseconds timeout);
+
   pid_t pid_ = -1;
   int out_fd_ = -1;
   std::string buffered_;
