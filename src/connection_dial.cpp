@@ -20,6 +20,7 @@ void Connection::dial(std::string_view address, std::chrono::milliseconds timeou
   ListenAddress target;
   if (Status s = validate(options(), "connect"); !s) return fail(s.code(), false);
   if (Status s = parse_connect_address(address, target); !s) return fail(s.code(), false);
+  if (is_udp(target.transport)) return fail(make_error_code(errc::unknown_scheme), false);
   if (timeout.count() < 0) return fail(make_error_code(errc::bad_option), false);
   if (!source_address.empty() && !parse_source_address(source_address, dial_->source)) {
     return fail(make_error_code(errc::bad_address), false);
@@ -39,9 +40,7 @@ void Connection::dial(std::string_view address, std::chrono::milliseconds timeou
 }
 
 void Connection::start_resolve(const ListenAddress& target) {
-  const int family = target.transport == Transport::tcp4   ? AF_INET
-                     : target.transport == Transport::tcp6 ? AF_INET6
-                                                           : AF_UNSPEC;
+  const int family = ip_family(target.transport);
   EventLoop* loop = &loop_;
   const std::uint64_t id = id_;
   // The answer comes back to this loop as a task, and finds the connection by id: it may have

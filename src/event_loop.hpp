@@ -1,7 +1,8 @@
 // Internal. One event loop: a thread that waits on its poller, dispatches I/O, runs posted tasks
-// and due timers, then settles the connections that have work left (output to send, a close to
-// carry out). It knows connections and listeners, not servers: a loop group owns the loops, and
-// a server adds listeners to them. Methods are for the loop thread unless marked thread-safe.
+// and due timers, then settles the sockets that have work left (output to send, a close to carry
+// out): connections and UDP sockets. It knows sockets and listeners, not servers: a loop group
+// owns the loops, and a server adds listeners and UDP sockets to them. Methods are for the loop
+// thread unless marked thread-safe.
 #pragma once
 
 #include <atomic>
@@ -28,6 +29,8 @@ namespace evloop::detail {
 
 class Connection;
 class LoopGroupCore;
+class ReceiveBatch;
+class UdpSocket;
 struct Listener;
 
 class EventLoop {
@@ -43,6 +46,9 @@ class EventLoop {
   Status open();
   /// Registers a listener with this loop's poller (before the thread starts).
   Status add_listener(std::unique_ptr<Listener> listener);
+  /// Takes a bound UDP socket of a server (before the thread starts); it opens (`opened`) on the
+  /// loop thread before any event is handled.
+  void add_udp_socket(UniqueFd fd, UdpProfilePtr profile);
   /// Gives up the fds of inherited listeners without closing them (a start() that failed: they
   /// still belong to the caller).
   void release_inherited_listeners();
@@ -59,6 +65,9 @@ class EventLoop {
                   std::string source_address);
   /// Opens a connection on a connected fd on this loop (Loop::adopt).
   ConnRef adopt(int fd, ProfilePtr profile, std::string input, std::string output);
+  /// Opens a UDP socket on this loop: bound (Loop::bind_udp) or connected (Loop::connect_udp).
+  UdpRef open_udp(std::string_view address, UdpProfilePtr profile, bool connect,
+                  std::string source_address);
   /// Timers: at once on the loop thread, posted from elsewhere.
   TimerId run_after(Clock::duration delay, Loop::Task fn);
   TimerId run_every(Clock::duration interval, Loop::Task fn);
@@ -80,11 +89,17 @@ class EventLoop {
   void open_accepted(int fd, const SocketAddress& peer, ProfilePtr profile);
   /// The connection with this id, unless it has closed (or never existed here).
   Connection* find(std::uint64_t id);
-  /// Queues a connection for settle() after the current handler or batch.
-  void schedule(Connection& conn) { scheduled_.push_back(&conn); }
+  /// The UDP socket with this id while it is open (or, with `opening`, also before it opened).
+  UdpSocket* find_udp(std::uint64_t id, bool opening = false);
+  /// Queues a connection or a UDP socket for settle() after the current handler or batch.
+  void schedule(Pollable& socket) { scheduled_.push_back(&socket); }
   /// A closed connection: forgotten now, destroyed at the end of this iteration (events later in
   /// the same batch may still point at it).
   void retire(Connection& conn);
+  /// The same for a closed UDP socket.
+  void retire(UdpSocket& socket);
+  /// The receive arrays the loop's UDP sockets share (created by the first).
+  ReceiveBatch& receive_batch();
   /// Time at the start of this iteration (cheap; good enough for timeouts).
   Clock::time_point now() const noexcept { return now_; }
 
@@ -102,6 +117,7 @@ class EventLoop {
   };
 
   Connection& create(std::uint64_t id, ProfilePtr profile);
+  UdpSocket& create_udp(std::uint64_t id, UdpProfilePtr profile);
   /// Runs `open` on the loop thread: at once there, else queued apart from ordinary tasks, so a
   /// dial or adoption accepted before a stop still runs (and fails with server_stopped) then.
   bool run_opening(Loop::Task open);
@@ -112,8 +128,11 @@ class EventLoop {
   bool take_tasks();
   void run_taken_tasks();
   void settle_scheduled();
+  void resume_listeners();
   void tick();
   void shutdown();
+  template <typename Fn>
+  void for_each_socket(Fn fn);
   void close_listeners();
   void stop_taking_tasks();
 
@@ -131,7 +150,10 @@ class EventLoop {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> connections_;
   std::vector<std::unique_ptr<Connection>> retired_;
-  std::vector<Connection*> scheduled_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<UdpSocket>> udp_sockets_;
+  std::vector<std::unique_ptr<UdpSocket>> retired_udp_;
+  std::unique_ptr<ReceiveBatch> receive_batch_;
+  std::vector<Pollable*> scheduled_;    // connections and UDP sockets
   std::atomic<std::uint64_t> next_id_;  // connection ids: thread-safe, so a dial's ref is at once
   Clock::time_point now_{};
   bool shutting_down_ = false;

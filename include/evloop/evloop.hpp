@@ -11,3 +11,4 @@
 #include "evloop/options.hpp"
 #include "evloop/server.hpp"
 #include "evloop/stats.hpp"
+#include "evloop/udp.hpp"
