@@ -264,6 +264,33 @@ TEST(UdpTest, TheByteBoundCountsQueuedBytes) {
   EXPECT_EQ(accepted.load(), 3);
 }
 
+TEST(UdpTest, ADatagramTheKernelRefusesIsReportedAndTheOthersStillGo) {
+  EventCounter errors;
+  std::atomic<int> error_code{0};
+  DatagramHandlers h;
+  h.datagram = [](Udp& udp, const SocketAddress& peer, std::string_view) {
+    udp.send_to(peer, "before");
+    udp.send_to(peer, std::string(70000, 'x'));  // larger than any UDP datagram: EMSGSIZE
+    udp.send_to(peer, "after");
+  };
+  h.error = [&](Udp&, std::error_code ec) {
+    error_code = ec.value();
+    errors.add();
+  };
+  UdpServer s("udp4://127.0.0.1:0", h);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  ASSERT_TRUE(peer.send_to(s.address(), "go"));
+  EXPECT_EQ(peer.receive().value_or(""), "before");
+  EXPECT_EQ(peer.receive().value_or(""), "after");
+  ASSERT_TRUE(errors.wait_for(1));
+  EXPECT_EQ(error_code.load(), EMSGSIZE);
+  ASSERT_TRUE(settle(s.server));
+  const LoopStats t = total_stats(s.server);
+  EXPECT_EQ(t.datagram_send_errors, 1u);
+  EXPECT_EQ(t.datagrams_out, 2u);
+}
+
 // A client flow: a LoopGroup with a connected socket talking to a server.
 TEST(UdpTest, ConnectedClientSocketTalksToItsPeer) {
   UdpServer s("udp4://127.0.0.1:0", echo_handlers());
