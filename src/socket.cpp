@@ -64,7 +64,9 @@ Status open_ip_socket(const ListenAddress& addr, bool reuseport, std::uint16_t p
       continue;
     }
     const int on = 1;
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    // TCP: rebinding a port with connections in TIME_WAIT. Not for UDP, where it would let a
+    // second socket bind the same address and port silently (Linux) instead of EADDRINUSE.
+    if (type == SOCK_STREAM) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
     if (reuseport &&
         ::setsockopt(fd.get(), SOL_SOCKET, platform::kReuseportOption, &on, sizeof on) < 0) {
       result = listen_error(addr, "setsockopt(reuseport)", errno);

@@ -34,7 +34,8 @@ evloop::Options parse_flags(const Program& program, int argc, char** argv,
 bool parse_number(std::string_view text, unsigned long long min, unsigned long long max,
                   unsigned long long& out);
 
-/// The `serving` callback of every example: one "listening on URL" line per bound address.
+/// The `serving` callback of every example: one "listening on URL" line per bound address
+/// ("tcp4://127.0.0.1:5555", "udp4://127.0.0.1:5555", "unix:///tmp/a.sock").
 void print_listening(const evloop::ServingInfo& info);
 
 /// Starts `server` and serves until SIGINT or SIGTERM, then stops it and waits. Returns the
