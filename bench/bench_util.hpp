@@ -1,5 +1,6 @@
-// Internal to bench/. Small helpers shared by the load generator and the two baseline servers:
-// clocks, CPU time, the "tcp://127.0.0.1:PORT" address form and the "listening on" line.
+// Internal to bench/. Small helpers shared by the load generators and the baseline servers:
+// clocks, CPU time (this process's and another's), the "tcp://127.0.0.1:PORT" address form and the
+// "listening on" line.
 // Header-only and libc-only, so the baselines and the load generator never need the library.
 #pragma once
 
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -36,10 +38,31 @@ inline double self_cpu_seconds() noexcept {
   return sec(ru.ru_utime) + sec(ru.ru_stime);
 }
 
-/// Parses "tcp://A.B.C.D:PORT", "tcp4://A.B.C.D:PORT" or "A.B.C.D:PORT" (IPv4 only: the benchmark
-/// runs on 127.0.0.1). Returns nothing on a malformed string.
-inline std::optional<sockaddr_in> parse_tcp4(std::string_view text) {
-  for (std::string_view scheme : {"tcp://", "tcp4://"}) {
+/// utime + stime of another process, in seconds, from /proc/PID/stat; negative if unreadable.
+inline double process_cpu_seconds(long pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  FILE* f = std::fopen(path, "r");
+  if (!f) return -1;
+  char buf[1024];
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // the command name may hold spaces
+  if (!p) return -1;
+  unsigned long long utime = 0, stime = 0;
+  // After ")": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
+  // stime
+  if (std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                  &stime) != 2)
+    return -1;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+/// Parses "tcp://A.B.C.D:PORT", "tcp4://", "udp://", "udp4://" or "A.B.C.D:PORT" (IPv4 only: the
+/// benchmarks run on 127.0.0.1). Returns nothing on a malformed string.
+inline std::optional<sockaddr_in> parse_ipv4(std::string_view text) {
+  for (std::string_view scheme : {"tcp://", "tcp4://", "udp://", "udp4://"}) {
     if (text.substr(0, scheme.size()) == scheme) {
       text.remove_prefix(scheme.size());
       break;
@@ -59,14 +82,14 @@ inline std::optional<sockaddr_in> parse_tcp4(std::string_view text) {
   return sa;
 }
 
-/// Prints "listening on tcp4://HOST:PORT" for a bound socket, flushed (the runner waits for it).
-inline bool print_listening(int fd) {
+/// Prints "listening on SCHEME://HOST:PORT" for a bound socket, flushed (the runner waits for it).
+inline bool print_listening(int fd, const char* scheme = "tcp4") {
   sockaddr_in sa{};
   socklen_t len = sizeof sa;
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return false;
   char host[INET_ADDRSTRLEN] = {};
   inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
-  std::printf("listening on tcp4://%s:%u\n", host, ntohs(sa.sin_port));
+  std::printf("listening on %s://%s:%u\n", scheme, host, ntohs(sa.sin_port));
   std::fflush(stdout);
   return true;
 }

@@ -113,27 +113,6 @@ bool parse_args(int argc, char** argv, Config& cfg) {
   return true;
 }
 
-/// utime + stime of another process, in seconds, from /proc/PID/stat; negative if unreadable.
-double process_cpu_seconds(long pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-  FILE* f = std::fopen(path, "r");
-  if (!f) return -1;
-  char buf[1024];
-  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');  // the command name may hold spaces
-  if (!p) return -1;
-  unsigned long long utime = 0, stime = 0;
-  // After ")": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
-  // stime
-  if (std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-                  &stime) != 2)
-    return -1;
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
 enum class Phase { connecting, warmup, measure, drain, done };
 
 struct Conn {
@@ -379,12 +358,12 @@ void LoadGen::advance_phase(std::uint64_t now) {
     t_measure_ = now;
     t_end_ = now + static_cast<std::uint64_t>(cfg_.duration * 1e9);
     cpu_measure_ = bench::self_cpu_seconds();
-    if (cfg_.server_pid > 0) server_cpu_measure_ = process_cpu_seconds(cfg_.server_pid);
+    if (cfg_.server_pid > 0) server_cpu_measure_ = bench::process_cpu_seconds(cfg_.server_pid);
   }
   if (phase_ == Phase::measure && now >= t_end_) {
     t_end_ = now;
     cpu_end_ = bench::self_cpu_seconds();
-    if (cfg_.server_pid > 0) server_cpu_end_ = process_cpu_seconds(cfg_.server_pid);
+    if (cfg_.server_pid > 0) server_cpu_end_ = bench::process_cpu_seconds(cfg_.server_pid);
     phase_ = Phase::drain;
     t_drain_deadline_ = now + static_cast<std::uint64_t>(cfg_.drain_timeout * 1e9);
   }
@@ -530,7 +509,7 @@ void LoadGen::print_result() {
 }
 
 int LoadGen::run() {
-  const auto addr = bench::parse_tcp4(cfg_.address);
+  const auto addr = bench::parse_ipv4(cfg_.address);
   if (!addr) {
     std::fprintf(stderr, "loadgen: bad address %s (want tcp://A.B.C.D:PORT)\n",
                  cfg_.address.c_str());

@@ -25,6 +25,7 @@
 
 #include "runner_process.hpp"
 #include "runner_report.hpp"
+#include "runner_util.hpp"
 
 #ifndef BENCH_ECHO_SERVER
 #define BENCH_ECHO_SERVER ""
@@ -42,6 +43,18 @@
 using namespace std::chrono_literals;
 
 namespace {
+
+using bench::executable;
+using bench::in_list;
+using bench::json_number;
+using bench::json_string;
+using bench::load_average;
+using bench::looks_like_json;
+using bench::machine_line;
+using bench::start_server;
+using bench::Started;
+using bench::stop_server;
+using bench::utc_now;
 
 struct Config {
   unsigned rounds = 3;
@@ -152,40 +165,6 @@ bool parse_args(int argc, char** argv, Config& cfg) {
   return true;
 }
 
-bool in_list(const std::string& list, const std::string& name) {
-  if (list.empty()) return true;
-  std::stringstream ss(list);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (item == name) return true;
-  return false;
-}
-
-bool executable(const std::string& path) {
-  return !path.empty() && access(path.c_str(), X_OK) == 0;
-}
-
-/// A number from a flat JSON line: the value after "key":. NaN when absent.
-double json_number(const std::string& line, const std::string& key) {
-  const std::string k = "\"" + key + "\":";
-  const auto at = line.find(k);
-  if (at == std::string::npos) return NAN;
-  return std::strtod(line.c_str() + at + k.size(), nullptr);
-}
-
-std::string json_string(const std::string& line, const std::string& key) {
-  const std::string k = "\"" + key + "\":\"";
-  const auto at = line.find(k);
-  if (at == std::string::npos) return {};
-  const auto end = line.find('"', at + k.size());
-  return line.substr(at + k.size(),
-                     end == std::string::npos ? std::string::npos : end - at - k.size());
-}
-
-bool looks_like_json(const std::string& s) {
-  return !s.empty() && s.front() == '{' && s.back() == '}';
-}
-
 /// VmRSS of a process in KiB, or -1.
 double vm_rss_kib(pid_t pid) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
@@ -195,39 +174,6 @@ double vm_rss_kib(pid_t pid) {
   return -1;
 }
 
-std::string machine_line() {
-  std::string model = "unknown CPU";
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      model = line.substr(line.find(':') + 2);
-      break;
-    }
-  }
-  utsname u{};
-  uname(&u);
-  return std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " CPUs (nproc), " + model + ", Linux " +
-         u.release;
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
-  return buf;
-}
-
-/// The 1-minute load average (other work on a shared machine skews every figure).
-std::string load_average() {
-  std::ifstream f("/proc/loadavg");
-  std::string one;
-  f >> one;
-  return one.empty() ? "unknown" : one;
-}
-
 std::string find_strace() {
   for (const char* p : {"/usr/bin/strace", "/bin/strace", "/usr/local/bin/strace"})
     if (executable(p)) return p;
@@ -235,39 +181,6 @@ std::string find_strace() {
 }
 
 /// A server started and listening.
-struct Started {
-  bench::Child child;
-  std::string port;
-  std::string error;
-};
-
-bool start_server(const std::vector<std::string>& argv, int cpu, const std::string& log, int nice,
-                  Started& s) {
-  if (!s.child.spawn(argv, cpu, false, log, nice)) {
-    s.error = "cannot start " + argv[0];
-    return false;
-  }
-  const auto line = s.child.read_until("listening on", 10s);
-  if (!line) {
-    s.error = argv[0] + " printed no 'listening on' line within 10 s (its stderr: " + log + ")";
-    return false;
-  }
-  s.port = line->substr(line->rfind(':') + 1);
-  return true;
-}
-
-/// Stops a server with SIGTERM; returns its last {"stats":...} line, if it printed one.
-std::string stop_server(Started& s, std::string& error) {
-  s.child.signal(SIGTERM);
-  std::string stats;
-  while (auto line = s.child.read_line(10s))
-    if (line->rfind("{\"stats\"", 0) == 0) stats = *line;
-  if (!s.child.wait(10s)) {
-    error = "server did not exit within 10 s of SIGTERM";
-    s.child.kill_and_reap();
-  }
-  return stats;
-}
 
 class Runner {
  public:

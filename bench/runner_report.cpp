@@ -1,6 +1,8 @@
 // The runner's Markdown and JSON rendering (see runner_report.hpp).
 #include "runner_report.hpp"
 
+#include "runner_util.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -11,13 +13,6 @@
 namespace bench {
 namespace {
 
-/// Median, min and max of one figure over the successful rounds of (scenario, server).
-struct Stat {
-  double median = NAN, min = NAN, max = NAN;
-  std::size_t n = 0;
-  bool valid() const { return n > 0; }
-};
-
 Stat stat_of(const Report& r, const std::string& scenario, const std::string& server,
              const std::function<double(const Run&)>& field) {
   std::vector<double> v;
@@ -26,14 +21,7 @@ Stat stat_of(const Report& r, const std::string& scenario, const std::string& se
     const double x = field(run);
     if (x >= 0 && !std::isnan(x)) v.push_back(x);
   }
-  Stat s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  s.n = v.size();
-  s.min = v.front();
-  s.max = v.back();
-  s.median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-  return s;
+  return summarize(std::move(v));
 }
 
 std::size_t failures(const Report& r, const std::string& scenario, const std::string& server) {
@@ -41,31 +29,6 @@ std::size_t failures(const Report& r, const std::string& scenario, const std::st
   for (const Run& run : r.runs)
     if (run.scenario == scenario && run.server == server && !run.ok) ++n;
   return n;
-}
-
-std::string fmt(const char* f, double x) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, x);
-  return buf;
-}
-
-// 123456 -> "123.5k"; 1234567 -> "1.23M".
-std::string si(double x) {
-  if (x >= 1e6) return fmt("%.2fM", x / 1e6);
-  if (x >= 1e3) return fmt("%.1fk", x / 1e3);
-  return fmt("%.0f", x);
-}
-
-std::string with_range(const Stat& s, const std::function<std::string(double)>& f) {
-  if (!s.valid()) return "–";
-  if (s.n == 1) return f(s.median);
-  return f(s.median) + " (" + f(s.min) + "–" + f(s.max) + ")";
-}
-
-std::string ratio(double a, double b) {
-  if (std::isnan(a) || std::isnan(b) || b <= 0) return "–";
-  const double q = a / b;
-  return fmt(q >= 0.1 ? "%.2f×" : "%.4f×", q);
 }
 
 double msgs(const Run& r) { return r.msgs_per_s; }

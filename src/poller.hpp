@@ -23,6 +23,8 @@
 // - wait() returns the number of events written to `out` (0 on timeout or EINTR), or -errno.
 //   A waker's event has its token and readable set; the core then calls drain().
 // - remove() must be called before close(fd): libkqueue keeps stale entries otherwise.
+// - A backend that reads SO_ERROR itself (libkqueue does, for kqueue's fflags) passes the value
+//   in error_code, since reading SO_ERROR clears it.
 #pragma once
 
 #include <system_error>
@@ -39,6 +41,7 @@ struct PollEvent {
   bool writable = false;  ///< Room to write.
   bool error = false;     ///< An error is pending on the socket (SO_ERROR tells which).
   bool hangup = false;    ///< The peer closed (both directions, or reset).
+  int error_code = 0;     ///< The error, when the backend already read (and so cleared) it.
 };
 
 }  // namespace evloop::detail

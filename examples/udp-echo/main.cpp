@@ -22,6 +22,8 @@ Options:
   --reuseport     one SO_REUSEPORT socket per loop (the kernel spreads the peers);
                   without it loop 0 serves each address
   --batch N       datagrams per recvmmsg/sendmmsg call, 1..1024 (default 32)
+  --rcvbuf BYTES  SO_RCVBUF of each socket (default: the kernel's; capped by
+                  net.core.rmem_max): room for bursts while a loop is busy
   --gso           send with UDP segmentation offload (Linux 4.18+; off where missing)
   --gro           receive with UDP receive offload (Linux 5.0+; off where missing)
   --stats         on exit, print the loops' counters as one JSON line
@@ -48,6 +50,14 @@ Config parse_args(int argc, char** argv) {
           c.udp.gso = true;
         } else if (flag == "--gro") {
           c.udp.gro = true;
+        } else if (flag == "--rcvbuf") {
+          const std::string_view v = value();
+          unsigned long long n = 0;
+          if (!example::parse_number(v, 1, 1ull << 30, n)) {
+            example::usage_error(kProgram,
+                                 "--rcvbuf takes a size in bytes, not '" + std::string(v) + "'");
+          }
+          c.udp.socket_receive_buffer = static_cast<int>(n);
         } else if (flag == "--batch") {
           const std::string_view v = value();
           unsigned long long n = 0;

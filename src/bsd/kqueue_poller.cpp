@@ -47,6 +47,7 @@ void to_poll_event(const struct kevent& kev, PollEvent& out) {
     out.hangup = eof;
   }
   out.error = eof && kev.fflags != 0;
+  if (out.error) out.error_code = static_cast<int>(kev.fflags);  // libkqueue read SO_ERROR for it
 }
 
 #ifdef LIBKQUEUE
