@@ -18,85 +18,104 @@ void require(const detail::Connection& impl, const char* method) {
 
 }  // namespace
 
+detail::Connection& Conn::impl() noexcept { return static_cast<detail::Connection&>(*this); }
+const detail::Connection& Conn::impl() const noexcept {
+  return static_cast<const detail::Connection&>(*this);
+}
+
 void Conn::write(std::string_view bytes) { write(bytes.data(), bytes.size()); }
 
 void Conn::write(const void* bytes, std::size_t size) {
-  require(*impl_, "Conn::write");
-  impl_->write(bytes, size);
+  require(impl(), "Conn::write");
+  impl().write(bytes, size);
 }
 
 void Conn::write(std::span<const std::byte> bytes) { write(bytes.data(), bytes.size()); }
 
+void Conn::write(const SharedBuffer& buffer) {
+  require(impl(), "Conn::write");
+  impl().write_shared(buffer);
+}
+
+void Conn::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
+  require(impl(), "Conn::send_file");
+  impl().send_file(fd, offset, length);
+}
+
 void Conn::close() {
-  require(*impl_, "Conn::close");
-  impl_->close();
+  require(impl(), "Conn::close");
+  impl().close();
 }
 
 void Conn::abort() {
-  require(*impl_, "Conn::abort");
-  impl_->abort();
+  require(impl(), "Conn::abort");
+  impl().abort();
 }
 
 void Conn::shutdown_write() {
-  require(*impl_, "Conn::shutdown_write");
-  impl_->shutdown_write();
+  require(impl(), "Conn::shutdown_write");
+  impl().shutdown_write();
 }
 
 void Conn::pause_reading() {
-  require(*impl_, "Conn::pause_reading");
-  impl_->pause_reading();
+  require(impl(), "Conn::pause_reading");
+  impl().pause_reading();
 }
 
 void Conn::resume_reading() {
-  require(*impl_, "Conn::resume_reading");
-  impl_->resume_reading();
+  require(impl(), "Conn::resume_reading");
+  impl().resume_reading();
 }
 
 bool Conn::reading_paused() const {
-  require(*impl_, "Conn::reading_paused");
-  return impl_->reading_paused();
+  require(impl(), "Conn::reading_paused");
+  return impl().reading_paused();
 }
 
 bool Conn::detach(std::function<void(DetachedConn)> receiver) {
-  require(*impl_, "Conn::detach");
-  return impl_->detach(std::move(receiver));
+  require(impl(), "Conn::detach");
+  return impl().detach(std::move(receiver));
 }
 
 ConnState Conn::state() const {
-  require(*impl_, "Conn::state");
-  return impl_->state();
+  require(impl(), "Conn::state");
+  return impl().state();
 }
 
 bool Conn::closing() const {
-  require(*impl_, "Conn::closing");
-  return impl_->closing();
+  require(impl(), "Conn::closing");
+  return impl().closing();
 }
 
 std::size_t Conn::output_pending() const {
-  require(*impl_, "Conn::output_pending");
-  return impl_->output_pending();
+  require(impl(), "Conn::output_pending");
+  return impl().output_pending();
 }
 
 std::any& Conn::context() {
-  require(*impl_, "Conn::context");
-  return impl_->context();
+  require(impl(), "Conn::context");
+  return impl().context();
 }
 
-const SocketAddress& Conn::remote_address() const noexcept { return impl_->peer(); }
-SocketAddress Conn::local_address() const { return detail::local_address(impl_->fd()); }
-Loop& Conn::loop() const noexcept { return impl_->loop().handle(); }
-std::uint64_t Conn::id() const noexcept { return impl_->id(); }
-ConnRef Conn::ref() const noexcept { return ConnRef(&impl_->loop(), impl_->id()); }
+SocketAddress Conn::remote_address() const { return impl().peer(); }
+SocketAddress Conn::local_address() const { return detail::local_address(impl().fd()); }
+Loop& Conn::loop() const noexcept { return impl().loop().handle(); }
+std::uint64_t Conn::id() const noexcept { return impl().id(); }
+ConnRef Conn::ref() const noexcept { return ConnRef(&impl().loop(), impl().id()); }
 
 bool ConnRef::post(std::function<void(Conn&)> fn) const {
   if (loop_ == nullptr) return false;
   return loop_->post([loop = loop_, id = id_, fn = std::move(fn)] {
-    if (detail::Connection* conn = loop->find(id)) fn(conn->conn());
+    if (detail::Connection* conn = loop->find(id)) fn(*conn);
   });
 }
 
 bool ConnRef::write(std::string bytes) const {
   return post([bytes = std::move(bytes)](Conn& conn) { conn.write(bytes); });
+}
+
+bool ConnRef::write(SharedBuffer buffer) const {
+  return post([buffer = std::move(buffer)](Conn& conn) { conn.write(buffer); });
 }
 
 bool ConnRef::close() const {
@@ -116,7 +135,7 @@ Conn* ConnRef::get() const {
   detail::require_loop_thread(loop_->in_loop_thread(), "ConnRef::get",
                               "from another thread use ConnRef::post");
   detail::Connection* conn = loop_->find(id_);
-  return conn != nullptr ? &conn->conn() : nullptr;
+  return conn;
 }
 
 Loop* ConnRef::loop() const noexcept { return loop_ != nullptr ? &loop_->handle() : nullptr; }

@@ -2,12 +2,15 @@
 // Dialling lives in connection_dial.cpp.
 #include "connection.hpp"
 
+#include <fcntl.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 
 #include "event_loop.hpp"
+#include "platform.hpp"
 
 namespace evloop::detail {
 namespace {
@@ -16,6 +19,12 @@ namespace {
 constexpr int kMaxIov = 64;
 // Unconsumed-input capacity kept after the tail is consumed; more is given back.
 constexpr std::size_t kKeepInputCapacity = 64 * 1024;
+// Writes at least this large go to the kernel at once, without a copy (see write()). A chunk:
+// copying less costs less than the extra send a write-through may add when a handler writes
+// several pieces.
+constexpr std::size_t kWriteThrough = 16 * 1024;
+// The most of a file range one connection sends per loop iteration.
+constexpr std::size_t kFileSlice = 1024 * 1024;
 
 bool would_block(long err) { return err == -EAGAIN || err == -EWOULDBLOCK || err == -EINTR; }
 
@@ -34,11 +43,16 @@ Connection::Connection(EventLoop& loop, std::uint64_t id, ProfilePtr profile)
 
 Connection::~Connection() = default;
 
+Connection::Rare& Connection::rare() {
+  if (!rare_) rare_ = std::make_unique<Rare>();
+  return *rare_;
+}
+
 // --- ways in -----------------------------------------------------------------------------------
 
 void Connection::open_accepted(UniqueFd fd, const SocketAddress& peer) {
   fd_ = std::move(fd);
-  peer_ = peer;
+  peer_ = PeerAddress(peer);
   configure_connection(fd_.get(), is_tcp_family(peer.family()), options());
   ready_ = true;
   schedule();
@@ -48,10 +62,12 @@ void Connection::open_adopted(int fd, std::string input, std::string output) {
   fd_ = UniqueFd(fd);
   bump(loop_.counters().adoptions);
   if (Status s = validate(options(), "adopt"); !s) return fail(s.code(), false);
-  if (std::error_code ec = prepare_adopted(fd, peer_)) return fail(ec, false);
-  configure_connection(fd, is_tcp_family(peer_.family()), options());
+  SocketAddress peer;
+  if (std::error_code ec = prepare_adopted(fd, peer)) return fail(ec, false);
+  peer_ = PeerAddress(peer);
+  configure_connection(fd, is_tcp_family(peer.family()), options());
   adjust(loop_.counters().input_buffered, 0, input.size());
-  in_ = std::move(input);
+  in_.assign(std::move(input));
   append_output(output.data(), output.size());
   ready_ = true;
   schedule();
@@ -69,11 +85,12 @@ void Connection::enter_open() {
   state_ = ConnState::open;
   if (deadline_timer_ != 0) loop_.cancel(deadline_timer_);  // the connect timeout
   deadline_timer_ = 0;
-  dial_.reset();
+  dialling_ = false;
+  rare_.reset();
   bump(loop_.counters().opened);
   last_receive_ = last_send_ = loop_.now();
   if (options().idle_timeout.count() > 0 || options().send_timeout.count() > 0) check_timeouts();
-  if (handlers().opened) handlers().opened(handle_);
+  if (handlers().opened) handlers().opened(*this);
   if (!in_.empty() && state_ == ConnState::open) deliver(nullptr, 0);  // an adopted stream's input
 }
 
@@ -86,10 +103,11 @@ void Connection::fail_open(std::error_code error) {
   discard_output();
   adjust(loop_.counters().input_buffered, in_.size(), 0);
   in_.clear();
-  dial_.reset();
+  dialling_ = false;
   bump(loop_.counters().dial_failures);
-  if (handlers().connect_failed) handlers().connect_failed(handle_, error);
+  if (handlers().connect_failed) handlers().connect_failed(*this, error);
   context_.reset();
+  rare_.reset();
   loop_.retire(*this);
 }
 
@@ -119,7 +137,7 @@ void Connection::finish(std::error_code error, bool reset) {
   adjust(loop_.counters().input_buffered, in_.size(), 0);
   in_.clear();
   bump(loop_.counters().closed);
-  if (handlers().closed) handlers().closed(handle_, error);
+  if (handlers().closed) handlers().closed(*this, error);
   fd_.reset();  // after the handler, so local_address() still works there
   context_.reset();
   loop_.retire(*this);
@@ -135,13 +153,14 @@ void Connection::detach_now() {
   out_.for_each_piece([&](const char* p, std::size_t n) { unsent.append(p, n); });
   discard_output();
   adjust(loop_.counters().input_buffered, in_.size(), 0);
-  DetachedConn detached(fd_.release(), std::move(in_), std::move(unsent), peer_);
-  in_.clear();
-  const auto receiver = std::move(detach_to_);
+  const SocketAddress peer = peer_.get(fd_.get());
+  DetachedConn detached(fd_.release(), in_.take(), std::move(unsent), peer);
+  const auto receiver = std::move(rare_->detach_to);
+  rare_.reset();
   bump(loop_.counters().detaches);
   bump(loop_.counters().closed);
-  if (handlers().closed) handlers().closed(handle_, make_error_code(errc::detached));
-  (*receiver)(std::move(detached));
+  if (handlers().closed) handlers().closed(*this, make_error_code(errc::detached));
+  receiver(std::move(detached));
   context_.reset();
   loop_.retire(*this);
 }
@@ -178,7 +197,7 @@ void Connection::settle() {
     enter_open();
     if (state_ == ConnState::connecting || ended()) return;
   }
-  if (detach_to_) return detach_now();
+  if (detaching_) return detach_now();
   if (end_wanted_) return finish(reason_, reset_wanted_);
   if (!out_.empty()) {
     flush();
@@ -206,11 +225,11 @@ void Connection::settle() {
   // Handlers last: whatever they ask for schedules this connection again.
   if (low_water_owed_) {
     low_water_owed_ = false;
-    if (handlers().low_water) handlers().low_water(handle_);
+    if (handlers().low_water) handlers().low_water(*this);
   }
   if (all_sent_owed_ && out_.empty() && state_ == ConnState::open) {
     all_sent_owed_ = false;
-    if (handlers().all_sent) handlers().all_sent(handle_);
+    if (handlers().all_sent) handlers().all_sent(*this);
   }
 }
 
@@ -272,7 +291,7 @@ void Connection::on_input_end() {
   // The peer's FIN: no more reading either way (a level-triggered EOF stays readable forever).
   input_ended_ = true;
   if (handlers().eof) {
-    handlers().eof(handle_);  // the user replies, now or later, and closes or shuts down
+    handlers().eof(*this);  // the user replies, now or later, and closes or shuts down
   } else {
     begin_closing({});  // send what is pending, then close
   }
@@ -282,18 +301,17 @@ void Connection::on_input_end() {
 void Connection::deliver(const char* bytes, std::size_t size) {
   const std::size_t input_before = in_.size();
   std::string_view view(bytes, size);
-  if (!in_.empty()) {
-    if (size > 0) in_.append(bytes, size);
-    view = in_;
+  if (input_before > 0) {
+    in_.append(bytes, size);
+    view = in_.view();
   }
   const auto& data = handlers().data;
   // The handler cannot end us here: every end it can ask for is carried out by settle().
-  const std::size_t consumed = std::min(data ? data(handle_, view) : view.size(), view.size());
-  if (input_before == 0 && in_.empty()) {
-    if (consumed < size) in_.assign(bytes + consumed, size - consumed);
+  const std::size_t consumed = std::min(data ? data(*this, view) : view.size(), view.size());
+  if (input_before == 0) {
+    in_.append(bytes + consumed, size - consumed);  // a partial frame: kept for next time
   } else {
-    in_.erase(0, consumed);
-    if (in_.empty() && in_.capacity() > kKeepInputCapacity) std::string().swap(in_);
+    in_.consume(consumed, kKeepInputCapacity);
   }
   adjust(loop_.counters().input_buffered, input_before, in_.size());
   if (in_.size() > options().input_limit) fail(make_error_code(errc::input_limit), true);
@@ -302,19 +320,57 @@ void Connection::deliver(const char* bytes, std::size_t size) {
 // --- writing -----------------------------------------------------------------------------------
 
 void Connection::write(const void* bytes, std::size_t size) {
-  if (state_ > ConnState::open || end_wanted_ || shutdown_wanted_ || size == 0) return;
-  if (out_.size() + size > options().output_limit) {
-    discard_output();
-    return fail(make_error_code(errc::output_limit), true);
+  if (!accepts_output() || size == 0) return;
+  // A large write with the connection open goes to the kernel now, from the caller's memory
+  // (with whatever is pending, in one sendmsg); only what the kernel refuses is copied. Small
+  // writes are copied and leave together after the handler.
+  if (size >= kWriteThrough && state_ == ConnState::open && !out_.has_file()) {
+    const std::size_t taken = send_now(bytes, size);
+    if (end_wanted_) return;  // the send failed: the connection ends
+    bytes = static_cast<const char*>(bytes) + taken;
+    size -= taken;
   }
-  append_output(bytes, size);
+  all_sent_owed_ = true;
+  if (size > 0) {
+    if (!fits_output_limit(size)) return;
+    append_output(bytes, size);
+  }
   schedule();
+}
+
+void Connection::write_shared(const SharedBuffer& buffer) {
+  if (!accepts_output() || buffer.empty() || !fits_output_limit(buffer.size())) return;
+  const bool was_empty = out_.empty();
+  out_.append_shared(buffer.bytes_, 0, buffer.size());  // a reference: never a copy
+  queued(buffer.size(), was_empty);
+}
+
+void Connection::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
+  if (!accepts_output() || length == 0) return;
+  const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);  // ours to close, whatever the caller does
+  if (own < 0) return fail(std::error_code(errno, std::system_category()), true);
+  const bool was_empty = out_.empty();
+  out_.append_file(own, offset, length);  // counts as pending output, holds no memory
+  queued(static_cast<std::size_t>(length), was_empty);
+}
+
+bool Connection::fits_output_limit(std::size_t more) {
+  if (out_.memory_size() + more <= options().output_limit) return true;
+  discard_output();
+  fail(make_error_code(errc::output_limit), true);
+  return false;
 }
 
 void Connection::append_output(const void* bytes, std::size_t size) {
   if (size == 0) return;
-  if (out_.empty()) last_send_ = loop_.now();  // the send_timeout clock starts
+  const bool was_empty = out_.empty();
   out_.append(bytes, size);
+  bump(loop_.counters().bytes_copied, size);
+  queued(size, was_empty);
+}
+
+void Connection::queued(std::size_t size, bool was_empty) {
+  if (was_empty) last_send_ = loop_.now();  // the send_timeout clock starts
   bump(loop_.counters().output_buffered, size);
   all_sent_owed_ = true;
   // Pause as soon as output passes the mark, not only if it is still there after the send: a
@@ -324,6 +380,32 @@ void Connection::append_output(const void* bytes, std::size_t size) {
     pressure_paused_ = true;
     bump(loop_.counters().read_pauses);
   }
+  schedule();
+}
+
+std::size_t Connection::send_now(const void* bytes, std::size_t size) {
+  iovec iov[kMaxIov];
+  const int count = out_.gather(iov, kMaxIov - 1);
+  std::size_t pending = 0;
+  for (int i = 0; i < count; ++i) pending += iov[i].iov_len;
+  if (pending < out_.memory_size()) return 0;  // more pieces than one sendmsg takes: queue
+  iov[count].iov_base = const_cast<void*>(bytes);
+  iov[count].iov_len = size;
+  const long n = send_pieces(fd_.get(), iov, count + 1);
+  bump(loop_.counters().writes);
+  if (n < 0) {
+    if (!would_block(n)) fail(sys_error(n), false);
+    return 0;
+  }
+  const auto sent = static_cast<std::size_t>(n);
+  bump(loop_.counters().bytes_out, sent);
+  last_send_ = loop_.now();
+  const std::size_t of_pending = std::min(sent, pending);
+  if (of_pending > 0) {
+    adjust(loop_.counters().output_buffered, of_pending, 0);
+    out_.consume(of_pending);
+  }
+  return sent - of_pending;
 }
 
 void Connection::discard_output() {
@@ -333,11 +415,21 @@ void Connection::discard_output() {
 
 void Connection::flush() {
   iovec iov[kMaxIov];
+  std::size_t file_budget = kFileSlice;
   while (!out_.empty()) {
-    const int count = out_.gather(iov, kMaxIov);
-    std::size_t total = 0;
-    for (int i = 0; i < count; ++i) total += iov[i].iov_len;
-    const long n = send_pieces(fd_.get(), iov, count);
+    std::size_t asked = 0;
+    long n;
+    if (FilePiece* file = out_.file_at_head()) {
+      // A slice per iteration: a large file cannot hold the loop; writability brings the rest.
+      if (file_budget == 0) return;
+      n = send_file_piece(*file, std::min<std::uint64_t>(file->remaining, file_budget), asked);
+      if (n == 0) return finish(make_error_code(errc::file_truncated), true);
+      if (n > 0) file_budget -= static_cast<std::size_t>(n);
+    } else {
+      const int count = out_.gather(iov, kMaxIov);
+      for (int i = 0; i < count; ++i) asked += iov[i].iov_len;
+      n = send_pieces(fd_.get(), iov, count);
+    }
     bump(loop_.counters().writes);
     if (n < 0) {
       if (n == -EINTR) continue;
@@ -350,8 +442,26 @@ void Connection::flush() {
     last_send_ = loop_.now();
     // A short write means the socket buffer is full: wait for writability rather than spend a
     // syscall on the EAGAIN we already know is coming.
-    if (static_cast<std::size_t>(n) < total) return;
+    if (static_cast<std::size_t>(n) < asked) return;
   }
+}
+
+long Connection::send_file_piece(FilePiece& file, std::size_t want, std::size_t& asked) {
+  if (!file.use_pread) {
+    asked = want;
+    const long n = platform::send_file(fd_.get(), file.fd, file.offset, want);
+    if (n != -EINVAL && n != -ENOSYS && n != -EOPNOTSUPP) return n;
+    file.use_pread = true;  // not a file sendfile() takes: read it through the loop's buffer
+  }
+  ssize_t got;
+  do {
+    got = ::pread(file.fd, loop_.read_buffer(), std::min(want, loop_.read_buffer_size()),
+                  static_cast<off_t>(file.offset));
+  } while (got < 0 && errno == EINTR);
+  if (got <= 0) return got < 0 ? -errno : 0;
+  asked = static_cast<std::size_t>(got);
+  const iovec piece{loop_.read_buffer(), asked};
+  return send_pieces(fd_.get(), &piece, 1);  // what it does not take is read again next time
 }
 
 void Connection::update_backpressure() {
@@ -379,7 +489,7 @@ void Connection::update_interest() {
                                          : loop_.poller().add(fd_.get(), want, this);
   if (ec) return finish(ec, false);
   registered_ = true;
-  interest_ = static_cast<unsigned char>(want);
+  interest_ = static_cast<std::uint8_t>(want);
 }
 
 // --- the Conn API ------------------------------------------------------------------------------
@@ -413,8 +523,9 @@ void Connection::resume_reading() {
 }
 
 bool Connection::detach(std::function<void(DetachedConn)> receiver) {
-  if (state_ != ConnState::open || end_wanted_ || detach_to_) return false;
-  detach_to_ = std::make_unique<std::function<void(DetachedConn)>>(std::move(receiver));
+  if (state_ != ConnState::open || end_wanted_ || detaching_ || out_.has_file()) return false;
+  rare().detach_to = std::move(receiver);
+  detaching_ = true;
   schedule();
   return true;
 }

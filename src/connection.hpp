@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "evloop/conn.hpp"
+#include "input_tail.hpp"
 #include "output_buffer.hpp"
 #include "pollable.hpp"
 #include "poller.hpp"
@@ -38,7 +39,7 @@ namespace evloop::detail {
 
 class EventLoop;
 
-class Connection final : public Pollable {
+class Connection final : public Pollable, public Conn {
  public:
   Connection(EventLoop& loop, std::uint64_t id, ProfilePtr profile);
   ~Connection();
@@ -68,6 +69,8 @@ class Connection final : public Pollable {
 
   // --- the Conn API ---
   void write(const void* bytes, std::size_t size);
+  void write_shared(const SharedBuffer& buffer);
+  void send_file(int fd, std::uint64_t offset, std::uint64_t length);
   void close();
   void abort();
   void shutdown_write();
@@ -79,11 +82,10 @@ class Connection final : public Pollable {
   bool reading_paused() const noexcept { return user_paused_ || pressure_paused_; }
   std::size_t output_pending() const noexcept { return out_.size(); }
   std::any& context() noexcept { return context_; }
-  const SocketAddress& peer() const noexcept { return peer_; }
+  SocketAddress peer() const { return peer_.get(fd_.get()); }
   int fd() const noexcept { return fd_.get(); }
   std::uint64_t id() const noexcept { return id_; }
   EventLoop& loop() const noexcept { return loop_; }
-  Conn& conn() noexcept { return handle_; }
 
  private:
   // A dial in progress: the addresses to try and the last error seen (connection_dial.cpp).
@@ -93,6 +95,13 @@ class Connection final : public Pollable {
     SocketAddress source;  // empty: the kernel picks
     std::error_code last_error;
   };
+  // What only some connections need, allocated only for them: a dial in progress, a detach
+  // under way. Keeps an idle connection small.
+  struct Rare {
+    Dial dial;
+    std::function<void(DetachedConn)> detach_to;
+  };
+  Rare& rare();
 
   const Handlers& handlers() const noexcept { return profile_->handlers; }
   const ConnOptions& options() const noexcept { return profile_->options; }
@@ -115,9 +124,16 @@ class Connection final : public Pollable {
   void on_received(const char* bytes, std::size_t size);
   void on_input_end();
   void deliver(const char* bytes, std::size_t size);
+  bool accepts_output() const noexcept {
+    return state_ <= ConnState::open && !end_wanted_ && !shutdown_wanted_;
+  }
+  bool fits_output_limit(std::size_t more);
   void append_output(const void* bytes, std::size_t size);
+  void queued(std::size_t size, bool was_empty);
+  std::size_t send_now(const void* bytes, std::size_t size);
   void discard_output();
   void flush();
+  long send_file_piece(FilePiece& file, std::size_t want, std::size_t& asked);
   void update_backpressure();
   void update_interest();
   void park();
@@ -139,32 +155,32 @@ class Connection final : public Pollable {
   const std::uint64_t id_;
   UniqueFd fd_;
   ConnState state_ = ConnState::connecting;
-  unsigned char interest_ = kNone;  // what the poller has registered
-  bool registered_ = false;         // in the poller (not while resolving, or parked on a hang-up)
-  bool scheduled_ = false;          // in the loop's scheduled list
-  bool ready_ = false;              // connecting: the socket is connected, open at settle()
-  bool user_paused_ = false;        // pause_reading()
-  bool pressure_paused_ = false;    // output passed the high-water mark; until the low mark
-  bool low_water_owed_ = false;     // the pressure pause ended: `low_water` at settle()
-  bool all_sent_owed_ = false;      // written since output last emptied: `all_sent` when it does
-  bool input_ended_ = false;        // the peer's EOF was seen
-  bool shutdown_wanted_ = false;    // shutdown_write() was called
-  bool output_shut_ = false;        // our FIN was sent
-  bool end_wanted_ = false;         // end at the next settle(), with reason_
-  bool reset_wanted_ = false;       // ...by a reset
-  bool parked_ = false;             // out of the poller after a hang-up while not reading
-  SocketAddress peer_;
+  std::uint8_t interest_ = kNone;     // what the poller has registered
+  bool registered_ : 1 = false;       // in the poller (not while resolving, or parked)
+  bool scheduled_ : 1 = false;        // in the loop's scheduled list
+  bool ready_ : 1 = false;            // connecting: the socket is connected, open at settle()
+  bool user_paused_ : 1 = false;      // pause_reading()
+  bool pressure_paused_ : 1 = false;  // output passed the high-water mark; until the low mark
+  bool low_water_owed_ : 1 = false;   // the pressure pause ended: `low_water` at settle()
+  bool all_sent_owed_ : 1 = false;    // written since output last emptied: `all_sent` then
+  bool input_ended_ : 1 = false;      // the peer's EOF was seen
+  bool shutdown_wanted_ : 1 = false;  // shutdown_write() was called
+  bool output_shut_ : 1 = false;      // our FIN was sent
+  bool end_wanted_ : 1 = false;       // end at the next settle(), with reason_
+  bool reset_wanted_ : 1 = false;     // ...by a reset
+  bool parked_ : 1 = false;           // out of the poller after a hang-up while not reading
+  bool detaching_ : 1 = false;        // detach() was called: rare_->detach_to takes the fd
+  bool dialling_ : 1 = false;         // rare_->dial is in use
+  PeerAddress peer_;
   OutputBuffer out_;
-  std::string in_;  // unconsumed input; empty (and unallocated) for protocols that consume all
+  InputTail in_;  // unconsumed input
   std::any context_;
-  Conn handle_{*this};
   std::error_code reason_;            // why it ends: reported by `closed` / `connect_failed`
   std::uint64_t timeout_timer_ = 0;   // idle_timeout and send_timeout, while open
   std::uint64_t deadline_timer_ = 0;  // connect timeout while connecting, close timeout closing
   std::chrono::steady_clock::time_point last_receive_{};  // or when reading (re)started
   std::chrono::steady_clock::time_point last_send_{};     // or when output became pending
-  std::unique_ptr<Dial> dial_;
-  std::unique_ptr<std::function<void(DetachedConn)>> detach_to_;
+  std::unique_ptr<Rare> rare_;
 };
 
 }  // namespace evloop::detail

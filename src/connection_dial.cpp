@@ -16,13 +16,14 @@ namespace evloop::detail {
 void Connection::dial(std::string_view address, std::chrono::milliseconds timeout,
                       const std::string& source_address) {
   bump(loop_.counters().dials);
-  dial_ = std::make_unique<Dial>();
+  Dial& dial = rare().dial;
+  dialling_ = true;
   ListenAddress target;
   if (Status s = validate(options(), "connect"); !s) return fail(s.code(), false);
   if (Status s = parse_connect_address(address, target); !s) return fail(s.code(), false);
   if (is_udp(target.transport)) return fail(make_error_code(errc::unknown_scheme), false);
   if (timeout.count() < 0) return fail(make_error_code(errc::bad_option), false);
-  if (!source_address.empty() && !parse_source_address(source_address, dial_->source)) {
+  if (!source_address.empty() && !parse_source_address(source_address, dial.source)) {
     return fail(make_error_code(errc::bad_address), false);
   }
   if (timeout.count() > 0) {
@@ -33,7 +34,7 @@ void Connection::dial(std::string_view address, std::chrono::milliseconds timeou
   }
   SocketAddress numeric;
   if (numeric_address(target, numeric)) {
-    dial_->candidates.push_back(numeric);
+    dial.candidates.push_back(numeric);
     return try_next_address();
   }
   start_resolve(target);
@@ -57,47 +58,48 @@ void Connection::start_resolve(const ListenAddress& target) {
 }
 
 void Connection::on_resolved(std::vector<SocketAddress> addresses, std::error_code error) {
-  if (state_ != ConnState::connecting || end_wanted_ || !dial_) return;
+  if (state_ != ConnState::connecting || end_wanted_ || !dialling_) return;
   if (error) return fail(error, false);
-  dial_->candidates = std::move(addresses);
+  rare_->dial.candidates = std::move(addresses);
   try_next_address();
 }
 
 void Connection::try_next_address() {
-  while (dial_->next < dial_->candidates.size()) {
-    const SocketAddress& addr = dial_->candidates[dial_->next++];
+  Dial& dial = rare_->dial;
+  while (dial.next < dial.candidates.size()) {
+    const SocketAddress& addr = dial.candidates[dial.next++];
     forget_poller();
     fd_.reset();
-    peer_ = addr;
+    peer_ = PeerAddress(addr);
     const int fd = open_stream_socket(addr.family());
     if (fd < 0) {
-      dial_->last_error = {-fd, std::system_category()};
+      dial.last_error = {-fd, std::system_category()};
       continue;
     }
     fd_ = UniqueFd(fd);
     configure_connection(fd, is_tcp_family(addr.family()), options());
-    if (dial_->source.family() != 0) {
-      if (const int rc = bind_to(fd, dial_->source); rc < 0) {
-        dial_->last_error = {-rc, std::system_category()};
+    if (dial.source.family() != 0) {
+      if (const int rc = bind_to(fd, dial.source); rc < 0) {
+        dial.last_error = {-rc, std::system_category()};
         continue;
       }
     }
     const int rc = start_connect(fd, addr);
     if (rc < 0 && rc != -EINPROGRESS) {
-      dial_->last_error = {-rc, std::system_category()};
+      dial.last_error = {-rc, std::system_category()};
       continue;
     }
     // Connected at once (a Unix socket) or in progress: either way writability reports it, so
     // `opened` never fires inside the call that dialled.
     if (std::error_code ec = loop_.poller().add(fd, kWrite, this)) {
-      dial_->last_error = ec;
+      dial.last_error = ec;
       continue;
     }
     registered_ = true;
     interest_ = kWrite;
     return;
   }
-  fail(dial_->last_error ? dial_->last_error : make_error_code(errc::resolve_failed), false);
+  fail(dial.last_error ? dial.last_error : make_error_code(errc::resolve_failed), false);
 }
 
 void Connection::on_connect_ready() {
@@ -107,7 +109,7 @@ void Connection::on_connect_ready() {
   // simultaneous open): nobody listens there, so it counts as a failure of that address.
   if (!ec && connected_to_itself(fd_.get())) ec = make_error_code(errc::self_connect);
   if (ec) {
-    dial_->last_error = ec;
+    rare_->dial.last_error = ec;
     return try_next_address();
   }
   ready_ = true;

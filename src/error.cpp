@@ -44,6 +44,8 @@ class Category final : public std::error_category {
         return "detached";
       case errc::loop_failed:
         return "event loop failed";
+      case errc::file_truncated:
+        return "file ended before the range given to send_file";
     }
     return "unknown evloop error";
   }

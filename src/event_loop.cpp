@@ -70,8 +70,7 @@ void EventLoop::run() {
   stop_taking_tasks();
   if (hooks.loop_stopping) hooks.loop_stopping(handle_);
   settle_scheduled();  // a dial the hook started fails at once (server_stopped)
-  retired_.clear();
-  retired_udp_.clear();
+  destroy_retired();
   timers_.clear();
   thread_id_.store(std::thread::id{}, std::memory_order_relaxed);
 }
@@ -101,8 +100,7 @@ void EventLoop::iterate(int max_timeout_ms) {
   settle_scheduled();
   bump(stats_.timers_fired, timers_.run_due(now_));
   settle_scheduled();
-  retired_.clear();
-  retired_udp_.clear();
+  destroy_retired();
 }
 
 void EventLoop::dispatch(const PollEvent& event) {
@@ -239,10 +237,9 @@ void EventLoop::stop_taking_tasks() {
 // --- connections -------------------------------------------------------------------------------
 
 Connection& EventLoop::create(std::uint64_t id, ProfilePtr profile) {
-  auto conn = std::make_unique<Connection>(*this, id, std::move(profile));
-  Connection& ref = *conn;
-  connections_.emplace(id, std::move(conn));
-  return ref;
+  return connections_
+      .try_emplace(id, *this, id, std::move(profile))  // built in place: never moved
+      .first->second;
 }
 
 void EventLoop::open_accepted(int fd, const SocketAddress& peer, ProfilePtr profile) {
@@ -323,15 +320,12 @@ ReceiveBatch& EventLoop::receive_batch() {
 Connection* EventLoop::find(std::uint64_t id) {
   auto it = connections_.find(id);
   if (it == connections_.end()) return nullptr;
-  const ConnState state = it->second->state();
-  return state == ConnState::closed || state == ConnState::detached ? nullptr : it->second.get();
+  const ConnState state = it->second.state();
+  return state == ConnState::closed || state == ConnState::detached ? nullptr : &it->second;
 }
 
 void EventLoop::retire(Connection& conn) {
-  auto it = connections_.find(conn.id());
-  if (it == connections_.end()) return;
-  retired_.push_back(std::move(it->second));
-  connections_.erase(it);
+  retired_.push_back(conn.id());
   load.fetch_sub(1, std::memory_order_relaxed);
   resume_listeners();
 }
@@ -349,6 +343,12 @@ void EventLoop::resume_listeners() {
   for (auto& listener : listeners_) {
     if (listener->paused) resume_accepting(*this, *listener);
   }
+}
+
+void EventLoop::destroy_retired() {
+  for (const std::uint64_t id : retired_) connections_.erase(id);
+  retired_.clear();
+  retired_udp_.clear();
 }
 
 // --- timers ------------------------------------------------------------------------------------
@@ -392,7 +392,7 @@ void EventLoop::for_each_socket(Fn fn) {
   // Over a copy: what `fn` does may close (and retire) sockets.
   std::vector<Connection*> conns;
   conns.reserve(connections_.size());
-  for (auto& [id, conn] : connections_) conns.push_back(conn.get());
+  for (auto& [id, conn] : connections_) conns.push_back(&conn);
   std::vector<UdpSocket*> udps;
   udps.reserve(udp_sockets_.size());
   for (auto& [id, socket] : udp_sockets_) udps.push_back(socket.get());
@@ -417,6 +417,7 @@ void EventLoop::shutdown() {
 
   // Keep sending what is pending, up to the grace period (not if the poller is broken).
   const auto deadline = now_ + group_.options().shutdown_grace;
+  destroy_retired();
   while ((!connections_.empty() || !udp_sockets_.empty()) && !poller_failed_ &&
          Clock::now() < deadline) {
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
@@ -424,8 +425,7 @@ void EventLoop::shutdown() {
   }
   for_each_socket([](auto& socket) { socket.end_shutdown(); });
   settle_scheduled();  // a `closed` handler may have scheduled a socket closed just after
-  retired_.clear();
-  retired_udp_.clear();
+  destroy_retired();
 }
 
 }  // namespace evloop::detail

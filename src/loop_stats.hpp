@@ -24,7 +24,7 @@ inline void adjust(Counter& gauge, std::size_t before, std::size_t after) noexce
 
 struct AtomicLoopStats {
   Counter waits{0}, wakeups{0}, tasks{0}, reads{0}, writes{0}, bytes_in{0}, bytes_out{0},
-      write_arms{0}, read_pauses{0}, accepts{0}, accept_errors{0}, timers_fired{0},
+      bytes_copied{0}, write_arms{0}, read_pauses{0}, accepts{0}, accept_errors{0}, timers_fired{0},
       poller_changes{0}, dials{0}, dial_failures{0}, adoptions{0}, detaches{0}, resets{0},
       opened{0}, closed{0};
   // UDP sockets.
@@ -45,6 +45,7 @@ struct AtomicLoopStats {
     s.writes = writes.load(r);
     s.bytes_in = bytes_in.load(r);
     s.bytes_out = bytes_out.load(r);
+    s.bytes_copied = bytes_copied.load(r);
     s.write_arms = write_arms.load(r);
     s.read_pauses = read_pauses.load(r);
     s.accepts = accepts.load(r);

@@ -1,65 +1,160 @@
 #include "output_buffer.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 namespace evloop::detail {
 
+union ChunkPool::SmallStorage {
+  SmallStorage() {}
+  ~SmallStorage() {}
+  void* next;
+  SharedPiece shared;
+  FilePiece file;
+};
+
+namespace {
+// Small pieces kept for reuse; beyond this they go back to the allocator.
+constexpr std::size_t kMaxFreeSmall = 1024;
+}  // namespace
+
 ChunkPool::~ChunkPool() {
   while (free_ != nullptr) {
-    Chunk* next = free_->next;
+    Chunk* next = static_cast<Chunk*>(free_->next);
     delete free_;
     free_ = next;
+  }
+  while (free_small_ != nullptr) {
+    void* next = *static_cast<void**>(free_small_);
+    ::operator delete(free_small_, sizeof(SmallStorage));
+    free_small_ = next;
   }
 }
 
 Chunk* ChunkPool::acquire() {
   if (free_ == nullptr) return new Chunk;
   Chunk* chunk = free_;
-  free_ = chunk->next;
+  free_ = static_cast<Chunk*>(chunk->next);
   --free_count_;
   chunk->next = nullptr;
   chunk->begin = chunk->end = 0;
   return chunk;
 }
 
-void ChunkPool::release(Chunk* chunk) noexcept {
-  if (free_count_ >= max_free_) {
-    delete chunk;
+void* ChunkPool::acquire_small() {
+  if (free_small_ == nullptr) return ::operator new(sizeof(SmallStorage));
+  void* block = free_small_;
+  free_small_ = *static_cast<void**>(block);
+  --free_small_count_;
+  return block;
+}
+
+SharedPiece* ChunkPool::make_shared_piece(std::shared_ptr<const std::string> bytes,
+                                          std::size_t begin, std::size_t end) {
+  return new (acquire_small()) SharedPiece(std::move(bytes), begin, end);
+}
+
+FilePiece* ChunkPool::make_file_piece(int fd, std::uint64_t offset, std::uint64_t length) {
+  return new (acquire_small()) FilePiece(fd, offset, length);
+}
+
+void ChunkPool::release(Piece* piece) noexcept {
+  switch (piece->kind) {
+    case Piece::Kind::chunk:
+      if (free_count_ >= max_free_) {
+        delete static_cast<Chunk*>(piece);
+        return;
+      }
+      piece->next = free_;
+      free_ = static_cast<Chunk*>(piece);
+      ++free_count_;
+      return;
+    case Piece::Kind::shared:
+      static_cast<SharedPiece*>(piece)->~SharedPiece();
+      break;
+    case Piece::Kind::file:
+      ::close(static_cast<FilePiece*>(piece)->fd);
+      static_cast<FilePiece*>(piece)->~FilePiece();
+      break;
+  }
+  if (free_small_count_ >= kMaxFreeSmall) {
+    ::operator delete(piece, sizeof(SmallStorage));
     return;
   }
-  chunk->next = free_;
-  free_ = chunk;
-  ++free_count_;
+  *reinterpret_cast<void**>(piece) = free_small_;
+  free_small_ = piece;
+  ++free_small_count_;
+}
+
+void OutputBuffer::push(Piece* piece) noexcept {
+  if (tail_ == nullptr) {
+    head_ = tail_ = piece;
+  } else {
+    tail_->next = piece;
+    tail_ = piece;
+  }
+}
+
+void OutputBuffer::pop_head() noexcept {
+  Piece* next = head_->next;
+  pool_->release(head_);
+  head_ = next;
+  if (head_ == nullptr) tail_ = nullptr;
 }
 
 void OutputBuffer::append(const void* bytes, std::size_t size) {
   const char* src = static_cast<const char*>(bytes);
   size_ += size;
   while (size > 0) {
-    if (tail_ == nullptr || tail_->end == Chunk::kCapacity) {
-      Chunk* chunk = pool_->acquire();
-      if (tail_ == nullptr) {
-        head_ = tail_ = chunk;
-      } else {
-        tail_->next = chunk;
-        tail_ = chunk;
-      }
+    auto* tail = tail_ != nullptr && tail_->kind == Piece::Kind::chunk ? static_cast<Chunk*>(tail_)
+                                                                       : nullptr;
+    if (tail == nullptr || tail->end == Chunk::kCapacity) {
+      tail = pool_->acquire();
+      push(tail);
     }
-    const std::size_t n = std::min(size, Chunk::kCapacity - tail_->end);
-    std::memcpy(tail_->data + tail_->end, src, n);
-    tail_->end += static_cast<std::uint32_t>(n);
+    const std::size_t n = std::min(size, Chunk::kCapacity - tail->end);
+    std::memcpy(tail->data + tail->end, src, n);
+    tail->end += static_cast<std::uint32_t>(n);
     src += n;
     size -= n;
   }
 }
 
+void OutputBuffer::append_shared(std::shared_ptr<const std::string> bytes, std::size_t begin,
+                                 std::size_t end) {
+  if (end <= begin) return;
+  size_ += end - begin;
+  push(pool_->make_shared_piece(std::move(bytes), begin, end));
+}
+
+void OutputBuffer::append_file(int fd, std::uint64_t offset, std::uint64_t length) {
+  if (length == 0) {
+    ::close(fd);
+    return;
+  }
+  size_ += length;
+  file_bytes_ += length;
+  push(pool_->make_file_piece(fd, offset, length));
+}
+
 int OutputBuffer::gather(iovec* iov, int max) const noexcept {
   int count = 0;
-  for (Chunk* c = head_; c != nullptr && count < max; c = c->next) {
-    if (c->end == c->begin) continue;
-    iov[count].iov_base = c->data + c->begin;
-    iov[count].iov_len = c->end - c->begin;
+  for (const Piece* p = head_; p != nullptr && count < max; p = p->next) {
+    if (p->kind == Piece::Kind::chunk) {
+      const auto* c = static_cast<const Chunk*>(p);
+      if (c->end == c->begin) continue;
+      iov[count].iov_base = const_cast<char*>(c->data + c->begin);
+      iov[count].iov_len = c->end - c->begin;
+    } else if (p->kind == Piece::Kind::shared) {
+      const auto* s = static_cast<const SharedPiece*>(p);
+      iov[count].iov_base = const_cast<char*>(s->bytes->data() + s->begin);
+      iov[count].iov_len = s->end - s->begin;
+    } else {
+      break;  // a file piece: sent on its own, after what is before it
+    }
     ++count;
   }
   return count;
@@ -68,27 +163,48 @@ int OutputBuffer::gather(iovec* iov, int max) const noexcept {
 void OutputBuffer::consume(std::size_t n) noexcept {
   size_ -= n;
   while (n > 0) {
-    const std::size_t in_head = head_->end - head_->begin;
-    if (n < in_head) {
-      head_->begin += static_cast<std::uint32_t>(n);
-      return;
+    std::size_t in_head = 0;
+    switch (head_->kind) {
+      case Piece::Kind::chunk: {
+        auto* c = static_cast<Chunk*>(head_);
+        in_head = c->end - c->begin;
+        if (n < in_head) {
+          c->begin += static_cast<std::uint32_t>(n);
+          return;
+        }
+        break;
+      }
+      case Piece::Kind::shared: {
+        auto* s = static_cast<SharedPiece*>(head_);
+        in_head = s->end - s->begin;
+        if (n < in_head) {
+          s->begin += n;
+          return;
+        }
+        break;
+      }
+      case Piece::Kind::file: {
+        auto* f = static_cast<FilePiece*>(head_);
+        in_head = static_cast<std::size_t>(f->remaining);
+        const std::size_t taken = std::min(n, in_head);
+        file_bytes_ -= taken;
+        if (n < in_head) {
+          f->offset += n;
+          f->remaining -= n;
+          return;
+        }
+        break;
+      }
     }
-    n -= in_head;  // the head chunk is fully sent: back to the pool
-    Chunk* next = head_->next;
-    pool_->release(head_);
-    head_ = next;
+    n -= in_head;  // the head piece is fully sent: back to the pool
+    pop_head();
   }
-  if (head_ == nullptr) tail_ = nullptr;
 }
 
 void OutputBuffer::clear() noexcept {
-  while (head_ != nullptr) {
-    Chunk* next = head_->next;
-    pool_->release(head_);
-    head_ = next;
-  }
-  tail_ = nullptr;
+  while (head_ != nullptr) pop_head();
   size_ = 0;
+  file_bytes_ = 0;
 }
 
 }  // namespace evloop::detail

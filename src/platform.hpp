@@ -6,15 +6,18 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#if defined(__linux__)
+#include <netinet/udp.h>  // UDP_SEGMENT, UDP_GRO
+#include <sys/sendfile.h>
+#endif
 
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-
-#if defined(__linux__)
-#include <netinet/udp.h>  // UDP_SEGMENT, UDP_GRO
-#endif
 
 namespace evloop::detail::platform {
 
@@ -86,6 +89,31 @@ inline void set_keepalive_idle(int fd, int seconds) noexcept {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &seconds, sizeof seconds);
 #elif defined(TCP_KEEPALIVE)
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &seconds, sizeof seconds);
+#endif
+}
+
+// sendfile() from `file` at `offset` to a socket: bytes sent (> 0), 0 at the file's end, or
+// -errno. Linux: sendfile(out, in, &offset, n). FreeBSD and DragonFly: sendfile(in, out, offset,
+// n, NULL, &sent, 0), which reports progress made before an EAGAIN. macOS: sendfile(in, out,
+// offset, &len, NULL, 0), likewise. Elsewhere -ENOSYS: the caller falls back to pread() + send().
+inline long send_file(int socket, int file, std::uint64_t offset, std::size_t count) noexcept {
+#if defined(__linux__)
+  off_t off = static_cast<off_t>(offset);
+  const ssize_t n = ::sendfile(socket, file, &off, count);
+  return n < 0 ? -errno : static_cast<long>(n);
+#elif defined(__FreeBSD__) || defined(__DragonFly__)
+  off_t sent = 0;
+  const int rc = ::sendfile(file, socket, static_cast<off_t>(offset), count, nullptr, &sent, 0);
+  if (sent > 0) return static_cast<long>(sent);
+  return rc < 0 ? -errno : 0;
+#elif defined(__APPLE__)
+  off_t len = static_cast<off_t>(count);
+  const int rc = ::sendfile(file, socket, static_cast<off_t>(offset), &len, nullptr, 0);
+  if (len > 0) return static_cast<long>(len);
+  return rc < 0 ? -errno : 0;
+#else
+  (void)socket, (void)file, (void)offset, (void)count;
+  return -ENOSYS;
 #endif
 }
 

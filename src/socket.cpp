@@ -129,6 +129,27 @@ Status open_unix_listener(const ListenAddress& addr, OpenedListener& out) {
 
 }  // namespace
 
+PeerAddress::PeerAddress(const SocketAddress& address) noexcept
+    : family_(static_cast<std::uint8_t>(address.family())) {
+  if (is_tcp_family(address.family()) && address.size() <= sizeof bytes_) {
+    std::memcpy(bytes_, address.data(), address.size());
+    size_ = static_cast<std::uint8_t>(address.size());
+  }
+}
+
+SocketAddress PeerAddress::get(int fd) const {
+  if (size_ > 0) return SocketAddress(bytes_, size_);
+  if (family_ == AF_UNIX && fd >= 0) {
+    SocketAddress named = peer_address(fd);
+    if (named.family() == AF_UNIX) return named;
+  }
+  if (family_ == AF_UNIX) {
+    const sa_family_t family = AF_UNIX;
+    return SocketAddress(&family, sizeof family);  // an unnamed Unix peer
+  }
+  return {};
+}
+
 void UniqueFd::reset() noexcept {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;

@@ -63,6 +63,23 @@ class UnixPathOwner {
   ino_t ino_ = 0;
 };
 
+/// A connection's peer address in 32 bytes (a SocketAddress takes 136): IPv4 and IPv6 addresses
+/// are kept whole; of a Unix peer only the family, its name (if it has one) being asked of the
+/// kernel when wanted.
+class PeerAddress {
+ public:
+  PeerAddress() = default;
+  explicit PeerAddress(const SocketAddress& address) noexcept;
+  /// The whole address; a Unix peer's name comes from getpeername(fd) while `fd` is open.
+  SocketAddress get(int fd) const;
+  int family() const noexcept { return family_; }
+
+ private:
+  alignas(4) unsigned char bytes_[28] = {};  // sizeof(sockaddr_in6)
+  std::uint8_t size_ = 0;
+  std::uint8_t family_ = 0;
+};
+
 /// A bound, non-blocking socket: listening (stream) or ready to receive (UDP).
 struct OpenedListener {
   UniqueFd fd;

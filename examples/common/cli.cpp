@@ -26,6 +26,16 @@ bool parse_number(std::string_view text, unsigned long long min, unsigned long l
   return true;
 }
 
+std::chrono::seconds parse_seconds(const Program& program, std::string_view flag,
+                                   std::string_view value) {
+  unsigned long long n = 0;
+  if (!parse_number(value, 0, kMaxSeconds, n)) {
+    usage_error(program, std::string(flag) + " takes 0.." + std::to_string(kMaxSeconds) +
+                             " seconds, not '" + std::string(value) + "'");
+  }
+  return std::chrono::seconds(static_cast<std::chrono::seconds::rep>(n));
+}
+
 evloop::Options parse_flags(const Program& program, int argc, char** argv, const ExtraFlag& extra) {
   evloop::Options options;
   for (int i = 1; i < argc; ++i) {

@@ -4,6 +4,7 @@
 
 #include <evloop/evloop.hpp>
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -33,6 +34,13 @@ evloop::Options parse_flags(const Program& program, int argc, char** argv,
 /// A decimal number in [min, max]; false for anything else (sign, spaces, suffixes, overflow).
 bool parse_number(std::string_view text, unsigned long long min, unsigned long long max,
                   unsigned long long& out);
+
+/// The value of a flag in whole seconds, 0..kMaxSeconds (0 usually means "off"); anything else
+/// is a usage error naming `flag`.
+std::chrono::seconds parse_seconds(const Program& program, std::string_view flag,
+                                   std::string_view value);
+/// The largest value parse_seconds() accepts: a year.
+inline constexpr unsigned long long kMaxSeconds = 365ULL * 24 * 3600;
 
 /// The `serving` callback of every example: one "listening on URL" line per bound address
 /// ("tcp4://127.0.0.1:5555", "udp4://127.0.0.1:5555", "unix:///tmp/a.sock").

@@ -4,6 +4,7 @@
 
 #include "cli.hpp"
 
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <string_view>
@@ -21,6 +22,9 @@ Options:
   --loops N       event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport     one SO_REUSEPORT listener per loop (the kernel balances connections)
   --balance P     without reuse-port: round-robin, least-connections or source-hash
+  --idle-timeout SECONDS
+                  close a connection that sends nothing for this long; 0 = never
+                  (default 0)
   --stats         on exit, print the loops' counters as one JSON line
   --help          this text
 
@@ -30,7 +34,9 @@ Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM st
 const example::Program kProgram{"echo-server", kUsage, "tcp://127.0.0.1:5555"};
 
 evloop::Options parse_args(int argc, char** argv, bool& print_stats) {
+  // parse_flags() returns the Options: what the extra flags set goes in after it.
   evloop::Balance balance = evloop::Balance::round_robin;
+  std::chrono::seconds idle_timeout{0};
   evloop::Options options =
       example::parse_flags(kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
         if (flag == "--stats") {
@@ -46,12 +52,15 @@ evloop::Options parse_args(int argc, char** argv, bool& print_stats) {
           } else {
             example::usage_error(kProgram, "unknown --balance '" + std::string(v) + "'");
           }
+        } else if (flag == "--idle-timeout") {
+          idle_timeout = example::parse_seconds(kProgram, flag, value());
         } else {
           return false;
         }
         return true;
       });
   options.balance = balance;
+  options.idle_timeout = idle_timeout;
   return options;
 }
 

@@ -14,8 +14,8 @@ namespace httpd {
 /// anything else → 404. The response keeps the connection open iff req.keep_alive.
 void append_response(const Request& req, std::string& out);
 
-/// Appends an error response with `status` (400, 413, 431, 501, 505) and `reason` as the body.
-/// It always says "Connection: close": the caller closes after sending it.
+/// Appends an error response with `status` (400, 408, 413, 414, 431, 501, 505) and `reason` as
+/// the body. It always says "Connection: close": the caller closes after sending it.
 void append_error(int status, std::string_view reason, std::string& out);
 
 /// The interim response a client that sent "Expect: 100-continue" waits for.

@@ -1,6 +1,7 @@
 // Example. Incremental HTTP/1.x request parser (see http_parser.hpp for the contract).
 #include "http_parser.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <limits>
@@ -68,8 +69,8 @@ void for_each_list_item(std::string_view value, Fn fn) {
 
 bool lookup_method(std::string_view s, Method& m) noexcept {
   static constexpr std::pair<std::string_view, Method> kMethods[] = {
-      {"GET", Method::get},   {"HEAD", Method::head},       {"POST", Method::post},
-      {"PUT", Method::put},   {"DELETE", Method::del},      {"OPTIONS", Method::options},
+      {"GET", Method::get},    {"HEAD", Method::head},  {"POST", Method::post},
+      {"PUT", Method::put},    {"DELETE", Method::del}, {"OPTIONS", Method::options},
       {"PATCH", Method::patch}};
   for (const auto& [name, method] : kMethods) {
     if (s == name) {
@@ -84,13 +85,20 @@ bool lookup_method(std::string_view s, Method& m) noexcept {
 
 std::string_view method_name(Method m) noexcept {
   switch (m) {
-    case Method::get: return "GET";
-    case Method::head: return "HEAD";
-    case Method::post: return "POST";
-    case Method::put: return "PUT";
-    case Method::del: return "DELETE";
-    case Method::options: return "OPTIONS";
-    case Method::patch: return "PATCH";
+    case Method::get:
+      return "GET";
+    case Method::head:
+      return "HEAD";
+    case Method::post:
+      return "POST";
+    case Method::put:
+      return "PUT";
+    case Method::del:
+      return "DELETE";
+    case Method::options:
+      return "OPTIONS";
+    case Method::patch:
+      return "PATCH";
   }
   return "?";
 }
@@ -111,6 +119,7 @@ void RequestParser::reset() noexcept {
 void RequestParser::start_next() noexcept {
   phase_ = Phase::request_line;
   pos_ = 0;
+  check_ = {};
   target_ = {};
   spans_.clear();
   content_length_ = 0;
@@ -139,18 +148,19 @@ ParseResult RequestParser::parse(std::string_view input) {
   ParseResult err;
   // The head, line by line. pos_ survives between calls, so no byte is scanned twice.
   while (phase_ == Phase::request_line || phase_ == Phase::headers) {
-    const void* nl = pos_ < input.size()
-                         ? std::memchr(input.data() + pos_, '\n', input.size() - pos_)
-                         : nullptr;
-    if (nl == nullptr) {
-      if (input.size() > limits_.max_head_bytes) {
-        return fail(431, "request line and headers are too large");
-      }
-      return ParseResult{};
-    }
-    std::size_t nl_off = static_cast<std::size_t>(static_cast<const char*>(nl) - input.data());
-    if (nl_off + 1 > limits_.max_head_bytes) {
-      return fail(431, "request line and headers are too large");
+    const void* nl =
+        pos_ < input.size() ? std::memchr(input.data() + pos_, '\n', input.size() - pos_) : nullptr;
+    const std::size_t nl_off =
+        nl == nullptr ? input.size()
+                      : static_cast<std::size_t>(static_cast<const char*>(nl) - input.data());
+    // The whole head, its last LF included, must fit in max_head_bytes: a line whose end is not
+    // among them is refused as soon as they are here. The bytes within the limit are checked
+    // first, so that an impossible line gets its 400 whether or not its end is in this input.
+    if (nl == nullptr || nl_off >= limits_.max_head_bytes) {
+      if (!check_partial_line(input, std::min(nl_off, limits_.max_head_bytes), err)) return err;
+      if (nl_off < limits_.max_head_bytes) return ParseResult{};
+      return phase_ == Phase::request_line ? fail(414, "request line is too long")
+                                           : fail(431, "request header fields are too large");
     }
     if (nl_off == pos_ || input[nl_off - 1] != '\r') return fail(400, "line ends without CR");
     std::size_t line_off = pos_;
@@ -176,6 +186,78 @@ ParseResult RequestParser::parse(std::string_view input) {
     return r;
   }
   return complete(input);
+}
+
+bool RequestParser::check_partial_line(std::string_view input, std::size_t end, ParseResult& err) {
+  // A byte-at-a-time recognizer of the line grammars: "method SP target SP HTTP/d.d CR" and
+  // "name: value CR". It only ever finds errors that the whole-line parse below reports as 400
+  // too, and it resumes where it stopped, so a line that trickles in is checked in linear time.
+  static constexpr std::string_view kVersion = "HTTP/0.0\r";  // '0' stands for any digit
+  if (check_.end < pos_) check_ = LineCheck{pos_};  // The state is a finished line's: start anew.
+  const bool request_line = phase_ == Phase::request_line;
+  auto reject = [&](std::string_view reason) {
+    err = fail(400, reason);
+    return false;
+  };
+  for (LineCheck& k = check_; k.end < end; ++k.end) {
+    const auto c = static_cast<unsigned char>(input[k.end]);
+    switch (k.expect) {
+      case Expect::line_start:
+        if (c == '\r') {
+          k.expect = Expect::line_feed;  // an empty line, if LF follows
+        } else if (kToken[c]) {
+          k.expect = request_line ? Expect::method : Expect::name;
+        } else if (request_line) {
+          return reject("malformed request line");
+        } else {
+          return reject(is_ows(static_cast<char>(c)) ? "obsolete header line folding"
+                                                     : "malformed header field");
+        }
+        break;
+      case Expect::method:
+        if (c == ' ') {
+          k.expect = Expect::target_start;
+        } else if (!kToken[c]) {
+          return reject("malformed request line");
+        }
+        break;
+      case Expect::target_start:
+      case Expect::target:
+        if (c == ' ' && k.expect == Expect::target) {
+          k.expect = Expect::version;
+        } else if (c <= 0x20 || c >= 0x7f) {
+          return reject("malformed request target");
+        } else {
+          k.expect = Expect::target;
+        }
+        break;
+      case Expect::version: {
+        const char want = kVersion[k.version_at];
+        if (want == '0' ? (c < '0' || c > '9') : c != static_cast<unsigned char>(want)) {
+          return reject("malformed HTTP version");
+        }
+        if (++k.version_at == kVersion.size()) k.expect = Expect::line_feed;
+        break;
+      }
+      case Expect::name:
+        if (c == ':') {
+          k.expect = Expect::value;
+        } else if (!kToken[c]) {
+          return reject("malformed header field");
+        }
+        break;
+      case Expect::value:
+        if (c == '\r') {
+          k.expect = Expect::line_feed;
+        } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+          return reject("invalid character in header value");
+        }
+        break;
+      case Expect::line_feed:  // `end` never goes past an LF, so this byte is not one
+        return reject("CR not followed by LF");
+    }
+  }
+  return true;
 }
 
 bool RequestParser::parse_request_line(std::string_view line, std::size_t line_off,
@@ -242,8 +324,8 @@ bool RequestParser::parse_header_line(std::string_view line, std::size_t line_of
     err = fail(431, "too many header fields");
     return false;
   }
-  std::size_t value_off = line_off + colon + 1 + static_cast<std::size_t>(
-                                                      value.empty() ? 0 : value.data() - raw.data());
+  std::size_t value_off = line_off + colon + 1 +
+                          static_cast<std::size_t>(value.empty() ? 0 : value.data() - raw.data());
   spans_.push_back({{line_off, name.size()}, {value_off, value.size()}});
 
   if (iequals(name, "content-length")) {
@@ -313,8 +395,8 @@ ParseResult RequestParser::complete(std::string_view input) {
   request_.target = input.substr(target_.off, target_.len);
   request_.headers.clear();
   for (const HeaderSpan& s : spans_) {
-    request_.headers.push_back({input.substr(s.name.off, s.name.len),
-                                input.substr(s.value.off, s.value.len)});
+    request_.headers.push_back(
+        {input.substr(s.name.off, s.name.len), input.substr(s.value.off, s.value.len)});
   }
   auto body_len = static_cast<std::size_t>(content_length_);
   request_.body = input.substr(pos_, body_len);

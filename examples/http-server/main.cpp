@@ -1,17 +1,20 @@
 // http-server: a small HTTP/1.1 server on evloop. GET / answers "Hello, World!"; keep-alive,
-// pipelining and HTTP/1.0 work; malformed requests get 400 and a close, oversized heads 431,
-// oversized bodies 413, unknown methods and chunked request bodies 501. It is the server the
-// peer benchmark (bench/peers) measures against nginx.
+// pipelining and HTTP/1.0 work; malformed requests get 400 and a close (at the first byte that
+// shows it), oversized request lines 414 and heads 431, oversized bodies 413, unknown methods and
+// chunked request bodies 501, a head that takes too long 408; idle keep-alive connections are
+// closed. It is the server the peer benchmark (bench/peers) measures against nginx.
 #include <evloop/evloop.hpp>
 
 #include <any>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "cli.hpp"
+#include "deadlines.hpp"
 #include "http_handler.hpp"
 #include "http_parser.hpp"
 
@@ -27,6 +30,13 @@ Options:
   --loops N         event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport       one SO_REUSEPORT listener per loop (the kernel balances connections)
   --max-body BYTES  largest request body accepted, larger gets 413 (default 1048576)
+  --header-timeout SECONDS
+                    the whole request head must arrive within this, counted from its first
+                    byte (from the accept for a connection's first request), else 408 and
+                    close; 0 = off (default 60)
+  --keepalive-timeout SECONDS
+                    close a connection that has no request in progress for this long
+                    (no response); 0 = off (default 75)
   --help            this text
 
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
@@ -37,20 +47,28 @@ const example::Program kProgram{"http-server", kUsage, "tcp://127.0.0.1:8080"};
 struct Config {
   evloop::Options options;
   httpd::Limits limits;
+  httpd::Timeouts timeouts;
 };
 
 Config parse_args(int argc, char** argv) {
   Config config;
-  config.options = example::parse_flags(
-      kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
-        if (flag != "--max-body") return false;
-        const std::string_view v = value();
-        unsigned long long n = 0;
-        if (!example::parse_number(v, 0, 1ULL << 32, n)) {
-          example::usage_error(kProgram, "--max-body takes a byte count up to 4294967296, not '" +
-                                             std::string(v) + "'");
+  config.options =
+      example::parse_flags(kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
+        if (flag == "--max-body") {
+          const std::string_view v = value();
+          unsigned long long n = 0;
+          if (!example::parse_number(v, 0, 1ULL << 32, n)) {
+            example::usage_error(kProgram, "--max-body takes a byte count up to 4294967296, not '" +
+                                               std::string(v) + "'");
+          }
+          config.limits.max_body_bytes = static_cast<std::size_t>(n);
+        } else if (flag == "--header-timeout") {
+          config.timeouts.header = example::parse_seconds(kProgram, flag, value());
+        } else if (flag == "--keepalive-timeout") {
+          config.timeouts.keepalive = example::parse_seconds(kProgram, flag, value());
+        } else {
+          return false;
         }
-        config.limits.max_body_bytes = static_cast<std::size_t>(n);
         return true;
       });
   // The parser leaves an incomplete request unconsumed, so evloop holds at most one partial
@@ -60,16 +78,62 @@ Config parse_args(int argc, char** argv) {
   return config;
 }
 
+// One connection's state: its parser, the deadline of its timeouts and the one timer that
+// checks that deadline (0 when none is armed).
+struct Session {
+  httpd::RequestParser parser;
+  httpd::Deadlines deadlines;
+  evloop::TimerId timer = 0;
+};
+
+Session& session_of(evloop::Conn& conn) { return *std::any_cast<Session>(&conn.context()); }
+
+void check_deadline(evloop::Conn& conn);
+
+// Arms the connection's timer, unless one is armed or no deadline is pending. The timer holds a
+// ConnRef, not the Conn: should the connection close first, the post finds no connection and is
+// dropped (and `closed` cancels the timer anyway).
+void arm_timer(evloop::Conn& conn, Session& session, httpd::Clock::time_point now) {
+  if (session.timer != 0) return;
+  const std::optional<httpd::Clock::duration> delay = session.deadlines.timer_delay(now);
+  if (!delay) return;
+  session.timer = conn.loop().run_after(*delay, [ref = conn.ref()] { ref.post(check_deadline); });
+}
+
+// The timer fired: act on an expired deadline, or wait for the time left.
+void check_deadline(evloop::Conn& conn) {
+  Session& session = session_of(conn);
+  session.timer = 0;
+  if (conn.closing()) return;
+  const httpd::Clock::time_point now = httpd::Clock::now();
+  switch (session.deadlines.expired(now)) {
+    case httpd::Deadlines::Expired::head: {
+      std::string out;
+      httpd::append_error(408, "the request head did not arrive in time", out);
+      conn.write(out);
+      conn.close();  // after the 408 (and any earlier response still pending) is sent
+      return;
+    }
+    case httpd::Deadlines::Expired::keepalive:
+      conn.close();
+      return;
+    case httpd::Deadlines::Expired::none:
+      arm_timer(conn, session, now);
+      return;
+  }
+}
+
 // Handles the bytes of one read: every complete request is answered, in order, with a single
 // write for all of them (pipelined requests cost one send). Returns the bytes consumed.
 std::size_t on_data(evloop::Conn& conn, std::string_view bytes) {
-  auto* parser = std::any_cast<httpd::RequestParser>(&conn.context());
+  Session& session = session_of(conn);
   thread_local std::string out;
   out.clear();
   std::size_t used = 0;
+  bool completed = false;
   bool close = false;
   while (!close) {
-    httpd::ParseResult r = parser->parse(bytes.substr(used));
+    httpd::ParseResult r = session.parser.parse(bytes.substr(used));
     if (r.status == httpd::ParseStatus::incomplete) {
       if (r.send_continue) out += httpd::kContinue;
       break;
@@ -79,9 +143,10 @@ std::size_t on_data(evloop::Conn& conn, std::string_view bytes) {
       close = true;
       break;
     }
-    const httpd::Request& req = parser->request();
+    const httpd::Request& req = session.parser.request();
     httpd::append_response(req, out);
     used += r.consumed;
+    completed = true;
     close = !req.keep_alive;
   }
   if (!out.empty()) conn.write(out);
@@ -89,6 +154,12 @@ std::size_t on_data(evloop::Conn& conn, std::string_view bytes) {
     conn.close();  // after the responses above are sent
     return bytes.size();
   }
+  const httpd::Awaiting next = used == bytes.size()             ? httpd::Awaiting::next_request
+                               : session.parser.awaiting_body() ? httpd::Awaiting::body
+                                                                : httpd::Awaiting::head;
+  const httpd::Clock::time_point now = httpd::Clock::now();
+  session.deadlines.on_read(now, next, completed);
+  arm_timer(conn, session, now);
   return used;
 }
 
@@ -99,11 +170,17 @@ int main(int argc, char** argv) {
 
   evloop::Callbacks callbacks;
   callbacks.serving = example::print_listening;
-  const httpd::Limits limits = config.limits;
-  callbacks.opened = [limits](evloop::Conn& conn) {
-    conn.context() = httpd::RequestParser(limits);
+  callbacks.opened = [limits = config.limits, timeouts = config.timeouts](evloop::Conn& conn) {
+    const httpd::Clock::time_point now = httpd::Clock::now();
+    conn.context() = Session{httpd::RequestParser(limits), httpd::Deadlines(timeouts, now)};
+    arm_timer(conn, session_of(conn), now);
   };
   callbacks.data = on_data;
+  callbacks.closed = [](evloop::Conn& conn, std::error_code) {
+    if (const Session& session = session_of(conn); session.timer != 0) {
+      conn.loop().cancel(session.timer);
+    }
+  };
 
   evloop::Server server(std::move(config.options), std::move(callbacks));
   return example::serve_until_signal(kProgram, server);

@@ -82,8 +82,8 @@ struct Context {
 };
 
 struct Command {
-  std::string_view name;  // lower case
-  int arity;              // Redis's convention: N exactly, -N at least N (name included)
+  std::string_view name;   // lower case
+  int arity;               // Redis's convention: N exactly, -N at least N (name included)
   std::string_view flags;  // for COMMAND: space-separated
   int first_key, last_key, step;
   After (*run)(Context&);
@@ -173,7 +173,9 @@ After cmd_exists(Context& c) {
 After cmd_incr(Context& c) {
   std::int64_t result = 0;
   switch (c.store.incr(c.args[1], 1, c.now, result)) {
-    case Store::IncrStatus::ok: reply_int(result, c.out); break;
+    case Store::IncrStatus::ok:
+      reply_int(result, c.out);
+      break;
     case Store::IncrStatus::not_integer:
       append_error("value is not an integer or out of range", c.out);
       break;
@@ -215,8 +217,8 @@ After cmd_dbsize(Context& c) {
 }
 
 After cmd_flushall(Context& c) {
-  if (c.args.size() > 2 || (c.args.size() == 2 && !iequals(c.args[1], "sync") &&
-                            !iequals(c.args[1], "async"))) {
+  if (c.args.size() > 2 ||
+      (c.args.size() == 2 && !iequals(c.args[1], "sync") && !iequals(c.args[1], "async"))) {
     append_error("syntax error", c.out);
     return After::keep_open;
   }
@@ -337,12 +339,20 @@ After cmd_command(Context& c) {
   return After::keep_open;
 }
 
+// What CONFIG GET timeout answers: set once before serving (set_config_timeout).
+std::string& config_timeout() {
+  static std::string seconds = "0";
+  return seconds;
+}
+
 // CONFIG GET pattern... over a few read-only parameters (redis-benchmark reads "save" and
 // "appendonly" at start); CONFIG SET and others are refused.
 After cmd_config(Context& c) {
-  static constexpr std::pair<std::string_view, std::string_view> kParams[] = {
-      {"save", ""}, {"appendonly", "no"}, {"databases", "1"}, {"maxmemory", "0"},
-      {"timeout", "0"}};
+  const std::pair<std::string_view, std::string_view> params[] = {{"save", ""},
+                                                                  {"appendonly", "no"},
+                                                                  {"databases", "1"},
+                                                                  {"maxmemory", "0"},
+                                                                  {"timeout", config_timeout()}};
   if (!iequals(c.args[1], "get")) {
     unknown_subcommand(c.args[1], "config", c.out);
     return After::keep_open;
@@ -352,7 +362,7 @@ After cmd_config(Context& c) {
     return After::keep_open;
   }
   std::vector<std::pair<std::string_view, std::string_view>> found;
-  for (const auto& param : kParams) {
+  for (const auto& param : params) {
     for (std::size_t i = 2; i < c.args.size(); ++i) {
       if (glob_match(c.args[i], param.first)) {
         found.push_back(param);
@@ -379,6 +389,11 @@ void unknown_command(const Args& args, std::string& out) {
 }
 
 }  // namespace
+
+void set_config_timeout(std::int64_t seconds) {
+  config_timeout().clear();
+  append_int_text(seconds, config_timeout());
+}
 
 void append_error(std::string_view message, std::string& out) {
   out += "-ERR ";

@@ -4,6 +4,7 @@
 // Replies and error texts follow Redis 7.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,10 @@ enum class After { keep_open, close };
 /// its RESP2 reply to `out`.
 After execute(const std::vector<std::string_view>& args, Store& store, Millis now,
               std::string& out);
+
+/// Sets what CONFIG GET timeout answers (the idle timeout, in seconds; 0 by default). Call it
+/// before any command runs: it is not synchronized with them.
+void set_config_timeout(std::int64_t seconds);
 
 /// Appends "-ERR <message>\r\n" (CR and LF in the message become spaces, as Redis does).
 void append_error(std::string_view message, std::string& out);

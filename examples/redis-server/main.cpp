@@ -16,6 +16,7 @@
 #include "cli.hpp"
 #include "commands.hpp"
 #include "resp_parser.hpp"
+#include "server_limits.hpp"
 #include "store.hpp"
 
 namespace {
@@ -29,7 +30,10 @@ Options:
                       tcp://127.0.0.1:0 (a free port)  tcp6://[::1]:6379  unix:///tmp/redis.sock
   --loops N           event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport         one SO_REUSEPORT listener per loop (the kernel balances connections)
-  --max-bulk BYTES    longest bulk string accepted (default 67108864)
+  --max-bulk BYTES    longest bulk string accepted (default 67108864); the output limit
+                      per connection grows with it, so that GET can return what SET took
+  --timeout SECONDS   close a client that sends nothing for this long; 0 = never
+                      (default 0, as Redis's timeout)
   --help              this text
 
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
@@ -44,38 +48,49 @@ struct Config {
 
 Config parse_args(int argc, char** argv) {
   Config config;
-  config.options = example::parse_flags(
-      kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
-        if (flag != "--max-bulk") return false;
-        const std::string_view v = value();
-        unsigned long long n = 0;
-        if (!example::parse_number(v, 1, 512ULL << 20, n)) {
-          example::usage_error(kProgram,
-                               "--max-bulk takes 1..536870912 bytes, not '" + std::string(v) + "'");
+  std::chrono::seconds timeout{0};  // (parse_flags returns the Options: set them after it)
+  config.options =
+      example::parse_flags(kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
+        if (flag == "--max-bulk") {
+          const std::string_view v = value();
+          unsigned long long n = 0;
+          if (!example::parse_number(v, 1, 512ULL << 20, n)) {
+            example::usage_error(
+                kProgram, "--max-bulk takes 1..536870912 bytes, not '" + std::string(v) + "'");
+          }
+          config.limits.max_bulk_bytes = static_cast<std::size_t>(n);
+        } else if (flag == "--timeout") {
+          timeout = example::parse_seconds(kProgram, flag, value());
+        } else {
+          return false;
         }
-        config.limits.max_bulk_bytes = static_cast<std::size_t>(n);
         return true;
       });
-  // The parser leaves an incomplete command unconsumed, so evloop holds at most one partial
-  // command per connection. A command may carry several bulks: allow a few of the largest
-  // (evloop closes the connection beyond that, like Redis's client-query-buffer-limit).
-  config.options.input_limit =
-      2 * config.limits.max_bulk_bytes + 2 * config.limits.max_inline_bytes;
+  config.options.idle_timeout = timeout;
+  resp::set_config_timeout(timeout.count());
+  resp::fit_limits(config.limits, config.options);
   return config;
 }
 
 resp::Store g_store;
 
-// Handles the bytes of one read: every complete command runs, in order, and all replies go out
-// in a single write (a pipeline of N commands costs one send). Returns the bytes consumed.
+// Replies are gathered in a per-thread string and handed to evloop whenever they pass this, and
+// at the end of each read: a pipeline of small commands costs one send, and a read that asks for
+// many large replies never builds one string of them all.
+constexpr std::size_t kWriteChunk = 64 * 1024;
+// A larger scratch string (grown by a large reply) is given back after the read.
+constexpr std::size_t kKeepScratch = 1024 * 1024;
+
+// Handles the bytes of one read: every complete command runs, in order, and its reply is
+// written. Returns the bytes consumed.
 std::size_t on_data(evloop::Conn& conn, std::string_view bytes) {
   auto* parser = std::any_cast<resp::CommandParser>(&conn.context());
   thread_local std::string out;
-  out.clear();
   const resp::Millis now = resp::now_millis();
   std::size_t used = 0;
   bool close = false;
-  while (!close) {
+  // A connection closing meanwhile (over its output limit) runs no further command.
+  while (!close && !conn.closing()) {
     resp::ParseResult r = parser->parse(bytes.substr(used));
     if (r.status == resp::ParseStatus::incomplete) break;
     if (r.status == resp::ParseStatus::error) {
@@ -85,9 +100,15 @@ std::size_t on_data(evloop::Conn& conn, std::string_view bytes) {
     }
     used += r.consumed;
     close = resp::execute(parser->args(), g_store, now, out) == resp::After::close;
+    if (out.size() >= kWriteChunk) {
+      conn.write(out);
+      out.clear();
+    }
   }
   if (!out.empty()) conn.write(out);
-  if (close) {
+  out.clear();
+  if (out.capacity() > kKeepScratch) std::string().swap(out);
+  if (close || conn.closing()) {
     conn.close();  // after the replies above are sent
     return bytes.size();
   }
@@ -102,9 +123,7 @@ int main(int argc, char** argv) {
   evloop::Callbacks callbacks;
   callbacks.serving = example::print_listening;
   const resp::Limits limits = config.limits;
-  callbacks.opened = [limits](evloop::Conn& conn) {
-    conn.context() = resp::CommandParser(limits);
-  };
+  callbacks.opened = [limits](evloop::Conn& conn) { conn.context() = resp::CommandParser(limits); };
   callbacks.data = on_data;
   // Active expiry on loop 0, ten times a second (keys are also expired when touched).
   callbacks.tick = [](evloop::Loop&) {

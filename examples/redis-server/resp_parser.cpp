@@ -41,6 +41,15 @@ bool find_cr(std::string_view in, std::size_t from, std::size_t& cr) noexcept {
   return cr + 1 < in.size();
 }
 
+// Whether the bytes from `from` on, in which no line end was found, already make a line longer
+// than `max` bytes. A CR as the last byte may still be the line's own, so it does not count
+// (yet). Deciding only what the bytes so far prove gives the same answer however the input is
+// split into reads as for the whole line.
+bool line_too_long(std::string_view in, std::size_t from, std::size_t max) noexcept {
+  const std::size_t have = in.size() - from;
+  return have > max + 1 || (have == max + 1 && in.back() != '\r');
+}
+
 bool is_space(char c) noexcept {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
@@ -87,7 +96,7 @@ ParseResult CommandParser::parse(std::string_view in) {
         if (in[pos_] != '*') {
           const void* p = std::memchr(in.data() + pos_, '\n', in.size() - pos_);
           if (p == nullptr) {
-            if (in.size() - pos_ > limits_.max_inline_bytes) {
+            if (line_too_long(in, pos_, limits_.max_inline_bytes)) {
               return fail("Protocol error: too big inline request");
             }
             return {};
@@ -106,10 +115,13 @@ ParseResult CommandParser::parse(std::string_view in) {
         }
         std::size_t cr = 0;
         if (!find_cr(in, pos_ + 1, cr)) {
-          if (in.size() - pos_ > limits_.max_inline_bytes) {
+          if (line_too_long(in, pos_, limits_.max_inline_bytes)) {
             return fail("Protocol error: too big mbulk count string");
           }
           return {};
+        }
+        if (cr - pos_ > limits_.max_inline_bytes) {
+          return fail("Protocol error: too big mbulk count string");
         }
         std::int64_t n = 0;
         if (!parse_int(in.substr(pos_ + 1, cr - pos_ - 1), n) || in[cr + 1] != '\n' ||
@@ -130,10 +142,13 @@ ParseResult CommandParser::parse(std::string_view in) {
         }
         std::size_t cr = 0;
         if (!find_cr(in, pos_ + 1, cr)) {
-          if (in.size() - pos_ > limits_.max_inline_bytes) {
+          if (line_too_long(in, pos_, limits_.max_inline_bytes)) {
             return fail("Protocol error: too big bulk count string");
           }
           return {};
+        }
+        if (cr - pos_ > limits_.max_inline_bytes) {
+          return fail("Protocol error: too big bulk count string");
         }
         std::int64_t n = 0;
         if (!parse_int(in.substr(pos_ + 1, cr - pos_ - 1), n) || in[cr + 1] != '\n' || n < 0 ||
@@ -186,12 +201,24 @@ bool CommandParser::parse_inline(std::string_view line) {
         } else if (c == '\\' && i + 1 < n) {
           ++i;
           switch (line[i]) {
-            case 'n': scratch_ += '\n'; break;
-            case 'r': scratch_ += '\r'; break;
-            case 't': scratch_ += '\t'; break;
-            case 'b': scratch_ += '\b'; break;
-            case 'a': scratch_ += '\a'; break;
-            default: scratch_ += line[i]; break;
+            case 'n':
+              scratch_ += '\n';
+              break;
+            case 'r':
+              scratch_ += '\r';
+              break;
+            case 't':
+              scratch_ += '\t';
+              break;
+            case 'b':
+              scratch_ += '\b';
+              break;
+            case 'a':
+              scratch_ += '\a';
+              break;
+            default:
+              scratch_ += line[i];
+              break;
           }
         } else if (c == '"') {
           if (i + 1 < n && !is_space(line[i + 1])) return false;

@@ -21,8 +21,8 @@ namespace resp {
 /// arrays and 64 KiB inline commands; the example is stricter by default.
 struct Limits {
   std::size_t max_bulk_bytes = 64 * 1024 * 1024;  ///< Longest bulk string ("invalid bulk length").
-  std::size_t max_array_len = 1024 * 1024;  ///< Most arguments ("invalid multibulk length").
-  std::size_t max_inline_bytes = 64 * 1024;  ///< Longest inline command or count line.
+  std::size_t max_array_len = 1024 * 1024;        ///< Most arguments ("invalid multibulk length").
+  std::size_t max_inline_bytes = 64 * 1024;       ///< Longest inline command or count line.
 };
 
 /// What one parse() call found.

@@ -31,7 +31,7 @@ Store::Store(std::size_t shards) {
 
 Store::Shard& Store::shard_for(std::string_view key) noexcept {
   // Mix the hash so that the shard index does not correlate with the map's bucket index.
-  std::uint64_t h = Hash{}(key) * 0x9E3779B97F4A7C15ULL;
+  std::uint64_t h = Hash{}(key)*0x9E3779B97F4A7C15ULL;
   return *shards_[(h >> 40) & mask_];
 }
 
@@ -138,9 +138,8 @@ std::size_t Store::expire_due(Millis now) {
   for (auto& sp : shards_) {
     Shard& s = *sp;
     std::lock_guard lock(s.mu);
-    for (std::size_t i = 0; i < kBudgetPerShard && !s.timers.empty() &&
-                            s.timers.front().first <= now;
-         ++i) {
+    for (std::size_t i = 0;
+         i < kBudgetPerShard && !s.timers.empty() && s.timers.front().first <= now; ++i) {
       std::pop_heap(s.timers.begin(), s.timers.end(), later);
       auto [when, key] = std::move(s.timers.back());
       s.timers.pop_back();

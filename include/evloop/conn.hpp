@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "evloop/address.hpp"
+#include "evloop/shared_buffer.hpp"
 
 namespace evloop {
 
@@ -34,7 +35,9 @@ enum class ConnState : std::uint8_t {
 };
 
 /// A connection, as seen from its loop's thread. Handlers receive a `Conn&` that stays valid
-/// (same address) from `opened` until the `closed` handler returns; keep it no longer.
+/// (same address) from `opened` until the `closed` handler returns; keep it no longer. (It is the
+/// public face of evloop's own connection object, which derives from it: it has no state of its
+/// own and cannot be created or copied by users.)
 ///
 /// Every method must be called on the connection's loop thread; the ones that change or read
 /// mutable state check it in every build type and abort with a message naming the method and
@@ -44,15 +47,29 @@ class Conn {
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
 
-  /// Appends bytes to the output. They are sent after the current handler returns, as far as
-  /// the kernel takes them; the rest waits, in order. Never drops or reorders. While connecting,
-  /// bytes wait for the connection to open. Past ConnOptions::output_limit the connection is
-  /// reset with errc::output_limit. Ignored after close(), abort() or shutdown_write().
+  /// Appends bytes to the output, in order; never drops or reorders. Small writes (under 16 KiB)
+  /// are copied and gathered: everything a handler writes leaves in one send after it returns.
+  /// A larger write, when the connection is open, goes to the kernel at once from `bytes`
+  /// (together with anything pending, in one sendmsg), and only what the kernel does not take is
+  /// copied. While connecting, bytes wait for the connection to open. Past
+  /// ConnOptions::output_limit the connection is reset with errc::output_limit. Ignored after
+  /// close(), abort() or shutdown_write().
   void write(std::string_view bytes);
   /// Same as write(string_view).
   void write(const void* bytes, std::size_t size);
   /// Same as write(string_view).
   void write(std::span<const std::byte> bytes);
+  /// Queues a reference to `buffer`, never a copy (a broadcast holds the bytes once); otherwise
+  /// as write(string_view).
+  void write(const SharedBuffer& buffer);
+  /// Queues `length` bytes of the file `fd` from `offset`, in order with the other output, sent
+  /// with sendfile() (pread()+send() where the file cannot be): the bytes are never held in
+  /// memory. evloop keeps its own duplicate of `fd` (the caller may close theirs). The range
+  /// counts in output_pending() and toward the high-water mark, not toward output_limit; each
+  /// loop iteration sends at most a bounded slice of it, so one connection cannot hold its loop.
+  /// A file that ends before the range does resets the connection (errc::file_truncated); a read
+  /// error resets it with the errno. Ignored after close(), abort() or shutdown_write().
+  void send_file(int fd, std::uint64_t offset, std::uint64_t length);
 
   /// Closes gracefully: reading stops now; pending output is sent, then a FIN. If it cannot be
   /// sent within ConnOptions::close_timeout, the connection is reset (errc::close_timeout).
@@ -80,7 +97,8 @@ class Conn {
   /// fd leaves the poller, `closed` fires (errc::detached), and `receiver` is called with the fd,
   /// the unconsumed input and the unsent output, so the byte stream can continue elsewhere
   /// (Loop::adopt, another library, another process) with nothing lost or reordered. Returns
-  /// false, and does nothing, unless the connection is open (not connecting, closing or closed).
+  /// false, and does nothing, unless the connection is open (not connecting, closing or closed)
+  /// and no send_file() range is pending.
   bool detach(std::function<void(DetachedConn)> receiver);
 
   /// Where the connection is in its life.
@@ -94,7 +112,7 @@ class Conn {
   std::any& context();
 
   /// The peer's address (for a dial, the address being tried until it opens).
-  const SocketAddress& remote_address() const noexcept;
+  SocketAddress remote_address() const;
   /// The local address of this connection (asks the kernel).
   SocketAddress local_address() const;
 
@@ -107,8 +125,10 @@ class Conn {
 
  private:
   friend class detail::Connection;
-  explicit Conn(detail::Connection& impl) noexcept : impl_(&impl) {}
-  detail::Connection* impl_;
+  Conn() = default;
+  ~Conn() = default;
+  detail::Connection& impl() noexcept;
+  const detail::Connection& impl() const noexcept;
 };
 
 /// A thread-safe reference to a connection: its loop and id. Copyable; valid while its loops
@@ -125,6 +145,8 @@ class ConnRef {
   bool post(std::function<void(Conn&)> fn) const;
   /// Posts a write of `bytes` (see Conn::write).
   bool write(std::string bytes) const;
+  /// Posts a write of a shared buffer (a reference, no copy: see Conn::write(const SharedBuffer&)).
+  bool write(SharedBuffer buffer) const;
   /// Posts a close (see Conn::close).
   bool close() const;
   /// Posts an abort (see Conn::abort).

@@ -28,6 +28,7 @@ enum class errc {
   cancelled,         ///< close() or abort() was called while the connection was still connecting.
   detached,          ///< The connection was handed back with Conn::detach().
   loop_failed,       ///< A loop stopped because its poller failed (see LoopGroup::wait()).
+  file_truncated,    ///< A send_file() range went past the end of its file: reset.
 };
 
 /// The category of evloop::errc; its name is "evloop".

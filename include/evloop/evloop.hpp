@@ -10,5 +10,6 @@
 #include "evloop/loop_group.hpp"
 #include "evloop/options.hpp"
 #include "evloop/server.hpp"
+#include "evloop/shared_buffer.hpp"
 #include "evloop/stats.hpp"
 #include "evloop/udp.hpp"

@@ -36,7 +36,8 @@ struct Handlers {
   std::function<void(Conn&)> eof;
   /// The connection closed: exactly once per `opened`. `error` is empty for a clean close (by
   /// either side), an errno (e.g. ECONNRESET) for an I/O error, or an evloop::errc: output_limit,
-  /// input_limit, close_timeout, idle_timeout, server_stopped, shutdown_timeout, detached.
+  /// input_limit, close_timeout, idle_timeout, send_timeout, server_stopped, shutdown_timeout,
+  /// detached.
   std::function<void(Conn&, std::error_code error)> closed;
   /// Back-pressure ended: pending output went above output_high_water (which paused reading),
   /// then fell to output_low_water and reading resumed. A producer that stops writing when
@@ -49,7 +50,8 @@ struct Handlers {
   /// A dial (Loop::connect) or an adoption (Loop::adopt) failed: the connection never opened and
   /// `closed` will not fire. `error` is an errno (ECONNREFUSED, ENETUNREACH, ...) or an
   /// evloop::errc (connect_timeout, resolve_failed, self_connect, bad_address, bad_option,
-  /// server_stopped, cancelled when close()/abort() was called while connecting).
+  /// server_stopped, cancelled when close()/abort() was called while connecting, output_limit
+  /// when more than ConnOptions::output_limit was written while connecting).
   std::function<void(Conn&, std::error_code error)> connect_failed;
 };
 

@@ -65,7 +65,9 @@ class Loop {
   /// thread), and the addresses are tried in turn within ConnectOptions::connect_timeout.
   /// A connection that turns out to be connected to itself fails (errc::self_connect). A dial
   /// requested before the loop stops always reports (errc::server_stopped at the latest); once the
-  /// loop has stopped, returns an empty ConnRef and no handler runs.
+  /// loop has stopped, returns an empty ConnRef and no handler runs. Called from another thread,
+  /// the dial starts on the loop ahead of tasks posted in the same batch (no order is promised
+  /// between dials and posts).
   ConnRef connect(std::string_view address, Handlers handlers, ConnectOptions options = {}) const;
 
   /// Opens a connection on `fd`, an already-connected stream socket (from another library, a

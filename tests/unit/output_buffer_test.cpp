@@ -1,6 +1,9 @@
 // OutputBuffer: order, partial consumes across chunk boundaries, memory given back.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <memory>
 #include <string>
 
 #include "output_buffer.hpp"
@@ -70,6 +73,38 @@ TEST(OutputBufferTest, GatherListsPiecesOldestFirst) {
   EXPECT_EQ(std::string(static_cast<const char*>(iov[0].iov_base), 5), data.substr(10, 5));
   buf.clear();
   EXPECT_EQ(buf.gather(iov, 2), 0);
+}
+
+// Copied bytes, shared ranges and a file range keep their order; gather() stops at the file;
+// consume() crosses piece kinds; size() counts the file, memory_size() does not.
+TEST(OutputBufferTest, MixedPiecesKeepTheirOrder) {
+  ChunkPool pool;
+  OutputBuffer buf(pool);
+  auto shared = std::make_shared<const std::string>("0123456789");
+  buf.append("ab", 2);
+  buf.append_shared(shared, 2, 6);  // "2345"
+  buf.append("cd", 2);
+  const int file = ::dup(1);  // any fd: the buffer owns and closes it
+  buf.append_file(file, 100, 50);
+  buf.append_shared(shared, 0, 3);  // "012"
+  EXPECT_EQ(buf.size(), 2u + 4 + 2 + 50 + 3);
+  EXPECT_EQ(buf.memory_size(), 2u + 4 + 2 + 3);
+  EXPECT_TRUE(buf.has_file());
+  EXPECT_EQ(drain_some(buf, 3), "ab2");  // gather stops at the file piece
+  EXPECT_EQ(drain_some(buf, 100), "345cd");
+  const FilePiece* piece = buf.file_at_head();
+  ASSERT_NE(piece, nullptr);
+  const FilePiece& f = *piece;
+  EXPECT_EQ(f.offset, 100u);
+  buf.consume(20);  // part of the file
+  EXPECT_EQ(f.offset, 120u);
+  EXPECT_EQ(f.remaining, 30u);
+  buf.consume(30);
+  EXPECT_FALSE(buf.has_file());
+  EXPECT_EQ(buf.file_at_head(), nullptr);
+  EXPECT_EQ(drain_some(buf, 100), "012");
+  EXPECT_TRUE(buf.empty());
+  EXPECT_EQ(shared.use_count(), 1) << "the buffer let go of the shared bytes";
 }
 
 }  // namespace

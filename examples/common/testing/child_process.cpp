@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 
 namespace example_test {
 namespace {
@@ -65,9 +66,12 @@ void dump_stacks(pid_t pid) {
   std::fprintf(stderr, "child %d did not exit in time; its threads:\n", static_cast<int>(pid));
   // Signal state of each thread (pending, blocked, caught masks).
   std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
-  ProgramResult masks = run_program(
-      {"sh", "-c", "for t in " + task_dir + "/*; do echo \"$t\"; grep -E '^(State|SigPnd|ShdPnd|SigBlk|SigCgt)' \"$t/status\"; done"},
-      milliseconds(10'000));
+  ProgramResult masks =
+      run_program({"sh", "-c",
+                   "for t in " + task_dir +
+                       "/*; do echo \"$t\"; grep -E '^(State|SigPnd|ShdPnd|SigBlk|SigCgt)' "
+                       "\"$t/status\"; done"},
+                  milliseconds(10'000));
   std::fprintf(stderr, "%s", masks.output.c_str());
   if (!have_program("gdb")) return;
   std::string p = std::to_string(pid);
@@ -250,6 +254,20 @@ std::string read_until_close(int fd, milliseconds timeout, bool& closed) {
   return got;
 }
 
+std::string read_exactly(int fd, std::size_t size, milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  std::string got(size, '\0');
+  std::size_t have = 0;
+  while (have < size && wait_readable(fd, deadline)) {
+    ssize_t n = ::recv(fd, got.data() + have, size - have, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    have += static_cast<std::size_t>(n);
+  }
+  got.resize(have);
+  return got;
+}
+
 std::string read_until_count(int fd, std::string_view needle, int count, milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   std::string got;
@@ -261,6 +279,41 @@ std::string read_until_count(int fd, std::string_view needle, int count, millise
     got.append(buf, static_cast<std::size_t>(n));
   }
   return got;
+}
+
+bool stays_silent(int fd, milliseconds wait) {
+  // wait_readable() is false only when the deadline passed (or poll failed, which it does not
+  // on a valid fd).
+  return !wait_readable(fd, Clock::now() + wait);
+}
+
+double ms_until_closed_silently(int fd, Clock::time_point since, milliseconds timeout) {
+  bool closed = false;
+  const std::string got = read_until_close(fd, timeout, closed);
+  const Clock::time_point now = Clock::now();
+  ::close(fd);
+  return closed && got.empty() ? std::chrono::duration<double, std::milli>(now - since).count()
+                               : -1.0;
+}
+
+BusyResult keep_busy(int fd, milliseconds duration,
+                     const std::function<bool(int fd, int i)>& exchange) {
+  std::mt19937 rng(16);
+  std::uniform_int_distribution<int> pause_ms(50, 500);
+  BusyResult result;
+  for (const Clock::time_point until = Clock::now() + duration; Clock::now() < until;
+       ++result.exchanges) {
+    if (!stays_silent(fd, milliseconds(pause_ms(rng)))) {
+      result.failure = "the server sent or closed unasked after " +
+                       std::to_string(result.exchanges) + " exchanges";
+      break;
+    }
+    if (!exchange(fd, result.exchanges)) {
+      result.failure = "exchange " + std::to_string(result.exchanges) + " failed";
+      break;
+    }
+  }
+  return result;
 }
 
 int count_of(std::string_view s, std::string_view needle) {

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -52,8 +53,8 @@ std::uint16_t start_server(std::unique_ptr<Child>& child, const std::string& ser
 
 /// The result of run_program().
 struct ProgramResult {
-  int exit_code = -1;   ///< Exit code, 128+N for signal N, -1 on timeout.
-  std::string output;   ///< stdout and stderr, interleaved.
+  int exit_code = -1;  ///< Exit code, 128+N for signal N, -1 on timeout.
+  std::string output;  ///< stdout and stderr, interleaved.
 };
 
 /// Runs a program to completion with `input` on its stdin, killing it at the deadline.
@@ -69,8 +70,27 @@ int connect_loopback(std::uint16_t port);
 bool send_all(int fd, std::string_view bytes);
 /// Reads until the peer closes or the deadline passes; `closed` tells which.
 std::string read_until_close(int fd, milliseconds timeout, bool& closed);
+/// Reads until `size` bytes have arrived, EOF or the deadline.
+std::string read_exactly(int fd, std::size_t size, milliseconds timeout);
 /// Reads until `total` contains `needle` `count` times, EOF or the deadline.
 std::string read_until_count(int fd, std::string_view needle, int count, milliseconds timeout);
+/// Waits `wait` for the peer to send a byte or close; true when it did neither.
+bool stays_silent(int fd, milliseconds wait);
+/// Milliseconds from `since` until the peer closed `fd` without sending anything more, or -1 if
+/// it sent a byte or did not close within `timeout`. Closes `fd`.
+double ms_until_closed_silently(int fd, std::chrono::steady_clock::time_point since,
+                                milliseconds timeout);
+
+/// What keep_busy() found.
+struct BusyResult {
+  int exchanges = 0;    ///< Exchanges completed.
+  std::string failure;  ///< Empty, or what went wrong (and ended it).
+};
+/// Keeps a connection busy for `duration`: pauses of 50-500 ms (seeded, so runs repeat), in
+/// which the peer must neither send nor close, each followed by `exchange(fd, i)`, which sends
+/// request i and returns whether its reply came right.
+BusyResult keep_busy(int fd, milliseconds duration,
+                     const std::function<bool(int fd, int i)>& exchange);
 /// Number of non-overlapping occurrences of `needle` in `s`.
 int count_of(std::string_view s, std::string_view needle);
 

@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
+#include <cstdio>
+#include <future>
 
 #include "child_process.hpp"
 
@@ -44,6 +47,36 @@ TEST(EchoServerBinary, StopsCleanlyOnSigtermWithReusePort) {
   EXPECT_EQ(child->wait_exit(10s), 0);
 }
 
+TEST(EchoServerBinary, IdleTimeoutClosesSilentConnectionsButNotChattyOnes) {
+  std::unique_ptr<Child> child;
+  const std::uint16_t port = start_server(child, ECHO_SERVER_BIN, {"--idle-timeout", "1"});
+  ASSERT_NE(port, 0);
+  const int silent = connect_loopback(port);
+  ASSERT_GE(silent, 0);
+  ASSERT_TRUE(send_all(silent, "once\n"));
+  ASSERT_EQ(read_until_count(silent, "\n", 1, 5s), "once\n");
+  // The silent connection is closed at the server's pace while the chatty one goes on.
+  std::future<double> silent_closed_after = std::async(
+      std::launch::async, ms_until_closed_silently, silent, std::chrono::steady_clock::now(), 10s);
+  const int chatty = connect_loopback(port);
+  ASSERT_GE(chatty, 0);
+  const BusyResult result = keep_busy(chatty, 3500ms, [](int fd, int i) {
+    const std::string msg = "message " + std::to_string(i) + "\n";
+    return send_all(fd, msg) && read_until_count(fd, "\n", 1, 5s) == msg;
+  });
+  ::close(chatty);
+  EXPECT_EQ(result.failure, "");
+  const double took = silent_closed_after.get();
+  std::printf(
+      "--idle-timeout 1: a silent connection was closed %.0f ms after its echo; a chatty "
+      "one sent %d messages over 3.5 s\n",
+      took, result.exchanges);
+  EXPECT_GE(took, 900.0);  // The server's clock started when it echoed, just before ours.
+  EXPECT_LE(took, 3000.0);
+  child->signal(SIGTERM);
+  EXPECT_EQ(child->wait_exit(10s), 0);
+}
+
 TEST(EchoServerBinary, HelpBadFlagsAndBadAddresses) {
   ProgramResult help = run_program({ECHO_SERVER_BIN, "--help"}, 10s);
   EXPECT_EQ(help.exit_code, 0);
@@ -55,6 +88,12 @@ TEST(EchoServerBinary, HelpBadFlagsAndBadAddresses) {
 
   ProgramResult bad_loops = run_program({ECHO_SERVER_BIN, "--loops", "0"}, 10s);
   EXPECT_EQ(bad_loops.exit_code, 2);
+
+  ProgramResult bad_timeout = run_program({ECHO_SERVER_BIN, "--idle-timeout", "-1"}, 10s);
+  EXPECT_EQ(bad_timeout.exit_code, 2);
+  EXPECT_NE(bad_timeout.output.find("--idle-timeout takes 0..31536000 seconds, not '-1'"),
+            std::string::npos)
+      << bad_timeout.output;
 
   ProgramResult bad_addr = run_program({ECHO_SERVER_BIN, "--listen", "tcp://127.0.0.1:99999"}, 10s);
   EXPECT_EQ(bad_addr.exit_code, 1);

@@ -58,15 +58,16 @@ void expect_same_for_every_split(const std::string& s, Limits limits = {}) {
   EXPECT_EQ(feed(bytes, limits), whole);
 }
 
-const std::string kPipeline = std::string(
-                                  "*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nva\r\nl\r\n"  // CRLF inside a bulk
-                                  "PING\r\n"
-                                  "\r\n"           // blank inline line: skipped
-                                  "*0\r\n*-1\r\n"  // empty multibulks: skipped
-                                  "*2\r\n$3\r\nGET\r\n$0\r\n\r\n"
-                                  "echo \"a b\\x41\\n\" 'it\\'s'\n"
-                                  "*1\r\n$4\r\nnul") +
-                              std::string(1, '\0') + "\r\n";
+const std::string kPipeline =
+    std::string(
+        "*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nva\r\nl\r\n"  // CRLF inside a bulk
+        "PING\r\n"
+        "\r\n"           // blank inline line: skipped
+        "*0\r\n*-1\r\n"  // empty multibulks: skipped
+        "*2\r\n$3\r\nGET\r\n$0\r\n\r\n"
+        "echo \"a b\\x41\\n\" 'it\\'s'\n"
+        "*1\r\n$4\r\nnul") +
+    std::string(1, '\0') + "\r\n";
 
 TEST(RespParser, ParsesPipelinedMultibulkAndInlineCommands) {
   Outcome o = feed_whole(kPipeline);
@@ -150,13 +151,39 @@ TEST(RespParser, InlineAndCountLineLimits) {
   Limits limits;
   limits.max_inline_bytes = 16;
   EXPECT_EQ(feed_whole(std::string(16, 'a') + "\r\n", limits).commands.size(), 1u);
-  EXPECT_EQ(feed_whole(std::string(17, 'a'), limits).error, "Protocol error: too big inline request");
+  EXPECT_EQ(feed_whole(std::string(17, 'a'), limits).error,
+            "Protocol error: too big inline request");
   EXPECT_EQ(feed_whole(std::string(17, 'a') + "\n", limits).error,
             "Protocol error: too big inline request");
   EXPECT_EQ(feed_whole("*" + std::string(17, '1'), limits).error,
             "Protocol error: too big mbulk count string");
   EXPECT_EQ(feed_whole("*1\r\n$" + std::string(17, '1'), limits).error,
             "Protocol error: too big bulk count string");
+}
+
+// A line at the limit is judged the same whether its end is in the same read or not (the fuzzer
+// found "*<long count>" answered "invalid multibulk length" whole but "too big mbulk count
+// string" split).
+TEST(RespParser, EverySplitPointAroundTheLineLimitsGivesTheSameOutcome) {
+  Limits limits;
+  limits.max_inline_bytes = 16;
+  for (std::size_t n : {14, 15, 16, 17}) {
+    SCOPED_TRACE(n);
+    const std::string digits(n, '1');
+    expect_same_for_every_split(std::string(n, 'a') + "\r\nPING\r\n", limits);
+    expect_same_for_every_split(std::string(n, 'a') + "\nPING\r\n", limits);
+    expect_same_for_every_split(std::string(n, 'a') + "\rb\r\n", limits);
+    expect_same_for_every_split("*" + digits + "\r\n", limits);
+    expect_same_for_every_split("*" + digits + "x\r\n", limits);
+    expect_same_for_every_split("*1\r\n$" + digits + "\r\n", limits);
+  }
+  // The limit itself: an inline command of 16 bytes is run; "*count" of 16 bytes is read as a
+  // count (too large a one here), of 17 refused unread.
+  EXPECT_EQ(feed_whole(std::string(16, 'a') + "\r\n", limits).commands.size(), 1u);
+  EXPECT_EQ(feed_whole("*" + std::string(15, '9') + "\r\n", limits).error,
+            "Protocol error: invalid multibulk length");
+  EXPECT_EQ(feed_whole("*" + std::string(16, '9') + "\r\n", limits).error,
+            "Protocol error: too big mbulk count string");
 }
 
 }  // namespace

@@ -35,7 +35,8 @@ TEST(RedisStore, SetOptions) {
   EXPECT_EQ(run(s, {"SET", "k", "v", "NX", "XX"}), "-ERR syntax error\r\n");
   EXPECT_EQ(run(s, {"SET", "k", "v", "EX", "1", "PX", "5"}), "-ERR syntax error\r\n");
   EXPECT_EQ(run(s, {"SET", "k", "v", "EX"}), "-ERR syntax error\r\n");
-  EXPECT_EQ(run(s, {"SET", "k", "v", "EX", "x"}), "-ERR value is not an integer or out of range\r\n");
+  EXPECT_EQ(run(s, {"SET", "k", "v", "EX", "x"}),
+            "-ERR value is not an integer or out of range\r\n");
   EXPECT_EQ(run(s, {"SET", "k", "v", "EX", "0"}), "-ERR invalid expire time in 'set' command\r\n");
   EXPECT_EQ(run(s, {"SET", "k", "v", "PX", "-5"}), "-ERR invalid expire time in 'set' command\r\n");
   EXPECT_EQ(run(s, {"SET", "k", "v", "EX", "9223372036854775807"}),
@@ -83,7 +84,8 @@ TEST(RedisStore, IncrRules) {
 TEST(RedisStore, MultiKeyCommands) {
   Store s;
   EXPECT_EQ(run(s, {"MSET", "a", "1", "b", "2"}), "+OK\r\n");
-  EXPECT_EQ(run(s, {"MSET", "a", "1", "b"}), "-ERR wrong number of arguments for 'mset' command\r\n");
+  EXPECT_EQ(run(s, {"MSET", "a", "1", "b"}),
+            "-ERR wrong number of arguments for 'mset' command\r\n");
   EXPECT_EQ(run(s, {"MGET", "a", "nope", "b"}), "*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n");
   EXPECT_EQ(run(s, {"EXISTS", "a", "a", "nope"}), ":2\r\n");
   EXPECT_EQ(run(s, {"DBSIZE"}), ":2\r\n");

@@ -1,0 +1,311 @@
+// The write path without copies: a large write goes to the kernel from the caller's memory and
+// only what the kernel refuses is copied; small writes from one handler still leave in one send;
+// a shared buffer is queued by reference (a broadcast copies nothing); a file range is sent with
+// sendfile, in order with the bytes around it, without holding its bytes in memory.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace evloop::test {
+namespace {
+
+// A temporary file with `bytes` in it, removed at the end of the test.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& bytes) {
+    const char* dir = std::getenv("TMPDIR");
+    path_ = std::string(dir != nullptr ? dir : "/tmp") + "/evloop-file-XXXXXX";
+    fd_ = ::mkstemp(path_.data());
+    std::size_t done = 0;
+    while (fd_ >= 0 && done < bytes.size()) {
+      const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  ~TempFile() {
+    if (fd_ >= 0) ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  int fd() const { return fd_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+LoopStats stats_of(Server& server) {
+  EXPECT_TRUE(settle(server));
+  return total_stats(server);
+}
+
+// A client that reads everything: a large write is taken whole by the kernel and copied nowhere.
+TEST(WritePathTest, ALargeWriteTheKernelTakesWholeIsNeverCopied) {
+  const std::string reply = pattern(256 * 1024, 40);
+  EventCounter written;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write(reply);
+    written.add();
+    return bytes.size();
+  };
+  Options o = loopback_options();
+  o.socket_send_buffer = 4 << 20;  // room for the whole reply
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4 << 20);
+  ASSERT_TRUE(client.send_all("go"));
+  EXPECT_TRUE(client.read_exactly(reply.size()) == reply);
+  const LoopStats st = stats_of(s.server);
+  EXPECT_EQ(st.bytes_copied, 0u);
+  EXPECT_EQ(st.writes, 1u) << "one send, straight from the handler's memory";
+}
+
+// A client that reads nothing yet: the kernel takes what fits in the socket buffers, only the
+// rest is copied, and everything arrives in order once the client reads.
+TEST(WritePathTest, OnlyWhatTheKernelRefusesIsCopied) {
+  const std::string reply = pattern(4u << 20, 41);
+  std::atomic<std::size_t> refused{0};
+  EventCounter written;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write(reply);
+    refused = c.output_pending();  // what the kernel did not take at once
+    written.add();
+    return bytes.size();
+  };
+  Options o = loopback_options();
+  o.output_high_water = o.output_limit;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4096);
+  ASSERT_TRUE(client.send_all("go"));
+  ASSERT_TRUE(written.wait_for(1));
+  EXPECT_GT(refused.load(), 0u);
+  EXPECT_LT(refused.load(), reply.size()) << "the kernel took nothing at once";
+  EXPECT_TRUE(client.read_exactly(reply.size()) == reply);
+  EXPECT_EQ(stats_of(s.server).bytes_copied, refused.load()) << "copied more than was refused";
+}
+
+// Several small writes from one handler leave together, in one send.
+TEST(WritePathTest, SmallWritesFromOneHandlerLeaveInOneSend) {
+  Callbacks cb;
+  cb.data = [](Conn& c, std::string_view bytes) {
+    c.write("HTTP/1.1 200 OK\r\n");
+    c.write("Content-Length: 5\r\n\r\n");
+    c.write("hello");
+    return bytes.size();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("GET"));
+  EXPECT_EQ(client.read_exactly(43), "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+  EXPECT_EQ(stats_of(s.server).writes, 1u);
+}
+
+// A small header then a large body: one sendmsg carries both; only the header was copied.
+TEST(WritePathTest, AHeaderAndALargeBodyLeaveInOneSendmsg) {
+  const std::string header(200, 'h');
+  const std::string body = pattern(64 * 1024, 42);
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write(header);
+    c.write(body);
+    return bytes.size();
+  };
+  Options o = loopback_options();
+  o.socket_send_buffer = 4 << 20;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4 << 20);
+  ASSERT_TRUE(client.send_all("go"));
+  EXPECT_TRUE(client.read_exactly(header.size() + body.size()) == header + body);
+  const LoopStats st = stats_of(s.server);
+  EXPECT_EQ(st.writes, 1u);
+  EXPECT_EQ(st.bytes_copied, header.size());
+}
+
+// One SharedBuffer written to many connections, from another thread and from the loop thread:
+// every client gets the bytes, and nothing is copied.
+TEST(WritePathTest, ABroadcastOfASharedBufferCopiesNothing) {
+  constexpr int kClients = kSanitized ? 100 : 500;
+  const SharedBuffer greeting(pattern(1024, 43));
+  const SharedBuffer news(pattern(1024, 44));
+  std::mutex mutex;
+  std::vector<ConnRef> refs;  // guarded by mutex
+  EventCounter opened;
+  Callbacks cb;
+  cb.opened = [&](Conn& c) {
+    c.write(greeting);  // on the loop thread
+    std::lock_guard lock(mutex);
+    refs.push_back(c.ref());
+    opened.add();
+  };
+  Options o = loopback_options(2);
+  o.reuseport = true;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  std::vector<Client> clients;
+  for (int i = 0; i < kClients; ++i) clients.emplace_back(s.address());
+  ASSERT_TRUE(opened.wait_for(kClients));
+  {
+    std::lock_guard lock(mutex);
+    for (const ConnRef& ref : refs) ASSERT_TRUE(ref.write(news));  // from this thread
+  }
+  const std::string expected = std::string(greeting.view()) + std::string(news.view());
+  for (auto& c : clients) ASSERT_TRUE(c.read_exactly(expected.size()) == expected);
+  const LoopStats st = stats_of(s.server);
+  EXPECT_EQ(st.bytes_copied, 0u);
+  EXPECT_EQ(st.bytes_out, static_cast<std::uint64_t>(kClients) * expected.size());
+}
+
+// A file range between two writes: the client gets HEAD, the range, TAIL, in order. The caller
+// closes its fd at once (evloop keeps its own).
+TEST(WritePathTest, SendFileSendsARangeInOrderWithTheBytesAround) {
+  const std::string content = pattern(8u << 20, 45);
+  TempFile file(content);
+  ASSERT_GE(file.fd(), 0);
+  constexpr std::size_t kOffset = 1000, kLength = 5u << 20;
+  EventCounter all_sent;
+  std::atomic<std::size_t> pending_after{0};
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write("HEAD");
+    const int mine = ::dup(file.fd());
+    c.send_file(mine, kOffset, kLength);
+    ::close(mine);
+    c.write("TAIL");
+    pending_after = c.output_pending();
+    return bytes.size();
+  };
+  cb.all_sent = [&](Conn&) { all_sent.add(); };
+  Options o = loopback_options();
+  o.output_limit = 1u << 20;  // a file range is not held in memory: it does not count here
+  o.output_high_water = o.output_low_water = 512 * 1024;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("go"));
+  const std::string got = client.read_exactly(4 + kLength + 4);
+  ASSERT_EQ(got.size(), 4 + kLength + 4);
+  EXPECT_EQ(got.substr(0, 4), "HEAD");
+  EXPECT_TRUE(got.substr(4, kLength) == content.substr(kOffset, kLength));
+  EXPECT_EQ(got.substr(4 + kLength), "TAIL");
+  EXPECT_EQ(pending_after.load(), 4 + kLength + 4) << "the range counts as pending output";
+  ASSERT_TRUE(all_sent.wait_for(1));
+  const LoopStats st = stats_of(s.server);
+  EXPECT_EQ(st.bytes_copied, 8u) << "only HEAD and TAIL were copied";
+  EXPECT_EQ(st.output_buffered, 0u);
+}
+
+// A 64 MiB range goes out at most a slice (1 MiB) per loop iteration, even to a reader fast
+// enough that sendfile() never has to wait: other connections on the loop get their turns.
+TEST(WritePathTest, ALargeFileGoesOutASlicePerIteration) {
+  const std::string content = pattern(64u << 20, 46);
+  TempFile file(content);
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.send_file(file.fd(), 0, content.size());
+    return bytes.size();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 8 << 20);
+  const LoopStats before = stats_of(s.server);
+  ASSERT_TRUE(client.send_all("go"));
+  const std::string got = client.read_exactly(content.size());
+  EXPECT_TRUE(got == content);
+  const LoopStats after = stats_of(s.server);
+  EXPECT_GE(after.waits - before.waits, content.size() / (1u << 20));
+}
+
+// The file shrinks under a pending range: the connection is reset with errc::file_truncated;
+// the client got a prefix of the file, then a reset.
+TEST(WritePathTest, AFileThatShrinksResetsTheConnection) {
+  const std::string content = pattern(8u << 20, 47);
+  TempFile file(content);
+  EventCounter closed, queued;
+  std::error_code error;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.send_file(file.fd(), 0, content.size());
+    queued.add();
+    return bytes.size();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    error = ec;
+    closed.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4096);
+  ASSERT_TRUE(client.send_all("go"));
+  ASSERT_TRUE(queued.wait_for(1));
+  ASSERT_EQ(::ftruncate(file.fd(), 1u << 20), 0);
+  bool eof = true;
+  errno = 0;
+  const std::string got = client.read_to_eof(&eof);
+  EXPECT_FALSE(eof);
+  EXPECT_EQ(errno, ECONNRESET);
+  EXPECT_LE(got.size(), 1u << 20);
+  EXPECT_TRUE(got == content.substr(0, got.size()));
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_EQ(error, errc::file_truncated) << error.message();
+}
+
+// A file sendfile() refuses (a /proc file) is sent through pread() and send().
+TEST(WritePathTest, AFileSendfileRefusesIsReadAndSent) {
+  const int fd = ::open("/proc/self/environ", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) GTEST_SKIP() << "no /proc/self/environ";
+  std::string environ_bytes;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) {
+    environ_bytes.append(buf, static_cast<std::size_t>(n));
+  }
+  if (environ_bytes.empty()) GTEST_SKIP() << "an empty environment";
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.send_file(fd, 0, environ_bytes.size());
+    c.close();
+    return bytes.size();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("go"));
+  bool eof = false;
+  EXPECT_EQ(client.read_to_eof(&eof), environ_bytes);
+  EXPECT_TRUE(eof);
+  ::close(fd);
+}
+
+// A pending file range cannot travel with a detached connection: detach() refuses.
+TEST(WritePathTest, DetachIsRefusedWhileAFileIsPending) {
+  const std::string content = pattern(16u << 20, 48);
+  TempFile file(content);
+  std::atomic<int> detach_result{-1};
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.send_file(file.fd(), 0, content.size());
+    detach_result = c.detach([](DetachedConn) {}) ? 1 : 0;
+    return bytes.size();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4096);
+  ASSERT_TRUE(client.send_all("go"));
+  EXPECT_TRUE(client.read_exactly(content.size()) == content);
+  EXPECT_EQ(detach_result.load(), 0);
+}
+
+}  // namespace
+}  // namespace evloop::test
