@@ -245,9 +245,9 @@ void Connection::end_shutdown() { finish(make_error_code(errc::shutdown_timeout)
 
 void Connection::on_event(const PollEvent& event) {
   if (ended()) return;  // closed earlier in this batch
-  if (state_ == ConnState::connecting) return on_connect_ready();
+  if (state_ == ConnState::connecting) return on_connect_ready(event.error_code);
   if (event.error) {
-    const std::error_code ec = socket_error(fd_.get());
+    const std::error_code ec = event_error(fd_.get(), event.error_code);
     return finish(ec ? ec : std::make_error_code(std::errc::connection_reset), false);
   }
   if ((event.readable || event.hangup) && (interest_ & kRead)) read_once();

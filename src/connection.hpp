@@ -143,7 +143,7 @@ class Connection final : public Pollable, public Conn {
   void start_resolve(const ListenAddress& target);
   void on_resolved(std::vector<SocketAddress> addresses, std::error_code error);
   void try_next_address();
-  void on_connect_ready();
+  void on_connect_ready(int known_error);  // the event's error_code
 
   // Timers.
   void arm_timeout_timer(std::chrono::steady_clock::duration after);

@@ -102,9 +102,9 @@ void Connection::try_next_address() {
   fail(dial.last_error ? dial.last_error : make_error_code(errc::resolve_failed), false);
 }
 
-void Connection::on_connect_ready() {
+void Connection::on_connect_ready(int known_error) {
   if (!registered_ || ready_ || end_wanted_) return;
-  std::error_code ec = socket_error(fd_.get());
+  std::error_code ec = event_error(fd_.get(), known_error);
   // Connecting to a free local port in the ephemeral range can connect a socket to itself (TCP
   // simultaneous open): nobody listens there, so it counts as a failure of that address.
   if (!ec && connected_to_itself(fd_.get())) ec = make_error_code(errc::self_connect);

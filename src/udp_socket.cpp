@@ -228,12 +228,9 @@ void UdpSocket::update_interest() {
 
 void UdpSocket::on_event(const PollEvent& event) {
   if (state_ != State::open && state_ != State::closing) return;
-  // An ICMP error on a connected socket (Linux: EPOLLERR; reading SO_ERROR clears it, so take
-  // the backend's copy when it read it first).
+  // An ICMP error on a connected socket (Linux: EPOLLERR).
   if (event.error) {
-    const std::error_code ec =
-        event.error_code != 0 ? sys_error(event.error_code) : socket_error(fd_.get());
-    if (ec) report(ec);
+    if (const std::error_code ec = event_error(fd_.get(), event.error_code)) report(ec);
   }
   if (event.readable && (interest_ & kRead) && state_ == State::open) receive();
   if (event.writable && !queue_.empty()) schedule();
