@@ -110,4 +110,37 @@ inline int listen_tcp4(const sockaddr_in& sa, int flags = 0) {
   return fd;
 }
 
+/// Walks a program's argv flag by flag: `while (args.next())`, compare `args.flag()`, take its
+/// argument with `args.value()` (a missing one prints "PROGRAM: FLAG needs a value" and exits 2).
+class ArgReader {
+ public:
+  ArgReader(const char* program, int argc, char** argv) noexcept
+      : program_(program), argc_(argc), argv_(argv) {}
+  bool next() {
+    if (++i_ >= argc_) return false;
+    flag_ = argv_[i_];
+    return true;
+  }
+  const std::string& flag() const noexcept { return flag_; }
+  const char* value() {
+    if (i_ + 1 >= argc_) {
+      std::fprintf(stderr, "%s: %s needs a value\n", program_, flag_.c_str());
+      std::exit(2);
+    }
+    return argv_[++i_];
+  }
+  /// Says "PROGRAM: unknown argument FLAG" on stderr; returns false (for parse functions).
+  bool unknown() const {
+    std::fprintf(stderr, "%s: unknown argument %s\n", program_, flag_.c_str());
+    return false;
+  }
+
+ private:
+  const char* program_;
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+  std::string flag_;
+};
+
 }  // namespace bench

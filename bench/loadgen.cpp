@@ -71,39 +71,32 @@ void usage(FILE* out) {
 }
 
 bool parse_args(int argc, char** argv, Config& cfg) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "loadgen: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  bench::ArgReader args("loadgen", argc, argv);
+  while (args.next()) {
+    const std::string& a = args.flag();
     if (a == "--help" || a == "-h") {
       usage(stdout);
       std::exit(0);
     } else if (a == "--connect") {
-      cfg.address = value();
+      cfg.address = args.value();
     } else if (a == "-c" || a == "--conns") {
-      cfg.conns = std::strtoul(value(), nullptr, 10);
+      cfg.conns = std::strtoul(args.value(), nullptr, 10);
     } else if (a == "-s" || a == "--size") {
-      cfg.size = std::strtoul(value(), nullptr, 10);
+      cfg.size = std::strtoul(args.value(), nullptr, 10);
     } else if (a == "-d" || a == "--depth") {
-      cfg.depth = std::strtoul(value(), nullptr, 10);
+      cfg.depth = std::strtoul(args.value(), nullptr, 10);
     } else if (a == "-t" || a == "--duration") {
-      cfg.duration = std::strtod(value(), nullptr);
+      cfg.duration = std::strtod(args.value(), nullptr);
     } else if (a == "-w" || a == "--warmup") {
-      cfg.warmup = std::strtod(value(), nullptr);
+      cfg.warmup = std::strtod(args.value(), nullptr);
     } else if (a == "--idle") {
       cfg.idle = true;
     } else if (a == "--server-pid") {
-      cfg.server_pid = std::strtol(value(), nullptr, 10);
+      cfg.server_pid = std::strtol(args.value(), nullptr, 10);
     } else if (a == "--label") {
-      cfg.label = value();
+      cfg.label = args.value();
     } else {
-      std::fprintf(stderr, "loadgen: unknown argument %s\n", a.c_str());
-      return false;
+      return args.unknown();
     }
   }
   if (cfg.conns == 0 || cfg.size == 0 || cfg.depth == 0 || cfg.duration <= 0 || cfg.warmup < 0) {

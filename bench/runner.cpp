@@ -56,22 +56,13 @@ using bench::Started;
 using bench::stop_server;
 using bench::utc_now;
 
-struct Config {
-  unsigned rounds = 3;
-  double duration = 5.0;
-  double warmup = 1.0;
+struct Config : bench::RunnerArgs {
   unsigned idle_conns = 10'000;
-  std::string out = "bench-results";
-  bool quick = false;
-  int strace = -1;             // -1: when not --quick and strace is installed
-  std::string only_servers;    // comma-separated subset, empty = all
-  std::string only_scenarios;  // comma-separated subset of names, empty = all
+  int strace = -1;  // -1: when not --quick and strace is installed
   std::string echo_server = BENCH_ECHO_SERVER;
   std::string loadgen = BENCH_LOADGEN;
   std::string threads = BENCH_BASELINE_THREADS;
   std::string epoll = BENCH_BASELINE_EPOLL;
-  int server_cpu = -1, load_cpu = -1;
-  int nice = 0;  // nice value of the server and the load generator
 };
 
 void usage(FILE* out) {
@@ -102,67 +93,33 @@ void usage(FILE* out) {
 }
 
 bool parse_args(int argc, char** argv, Config& cfg) {
-  bool duration_set = false, warmup_set = false, rounds_set = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "runner: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  bench::ArgReader args("runner", argc, argv);
+  while (args.next()) {
+    const std::string& a = args.flag();
     if (a == "--help" || a == "-h") {
       usage(stdout);
       std::exit(0);
-    } else if (a == "--quick") {
-      cfg.quick = true;
-    } else if (a == "--rounds") {
-      cfg.rounds = static_cast<unsigned>(std::stoul(value()));
-      rounds_set = true;
-    } else if (a == "--duration") {
-      cfg.duration = std::stod(value());
-      duration_set = true;
-    } else if (a == "--warmup") {
-      cfg.warmup = std::stod(value());
-      warmup_set = true;
-    } else if (a == "--out") {
-      cfg.out = value();
+    } else if (cfg.parse(args)) {
+      continue;
     } else if (a == "--idle-conns") {
-      cfg.idle_conns = static_cast<unsigned>(std::stoul(value()));
-    } else if (a == "--servers") {
-      cfg.only_servers = value();
-    } else if (a == "--scenarios") {
-      cfg.only_scenarios = value();
+      cfg.idle_conns = static_cast<unsigned>(std::stoul(args.value()));
     } else if (a == "--strace") {
       cfg.strace = 1;
     } else if (a == "--no-strace") {
       cfg.strace = 0;
-    } else if (a == "--nice") {
-      cfg.nice = std::stoi(value());
-    } else if (a == "--cpus") {
-      const std::string v = value();
-      if (std::sscanf(v.c_str(), "%d,%d", &cfg.server_cpu, &cfg.load_cpu) != 2) return false;
     } else if (a == "--echo-server") {
-      cfg.echo_server = value();
+      cfg.echo_server = args.value();
     } else if (a == "--loadgen") {
-      cfg.loadgen = value();
+      cfg.loadgen = args.value();
     } else if (a == "--baseline-threads") {
-      cfg.threads = value();
+      cfg.threads = args.value();
     } else if (a == "--baseline-epoll") {
-      cfg.epoll = value();
+      cfg.epoll = args.value();
     } else {
-      std::fprintf(stderr, "runner: unknown argument %s\n", a.c_str());
-      return false;
+      return args.unknown();
     }
   }
-  if (cfg.quick) {
-    if (!rounds_set) cfg.rounds = 1;
-    if (!duration_set) cfg.duration = 1.0;
-    if (!warmup_set) cfg.warmup = 0.3;
-  }
-  if (cfg.rounds == 0 || cfg.duration <= 0 || cfg.warmup < 0) return false;
-  return true;
+  return cfg.finish();
 }
 
 /// VmRSS of a process in KiB, or -1.
@@ -188,7 +145,6 @@ class Runner {
   int run(int argc, char** argv);
 
  private:
-  void setup_cpus();
   void raise_fd_limit();
   bench::Run echo_run(const bench::Scenario& sc, const bench::ServerSpec& sv, int round);
   bench::Run idle_run(const bench::Scenario& sc, const bench::ServerSpec& sv, int round);
@@ -205,22 +161,6 @@ class Runner {
   Config cfg_;
   bench::Report report_;
 };
-
-void Runner::setup_cpus() {
-  if (cfg_.server_cpu >= 0 && cfg_.load_cpu >= 0) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> cpus;
-  if (sched_getaffinity(0, sizeof set, &set) == 0)
-    for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c)
-      if (CPU_ISSET(c, &set)) cpus.push_back(c);
-  if (cpus.size() >= 2) {
-    cfg_.server_cpu = cpus[0];
-    cfg_.load_cpu = cpus[1];
-  } else {
-    cfg_.server_cpu = cfg_.load_cpu = -1;
-  }
-}
 
 void Runner::raise_fd_limit() {
   rlimit rl{};
@@ -442,7 +382,7 @@ int Runner::run(int argc, char** argv) {
   }
   mkdir(cfg_.out.c_str(), 0755);
   const std::string load_before = load_average();
-  setup_cpus();
+  cfg_.pick_cpus();
   raise_fd_limit();
   if (cfg_.server_cpu >= 0)
     note("server pinned to CPU " + std::to_string(cfg_.server_cpu) + ", load generator to CPU " +

@@ -3,6 +3,7 @@
 // reading flat JSON lines, the machine's description, and medians (min-max) and their formatting.
 #pragma once
 
+#include <sched.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "runner_process.hpp"
 
 namespace bench {
@@ -124,6 +126,77 @@ inline std::string stop_server(Started& s, std::string& error) {
   }
   return stats;
 }
+
+/// The flags both runners take: rounds, durations, output folder, subsets, CPUs, nice value.
+struct RunnerArgs {
+  unsigned rounds = 3;
+  double duration = 5.0;
+  double warmup = 1.0;
+  bool quick = false;  // 1 round of 1 s runs unless given otherwise
+  std::string out = "bench-results";
+  std::string only_servers;    // comma-separated subset, empty = all
+  std::string only_scenarios;  // comma-separated subset of names, empty = all
+  int server_cpu = -1, load_cpu = -1;
+  int nice = 0;  // nice value of the server and the load generator
+
+  /// Takes args.flag() if it is one of these (true), with its value.
+  bool parse(ArgReader& args) {
+    const std::string& a = args.flag();
+    if (a == "--quick") {
+      quick = true;
+    } else if (a == "--rounds") {
+      rounds = static_cast<unsigned>(std::stoul(args.value()));
+      rounds_set_ = true;
+    } else if (a == "--duration") {
+      duration = std::stod(args.value());
+      duration_set_ = true;
+    } else if (a == "--warmup") {
+      warmup = std::stod(args.value());
+      warmup_set_ = true;
+    } else if (a == "--out") {
+      out = args.value();
+    } else if (a == "--servers") {
+      only_servers = args.value();
+    } else if (a == "--scenarios") {
+      only_scenarios = args.value();
+    } else if (a == "--nice") {
+      nice = std::stoi(args.value());
+    } else if (a == "--cpus") {
+      cpus_ok_ = std::sscanf(args.value(), "%d,%d", &server_cpu, &load_cpu) == 2;
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  /// After parsing: --quick's defaults, then whether the values make sense.
+  bool finish() {
+    if (quick) {
+      if (!rounds_set_) rounds = 1;
+      if (!duration_set_) duration = 1.0;
+      if (!warmup_set_) warmup = 0.3;
+    }
+    return cpus_ok_ && rounds > 0 && duration > 0 && warmup >= 0;
+  }
+
+  /// Unless --cpus said: the first two CPUs this process may use (server, load generator), or
+  /// -1 for both when there is only one.
+  void pick_cpus() {
+    if (server_cpu >= 0 && load_cpu >= 0) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::vector<int> cpus;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+      for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c)
+        if (CPU_ISSET(c, &set)) cpus.push_back(c);
+    }
+    server_cpu = cpus.size() >= 2 ? cpus[0] : -1;
+    load_cpu = cpus.size() >= 2 ? cpus[1] : -1;
+  }
+
+ private:
+  bool rounds_set_ = false, duration_set_ = false, warmup_set_ = false, cpus_ok_ = true;
+};
 
 /// Median, min and max of one figure over the successful rounds.
 struct Stat {

@@ -86,45 +86,38 @@ void usage(FILE* out) {
 }
 
 bool parse_args(int argc, char** argv, Config& cfg) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "udp_loadgen: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  bench::ArgReader args("udp_loadgen", argc, argv);
+  while (args.next()) {
+    const std::string& a = args.flag();
     if (a == "--help" || a == "-h") {
       usage(stdout);
       std::exit(0);
     } else if (a == "--connect") {
-      cfg.address = value();
+      cfg.address = args.value();
     } else if (a == "-f" || a == "--flows") {
-      cfg.flows = std::strtoul(value(), nullptr, 10);
+      cfg.flows = std::strtoul(args.value(), nullptr, 10);
     } else if (a == "-s" || a == "--size") {
-      cfg.size = std::strtoul(value(), nullptr, 10);
+      cfg.size = std::strtoul(args.value(), nullptr, 10);
     } else if (a == "-w" || a == "--window") {
-      cfg.window = std::strtoul(value(), nullptr, 10);
+      cfg.window = std::strtoul(args.value(), nullptr, 10);
     } else if (a == "-t" || a == "--duration") {
-      cfg.duration = std::strtod(value(), nullptr);
+      cfg.duration = std::strtod(args.value(), nullptr);
     } else if (a == "--warmup") {
-      cfg.warmup = std::strtod(value(), nullptr);
+      cfg.warmup = std::strtod(args.value(), nullptr);
     } else if (a == "--loss-timeout") {
-      cfg.loss_timeout_ms = std::strtod(value(), nullptr);
+      cfg.loss_timeout_ms = std::strtod(args.value(), nullptr);
     } else if (a == "--gso") {
       cfg.gso = true;
     } else if (a == "--gro") {
       cfg.gro = true;
     } else if (a == "--buffer") {
-      cfg.socket_buffer = std::atoi(value());
+      cfg.socket_buffer = std::atoi(args.value());
     } else if (a == "--server-pid") {
-      cfg.server_pid = std::strtol(value(), nullptr, 10);
+      cfg.server_pid = std::strtol(args.value(), nullptr, 10);
     } else if (a == "--label") {
-      cfg.label = value();
+      cfg.label = args.value();
     } else {
-      std::fprintf(stderr, "udp_loadgen: unknown argument %s\n", a.c_str());
-      return false;
+      return args.unknown();
     }
   }
   if (cfg.flows == 0 || cfg.window == 0 || cfg.size < kHeader || cfg.size > kMaxSegmented ||

@@ -5,7 +5,6 @@
 // Markdown table of medians (min-max) with ratios to the better plain server, and the targets of
 // issue 12; writes DIR/udp-results.md and DIR/udp-results.json (every run's raw lines). Exit
 // status 1 if any run failed (a corrupt echo, a server that did not start), 2 on bad usage.
-#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,19 +34,12 @@ namespace {
 using bench::fmt;
 using bench::Stat;
 
-struct Config {
-  unsigned rounds = 3;
-  double duration = 5.0;
-  double warmup = 1.0;
+struct Config : bench::RunnerArgs {
   double loss_timeout_ms = 200;
   std::string rcvbuf = "4194304";  // every server's SO_RCVBUF
-  std::string out = "bench-results";
-  std::string only_servers, only_scenarios;
   std::string udp_echo = BENCH_UDP_ECHO;
   std::string loadgen = BENCH_UDP_LOADGEN;
   std::string baseline = BENCH_BASELINE_UDP;
-  int server_cpu = -1, load_cpu = -1;
-  int nice = 0;
 };
 
 struct Scenario {
@@ -95,77 +87,29 @@ void usage(FILE* out) {
 }
 
 bool parse_args(int argc, char** argv, Config& cfg) {
-  bool quick = false, rounds_set = false, duration_set = false, warmup_set = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "udp_runner: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  bench::ArgReader args("udp_runner", argc, argv);
+  while (args.next()) {
+    const std::string& a = args.flag();
     if (a == "--help" || a == "-h") {
       usage(stdout);
       std::exit(0);
-    } else if (a == "--quick") {
-      quick = true;
-    } else if (a == "--rounds") {
-      cfg.rounds = static_cast<unsigned>(std::stoul(value()));
-      rounds_set = true;
-    } else if (a == "--duration") {
-      cfg.duration = std::stod(value());
-      duration_set = true;
-    } else if (a == "--warmup") {
-      cfg.warmup = std::stod(value());
-      warmup_set = true;
+    } else if (cfg.parse(args)) {
+      continue;
     } else if (a == "--loss-timeout") {
-      cfg.loss_timeout_ms = std::stod(value());
+      cfg.loss_timeout_ms = std::stod(args.value());
     } else if (a == "--rcvbuf") {
-      cfg.rcvbuf = value();
-    } else if (a == "--out") {
-      cfg.out = value();
-    } else if (a == "--servers") {
-      cfg.only_servers = value();
-    } else if (a == "--scenarios") {
-      cfg.only_scenarios = value();
-    } else if (a == "--cpus") {
-      if (std::sscanf(value().c_str(), "%d,%d", &cfg.server_cpu, &cfg.load_cpu) != 2) return false;
-    } else if (a == "--nice") {
-      cfg.nice = std::stoi(value());
+      cfg.rcvbuf = args.value();
     } else if (a == "--udp-echo") {
-      cfg.udp_echo = value();
+      cfg.udp_echo = args.value();
     } else if (a == "--udp-loadgen") {
-      cfg.loadgen = value();
+      cfg.loadgen = args.value();
     } else if (a == "--baseline-udp") {
-      cfg.baseline = value();
+      cfg.baseline = args.value();
     } else {
-      std::fprintf(stderr, "udp_runner: unknown argument %s\n", a.c_str());
-      return false;
+      return args.unknown();
     }
   }
-  if (quick) {
-    if (!rounds_set) cfg.rounds = 1;
-    if (!duration_set) cfg.duration = 1.0;
-    if (!warmup_set) cfg.warmup = 0.3;
-  }
-  return cfg.rounds > 0 && cfg.duration > 0 && cfg.warmup >= 0;
-}
-
-// The first two CPUs this process may use, for the server and the load generator.
-void pick_cpus(Config& cfg) {
-  if (cfg.server_cpu >= 0 && cfg.load_cpu >= 0) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> cpus;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) {
-    for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c)
-      if (CPU_ISSET(c, &set)) cpus.push_back(c);
-  }
-  if (cpus.size() == 2) {
-    cfg.server_cpu = cpus[0];
-    cfg.load_cpu = cpus[1];
-  }
+  return cfg.finish();
 }
 
 Run run_one(const Config& cfg, const Scenario& sc, const Server& sv, int round) {
@@ -354,7 +298,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   mkdir(cfg.out.c_str(), 0755);
-  pick_cpus(cfg);
+  cfg.pick_cpus();
   const std::string load_before = bench::load_average();
   std::string notes = cfg.server_cpu >= 0
                           ? "server pinned to CPU " + std::to_string(cfg.server_cpu) +

@@ -53,22 +53,31 @@ Status ServerCore::check_endpoint(Endpoint& ep) const {
   return {};
 }
 
-Status ServerCore::open_udp_sockets(const Endpoint& ep) {
+Status ServerCore::open_bound(const Endpoint& ep) {
   const auto& loops = group_.loops();
   const ListenAddress& addr = ep.address;
-  // As for TCP: one socket per loop where the kernel balances reuse-port, else loop 0 alone.
-  const bool per_loop = platform::kReuseportBalances && loops.size() > 1 &&
-                        addr.reuseport.value_or(options_.reuseport);
+  const bool udp = ep.udp_profile != nullptr;
+  // Reuse-port only where the kernel balances it; otherwise one loop accepts and hands off (a UDP
+  // address: loop 0 serves it alone).
+  const bool per_loop = addr.transport != Transport::unix_socket && platform::kReuseportBalances &&
+                        loops.size() > 1 && addr.reuseport.value_or(options_.reuseport);
   std::uint16_t port = addr.port;
   for (std::size_t i = 0; i < (per_loop ? loops.size() : 1); ++i) {
     OpenedListener opened;
     if (Status s = open_listener(addr, per_loop, port, opened); !s) return s;
     if (i == 0) {
       addresses_.push_back(opened.bound);
-      urls_.push_back(opened.bound.to_udp_url());
+      urls_.push_back(udp ? opened.bound.to_udp_url() : opened.bound.to_url());
       port = opened.bound.port();  // the other loops bind the port the kernel chose
     }
-    loops[i]->add_udp_socket(std::move(opened.fd), ep.udp_profile);
+    if (udp) {
+      loops[i]->add_udp_socket(std::move(opened.fd), ep.udp_profile);
+      continue;
+    }
+    auto listener = std::make_unique<Listener>(std::move(opened), ep.profile);
+    listener->spreads = !per_loop && loops.size() > 1;
+    listener->balance = options_.balance;
+    if (Status s = loops[i]->add_listener(std::move(listener)); !s) return s;
   }
   return {};
 }
@@ -77,10 +86,6 @@ Status ServerCore::open_listeners(const std::vector<Endpoint>& endpoints) {
   const auto& loops = group_.loops();
   for (const Endpoint& ep : endpoints) {
     const ListenAddress& addr = ep.address;
-    if (ep.udp_profile) {
-      if (Status s = open_udp_sockets(ep); !s) return s;
-      continue;
-    }
     if (addr.transport == Transport::inherited_fd) {
       // One socket: loop 0 accepts for all loops.
       OpenedListener opened;
@@ -94,24 +99,7 @@ Status ServerCore::open_listeners(const std::vector<Endpoint>& endpoints) {
       if (Status s = loops[0]->add_listener(std::move(listener)); !s) return s;
       continue;
     }
-    const bool is_tcp = addr.transport != Transport::unix_socket;
-    // Reuse-port only where the kernel balances it; otherwise one loop accepts and hands off.
-    const bool per_loop = is_tcp && platform::kReuseportBalances && loops.size() > 1 &&
-                          addr.reuseport.value_or(options_.reuseport);
-    std::uint16_t port = addr.port;
-    for (std::size_t i = 0; i < (per_loop ? loops.size() : 1); ++i) {
-      OpenedListener opened;
-      if (Status s = open_listener(addr, per_loop, port, opened); !s) return s;
-      if (i == 0) {
-        addresses_.push_back(opened.bound);
-        urls_.push_back(opened.bound.to_url());
-        port = opened.bound.port();  // the other loops bind the port the kernel chose
-      }
-      auto listener = std::make_unique<Listener>(std::move(opened), ep.profile);
-      listener->spreads = !per_loop && loops.size() > 1;
-      listener->balance = options_.balance;
-      if (Status s = loops[i]->add_listener(std::move(listener)); !s) return s;
-    }
+    if (Status s = open_bound(ep); !s) return s;
   }
   return {};
 }

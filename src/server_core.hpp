@@ -38,7 +38,8 @@ class ServerCore {
   Status check_not_started(const std::string& address) const;
   Status check_endpoint(Endpoint& ep) const;
   Status open_listeners(const std::vector<Endpoint>& endpoints);
-  Status open_udp_sockets(const Endpoint& ep);
+  // A TCP, Unix or UDP address: its socket, or one per loop with reuse-port.
+  Status open_bound(const Endpoint& ep);
 
   Options options_;
   std::function<void(const ServingInfo&)> serving_;

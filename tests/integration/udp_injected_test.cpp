@@ -72,14 +72,6 @@ struct Injected {
   std::atomic<int> fd{-1};
 };
 
-// Waits until the server's socket armed write interest after an injected EAGAIN. False, with
-// `skip` set, where the library does not send with sendmmsg (nothing to inject into).
-bool wait_for_write_arm(const Injected& s, bool& skip) {
-  const bool armed = eventually([&] { return s.stats().write_arms >= 1; }, 2s);
-  skip = !armed && g_injected.load() == 0;
-  return armed;
-}
-
 // On "go N", sends N datagrams "d0", "d1", ... (numbered across calls) and counts what send_to
 // accepted and refused.
 struct Sender {
@@ -108,6 +100,29 @@ struct Sender {
   std::error_code closed_reason;  // read after `closed`
 };
 
+enum class Queued { yes, failed, no_sendmmsg };
+
+// Makes the server's socket "full" (sendmmsg says EAGAIN), has it asked for `n` datagrams, and
+// waits until they wait in its queue with write interest armed. no_sendmmsg where the library
+// does not send with sendmmsg (nothing to inject into).
+Queued queue_behind_eagain(const Injected& s, Sender& sender, UdpPeer& peer, int n) {
+  g_eagain_fd = s.fd.load();
+  const long calls = sender.calls.value();
+  if (!peer.send_to(s.address(), "go " + std::to_string(n)) || !sender.calls.wait_for(calls + 1)) {
+    return Queued::failed;
+  }
+  if (eventually([&] { return s.stats().write_arms >= 1; }, 2s)) return Queued::yes;
+  g_eagain_fd = -1;
+  return g_injected.load() == 0 ? Queued::no_sendmmsg : Queued::failed;
+}
+
+// The peer receives "d<first>" ... "d<first + count - 1>", in order.
+void expect_datagrams(UdpPeer& peer, int first, int count) {
+  for (int i = first; i < first + count; ++i) {
+    ASSERT_EQ(peer.receive().value_or("(none)"), "d" + std::to_string(i));
+  }
+}
+
 TEST(UdpInjectedTest, AFullKernelBufferQueuesUpToTheBoundThenDropsAndCountsAndDrainsInOrder) {
   Sender sender;
   UdpOptions o;
@@ -115,12 +130,9 @@ TEST(UdpInjectedTest, AFullKernelBufferQueuesUpToTheBoundThenDropsAndCountsAndDr
   Injected s(sender.handlers(), o);
   ASSERT_TRUE(s.status) << s.status.message();
   UdpPeer peer;
-  g_eagain_fd = s.fd.load();
-  ASSERT_TRUE(peer.send_to(s.address(), "go 30"));
-  ASSERT_TRUE(sender.calls.wait_for(1));
-  bool skip = false;
-  if (!wait_for_write_arm(s, skip) && skip) GTEST_SKIP() << "no sendmmsg to inject into";
-  ASSERT_FALSE(skip || s.stats().write_arms == 0);
+  const Queued queued = queue_behind_eagain(s, sender, peer, 30);
+  if (queued == Queued::no_sendmmsg) GTEST_SKIP() << "no sendmmsg to inject into";
+  ASSERT_EQ(queued, Queued::yes);
   EXPECT_EQ(sender.accepted.load(), 20);
   EXPECT_EQ(sender.refused.load(), 10);
   ASSERT_TRUE(peer.send_to(s.address(), "go 5"));  // still full: refused, still reading
@@ -129,8 +141,7 @@ TEST(UdpInjectedTest, AFullKernelBufferQueuesUpToTheBoundThenDropsAndCountsAndDr
   EXPECT_FALSE(peer.receive(50ms).has_value());
 
   g_eagain_fd = -1;  // the kernel has room again: the queue drains, in order
-  for (int i = 0; i < 20; ++i)
-    ASSERT_EQ(peer.receive().value_or("(none)"), "d" + std::to_string(i));
+  expect_datagrams(peer, 0, 20);
   EXPECT_FALSE(peer.receive(50ms).has_value());
   ASSERT_TRUE(eventually([&] {
     const LoopStats st = s.stats();
@@ -153,15 +164,9 @@ TEST(UdpInjectedTest, StopWithDatagramsQueuedDropsThemAfterTheGraceAndLeavesNoth
     Injected s(sender.handlers(), {}, 100ms);
     ASSERT_TRUE(s.status) << s.status.message();
     UdpPeer peer;
-    g_eagain_fd = s.fd.load();
-    ASSERT_TRUE(peer.send_to(s.address(), "go 10"));
-    ASSERT_TRUE(sender.calls.wait_for(1));
-    bool skip = false;
-    if (!wait_for_write_arm(s, skip)) {
-      g_eagain_fd = -1;
-      if (skip) GTEST_SKIP() << "no sendmmsg to inject into";
-      FAIL() << "write interest never armed";
-    }
+    const Queued queued = queue_behind_eagain(s, sender, peer, 10);
+    if (queued == Queued::no_sendmmsg) GTEST_SKIP() << "no sendmmsg to inject into";
+    ASSERT_EQ(queued, Queued::yes);
     const auto start = std::chrono::steady_clock::now();
     s.server.stop();
     ASSERT_TRUE(s.server.wait());
@@ -182,16 +187,12 @@ TEST(UdpInjectedTest, StopSendsWhatIsQueuedWhenTheKernelTakesItWithinTheGrace) {
   Injected s(sender.handlers(), {}, 10'000ms);
   ASSERT_TRUE(s.status) << s.status.message();
   UdpPeer peer;
-  g_eagain_fd = s.fd.load();
-  ASSERT_TRUE(peer.send_to(s.address(), "go 10"));
-  ASSERT_TRUE(sender.calls.wait_for(1));
-  bool skip = false;
-  if (!wait_for_write_arm(s, skip) && skip) GTEST_SKIP() << "no sendmmsg to inject into";
-  ASSERT_FALSE(skip || s.stats().write_arms == 0);
+  const Queued queued = queue_behind_eagain(s, sender, peer, 10);
+  if (queued == Queued::no_sendmmsg) GTEST_SKIP() << "no sendmmsg to inject into";
+  ASSERT_EQ(queued, Queued::yes);
   s.server.stop();
   g_eagain_fd = -1;  // room again while the loop waits out its grace
-  for (int i = 0; i < 10; ++i)
-    ASSERT_EQ(peer.receive().value_or("(none)"), "d" + std::to_string(i));
+  expect_datagrams(peer, 0, 10);
   ASSERT_TRUE(sender.closed.wait_for(1));
   EXPECT_EQ(sender.closed_reason, errc::server_stopped);
   ASSERT_TRUE(s.server.wait());
@@ -212,12 +213,10 @@ TEST(UdpInjectedTest, GsoTurnsOffForGoodOnEioAndNothingIsLost) {
   const long injected = g_injected.load();
   g_gso_eio_fd = s.fd.load();
   ASSERT_TRUE(peer.send_to(s.address(), "go 10"));
-  for (int i = 0; i < 10; ++i)
-    ASSERT_EQ(peer.receive().value_or("(none)"), "d" + std::to_string(i));
+  expect_datagrams(peer, 0, 10);
   EXPECT_EQ(g_injected.load() - injected, 1);
   ASSERT_TRUE(peer.send_to(s.address(), "go 10"));  // GSO stays off: no second EIO
-  for (int i = 10; i < 20; ++i)
-    ASSERT_EQ(peer.receive().value_or("(none)"), "d" + std::to_string(i));
+  expect_datagrams(peer, 10, 10);
   EXPECT_EQ(g_injected.load() - injected, 1);
   const LoopStats st = s.stats();
   EXPECT_EQ(st.gso_sends, 0u);
