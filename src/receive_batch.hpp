@@ -44,6 +44,9 @@ class ReceiveBatch {
   }
 
  private:
+  // Sets every field of the first `count` messages.
+  void prepare(unsigned count, std::size_t size, bool want_segments);
+
   unsigned capacity_ = 0;
   std::size_t slot_ = 0;
   std::unique_ptr<char[]> bytes_;
@@ -51,6 +54,12 @@ class ReceiveBatch {
   std::vector<iovec> iov_;
   std::vector<SocketAddress> peers_;
   std::unique_ptr<std::uint64_t[]> control_;
+  // What the messages are set up for (a socket with other settings sets them up again), and how
+  // many the last receive may have changed.
+  unsigned prepared_ = 0;
+  std::size_t prepared_size_ = 0;
+  bool prepared_segments_ = false;
+  unsigned filled_ = 0;
 };
 
 }  // namespace evloop::detail
