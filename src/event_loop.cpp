@@ -79,8 +79,9 @@ void EventLoop::iterate(int max_timeout_ms) {
   now_ = Clock::now();
   int timeout = timers_.next_timeout_ms(now_);
   if (max_timeout_ms >= 0 && (timeout < 0 || timeout > max_timeout_ms)) timeout = max_timeout_ms;
-  // A post made on this thread sets wake_pending_ without writing the waker: do not sleep on it.
-  if (wake_pending_.load(std::memory_order_relaxed)) timeout = 0;
+  // A post made on this thread sets wake_pending_ without writing the waker: do not sleep on it,
+  // nor while busy UDP sockets wait to be read.
+  if (wake_pending_.load(std::memory_order_relaxed) || !polled_udp_.empty()) timeout = 0;
 
   const int n = poller_.wait(events_.data(), static_cast<int>(events_.size()), timeout);
   bump(stats_.waits);
@@ -96,6 +97,7 @@ void EventLoop::iterate(int max_timeout_ms) {
     dispatch(events_[static_cast<std::size_t>(i)]);
     settle_scheduled();  // what this event's handlers wrote goes out now, in one send
   }
+  if (!polled_udp_.empty()) poll_busy_sockets();
   run_tasks();
   settle_scheduled();
   bump(stats_.timers_fired, timers_.run_due(now_));
@@ -120,6 +122,22 @@ void EventLoop::dispatch(const PollEvent& event) {
       static_cast<UdpSocket*>(target)->on_event(event);
       break;
   }
+}
+
+void EventLoop::poll_busy_sockets() {
+  // Each busy socket gets what a readiness would give it. One that drains leaves the list (the
+  // next one moves to index i).
+  for (std::size_t i = 0; i < polled_udp_.size();) {
+    UdpSocket* socket = polled_udp_[i];
+    socket->on_polled();
+    settle_scheduled();
+    if (i < polled_udp_.size() && polled_udp_[i] == socket) ++i;
+  }
+}
+
+void EventLoop::stop_polling(UdpSocket& socket) {
+  polled_udp_.erase(std::remove(polled_udp_.begin(), polled_udp_.end(), &socket),
+                    polled_udp_.end());
 }
 
 void EventLoop::settle_scheduled() {

@@ -100,6 +100,10 @@ class EventLoop {
   void retire(UdpSocket& socket);
   /// The receive arrays the loop's UDP sockets share (created by the first).
   ReceiveBatch& receive_batch();
+  /// A busy UDP socket left the poller: read it every iteration (the wait does not block then)
+  /// until stop_polling().
+  void poll_each_iteration(UdpSocket& socket) { polled_udp_.push_back(&socket); }
+  void stop_polling(UdpSocket& socket);
   /// Time at the start of this iteration (cheap; good enough for timeouts).
   Clock::time_point now() const noexcept { return now_; }
 
@@ -128,6 +132,7 @@ class EventLoop {
   bool take_tasks();
   void run_taken_tasks();
   void settle_scheduled();
+  void poll_busy_sockets();
   void resume_listeners();
   void tick();
   void shutdown();
@@ -156,7 +161,8 @@ class EventLoop {
   std::unordered_map<std::uint64_t, std::unique_ptr<UdpSocket>> udp_sockets_;
   std::vector<std::unique_ptr<UdpSocket>> retired_udp_;  // destroyed with retired_
   std::unique_ptr<ReceiveBatch> receive_batch_;
-  std::vector<Pollable*> scheduled_;  // connections and UDP sockets
+  std::vector<Pollable*> scheduled_;    // connections and UDP sockets
+  std::vector<UdpSocket*> polled_udp_;  // busy UDP sockets, out of the poller
   std::atomic<std::uint64_t> next_id_;  // connection ids: thread-safe, so a dial's ref is at once
   Clock::time_point now_{};
   bool shutting_down_ = false;

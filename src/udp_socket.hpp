@@ -8,7 +8,9 @@
 //      +--fail_open()--> closed (`open_failed`)                   +-- end_shutdown()
 //
 // Receiving: a readiness report reads at most kBatchesPerEvent batches (recvmmsg) and hands each
-// datagram to `datagram` in order; between two batches, what the handlers queued is sent.
+// datagram to `datagram` in order; between two batches, what the handlers queued is sent. A
+// socket whose batches all came back full leaves the poller and is read every iteration until it
+// drains (see "busy sockets" in udp_socket.cpp).
 // Sending: send_to() appends to a bounded DatagramQueue and schedules the socket; settle(), run by
 // the loop after the handlers return, sends the queue in batches (sendmmsg). What the kernel does
 // not take (EAGAIN) waits, with write interest armed, up to the queue's bounds; beyond them
@@ -55,6 +57,8 @@ class UdpSocket final : public Pollable {
 
   // --- the loop's calls ---
   void on_event(const PollEvent& event);
+  /// A busy socket, out of the poller: reads as for a readiness; registers again once drained.
+  void on_polled();
   /// After handlers: opens, sends the queue, carries out a close or a failure.
   void settle();
   /// The loop is stopping: no more receiving; closes once the queue is sent
@@ -100,12 +104,14 @@ class UdpSocket final : public Pollable {
   void configure();
 
   // I/O.
-  void receive();
+  bool receive();  // true: every batch was full (the socket may have more)
   void deliver(const ReceiveBatch& batch, int count);
   void deliver_one(const SocketAddress& peer, const char* bytes, std::size_t size);
   void flush();
   void report(std::error_code error);
   void update_interest();
+  void start_polling();
+  void stop_polling();
   void schedule();
 
   EventLoop& loop_;
@@ -115,6 +121,7 @@ class UdpSocket final : public Pollable {
   State state_ = State::opening;
   unsigned char interest_ = kNone;  // what the poller has registered
   bool registered_ = false;
+  bool polled_ = false;  // busy: out of the poller, read by the loop every iteration
   bool scheduled_ = false;
   bool ready_ = false;            // opening: bound (and connected); opens at settle()
   bool open_failed_ = false;      // opening: fails at settle() with reason_

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <future>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -174,6 +175,48 @@ TEST(UdpTest, WithoutReusePortLoopZeroServesTheAddressAlone) {
   }
   EXPECT_EQ(off_loop_zero.load(), 0);
   EXPECT_EQ(opened.value(), 1);
+}
+
+// A socket whose batches keep coming back full leaves the poller (registered, every packet it
+// sends would cost a wake-up walk of its wait queue), is read every loop iteration instead, and
+// registers again once a batch comes back short. Nothing is lost or reordered on the way.
+TEST(UdpTest, ABusySocketIsReadOutOfThePollerUntilItDrains) {
+  EventCounter entered, delivered;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::mutex mutex;
+  std::vector<std::string> got;
+  DatagramHandlers h;
+  h.datagram = [&](Udp&, const SocketAddress&, std::string_view bytes) {
+    if (bytes == "hold") {
+      entered.add();
+      released.wait_for(kWait);  // the test fills the socket's queue meanwhile
+    } else {
+      std::lock_guard lock(mutex);
+      got.emplace_back(bytes);
+    }
+    delivered.add();
+  };
+  UdpOptions o;
+  o.batch = 4;  // 4 batches of 4 full: busy
+  UdpServer s("udp4://127.0.0.1:0", h, o);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  ASSERT_TRUE(peer.send_to(s.address(), "hold"));
+  ASSERT_TRUE(entered.wait_for(1));
+  const LoopStats before = total_stats(s.server);
+  constexpr int kQueued = 100;
+  for (int i = 0; i < kQueued; ++i) ASSERT_TRUE(peer.send_to(s.address(), std::to_string(i)));
+  release.set_value();
+  ASSERT_TRUE(delivered.wait_for(kQueued + 1));
+  ASSERT_TRUE(peer.send_to(s.address(), "after"));  // registered again: a lone datagram arrives
+  ASSERT_TRUE(delivered.wait_for(kQueued + 2));
+  const LoopStats after = total_stats(s.server);
+  EXPECT_EQ(after.poller_changes - before.poller_changes, 2u) << "out of the poller and back";
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kQueued + 1));
+  for (int i = 0; i < kQueued; ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)], std::to_string(i));
+  EXPECT_EQ(got.back(), "after");
 }
 
 TEST(UdpTest, TruncatedDatagramsAreCountedAndReportedNeverDeliveredAsWhole) {
