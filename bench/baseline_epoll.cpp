@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  const auto sa = bench::parse_ipv4(address);
+  const auto sa = bench::parse_tcp4(address);
   if (!sa) {
     std::fprintf(stderr, "baseline_epoll: bad address %s\n", address.c_str());
     return 2;

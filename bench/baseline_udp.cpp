@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  const auto sa = bench::parse_ipv4(address);
+  const auto sa = bench::parse_udp4(address);
   if (!sa || (mode != "single" && mode != "mmsg") || batch == 0 || batch > 1024) {
     std::fprintf(stderr, "baseline_udp: bad address, mode or batch\n");
     return 2;

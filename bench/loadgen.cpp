@@ -71,37 +71,40 @@ void usage(FILE* out) {
 }
 
 bool parse_args(int argc, char** argv, Config& cfg) {
-  bench::ArgReader args("loadgen", argc, argv);
-  while (args.next()) {
-    const std::string& a = args.flag();
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "loadgen: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
     if (a == "--help" || a == "-h") {
       usage(stdout);
       std::exit(0);
     } else if (a == "--connect") {
-      cfg.address = args.value();
+      cfg.address = value();
     } else if (a == "-c" || a == "--conns") {
-      cfg.conns = std::strtoul(args.value(), nullptr, 10);
+      cfg.conns = bench::flag_number("loadgen", a, value(), std::size_t{1});
     } else if (a == "-s" || a == "--size") {
-      cfg.size = std::strtoul(args.value(), nullptr, 10);
+      cfg.size = bench::flag_number("loadgen", a, value(), std::size_t{1});
     } else if (a == "-d" || a == "--depth") {
-      cfg.depth = std::strtoul(args.value(), nullptr, 10);
+      cfg.depth = bench::flag_number("loadgen", a, value(), std::size_t{1});
     } else if (a == "-t" || a == "--duration") {
-      cfg.duration = std::strtod(args.value(), nullptr);
+      cfg.duration = bench::flag_number("loadgen", a, value(), 0.001);
     } else if (a == "-w" || a == "--warmup") {
-      cfg.warmup = std::strtod(args.value(), nullptr);
+      cfg.warmup = bench::flag_number("loadgen", a, value(), 0.0);
     } else if (a == "--idle") {
       cfg.idle = true;
     } else if (a == "--server-pid") {
-      cfg.server_pid = std::strtol(args.value(), nullptr, 10);
+      cfg.server_pid = bench::flag_number("loadgen", a, value(), 1L);
     } else if (a == "--label") {
-      cfg.label = args.value();
+      cfg.label = value();
     } else {
-      return args.unknown();
+      std::fprintf(stderr, "loadgen: unknown argument %s\n", a.c_str());
+      return false;
     }
-  }
-  if (cfg.conns == 0 || cfg.size == 0 || cfg.depth == 0 || cfg.duration <= 0 || cfg.warmup < 0) {
-    std::fprintf(stderr, "loadgen: conns, size, depth and duration must be positive\n");
-    return false;
   }
   return true;
 }
@@ -502,7 +505,7 @@ void LoadGen::print_result() {
 }
 
 int LoadGen::run() {
-  const auto addr = bench::parse_ipv4(cfg_.address);
+  const auto addr = bench::parse_tcp4(cfg_.address);
   if (!addr) {
     std::fprintf(stderr, "loadgen: bad address %s (want tcp://A.B.C.D:PORT)\n",
                  cfg_.address.c_str());

@@ -2,8 +2,9 @@
 // baselines (threads = plain blocking sockets, epoll = the hand-written floor) through the echo
 // scenarios and the idle-connections scenario, interleaving the servers round by round, with the
 // server pinned to one CPU and the load generator to another. Writes a Markdown table of medians
-// (min-max) with ratios to the baselines, and a JSON file with every run. Exit status 1 if any run
-// failed (an echo mismatch, a connection error, a server that did not start), 2 on bad usage.
+// (min-max) with ratios to the baselines, a JSON file with every run, and an SVG chart. Exit status
+// 1 if any run failed (an echo mismatch, a connection error, a server that did not start), 2 on bad
+// usage.
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
@@ -23,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "runner_process.hpp"
 #include "runner_report.hpp"
 #include "runner_util.hpp"
@@ -58,7 +60,8 @@ using bench::utc_now;
 
 struct Config : bench::RunnerArgs {
   unsigned idle_conns = 10'000;
-  int strace = -1;  // -1: when not --quick and strace is installed
+  int strace = -1;         // -1: when not --quick and strace is installed
+  std::string chart_from;  // --chart-from: only render the chart of this results.json
   std::string echo_server = BENCH_ECHO_SERVER;
   std::string loadgen = BENCH_LOADGEN;
   std::string threads = BENCH_BASELINE_THREADS;
@@ -73,14 +76,16 @@ void usage(FILE* out) {
       "sockets, one thread per connection; epoll: a minimal hand-written epoll loop) through\n"
       "the echo scenarios and the idle-connections scenario, servers interleaved, the server\n"
       "pinned to one CPU and the load generator to another. Prints a Markdown table of\n"
-      "medians (min-max) and writes DIR/results.md and DIR/results.json.\n"
+      "medians (min-max) and writes DIR/results.md, DIR/results.json and a chart,\n"
+      "DIR/results.svg.\n"
       "  --quick           1 round, 1 s runs (the README demo; about a minute)\n"
       "  --rounds N        rounds, servers interleaved in each (default 3)\n"
       "  --duration S      measured seconds per run (default 5; --quick: 1)\n"
       "  --warmup S        unmeasured seconds before each run (default 1; --quick: 0.3)\n"
       "  --out DIR         where results.md and results.json go (default ./bench-results)\n"
       "  --idle-conns N    connections of the idle scenario (default 10000)\n"
-      "  --servers LIST    subset, comma-separated: threads,epoll,evloop-1,evloop-2\n"
+      "  --servers LIST    subset, comma-separated: threads,epoll,evloop-1,evloop-2,\n"
+      "                    evloop-uring (1 loop on io_uring; the notes say if it fell back)\n"
       "  --scenarios LIST  subset, comma-separated: d1,d16,c1000,64k,idle\n"
       "  --strace | --no-strace  cross-check syscalls per message with strace -c -f\n"
       "                    (default: on unless --quick, when strace is installed)\n"
@@ -89,7 +94,8 @@ void usage(FILE* out) {
       "  --cpus S,L        CPU for the server and for the load generator (default: the\n"
       "                    first two CPUs this process may use)\n"
       "  --echo-server P, --loadgen P, --baseline-threads P, --baseline-epoll P\n"
-      "                    programs to run (default: the ones built beside the runner)\n");
+      "                    programs to run (default: the ones built beside the runner)\n"
+      "  --chart-from F.json  run nothing: draw the chart of a saved results file as F.svg\n");
 }
 
 bool parse_args(int argc, char** argv, Config& cfg) {
@@ -102,7 +108,7 @@ bool parse_args(int argc, char** argv, Config& cfg) {
     } else if (cfg.parse(args)) {
       continue;
     } else if (a == "--idle-conns") {
-      cfg.idle_conns = static_cast<unsigned>(std::stoul(args.value()));
+      cfg.idle_conns = bench::flag_number("runner", a, args.value(), 0u);
     } else if (a == "--strace") {
       cfg.strace = 1;
     } else if (a == "--no-strace") {
@@ -115,11 +121,14 @@ bool parse_args(int argc, char** argv, Config& cfg) {
       cfg.threads = args.value();
     } else if (a == "--baseline-epoll") {
       cfg.epoll = args.value();
+    } else if (a == "--chart-from") {
+      cfg.chart_from = args.value();
     } else {
       return args.unknown();
     }
   }
-  return cfg.finish();
+  cfg.finish();
+  return true;
 }
 
 /// VmRSS of a process in KiB, or -1.
@@ -136,8 +145,6 @@ std::string find_strace() {
     if (executable(p)) return p;
   return {};
 }
-
-/// A server started and listening.
 
 class Runner {
  public:
@@ -242,9 +249,17 @@ bench::Run Runner::echo_run(const bench::Scenario& sc, const bench::ServerSpec& 
   run.loadgen_cpu_pct = json_number(result, "cpu_pct");
   const double total = json_number(result, "total_messages");
   if (sv.has_stats && !stats.empty() && total > 0) {
-    const double calls = json_number(stats, "waits") + json_number(stats, "reads") +
-                         json_number(stats, "writes") + json_number(stats, "poller_changes") +
-                         json_number(stats, "accepts");
+    // System calls from the loop's own counters. On io_uring, receives, sends and poll changes
+    // are submissions that ride on the waits (io_uring_enter): only waits and accepts are calls.
+    const bool uring = json_string(stats, "backend") == "io_uring";
+    if (sv.name == "evloop-uring" && !uring) {
+      note("evloop-uring ran on " + json_string(stats, "backend") +
+           ": io_uring is unavailable here (see the server's note in servers.log)");
+    }
+    const double calls = json_number(stats, "waits") + json_number(stats, "accepts") +
+                         (uring ? 0.0
+                                : json_number(stats, "reads") + json_number(stats, "writes") +
+                                      json_number(stats, "poller_changes"));
     run.syscalls_per_msg = calls / total;
     run.poller_changes_per_msg = json_number(stats, "poller_changes") / total;
     run.waits_per_msg = json_number(stats, "waits") / total;
@@ -402,6 +417,10 @@ int Runner::run(int argc, char** argv) {
       {"epoll", cfg_.epoll, {}, false},
       {"evloop-1", cfg_.echo_server, {"--loops", "1", "--stats"}, true},
       {"evloop-2", cfg_.echo_server, {"--loops", "2", "--stats"}, true},
+      {"evloop-uring",
+       cfg_.echo_server,
+       {"--loops", "1", "--stats", "--backend", "io_uring"},
+       true},
   };
   for (const Candidate& c : candidates) {
     if (!in_list(cfg_.only_servers, c.name)) continue;
@@ -470,13 +489,34 @@ int Runner::run(int argc, char** argv) {
 
   note("1-minute load average " + load_before + " before, " + load_average() + " after");
   const std::string md = bench::render_markdown(report_);
-  const std::string js = bench::render_json(report_);
   std::ofstream(cfg_.out + "/results.md") << md;
-  std::ofstream(cfg_.out + "/results.json") << js;
+  std::ofstream(cfg_.out + "/results.json") << bench::render_json(report_);
+  std::ofstream(cfg_.out + "/results.svg") << bench::render_svg(report_);
   std::fputs(md.c_str(), stdout);
-  std::printf("\nWritten: %s/results.md, %s/results.json\n", cfg_.out.c_str(), cfg_.out.c_str());
+  std::printf("\nWritten: %s/results.md, %s/results.json, %s/results.svg\n", cfg_.out.c_str(),
+              cfg_.out.c_str(), cfg_.out.c_str());
   for (const bench::Run& r : report_.runs)
     if (!r.ok) return 1;
+  return 0;
+}
+
+/// --chart-from: results.json -> results.svg beside it (e.g. to redraw bench/results/latest.svg).
+int chart_from(const std::string& json_path) {
+  std::ifstream in(json_path);
+  std::stringstream json;
+  json << in.rdbuf();
+  const auto report = bench::parse_report_json(json.str());
+  if (!report) {
+    std::fprintf(stderr, "runner: %s is not a results file of the runner\n", json_path.c_str());
+    return 2;
+  }
+  const bool dot_json = json_path.ends_with(".json");
+  const std::string svg_path = json_path.substr(0, json_path.size() - (dot_json ? 5 : 0)) + ".svg";
+  if (!(std::ofstream(svg_path) << bench::render_svg(*report))) {
+    std::fprintf(stderr, "runner: cannot write %s\n", svg_path.c_str());
+    return 1;
+  }
+  std::printf("Written: %s\n", svg_path.c_str());
   return 0;
 }
 
@@ -488,6 +528,7 @@ int main(int argc, char** argv) {
     usage(stderr);
     return 2;
   }
+  if (!cfg.chart_from.empty()) return chart_from(cfg.chart_from);
   signal(SIGPIPE, SIG_IGN);
   Runner runner(cfg);
   return runner.run(argc, argv);

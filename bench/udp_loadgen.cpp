@@ -95,37 +95,32 @@ bool parse_args(int argc, char** argv, Config& cfg) {
     } else if (a == "--connect") {
       cfg.address = args.value();
     } else if (a == "-f" || a == "--flows") {
-      cfg.flows = std::strtoul(args.value(), nullptr, 10);
+      cfg.flows = bench::flag_number("udp_loadgen", a, args.value(), std::size_t{1});
     } else if (a == "-s" || a == "--size") {
-      cfg.size = std::strtoul(args.value(), nullptr, 10);
+      cfg.size = bench::flag_number("udp_loadgen", a, args.value(), kHeader, kMaxSegmented);
     } else if (a == "-w" || a == "--window") {
-      cfg.window = std::strtoul(args.value(), nullptr, 10);
+      cfg.window = bench::flag_number("udp_loadgen", a, args.value(), std::size_t{1});
     } else if (a == "-t" || a == "--duration") {
-      cfg.duration = std::strtod(args.value(), nullptr);
+      cfg.duration = bench::flag_number("udp_loadgen", a, args.value(), 0.001);
     } else if (a == "--warmup") {
-      cfg.warmup = std::strtod(args.value(), nullptr);
+      cfg.warmup = bench::flag_number("udp_loadgen", a, args.value(), 0.0);
     } else if (a == "--loss-timeout") {
-      cfg.loss_timeout_ms = std::strtod(args.value(), nullptr);
+      cfg.loss_timeout_ms = bench::flag_number("udp_loadgen", a, args.value(), 1.0);
     } else if (a == "--gso") {
       cfg.gso = true;
     } else if (a == "--gro") {
       cfg.gro = true;
     } else if (a == "--buffer") {
-      cfg.socket_buffer = std::atoi(args.value());
+      cfg.socket_buffer = bench::flag_number("udp_loadgen", a, args.value(), 0, 1 << 30);
     } else if (a == "--server-pid") {
-      cfg.server_pid = std::strtol(args.value(), nullptr, 10);
+      cfg.server_pid = bench::flag_number("udp_loadgen", a, args.value(), 1L);
     } else if (a == "--label") {
       cfg.label = args.value();
     } else {
       return args.unknown();
     }
   }
-  if (cfg.flows == 0 || cfg.window == 0 || cfg.size < kHeader || cfg.size > kMaxSegmented ||
-      cfg.duration <= 0 || cfg.warmup < 0 || cfg.loss_timeout_ms <= 0) {
-    std::fprintf(stderr, "udp_loadgen: flows, window, duration must be positive; size 16..65507\n");
-    return false;
-  }
-  return true;
+  return true;  // flag_number checked every value
 }
 
 std::uint64_t swap_if_big(std::uint64_t v) {
@@ -448,7 +443,7 @@ void UdpLoadGen::print_result() const {
 }
 
 int UdpLoadGen::run() {
-  const auto server = bench::parse_ipv4(cfg_.address);
+  const auto server = bench::parse_udp4(cfg_.address);
   if (!server) {
     std::fprintf(stderr, "udp_loadgen: bad address %s (want udp://A.B.C.D:PORT)\n",
                  cfg_.address.c_str());

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "runner_process.hpp"
+#include "runner_report.hpp"
 #include "runner_util.hpp"
 
 #ifndef BENCH_UDP_ECHO
@@ -96,7 +97,7 @@ bool parse_args(int argc, char** argv, Config& cfg) {
     } else if (cfg.parse(args)) {
       continue;
     } else if (a == "--loss-timeout") {
-      cfg.loss_timeout_ms = std::stod(args.value());
+      cfg.loss_timeout_ms = bench::flag_number("udp_runner", a, args.value(), 1.0);
     } else if (a == "--rcvbuf") {
       cfg.rcvbuf = args.value();
     } else if (a == "--udp-echo") {
@@ -109,7 +110,8 @@ bool parse_args(int argc, char** argv, Config& cfg) {
       return args.unknown();
     }
   }
-  return cfg.finish();
+  cfg.finish();
+  return true;
 }
 
 Run run_one(const Config& cfg, const Scenario& sc, const Server& sv, int round) {

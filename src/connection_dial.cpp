@@ -21,7 +21,6 @@ void Connection::dial(std::string_view address, std::chrono::milliseconds timeou
   ListenAddress target;
   if (Status s = validate(options(), "connect"); !s) return fail(s.code(), false);
   if (Status s = parse_connect_address(address, target); !s) return fail(s.code(), false);
-  if (is_udp(target.transport)) return fail(make_error_code(errc::unknown_scheme), false);
   if (timeout.count() < 0) return fail(make_error_code(errc::bad_option), false);
   if (!source_address.empty() && !parse_source_address(source_address, dial.source)) {
     return fail(make_error_code(errc::bad_address), false);
@@ -41,7 +40,9 @@ void Connection::dial(std::string_view address, std::chrono::milliseconds timeou
 }
 
 void Connection::start_resolve(const ListenAddress& target) {
-  const int family = ip_family(target.transport);
+  const int family = target.transport == Transport::tcp4   ? AF_INET
+                     : target.transport == Transport::tcp6 ? AF_INET6
+                                                           : AF_UNSPEC;
   EventLoop* loop = &loop_;
   const std::uint64_t id = id_;
   // The answer comes back to this loop as a task, and finds the connection by id: it may have
@@ -102,9 +103,14 @@ void Connection::try_next_address() {
   fail(dial.last_error ? dial.last_error : make_error_code(errc::resolve_failed), false);
 }
 
-void Connection::on_connect_ready(int known_error) {
+void Connection::on_connect_ready(const PollEvent& event) {
   if (!registered_ || ready_ || end_wanted_) return;
-  std::error_code ec = event_error(fd_.get(), known_error);
+  std::error_code ec = socket_error(fd_.get());
+  // kqueue (libkqueue) reports a refused connect in the event and has cleared SO_ERROR.
+  if (!ec && event.result < 0) ec = {-event.result, std::system_category()};
+  if (!ec && (event.error || event.hangup) && peer_address(fd_.get()).family() == 0) {
+    ec = std::make_error_code(std::errc::connection_refused);
+  }
   // Connecting to a free local port in the ephemeral range can connect a socket to itself (TCP
   // simultaneous open): nobody listens there, so it counts as a failure of that address.
   if (!ec && connected_to_itself(fd_.get())) ec = make_error_code(errc::self_connect);

@@ -22,6 +22,7 @@
 #include "pollable.hpp"
 #include "poller.hpp"
 #include "profile.hpp"
+#include "send_slots.hpp"
 #include "socket.hpp"
 #include "timer_queue.hpp"
 
@@ -42,8 +43,11 @@ class EventLoop {
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  /// Creates the poller and the waker (before the thread starts).
-  Status open();
+  /// Creates the poller (the backend `wanted`, or the fallback: `note` says why) and the waker,
+  /// before the thread starts.
+  Status open(Backend wanted, std::string& note);
+  /// The backend in use ("epoll", "io_uring", "kqueue").
+  const char* backend() const noexcept { return poller_.name(); }
   /// Registers a listener with this loop's poller (before the thread starts).
   Status add_listener(std::unique_ptr<Listener> listener);
   /// Takes a bound UDP socket of a server (before the thread starts); it opens (`opened`) on the
@@ -109,6 +113,7 @@ class EventLoop {
 
   Poller& poller() noexcept { return poller_; }
   ChunkPool& chunks() noexcept { return chunks_; }
+  SendSlots& send_slots() noexcept { return send_slots_; }
   char* read_buffer() noexcept { return read_buffer_.get(); }
   std::size_t read_buffer_size() const noexcept { return read_buffer_size_; }
   AtomicLoopStats& counters() noexcept { return stats_; }
@@ -151,6 +156,7 @@ class EventLoop {
   Pollable waker_token_{Pollable::Kind::waker};
   TimerQueue timers_;
   ChunkPool chunks_;
+  SendSlots send_slots_;
   std::unique_ptr<char[]> read_buffer_;
   std::vector<PollEvent> events_;
   std::vector<std::unique_ptr<Listener>> listeners_;

@@ -133,7 +133,10 @@ Status ServerCore::start() {
     urls_.clear();
     return s;
   }
-  if (serving_) serving_(ServingInfo{addresses_, urls_, group_.loops().size()});
+  if (serving_) {
+    serving_(ServingInfo{addresses_, group_.loops().size(), group_.backend(), group_.backend_note(),
+                         urls_});
+  }
   return group_.start_threads();
 }
 
@@ -165,6 +168,8 @@ bool Server::running() const noexcept { return core_->running(); }
 const std::vector<SocketAddress>& Server::addresses() const noexcept { return core_->addresses(); }
 std::size_t Server::loop_count() const noexcept { return core_->group().loops().size(); }
 Loop& Server::loop(std::size_t i) const { return core_->group().loops().at(i)->handle(); }
+
+const char* Server::backend() const noexcept { return core_->group().backend(); }
 
 std::vector<LoopStats> Server::stats() const {
   std::vector<LoopStats> out;

@@ -369,10 +369,6 @@ std::error_code socket_error(int fd) noexcept {
   return err != 0 ? sys_error(err) : std::error_code{};
 }
 
-std::error_code event_error(int fd, int known) noexcept {
-  return known != 0 ? sys_error(known) : socket_error(fd);
-}
-
 SocketAddress local_address(int fd) {
   SocketAddress addr;
   socklen_t len = static_cast<socklen_t>(SocketAddress::capacity());

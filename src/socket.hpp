@@ -154,9 +154,6 @@ void set_reset_on_close(int fd) noexcept;
 
 /// The socket's pending error (SO_ERROR), cleared by reading it.
 std::error_code socket_error(int fd) noexcept;
-/// The error of a poller event: `known` when the backend already read SO_ERROR (and so cleared
-/// it: libkqueue does, for kqueue's fflags), else socket_error(fd).
-std::error_code event_error(int fd, int known) noexcept;
 
 /// The local address of a socket.
 SocketAddress local_address(int fd);

@@ -269,7 +269,9 @@ void UdpSocket::on_event(const PollEvent& event) {
   if (state_ != State::open && state_ != State::closing) return;
   // An ICMP error on a connected socket (Linux: EPOLLERR).
   if (event.error) {
-    if (const std::error_code ec = event_error(fd_.get(), event.error_code)) report(ec);
+    std::error_code ec = socket_error(fd_.get());
+    if (!ec && event.result < 0) ec = sys_error(-event.result);  // kqueue: libkqueue read it
+    if (ec) report(ec);
   }
   if (event.readable && (interest_ & kRead) && state_ == State::open && receive()) {
     start_polling();

@@ -21,6 +21,8 @@ Options:
   --loops N       event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport     one SO_REUSEPORT socket per loop (the kernel spreads the peers);
                   without it loop 0 serves each address
+  --backend B     event backend: auto, epoll or io_uring (default auto: $EVLOOP_BACKEND,
+                  else epoll); io_uring falls back to epoll where the kernel refuses it
   --batch N       datagrams per recvmmsg/sendmmsg call, 1..1024 (default 32)
   --rcvbuf BYTES  SO_RCVBUF of each socket (default: the kernel's; capped by
                   net.core.rmem_max): room for bursts while a loop is busy
@@ -78,14 +80,15 @@ void print_stats_json(const evloop::Server& server) {
   for (const evloop::LoopStats& s : server.stats()) t += s;
   auto u = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
   std::printf(
-      "{\"stats\":{\"waits\":%llu,\"wakeups\":%llu,\"datagrams_in\":%llu,\"datagrams_out\":%llu,"
+      "{\"stats\":{\"backend\":\"%s\",\"waits\":%llu,\"wakeups\":%llu,\"datagrams_in\":%llu,"
+      "\"datagrams_out\":%llu,"
       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"receive_calls\":%llu,\"send_calls\":%llu,"
       "\"drops\":%llu,\"truncations\":%llu,\"send_errors\":%llu,\"gso_sends\":%llu,"
       "\"gro_receives\":%llu,\"write_arms\":%llu,\"poller_changes\":%llu}}\n",
-      u(t.waits), u(t.wakeups), u(t.datagrams_in), u(t.datagrams_out), u(t.bytes_in),
-      u(t.bytes_out), u(t.datagram_receive_calls), u(t.datagram_send_calls), u(t.datagram_drops),
-      u(t.datagram_truncations), u(t.datagram_send_errors), u(t.gso_sends), u(t.gro_receives),
-      u(t.write_arms), u(t.poller_changes));
+      server.backend(), u(t.waits), u(t.wakeups), u(t.datagrams_in), u(t.datagrams_out),
+      u(t.bytes_in), u(t.bytes_out), u(t.datagram_receive_calls), u(t.datagram_send_calls),
+      u(t.datagram_drops), u(t.datagram_truncations), u(t.datagram_send_errors), u(t.gso_sends),
+      u(t.gro_receives), u(t.write_arms), u(t.poller_changes));
 }
 
 }  // namespace

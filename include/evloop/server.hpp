@@ -31,11 +31,16 @@ struct ServingInfo {
   /// One bound address per listen address, in the order given (port 0 resolved): first
   /// Options::listen, then the addresses added with Server::listen().
   std::vector<SocketAddress> addresses;
-  /// The same addresses as URLs that name their transport too: "tcp4://127.0.0.1:7000",
-  /// "udp6://[::1]:5353", "unix:///tmp/a.sock".
-  std::vector<std::string> urls;
   /// Number of loops.
   std::size_t loops = 0;
+  /// The event backend the loops use: "epoll", "io_uring" or "kqueue".
+  std::string backend;
+  /// Why the backend is not the one asked for (LoopOptions::backend or EVLOOP_BACKEND), e.g.
+  /// "io_uring unavailable (Operation not permitted): using epoll"; empty when it is.
+  std::string backend_note;
+  /// The same addresses as `addresses`, as URLs that name their transport too:
+  /// "tcp4://127.0.0.1:7000", "udp6://[::1]:5353", "unix:///tmp/a.sock".
+  std::vector<std::string> urls;
 };
 
 /// The server's hooks: the handlers of the connections its listeners accept (Handlers), the
@@ -100,6 +105,8 @@ class Server {
   Loop& loop(std::size_t i) const;
   /// Counters of every loop, indexed by loop.
   std::vector<LoopStats> stats() const;
+  /// The event backend the loops use ("epoll", "io_uring", "kqueue"), after a successful start().
+  const char* backend() const noexcept;
 
  private:
   std::unique_ptr<detail::ServerCore> core_;

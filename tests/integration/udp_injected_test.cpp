@@ -158,7 +158,7 @@ TEST(UdpInjectedTest, StopWithDatagramsQueuedDropsThemAfterTheGraceAndLeavesNoth
     Sender warm_sender;
     Injected warm(warm_sender.handlers(), {}, 10ms);
   }
-  const int fds = count_open_fds(), threads = count_threads();
+  const FdAndThreadCounts baseline;
   Sender sender;
   {
     Injected s(sender.handlers(), {}, 100ms);
@@ -178,8 +178,7 @@ TEST(UdpInjectedTest, StopWithDatagramsQueuedDropsThemAfterTheGraceAndLeavesNoth
     g_eagain_fd = -1;
   }
   EXPECT_EQ(sender.closed.value(), 1);
-  EXPECT_EQ(count_open_fds(), fds);
-  EXPECT_EQ(count_threads(), threads);
+  EXPECT_TRUE(counts_return_to(baseline));
 }
 
 TEST(UdpInjectedTest, StopSendsWhatIsQueuedWhenTheKernelTakesItWithinTheGrace) {

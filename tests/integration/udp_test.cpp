@@ -629,7 +629,7 @@ TEST(UdpTest, StopClosesEverySocketOnceAndLeavesNoFdOrThreadBehind) {
   {  // warm up: whatever the process keeps once a first server has run
     UdpServer warm("udp4://127.0.0.1:0", echo_handlers(), {}, 2, true);
   }
-  const int fds = count_open_fds(), threads = count_threads();
+  const FdAndThreadCounts baseline;
   EventCounter opened, closed;
   {
     DatagramHandlers h = echo_handlers(&opened);
@@ -657,8 +657,7 @@ TEST(UdpTest, StopClosesEverySocketOnceAndLeavesNoFdOrThreadBehind) {
   }  // the server stops here
   EXPECT_EQ(opened.value(), 12);
   EXPECT_EQ(closed.value(), 12);
-  EXPECT_EQ(count_open_fds(), fds);
-  EXPECT_EQ(count_threads(), threads);
+  EXPECT_TRUE(counts_return_to(baseline));
 }
 
 }  // namespace
