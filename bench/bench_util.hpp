@@ -61,6 +61,32 @@ inline double process_cpu_seconds(long pid) {
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+/// A load generator's measured window: when it began and ended, and the CPU time of this process
+/// and (when its pid is known) of the server over it.
+struct MeasuredWindow {
+  std::uint64_t begin_ns = 0, end_ns = 0;
+  double cpu_begin = 0, cpu_end = 0, server_cpu_begin = -1, server_cpu_end = -1;
+
+  void begin(std::uint64_t now, long server_pid) {
+    begin_ns = end_ns = now;
+    cpu_begin = self_cpu_seconds();
+    if (server_pid > 0) server_cpu_begin = process_cpu_seconds(server_pid);
+  }
+  void end(std::uint64_t now, long server_pid) {
+    end_ns = now;
+    cpu_end = self_cpu_seconds();
+    if (server_pid > 0) server_cpu_end = process_cpu_seconds(server_pid);
+  }
+  double seconds() const {
+    return end_ns > begin_ns ? static_cast<double>(end_ns - begin_ns) / 1e9 : 0;
+  }
+  double cpu() const { return cpu_end - cpu_begin; }
+  /// The server's CPU seconds, or -1 when unknown.
+  double server_cpu() const {
+    return server_cpu_begin >= 0 && server_cpu_end >= 0 ? server_cpu_end - server_cpu_begin : -1;
+  }
+};
+
 /// The value of a numeric command-line flag: the whole of `text` must be a number (a whole one
 /// for an integer type, without a sign for an unsigned one) from `min` to `max`. Anything else is
 /// a usage error: prints "PROGRAM: FLAG needs a whole number >= 1, got 'TEXT'" and exits with 2.

@@ -172,8 +172,7 @@ class LoadGen {
   std::string first_error_;
   std::uint64_t t_start_ = 0, t_measure_ = 0, t_end_ = 0, t_drain_deadline_ = 0;
   std::uint64_t next_progress_ = 0;
-  double cpu_measure_ = 0, cpu_end_ = 0;
-  double server_cpu_measure_ = -1, server_cpu_end_ = -1;
+  bench::MeasuredWindow window_;
   bool tty_ = false;
   std::size_t idle_drops_ = 0;
 };
@@ -351,15 +350,11 @@ void LoadGen::advance_phase(std::uint64_t now) {
   }
   if (phase_ == Phase::warmup && now >= t_measure_) {
     phase_ = Phase::measure;
-    t_measure_ = now;
+    window_.begin(now, cfg_.server_pid);
     t_end_ = now + static_cast<std::uint64_t>(cfg_.duration * 1e9);
-    cpu_measure_ = bench::self_cpu_seconds();
-    if (cfg_.server_pid > 0) server_cpu_measure_ = bench::process_cpu_seconds(cfg_.server_pid);
   }
   if (phase_ == Phase::measure && now >= t_end_) {
-    t_end_ = now;
-    cpu_end_ = bench::self_cpu_seconds();
-    if (cfg_.server_pid > 0) server_cpu_end_ = bench::process_cpu_seconds(cfg_.server_pid);
+    window_.end(now, cfg_.server_pid);
     phase_ = Phase::drain;
     t_drain_deadline_ = now + static_cast<std::uint64_t>(cfg_.drain_timeout * 1e9);
   }
@@ -468,12 +463,11 @@ int LoadGen::hold_idle() {
 }
 
 void LoadGen::print_result() {
-  const double window = t_end_ > t_measure_ ? static_cast<double>(t_end_ - t_measure_) / 1e9 : 0.0;
+  const double window = window_.seconds();
   const double msgs = static_cast<double>(measured_msgs_);
   const double rate = window > 0 ? msgs / window : 0.0;
-  const double cpu = cpu_end_ - cpu_measure_;
-  const double server_cpu =
-      server_cpu_measure_ >= 0 && server_cpu_end_ >= 0 ? server_cpu_end_ - server_cpu_measure_ : -1;
+  const double cpu = window_.cpu();
+  const double server_cpu = window_.server_cpu();
   std::string err;
   for (char ch : first_error_) err += (ch == '"' || ch == '\\') ? '\'' : ch;
   const bool ok = errors_ == 0 && verify_errors_ == 0;
@@ -539,7 +533,7 @@ int LoadGen::run() {
   }
   if (status != 0 && !first_error_.empty())
     std::fprintf(stderr, "loadgen: %s\n", first_error_.c_str());
-  if (phase_ != Phase::done && !cfg_.idle) t_end_ = t_measure_;
+  if (phase_ != Phase::done && !cfg_.idle) window_.end_ns = window_.begin_ns;  // no window
   print_result();
   for (Conn& c : conns_)
     if (c.fd >= 0) close(c.fd);

@@ -192,7 +192,7 @@ class UdpLoadGen {
   int ep_ = -1;
   Phase phase_ = Phase::warmup;
   std::uint64_t t_measure_ = 0, t_end_ = 0, t_drain_deadline_ = 0, next_expire_ = 0;
-  double cpu_measure_ = 0, cpu_end_ = 0, server_cpu_measure_ = -1, server_cpu_end_ = -1;
+  bench::MeasuredWindow window_;
 
   bench::Histogram hist_;
   std::uint64_t measured_ = 0, total_ = 0, sent_ = 0, lost_ = 0, measured_lost_ = 0, late_ = 0;
@@ -395,15 +395,11 @@ bool UdpLoadGen::in_flight() const {
 void UdpLoadGen::advance_phase(std::uint64_t now) {
   if (phase_ == Phase::warmup && now >= t_measure_) {
     phase_ = Phase::measure;
-    t_measure_ = now;
+    window_.begin(now, cfg_.server_pid);
     t_end_ = now + static_cast<std::uint64_t>(cfg_.duration * 1e9);
-    cpu_measure_ = bench::self_cpu_seconds();
-    if (cfg_.server_pid > 0) server_cpu_measure_ = bench::process_cpu_seconds(cfg_.server_pid);
   }
   if (phase_ == Phase::measure && now >= t_end_) {
-    t_end_ = now;
-    cpu_end_ = bench::self_cpu_seconds();
-    if (cfg_.server_pid > 0) server_cpu_end_ = bench::process_cpu_seconds(cfg_.server_pid);
+    window_.end(now, cfg_.server_pid);
     phase_ = Phase::drain;
     t_drain_deadline_ =
         now + static_cast<std::uint64_t>(cfg_.loss_timeout_ms * 1e6) + 1'000'000'000;
@@ -412,12 +408,11 @@ void UdpLoadGen::advance_phase(std::uint64_t now) {
 }
 
 void UdpLoadGen::print_result() const {
-  const double window = static_cast<double>(t_end_ - t_measure_) / 1e9;
+  const double window = window_.seconds();
   const double dgrams = static_cast<double>(measured_);
   const double rate = window > 0 ? dgrams / window : 0.0;
-  const double cpu = cpu_end_ - cpu_measure_;
-  const double server_cpu =
-      server_cpu_measure_ >= 0 && server_cpu_end_ >= 0 ? server_cpu_end_ - server_cpu_measure_ : -1;
+  const double cpu = window_.cpu();
+  const double server_cpu = window_.server_cpu();
   std::string err;
   for (char ch : first_error_) err += (ch == '"' || ch == '\\') ? '\'' : ch;
   auto us = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e3; };
@@ -462,10 +457,8 @@ int UdpLoadGen::run() {
       expire(now);
       advance_phase(now);
     }
-    if (phase_ != Phase::done) {  // an error: still report the window so far
-      t_end_ = bench::now_ns();
-      cpu_end_ = bench::self_cpu_seconds();
-    }
+    // An error: still report the window so far.
+    if (phase_ == Phase::measure) window_.end(bench::now_ns(), cfg_.server_pid);
   }
   if (measured_ == 0 && errors_ == 0) fail("no datagram was echoed");
   print_result();
