@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <string>
@@ -38,6 +39,53 @@ inline double self_cpu_seconds() noexcept {
   auto sec = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
   return sec(ru.ru_utime) + sec(ru.ru_stime);
 }
+
+/// utime + stime of another process, in seconds, from /proc/PID/stat; negative if unreadable.
+inline double process_cpu_seconds(long pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  FILE* f = std::fopen(path, "r");
+  if (!f) return -1;
+  char buf[1024];
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // the command name may hold spaces
+  if (!p) return -1;
+  unsigned long long utime = 0, stime = 0;
+  // After ")": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
+  // stime
+  if (std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                  &stime) != 2)
+    return -1;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+/// A load generator's measured window: when it began and ended, and the CPU time of this process
+/// and (when its pid is known) of the server over it.
+struct MeasuredWindow {
+  std::uint64_t begin_ns = 0, end_ns = 0;
+  double cpu_begin = 0, cpu_end = 0, server_cpu_begin = -1, server_cpu_end = -1;
+
+  void begin(std::uint64_t now, long server_pid) {
+    begin_ns = end_ns = now;
+    cpu_begin = self_cpu_seconds();
+    if (server_pid > 0) server_cpu_begin = process_cpu_seconds(server_pid);
+  }
+  void end(std::uint64_t now, long server_pid) {
+    end_ns = now;
+    cpu_end = self_cpu_seconds();
+    if (server_pid > 0) server_cpu_end = process_cpu_seconds(server_pid);
+  }
+  double seconds() const {
+    return end_ns > begin_ns ? static_cast<double>(end_ns - begin_ns) / 1e9 : 0;
+  }
+  double cpu() const { return cpu_end - cpu_begin; }
+  /// The server's CPU seconds, or -1 when unknown.
+  double server_cpu() const {
+    return server_cpu_begin >= 0 && server_cpu_end >= 0 ? server_cpu_end - server_cpu_begin : -1;
+  }
+};
 
 /// The value of a numeric command-line flag: the whole of `text` must be a number (a whole one
 /// for an integer type, without a sign for an unsigned one) from `min` to `max`. Anything else is
@@ -102,14 +150,22 @@ inline std::optional<sockaddr_in> parse_tcp4(std::string_view text) {
   return sa;
 }
 
-/// Prints "listening on tcp4://HOST:PORT" for a bound socket, flushed (the runner waits for it).
-inline bool print_listening(int fd) {
+/// "udp://A.B.C.D:PORT", "udp4://A.B.C.D:PORT" or "A.B.C.D:PORT", as parse_tcp4.
+inline std::optional<sockaddr_in> parse_udp4(std::string_view text) {
+  for (std::string_view scheme : {"udp://", "udp4://"}) {
+    if (text.substr(0, scheme.size()) == scheme) return parse_tcp4(text.substr(scheme.size()));
+  }
+  return parse_tcp4(text);
+}
+
+/// Prints "listening on SCHEME://HOST:PORT" for a bound socket, flushed (the runner waits for it).
+inline bool print_listening(int fd, const char* scheme = "tcp4") {
   sockaddr_in sa{};
   socklen_t len = sizeof sa;
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return false;
   char host[INET_ADDRSTRLEN] = {};
   inet_ntop(AF_INET, &sa.sin_addr, host, sizeof host);
-  std::printf("listening on tcp4://%s:%u\n", host, ntohs(sa.sin_port));
+  std::printf("listening on %s://%s:%u\n", scheme, host, ntohs(sa.sin_port));
   std::fflush(stdout);
   return true;
 }
@@ -129,5 +185,39 @@ inline int listen_tcp4(const sockaddr_in& sa, int flags = 0) {
   }
   return fd;
 }
+
+/// Walks a program's argv flag by flag: `while (args.next())`, compare `args.flag()`, take its
+/// argument with `args.value()` (a missing one prints "PROGRAM: FLAG needs a value" and exits 2).
+class ArgReader {
+ public:
+  ArgReader(const char* program, int argc, char** argv) noexcept
+      : program_(program), argc_(argc), argv_(argv) {}
+  bool next() {
+    if (++i_ >= argc_) return false;
+    flag_ = argv_[i_];
+    return true;
+  }
+  const std::string& flag() const noexcept { return flag_; }
+  const char* program() const noexcept { return program_; }
+  std::string value() {
+    if (i_ + 1 >= argc_) {
+      std::fprintf(stderr, "%s: %s needs a value\n", program_, flag_.c_str());
+      std::exit(2);
+    }
+    return argv_[++i_];
+  }
+  /// Says "PROGRAM: unknown argument FLAG" on stderr; returns false (for parse functions).
+  bool unknown() const {
+    std::fprintf(stderr, "%s: unknown argument %s\n", program_, flag_.c_str());
+    return false;
+  }
+
+ private:
+  const char* program_;
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+  std::string flag_;
+};
 
 }  // namespace bench

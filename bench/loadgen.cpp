@@ -109,27 +109,6 @@ bool parse_args(int argc, char** argv, Config& cfg) {
   return true;
 }
 
-/// utime + stime of another process, in seconds, from /proc/PID/stat; negative if unreadable.
-double process_cpu_seconds(long pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-  FILE* f = std::fopen(path, "r");
-  if (!f) return -1;
-  char buf[1024];
-  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');  // the command name may hold spaces
-  if (!p) return -1;
-  unsigned long long utime = 0, stime = 0;
-  // After ")": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
-  // stime
-  if (std::sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-                  &stime) != 2)
-    return -1;
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
 enum class Phase { connecting, warmup, measure, drain, done };
 
 struct Conn {
@@ -193,8 +172,7 @@ class LoadGen {
   std::string first_error_;
   std::uint64_t t_start_ = 0, t_measure_ = 0, t_end_ = 0, t_drain_deadline_ = 0;
   std::uint64_t next_progress_ = 0;
-  double cpu_measure_ = 0, cpu_end_ = 0;
-  double server_cpu_measure_ = -1, server_cpu_end_ = -1;
+  bench::MeasuredWindow window_;
   bool tty_ = false;
   std::size_t idle_drops_ = 0;
 };
@@ -372,15 +350,11 @@ void LoadGen::advance_phase(std::uint64_t now) {
   }
   if (phase_ == Phase::warmup && now >= t_measure_) {
     phase_ = Phase::measure;
-    t_measure_ = now;
+    window_.begin(now, cfg_.server_pid);
     t_end_ = now + static_cast<std::uint64_t>(cfg_.duration * 1e9);
-    cpu_measure_ = bench::self_cpu_seconds();
-    if (cfg_.server_pid > 0) server_cpu_measure_ = process_cpu_seconds(cfg_.server_pid);
   }
   if (phase_ == Phase::measure && now >= t_end_) {
-    t_end_ = now;
-    cpu_end_ = bench::self_cpu_seconds();
-    if (cfg_.server_pid > 0) server_cpu_end_ = process_cpu_seconds(cfg_.server_pid);
+    window_.end(now, cfg_.server_pid);
     phase_ = Phase::drain;
     t_drain_deadline_ = now + static_cast<std::uint64_t>(cfg_.drain_timeout * 1e9);
   }
@@ -489,12 +463,11 @@ int LoadGen::hold_idle() {
 }
 
 void LoadGen::print_result() {
-  const double window = t_end_ > t_measure_ ? static_cast<double>(t_end_ - t_measure_) / 1e9 : 0.0;
+  const double window = window_.seconds();
   const double msgs = static_cast<double>(measured_msgs_);
   const double rate = window > 0 ? msgs / window : 0.0;
-  const double cpu = cpu_end_ - cpu_measure_;
-  const double server_cpu =
-      server_cpu_measure_ >= 0 && server_cpu_end_ >= 0 ? server_cpu_end_ - server_cpu_measure_ : -1;
+  const double cpu = window_.cpu();
+  const double server_cpu = window_.server_cpu();
   std::string err;
   for (char ch : first_error_) err += (ch == '"' || ch == '\\') ? '\'' : ch;
   const bool ok = errors_ == 0 && verify_errors_ == 0;
@@ -560,7 +533,7 @@ int LoadGen::run() {
   }
   if (status != 0 && !first_error_.empty())
     std::fprintf(stderr, "loadgen: %s\n", first_error_.c_str());
-  if (phase_ != Phase::done && !cfg_.idle) t_end_ = t_measure_;
+  if (phase_ != Phase::done && !cfg_.idle) window_.end_ns = window_.begin_ns;  // no window
   print_result();
   for (Conn& c : conns_)
     if (c.fd >= 0) close(c.fd);

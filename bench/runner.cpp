@@ -27,6 +27,7 @@
 #include "bench_util.hpp"
 #include "runner_process.hpp"
 #include "runner_report.hpp"
+#include "runner_util.hpp"
 
 #ifndef BENCH_ECHO_SERVER
 #define BENCH_ECHO_SERVER ""
@@ -45,26 +46,26 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using bench::executable;
+using bench::in_list;
 using bench::json_number;
 using bench::json_string;
+using bench::load_average;
+using bench::looks_like_json;
+using bench::machine_line;
+using bench::start_server;
+using bench::Started;
+using bench::stop_server;
+using bench::utc_now;
 
-struct Config {
-  unsigned rounds = 3;
-  double duration = 5.0;
-  double warmup = 1.0;
+struct Config : bench::RunnerArgs {
   unsigned idle_conns = 10'000;
-  std::string out = "bench-results";
-  bool quick = false;
-  int strace = -1;             // -1: when not --quick and strace is installed
-  std::string only_servers;    // comma-separated subset, empty = all
-  std::string only_scenarios;  // comma-separated subset of names, empty = all
-  std::string chart_from;      // --chart-from: only render the chart of this results.json
+  int strace = -1;         // -1: when not --quick and strace is installed
+  std::string chart_from;  // --chart-from: only render the chart of this results.json
   std::string echo_server = BENCH_ECHO_SERVER;
   std::string loadgen = BENCH_LOADGEN;
   std::string threads = BENCH_BASELINE_THREADS;
   std::string epoll = BENCH_BASELINE_EPOLL;
-  int server_cpu = -1, load_cpu = -1;
-  int nice = 0;  // nice value of the server and the load generator
 };
 
 void usage(FILE* out) {
@@ -98,91 +99,36 @@ void usage(FILE* out) {
 }
 
 bool parse_args(int argc, char** argv, Config& cfg) {
-  bool duration_set = false, warmup_set = false, rounds_set = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "runner: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  bench::ArgReader args("runner", argc, argv);
+  while (args.next()) {
+    const std::string& a = args.flag();
     if (a == "--help" || a == "-h") {
       usage(stdout);
       std::exit(0);
-    } else if (a == "--quick") {
-      cfg.quick = true;
-    } else if (a == "--rounds") {
-      cfg.rounds = bench::flag_number("runner", a, value(), 1u);
-      rounds_set = true;
-    } else if (a == "--duration") {
-      cfg.duration = bench::flag_number("runner", a, value(), 0.001);
-      duration_set = true;
-    } else if (a == "--warmup") {
-      cfg.warmup = bench::flag_number("runner", a, value(), 0.0);
-      warmup_set = true;
-    } else if (a == "--out") {
-      cfg.out = value();
+    } else if (cfg.parse(args)) {
+      continue;
     } else if (a == "--idle-conns") {
-      cfg.idle_conns = bench::flag_number("runner", a, value(), 0u);
-    } else if (a == "--servers") {
-      cfg.only_servers = value();
-    } else if (a == "--scenarios") {
-      cfg.only_scenarios = value();
+      cfg.idle_conns = bench::flag_number("runner", a, args.value(), 0u);
     } else if (a == "--strace") {
       cfg.strace = 1;
     } else if (a == "--no-strace") {
       cfg.strace = 0;
-    } else if (a == "--nice") {
-      cfg.nice = bench::flag_number("runner", a, value(), -20, 19);
-    } else if (a == "--cpus") {
-      const std::string v = value();
-      const auto comma = v.find(',');
-      if (comma == std::string::npos) {
-        std::fprintf(stderr, "runner: --cpus needs two CPUs, S,L; got '%s'\n", v.c_str());
-        std::exit(2);
-      }
-      cfg.server_cpu = bench::flag_number("runner", a, v.substr(0, comma), 0, CPU_SETSIZE - 1);
-      cfg.load_cpu = bench::flag_number("runner", a, v.substr(comma + 1), 0, CPU_SETSIZE - 1);
     } else if (a == "--echo-server") {
-      cfg.echo_server = value();
+      cfg.echo_server = args.value();
     } else if (a == "--loadgen") {
-      cfg.loadgen = value();
+      cfg.loadgen = args.value();
     } else if (a == "--baseline-threads") {
-      cfg.threads = value();
+      cfg.threads = args.value();
     } else if (a == "--baseline-epoll") {
-      cfg.epoll = value();
+      cfg.epoll = args.value();
     } else if (a == "--chart-from") {
-      cfg.chart_from = value();
+      cfg.chart_from = args.value();
     } else {
-      std::fprintf(stderr, "runner: unknown argument %s\n", a.c_str());
-      return false;
+      return args.unknown();
     }
   }
-  if (cfg.quick) {
-    if (!rounds_set) cfg.rounds = 1;
-    if (!duration_set) cfg.duration = 1.0;
-    if (!warmup_set) cfg.warmup = 0.3;
-  }
+  cfg.finish();
   return true;
-}
-
-bool in_list(const std::string& list, const std::string& name) {
-  if (list.empty()) return true;
-  std::stringstream ss(list);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (item == name) return true;
-  return false;
-}
-
-bool executable(const std::string& path) {
-  return !path.empty() && access(path.c_str(), X_OK) == 0;
-}
-
-bool looks_like_json(const std::string& s) {
-  return !s.empty() && s.front() == '{' && s.back() == '}';
 }
 
 /// VmRSS of a process in KiB, or -1.
@@ -194,78 +140,10 @@ double vm_rss_kib(pid_t pid) {
   return -1;
 }
 
-std::string machine_line() {
-  std::string model = "unknown CPU";
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      model = line.substr(line.find(':') + 2);
-      break;
-    }
-  }
-  utsname u{};
-  uname(&u);
-  return std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " CPUs (nproc), " + model + ", Linux " +
-         u.release;
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", &tm);
-  return buf;
-}
-
-/// The 1-minute load average (other work on a shared machine skews every figure).
-std::string load_average() {
-  std::ifstream f("/proc/loadavg");
-  std::string one;
-  f >> one;
-  return one.empty() ? "unknown" : one;
-}
-
 std::string find_strace() {
   for (const char* p : {"/usr/bin/strace", "/bin/strace", "/usr/local/bin/strace"})
     if (executable(p)) return p;
   return {};
-}
-
-/// A server started and listening.
-struct Started {
-  bench::Child child;
-  std::string port;
-  std::string error;
-};
-
-bool start_server(const std::vector<std::string>& argv, int cpu, const std::string& log, int nice,
-                  Started& s) {
-  if (!s.child.spawn(argv, cpu, false, log, nice)) {
-    s.error = "cannot start " + argv[0];
-    return false;
-  }
-  const auto line = s.child.read_until("listening on", 10s);
-  if (!line) {
-    s.error = argv[0] + " printed no 'listening on' line within 10 s (its stderr: " + log + ")";
-    return false;
-  }
-  s.port = line->substr(line->rfind(':') + 1);
-  return true;
-}
-
-/// Stops a server with SIGTERM; returns its last {"stats":...} line, if it printed one.
-std::string stop_server(Started& s, std::string& error) {
-  s.child.signal(SIGTERM);
-  std::string stats;
-  while (auto line = s.child.read_line(10s))
-    if (line->rfind("{\"stats\"", 0) == 0) stats = *line;
-  if (!s.child.wait(10s)) {
-    error = "server did not exit within 10 s of SIGTERM";
-    s.child.kill_and_reap();
-  }
-  return stats;
 }
 
 class Runner {
@@ -274,7 +152,6 @@ class Runner {
   int run(int argc, char** argv);
 
  private:
-  void setup_cpus();
   void raise_fd_limit();
   bench::Run echo_run(const bench::Scenario& sc, const bench::ServerSpec& sv, int round);
   bench::Run idle_run(const bench::Scenario& sc, const bench::ServerSpec& sv, int round);
@@ -291,22 +168,6 @@ class Runner {
   Config cfg_;
   bench::Report report_;
 };
-
-void Runner::setup_cpus() {
-  if (cfg_.server_cpu >= 0 && cfg_.load_cpu >= 0) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> cpus;
-  if (sched_getaffinity(0, sizeof set, &set) == 0)
-    for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c)
-      if (CPU_ISSET(c, &set)) cpus.push_back(c);
-  if (cpus.size() >= 2) {
-    cfg_.server_cpu = cpus[0];
-    cfg_.load_cpu = cpus[1];
-  } else {
-    cfg_.server_cpu = cfg_.load_cpu = -1;
-  }
-}
 
 void Runner::raise_fd_limit() {
   rlimit rl{};
@@ -395,11 +256,10 @@ bench::Run Runner::echo_run(const bench::Scenario& sc, const bench::ServerSpec& 
       note("evloop-uring ran on " + json_string(stats, "backend") +
            ": io_uring is unavailable here (see the server's note in servers.log)");
     }
-    const double calls =
-        json_number(stats, "waits") + json_number(stats, "accepts") +
-        (uring ? 0.0
-               : json_number(stats, "reads") + json_number(stats, "writes") +
-                     json_number(stats, "poller_changes"));
+    const double calls = json_number(stats, "waits") + json_number(stats, "accepts") +
+                         (uring ? 0.0
+                                : json_number(stats, "reads") + json_number(stats, "writes") +
+                                      json_number(stats, "poller_changes"));
     run.syscalls_per_msg = calls / total;
     run.poller_changes_per_msg = json_number(stats, "poller_changes") / total;
     run.waits_per_msg = json_number(stats, "waits") / total;
@@ -537,7 +397,7 @@ int Runner::run(int argc, char** argv) {
   }
   mkdir(cfg_.out.c_str(), 0755);
   const std::string load_before = load_average();
-  setup_cpus();
+  cfg_.pick_cpus();
   raise_fd_limit();
   if (cfg_.server_cpu >= 0)
     note("server pinned to CPU " + std::to_string(cfg_.server_cpu) + ", load generator to CPU " +
@@ -557,7 +417,9 @@ int Runner::run(int argc, char** argv) {
       {"epoll", cfg_.epoll, {}, false},
       {"evloop-1", cfg_.echo_server, {"--loops", "1", "--stats"}, true},
       {"evloop-2", cfg_.echo_server, {"--loops", "2", "--stats"}, true},
-      {"evloop-uring", cfg_.echo_server, {"--loops", "1", "--stats", "--backend", "io_uring"},
+      {"evloop-uring",
+       cfg_.echo_server,
+       {"--loops", "1", "--stats", "--backend", "io_uring"},
        true},
   };
   for (const Candidate& c : candidates) {

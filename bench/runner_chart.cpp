@@ -19,12 +19,6 @@ constexpr int kBarMax = 240;    // longest bar of a panel
 constexpr int kPanelX[2] = {100, 500};
 constexpr int kRow = 20, kBar = 14;
 
-std::string fmt(const char* f, double x) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, x);
-  return buf;
-}
-
 std::string xml(const std::string& s) {
   std::string out;
   for (const char c : s) {

@@ -19,12 +19,6 @@ std::size_t failures(const Report& r, const std::string& scenario, const std::st
   return n;
 }
 
-std::string fmt(const char* f, double x) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, x);
-  return buf;
-}
-
 // Which side limited a run (medians over rounds): the server when it used ~a whole CPU, the load
 // generator when it did and the server did not (then msg/s ratios say little about the servers:
 // compare CPU per message), neither when both waited (a busy machine).
@@ -38,18 +32,6 @@ std::string bound_by(const Report& r, const std::string& scenario, const std::st
   if (server_pct.median >= 90) return "server";
   if (load_pct.median >= 90) return "**load generator**";
   return "neither (busy machine)";
-}
-
-std::string with_range(const Stat& s, const std::function<std::string(double)>& f) {
-  if (!s.valid()) return "–";
-  if (s.n == 1) return f(s.median);
-  return f(s.median) + " (" + f(s.min) + "–" + f(s.max) + ")";
-}
-
-std::string ratio(double a, double b) {
-  if (std::isnan(a) || std::isnan(b) || b <= 0) return "–";
-  const double q = a / b;
-  return fmt(q >= 0.1 ? "%.2f×" : "%.4f×", q);
 }
 
 double msgs(const Run& r) { return r.msgs_per_s; }
@@ -155,6 +137,10 @@ Stat stat_of(const Report& r, const std::string& scenario, const std::string& se
     const double x = field(run);
     if (x >= 0 && !std::isnan(x)) v.push_back(x);
   }
+  return summarize(std::move(v));
+}
+
+Stat summarize(std::vector<double> v) {
   Stat s;
   if (v.empty()) return s;
   std::sort(v.begin(), v.end());
@@ -163,6 +149,24 @@ Stat stat_of(const Report& r, const std::string& scenario, const std::string& se
   s.max = v.back();
   s.median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
   return s;
+}
+
+std::string fmt(const char* f, double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, x);
+  return buf;
+}
+
+std::string with_range(const Stat& s, const std::function<std::string(double)>& f) {
+  if (!s.valid()) return "–";
+  if (s.n == 1) return f(s.median);
+  return f(s.median) + " (" + f(s.min) + "–" + f(s.max) + ")";
+}
+
+std::string ratio(double a, double b) {
+  if (std::isnan(a) || std::isnan(b) || b <= 0) return "–";
+  const double q = a / b;
+  return fmt(q >= 0.1 ? "%.2f×" : "%.4f×", q);
 }
 
 std::string si(double x) {

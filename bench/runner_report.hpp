@@ -87,8 +87,16 @@ struct Stat {
 /// The Stat of `field` (negative or NaN values are "not measured" and left out).
 Stat stat_of(const Report& r, const std::string& scenario, const std::string& server,
              const std::function<double(const Run&)>& field);
+/// Median, min and max of `values` (n = 0 when there are none).
+Stat summarize(std::vector<double> values);
 /// 123456 -> "123.5k"; 1234567 -> "1.23M".
 std::string si(double x);
+/// printf of one number.
+std::string fmt(const char* format, double x);
+/// "median (min–max)" of `s`, each formatted by `f`; "–" when nothing was measured.
+std::string with_range(const Stat& s, const std::function<std::string(double)>& f);
+/// "a/b×", or "–" when either is missing.
+std::string ratio(double a, double b);
 
 /// The Markdown summary: tables of medians with ratios, then the targets of issue 3.
 std::string render_markdown(const Report& report);

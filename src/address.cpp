@@ -45,6 +45,9 @@ Status parse_options(std::string_view text, std::string_view query, ListenAddres
       if (!parse_bool(value, on)) return fail(errc::bad_option, text, "reuseport must be 0 or 1");
       out.reuseport = on;
     } else if (key == "backlog") {
+      if (is_udp(out.transport)) {
+        return fail(errc::bad_option, text, "backlog is for stream sockets, not udp");
+      }
       unsigned long n = 0;
       if (!parse_uint(value, 65535, n) || n == 0) {
         return fail(errc::bad_option, text, "backlog must be 1..65535");
@@ -68,8 +71,8 @@ Status parse_host_port(std::string_view text, std::string_view rest, ListenAddre
       return fail(errc::bad_address, text, "expected ':port' after ']'");
     }
     port = rest.substr(close + 2);
-    if (out.transport == Transport::tcp4) {
-      return fail(errc::bad_address, text, "tcp4 cannot take an IPv6 host");
+    if (out.transport == Transport::tcp4 || out.transport == Transport::udp4) {
+      return fail(errc::bad_address, text, "tcp4 and udp4 cannot take an IPv6 host");
     }
   } else {
     const std::size_t colon = rest.rfind(':');
@@ -110,9 +113,16 @@ Status parse_listen_address(std::string_view text, ListenAddress& out) {
       out.transport = Transport::unix_socket;
     } else if (scheme == "fd") {
       out.transport = Transport::inherited_fd;
+    } else if (scheme == "udp") {
+      out.transport = Transport::udp;
+    } else if (scheme == "udp4") {
+      out.transport = Transport::udp4;
+    } else if (scheme == "udp6") {
+      out.transport = Transport::udp6;
     } else {
       return fail(errc::unknown_scheme, text,
-                  "unknown scheme '" + std::string(scheme) + "' (use tcp, tcp4, tcp6, unix or fd)");
+                  "unknown scheme '" + std::string(scheme) +
+                      "' (use tcp, tcp4, tcp6, udp, udp4, udp6, unix or fd)");
     }
   }
   std::string_view query;
@@ -221,6 +231,17 @@ std::string SocketAddress::to_url() const {
       return "tcp6://" + to_string();
     case AF_UNIX:
       return "unix://" + to_string().substr(5);
+    default:
+      return "(none)";
+  }
+}
+
+std::string SocketAddress::to_udp_url() const {
+  switch (family()) {
+    case AF_INET:
+      return "udp4://" + to_string();
+    case AF_INET6:
+      return "udp6://" + to_string();
     default:
       return "(none)";
   }

@@ -8,6 +8,8 @@
 #include "listener.hpp"
 #include "loop_group_core.hpp"
 #include "platform.hpp"
+#include "receive_batch.hpp"
+#include "udp_socket.hpp"
 
 namespace evloop::detail {
 namespace {
@@ -46,6 +48,11 @@ Status EventLoop::add_listener(std::unique_ptr<Listener> listener) {
   return {};
 }
 
+void EventLoop::add_udp_socket(UniqueFd fd, UdpProfilePtr profile) {
+  create_udp(next_id_.fetch_add(1, std::memory_order_relaxed), std::move(profile))
+      .open_bound(std::move(fd));
+}
+
 void EventLoop::release_inherited_listeners() {
   for (auto& listener : listeners_) {
     if (!listener->inherited) continue;
@@ -76,8 +83,9 @@ void EventLoop::iterate(int max_timeout_ms) {
   now_ = Clock::now();
   int timeout = timers_.next_timeout_ms(now_);
   if (max_timeout_ms >= 0 && (timeout < 0 || timeout > max_timeout_ms)) timeout = max_timeout_ms;
-  // A post made on this thread sets wake_pending_ without writing the waker: do not sleep on it.
-  if (wake_pending_.load(std::memory_order_relaxed)) timeout = 0;
+  // A post made on this thread sets wake_pending_ without writing the waker: do not sleep on it,
+  // nor while busy UDP sockets wait to be read.
+  if (wake_pending_.load(std::memory_order_relaxed) || !polled_udp_.empty()) timeout = 0;
 
   const int n = poller_.wait(events_.data(), static_cast<int>(events_.size()), timeout);
   bump(stats_.waits);
@@ -93,6 +101,7 @@ void EventLoop::iterate(int max_timeout_ms) {
     dispatch(events_[static_cast<std::size_t>(i)]);
     settle_scheduled();  // what this event's handlers wrote goes out now, in one send
   }
+  if (!polled_udp_.empty()) poll_busy_sockets();
   run_tasks();
   settle_scheduled();
   bump(stats_.timers_fired, timers_.run_due(now_));
@@ -113,13 +122,39 @@ void EventLoop::dispatch(const PollEvent& event) {
     case Pollable::Kind::connection:
       static_cast<Connection*>(target)->on_event(event);
       break;
+    case Pollable::Kind::udp:
+      static_cast<UdpSocket*>(target)->on_event(event);
+      break;
   }
 }
 
+void EventLoop::poll_busy_sockets() {
+  // Each busy socket gets what a readiness would give it. One that drains leaves the list (the
+  // next one moves to index i).
+  for (std::size_t i = 0; i < polled_udp_.size();) {
+    UdpSocket* socket = polled_udp_[i];
+    socket->on_polled();
+    settle_scheduled();
+    if (i < polled_udp_.size() && polled_udp_[i] == socket) ++i;
+  }
+}
+
+void EventLoop::stop_polling(UdpSocket& socket) {
+  polled_udp_.erase(std::remove(polled_udp_.begin(), polled_udp_.end(), &socket),
+                    polled_udp_.end());
+}
+
 void EventLoop::settle_scheduled() {
-  // Indexed loop: settling one connection can schedule others (a `closed` or `low_water`
-  // handler that writes), which appends here.
-  for (std::size_t i = 0; i < scheduled_.size(); ++i) scheduled_[i]->settle();
+  // Indexed loop: settling one socket can schedule others (a `closed` or `low_water` handler
+  // that writes), which appends here. Only connections and UDP sockets are ever scheduled.
+  for (std::size_t i = 0; i < scheduled_.size(); ++i) {
+    Pollable* socket = scheduled_[i];
+    if (socket->kind == Pollable::Kind::connection) {
+      static_cast<Connection*>(socket)->settle();
+    } else {
+      static_cast<UdpSocket*>(socket)->settle();
+    }
+  }
   scheduled_.clear();
 }
 
@@ -273,6 +308,37 @@ ConnRef EventLoop::adopt(int fd, ProfilePtr profile, std::string input, std::str
   return ConnRef(this, id);
 }
 
+UdpRef EventLoop::open_udp(std::string_view address, UdpProfilePtr profile, bool connect,
+                           std::string source_address) {
+  const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  auto start = [this, id, address = std::string(address), profile = std::move(profile), connect,
+                source = std::move(source_address)]() mutable {
+    UdpSocket& socket = create_udp(id, std::move(profile));
+    socket.open(address, connect, source);
+    if (shutting_down_) socket.begin_shutdown();
+  };
+  if (!run_opening(std::move(start))) return {};
+  return UdpRef(this, id);
+}
+
+UdpSocket& EventLoop::create_udp(std::uint64_t id, UdpProfilePtr profile) {
+  auto socket = std::make_unique<UdpSocket>(*this, id, std::move(profile));
+  UdpSocket& ref = *socket;
+  udp_sockets_.emplace(id, std::move(socket));
+  return ref;
+}
+
+UdpSocket* EventLoop::find_udp(std::uint64_t id, bool opening) {
+  auto it = udp_sockets_.find(id);
+  if (it == udp_sockets_.end()) return nullptr;
+  return it->second->is_open() || opening ? it->second.get() : nullptr;
+}
+
+ReceiveBatch& EventLoop::receive_batch() {
+  if (!receive_batch_) receive_batch_ = std::make_unique<ReceiveBatch>();
+  return *receive_batch_;
+}
+
 Connection* EventLoop::find(std::uint64_t id) {
   auto it = connections_.find(id);
   if (it == connections_.end()) return nullptr;
@@ -283,6 +349,18 @@ Connection* EventLoop::find(std::uint64_t id) {
 void EventLoop::retire(Connection& conn) {
   retired_.push_back(conn.id());
   load.fetch_sub(1, std::memory_order_relaxed);
+  resume_listeners();
+}
+
+void EventLoop::retire(UdpSocket& socket) {
+  auto it = udp_sockets_.find(socket.id());
+  if (it == udp_sockets_.end()) return;
+  retired_udp_.push_back(std::move(it->second));
+  udp_sockets_.erase(it);
+  resume_listeners();
+}
+
+void EventLoop::resume_listeners() {
   // A closed fd may be what a listener paused for (EMFILE): try accepting again now.
   for (auto& listener : listeners_) {
     if (listener->paused) resume_accepting(*this, *listener);
@@ -303,6 +381,7 @@ void EventLoop::destroy_retired() {
     }
   }
   retired_.resize(kept);
+  retired_udp_.clear();
 }
 
 // --- timers ------------------------------------------------------------------------------------
@@ -341,6 +420,19 @@ void EventLoop::tick() {
 
 // --- shutdown ----------------------------------------------------------------------------------
 
+template <typename Fn>
+void EventLoop::for_each_socket(Fn fn) {
+  // Over a copy: what `fn` does may close (and retire) sockets.
+  std::vector<Connection*> conns;
+  conns.reserve(connections_.size());
+  for (auto& [id, conn] : connections_) conns.push_back(&conn);
+  std::vector<UdpSocket*> udps;
+  udps.reserve(udp_sockets_.size());
+  for (auto& [id, socket] : udp_sockets_) udps.push_back(socket.get());
+  for (Connection* conn : conns) fn(*conn);
+  for (UdpSocket* socket : udps) fn(*socket);
+}
+
 void EventLoop::close_listeners() {
   for (auto& listener : listeners_) {
     if (listener->resume_timer != 0) timers_.cancel(listener->resume_timer);
@@ -353,23 +445,19 @@ void EventLoop::shutdown() {
   shutting_down_ = true;
   now_ = Clock::now();
   close_listeners();
-  std::vector<Connection*> open;
-  open.reserve(connections_.size());
-  for (auto& [id, conn] : connections_) open.push_back(&conn);
-  for (Connection* conn : open) conn->begin_shutdown();
-  settle_scheduled();  // connections with nothing pending close now
+  for_each_socket([](auto& socket) { socket.begin_shutdown(); });
+  settle_scheduled();  // sockets with nothing pending close now
 
   // Keep sending what is pending, up to the grace period (not if the poller is broken).
   const auto deadline = now_ + group_.options().shutdown_grace;
   destroy_retired();
-  while (!connections_.empty() && !poller_failed_ && Clock::now() < deadline) {
+  while ((!connections_.empty() || !udp_sockets_.empty()) && !poller_failed_ &&
+         Clock::now() < deadline) {
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
     iterate(static_cast<int>(std::max<long long>(0, left.count())));
   }
-  open.clear();
-  for (auto& [id, conn] : connections_) open.push_back(&conn);
-  for (Connection* conn : open) conn->end_shutdown();
-  settle_scheduled();  // a `closed` handler may have scheduled a connection closed just after
+  for_each_socket([](auto& socket) { socket.end_shutdown(); });
+  settle_scheduled();  // a `closed` handler may have scheduled a socket closed just after
   destroy_retired();
   // Completion backends: requests the kernel still holds end with ECANCELED; wait for those
   // completions (briefly) so no request outlives the memory it points at.

@@ -1,7 +1,8 @@
 // Internal. One event loop: a thread that waits on its poller, dispatches I/O, runs posted tasks
-// and due timers, then settles the connections that have work left (output to send, a close to
-// carry out). It knows connections and listeners, not servers: a loop group owns the loops, and
-// a server adds listeners to them. Methods are for the loop thread unless marked thread-safe.
+// and due timers, then settles the sockets that have work left (output to send, a close to carry
+// out): connections and UDP sockets. It knows sockets and listeners, not servers: a loop group
+// owns the loops, and a server adds listeners and UDP sockets to them. Methods are for the loop
+// thread unless marked thread-safe.
 #pragma once
 
 #include <atomic>
@@ -29,6 +30,8 @@ namespace evloop::detail {
 
 class Connection;
 class LoopGroupCore;
+class ReceiveBatch;
+class UdpSocket;
 struct Listener;
 
 class EventLoop {
@@ -47,6 +50,9 @@ class EventLoop {
   const char* backend() const noexcept { return poller_.name(); }
   /// Registers a listener with this loop's poller (before the thread starts).
   Status add_listener(std::unique_ptr<Listener> listener);
+  /// Takes a bound UDP socket of a server (before the thread starts); it opens (`opened`) on the
+  /// loop thread before any event is handled.
+  void add_udp_socket(UniqueFd fd, UdpProfilePtr profile);
   /// Gives up the fds of inherited listeners without closing them (a start() that failed: they
   /// still belong to the caller).
   void release_inherited_listeners();
@@ -63,6 +69,9 @@ class EventLoop {
                   std::string source_address);
   /// Opens a connection on a connected fd on this loop (Loop::adopt).
   ConnRef adopt(int fd, ProfilePtr profile, std::string input, std::string output);
+  /// Opens a UDP socket on this loop: bound (Loop::bind_udp) or connected (Loop::connect_udp).
+  UdpRef open_udp(std::string_view address, UdpProfilePtr profile, bool connect,
+                  std::string source_address);
   /// Timers: at once on the loop thread, posted from elsewhere.
   TimerId run_after(Clock::duration delay, Loop::Task fn);
   TimerId run_every(Clock::duration interval, Loop::Task fn);
@@ -84,11 +93,21 @@ class EventLoop {
   void open_accepted(int fd, const SocketAddress& peer, ProfilePtr profile);
   /// The connection with this id, unless it has closed (or never existed here).
   Connection* find(std::uint64_t id);
-  /// Queues a connection for settle() after the current handler or batch.
-  void schedule(Connection& conn) { scheduled_.push_back(&conn); }
+  /// The UDP socket with this id while it is open (or, with `opening`, also before it opened).
+  UdpSocket* find_udp(std::uint64_t id, bool opening = false);
+  /// Queues a connection or a UDP socket for settle() after the current handler or batch.
+  void schedule(Pollable& socket) { scheduled_.push_back(&socket); }
   /// A closed connection: destroyed at the end of this iteration (events later in the same batch
   /// may still point at it; find() no longer returns it).
   void retire(Connection& conn);
+  /// The same for a closed UDP socket.
+  void retire(UdpSocket& socket);
+  /// The receive arrays the loop's UDP sockets share (created by the first).
+  ReceiveBatch& receive_batch();
+  /// A busy UDP socket left the poller: read it every iteration (the wait does not block then)
+  /// until stop_polling().
+  void poll_each_iteration(UdpSocket& socket) { polled_udp_.push_back(&socket); }
+  void stop_polling(UdpSocket& socket);
   /// Time at the start of this iteration (cheap; good enough for timeouts).
   Clock::time_point now() const noexcept { return now_; }
 
@@ -107,6 +126,7 @@ class EventLoop {
   };
 
   Connection& create(std::uint64_t id, ProfilePtr profile);
+  UdpSocket& create_udp(std::uint64_t id, UdpProfilePtr profile);
   /// Runs `open` on the loop thread: at once there, else queued apart from ordinary tasks, so a
   /// dial or adoption accepted before a stop still runs (and fails with server_stopped) then.
   bool run_opening(Loop::Task open);
@@ -117,8 +137,12 @@ class EventLoop {
   bool take_tasks();
   void run_taken_tasks();
   void settle_scheduled();
+  void poll_busy_sockets();
+  void resume_listeners();
   void tick();
   void shutdown();
+  template <typename Fn>
+  void for_each_socket(Fn fn);
   void close_listeners();
   void stop_taking_tasks();
   void destroy_retired();
@@ -140,7 +164,11 @@ class EventLoop {
   // one is erased at the end of the iteration: events later in the same batch may point at it.
   std::unordered_map<std::uint64_t, Connection> connections_;
   std::vector<std::uint64_t> retired_;
-  std::vector<Connection*> scheduled_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<UdpSocket>> udp_sockets_;
+  std::vector<std::unique_ptr<UdpSocket>> retired_udp_;  // destroyed with retired_
+  std::unique_ptr<ReceiveBatch> receive_batch_;
+  std::vector<Pollable*> scheduled_;    // connections and UDP sockets
+  std::vector<UdpSocket*> polled_udp_;  // busy UDP sockets, out of the poller
   std::atomic<std::uint64_t> next_id_;  // connection ids: thread-safe, so a dial's ref is at once
   Clock::time_point now_{};
   bool shutting_down_ = false;

@@ -40,6 +40,20 @@ ConnRef Loop::adopt(int fd, Handlers handlers, AdoptOptions options) const {
   return core_->adopt(fd, std::move(profile), std::move(options.input), std::move(options.output));
 }
 
+UdpRef Loop::bind_udp(std::string_view address, DatagramHandlers handlers,
+                      UdpOptions options) const {
+  auto profile = std::make_shared<const detail::UdpProfile>(
+      detail::UdpProfile{std::move(handlers), std::move(options)});
+  return core_->open_udp(address, std::move(profile), false, {});
+}
+
+UdpRef Loop::connect_udp(std::string_view address, DatagramHandlers handlers,
+                         UdpConnectOptions options) const {
+  auto profile = std::make_shared<const detail::UdpProfile>(
+      detail::UdpProfile{std::move(handlers), static_cast<const UdpOptions&>(options)});
+  return core_->open_udp(address, std::move(profile), true, std::move(options.source_address));
+}
+
 LoopStats Loop::stats() const noexcept { return core_->stats(); }
 
 }  // namespace evloop

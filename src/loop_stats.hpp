@@ -27,8 +27,13 @@ struct AtomicLoopStats {
       bytes_copied{0}, write_arms{0}, read_pauses{0}, accepts{0}, accept_errors{0}, timers_fired{0},
       poller_changes{0}, dials{0}, dial_failures{0}, adoptions{0}, detaches{0}, resets{0},
       opened{0}, closed{0};
-  // Gauges (loop thread only): bytes held in output buffers and unconsumed-input buffers.
-  Counter output_buffered{0}, input_buffered{0};
+  // UDP sockets.
+  Counter datagrams_in{0}, datagrams_out{0}, datagram_receive_calls{0}, datagram_send_calls{0},
+      datagram_drops{0}, datagram_truncations{0}, datagram_send_errors{0}, gso_sends{0},
+      gro_receives{0};
+  // Gauges (loop thread only): bytes held in output buffers and unconsumed-input buffers, UDP
+  // sockets open.
+  Counter output_buffered{0}, input_buffered{0}, udp_sockets{0};
 
   LoopStats snapshot() const noexcept {
     constexpr auto r = std::memory_order_relaxed;
@@ -57,6 +62,16 @@ struct AtomicLoopStats {
     s.open_connections = s.opened - s.closed;
     s.output_buffered = output_buffered.load(r);
     s.input_buffered = input_buffered.load(r);
+    s.datagrams_in = datagrams_in.load(r);
+    s.datagrams_out = datagrams_out.load(r);
+    s.datagram_receive_calls = datagram_receive_calls.load(r);
+    s.datagram_send_calls = datagram_send_calls.load(r);
+    s.datagram_drops = datagram_drops.load(r);
+    s.datagram_truncations = datagram_truncations.load(r);
+    s.datagram_send_errors = datagram_send_errors.load(r);
+    s.gso_sends = gso_sends.load(r);
+    s.gro_receives = gro_receives.load(r);
+    s.udp_sockets = udp_sockets.load(r);
     return s;
   }
 };

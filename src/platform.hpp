@@ -10,13 +10,16 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+
 #if defined(__linux__)
+#include <netinet/udp.h>  // UDP_SEGMENT, UDP_GRO
 #include <sys/sendfile.h>
 #endif
 
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace evloop::detail::platform {
 
@@ -75,17 +78,17 @@ inline int accept_nonblocking(int listen_fd, sockaddr* addr, socklen_t* len) noe
 }
 
 // socket() returning a non-blocking, close-on-exec fd (SOCK_NONBLOCK/SOCK_CLOEXEC are not on
-// macOS).
-inline int socket_nonblocking(int family) noexcept {
+// macOS). `type` is SOCK_STREAM or SOCK_DGRAM.
+inline int socket_nonblocking(int family, int type = SOCK_STREAM) noexcept {
 #if defined(__APPLE__)
-  int fd = ::socket(family, SOCK_STREAM, 0);
+  int fd = ::socket(family, type, 0);
   if (fd >= 0) {
     ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   }
   return fd;
 #else
-  return ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 #endif
 }
 
@@ -143,5 +146,108 @@ inline long send_file(int socket, int file, std::uint64_t offset, std::size_t co
   return -ENOSYS;
 #endif
 }
+
+// --- UDP ----------------------------------------------------------------------------------------
+
+// Several datagrams per syscall: recvmmsg/sendmmsg on Linux (2.6.33 / 3.0) and FreeBSD (11+).
+// Elsewhere (macOS, the other BSDs) a loop of recvmsg/sendmsg over the same array keeps the same
+// contract: the number of messages handled (stopping at the first EAGAIN or error), or -1 with
+// errno when the first one fails. `calls` is the number of syscalls made (LoopStats).
+#if defined(__linux__) || defined(__FreeBSD__)
+using MultiMessage = ::mmsghdr;
+
+inline int receive_many(int fd, MultiMessage* msgs, unsigned count, unsigned& calls) noexcept {
+  calls = 1;
+  return static_cast<int>(::recvmmsg(fd, msgs, count, 0, nullptr));
+}
+
+inline int send_many(int fd, MultiMessage* msgs, unsigned count, unsigned& calls) noexcept {
+  calls = 1;
+  return static_cast<int>(::sendmmsg(fd, msgs, count, kSendFlags));
+}
+#else
+struct MultiMessage {
+  msghdr msg_hdr;
+  unsigned msg_len;
+};
+
+inline int receive_many(int fd, MultiMessage* msgs, unsigned count, unsigned& calls) noexcept {
+  calls = 0;
+  for (unsigned i = 0; i < count; ++i) {
+    ++calls;
+    const ssize_t n = ::recvmsg(fd, &msgs[i].msg_hdr, 0);
+    if (n < 0) return i > 0 ? static_cast<int>(i) : -1;
+    msgs[i].msg_len = static_cast<unsigned>(n);
+  }
+  return static_cast<int>(count);
+}
+
+inline int send_many(int fd, MultiMessage* msgs, unsigned count, unsigned& calls) noexcept {
+  calls = 0;
+  for (unsigned i = 0; i < count; ++i) {
+    ++calls;
+    const ssize_t n = ::sendmsg(fd, &msgs[i].msg_hdr, kSendFlags);
+    if (n < 0) return i > 0 ? static_cast<int>(i) : -1;
+    msgs[i].msg_len = static_cast<unsigned>(n);
+  }
+  return static_cast<int>(count);
+}
+#endif
+
+// UDP segmentation offload (Linux 4.18+: UDP_SEGMENT, one sendmsg carries up to 64 datagrams of
+// one size, the last may be shorter) and receive offload (Linux 5.0+: UDP_GRO, one recvmsg
+// returns several datagrams of one flow back to back, their size in a cmsg). Elsewhere both
+// report "not available" and evloop sends and receives datagram by datagram.
+inline constexpr unsigned kMaxGsoSegments = 64;  // UDP_MAX_SEGMENTS of every kernel that has GSO
+#if defined(__linux__)
+inline constexpr bool kHasUdpOffload = true;
+// Control bytes one message needs: a UDP_SEGMENT cmsg (send) or a UDP_GRO cmsg (receive).
+inline constexpr std::size_t kUdpControlSpace = CMSG_SPACE(sizeof(int));
+
+// Asks the kernel whether this socket can segment (the option exists); 0 = no default size.
+inline bool probe_udp_gso(int fd) noexcept {
+  int zero = 0;
+  return ::setsockopt(fd, IPPROTO_UDP, UDP_SEGMENT, &zero, sizeof zero) == 0;
+}
+
+inline bool enable_udp_gro(int fd) noexcept {
+  int on = 1;
+  return ::setsockopt(fd, IPPROTO_UDP, UDP_GRO, &on, sizeof on) == 0;
+}
+
+// Makes `msg` a segmented send of `segment_size`-byte datagrams; `control` has kUdpControlSpace
+// bytes, aligned for a cmsghdr.
+inline void set_gso_segment(msghdr& msg, void* control, std::uint16_t segment_size) noexcept {
+  std::memset(control, 0, kUdpControlSpace);
+  msg.msg_control = control;
+  msg.msg_controllen = CMSG_SPACE(sizeof(std::uint16_t));
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = IPPROTO_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+  std::memcpy(CMSG_DATA(c), &segment_size, sizeof segment_size);
+}
+
+// The size of the datagrams a GRO receive coalesced (0 when it holds one datagram).
+inline std::size_t gro_segment_size(const msghdr& msg) noexcept {
+  if (msg.msg_controllen == 0) return 0;
+  for (const cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr;
+       c = CMSG_NXTHDR(const_cast<msghdr*>(&msg), const_cast<cmsghdr*>(c))) {
+    if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO) {
+      int size = 0;
+      std::memcpy(&size, CMSG_DATA(c), sizeof size);
+      return size > 0 ? static_cast<std::size_t>(size) : 0;
+    }
+  }
+  return 0;
+}
+#else
+inline constexpr bool kHasUdpOffload = false;
+inline constexpr std::size_t kUdpControlSpace = 0;
+inline bool probe_udp_gso(int) noexcept { return false; }
+inline bool enable_udp_gro(int) noexcept { return false; }
+inline void set_gso_segment(msghdr&, void*, std::uint16_t) noexcept {}
+inline std::size_t gro_segment_size(const msghdr&) noexcept { return 0; }
+#endif
 
 }  // namespace evloop::detail::platform

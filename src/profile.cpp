@@ -48,4 +48,23 @@ Status validate(const ConnOptions& o, std::string_view where) {
   return {};
 }
 
+Status validate(const UdpOptions& o, std::string_view where) {
+  if (o.socket_send_buffer < 0) return bad_option(where, "socket_send_buffer must not be negative");
+  if (o.socket_receive_buffer < 0) {
+    return bad_option(where, "socket_receive_buffer must not be negative");
+  }
+  if (o.batch == 0 || o.batch > 1024) {
+    return bad_option(where, "batch (" + std::to_string(o.batch) + ") must be 1..1024");
+  }
+  if (o.max_datagram_size == 0 || o.max_datagram_size > 65536) {
+    return bad_option(
+        where, "max_datagram_size (" + std::to_string(o.max_datagram_size) + ") must be 1..65536");
+  }
+  if (o.send_queue_bytes == 0) return bad_option(where, "send_queue_bytes must be positive");
+  if (o.send_queue_datagrams == 0) {
+    return bad_option(where, "send_queue_datagrams must be positive");
+  }
+  return {};
+}
+
 }  // namespace evloop::detail

@@ -14,13 +14,71 @@ ServerCore::ServerCore(Options options, Callbacks callbacks)
           Profile{static_cast<Handlers&&>(callbacks), static_cast<const ConnOptions&>(options_)})),
       group_(static_cast<const LoopOptions&>(options_), static_cast<LoopHooks&&>(callbacks)) {}
 
-Status ServerCore::listen(std::string address, Handlers handlers, ConnOptions options) {
+Status ServerCore::check_not_started(const std::string& address) const {
   if (group_.running() || !group_.loops().empty()) {
     return {make_error_code(errc::already_started),
             "Server::listen(" + address + "): call it before start()"};
   }
-  extra_listens_.emplace_back(
-      std::move(address), std::make_shared<const Profile>(Profile{std::move(handlers), options}));
+  return {};
+}
+
+Status ServerCore::listen(std::string address, Handlers handlers, ConnOptions options) {
+  if (Status s = check_not_started(address); !s) return s;
+  auto profile = std::make_shared<const Profile>(Profile{std::move(handlers), options});
+  extra_listens_.push_back({std::move(address), {}, std::move(profile), nullptr});
+  return {};
+}
+
+Status ServerCore::listen_udp(std::string address, DatagramHandlers handlers, UdpOptions options) {
+  if (Status s = check_not_started(address); !s) return s;
+  auto profile = std::make_shared<const UdpProfile>(UdpProfile{std::move(handlers), options});
+  extra_listens_.push_back({std::move(address), {}, nullptr, std::move(profile)});
+  return {};
+}
+
+Status ServerCore::check_endpoint(Endpoint& ep) const {
+  if (Status s = parse_listen_address(ep.text, ep.address); !s) return s;
+  const bool udp = is_udp(ep.address.transport);
+  if (udp && !ep.udp_profile) {
+    return {make_error_code(errc::bad_address),
+            "listen " + ep.text +
+                ": a UDP address needs datagram handlers: add it with "
+                "Server::listen_udp(address, DatagramHandlers, UdpOptions)"};
+  }
+  if (!udp && ep.udp_profile) {
+    return {make_error_code(errc::bad_address),
+            "listen " + ep.text + ": datagram handlers need a udp://, udp4:// or udp6:// address"};
+  }
+  if (udp) return validate(ep.udp_profile->options, "listen " + ep.text);
+  return {};
+}
+
+Status ServerCore::open_bound(const Endpoint& ep) {
+  const auto& loops = group_.loops();
+  const ListenAddress& addr = ep.address;
+  const bool udp = ep.udp_profile != nullptr;
+  // Reuse-port only where the kernel balances it; otherwise one loop accepts and hands off (a UDP
+  // address: loop 0 serves it alone).
+  const bool per_loop = addr.transport != Transport::unix_socket && platform::kReuseportBalances &&
+                        loops.size() > 1 && addr.reuseport.value_or(options_.reuseport);
+  std::uint16_t port = addr.port;
+  for (std::size_t i = 0; i < (per_loop ? loops.size() : 1); ++i) {
+    OpenedListener opened;
+    if (Status s = open_listener(addr, per_loop, port, opened); !s) return s;
+    if (i == 0) {
+      addresses_.push_back(opened.bound);
+      urls_.push_back(udp ? opened.bound.to_udp_url() : opened.bound.to_url());
+      port = opened.bound.port();  // the other loops bind the port the kernel chose
+    }
+    if (udp) {
+      loops[i]->add_udp_socket(std::move(opened.fd), ep.udp_profile);
+      continue;
+    }
+    auto listener = std::make_unique<Listener>(std::move(opened), ep.profile);
+    listener->spreads = !per_loop && loops.size() > 1;
+    listener->balance = options_.balance;
+    if (Status s = loops[i]->add_listener(std::move(listener)); !s) return s;
+  }
   return {};
 }
 
@@ -33,6 +91,7 @@ Status ServerCore::open_listeners(const std::vector<Endpoint>& endpoints) {
       OpenedListener opened;
       if (Status s = open_inherited_listener(addr, opened); !s) return s;
       addresses_.push_back(opened.bound);
+      urls_.push_back(opened.bound.to_url());
       auto listener = std::make_unique<Listener>(std::move(opened), ep.profile);
       listener->inherited = true;
       listener->spreads = loops.size() > 1;
@@ -40,23 +99,7 @@ Status ServerCore::open_listeners(const std::vector<Endpoint>& endpoints) {
       if (Status s = loops[0]->add_listener(std::move(listener)); !s) return s;
       continue;
     }
-    const bool is_tcp = addr.transport != Transport::unix_socket;
-    // Reuse-port only where the kernel balances it; otherwise one loop accepts and hands off.
-    const bool per_loop = is_tcp && platform::kReuseportBalances && loops.size() > 1 &&
-                          addr.reuseport.value_or(options_.reuseport);
-    std::uint16_t port = addr.port;
-    for (std::size_t i = 0; i < (per_loop ? loops.size() : 1); ++i) {
-      OpenedListener opened;
-      if (Status s = open_listener(addr, per_loop, port, opened); !s) return s;
-      if (i == 0) {
-        addresses_.push_back(opened.bound);
-        port = opened.bound.port();  // the other loops bind the port the kernel chose
-      }
-      auto listener = std::make_unique<Listener>(std::move(opened), ep.profile);
-      listener->spreads = !per_loop && loops.size() > 1;
-      listener->balance = options_.balance;
-      if (Status s = loops[i]->add_listener(std::move(listener)); !s) return s;
-    }
+    if (Status s = open_bound(ep); !s) return s;
   }
   return {};
 }
@@ -68,13 +111,17 @@ Status ServerCore::start() {
   }
   if (Status s = validate(options_, "options"); !s) return s;
   std::vector<Endpoint> endpoints;
-  for (const std::string& text : options_.listen) endpoints.push_back({text, {}, default_profile_});
-  for (const auto& [text, profile] : extra_listens_) {
-    if (Status s = validate(profile->options, "listen " + text); !s) return s;
-    endpoints.push_back({text, {}, profile});
+  for (const std::string& text : options_.listen) {
+    endpoints.push_back({text, {}, default_profile_, nullptr});
+  }
+  for (const Endpoint& ep : extra_listens_) {
+    if (ep.profile) {
+      if (Status s = validate(ep.profile->options, "listen " + ep.text); !s) return s;
+    }
+    endpoints.push_back(ep);
   }
   for (Endpoint& ep : endpoints) {
-    if (Status s = parse_listen_address(ep.text, ep.address); !s) return s;
+    if (Status s = check_endpoint(ep); !s) return s;
   }
   // Everything that can fail happens before any thread starts; on failure the loops (and with
   // them every fd opened so far, but for inherited ones, which stay the caller's) are destroyed.
@@ -83,11 +130,12 @@ Status ServerCore::start() {
     for (const auto& loop : group_.loops()) loop->release_inherited_listeners();
     group_.discard();
     addresses_.clear();
+    urls_.clear();
     return s;
   }
   if (serving_) {
-    serving_(
-        ServingInfo{addresses_, group_.loops().size(), group_.backend(), group_.backend_note()});
+    serving_(ServingInfo{addresses_, group_.loops().size(), group_.backend(), group_.backend_note(),
+                         urls_});
   }
   return group_.start_threads();
 }
@@ -101,6 +149,10 @@ Server::~Server() = default;
 
 Status Server::listen(std::string address, Handlers handlers, ConnOptions options) {
   return core_->listen(std::move(address), std::move(handlers), std::move(options));
+}
+
+Status Server::listen_udp(std::string address, DatagramHandlers handlers, UdpOptions options) {
+  return core_->listen_udp(std::move(address), std::move(handlers), std::move(options));
 }
 
 Status Server::start() { return core_->start(); }

@@ -25,24 +25,29 @@ Status listen_error(const ListenAddress& addr, const char* step, int e) {
   return {sys_error(e), "listen " + addr.text + ": " + step + ": " + std::strerror(e)};
 }
 
-// Binds, listens and records the bound address. `fd` is already a socket of the right family.
+// Binds, listens (stream sockets) and records the bound address. `fd` is already a socket of the
+// right family and type.
 Status bind_and_listen(const ListenAddress& addr, UniqueFd fd, const sockaddr* sa, socklen_t len,
                        OpenedListener& out) {
   if (::bind(fd.get(), sa, len) < 0) return listen_error(addr, "bind", errno);
-  if (::listen(fd.get(), addr.backlog) < 0) return listen_error(addr, "listen", errno);
+  if (!is_udp(addr.transport) && ::listen(fd.get(), addr.backlog) < 0) {
+    return listen_error(addr, "listen", errno);
+  }
   out.bound = local_address(fd.get());
   out.fd = std::move(fd);
   return {};
 }
 
-Status open_tcp_listener(const ListenAddress& addr, bool reuseport, std::uint16_t port,
-                         OpenedListener& out) {
+// A TCP listener or a bound UDP socket on `addr` (a host name is resolved here: this runs before
+// the loops start).
+Status open_ip_socket(const ListenAddress& addr, bool reuseport, std::uint16_t port,
+                      OpenedListener& out) {
+  const int type = is_udp(addr.transport) ? SOCK_DGRAM : SOCK_STREAM;
   addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_socktype = type;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  hints.ai_family = addr.transport == Transport::tcp6                        ? AF_INET6
-                    : addr.transport == Transport::tcp4 || addr.host.empty() ? AF_INET
-                                                                             : AF_UNSPEC;
+  hints.ai_family = ip_family(addr.transport);
+  if (hints.ai_family == AF_UNSPEC && addr.host.empty()) hints.ai_family = AF_INET;
   const std::string service = std::to_string(port != 0 ? port : addr.port);
   addrinfo* list = nullptr;
   if (int rc = ::getaddrinfo(addr.host.empty() ? nullptr : addr.host.c_str(), service.c_str(),
@@ -53,19 +58,21 @@ Status open_tcp_listener(const ListenAddress& addr, bool reuseport, std::uint16_
   }
   Status result = listen_error(addr, "resolve", EADDRNOTAVAIL);
   for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
-    UniqueFd fd(platform::socket_nonblocking(ai->ai_family));
+    UniqueFd fd(platform::socket_nonblocking(ai->ai_family, type));
     if (fd.get() < 0) {
       result = listen_error(addr, "socket", errno);
       continue;
     }
     const int on = 1;
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    // TCP: rebinding a port with connections in TIME_WAIT. Not for UDP, where it would let a
+    // second socket bind the same address and port silently (Linux) instead of EADDRINUSE.
+    if (type == SOCK_STREAM) ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
     if (reuseport &&
         ::setsockopt(fd.get(), SOL_SOCKET, platform::kReuseportOption, &on, sizeof on) < 0) {
       result = listen_error(addr, "setsockopt(reuseport)", errno);
       continue;
     }
-    if (ai->ai_family == AF_INET6 && addr.transport == Transport::tcp6) {
+    if (ai->ai_family == AF_INET6 && ip_family(addr.transport) == AF_INET6) {
       ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
     }
     result = bind_and_listen(addr, std::move(fd), ai->ai_addr, ai->ai_addrlen, out);
@@ -160,7 +167,20 @@ UnixPathOwner::~UnixPathOwner() {
 Status open_listener(const ListenAddress& addr, bool reuseport, std::uint16_t port,
                      OpenedListener& out) {
   if (addr.transport == Transport::unix_socket) return open_unix_listener(addr, out);
-  return open_tcp_listener(addr, reuseport, port, out);
+  return open_ip_socket(addr, reuseport, port, out);
+}
+
+int ip_family(Transport transport) noexcept {
+  switch (transport) {
+    case Transport::tcp4:
+    case Transport::udp4:
+      return AF_INET;
+    case Transport::tcp6:
+    case Transport::udp6:
+      return AF_INET6;
+    default:
+      return AF_UNSPEC;
+  }
 }
 
 Status open_inherited_listener(const ListenAddress& addr, OpenedListener& out) {
@@ -204,7 +224,8 @@ bool numeric_address(const ListenAddress& target, SocketAddress& out) {
     out = SocketAddress(&sun, sizeof sun);
     return true;
   }
-  if (target.transport != Transport::tcp6) {
+  const int family = ip_family(target.transport);
+  if (family != AF_INET6) {
     sockaddr_in sin{};
     sin.sin_family = AF_INET;
     sin.sin_port = htons(target.port);
@@ -213,7 +234,7 @@ bool numeric_address(const ListenAddress& target, SocketAddress& out) {
       return true;
     }
   }
-  if (target.transport != Transport::tcp4) {
+  if (family != AF_INET) {
     sockaddr_in6 sin6{};
     sin6.sin6_family = AF_INET6;
     sin6.sin6_port = htons(target.port);
@@ -243,6 +264,11 @@ bool parse_source_address(const std::string& text, SocketAddress& out) {
 
 int open_stream_socket(int family) noexcept {
   const int fd = platform::socket_nonblocking(family);
+  return fd < 0 ? -errno : fd;
+}
+
+int open_datagram_socket(int family) noexcept {
+  const int fd = platform::socket_nonblocking(family, SOCK_DGRAM);
   return fd < 0 ? -errno : fd;
 }
 
@@ -291,20 +317,25 @@ void configure_connection(int fd, bool is_tcp, const ConnOptions& options) noexc
   if constexpr (platform::kHasNoSigpipeOption) {
     ::setsockopt(fd, SOL_SOCKET, platform::kNoSigpipeOption, &on, sizeof on);
   }
-  if (options.socket_send_buffer > 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &options.socket_send_buffer,
-                 sizeof options.socket_send_buffer);
-  }
-  if (options.socket_receive_buffer > 0) {
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &options.socket_receive_buffer,
-                 sizeof options.socket_receive_buffer);
-  }
+  set_buffer_sizes(fd, options.socket_send_buffer, options.socket_receive_buffer);
   if (!is_tcp) return;
   if (options.tcp_nodelay) ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
   if (options.keepalive.count() > 0) {
     ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
     platform::set_keepalive_idle(fd, static_cast<int>(options.keepalive.count()));
   }
+}
+
+void set_buffer_sizes(int fd, int send_buffer, int receive_buffer) noexcept {
+  if (send_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer);
+  if (receive_buffer > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  }
+}
+
+void set_reuseport(int fd) noexcept {
+  const int on = 1;
+  ::setsockopt(fd, SOL_SOCKET, platform::kReuseportOption, &on, sizeof on);
 }
 
 long send_pieces(int fd, const iovec* iov, int count, bool more) noexcept {

@@ -80,17 +80,18 @@ class PeerAddress {
   std::uint8_t family_ = 0;
 };
 
-/// A bound, listening, non-blocking socket.
+/// A bound, non-blocking socket: listening (stream) or ready to receive (UDP).
 struct OpenedListener {
   UniqueFd fd;
   SocketAddress bound;
   UnixPathOwner unix_path;
 };
 
-/// Binds and listens on `addr`. With `reuseport`, sets the balancing reuse-port option so other
-/// listeners can bind the same address. A nonzero `port` replaces addr.port (so every loop's
-/// listener binds the port the first one got for port 0). Unix paths: a stale socket file is
-/// removed; a live one (something accepts on it) or a non-socket file gives EADDRINUSE.
+/// Binds and listens on `addr` (for a udp:// address: binds a UDP socket). With `reuseport`, sets
+/// the balancing reuse-port option so other sockets can bind the same address. A nonzero `port`
+/// replaces addr.port (so every loop's socket binds the port the first one got for port 0). Unix
+/// paths: a stale socket file is removed; a live one (something accepts on it) or a non-socket
+/// file gives EADDRINUSE.
 Status open_listener(const ListenAddress& addr, bool reuseport, std::uint16_t port,
                      OpenedListener& out);
 
@@ -109,8 +110,13 @@ bool numeric_address(const ListenAddress& target, SocketAddress& out);
 /// "127.0.0.2", "127.0.0.2:0", "[::1]:4000" as a bind address; false if it is not numeric.
 bool parse_source_address(const std::string& text, SocketAddress& out);
 
+/// AF_INET for tcp4/udp4, AF_INET6 for tcp6/udp6, AF_UNSPEC for the others.
+int ip_family(Transport transport) noexcept;
+
 /// A non-blocking, close-on-exec stream socket of `family`, or -errno.
 int open_stream_socket(int family) noexcept;
+/// A non-blocking, close-on-exec UDP socket of `family`, or -errno.
+int open_datagram_socket(int family) noexcept;
 /// bind(): 0 or -errno.
 int bind_to(int fd, const SocketAddress& addr) noexcept;
 /// Starts a non-blocking connect(): 0 when already connected, -EINPROGRESS while in progress,
@@ -129,6 +135,11 @@ bool is_tcp_family(int family) noexcept;
 /// Applies no-SIGPIPE (where that is a socket option), buffer sizes, and for TCP, TCP_NODELAY and
 /// keep-alive, as `options` say.
 void configure_connection(int fd, bool is_tcp, const ConnOptions& options) noexcept;
+
+/// SO_SNDBUF and SO_RCVBUF, each when positive.
+void set_buffer_sizes(int fd, int send_buffer, int receive_buffer) noexcept;
+/// The balancing reuse-port option (SO_REUSEPORT, SO_REUSEPORT_LB on FreeBSD).
+void set_reuseport(int fd) noexcept;
 
 /// sendmsg without SIGPIPE: bytes sent, or -errno.
 /// With `more`, tells the kernel more data follows at once (MSG_MORE where there is one): a

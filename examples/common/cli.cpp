@@ -83,9 +83,7 @@ evloop::Options parse_flags(const Program& program, int argc, char** argv, const
 }
 
 void print_listening(const evloop::ServingInfo& info) {
-  for (const evloop::SocketAddress& addr : info.addresses) {
-    std::printf("listening on %s\n", addr.to_url().c_str());
-  }
+  for (const std::string& url : info.urls) std::printf("listening on %s\n", url.c_str());
   std::fflush(stdout);
   if (!info.backend_note.empty()) std::fprintf(stderr, "note: %s\n", info.backend_note.c_str());
 }

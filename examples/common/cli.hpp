@@ -42,7 +42,8 @@ std::chrono::seconds parse_seconds(const Program& program, std::string_view flag
 /// The largest value parse_seconds() accepts: a year.
 inline constexpr unsigned long long kMaxSeconds = 365ULL * 24 * 3600;
 
-/// The `serving` callback of every example: one "listening on URL" line per bound address.
+/// The `serving` callback of every example: one "listening on URL" line per bound address
+/// ("tcp4://127.0.0.1:5555", "udp4://127.0.0.1:5555", "unix:///tmp/a.sock").
 void print_listening(const evloop::ServingInfo& info);
 
 /// Prints the server's backend and counters, every loop's added up, as one JSON line on stdout:

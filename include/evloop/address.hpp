@@ -18,34 +18,44 @@ enum class Transport {
   tcp6,  ///< `tcp6://[host]:port`: IPv6 only.
   unix_socket,   ///< `unix://path`: a Unix-domain stream socket.
   inherited_fd,  ///< `fd://N`: a listening socket this process already has (inherited, passed in).
+  udp,           ///< `udp://host:port`: UDP, IPv4 or IPv6 as the host resolves (IPv4 when empty).
+  udp4,          ///< `udp4://host:port`: UDP over IPv4 only.
+  udp6,          ///< `udp6://[host]:port`: UDP over IPv6 only.
 };
 
-/// A parsed address, e.g. `tcp://127.0.0.1:8080?reuseport=1`, `unix:///tmp/app.sock`, `fd://3`.
+/// True for the UDP transports (udp, udp4, udp6).
+constexpr bool is_udp(Transport t) noexcept {
+  return t == Transport::udp || t == Transport::udp4 || t == Transport::udp6;
+}
+
+/// A parsed address, e.g. `tcp://127.0.0.1:8080?reuseport=1`, `udp6://[::1]:5353`,
+/// `unix:///tmp/app.sock`, `fd://3`.
 ///
-/// Grammar: `[scheme://]host:port[?opt=val[&opt=val]...]` for tcp (scheme defaults to tcp), with
-/// IPv6 hosts in brackets, `unix://path[?...]` for Unix sockets, and `fd://N` for a listening
-/// socket the process already holds (fd N; evloop takes it over and closes it when it stops).
-/// Port 0 asks the kernel for a free port. Options (listen addresses only): `reuseport=0|1`
-/// (overrides Options::reuseport for this address) and `backlog=N` (listen backlog, 1..65535,
-/// default 1024).
+/// Grammar: `[scheme://]host:port[?opt=val[&opt=val]...]` for tcp, tcp4, tcp6, udp, udp4 and udp6
+/// (the scheme defaults to tcp), with IPv6 hosts in brackets, `unix://path[?...]` for Unix
+/// sockets, and `fd://N` for a listening socket the process already holds (fd N; evloop takes it
+/// over and closes it when it stops). Port 0 asks the kernel for a free port. Options (listen
+/// addresses only): `reuseport=0|1` (overrides Options::reuseport for this address) and, for
+/// stream sockets, `backlog=N` (listen backlog, 1..65535, default 1024).
 struct ListenAddress {
   Transport transport = Transport::tcp;  ///< Which transport.
-  std::string host;                      ///< TCP host (name or literal, no brackets); may be empty.
-  std::uint16_t port = 0;                ///< TCP port; 0 = any free port.
-  std::string path;                      ///< Unix socket path.
-  std::optional<bool> reuseport;         ///< Per-address reuse-port setting, if given.
-  int backlog = 1024;                    ///< listen() backlog.
-  int fd = -1;                           ///< The socket of an `fd://N` address.
-  std::string text;                      ///< The original string, for messages.
+  std::string host;               ///< TCP or UDP host (name or literal, no brackets); may be empty.
+  std::uint16_t port = 0;         ///< TCP or UDP port; 0 = any free port.
+  std::string path;               ///< Unix socket path.
+  std::optional<bool> reuseport;  ///< Per-address reuse-port setting, if given.
+  int backlog = 1024;             ///< listen() backlog.
+  int fd = -1;                    ///< The socket of an `fd://N` address.
+  std::string text;               ///< The original string, for messages.
 };
 
 /// Parses `text` into `out`. On failure returns errc::bad_address, errc::unknown_scheme or
 /// errc::bad_option with a message that quotes the input; `out` is then unspecified.
 Status parse_listen_address(std::string_view text, ListenAddress& out);
 
-/// Parses a dial target for Loop::connect: `tcp://host:port`, `tcp4://`, `tcp6://[host]:port` or
-/// `unix://path`, without `?options`; a TCP host must be given and the port must not be 0.
-/// Failures as for parse_listen_address.
+/// Parses a dial target: `tcp://host:port`, `tcp4://`, `tcp6://[host]:port` or `unix://path` for
+/// Loop::connect, `udp://host:port`, `udp4://`, `udp6://[host]:port` for Loop::connect_udp; no
+/// `?options`; a host must be given and the port must not be 0. Failures as for
+/// parse_listen_address.
 Status parse_connect_address(std::string_view text, ListenAddress& out);
 
 /// A socket address (IPv4, IPv6 or Unix), stored by value. Holds the bytes of a `sockaddr_storage`
@@ -66,6 +76,8 @@ class SocketAddress {
   /// The same address as a listen-address URL: "tcp4://127.0.0.1:8080", "tcp6://[::1]:8080",
   /// "unix:///path". Useful to print bound addresses in a form that can be served again.
   std::string to_url() const;
+  /// The same as a UDP URL: "udp4://127.0.0.1:53", "udp6://[::1]:53" ("(none)" for others).
+  std::string to_udp_url() const;
   /// Raw sockaddr bytes, for connect()/bind().
   const void* data() const noexcept { return storage_; }
   /// Raw sockaddr bytes, for accept()/getsockname().

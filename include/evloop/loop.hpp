@@ -1,5 +1,5 @@
-// Public. A handle to one event loop (one thread): tasks, timers, and the connections it dials
-// or adopts.
+// Public. A handle to one event loop (one thread): tasks, timers, the connections it dials or
+// adopts, and the UDP sockets it opens.
 #pragma once
 
 #include <chrono>
@@ -12,6 +12,7 @@
 #include "evloop/conn_options.hpp"
 #include "evloop/handlers.hpp"
 #include "evloop/stats.hpp"
+#include "evloop/udp.hpp"
 
 namespace evloop {
 
@@ -75,6 +76,20 @@ class Loop {
   /// loop, then `data` with options.input if any; or `connect_failed` (EBADF, ENOTSOCK, ENOTCONN,
   /// errc::bad_option, ...). Once the loop has stopped, closes `fd` and returns an empty ConnRef.
   ConnRef adopt(int fd, Handlers handlers, AdoptOptions options = {}) const;
+
+  /// Opens a UDP socket on this loop bound to `address` (`udp://host:port`, `udp4://`,
+  /// `udp6://[::1]:port`; port 0 picks a free port; `?reuseport=1` lets other sockets bind the
+  /// same port), with `handlers` and `options`: an unconnected socket that receives from anyone
+  /// and sends anywhere. Non-blocking: returns at once; later `opened` or `open_failed` fires on
+  /// this loop. Once the loop has stopped, returns an empty UdpRef and no handler runs.
+  UdpRef bind_udp(std::string_view address, DatagramHandlers handlers,
+                  UdpOptions options = {}) const;
+  /// Opens a UDP socket on this loop connected to `address` (`udp://host:port`, `udp4://`,
+  /// `udp6://[host]:port`; a host name is resolved off the loop): it sends to and receives from
+  /// that peer only, and the kernel's ICMP errors about the peer (ECONNREFUSED when nothing
+  /// listens there) reach `error`. Otherwise as bind_udp.
+  UdpRef connect_udp(std::string_view address, DatagramHandlers handlers,
+                     UdpConnectOptions options = {}) const;
 
   /// A snapshot of this loop's counters.
   LoopStats stats() const noexcept;

@@ -18,6 +18,7 @@
 #include "evloop/loop_group.hpp"
 #include "evloop/options.hpp"
 #include "evloop/stats.hpp"
+#include "evloop/udp.hpp"
 
 namespace evloop {
 
@@ -37,6 +38,9 @@ struct ServingInfo {
   /// Why the backend is not the one asked for (LoopOptions::backend or EVLOOP_BACKEND), e.g.
   /// "io_uring unavailable (Operation not permitted): using epoll"; empty when it is.
   std::string backend_note;
+  /// The same addresses as `addresses`, as URLs that name their transport too:
+  /// "tcp4://127.0.0.1:7000", "udp6://[::1]:5353", "unix:///tmp/a.sock".
+  std::vector<std::string> urls;
 };
 
 /// The server's hooks: the handlers of the connections its listeners accept (Handlers), the
@@ -68,6 +72,12 @@ class Server {
   /// server's (a second protocol on another port, say). Before start() only: afterwards it
   /// returns errc::already_started. The address is checked by start().
   Status listen(std::string address, Handlers handlers, ConnOptions options);
+  /// Adds a UDP address (`udp://host:port`, `udp4://`, `udp6://[host]:port`) served with
+  /// `handlers` and `options`. With reuse-port (Options::reuseport or `?reuseport=1`, where the
+  /// kernel balances) every loop gets its own socket bound to that port and the kernel spreads
+  /// the peers (one flow stays on one loop); otherwise loop 0 serves it. No UDP socket is ever in
+  /// two loops' pollers. Before start() only; the address is checked by start().
+  Status listen_udp(std::string address, DatagramHandlers handlers, UdpOptions options = {});
 
   /// Parses the addresses, binds every listener and creates every loop; on any error returns it
   /// (errc::bad_address, errc::unknown_scheme, errc::bad_option naming the field,

@@ -14,8 +14,8 @@ struct LoopStats {
   std::uint64_t tasks = 0;          ///< Posted tasks run.
   std::uint64_t reads = 0;          ///< read/recv calls on connections.
   std::uint64_t writes = 0;         ///< write/sendmsg calls on connections.
-  std::uint64_t bytes_in = 0;       ///< Bytes received.
-  std::uint64_t bytes_out = 0;      ///< Bytes sent.
+  std::uint64_t bytes_in = 0;       ///< Bytes received (connections and datagrams).
+  std::uint64_t bytes_out = 0;      ///< Bytes sent (connections and datagrams).
   std::uint64_t bytes_copied = 0;   ///< Written bytes copied into output chunks (not sent at once).
   std::uint64_t write_arms = 0;     ///< Times write interest was armed (output left pending).
   std::uint64_t read_pauses = 0;    ///< Times reading paused (output above the high-water mark).
@@ -33,6 +33,16 @@ struct LoopStats {
   std::uint64_t open_connections = 0;  ///< Connections open now (opened - closed).
   std::uint64_t output_buffered = 0;   ///< Bytes written by callbacks, not yet taken by the kernel.
   std::uint64_t input_buffered = 0;    ///< Unconsumed input bytes kept for `data` (partial frames).
+  std::uint64_t datagrams_in = 0;      ///< UDP datagrams received (each of a GRO receive counts).
+  std::uint64_t datagrams_out = 0;     ///< UDP datagrams the kernel took (each of a GSO send).
+  std::uint64_t datagram_receive_calls = 0;  ///< recvmmsg (or recvmsg) calls on UDP sockets.
+  std::uint64_t datagram_send_calls = 0;     ///< sendmmsg (or sendmsg) calls on UDP sockets.
+  std::uint64_t datagram_drops = 0;  ///< Datagrams dropped: send queue full, or socket closed.
+  std::uint64_t datagram_truncations = 0;  ///< Datagrams received cut (over max_datagram_size).
+  std::uint64_t datagram_send_errors = 0;  ///< Datagrams the kernel refused (reported to `error`).
+  std::uint64_t gso_sends = 0;     ///< Segmented sends (UDP_SEGMENT) of two or more datagrams.
+  std::uint64_t gro_receives = 0;  ///< Receives that held two or more datagrams (UDP_GRO).
+  std::uint64_t udp_sockets = 0;   ///< UDP sockets open on this loop now.
 
   /// Adds another loop's counters (e.g. to total a server's loops).
   LoopStats& operator+=(const LoopStats& o) noexcept {
@@ -60,6 +70,16 @@ struct LoopStats {
     open_connections += o.open_connections;
     output_buffered += o.output_buffered;
     input_buffered += o.input_buffered;
+    datagrams_in += o.datagrams_in;
+    datagrams_out += o.datagrams_out;
+    datagram_receive_calls += o.datagram_receive_calls;
+    datagram_send_calls += o.datagram_send_calls;
+    datagram_drops += o.datagram_drops;
+    datagram_truncations += o.datagram_truncations;
+    datagram_send_errors += o.datagram_send_errors;
+    gso_sends += o.gso_sends;
+    gro_receives += o.gro_receives;
+    udp_sockets += o.udp_sockets;
     return *this;
   }
 };

@@ -1,5 +1,5 @@
-// The hot path allocates nothing per message: after a warm-up, a steady echo makes no heap
-// allocation on the loop thread. This binary replaces the global operator new to count
+// The hot path allocates nothing per message: after a warm-up, a steady echo (TCP, or UDP) makes
+// no heap allocation on the loop thread. This binary replaces the global operator new to count
 // allocations made by threads that opted in (only the loop thread does).
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC pairs the replaced operator delete (free) with the inlined operator new it cannot see
@@ -94,6 +94,29 @@ TEST(AllocTest, BroadcastOfASharedBufferAllocatesNothingPerConnection) {
   EXPECT_EQ(g_counted_allocations.load(), 0);
   EXPECT_TRUE(settle(s.server));
   EXPECT_EQ(total_stats(s.server).bytes_copied, 0u);
+}
+
+TEST(AllocTest, SteadyUdpEchoAllocatesNothingPerDatagramOnTheLoopThread) {
+  Server server(Options{}, Callbacks{});
+  DatagramHandlers h;
+  h.datagram = [](Udp& udp, const SocketAddress& peer, std::string_view bytes) {
+    udp.send_to(peer, bytes);
+  };
+  ASSERT_TRUE(server.listen_udp("udp4://127.0.0.1:0", h));
+  ASSERT_TRUE(server.start());
+  UdpPeer peer;
+  const std::string small = pattern(64), large = pattern(9000);
+  auto round_trip = [&](const std::string& msg) {
+    ASSERT_TRUE(peer.send_to(server.addresses()[0], msg));
+    ASSERT_EQ(peer.receive().value_or(""), msg);
+  };
+  for (int i = 0; i < 50; ++i) round_trip(i % 10 == 0 ? large : small);  // warm-up
+  set_counting(server, true);
+  for (int i = 0; i < 2000; ++i) round_trip(i % 100 == 0 ? large : small);
+  set_counting(server, false);
+  EXPECT_EQ(g_counted_allocations.load(), 0);
+  server.stop();
+  server.wait();
 }
 
 }  // namespace

@@ -2,10 +2,13 @@
 
 #include <dirent.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
+#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -120,6 +123,88 @@ void Client::close() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   connected_ = false;
+}
+
+UdpPeer::UdpPeer(int family, int receive_buffer) {
+  fd_ = ::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) return;
+  if (receive_buffer > 0) {
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  }
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_loopback;
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    len = sizeof *a;
+  }
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+UdpPeer::~UdpPeer() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+SocketAddress UdpPeer::address() const {
+  SocketAddress addr;
+  socklen_t len = static_cast<socklen_t>(SocketAddress::capacity());
+  if (::getsockname(fd_, static_cast<sockaddr*>(addr.data()), &len) == 0) addr.set_size(len);
+  return addr;
+}
+
+bool UdpPeer::send_to(const SocketAddress& to, std::string_view bytes) {
+  const ssize_t n =
+      ::sendto(fd_, bytes.data(), bytes.size(), 0, static_cast<const sockaddr*>(to.data()),
+               static_cast<socklen_t>(to.size()));
+  return n == static_cast<ssize_t>(bytes.size());
+}
+
+std::optional<std::string> UdpPeer::receive(std::chrono::milliseconds timeout,
+                                            SocketAddress* from) {
+  pollfd p{fd_, POLLIN, 0};
+  int rc;
+  do {
+    rc = ::poll(&p, 1, static_cast<int>(timeout.count()));
+  } while (rc < 0 && errno == EINTR);
+  if (rc <= 0) return std::nullopt;
+  std::string out(65536, '\0');
+  SocketAddress sender;
+  socklen_t len = static_cast<socklen_t>(SocketAddress::capacity());
+  const ssize_t n = ::recvfrom(fd_, out.data(), out.size(), MSG_DONTWAIT,
+                               static_cast<sockaddr*>(sender.data()), &len);
+  if (n < 0) return std::nullopt;
+  sender.set_size(len);
+  if (from != nullptr) *from = sender;
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+int udp_sockets_on(std::uint16_t port) {
+  int n = 0;
+  for (const char* path : {"/proc/net/udp", "/proc/net/udp6"}) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local;
+      fields >> slot >> local;
+      const std::size_t colon = local.rfind(':');
+      if (colon != std::string::npos && std::stoul(local.substr(colon + 1), nullptr, 16) == port) {
+        ++n;
+      }
+    }
+  }
+  return n;
 }
 
 RunningServer::RunningServer(Options options, Callbacks callbacks)

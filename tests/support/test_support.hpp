@@ -12,7 +12,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "portable_socket.hpp"
@@ -90,6 +92,33 @@ class Client {
   int fd_ = -1;
   bool connected_ = false;
 };
+
+/// A blocking UDP socket bound to the loopback address of `family` (port 0), with a receive
+/// timeout, for talking to evloop's UDP sockets.
+class UdpPeer {
+ public:
+  /// `receive_buffer` > 0 sets SO_RCVBUF. Check ok().
+  explicit UdpPeer(int family = AF_INET, int receive_buffer = 0);
+  ~UdpPeer();
+  UdpPeer(const UdpPeer&) = delete;
+  UdpPeer& operator=(const UdpPeer&) = delete;
+
+  bool ok() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  /// The bound address (port resolved).
+  SocketAddress address() const;
+  /// Sends one datagram; false on error.
+  bool send_to(const SocketAddress& to, std::string_view bytes);
+  /// One datagram, or nothing when none arrives within `timeout`. `from` gets the sender.
+  std::optional<std::string> receive(std::chrono::milliseconds timeout = kWait,
+                                     SocketAddress* from = nullptr);
+
+ private:
+  int fd_ = -1;
+};
+
+/// UDP sockets bound to `port` in this network namespace (/proc/net/udp and /proc/net/udp6).
+int udp_sockets_on(std::uint16_t port);
 
 /// A server running on loopback with port 0, started in the constructor.
 struct RunningServer {

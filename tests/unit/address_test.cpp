@@ -58,7 +58,7 @@ TEST(ListenAddressTest, ParsesOptions) {
 }
 
 TEST(ListenAddressTest, RejectsBadInputWithClearErrors) {
-  EXPECT_EQ(parse_error("udp://127.0.0.1:1"), errc::unknown_scheme);
+  EXPECT_EQ(parse_error("sctp://127.0.0.1:1"), errc::unknown_scheme);
   EXPECT_EQ(parse_error("http://x:1"), errc::unknown_scheme);
   EXPECT_EQ(parse_error("tcp://127.0.0.1"), errc::bad_address);
   EXPECT_EQ(parse_error("tcp://127.0.0.1:65536"), errc::bad_address);
@@ -76,6 +76,47 @@ TEST(ListenAddressTest, RejectsBadInputWithClearErrors) {
   EXPECT_EQ(parse_error("tcp://127.0.0.1:1?reuseport=maybe"), errc::bad_option);
   EXPECT_EQ(parse_error("tcp://127.0.0.1:1?backlog=0"), errc::bad_option);
   EXPECT_EQ(parse_error("tcp://127.0.0.1:1?reuseport"), errc::bad_option);
+}
+
+TEST(ListenAddressTest, ParsesUdpSchemes) {
+  ListenAddress a = parse_ok("udp://127.0.0.1:53");
+  EXPECT_EQ(a.transport, Transport::udp);
+  EXPECT_EQ(a.host, "127.0.0.1");
+  EXPECT_EQ(a.port, 53);
+  EXPECT_TRUE(is_udp(a.transport));
+  a = parse_ok("udp4://0.0.0.0:0?reuseport=1");
+  EXPECT_EQ(a.transport, Transport::udp4);
+  EXPECT_EQ(a.port, 0);
+  EXPECT_TRUE(a.reuseport.value_or(false));
+  a = parse_ok("udp6://[::1]:5353");
+  EXPECT_EQ(a.transport, Transport::udp6);
+  EXPECT_EQ(a.host, "::1");
+  a = parse_ok("udp://:9000");
+  EXPECT_EQ(a.host, "");
+  EXPECT_EQ(a.port, 9000);
+  a = parse_ok("udp://localhost:9");
+  EXPECT_EQ(a.host, "localhost");
+  EXPECT_FALSE(is_udp(parse_ok("tcp://127.0.0.1:1").transport));
+}
+
+TEST(ListenAddressTest, RejectsBadUdpAddresses) {
+  EXPECT_EQ(parse_error("udp://127.0.0.1"), errc::bad_address);
+  EXPECT_EQ(parse_error("udp://127.0.0.1:70000"), errc::bad_address);
+  EXPECT_EQ(parse_error("udp://::1:53"), errc::bad_address);
+  EXPECT_EQ(parse_error("udp4://[::1]:53"), errc::bad_address);
+  EXPECT_EQ(parse_error("udp6://[::1:53"), errc::bad_address);
+  EXPECT_EQ(parse_error("udp://127.0.0.1:53?backlog=5"), errc::bad_option);
+  EXPECT_EQ(parse_error("udp://127.0.0.1:53?nope=1"), errc::bad_option);
+  EXPECT_EQ(parse_error("udp7://127.0.0.1:53"), errc::unknown_scheme);
+}
+
+TEST(ConnectAddressTest, TakesUdpTargetsWithAHostAndAPort) {
+  ListenAddress a;
+  ASSERT_TRUE(parse_connect_address("udp6://[::1]:53", a));
+  EXPECT_EQ(a.transport, Transport::udp6);
+  EXPECT_EQ(parse_connect_address("udp://127.0.0.1:0", a).code(), errc::bad_address);
+  EXPECT_EQ(parse_connect_address("udp://:53", a).code(), errc::bad_address);
+  EXPECT_EQ(parse_connect_address("udp://127.0.0.1:53?reuseport=1", a).code(), errc::bad_option);
 }
 
 TEST(ListenAddressTest, ErrorCodesHaveEvloopCategory) {
@@ -102,6 +143,8 @@ TEST(SocketAddressTest, FormatsIpv4Ipv6AndUnix) {
   SocketAddress b(&v6, sizeof v6);
   EXPECT_EQ(b.to_string(), "[::1]:9");
   EXPECT_EQ(b.to_url(), "tcp6://[::1]:9");
+  EXPECT_EQ(a.to_udp_url(), "udp4://127.0.0.1:8080");
+  EXPECT_EQ(b.to_udp_url(), "udp6://[::1]:9");
 
   EXPECT_EQ(SocketAddress().family(), 0);
   EXPECT_EQ(SocketAddress().to_string(), "(none)");

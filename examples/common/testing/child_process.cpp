@@ -172,8 +172,8 @@ int Child::wait_exit(milliseconds timeout) {
 }
 
 std::uint16_t start_server(std::unique_ptr<Child>& child, const std::string& server_bin,
-                           const std::vector<std::string>& extra) {
-  std::vector<std::string> argv{server_bin, "--listen", "tcp://127.0.0.1:0"};
+                           const std::vector<std::string>& extra, const std::string& listen) {
+  std::vector<std::string> argv{server_bin, "--listen", listen};
   argv.insert(argv.end(), extra.begin(), extra.end());
   child = std::make_unique<Child>(argv);
   if (!child->running()) return 0;

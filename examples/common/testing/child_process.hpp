@@ -52,10 +52,11 @@ class Child {
   std::string buffered_;
 };
 
-/// Starts `server_bin` with `--listen tcp://127.0.0.1:0` plus `extra` and returns the port it
-/// prints ("listening on tcp4://127.0.0.1:PORT"), or 0 on failure.
+/// Starts `server_bin` with `--listen LISTEN` (tcp://127.0.0.1:0 by default) plus `extra` and
+/// returns the port it prints ("listening on tcp4://127.0.0.1:PORT"), or 0 on failure.
 std::uint16_t start_server(std::unique_ptr<Child>& child, const std::string& server_bin,
-                           const std::vector<std::string>& extra = {});
+                           const std::vector<std::string>& extra = {},
+                           const std::string& listen = "tcp://127.0.0.1:0");
 
 /// The result of run_program().
 struct ProgramResult {

@@ -1,0 +1,144 @@
+// Internal. One UDP socket owned by one loop: a server's per-loop socket, or one from
+// Loop::bind_udp / Loop::connect_udp. Loop thread only; handlers see its Udp handle.
+//
+// Lifecycle, every transition in one function:
+//
+//   opening --enter_open()--> open --close() / stop--> closing --finish()--> closed
+//      |                                                          ^
+//      +--fail_open()--> closed (`open_failed`)                   +-- end_shutdown()
+//
+// Receiving: a readiness report reads at most kBatchesPerEvent batches (recvmmsg) and hands each
+// datagram to `datagram` in order; between two batches, what the handlers queued is sent. A
+// socket whose batches all came back full leaves the poller and is read every iteration until it
+// drains (see "busy sockets" in udp_socket.cpp).
+// Sending: send_to() appends to a bounded DatagramQueue and schedules the socket; settle(), run by
+// the loop after the handlers return, sends the queue in batches (sendmmsg). What the kernel does
+// not take (EAGAIN) waits, with write interest armed, up to the queue's bounds; beyond them
+// send_to() drops and counts. Like a connection, nothing ends inside a handler: close() and a
+// failed open only record what is wanted; settle() carries it out.
+#pragma once
+
+#include <any>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "datagram_queue.hpp"
+#include "evloop/udp.hpp"
+#include "pollable.hpp"
+#include "poller.hpp"
+#include "profile.hpp"
+#include "socket.hpp"
+
+namespace evloop::detail {
+
+class EventLoop;
+class ReceiveBatch;
+
+class UdpSocket final : public Pollable {
+ public:
+  /// Receive batches per readiness report, so one busy socket cannot starve its loop.
+  static constexpr int kBatchesPerEvent = 4;
+
+  UdpSocket(EventLoop& loop, std::uint64_t id, UdpProfilePtr profile);
+  ~UdpSocket();
+  UdpSocket(const UdpSocket&) = delete;
+  UdpSocket& operator=(const UdpSocket&) = delete;
+
+  // --- ways in (each ends in enter_open() or fail_open(), from settle()) ---
+  /// A socket bound by the server before the loops started.
+  void open_bound(UniqueFd fd);
+  /// Loop::bind_udp (`connect` false) or Loop::connect_udp: a numeric host at once, a host name
+  /// through the group's resolver.
+  void open(std::string_view address, bool connect, const std::string& source_address);
+
+  // --- the loop's calls ---
+  void on_event(const PollEvent& event);
+  /// A busy socket, out of the poller: reads as for a readiness; registers again once drained.
+  void on_polled();
+  /// After handlers: opens, sends the queue, carries out a close or a failure.
+  void settle();
+  /// The loop is stopping: no more receiving; closes once the queue is sent
+  /// (errc::server_stopped). An open in progress fails.
+  void begin_shutdown();
+  /// The shutdown grace ran out: drops what is still queued and closes.
+  void end_shutdown();
+
+  // --- the Udp API ---
+  /// Queues a datagram to `peer` (nullptr: the connected peer); false when dropped.
+  bool send_to(const SocketAddress* peer, const void* bytes, std::size_t size);
+  void close();
+  std::size_t queued_datagrams() const noexcept { return queue_.datagrams(); }
+  std::size_t queued_bytes() const noexcept { return queue_.bytes(); }
+  bool connected() const noexcept { return connect_; }
+  bool gso() const noexcept { return gso_; }
+  bool gro() const noexcept { return gro_; }
+  bool is_open() const noexcept { return state_ == State::open; }
+  const SocketAddress& local() const noexcept { return local_; }
+  const SocketAddress& peer() const noexcept { return peer_; }
+  int fd() const noexcept { return fd_.get(); }
+  std::any& context() noexcept { return context_; }
+  std::uint64_t id() const noexcept { return id_; }
+  EventLoop& loop() const noexcept { return loop_; }
+  Udp& udp() noexcept { return handle_; }
+
+ private:
+  enum class State : std::uint8_t { opening, open, closing, closed };
+
+  const DatagramHandlers& handlers() const noexcept { return profile_->handlers; }
+  const UdpOptions& options() const noexcept { return profile_->options; }
+
+  // Transitions.
+  void enter_open();
+  void fail_open(std::error_code error);
+  void finish(std::error_code error);
+  void fail(std::error_code error);  // records a failed open for settle()
+
+  // Opening.
+  void on_resolved(std::vector<SocketAddress> addresses, std::error_code error);
+  void open_first(const std::vector<SocketAddress>& candidates);
+  std::error_code bind_or_connect(int fd, const SocketAddress& address);
+  void configure();
+
+  // I/O.
+  bool receive();  // true: every batch was full (the socket may have more)
+  void deliver(const ReceiveBatch& batch, int count);
+  void deliver_one(const SocketAddress& peer, const char* bytes, std::size_t size);
+  void flush();
+  void report(std::error_code error);
+  void update_interest();
+  void start_polling();
+  void stop_polling();
+  void schedule();
+
+  EventLoop& loop_;
+  const UdpProfilePtr profile_;
+  const std::uint64_t id_;
+  UniqueFd fd_;
+  State state_ = State::opening;
+  unsigned char interest_ = kNone;  // what the poller has registered
+  bool registered_ = false;
+  bool polled_ = false;  // busy: out of the poller, read by the loop every iteration
+  bool scheduled_ = false;
+  bool ready_ = false;            // opening: bound (and connected); opens at settle()
+  bool open_failed_ = false;      // opening: fails at settle() with reason_
+  bool drain_on_close_ = false;   // closing for a stop: wait for the queue to be sent
+  bool connect_ = false;          // from connect_udp
+  bool reuseport_ = false;        // bind_udp with ?reuseport=1
+  bool gso_ = false;              // segmented sends in use
+  bool gro_ = false;              // receive offload on
+  std::size_t receive_size_ = 0;  // bytes per received datagram (more with GRO)
+  SocketAddress local_;
+  SocketAddress peer_;    // connected peer
+  SocketAddress source_;  // connect_udp's source address
+  DatagramQueue queue_;
+  std::unique_ptr<SendBatch> send_batch_;
+  std::any context_;
+  Udp handle_{*this};
+  std::error_code reason_;  // why it ends: reported by `closed` / `open_failed`
+};
+
+}  // namespace evloop::detail

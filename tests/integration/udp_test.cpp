@@ -1,0 +1,664 @@
+// UDP sockets: byte-exact echo over IPv4 and IPv6, one socket per loop with reuse-port (and a
+// datagram wakes only the loop whose socket gets it), truncation, the send queue's bound,
+// connected client sockets and their ICMP errors, sends from other threads, GSO/GRO, bad
+// addresses and options, and nothing left behind after a stop.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <future>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "test_support.hpp"
+
+namespace evloop::test {
+namespace {
+
+// A Server with one UDP address (and no TCP one), started in the constructor.
+struct UdpServer {
+  UdpServer(const std::string& address, DatagramHandlers handlers, UdpOptions udp = {},
+            unsigned loops = 1, bool reuseport = false)
+      : server(make_options(loops, reuseport), Callbacks{}) {
+    status = server.listen_udp(address, std::move(handlers), udp);
+    if (status) status = server.start();
+  }
+  ~UdpServer() {
+    server.stop();
+    server.wait();
+  }
+  static Options make_options(unsigned loops, bool reuseport) {
+    Options o;
+    o.loops = loops;
+    o.reuseport = reuseport;
+    return o;
+  }
+  const SocketAddress& address() const { return server.addresses().at(0); }
+
+  Server server;
+  Status status;
+};
+
+DatagramHandlers echo_handlers(EventCounter* opened = nullptr) {
+  DatagramHandlers h;
+  h.opened = [opened](Udp&) {
+    if (opened != nullptr) opened->add();
+  };
+  h.datagram = [](Udp& udp, const SocketAddress& peer, std::string_view bytes) {
+    udp.send_to(peer, bytes);
+  };
+  return h;
+}
+
+// Sends datagrams of many sizes one at a time and checks each echo byte for byte.
+void expect_echo(const SocketAddress& server, int family) {
+  UdpPeer peer(family);
+  ASSERT_TRUE(peer.ok());
+  const std::size_t sizes[] = {0, 1, 7, 64, 512, 1400, 1472, 9000, 32768, 65507};
+  std::uint32_t seed = 1;
+  for (int round = 0; round < (kSanitized ? 2 : 10); ++round) {
+    for (std::size_t size : sizes) {
+      const std::string msg = pattern(size, seed++);
+      ASSERT_TRUE(peer.send_to(server, msg));
+      SocketAddress from;
+      const auto echo = peer.receive(kWait, &from);
+      ASSERT_TRUE(echo.has_value()) << "no echo of " << size << " bytes";
+      ASSERT_EQ(*echo, msg) << size << " bytes";
+      EXPECT_EQ(from.port(), server.port());
+    }
+  }
+}
+
+TEST(UdpTest, EchoesByteExactOverIpv4) {
+  UdpServer s("udp4://127.0.0.1:0", echo_handlers());
+  ASSERT_TRUE(s.status) << s.status.message();
+  expect_echo(s.address(), AF_INET);
+  ASSERT_TRUE(settle(s.server));
+  const LoopStats t = total_stats(s.server);
+  EXPECT_EQ(t.datagrams_in, t.datagrams_out);
+  EXPECT_EQ(t.datagram_drops, 0u);
+  EXPECT_EQ(t.udp_sockets, 1u);
+}
+
+TEST(UdpTest, EchoesByteExactOverIpv6) {
+  if (!has_ipv6_loopback()) GTEST_SKIP() << "::1 cannot be bound here";
+  UdpServer s("udp6://[::1]:0", echo_handlers());
+  ASSERT_TRUE(s.status) << s.status.message();
+  EXPECT_EQ(s.address().family(), AF_INET6);
+  expect_echo(s.address(), AF_INET6);
+}
+
+TEST(UdpTest, ServingReportsUdpUrls) {
+  Options o;
+  std::vector<std::string> urls;
+  Callbacks cb;
+  cb.serving = [&](const ServingInfo& info) { urls = info.urls; };
+  Server server(o, cb);
+  ASSERT_TRUE(server.listen_udp("udp://127.0.0.1:0", {}));
+  ASSERT_TRUE(server.listen("tcp4://127.0.0.1:0", {}, {}));
+  ASSERT_TRUE(server.start());
+  ASSERT_EQ(urls.size(), 2u);
+  EXPECT_EQ(urls[0], "udp4://127.0.0.1:" + std::to_string(server.addresses()[0].port()));
+  EXPECT_EQ(urls[1], "tcp4://127.0.0.1:" + std::to_string(server.addresses()[1].port()));
+  server.stop();
+  server.wait();
+}
+
+// With reuse-port each loop has its own socket on the port; the kernel hashes each flow to one
+// of them, and only that loop wakes (evio put one fd in every loop's poller: every datagram
+// woke every loop).
+TEST(UdpTest, ReusePortGivesEachLoopItsOwnSocketAndADatagramWakesOneLoop) {
+  EventCounter opened;
+  std::mutex mutex;
+  std::set<std::size_t> loops_used;
+  DatagramHandlers h = echo_handlers(&opened);
+  h.datagram = [&](Udp& udp, const SocketAddress& peer, std::string_view bytes) {
+    {
+      std::lock_guard lock(mutex);
+      loops_used.insert(udp.loop().index());
+    }
+    udp.send_to(peer, bytes);
+  };
+  UdpServer s("udp4://127.0.0.1:0", h, {}, 4, true);
+  ASSERT_TRUE(s.status) << s.status.message();
+  ASSERT_TRUE(opened.wait_for(4));
+  EXPECT_EQ(udp_sockets_on(s.address().port()), 4);
+
+  // No task is posted and no timer runs: a loop's `waits` moves only when I/O wakes it.
+  std::vector<LoopStats> before = s.server.stats();
+  for (int flow = 0; flow < 16; ++flow) {
+    UdpPeer peer;  // a new source port: a new flow for the kernel's hash
+    ASSERT_TRUE(peer.send_to(s.address(), "ping " + std::to_string(flow)));
+    ASSERT_EQ(peer.receive().value_or(""), "ping " + std::to_string(flow));
+    std::vector<LoopStats> after;
+    int serving = -1;
+    ASSERT_TRUE(eventually([&] {
+      after = s.server.stats();
+      for (std::size_t i = 0; i < after.size(); ++i) {
+        if (after[i].datagrams_out != before[i].datagrams_out) serving = static_cast<int>(i);
+      }
+      return serving >= 0;
+    }));
+    for (std::size_t i = 0; i < after.size(); ++i) {
+      const bool is_serving = static_cast<int>(i) == serving;
+      EXPECT_EQ(after[i].datagrams_in - before[i].datagrams_in, is_serving ? 1u : 0u) << i;
+      if (is_serving) {
+        EXPECT_GE(after[i].waits - before[i].waits, 1u) << "loop " << i;
+      } else {
+        EXPECT_EQ(after[i].waits, before[i].waits) << "loop " << i << " woke for flow " << flow;
+        EXPECT_EQ(after[i].wakeups, before[i].wakeups) << "loop " << i;
+      }
+    }
+    before = after;
+  }
+  std::lock_guard lock(mutex);
+  EXPECT_GE(loops_used.size(), 2u) << "the kernel put 16 flows on one socket";
+}
+
+TEST(UdpTest, WithoutReusePortLoopZeroServesTheAddressAlone) {
+  EventCounter opened;
+  std::atomic<int> off_loop_zero{0};
+  DatagramHandlers h = echo_handlers(&opened);
+  h.datagram = [&](Udp& udp, const SocketAddress& peer, std::string_view bytes) {
+    if (udp.loop().index() != 0) off_loop_zero.fetch_add(1);
+    udp.send_to(peer, bytes);
+  };
+  UdpServer s("udp4://127.0.0.1:0", h, {}, 4, false);
+  ASSERT_TRUE(s.status) << s.status.message();
+  ASSERT_TRUE(opened.wait_for(1));
+  EXPECT_EQ(udp_sockets_on(s.address().port()), 1);
+  for (int flow = 0; flow < 8; ++flow) {
+    UdpPeer peer;
+    ASSERT_TRUE(peer.send_to(s.address(), "x"));
+    ASSERT_EQ(peer.receive().value_or(""), "x");
+  }
+  EXPECT_EQ(off_loop_zero.load(), 0);
+  EXPECT_EQ(opened.value(), 1);
+}
+
+// A socket whose batches keep coming back full leaves the poller (registered, every packet it
+// sends would cost a wake-up walk of its wait queue), is read every loop iteration instead, and
+// registers again once a batch comes back short. Nothing is lost or reordered on the way.
+TEST(UdpTest, ABusySocketIsReadOutOfThePollerUntilItDrains) {
+  EventCounter entered, delivered;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::mutex mutex;
+  std::vector<std::string> got;
+  DatagramHandlers h;
+  h.datagram = [&](Udp&, const SocketAddress&, std::string_view bytes) {
+    if (bytes == "hold") {
+      entered.add();
+      released.wait_for(kWait);  // the test fills the socket's queue meanwhile
+    } else {
+      std::lock_guard lock(mutex);
+      got.emplace_back(bytes);
+    }
+    delivered.add();
+  };
+  UdpOptions o;
+  o.batch = 4;  // 4 batches of 4 full: busy
+  UdpServer s("udp4://127.0.0.1:0", h, o);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  ASSERT_TRUE(peer.send_to(s.address(), "hold"));
+  ASSERT_TRUE(entered.wait_for(1));
+  const LoopStats before = total_stats(s.server);
+  constexpr int kQueued = 100;
+  for (int i = 0; i < kQueued; ++i) ASSERT_TRUE(peer.send_to(s.address(), std::to_string(i)));
+  release.set_value();
+  ASSERT_TRUE(delivered.wait_for(kQueued + 1));
+  ASSERT_TRUE(peer.send_to(s.address(), "after"));  // registered again: a lone datagram arrives
+  ASSERT_TRUE(delivered.wait_for(kQueued + 2));
+  const LoopStats after = total_stats(s.server);
+  EXPECT_EQ(after.poller_changes - before.poller_changes, 2u) << "out of the poller and back";
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kQueued + 1));
+  for (int i = 0; i < kQueued; ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)], std::to_string(i));
+  EXPECT_EQ(got.back(), "after");
+}
+
+TEST(UdpTest, TruncatedDatagramsAreCountedAndReportedNeverDeliveredAsWhole) {
+  EventCounter truncated, delivered;
+  std::mutex mutex;
+  std::string head, whole;
+  DatagramHandlers h;
+  h.truncated = [&](Udp&, const SocketAddress&, std::string_view bytes) {
+    {
+      std::lock_guard lock(mutex);
+      head = std::string(bytes);
+    }
+    truncated.add();
+  };
+  h.datagram = [&](Udp&, const SocketAddress&, std::string_view bytes) {
+    {
+      std::lock_guard lock(mutex);
+      whole = std::string(bytes);
+    }
+    delivered.add();
+  };
+  UdpOptions o;
+  o.max_datagram_size = 100;
+  UdpServer s("udp4://127.0.0.1:0", h, o);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  const std::string big = pattern(300, 7), fits = pattern(100, 8);
+  ASSERT_TRUE(peer.send_to(s.address(), big));
+  ASSERT_TRUE(truncated.wait_for(1));
+  ASSERT_TRUE(peer.send_to(s.address(), fits));
+  ASSERT_TRUE(delivered.wait_for(1));
+  EXPECT_EQ(truncated.value(), 1);
+  EXPECT_EQ(delivered.value(), 1);
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(head, big.substr(0, 100));
+  EXPECT_EQ(whole, fits);
+  EXPECT_EQ(total_stats(s.server).datagram_truncations, 1u);
+}
+
+// The bound applies while datagrams wait: here a handler queues more than the bound in one call,
+// before the loop sends anything. (The kernel's EAGAIN is in udp_injected_test.cpp.)
+TEST(UdpTest, SendsBeyondTheQueueBoundAreDroppedCountedAndRefused) {
+  std::atomic<int> accepted{0}, refused{0};
+  DatagramHandlers h;
+  h.datagram = [&](Udp& udp, const SocketAddress& peer, std::string_view) {
+    for (int i = 0; i < 50; ++i) {
+      if (udp.send_to(peer, "reply " + std::to_string(i))) {
+        accepted.fetch_add(1);
+      } else {
+        refused.fetch_add(1);
+      }
+    }
+    EXPECT_FALSE(udp.send_to(peer, std::string(300, 'x')));  // the datagram bound is reached
+  };
+  UdpOptions o;
+  o.send_queue_datagrams = 10;
+  UdpServer s("udp4://127.0.0.1:0", h, o);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  ASSERT_TRUE(peer.send_to(s.address(), "go"));
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(peer.receive().value_or("(none)"), "reply " + std::to_string(i));
+  }
+  EXPECT_FALSE(peer.receive(100ms).has_value());
+  EXPECT_EQ(accepted.load(), 10);
+  EXPECT_EQ(refused.load(), 40);
+  ASSERT_TRUE(settle(s.server));
+  EXPECT_EQ(total_stats(s.server).datagram_drops, 41u);
+}
+
+TEST(UdpTest, TheByteBoundCountsQueuedBytes) {
+  std::atomic<int> accepted{0};
+  DatagramHandlers h;
+  h.datagram = [&](Udp& udp, const SocketAddress& peer, std::string_view) {
+    for (int i = 0; i < 5; ++i) accepted.fetch_add(udp.send_to(peer, std::string(300, 'a')));
+    EXPECT_EQ(udp.queued_bytes(), 900u);
+    EXPECT_EQ(udp.queued_datagrams(), 3u);
+    EXPECT_TRUE(udp.send_to(peer, std::string(100, 'b')));  // exactly at the bound
+  };
+  UdpOptions o;
+  o.send_queue_bytes = 1000;
+  UdpServer s("udp4://127.0.0.1:0", h, o);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  ASSERT_TRUE(peer.send_to(s.address(), "go"));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(peer.receive().value_or(""), std::string(300, 'a'));
+  EXPECT_EQ(peer.receive().value_or(""), std::string(100, 'b'));
+  EXPECT_EQ(accepted.load(), 3);
+}
+
+TEST(UdpTest, ADatagramTheKernelRefusesIsReportedAndTheOthersStillGo) {
+  EventCounter errors;
+  std::atomic<int> error_code{0};
+  DatagramHandlers h;
+  h.datagram = [](Udp& udp, const SocketAddress& peer, std::string_view) {
+    udp.send_to(peer, "before");
+    udp.send_to(peer, std::string(70000, 'x'));  // larger than any UDP datagram: EMSGSIZE
+    udp.send_to(peer, "after");
+  };
+  h.error = [&](Udp&, std::error_code ec) {
+    error_code = ec.value();
+    errors.add();
+  };
+  UdpServer s("udp4://127.0.0.1:0", h);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  ASSERT_TRUE(peer.send_to(s.address(), "go"));
+  EXPECT_EQ(peer.receive().value_or(""), "before");
+  EXPECT_EQ(peer.receive().value_or(""), "after");
+  ASSERT_TRUE(errors.wait_for(1));
+  EXPECT_EQ(error_code.load(), EMSGSIZE);
+  ASSERT_TRUE(settle(s.server));
+  const LoopStats t = total_stats(s.server);
+  EXPECT_EQ(t.datagram_send_errors, 1u);
+  EXPECT_EQ(t.datagrams_out, 2u);
+}
+
+// A client flow: a LoopGroup with a connected socket talking to a server.
+TEST(UdpTest, ConnectedClientSocketTalksToItsPeer) {
+  UdpServer s("udp4://127.0.0.1:0", echo_handlers());
+  ASSERT_TRUE(s.status) << s.status.message();
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  EventCounter opened, replies, closed;
+  std::mutex mutex;
+  std::vector<std::string> got;
+  bool connected = false;
+  SocketAddress remote;
+  DatagramHandlers h;
+  h.opened = [&](Udp& udp) {
+    {
+      std::lock_guard lock(mutex);
+      connected = udp.connected();
+      remote = udp.remote_address();
+    }
+    for (int i = 0; i < 20; ++i) udp.send("msg " + std::to_string(i));
+    opened.add();
+  };
+  h.datagram = [&](Udp& udp, const SocketAddress&, std::string_view bytes) {
+    {
+      std::lock_guard lock(mutex);
+      got.emplace_back(bytes);
+    }
+    if (replies.value() == 19) udp.close();
+    replies.add();
+  };
+  h.closed = [&](Udp&, std::error_code ec) {
+    EXPECT_FALSE(ec) << ec.message();
+    closed.add();
+  };
+  const UdpRef ref =
+      loops.loop(0).connect_udp("udp4://127.0.0.1:" + std::to_string(s.address().port()), h);
+  ASSERT_TRUE(ref);
+  ASSERT_TRUE(opened.wait_for(1));
+  ASSERT_TRUE(replies.wait_for(20));
+  ASSERT_TRUE(closed.wait_for(1));
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+  EXPECT_EQ(closed.value(), 1);
+  std::lock_guard lock(mutex);
+  EXPECT_TRUE(connected);
+  EXPECT_EQ(remote.port(), s.address().port());
+  ASSERT_EQ(got.size(), 20u);
+  for (int i = 0; i < 20; ++i)
+    EXPECT_EQ(got[static_cast<std::size_t>(i)], "msg " + std::to_string(i));
+}
+
+TEST(UdpTest, ConnectedSocketHearsConnectionRefusedFromAClosedPort) {
+  std::uint16_t closed_port = 0;
+  {
+    UdpPeer gone;
+    closed_port = gone.address().port();
+  }
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  EventCounter refused;
+  DatagramHandlers h;
+  h.opened = [](Udp& udp) { udp.send("anyone there?"); };
+  h.error = [&](Udp& udp, std::error_code ec) {
+    EXPECT_EQ(ec, std::errc::connection_refused) << ec.message();
+    refused.add();
+    udp.close();
+  };
+  loops.loop(0).connect_udp("udp://127.0.0.1:" + std::to_string(closed_port), h);
+  EXPECT_TRUE(refused.wait_for(1));
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+  EXPECT_EQ(refused.value(), 1);
+}
+
+TEST(UdpTest, ConnectUdpResolvesHostNames) {
+  UdpServer s("udp4://127.0.0.1:0", echo_handlers());
+  ASSERT_TRUE(s.status) << s.status.message();
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  EventCounter echoed;
+  DatagramHandlers h;
+  h.opened = [](Udp& udp) { udp.send("by name"); };
+  h.datagram = [&](Udp&, const SocketAddress&, std::string_view bytes) {
+    EXPECT_EQ(bytes, "by name");
+    echoed.add();
+  };
+  loops.loop(0).connect_udp("udp4://localhost:" + std::to_string(s.address().port()), h);
+  EXPECT_TRUE(echoed.wait_for(1));
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+}
+
+TEST(UdpTest, BindUdpOpensAnUnconnectedSocketOnALoop) {
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  EventCounter opened, got;
+  std::mutex mutex;
+  SocketAddress local;
+  DatagramHandlers h;
+  h.opened = [&](Udp& udp) {
+    {
+      std::lock_guard lock(mutex);
+      local = udp.local_address();
+    }
+    EXPECT_FALSE(udp.connected());
+    EXPECT_FALSE(udp.send("no peer"));  // not connected
+    opened.add();
+  };
+  h.datagram = [&](Udp& udp, const SocketAddress& peer, std::string_view bytes) {
+    udp.send_to(peer, std::string(bytes) + "!");
+    got.add();
+  };
+  loops.loop(0).bind_udp("udp4://127.0.0.1:0", h);
+  ASSERT_TRUE(opened.wait_for(1));
+  SocketAddress to;
+  {
+    std::lock_guard lock(mutex);
+    to = local;
+  }
+  UdpPeer peer;
+  ASSERT_TRUE(peer.send_to(to, "hi"));
+  EXPECT_EQ(peer.receive().value_or(""), "hi!");
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+}
+
+TEST(UdpTest, UdpRefSendsFromAnotherThreadInOrder) {
+  EventCounter opened;
+  std::mutex mutex;
+  UdpRef ref;
+  DatagramHandlers h;
+  h.opened = [&](Udp& udp) {
+    {
+      std::lock_guard lock(mutex);
+      ref = udp.ref();
+    }
+    opened.add();
+  };
+  UdpServer s("udp4://127.0.0.1:0", h);
+  ASSERT_TRUE(s.status) << s.status.message();
+  ASSERT_TRUE(opened.wait_for(1));
+  UdpPeer peer;
+  // Posted from another thread in chunks that the peer's receive buffer surely holds (a UDP
+  // receiver that falls behind loses datagrams: that is the peer's doing, not evloop's).
+  const int chunks = kSanitized ? 4 : 40, chunk = 50;
+  UdpRef target;
+  {
+    std::lock_guard lock(mutex);
+    target = ref;
+  }
+  for (int c = 0; c < chunks; ++c) {
+    std::thread sender([&] {
+      for (int i = 0; i < chunk; ++i) {
+        EXPECT_TRUE(target.send_to(peer.address(), std::to_string(c * chunk + i)));
+      }
+    });
+    sender.join();
+    for (int i = 0; i < chunk; ++i) {
+      ASSERT_EQ(peer.receive().value_or("(none)"), std::to_string(c * chunk + i));
+    }
+  }
+}
+
+TEST(UdpTest, GsoAndGroKeepEveryDatagramWholeAndInOrder) {
+  UdpOptions o;
+  o.gso = true;
+  o.gro = true;
+  std::atomic<bool> server_gso{false}, server_gro{false};
+  DatagramHandlers sh = echo_handlers();
+  sh.opened = [&](Udp& udp) {
+    server_gso = udp.gso();
+    server_gro = udp.gro();
+  };
+  UdpServer s("udp4://127.0.0.1:0", sh, o);
+  ASSERT_TRUE(s.status) << s.status.message();
+
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  // Bursts of 64 (one segmented send each with GSO), the next when the last echo is back, so no
+  // socket buffer overflows; the last burst is shorter and ends with a shorter datagram.
+  constexpr int kDatagrams = 64 * 3 + 5;
+  auto datagram = [](int i) {
+    return pattern(i == kDatagrams - 1 ? 700 : 1400, static_cast<std::uint32_t>(i));
+  };
+  auto send_burst = [&](Udp& udp, int first) {
+    for (int i = first; i < std::min(first + 64, kDatagrams); ++i)
+      EXPECT_TRUE(udp.send(datagram(i)));
+  };
+  EventCounter got;
+  std::mutex mutex;
+  std::vector<std::string> received;
+  DatagramHandlers ch;
+  ch.opened = [&](Udp& udp) { send_burst(udp, 0); };
+  ch.datagram = [&](Udp& udp, const SocketAddress&, std::string_view bytes) {
+    std::size_t n = 0;
+    {
+      std::lock_guard lock(mutex);
+      received.emplace_back(bytes);
+      n = received.size();
+    }
+    if (n % 64 == 0) send_burst(udp, static_cast<int>(n));
+    got.add();
+  };
+  UdpConnectOptions co;
+  co.gso = co.gro = true;
+  loops.loop(0).connect_udp("udp4://127.0.0.1:" + std::to_string(s.address().port()), ch, co);
+  ASSERT_TRUE(got.wait_for(kDatagrams)) << got.value() << " of " << kDatagrams;
+  {
+    std::lock_guard lock(mutex);
+    for (int i = 0; i < kDatagrams; ++i) {
+      ASSERT_EQ(received[static_cast<std::size_t>(i)], datagram(i)) << i;
+    }
+  }
+  ASSERT_TRUE(settle(s.server));
+  const LoopStats server_stats = total_stats(s.server);
+  const LoopStats client_stats = loops.stats()[0];
+  EXPECT_EQ(server_stats.datagrams_in, static_cast<std::uint64_t>(kDatagrams));
+  EXPECT_EQ(server_stats.datagrams_out, static_cast<std::uint64_t>(kDatagrams));
+  if (server_gso && server_gro) {
+    // Over loopback a segmented send reaches a GRO socket whole: both sides used the offloads.
+    EXPECT_GE(client_stats.gso_sends, 1u);
+    EXPECT_GE(server_stats.gro_receives, 1u);
+    EXPECT_GE(server_stats.gso_sends, 1u);
+    EXPECT_LT(server_stats.datagram_send_calls, static_cast<std::uint64_t>(kDatagrams));
+  } else {
+    std::printf("note: this kernel has no UDP GSO/GRO; the datagrams went one by one\n");
+  }
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+}
+
+TEST(UdpTest, BadAddressesAndOptionsFailClearly) {
+  {
+    Server server(Options{}, Callbacks{});
+    ASSERT_TRUE(server.listen_udp("tcp://127.0.0.1:0", {}));
+    const Status st = server.start();
+    EXPECT_EQ(st.code(), errc::bad_address);
+    EXPECT_NE(st.message().find("udp://"), std::string::npos) << st.message();
+  }
+  {
+    Options o;
+    o.listen = {"udp://127.0.0.1:0"};
+    Server server(o, Callbacks{});
+    const Status st = server.start();
+    EXPECT_EQ(st.code(), errc::bad_address);
+    EXPECT_NE(st.message().find("listen_udp"), std::string::npos) << st.message();
+  }
+  {
+    Server server(Options{}, Callbacks{});
+    UdpOptions o;
+    o.batch = 0;
+    ASSERT_TRUE(server.listen_udp("udp://127.0.0.1:0", {}, o));
+    const Status st = server.start();
+    EXPECT_EQ(st.code(), errc::bad_option);
+    EXPECT_NE(st.message().find("batch"), std::string::npos) << st.message();
+  }
+  {
+    Server server(Options{}, Callbacks{});
+    ASSERT_TRUE(server.listen_udp("udp://127.0.0.1:0?backlog=5", {}));
+    EXPECT_EQ(server.start().code(), errc::bad_option);
+  }
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  EventCounter failed;
+  std::mutex mutex;
+  std::vector<std::error_code> errors;
+  DatagramHandlers h;
+  h.opened = [](Udp&) { ADD_FAILURE() << "opened"; };
+  h.open_failed = [&](Udp&, std::error_code ec) {
+    {
+      std::lock_guard lock(mutex);
+      errors.push_back(ec);
+    }
+    failed.add();
+  };
+  loops.loop(0).connect_udp("udp://127.0.0.1:0", h);  // port 0 cannot be dialled
+  loops.loop(0).connect_udp("tcp://127.0.0.1:9", h);  // not UDP
+  loops.loop(0).bind_udp("udp://203.0.113.1:0", h);   // not a local address
+  UdpOptions bad;
+  bad.max_datagram_size = 0;
+  loops.loop(0).bind_udp("udp://127.0.0.1:0", h, bad);
+  ASSERT_TRUE(failed.wait_for(4));
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(errors.size(), 4u);
+  EXPECT_EQ(errors[0], errc::bad_address);
+  EXPECT_EQ(errors[1], errc::unknown_scheme);
+  EXPECT_EQ(errors[2], std::errc::address_not_available);
+  EXPECT_EQ(errors[3], errc::bad_option);
+}
+
+TEST(UdpTest, StopClosesEverySocketOnceAndLeavesNoFdOrThreadBehind) {
+  {  // warm up: whatever the process keeps once a first server has run
+    UdpServer warm("udp4://127.0.0.1:0", echo_handlers(), {}, 2, true);
+  }
+  const FdAndThreadCounts baseline;
+  EventCounter opened, closed;
+  {
+    DatagramHandlers h = echo_handlers(&opened);
+    h.closed = [&](Udp&, std::error_code ec) {
+      EXPECT_EQ(ec, errc::server_stopped);
+      closed.add();
+    };
+    UdpServer s("udp4://127.0.0.1:0", h, {}, 4, true);
+    ASSERT_TRUE(s.status) << s.status.message();
+    LoopGroup clients(LoopOptions{.loops = 2});
+    ASSERT_TRUE(clients.start());
+    DatagramHandlers ch;
+    ch.opened = [&](Udp& udp) {
+      opened.add();
+      udp.send("hello");
+    };
+    ch.closed = h.closed;
+    for (int i = 0; i < 8; ++i) {
+      clients.loop(static_cast<std::size_t>(i % 2))
+          .connect_udp("udp4://127.0.0.1:" + std::to_string(s.address().port()), ch);
+    }
+    ASSERT_TRUE(opened.wait_for(12));
+    clients.stop();
+    ASSERT_TRUE(clients.wait());
+  }  // the server stops here
+  EXPECT_EQ(opened.value(), 12);
+  EXPECT_EQ(closed.value(), 12);
+  EXPECT_TRUE(counts_return_to(baseline));
+}
+
+}  // namespace
+}  // namespace evloop::test
