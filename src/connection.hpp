@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -49,8 +50,10 @@ class Connection final : public Pollable, public Conn {
   // --- ways in (each ends in enter_open() or fail_open(), from settle()) ---
   /// An accepted fd: configures it; opens at the next settle().
   void open_accepted(UniqueFd fd, const SocketAddress& peer);
-  /// An fd the user hands in (Loop::adopt), with the stream's unread input and unsent output.
-  void open_adopted(int fd, std::string input, std::string output);
+  /// An fd the user hands in (Loop::adopt), with the stream's unread input and unsent output;
+  /// with `moved`, a connection a live upgrade moved here, and its state for `adopted`.
+  void open_adopted(int fd, std::string input, std::string output,
+                    std::optional<std::string> moved);
   /// Dials `address` (connection_dial.cpp).
   void dial(std::string_view address, std::chrono::milliseconds timeout,
             const std::string& source_address);
@@ -86,6 +89,7 @@ class Connection final : public Pollable, public Conn {
   int fd() const noexcept { return fd_.get(); }
   std::uint64_t id() const noexcept { return id_; }
   EventLoop& loop() const noexcept { return loop_; }
+  const ProfilePtr& profile() const noexcept { return profile_; }
 
  private:
   // A dial in progress: the addresses to try and the last error seen (connection_dial.cpp).
@@ -96,10 +100,12 @@ class Connection final : public Pollable, public Conn {
     std::error_code last_error;
   };
   // What only some connections need, allocated only for them: a dial in progress, a detach
-  // under way. Keeps an idle connection small.
+  // under way, the state of a connection a live upgrade moved here. Keeps an idle connection
+  // small.
   struct Rare {
     Dial dial;
     std::function<void(DetachedConn)> detach_to;
+    std::optional<std::string> moved_state;
   };
   Rare& rare();
 

@@ -18,16 +18,19 @@ enum class Transport {
   tcp6,  ///< `tcp6://[host]:port`: IPv6 only.
   unix_socket,   ///< `unix://path`: a Unix-domain stream socket.
   inherited_fd,  ///< `fd://N`: a listening socket this process already has (inherited, passed in).
+  systemd,       ///< `systemd://` or `systemd://NAME`: sockets passed by systemd socket activation.
 };
 
-/// A parsed address, e.g. `tcp://127.0.0.1:8080?reuseport=1`, `unix:///tmp/app.sock`, `fd://3`.
+/// A parsed address, e.g. `tcp://127.0.0.1:8080?reuseport=1`, `unix:///tmp/app.sock`, `fd://3`,
+/// `systemd://web`.
 ///
 /// Grammar: `[scheme://]host:port[?opt=val[&opt=val]...]` for tcp (scheme defaults to tcp), with
-/// IPv6 hosts in brackets, `unix://path[?...]` for Unix sockets, and `fd://N` for a listening
-/// socket the process already holds (fd N; evloop takes it over and closes it when it stops).
-/// Port 0 asks the kernel for a free port. Options (listen addresses only): `reuseport=0|1`
-/// (overrides Options::reuseport for this address) and `backlog=N` (listen backlog, 1..65535,
-/// default 1024).
+/// IPv6 hosts in brackets, `unix://path[?...]` for Unix sockets, `fd://N` for a listening
+/// socket the process already holds (fd N; evloop takes it over and closes it when it stops), and
+/// `systemd://` (every socket systemd passed) or `systemd://NAME` (those whose
+/// FileDescriptorName= is NAME): see the README's "Zero-downtime restart". Port 0 asks the kernel
+/// for a free port. Options (tcp and unix listen addresses only): `reuseport=0|1` (overrides
+/// Options::reuseport for this address) and `backlog=N` (listen backlog, 1..65535, default 1024).
 struct ListenAddress {
   Transport transport = Transport::tcp;  ///< Which transport.
   std::string host;                      ///< TCP host (name or literal, no brackets); may be empty.
@@ -36,6 +39,7 @@ struct ListenAddress {
   std::optional<bool> reuseport;         ///< Per-address reuse-port setting, if given.
   int backlog = 1024;                    ///< listen() backlog.
   int fd = -1;                           ///< The socket of an `fd://N` address.
+  std::string name;                      ///< The name of a `systemd://NAME` address (empty: all).
   std::string text;                      ///< The original string, for messages.
 };
 

@@ -12,3 +12,4 @@
 #include "evloop/server.hpp"
 #include "evloop/shared_buffer.hpp"
 #include "evloop/stats.hpp"
+#include "evloop/upgrade.hpp"
