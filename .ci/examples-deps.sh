@@ -4,9 +4,10 @@
 # (or without root) it says what is missing and exits 0; those tests then skip themselves.
 set -euo pipefail
 
-declare -A package_of=([curl]=curl [redis-cli]=redis-tools [redis-benchmark]=redis-tools [wrk]=wrk)
+declare -A package_of=([curl]=curl [redis-cli]=redis-tools [redis-benchmark]=redis-tools [wrk]=wrk
+                       [systemd-socket-activate]=systemd)
 missing=()
-for program in curl redis-cli redis-benchmark wrk; do
+for program in curl redis-cli redis-benchmark wrk systemd-socket-activate; do
   command -v "$program" >/dev/null 2>&1 || missing+=("${package_of[$program]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -88,37 +88,37 @@ std::string_view hello_response() {
 
 }  // namespace
 
-void append_response(const Request& req, std::string& out) {
+void append_response(const Request& req, bool keep_alive, std::string& out) {
   std::string_view path = req.target.substr(0, req.target.find('?'));
   bool head_only = req.method == Method::head;
   if (path == "/") {
-    if (req.method == Method::get && req.keep_alive && req.version_minor == 1) {
+    if (req.method == Method::get && keep_alive && req.version_minor == 1) {
       out += hello_response();
       return;
     }
     if (req.method == Method::get || head_only) {
-      append_head(200, kHello.size(), req.keep_alive, req.version_minor, {}, out);
+      append_head(200, kHello.size(), keep_alive, req.version_minor, {}, out);
       if (!head_only) out += kHello;
       return;
     }
     std::string_view body = "method not allowed\n";
-    append_head(405, body.size(), req.keep_alive, req.version_minor, "Allow: GET, HEAD\r\n", out);
+    append_head(405, body.size(), keep_alive, req.version_minor, "Allow: GET, HEAD\r\n", out);
     out += body;
     return;
   }
   if (path == "/echo") {
     if (req.method == Method::post || req.method == Method::put) {
-      append_head(200, req.body.size(), req.keep_alive, req.version_minor, {}, out);
+      append_head(200, req.body.size(), keep_alive, req.version_minor, {}, out);
       out += req.body;
       return;
     }
     std::string_view body = "method not allowed\n";
-    append_head(405, body.size(), req.keep_alive, req.version_minor, "Allow: POST, PUT\r\n", out);
+    append_head(405, body.size(), keep_alive, req.version_minor, "Allow: POST, PUT\r\n", out);
     out += body;
     return;
   }
   std::string_view body = "not found\n";
-  append_head(404, body.size(), req.keep_alive, req.version_minor, {}, out);
+  append_head(404, body.size(), keep_alive, req.version_minor, {}, out);
   if (!head_only) out += body;
 }
 

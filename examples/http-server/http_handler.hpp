@@ -11,8 +11,9 @@ namespace httpd {
 
 /// Appends the response to `req` to `out`. Routes: GET or HEAD "/" → 200 "Hello, World!";
 /// POST or PUT "/echo" → 200 with the request body; other methods on those paths → 405;
-/// anything else → 404. The response keeps the connection open iff req.keep_alive.
-void append_response(const Request& req, std::string& out);
+/// anything else → 404. The response keeps the connection open iff `keep_alive`: req.keep_alive,
+/// unless the server closes the connection after this response anyway ("Connection: close").
+void append_response(const Request& req, bool keep_alive, std::string& out);
 
 /// Appends an error response with `status` (400, 408, 413, 414, 431, 501, 505) and `reason` as
 /// the body. It always says "Connection: close": the caller closes after sending it.

@@ -27,6 +27,7 @@ Serves HTTP/1.1 (and 1.0): GET / answers "Hello, World!", POST /echo returns the
 Options:
   --listen ADDR     address to serve (repeatable; default tcp://127.0.0.1:8080), e.g.
                     tcp://127.0.0.1:0 (a free port)  tcp6://[::1]:8080  unix:///tmp/http.sock
+                    fd://N (an inherited socket)  systemd:// or systemd://NAME
   --loops N         event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport       one SO_REUSEPORT listener per loop (the kernel balances connections)
   --max-body BYTES  largest request body accepted, larger gets 413 (default 1048576)
@@ -40,6 +41,9 @@ Options:
   --help            this text
 
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
+SIGUSR2 upgrades it live: the same binary (as it is on disk now) and arguments start and take
+over the listeners and every connection between requests; a connection in the middle of a
+request finishes it here (with "Connection: close"), then this process exits.
 )";
 
 const example::Program kProgram{"http-server", kUsage, "tcp://127.0.0.1:8080"};
@@ -79,11 +83,16 @@ Config parse_args(int argc, char** argv) {
 }
 
 // One connection's state: its parser, the deadline of its timeouts and the one timer that
-// checks that deadline (0 when none is armed).
+// checks that deadline (0 when none is armed); whether a request has been answered, whether one
+// is in progress (part of it has arrived), and whether the connection closes after its current
+// request (a live upgrade left it here to finish).
 struct Session {
   httpd::RequestParser parser;
   httpd::Deadlines deadlines;
   evloop::TimerId timer = 0;
+  bool answered = false;
+  bool in_request = false;
+  bool last_request = false;
 };
 
 Session& session_of(evloop::Conn& conn) { return *std::any_cast<Session>(&conn.context()); }
@@ -144,10 +153,10 @@ std::size_t on_data(evloop::Conn& conn, std::string_view bytes) {
       break;
     }
     const httpd::Request& req = session.parser.request();
-    httpd::append_response(req, out);
+    close = !req.keep_alive || session.last_request;
+    httpd::append_response(req, !close, out);
     used += r.consumed;
     completed = true;
-    close = !req.keep_alive;
   }
   if (!out.empty()) conn.write(out);
   if (close) {
@@ -158,9 +167,32 @@ std::size_t on_data(evloop::Conn& conn, std::string_view bytes) {
                                : session.parser.awaiting_body() ? httpd::Awaiting::body
                                                                 : httpd::Awaiting::head;
   const httpd::Clock::time_point now = httpd::Clock::now();
+  session.answered = session.answered || completed;
+  session.in_request = next != httpd::Awaiting::next_request;
   session.deadlines.on_read(now, next, completed);
   arm_timer(conn, session, now);
   return used;
+}
+
+// A connection opens (or arrives from a live upgrade, `idle` when it had served a request and
+// was waiting for the next): a fresh session and its timer.
+void begin_session(evloop::Conn& conn, httpd::Limits limits, httpd::Timeouts timeouts, bool idle) {
+  const httpd::Clock::time_point now = httpd::Clock::now();
+  conn.context() = Session{httpd::RequestParser(limits), httpd::Deadlines(timeouts, now)};
+  Session& session = session_of(conn);
+  if (idle) session.deadlines.on_read(now, httpd::Awaiting::next_request, true);
+  arm_timer(conn, session, now);
+}
+
+// Live upgrade (SIGUSR2): a connection with no request in progress moves (its unsent responses go
+// with it); one in the middle of a request finishes it here, answered with "Connection: close".
+std::optional<std::string> hand_over(evloop::Conn& conn) {
+  Session& session = session_of(conn);
+  if (session.in_request) {
+    session.last_request = true;
+    return std::nullopt;
+  }
+  return session.answered ? "idle" : "new";
 }
 
 }  // namespace
@@ -171,10 +203,13 @@ int main(int argc, char** argv) {
   evloop::Callbacks callbacks;
   callbacks.serving = example::print_listening;
   callbacks.opened = [limits = config.limits, timeouts = config.timeouts](evloop::Conn& conn) {
-    const httpd::Clock::time_point now = httpd::Clock::now();
-    conn.context() = Session{httpd::RequestParser(limits), httpd::Deadlines(timeouts, now)};
-    arm_timer(conn, session_of(conn), now);
+    begin_session(conn, limits, timeouts, false);
   };
+  callbacks.adopted = [limits = config.limits, timeouts = config.timeouts](
+                          evloop::Conn& conn, std::string_view state) {
+    begin_session(conn, limits, timeouts, state == "idle");
+  };
+  callbacks.handover = hand_over;
   callbacks.data = on_data;
   callbacks.closed = [](evloop::Conn& conn, std::error_code) {
     if (const Session& session = session_of(conn); session.timer != 0) {
@@ -183,5 +218,5 @@ int main(int argc, char** argv) {
   };
 
   evloop::Server server(std::move(config.options), std::move(callbacks));
-  return example::serve_until_signal(kProgram, server);
+  return example::serve_until_signal(kProgram, server, argc, argv);
 }
