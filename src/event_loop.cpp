@@ -38,14 +38,16 @@ Status EventLoop::open() {
 Status EventLoop::add_listener(std::unique_ptr<Listener> listener) {
   if (std::error_code ec = poller_.add(listener->fd.get(), kRead, listener.get())) {
     if (listener->inherited) listener->fd.release();  // still the caller's
+    if (listener->handed_over) listener->unix_path.release();  // still the predecessor's
     return {ec, "register listener " + listener->bound.to_url() + ": " + ec.message()};
   }
   listeners_.push_back(std::move(listener));
   return {};
 }
 
-void EventLoop::release_inherited_listeners() {
+void EventLoop::release_borrowed_listeners() {
   for (auto& listener : listeners_) {
+    if (listener->handed_over) listener->unix_path.release();  // the predecessor serves it
     if (!listener->inherited) continue;
     poller_.remove(listener->fd.get(), kRead);
     listener->fd.release();

@@ -44,9 +44,10 @@ class EventLoop {
   Status open();
   /// Registers a listener with this loop's poller (before the thread starts).
   Status add_listener(std::unique_ptr<Listener> listener);
-  /// Gives up the fds of inherited listeners without closing them (a start() that failed: they
-  /// still belong to the caller).
-  void release_inherited_listeners();
+  /// A start() failed: gives up the fds of inherited listeners without closing them (they still
+  /// belong to the caller), and the Unix socket files of the sockets a live upgrade's
+  /// predecessor handed over (it still serves them).
+  void release_borrowed_listeners();
   /// The thread body: hooks, then serves until the group stops, then shuts this loop down.
   void run();
 

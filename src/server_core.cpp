@@ -38,6 +38,7 @@ Status ServerCore::add_listener(std::size_t loop, std::size_t endpoint, OpenedLi
   auto listener = std::make_unique<Listener>(std::move(opened), profiles_[endpoints_[endpoint].profile]);
   listener->endpoint = endpoint;
   listener->inherited = owner == Owner::caller;
+  listener->handed_over = owner == Owner::predecessor;
   listener->spreads = spreads;
   listener->balance = options_.balance;
   return group_.loops()[loop]->add_listener(std::move(listener));
@@ -66,12 +67,12 @@ Status ServerCore::bind_endpoint(std::size_t index) {
 
 // Listening sockets this process did not bind: each group bound to one address (one socket, or
 // one per loop with reuse-port) is spread over the loops by place_inherited(). `owner` says whose
-// they are if start() fails: the caller's stay open, the server's close.
+// they are if start() fails.
 Status ServerCore::serve_inherited(std::size_t index, const std::vector<int>& fds, Owner owner,
                                    bool owns_unix_path) {
   std::vector<int> taken;  // held by a listener (which closes it, or not, as `owner` says)
   const Status s = add_inherited(index, fds, owner, owns_unix_path, taken);
-  if (!s && owner == Owner::server) {
+  if (!s && owner != Owner::caller) {
     for (const int fd : fds) {
       if (std::find(taken.begin(), taken.end(), fd) == taken.end()) ::close(fd);
     }
@@ -124,7 +125,7 @@ Status ServerCore::open_endpoint(std::size_t index) {
   if (successor_ && successor_->take_listeners(ep.text, handed)) {
     std::vector<int> fds;
     for (UniqueFd& fd : handed.fds) fds.push_back(fd.release());
-    return serve_inherited(index, fds, Owner::server, handed.owns_unix_path);
+    return serve_inherited(index, fds, Owner::predecessor, handed.owns_unix_path);
   }
   switch (ep.address.transport) {
     case Transport::inherited_fd:
@@ -177,7 +178,7 @@ Status ServerCore::start() {
   // them every fd opened so far, but for inherited ones, which stay the caller's) are destroyed.
   if (Status s = group_.open(); !s) return fail_start(s);
   if (Status s = open_listeners(); !s) {
-    for (const auto& loop : group_.loops()) loop->release_inherited_listeners();
+    for (const auto& loop : group_.loops()) loop->release_borrowed_listeners();
     group_.discard();
     addresses_.clear();
     systemd_fds_.clear();
@@ -213,6 +214,8 @@ Status ServerCore::upgrade(const UpgradeOptions& options, UpgradeReport* report)
             expected == upgrading ? "upgrade: another upgrade is in progress"
                                   : "upgrade: this server already handed over to a successor"};
   }
+  // A successor upgraded at once: what its predecessor is still handing over moves on too.
+  if (successor_) successor_->finish_receiving();
   std::vector<std::string> texts;
   for (const Endpoint& ep : endpoints_) texts.push_back(ep.text);
   UpgradeReport done;

@@ -39,8 +39,9 @@ class ServerCore {
     ListenAddress address;
     std::size_t profile = 0;
   };
-  // Whose an inherited socket is if start() fails.
-  enum class Owner { caller, server };
+  // Whose a listening socket is if start() fails: the caller's stays open; the server's closes
+  // (with its Unix socket file); a live upgrade's predecessor's closes, its file left in place.
+  enum class Owner { caller, server, predecessor };
 
   Status open_listeners();
   Status open_endpoint(std::size_t index);

@@ -164,12 +164,17 @@ void UpgradeSuccessor::close_control() {
   control_.reset();
 }
 
+void UpgradeSuccessor::finish_receiving() {
+  std::lock_guard lock(join_mutex_);
+  if (receiver_.joinable()) receiver_.join();
+}
+
 void UpgradeSuccessor::stop() {
   {
     std::lock_guard lock(mutex_);
     if (control_.get() >= 0) ::shutdown(control_.get(), SHUT_RDWR);  // wakes the receiver
   }
-  if (receiver_.joinable()) receiver_.join();
+  finish_receiving();
 }
 
 }  // namespace evloop::detail

@@ -50,6 +50,9 @@ class UpgradeSuccessor {
   /// connection with the profile `profiles` has at the predecessor's index for it.
   void report_ready(const std::vector<std::unique_ptr<EventLoop>>& loops,
                     std::vector<ProfilePtr> profiles);
+  /// Waits until the predecessor has handed over everything (or is gone): an upgrade of this
+  /// process then moves those connections too.
+  void finish_receiving();
   /// Stops adopting and waits for the receiving thread (not from that thread).
   void stop();
 
@@ -61,6 +64,7 @@ class UpgradeSuccessor {
   void close_control();
 
   std::mutex mutex_;  // guards control_ against stop() while the receiver closes it
+  std::mutex join_mutex_;  // stop() and finish_receiving() may be called from two threads
   UniqueFd control_;
   std::unique_ptr<upgrade::FrameReader> reader_;
   std::vector<std::pair<std::string, Listeners>> listeners_;  // by listen address text

@@ -10,7 +10,8 @@
 //                 upgrade, its state "echo"
 //   HOLD       -> each later line gets "<pid>\n"; never moves: it drains in the old process
 //   UPGRADE [ARG...] -> runs Server::upgrade() with this program's own command line plus ARGs
-//                 (--crash-before-start, --never-ready, --ready-ms N, --drain-ms N), replies
+//                 (--crash-before-start, --never-ready, --stop-after-ready, --ready-ms N,
+//                 --drain-ms N), replies
 //                 "OK <successor pid> <moved> <draining>\n" or "FAIL <message>\n", and closes
 //
 // Flags: --listen ADDR (repeatable), --loops N, --reuseport, and the ARGs above. Prints
@@ -56,6 +57,7 @@ struct Config {
   std::vector<std::string> argv;  // this program's own command line, argv[0] absolute
   bool crash_before_start = false;
   bool never_ready = false;
+  bool stop_after_ready = false;
   std::chrono::milliseconds ready{5000};
   std::chrono::milliseconds drain{10'000};
 };
@@ -73,6 +75,10 @@ Config parse(int argc, char** argv) {
     }
     if (a == "--never-ready") {
       c.never_ready = true;
+      continue;
+    }
+    if (a == "--stop-after-ready") {
+      c.stop_after_ready = true;
       continue;
     }
     c.argv.push_back(a);
@@ -250,6 +256,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "upgrade_test_server: %s\n", s.message().c_str());
     return 1;
   }
+  // Ready (the predecessor was told), then stopped: the handover finds nobody reading.
+  if (config.stop_after_ready) ::raise(SIGSTOP);
   evloop::Status result;
   std::thread waiter([&] {
     result = server.wait();
