@@ -29,7 +29,7 @@ ChunkPool::~ChunkPool() {
   }
   while (free_small_ != nullptr) {
     void* next = *static_cast<void**>(free_small_);
-    ::operator delete(free_small_, sizeof(SmallStorage));
+    ::operator delete(free_small_);
     free_small_ = next;
   }
 }
@@ -81,7 +81,7 @@ void ChunkPool::release(Piece* piece) noexcept {
       break;
   }
   if (free_small_count_ >= kMaxFreeSmall) {
-    ::operator delete(piece, sizeof(SmallStorage));
+    ::operator delete(piece);
     return;
   }
   *reinterpret_cast<void**>(piece) = free_small_;
