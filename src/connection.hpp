@@ -40,6 +40,13 @@ namespace evloop::detail {
 
 class EventLoop;
 
+/// What a live upgrade moves with a connection besides its fd and bytes: its peer, and the state
+/// its `handover` handler gave (for the `adopted` handler).
+struct MovedState {
+  SocketAddress peer;
+  std::string state;
+};
+
 class Connection final : public Pollable, public Conn {
  public:
   Connection(EventLoop& loop, std::uint64_t id, ProfilePtr profile);
@@ -51,9 +58,9 @@ class Connection final : public Pollable, public Conn {
   /// An accepted fd: configures it; opens at the next settle().
   void open_accepted(UniqueFd fd, const SocketAddress& peer);
   /// An fd the user hands in (Loop::adopt), with the stream's unread input and unsent output;
-  /// with `moved`, a connection a live upgrade moved here, and its state for `adopted`.
+  /// with `moved`, a connection a live upgrade moved here.
   void open_adopted(int fd, std::string input, std::string output,
-                    std::optional<std::string> moved);
+                    std::optional<MovedState> moved);
   /// Dials `address` (connection_dial.cpp).
   void dial(std::string_view address, std::chrono::milliseconds timeout,
             const std::string& source_address);

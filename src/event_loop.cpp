@@ -11,6 +11,8 @@
 namespace evloop::detail {
 namespace {
 constexpr int kMaxEvents = 256;
+// Dials and adoptions queued from other threads, opened per loop iteration at most.
+constexpr std::size_t kOpeningsPerBatch = 256;
 }  // namespace
 
 EventLoop::EventLoop(LoopGroupCore& group, std::size_t index)
@@ -177,7 +179,15 @@ bool EventLoop::take_tasks() {
   std::lock_guard lock(mutex_);
   running_tasks_.swap(tasks_);
   running_hand_offs_.swap(hand_offs_);
-  running_openings_.swap(openings_);
+  if (openings_.size() <= kOpeningsPerBatch) {
+    running_openings_.swap(openings_);
+  } else {
+    // Thousands at once (a live upgrade's adoptions): a batch per iteration, so the ones opened
+    // are read before the rest are opened, instead of all waiting for the last.
+    const auto end = openings_.begin() + kOpeningsPerBatch;
+    std::move(openings_.begin(), end, std::back_inserter(running_openings_));
+    openings_.erase(openings_.begin(), end);
+  }
   return !running_tasks_.empty() || !running_hand_offs_.empty() || !running_openings_.empty();
 }
 
@@ -256,7 +266,7 @@ ConnRef EventLoop::connect(std::string_view address, ProfilePtr profile,
 }
 
 ConnRef EventLoop::adopt(int fd, ProfilePtr profile, std::string input, std::string output,
-                         std::optional<std::string> moved) {
+                         std::optional<MovedState> moved) {
   const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   load.fetch_add(1, std::memory_order_relaxed);
   auto start = [this, id, fd, profile = std::move(profile), input = std::move(input),

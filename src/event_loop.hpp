@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "connection.hpp"
 #include "evloop/loop.hpp"
 #include "loop_stats.hpp"
 #include "output_buffer.hpp"
@@ -27,7 +28,6 @@
 
 namespace evloop::detail {
 
-class Connection;
 class LoopGroupCore;
 struct Listener;
 
@@ -60,9 +60,9 @@ class EventLoop {
   ConnRef connect(std::string_view address, ProfilePtr profile, std::chrono::milliseconds timeout,
                   std::string source_address);
   /// Opens a connection on a connected fd on this loop (Loop::adopt); with `moved`, one a live
-  /// upgrade moved here, and its state for the `adopted` handler.
+  /// upgrade moved here.
   ConnRef adopt(int fd, ProfilePtr profile, std::string input, std::string output,
-                std::optional<std::string> moved = std::nullopt);
+                std::optional<MovedState> moved = std::nullopt);
   /// Timers: at once on the loop thread, posted from elsewhere.
   TimerId run_after(Clock::duration delay, Loop::Task fn);
   TimerId run_every(Clock::duration interval, Loop::Task fn);

@@ -205,43 +205,54 @@ bool offer(Connection& conn, std::uint32_t loop, const std::vector<ProfilePtr>& 
   });
 }
 
-// One loop's part of step 5, on its thread: offers every open connection, and hands the
-// detached ones to `queue` a frame's worth at a time, so sending starts while this loop goes on.
-void hand_over_loop(EventLoop& loop, const std::vector<ProfilePtr>& profiles, HandoverQueue& queue,
-                    std::atomic<std::size_t>& draining) {
-  loop.settle_scheduled();  // fds handed to this loop as the listeners stopped open now
+// One loop's part of step 5, on its thread, a frame's worth of connections at a time: each slice
+// detaches them, hands them to the sending thread, and posts the next slice, so that this loop
+// serves the connections still waiting their turn in between (they see no stall meanwhile).
+struct LoopHandover {
+  EventLoop& loop;
+  const std::vector<ProfilePtr>& profiles;
+  HandoverQueue& queue;
+  std::atomic<std::size_t>& draining;
+  std::vector<std::uint64_t> ids;  // the connections open when the handover began
+  std::size_t next = 0;
+};
+
+void hand_over_slice(const std::shared_ptr<LoopHandover>& h, const std::shared_ptr<void>& done) {
+  EventLoop& loop = h->loop;
   std::vector<Moved> batch;
   std::size_t detaching = 0;
-  const auto flush = [&] {
-    loop.settle_scheduled();  // carries out the detaches: `batch` fills
-    if (!batch.empty()) queue.push(std::move(batch));
-    batch.clear();
-    detaching = 0;
-  };
   const auto index = static_cast<std::uint32_t>(loop.index());
-  for (Connection* conn : loop.open_connections()) {
-    if (conn->state() != ConnState::open) continue;  // closed by a handler meanwhile
-    if (!offer(*conn, index, profiles, batch)) {
-      draining.fetch_add(1, std::memory_order_relaxed);
-    } else if (++detaching == kMaxFdsPerFrame) {
-      flush();
+  while (h->next < h->ids.size() && detaching < kMaxFdsPerFrame) {
+    Connection* conn = loop.find(h->ids[h->next++]);
+    if (conn == nullptr || conn->state() != ConnState::open) continue;  // it ended meanwhile
+    if (offer(*conn, index, h->profiles, batch)) {
+      ++detaching;
+    } else {
+      h->draining.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  flush();
+  loop.settle_scheduled();  // carries out the detaches: `batch` fills
+  if (!batch.empty()) h->queue.push(std::move(batch));
+  if (h->next < h->ids.size()) loop.post([h, done] { hand_over_slice(h, done); });
 }
 
 void start_handover(LoopGroupCore& group, const std::vector<ProfilePtr>& profiles,
                     HandoverQueue& queue, std::atomic<std::size_t>& draining) {
   for (const auto& loop : group.loops()) {
+    // Runs `queue.loop_done()` once the last slice is over, or dropped by a loop that stops.
     std::shared_ptr<void> done(nullptr, [&queue](void*) { queue.loop_done(); });
-    loop->post([l = loop.get(), &profiles, &queue, &draining, done] {
-      hand_over_loop(*l, profiles, queue, draining);
+    auto h = std::make_shared<LoopHandover>(
+        LoopHandover{*loop, profiles, queue, draining, {}, 0});
+    loop->post([h, done] {
+      h->loop.settle_scheduled();  // fds handed to this loop as the listeners stopped open now
+      for (Connection* conn : h->loop.open_connections()) h->ids.push_back(conn->id());
+      hand_over_slice(h, done);
     });
   }
 }
 
-// connections frames: u32 count, then per connection {u32 profile, u32 loop, bytes input, bytes
-// output, bytes state}, its fd attached.
+// connections frames: u32 count, then per connection {u32 profile, u32 loop, bytes peer (a
+// sockaddr), bytes input, bytes output, bytes state}, its fd attached.
 int send_batch(int control, const std::vector<Moved>& batch, Clock::time_point deadline) {
   std::string payload;
   PayloadWriter out(payload);
@@ -250,6 +261,7 @@ int send_batch(int control, const std::vector<Moved>& batch, Clock::time_point d
   for (const Moved& m : batch) {
     out.u32(m.profile);
     out.u32(m.loop);
+    out.bytes({static_cast<const char*>(m.conn.peer.data()), m.conn.peer.size()});
     out.bytes(m.conn.input);
     out.bytes(m.conn.output);
     out.bytes(m.state);
@@ -285,7 +297,7 @@ Status take_back(const UpgradeSource& source, pid_t pid, int error, std::size_t 
   const auto& loops = source.group.loops();
   for (Moved& m : unsent) {
     loops[m.loop]->adopt(m.conn.release(), source.profiles[m.profile], std::move(m.conn.input),
-                         std::move(m.conn.output), std::move(m.state));
+                         std::move(m.conn.output), MovedState{m.conn.peer, std::move(m.state)});
   }
   on_every_loop(source.group, [](EventLoop& loop) { loop.accept_again(); });
   return failure("the successor (pid " + std::to_string(pid) + ") was lost during the handover (" +

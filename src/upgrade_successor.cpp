@@ -138,23 +138,25 @@ void UpgradeSuccessor::receive(std::vector<EventLoop*> loops, std::vector<Profil
 
 bool UpgradeSuccessor::adopt_batch(Frame& frame, const std::vector<EventLoop*>& loops,
                                    const std::vector<ProfilePtr>& profiles) {
-  // connections: u32 count, then per connection {u32 profile, u32 loop, bytes input, bytes
-  // output, bytes state}, its fd attached.
+  // connections: u32 count, then per connection {u32 profile, u32 loop, bytes peer (a
+  // sockaddr), bytes input, bytes output, bytes state}, its fd attached.
   PayloadReader in(frame.payload);
   std::uint32_t count = 0;
   if (!in.u32(count) || count != frame.fds.size()) return false;
   for (std::uint32_t i = 0; i < count; ++i) {
     std::uint32_t profile = 0, loop = 0;
-    std::string input, output, state;
-    if (!in.u32(profile) || !in.u32(loop) || !in.bytes(input) || !in.bytes(output) ||
-        !in.bytes(state)) {
+    std::string peer, input, output;
+    MovedState moved;
+    if (!in.u32(profile) || !in.u32(loop) || !in.bytes(peer) || !in.bytes(input) ||
+        !in.bytes(output) || !in.bytes(moved.state)) {
       return false;  // the fds left in the frame close with it
     }
     // A profile this Server lacks (a Server::listen() it no longer makes): nothing here could
     // speak to that peer; its fd closes.
     if (profile >= profiles.size()) continue;
+    moved.peer = SocketAddress(peer.data(), peer.size());
     loops[loop % loops.size()]->adopt(frame.fds[i].release(), profiles[profile], std::move(input),
-                                      std::move(output), std::move(state));
+                                      std::move(output), std::move(moved));
   }
   return in.finished();
 }

@@ -262,17 +262,13 @@ TEST_F(UpgradeTest, ASuccessorNeverReadyIsKilledAtTheTimeoutAndTheOldServesOn) {
 }
 
 TEST_F(UpgradeTest, ASuccessorLostDuringTheHandoverGivesTheConnectionsBack) {
-  ASSERT_NO_FATAL_FAILURE(start({"--loops", "2"}));
-  // Streams with megabytes pending each way: the handover's frame cannot fit the control
-  // socket's buffer, and the successor, stopped once ready, never reads it.
-  constexpr std::size_t kBlob = 8u << 20;
-  const std::string blob(kBlob, 'q');
-  std::vector<int> streams;
-  std::vector<std::thread> senders;
+  // Each moved connection's state is 1 MiB: a frame cannot fit the control socket's buffer, and
+  // the successor, stopped once ready, never reads it: the handover times out.
+  ASSERT_NO_FATAL_FAILURE(start({"--loops", "2", "--state-bytes", "1048576"}));
+  std::vector<std::unique_ptr<Streamer>> streams;
   for (int i = 0; i < 4; ++i) {
-    streams.push_back(connect_loopback(port_));
-    ASSERT_TRUE(send_all(streams.back(), "ECHO\n"));
-    senders.emplace_back([fd = streams.back(), &blob] { EXPECT_TRUE(send_all(fd, blob)); });
+    streams.push_back(std::make_unique<Streamer>(port_, static_cast<unsigned>(10 + i)));
+    streams.back()->exchange();
   }
   const pid_t old = server_pid_;
   const UpgradeReply reply = upgrade("--stop-after-ready --ready-ms 1000");
@@ -282,15 +278,20 @@ TEST_F(UpgradeTest, ASuccessorLostDuringTheHandoverGivesTheConnectionsBack) {
   EXPECT_NE(reply.message.find("0 connections it had were lost, 4 were taken back"),
             std::string::npos)
       << reply.message;
-  // Taken back whole: every byte comes back, and the old process serves on.
-  for (const int fd : streams) EXPECT_TRUE(read_exactly(fd, kBlob, kTimeout) == blob);
-  for (auto& t : senders) t.join();
-  for (const int fd : streams) ::close(fd);
+  // Taken back whole: the streams go on byte-exact, and the old process serves on.
+  for (auto& s : streams) {
+    s->exchange();
+    EXPECT_EQ(s->failure(), "");
+  }
   EXPECT_EQ(std::atol(command("PID").c_str()), old);
   const UpgradeReply next = upgrade();
   ASSERT_TRUE(next.ok) << next.message;
   EXPECT_EQ(wait_generation_exit(old), 0);
   server_pid_ = next.successor;
+  for (auto& s : streams) {
+    s->exchange();
+    EXPECT_EQ(s->failure(), "");
+  }
 }
 
 TEST_F(UpgradeTest, AUnixSocketFileStaysWhileAGenerationServesIt) {

@@ -14,7 +14,9 @@
 //                 --drain-ms N), replies
 //                 "OK <successor pid> <moved> <draining>\n" or "FAIL <message>\n", and closes
 //
-// Flags: --listen ADDR (repeatable), --loops N, --reuseport, and the ARGs above. Prints
+// Flags: --listen ADDR (repeatable), --loops N, --reuseport, --state-bytes N (each moved
+// connection's state padded to that: frames larger than the socket buffers), and the ARGs above.
+// Prints
 // "listening on URL" per address, then "serving pid=<pid> successor=<0|1>". SIGTERM/SIGINT stop it;
 // after a successful upgrade it exits (0) once its connections drained.
 #include <dirent.h>
@@ -58,6 +60,7 @@ struct Config {
   bool crash_before_start = false;
   bool never_ready = false;
   bool stop_after_ready = false;
+  std::size_t state_bytes = 0;  // padding of each handed-over state: frames larger than buffers
   std::chrono::milliseconds ready{5000};
   std::chrono::milliseconds drain{10'000};
 };
@@ -93,6 +96,9 @@ Config parse(int argc, char** argv) {
     } else if (a == "--ready-ms") {
       c.ready = std::chrono::milliseconds(std::stol(value()));
       c.argv.push_back(std::to_string(c.ready.count()));
+    } else if (a == "--state-bytes") {
+      c.state_bytes = std::stoul(value());
+      c.argv.push_back(std::to_string(c.state_bytes));
     } else if (a == "--drain-ms") {
       c.drain = std::chrono::milliseconds(std::stol(value()));
       c.argv.push_back(std::to_string(c.drain.count()));
@@ -231,14 +237,14 @@ int main(int argc, char** argv) {
   cb.data = [&events](evloop::Conn& conn, std::string_view bytes) {
     return on_data(conn, bytes, events);
   };
-  cb.handover = [](evloop::Conn& conn) -> std::optional<std::string> {
+  cb.handover = [&config](evloop::Conn& conn) -> std::optional<std::string> {
     const Mode mode = mode_of(conn);
-    if (mode == Mode::echo) return "echo";
+    if (mode == Mode::echo) return "echo" + std::string(config.state_bytes, '.');
     if (mode == Mode::unknown) return "new";  // its partial first line moves with it
     return std::nullopt;                      // HOLD and UPGRADE stay here
   };
   cb.adopted = [](evloop::Conn& conn, std::string_view state) {
-    conn.context() = state == "echo" ? Mode::echo : Mode::unknown;
+    conn.context() = state.starts_with("echo") ? Mode::echo : Mode::unknown;
   };
   config.options.shutdown_grace = std::chrono::milliseconds(500);
 
