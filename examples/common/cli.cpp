@@ -2,11 +2,15 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <csignal>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 namespace example {
@@ -99,6 +103,22 @@ std::vector<std::string> own_command_line(int argc, char** argv) {
   return line;
 }
 
+void notify_systemd(const std::string& state) {
+  const char* socket_path = std::getenv("NOTIFY_SOCKET");
+  if (socket_path == nullptr || socket_path[0] == '\0') return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::size_t length = std::strlen(socket_path);
+  if (length >= sizeof addr.sun_path) return;
+  std::memcpy(addr.sun_path, socket_path, length);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // an abstract socket
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr),
+           static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + length));
+  ::close(fd);
+}
+
 namespace {
 
 void upgrade(evloop::Server& server, const evloop::UpgradeOptions& o) {
@@ -106,6 +126,8 @@ void upgrade(evloop::Server& server, const evloop::UpgradeOptions& o) {
   if (const evloop::Status s = server.upgrade(o, &report); !s) {
     std::printf("upgrade failed: %s\n", s.message().c_str());
   } else {
+    // Under systemd (Type=notify, NotifyAccess=all): the successor is the service's process now.
+    notify_systemd("MAINPID=" + std::to_string(report.successor_pid));
     std::printf("upgraded: pid %ld, %zu connections moved, %zu left to drain\n",
                 report.successor_pid, report.moved, report.draining);
   }
@@ -139,6 +161,7 @@ int serve_until_signal(const Program& program, evloop::Server& server, int argc,
     std::fprintf(stderr, "%s: %s\n", program.name, status.message().c_str());
     return 1;
   }
+  notify_systemd("READY=1");
   std::thread signal_taker([&] { take_signals(server, signals, upgrade_options); });
   server.wait();  // after stop(), or once an upgrade's drain is over
   pthread_kill(signal_taker.native_handle(), SIGTERM);  // ends its sigwait (if still waiting)

@@ -58,6 +58,12 @@ void print_listening(const evloop::ServingInfo& info);
 /// prefer a handler.
 int serve_until_signal(const Program& program, evloop::Server& server, int argc, char** argv);
 
+/// Sends `state` ("READY=1", "MAINPID=N") to systemd's notification socket ($NOTIFY_SOCKET), as
+/// sd_notify(3) does; nothing when the variable is not set. serve_until_signal() says READY=1
+/// once the server started, and MAINPID=<successor> after a live upgrade, so that a unit with
+/// Type=notify and NotifyAccess=all follows the new process.
+void notify_systemd(const std::string& state);
+
 /// This program's command line with argv[0] as an absolute path (resolved through PATH when it
 /// has no '/'), to execute again.
 std::vector<std::string> own_command_line(int argc, char** argv);

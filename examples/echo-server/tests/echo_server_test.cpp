@@ -1,13 +1,19 @@
 // The echo-server binary as a user runs it: it prints its address, echoes, stops cleanly on
 // SIGINT and SIGTERM (printing its counters with --stats), and rejects bad input clearly.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <future>
+#include <string>
+#include <vector>
 
 #include "child_process.hpp"
 
@@ -117,6 +123,48 @@ TEST(EchoServerBinary, Sigusr2UpgradesLiveAndEveryConnectionMoves) {
   expect_echo(port, 1);
   ::kill(third, SIGTERM);
   EXPECT_EQ(wait_for_exit(third, 20s), 0);
+}
+
+// The datagrams sent to a NOTIFY_SOCKET of ours, until one equals `last` (or 20 s pass).
+std::vector<std::string> notifications_until(int socket, const std::string& last) {
+  std::vector<std::string> got;
+  while (got.empty() || got.back() != last) {
+    pollfd p{socket, POLLIN, 0};
+    if (::poll(&p, 1, 20'000) != 1) break;
+    char buf[256];
+    const ssize_t n = ::recv(socket, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.emplace_back(buf, static_cast<std::size_t>(n));
+  }
+  return got;
+}
+
+// Under systemd (Type=notify, NotifyAccess=all) the service follows the successor: each process
+// says READY=1 once it serves, and the old one MAINPID=<successor> once it handed over.
+TEST(EchoServerBinary, TellsSystemdItIsReadyAndWhichProcessServesAfterAnUpgrade) {
+  if (!become_subreaper()) GTEST_SKIP() << "needs a subreaper (Linux) to see the successor exit";
+  const std::string path = "/tmp/evloop-notify-" + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  const int notify = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::bind(notify, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ChildSetup setup;
+  setup.env = {"NOTIFY_SOCKET=" + path};
+  std::unique_ptr<Child> child;
+  ASSERT_NE(start_server(child, ECHO_SERVER_BIN, {}, "tcp://127.0.0.1:0", setup), 0);
+  EXPECT_EQ(notifications_until(notify, "READY=1"), std::vector<std::string>{"READY=1"});
+  const Upgraded u = upgrade_example(*child, 20s);
+  ASSERT_NE(u.pid, 0) << u.line;
+  const std::string main_pid = "MAINPID=" + std::to_string(u.pid);
+  EXPECT_EQ(notifications_until(notify, main_pid),
+            (std::vector<std::string>{"READY=1", main_pid}));
+  EXPECT_EQ(child->wait_process(20s), 0);
+  ::kill(u.pid, SIGTERM);
+  EXPECT_EQ(wait_for_exit(u.pid, 20s), 0);
+  ::close(notify);
+  ::unlink(path.c_str());
 }
 
 TEST(EchoServerBinary, ServesAnInheritedFdAndSystemdSockets) {
