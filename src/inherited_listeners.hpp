@@ -69,13 +69,15 @@ inline Placement place_inherited(std::size_t i, std::size_t count, std::size_t l
   return {i % loops, count < loops};
 }
 
-/// Splits `sockets` (fd and bound address) into groups bound to the same address, in the order of
-/// each group's first socket: one group is one listen address, its sockets (bound with
-/// SO_REUSEPORT) one per loop.
+/// An inherited listening socket and the address it is bound to.
 struct InheritedSocket {
   int fd = -1;
   SocketAddress bound;
 };
-std::vector<std::vector<InheritedSocket>> group_by_address(const std::vector<InheritedSocket>& sockets);
+
+/// Splits `sockets` into groups bound to the same address, in the order of each group's first
+/// socket: one group is one listen address, its sockets (bound with SO_REUSEPORT) one per loop.
+std::vector<std::vector<InheritedSocket>> group_by_address(
+    const std::vector<InheritedSocket>& sockets);
 
 }  // namespace evloop::detail
