@@ -127,9 +127,12 @@ Status start_successor(const UpgradeOptions& options, UniqueFd& control, pid_t& 
   return {};
 }
 
-Status await_ready(upgrade::FrameReader& reader, pid_t pid, const UpgradeOptions& options) {
+// Waits for `ready` until `deadline`. Anything else (the reason the successor sent, the end of
+// the stream, the timeout) kills and reaps it.
+Status await_ready(upgrade::FrameReader& reader, pid_t pid, const UpgradeOptions& options,
+                   Clock::time_point deadline) {
   upgrade::Frame frame;
-  const int e = reader.next(frame, Clock::now() + options.ready_timeout);
+  const int e = reader.next(frame, deadline);
   if (e == 0 && frame.type == FrameType::ready) return {};
   std::string why;
   std::uint32_t exec_errno = 0;
@@ -328,13 +331,12 @@ Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
   pid_t pid = -1;
   if (Status s = start_successor(options, control, pid); !s) return s;
   upgrade::FrameReader reader(control.get());
-  if (const int e = send_listeners(control.get(), listeners, source.endpoints,
-                                   Clock::now() + options.ready_timeout)) {
-    return failure("sending the listening sockets: " + error_text(e) + "; the successor " +
-                   upgrade::kill_and_reap(pid));
-  }
+  const auto deadline = Clock::now() + options.ready_timeout;
+  // Should this fail (the successor is gone already, or does not read), what it says, or its
+  // end, or the timeout tells why: await_ready() reads it.
+  send_listeners(control.get(), listeners, source.endpoints, deadline);
   listeners.clear();  // the successor has its own now
-  if (Status s = await_ready(reader, pid, options); !s) return s;
+  if (Status s = await_ready(reader, pid, options, deadline); !s) return s;
 
   // From here on the successor serves too: stop accepting everywhere before handing over, so no
   // connection arrives after its loop's handover.
