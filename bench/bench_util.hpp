@@ -1,6 +1,7 @@
-// Internal to bench/. Small helpers shared by the load generator and the two baseline servers:
-// clocks, CPU time, the "tcp://127.0.0.1:PORT" address form and the "listening on" line.
-// Header-only and libc-only, so the baselines and the load generator never need the library.
+// Internal to bench/. Small helpers shared by the runner, the load generator and the two baseline
+// servers: clocks, CPU time, numeric flags, the "tcp://127.0.0.1:PORT" address form and the
+// "listening on" line. Header-only and libc-only, so the baselines and the load generator never
+// need the library.
 #pragma once
 
 #include <arpa/inet.h>
@@ -14,9 +15,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace bench {
 
@@ -34,6 +37,46 @@ inline double self_cpu_seconds() noexcept {
   getrusage(RUSAGE_SELF, &ru);
   auto sec = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
   return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
+
+/// The value of a numeric command-line flag: the whole of `text` must be a number (a whole one
+/// for an integer type, without a sign for an unsigned one) from `min` to `max`. Anything else is
+/// a usage error: prints "PROGRAM: FLAG needs a whole number >= 1, got 'TEXT'" and exits with 2.
+template <class T>
+T flag_number(const char* program, std::string_view flag, const std::string& text, T min,
+              T max = std::numeric_limits<T>::max()) {
+  static_assert(std::is_arithmetic_v<T>);
+  const char* s = text.c_str();
+  char* end = nullptr;
+  errno = 0;
+  bool ok = !text.empty() && (s[0] == '-' || s[0] == '.' || (s[0] >= '0' && s[0] <= '9'));
+  T value{};
+  if constexpr (std::is_floating_point_v<T>) {
+    const double v = std::strtod(s, &end);
+    ok = ok && v >= min && v <= max;  // false for NaN
+    value = static_cast<T>(v);
+  } else if constexpr (std::is_signed_v<T>) {
+    const long long v = std::strtoll(s, &end, 10);
+    ok = ok && v >= min && v <= max;
+    value = static_cast<T>(v);
+  } else {
+    const unsigned long long v = std::strtoull(s, &end, 10);
+    ok = ok && s[0] != '-' && v >= min && v <= max;
+    value = static_cast<T>(v);
+  }
+  if (ok && errno == 0 && *end == '\0') return value;
+  auto str = [](T x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(x));
+    return std::string(buf);
+  };
+  const std::string range = max == std::numeric_limits<T>::max()
+                                ? ">= " + str(min)
+                                : "from " + str(min) + " to " + str(max);
+  std::fprintf(stderr, "%s: %.*s needs %s %s, got '%s'\n", program, static_cast<int>(flag.size()),
+               flag.data(), std::is_integral_v<T> ? "a whole number" : "a number", range.c_str(),
+               s);
+  std::exit(2);
 }
 
 /// Parses "tcp://A.B.C.D:PORT", "tcp4://A.B.C.D:PORT" or "A.B.C.D:PORT" (IPv4 only: the benchmark

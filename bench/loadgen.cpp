@@ -86,29 +86,25 @@ bool parse_args(int argc, char** argv, Config& cfg) {
     } else if (a == "--connect") {
       cfg.address = value();
     } else if (a == "-c" || a == "--conns") {
-      cfg.conns = std::strtoul(value(), nullptr, 10);
+      cfg.conns = bench::flag_number("loadgen", a, value(), std::size_t{1});
     } else if (a == "-s" || a == "--size") {
-      cfg.size = std::strtoul(value(), nullptr, 10);
+      cfg.size = bench::flag_number("loadgen", a, value(), std::size_t{1});
     } else if (a == "-d" || a == "--depth") {
-      cfg.depth = std::strtoul(value(), nullptr, 10);
+      cfg.depth = bench::flag_number("loadgen", a, value(), std::size_t{1});
     } else if (a == "-t" || a == "--duration") {
-      cfg.duration = std::strtod(value(), nullptr);
+      cfg.duration = bench::flag_number("loadgen", a, value(), 0.001);
     } else if (a == "-w" || a == "--warmup") {
-      cfg.warmup = std::strtod(value(), nullptr);
+      cfg.warmup = bench::flag_number("loadgen", a, value(), 0.0);
     } else if (a == "--idle") {
       cfg.idle = true;
     } else if (a == "--server-pid") {
-      cfg.server_pid = std::strtol(value(), nullptr, 10);
+      cfg.server_pid = bench::flag_number("loadgen", a, value(), 1L);
     } else if (a == "--label") {
       cfg.label = value();
     } else {
       std::fprintf(stderr, "loadgen: unknown argument %s\n", a.c_str());
       return false;
     }
-  }
-  if (cfg.conns == 0 || cfg.size == 0 || cfg.depth == 0 || cfg.duration <= 0 || cfg.warmup < 0) {
-    std::fprintf(stderr, "loadgen: conns, size, depth and duration must be positive\n");
-    return false;
   }
   return true;
 }

@@ -2,8 +2,9 @@
 // baselines (threads = plain blocking sockets, epoll = the hand-written floor) through the echo
 // scenarios and the idle-connections scenario, interleaving the servers round by round, with the
 // server pinned to one CPU and the load generator to another. Writes a Markdown table of medians
-// (min-max) with ratios to the baselines, and a JSON file with every run. Exit status 1 if any run
-// failed (an echo mismatch, a connection error, a server that did not start), 2 on bad usage.
+// (min-max) with ratios to the baselines, a JSON file with every run, and an SVG chart. Exit status
+// 1 if any run failed (an echo mismatch, a connection error, a server that did not start), 2 on bad
+// usage.
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
@@ -23,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "runner_process.hpp"
 #include "runner_report.hpp"
 
@@ -43,6 +45,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using bench::json_number;
+using bench::json_string;
+
 struct Config {
   unsigned rounds = 3;
   double duration = 5.0;
@@ -53,6 +58,7 @@ struct Config {
   int strace = -1;             // -1: when not --quick and strace is installed
   std::string only_servers;    // comma-separated subset, empty = all
   std::string only_scenarios;  // comma-separated subset of names, empty = all
+  std::string chart_from;      // --chart-from: only render the chart of this results.json
   std::string echo_server = BENCH_ECHO_SERVER;
   std::string loadgen = BENCH_LOADGEN;
   std::string threads = BENCH_BASELINE_THREADS;
@@ -69,14 +75,16 @@ void usage(FILE* out) {
       "sockets, one thread per connection; epoll: a minimal hand-written epoll loop) through\n"
       "the echo scenarios and the idle-connections scenario, servers interleaved, the server\n"
       "pinned to one CPU and the load generator to another. Prints a Markdown table of\n"
-      "medians (min-max) and writes DIR/results.md and DIR/results.json.\n"
+      "medians (min-max) and writes DIR/results.md, DIR/results.json and a chart,\n"
+      "DIR/results.svg.\n"
       "  --quick           1 round, 1 s runs (the README demo; about a minute)\n"
       "  --rounds N        rounds, servers interleaved in each (default 3)\n"
       "  --duration S      measured seconds per run (default 5; --quick: 1)\n"
       "  --warmup S        unmeasured seconds before each run (default 1; --quick: 0.3)\n"
       "  --out DIR         where results.md and results.json go (default ./bench-results)\n"
       "  --idle-conns N    connections of the idle scenario (default 10000)\n"
-      "  --servers LIST    subset, comma-separated: threads,epoll,evloop-1,evloop-2\n"
+      "  --servers LIST    subset, comma-separated: threads,epoll,evloop-1,evloop-2,\n"
+      "                    evloop-uring (1 loop on io_uring; the notes say if it fell back)\n"
       "  --scenarios LIST  subset, comma-separated: d1,d16,c1000,64k,idle\n"
       "  --strace | --no-strace  cross-check syscalls per message with strace -c -f\n"
       "                    (default: on unless --quick, when strace is installed)\n"
@@ -85,7 +93,8 @@ void usage(FILE* out) {
       "  --cpus S,L        CPU for the server and for the load generator (default: the\n"
       "                    first two CPUs this process may use)\n"
       "  --echo-server P, --loadgen P, --baseline-threads P, --baseline-epoll P\n"
-      "                    programs to run (default: the ones built beside the runner)\n");
+      "                    programs to run (default: the ones built beside the runner)\n"
+      "  --chart-from F.json  run nothing: draw the chart of a saved results file as F.svg\n");
 }
 
 bool parse_args(int argc, char** argv, Config& cfg) {
@@ -105,18 +114,18 @@ bool parse_args(int argc, char** argv, Config& cfg) {
     } else if (a == "--quick") {
       cfg.quick = true;
     } else if (a == "--rounds") {
-      cfg.rounds = static_cast<unsigned>(std::stoul(value()));
+      cfg.rounds = bench::flag_number("runner", a, value(), 1u);
       rounds_set = true;
     } else if (a == "--duration") {
-      cfg.duration = std::stod(value());
+      cfg.duration = bench::flag_number("runner", a, value(), 0.001);
       duration_set = true;
     } else if (a == "--warmup") {
-      cfg.warmup = std::stod(value());
+      cfg.warmup = bench::flag_number("runner", a, value(), 0.0);
       warmup_set = true;
     } else if (a == "--out") {
       cfg.out = value();
     } else if (a == "--idle-conns") {
-      cfg.idle_conns = static_cast<unsigned>(std::stoul(value()));
+      cfg.idle_conns = bench::flag_number("runner", a, value(), 0u);
     } else if (a == "--servers") {
       cfg.only_servers = value();
     } else if (a == "--scenarios") {
@@ -126,10 +135,16 @@ bool parse_args(int argc, char** argv, Config& cfg) {
     } else if (a == "--no-strace") {
       cfg.strace = 0;
     } else if (a == "--nice") {
-      cfg.nice = std::stoi(value());
+      cfg.nice = bench::flag_number("runner", a, value(), -20, 19);
     } else if (a == "--cpus") {
       const std::string v = value();
-      if (std::sscanf(v.c_str(), "%d,%d", &cfg.server_cpu, &cfg.load_cpu) != 2) return false;
+      const auto comma = v.find(',');
+      if (comma == std::string::npos) {
+        std::fprintf(stderr, "runner: --cpus needs two CPUs, S,L; got '%s'\n", v.c_str());
+        std::exit(2);
+      }
+      cfg.server_cpu = bench::flag_number("runner", a, v.substr(0, comma), 0, CPU_SETSIZE - 1);
+      cfg.load_cpu = bench::flag_number("runner", a, v.substr(comma + 1), 0, CPU_SETSIZE - 1);
     } else if (a == "--echo-server") {
       cfg.echo_server = value();
     } else if (a == "--loadgen") {
@@ -138,6 +153,8 @@ bool parse_args(int argc, char** argv, Config& cfg) {
       cfg.threads = value();
     } else if (a == "--baseline-epoll") {
       cfg.epoll = value();
+    } else if (a == "--chart-from") {
+      cfg.chart_from = value();
     } else {
       std::fprintf(stderr, "runner: unknown argument %s\n", a.c_str());
       return false;
@@ -148,7 +165,6 @@ bool parse_args(int argc, char** argv, Config& cfg) {
     if (!duration_set) cfg.duration = 1.0;
     if (!warmup_set) cfg.warmup = 0.3;
   }
-  if (cfg.rounds == 0 || cfg.duration <= 0 || cfg.warmup < 0) return false;
   return true;
 }
 
@@ -163,23 +179,6 @@ bool in_list(const std::string& list, const std::string& name) {
 
 bool executable(const std::string& path) {
   return !path.empty() && access(path.c_str(), X_OK) == 0;
-}
-
-/// A number from a flat JSON line: the value after "key":. NaN when absent.
-double json_number(const std::string& line, const std::string& key) {
-  const std::string k = "\"" + key + "\":";
-  const auto at = line.find(k);
-  if (at == std::string::npos) return NAN;
-  return std::strtod(line.c_str() + at + k.size(), nullptr);
-}
-
-std::string json_string(const std::string& line, const std::string& key) {
-  const std::string k = "\"" + key + "\":\"";
-  const auto at = line.find(k);
-  if (at == std::string::npos) return {};
-  const auto end = line.find('"', at + k.size());
-  return line.substr(at + k.size(),
-                     end == std::string::npos ? std::string::npos : end - at - k.size());
 }
 
 bool looks_like_json(const std::string& s) {
@@ -389,9 +388,18 @@ bench::Run Runner::echo_run(const bench::Scenario& sc, const bench::ServerSpec& 
   run.loadgen_cpu_pct = json_number(result, "cpu_pct");
   const double total = json_number(result, "total_messages");
   if (sv.has_stats && !stats.empty() && total > 0) {
-    const double calls = json_number(stats, "waits") + json_number(stats, "reads") +
-                         json_number(stats, "writes") + json_number(stats, "poller_changes") +
-                         json_number(stats, "accepts");
+    // System calls from the loop's own counters. On io_uring, receives, sends and poll changes
+    // are submissions that ride on the waits (io_uring_enter): only waits and accepts are calls.
+    const bool uring = json_string(stats, "backend") == "io_uring";
+    if (sv.name == "evloop-uring" && !uring) {
+      note("evloop-uring ran on " + json_string(stats, "backend") +
+           ": io_uring is unavailable here (see the server's note in servers.log)");
+    }
+    const double calls =
+        json_number(stats, "waits") + json_number(stats, "accepts") +
+        (uring ? 0.0
+               : json_number(stats, "reads") + json_number(stats, "writes") +
+                     json_number(stats, "poller_changes"));
     run.syscalls_per_msg = calls / total;
     run.poller_changes_per_msg = json_number(stats, "poller_changes") / total;
     run.waits_per_msg = json_number(stats, "waits") / total;
@@ -549,6 +557,8 @@ int Runner::run(int argc, char** argv) {
       {"epoll", cfg_.epoll, {}, false},
       {"evloop-1", cfg_.echo_server, {"--loops", "1", "--stats"}, true},
       {"evloop-2", cfg_.echo_server, {"--loops", "2", "--stats"}, true},
+      {"evloop-uring", cfg_.echo_server, {"--loops", "1", "--stats", "--backend", "io_uring"},
+       true},
   };
   for (const Candidate& c : candidates) {
     if (!in_list(cfg_.only_servers, c.name)) continue;
@@ -617,13 +627,34 @@ int Runner::run(int argc, char** argv) {
 
   note("1-minute load average " + load_before + " before, " + load_average() + " after");
   const std::string md = bench::render_markdown(report_);
-  const std::string js = bench::render_json(report_);
   std::ofstream(cfg_.out + "/results.md") << md;
-  std::ofstream(cfg_.out + "/results.json") << js;
+  std::ofstream(cfg_.out + "/results.json") << bench::render_json(report_);
+  std::ofstream(cfg_.out + "/results.svg") << bench::render_svg(report_);
   std::fputs(md.c_str(), stdout);
-  std::printf("\nWritten: %s/results.md, %s/results.json\n", cfg_.out.c_str(), cfg_.out.c_str());
+  std::printf("\nWritten: %s/results.md, %s/results.json, %s/results.svg\n", cfg_.out.c_str(),
+              cfg_.out.c_str(), cfg_.out.c_str());
   for (const bench::Run& r : report_.runs)
     if (!r.ok) return 1;
+  return 0;
+}
+
+/// --chart-from: results.json -> results.svg beside it (e.g. to redraw bench/results/latest.svg).
+int chart_from(const std::string& json_path) {
+  std::ifstream in(json_path);
+  std::stringstream json;
+  json << in.rdbuf();
+  const auto report = bench::parse_report_json(json.str());
+  if (!report) {
+    std::fprintf(stderr, "runner: %s is not a results file of the runner\n", json_path.c_str());
+    return 2;
+  }
+  const bool dot_json = json_path.ends_with(".json");
+  const std::string svg_path = json_path.substr(0, json_path.size() - (dot_json ? 5 : 0)) + ".svg";
+  if (!(std::ofstream(svg_path) << bench::render_svg(*report))) {
+    std::fprintf(stderr, "runner: cannot write %s\n", svg_path.c_str());
+    return 1;
+  }
+  std::printf("Written: %s\n", svg_path.c_str());
   return 0;
 }
 
@@ -635,6 +666,7 @@ int main(int argc, char** argv) {
     usage(stderr);
     return 2;
   }
+  if (!cfg.chart_from.empty()) return chart_from(cfg.chart_from);
   signal(SIGPIPE, SIG_IGN);
   Runner runner(cfg);
   return runner.run(argc, argv);

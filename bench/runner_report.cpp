@@ -4,37 +4,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <optional>
 #include <sstream>
 
 namespace bench {
 namespace {
-
-/// Median, min and max of one figure over the successful rounds of (scenario, server).
-struct Stat {
-  double median = NAN, min = NAN, max = NAN;
-  std::size_t n = 0;
-  bool valid() const { return n > 0; }
-};
-
-Stat stat_of(const Report& r, const std::string& scenario, const std::string& server,
-             const std::function<double(const Run&)>& field) {
-  std::vector<double> v;
-  for (const Run& run : r.runs) {
-    if (run.scenario != scenario || run.server != server || !run.ok) continue;
-    const double x = field(run);
-    if (x >= 0 && !std::isnan(x)) v.push_back(x);
-  }
-  Stat s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  s.n = v.size();
-  s.min = v.front();
-  s.max = v.back();
-  s.median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-  return s;
-}
 
 std::size_t failures(const Report& r, const std::string& scenario, const std::string& server) {
   std::size_t n = 0;
@@ -49,11 +25,19 @@ std::string fmt(const char* f, double x) {
   return buf;
 }
 
-// 123456 -> "123.5k"; 1234567 -> "1.23M".
-std::string si(double x) {
-  if (x >= 1e6) return fmt("%.2fM", x / 1e6);
-  if (x >= 1e3) return fmt("%.1fk", x / 1e3);
-  return fmt("%.0f", x);
+// Which side limited a run (medians over rounds): the server when it used ~a whole CPU, the load
+// generator when it did and the server did not (then msg/s ratios say little about the servers:
+// compare CPU per message), neither when both waited (a busy machine).
+std::string bound_by(const Report& r, const std::string& scenario, const std::string& server) {
+  const Stat server_pct = stat_of(r, scenario, server, [](const Run& x) {
+    return x.server_cpu_us_per_msg < 0 ? -1.0 : x.server_cpu_us_per_msg * x.msgs_per_s / 1e4;
+  });
+  const Stat load_pct =
+      stat_of(r, scenario, server, [](const Run& x) { return x.loadgen_cpu_pct; });
+  if (!server_pct.valid() || !load_pct.valid()) return "–";
+  if (server_pct.median >= 90) return "server";
+  if (load_pct.median >= 90) return "**load generator**";
+  return "neither (busy machine)";
 }
 
 std::string with_range(const Stat& s, const std::function<std::string(double)>& f) {
@@ -163,6 +147,46 @@ void targets(const Report& r, std::ostringstream& md) {
 
 }  // namespace
 
+Stat stat_of(const Report& r, const std::string& scenario, const std::string& server,
+             const std::function<double(const Run&)>& field) {
+  std::vector<double> v;
+  for (const Run& run : r.runs) {
+    if (run.scenario != scenario || run.server != server || !run.ok) continue;
+    const double x = field(run);
+    if (x >= 0 && !std::isnan(x)) v.push_back(x);
+  }
+  Stat s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  s.n = v.size();
+  s.min = v.front();
+  s.max = v.back();
+  s.median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  return s;
+}
+
+std::string si(double x) {
+  if (x >= 1e6) return fmt("%.2fM", x / 1e6);
+  if (x >= 1e3) return fmt("%.1fk", x / 1e3);
+  return fmt("%.0f", x);
+}
+
+double json_number(const std::string& line, const std::string& key) {
+  const std::string k = "\"" + key + "\":";
+  const auto at = line.find(k);
+  if (at == std::string::npos) return NAN;
+  return std::strtod(line.c_str() + at + k.size(), nullptr);
+}
+
+std::string json_string(const std::string& line, const std::string& key) {
+  const std::string k = "\"" + key + "\":\"";
+  const auto at = line.find(k);
+  if (at == std::string::npos) return {};
+  const auto end = line.find('"', at + k.size());
+  return line.substr(at + k.size(),
+                     end == std::string::npos ? std::string::npos : end - at - k.size());
+}
+
 std::string render_markdown(const Report& r) {
   std::ostringstream md;
   md << "## evloop echo benchmark, " << r.date_utc << "\n\n"
@@ -175,8 +199,8 @@ std::string render_markdown(const Report& r) {
 
   md << "\n### Echo: medians (min–max)\n\n"
      << "| scenario | server | msg/s | × threads | × epoll | p50 µs | p99 µs | p99.9 µs "
-        "| server CPU µs/msg | CPU × epoll | server CPU | loadgen CPU | syscalls/msg |\n"
-     << "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        "| server CPU µs/msg | CPU × epoll | server CPU | loadgen CPU | bound by | syscalls/msg |\n"
+     << "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Scenario& sc : r.scenarios) {
     if (sc.idle) continue;
     const Stat th = stat_of(r, sc.name, "threads", msgs), ep = stat_of(r, sc.name, "epoll", msgs);
@@ -206,7 +230,7 @@ std::string render_markdown(const Report& r) {
          << " | "
          << with_range(stat_of(r, sc.name, sv.name, [](const Run& x) { return x.loadgen_cpu_pct; }),
                        [](double x) { return fmt("%.0f%%", x); })
-         << " | "
+         << " | " << bound_by(r, sc.name, sv.name) << " | "
          << with_range(
                 stat_of(r, sc.name, sv.name, [](const Run& x) { return x.syscalls_per_msg; }), f2)
          << " |\n";
@@ -362,6 +386,50 @@ std::string render_json(const Report& r) {
   }
   js << "\n]\n}\n";
   return js.str();
+}
+
+std::optional<Report> parse_report_json(const std::string& json) {
+  std::istringstream in(json);
+  std::string line;
+  Report r;
+  bool header = false;
+  auto add_once = [](auto& list, const std::string& name, auto make) {
+    for (const auto& x : list)
+      if (x.name == name) return;
+    list.push_back(make());
+  };
+  while (std::getline(in, line)) {
+    if (line.rfind("\"date_utc\":", 0) == 0) {
+      header = true;
+      r.date_utc = json_string(line, "date_utc");
+      r.machine = json_string(line, "machine");
+      r.command = json_string(line, "command");
+      r.notes = json_string(line, "notes");
+      r.rounds = static_cast<unsigned>(json_number(line, "rounds"));
+      r.duration_s = json_number(line, "duration_s");
+      r.warmup_s = json_number(line, "warmup_s");
+      continue;
+    }
+    // A run (the summary's lines have no error): render_json writes scenario, server, round and
+    // ok first, then the error and the raw lines (whose keys may repeat these names).
+    const auto error_at = line.find(",\"error\":");
+    if (line.rfind("{\"scenario\":", 0) != 0 || error_at == std::string::npos) continue;
+    const std::string head = line.substr(0, error_at);
+    Run run;
+    run.scenario = json_string(head, "scenario");
+    run.server = json_string(head, "server");
+    run.round = static_cast<int>(json_number(head, "round"));
+    run.ok = head.find("\"ok\":true") != std::string::npos;
+    run.msgs_per_s = json_number(line, "msgs_per_s");
+    run.server_cpu_us_per_msg = json_number(line, "server_cpu_us_per_msg");
+    run.rss_bytes_per_conn = json_number(line, "rss_bytes_per_conn");
+    const bool idle = !std::isnan(run.rss_bytes_per_conn);
+    add_once(r.scenarios, run.scenario, [&] { return Scenario{run.scenario, idle}; });
+    add_once(r.servers, run.server, [&] { return ServerSpec{run.server, {}}; });
+    r.runs.push_back(std::move(run));
+  }
+  if (!header || r.runs.empty()) return std::nullopt;
+  return r;
 }
 
 }  // namespace bench

@@ -1,8 +1,13 @@
 // Internal to bench/. The runner's results and their rendering: one record per run, medians
 // (min-max) per scenario and server, ratios to the baselines measured in the same invocation, the
-// issue's targets checked against the figures, as Markdown and as JSON.
+// issue's targets checked against the figures, as Markdown, as JSON (read back by
+// parse_report_json) and as an SVG chart (runner_chart.cpp).
 #pragma once
 
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,9 +78,34 @@ struct Report {
   std::vector<StraceRun> strace;
 };
 
+/// Median, min and max of one figure over the successful runs of (scenario, server).
+struct Stat {
+  double median = NAN, min = NAN, max = NAN;
+  std::size_t n = 0;
+  bool valid() const { return n > 0; }
+};
+/// The Stat of `field` (negative or NaN values are "not measured" and left out).
+Stat stat_of(const Report& r, const std::string& scenario, const std::string& server,
+             const std::function<double(const Run&)>& field);
+/// 123456 -> "123.5k"; 1234567 -> "1.23M".
+std::string si(double x);
+
 /// The Markdown summary: tables of medians with ratios, then the targets of issue 3.
 std::string render_markdown(const Report& report);
 /// The JSON document: configuration, every run (with the raw lines), and the medians.
 std::string render_json(const Report& report);
+/// A Report back from render_json's output, with what the chart needs (the header, scenarios,
+/// servers, and each run's scenario, server, round, ok, msg/s, server CPU/msg, RSS/conn);
+/// nothing when `json` is not the runner's.
+std::optional<Report> parse_report_json(const std::string& json);
+/// The SVG chart: per echo scenario, msg/s and server CPU per message, one bar per server (median,
+/// min-max whisker), each labelled with its ratio to the epoll floor.
+std::string render_svg(const Report& report);
+
+/// A number from a flat JSON line: the value after the first "key":. NaN when absent.
+double json_number(const std::string& line, const std::string& key);
+/// A string from a flat JSON line: the value after the first "key":" (no escapes). Empty when
+/// absent.
+std::string json_string(const std::string& line, const std::string& key);
 
 }  // namespace bench

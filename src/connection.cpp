@@ -85,12 +85,18 @@ void Connection::open_adopted(int fd, std::string input, std::string output,
 // --- transitions -------------------------------------------------------------------------------
 
 void Connection::enter_open() {
-  // connecting -> open. A dialled socket is registered for writability; the rest not at all.
-  const std::error_code ec = registered_ ? loop_.poller().modify(fd_.get(), interest_, kRead, this)
-                                         : loop_.poller().add(fd_.get(), kRead, this);
-  if (ec) return fail_open(ec);
-  registered_ = true;
-  interest_ = kRead;
+  // connecting -> open. A dialled socket is registered for writability; the rest not at all. With
+  // completions, an open connection needs no readiness: settle() arms its receive.
+  if (loop_.poller().completions()) {
+    forget_poller();
+  } else {
+    const std::error_code ec = registered_
+                                   ? loop_.poller().modify(fd_.get(), interest_, kRead, this)
+                                   : loop_.poller().add(fd_.get(), kRead, this);
+    if (ec) return fail_open(ec);
+    registered_ = true;
+    interest_ = kRead;
+  }
   state_ = ConnState::open;
   if (deadline_timer_ != 0) loop_.cancel(deadline_timer_);  // the connect timeout
   deadline_timer_ = 0;
@@ -143,16 +149,25 @@ void Connection::finish(std::error_code error, bool reset) {
   state_ = ConnState::closed;
   cancel_timers();
   forget_poller();
+  quiesce();  // completions: what the kernel still holds ends with ECANCELED
   if (reset || !out_.empty()) {
     set_reset_on_close(fd_.get());
     bump(loop_.counters().resets);
   }
-  discard_output();
+  if (sending_) {
+    // The kernel is reading the output now: it is freed when the send completes (on_sent).
+    adjust(loop_.counters().output_buffered, out_.size(), 0);
+  } else {
+    discard_output();
+  }
   adjust(loop_.counters().input_buffered, in_.size(), 0);
   in_.clear();
   bump(loop_.counters().closed);
   if (handlers().closed) handlers().closed(*this, error);
-  fd_.reset();  // after the handler, so local_address() still works there
+  // After the handler, so local_address() still works there. While the kernel holds a request
+  // on the fd (completions), the destructor closes it once that request has ended: the fd number
+  // cannot be reused under a request still queued.
+  if (!busy()) fd_.reset();
   context_.reset();
   loop_.retire(*this);
 }
@@ -211,10 +226,26 @@ void Connection::settle() {
     enter_open();
     if (state_ == ConnState::connecting || ended()) return;
   }
-  if (detaching_) return detach_now();
+  if (detaching_) {
+    // With completions, the kernel's receive and send end first: what they moved is then in the
+    // input and output handed over.
+    if (quiesce()) detach_now();
+    return;
+  }
   if (end_wanted_) return finish(reason_, reset_wanted_);
+  if (stashed_ && wants_to_read()) {
+    // Completions: bytes (and an EOF) that came in while reading was paused, delivered now.
+    stashed_ = false;
+    if (!in_.empty()) deliver(nullptr, 0);
+    if (stashed_eof_ && !ended()) on_input_end();
+    if (ended()) return;
+  }
   if (!out_.empty()) {
-    flush();
+    if (loop_.poller().completions()) {
+      flush_async();
+    } else {
+      flush();
+    }
     if (ended()) return;
   }
   if (out_.empty()) {
@@ -234,7 +265,11 @@ void Connection::settle() {
     });
   }
   update_backpressure();
-  update_interest();
+  if (loop_.poller().completions()) {
+    update_receiving();
+  } else {
+    update_interest();
+  }
   if (state_ != ConnState::open) return;
   // Handlers last: whatever they ask for schedules this connection again.
   if (low_water_owed_) {
@@ -258,10 +293,13 @@ void Connection::end_shutdown() { finish(make_error_code(errc::shutdown_timeout)
 // --- reading -----------------------------------------------------------------------------------
 
 void Connection::on_event(const PollEvent& event) {
+  if (event.op == PollEvent::Op::received) return on_received(event);
+  if (event.op == PollEvent::Op::sent) return on_sent(event);
   if (ended()) return;  // closed earlier in this batch
-  if (state_ == ConnState::connecting) return on_connect_ready();
+  if (state_ == ConnState::connecting) return on_connect_ready(event);
   if (event.error) {
-    const std::error_code ec = socket_error(fd_.get());
+    std::error_code ec = socket_error(fd_.get());
+    if (!ec && event.result < 0) ec = sys_error(event.result);
     return finish(ec ? ec : std::make_error_code(std::errc::connection_reset), false);
   }
   if ((event.readable || event.hangup) && (interest_ & kRead)) read_once();
@@ -287,7 +325,7 @@ void Connection::read_once() {
   const long n = receive(fd_.get(), loop_.read_buffer(), loop_.read_buffer_size());
   bump(loop_.counters().reads);
   if (n > 0) {
-    on_received(loop_.read_buffer(), static_cast<std::size_t>(n));
+    on_bytes(loop_.read_buffer(), static_cast<std::size_t>(n));
   } else if (n == 0) {
     on_input_end();
   } else if (!would_block(n)) {
@@ -295,7 +333,7 @@ void Connection::read_once() {
   }
 }
 
-void Connection::on_received(const char* bytes, std::size_t size) {
+void Connection::on_bytes(const char* bytes, std::size_t size) {
   bump(loop_.counters().bytes_in, size);
   last_receive_ = loop_.now();
   deliver(bytes, size);
@@ -338,7 +376,8 @@ void Connection::write(const void* bytes, std::size_t size) {
   // A large write with the connection open goes to the kernel now, from the caller's memory
   // (with whatever is pending, in one sendmsg); only what the kernel refuses is copied. Small
   // writes are copied and leave together after the handler.
-  if (size >= kWriteThrough && state_ == ConnState::open && !out_.has_file()) {
+  if (size >= kWriteThrough && state_ == ConnState::open && !out_.has_file() &&
+      !loop_.poller().completions()) {
     const std::size_t taken = send_now(bytes, size);
     if (end_wanted_) return;  // the send failed: the connection ends
     bytes = static_cast<const char*>(bytes) + taken;
@@ -504,6 +543,96 @@ void Connection::update_interest() {
   if (ec) return finish(ec, false);
   registered_ = true;
   interest_ = static_cast<std::uint8_t>(want);
+}
+
+// --- completions (io_uring) ---------------------------------------------------------------------
+
+void Connection::update_receiving() {
+  // One receive in flight while reading is wanted, re-armed after each completion. When reading
+  // pauses, the receive in flight is left to complete (at most one buffer, stashed by
+  // on_received for the resume) rather than cancelled: a cancel would cost as much.
+  if (!wants_to_read() || receiving_ || input_ended_) return;
+  if (stashed_) return schedule();  // reading resumed: the next settle() delivers the stash
+  loop_.poller().receive(fd_.get(), this);
+  receiving_ = true;
+}
+
+void Connection::on_received(const PollEvent& event) {
+  if (!event.more) receiving_ = cancelling_ = false;
+  if (ended() || state_ == ConnState::connecting) return;  // a zombie waits for this, nothing more
+  if (event.result > 0) {
+    bump(loop_.counters().reads);
+    const auto size = static_cast<std::size_t>(event.result);
+    if (wants_to_read() && !stashed_) {
+      on_bytes(event.data, size);
+    } else {  // arrived while paused, closing or detaching: kept in order for later
+      bump(loop_.counters().bytes_in, size);
+      adjust(loop_.counters().input_buffered, in_.size(), in_.size() + size);
+      in_.append(event.data, size);
+      stashed_ = true;
+    }
+  } else if (event.result == 0) {
+    bump(loop_.counters().reads);
+    if (wants_to_read() && !stashed_) {
+      on_input_end();
+    } else {
+      stashed_ = stashed_eof_ = true;
+    }
+  } else if (event.result != -ENOBUFS && event.result != -ECANCELED) {
+    return finish(sys_error(event.result), false);  // ENOBUFS: re-armed once buffers are back
+  }
+  schedule();
+}
+
+void Connection::on_sent(const PollEvent& event) {
+  sending_ = false;
+  std::size_t asked = 0;
+  for (std::size_t i = 0; i < send_slot_->msg.msg_iovlen; ++i) asked += send_slot_->iov[i].iov_len;
+  loop_.send_slots().release(send_slot_);
+  send_slot_ = nullptr;
+  if (ended()) {
+    out_.clear();  // finish() left it to the kernel until now (and already counted it gone)
+    return;
+  }
+  if (event.result < 0) {
+    if (event.result == -EINTR || event.result == -EAGAIN) return schedule();
+    return finish(sys_error(event.result), false);
+  }
+  const auto n = static_cast<std::size_t>(event.result);
+  bump(loop_.counters().bytes_out, n);
+  adjust(loop_.counters().output_buffered, n, 0);
+  out_.consume(n);
+  last_send_ = loop_.now();
+  if (n < asked) bump(loop_.counters().write_arms);  // the socket was full: output waits
+  schedule();  // more to send, or all_sent, a close, a shutdown_write
+}
+
+void Connection::flush_async() {
+  // One send in flight per connection; its pieces stay queued (and alive) until it completes.
+  if (sending_ || out_.empty()) return;
+  if (out_.file_at_head() != nullptr) {
+    // No sendfile here: the next part of the file is read into memory and sent from there.
+    const long got = out_.load_file_head();
+    if (got == 0) return finish(make_error_code(errc::file_truncated), true);
+    if (got < 0) return finish(sys_error(got), true);
+  }
+  send_slot_ = loop_.send_slots().acquire();
+  const int count = out_.gather(send_slot_->iov, SendSlot::kMaxIov);
+  send_slot_->msg.msg_iov = send_slot_->iov;
+  send_slot_->msg.msg_iovlen = static_cast<decltype(send_slot_->msg.msg_iovlen)>(count);
+  loop_.poller().send(fd_.get(), &send_slot_->msg, this);
+  sending_ = true;
+  bump(loop_.counters().writes);
+}
+
+bool Connection::quiesce() {
+  // Completions: asks the kernel to end this connection's requests; true once none is left.
+  if (receiving_ && !cancelling_) {
+    loop_.poller().cancel(this, PollEvent::Op::received);
+    cancelling_ = true;
+  }
+  if (sending_ && (ended() || detaching_)) loop_.poller().cancel(this, PollEvent::Op::sent);
+  return !busy();
 }
 
 // --- the Conn API ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@
 #include "pollable.hpp"
 #include "poller.hpp"
 #include "profile.hpp"
+#include "send_slots.hpp"
 #include "socket.hpp"
 
 namespace evloop::detail {
@@ -71,6 +72,9 @@ class Connection final : public Pollable, public Conn {
   /// After handlers: opens, sends pending output, applies back-pressure and half-close, and
   /// carries out a requested close, failure or detach.
   void settle();
+  /// True while the kernel still holds a request of this connection (completion backends): it
+  /// must not be destroyed before those complete.
+  bool busy() const noexcept { return receiving_ || sending_; }
   /// The loop is stopping: stop reading; close once pending output is sent
   /// (errc::server_stopped); a dial in progress fails.
   void begin_shutdown();
@@ -134,7 +138,7 @@ class Connection final : public Pollable, public Conn {
 
   // I/O, as results the settle/transition code consumes.
   void read_once();
-  void on_received(const char* bytes, std::size_t size);
+  void on_bytes(const char* bytes, std::size_t size);
   void on_input_end();
   void deliver(const char* bytes, std::size_t size);
   bool accepts_output() const noexcept {
@@ -150,13 +154,19 @@ class Connection final : public Pollable, public Conn {
   void update_backpressure();
   void update_interest();
   void park();
+  // Completion backends (io_uring): receives and sends as requests that complete later.
+  void on_received(const PollEvent& event);
+  void on_sent(const PollEvent& event);
+  void update_receiving();
+  void flush_async();
+  bool quiesce();
   void schedule();
 
   // Dialling (connection_dial.cpp).
   void start_resolve(const ListenAddress& target);
   void on_resolved(std::vector<SocketAddress> addresses, std::error_code error);
   void try_next_address();
-  void on_connect_ready();
+  void on_connect_ready(const PollEvent& event);
 
   // Timers.
   void arm_timeout_timer(std::chrono::steady_clock::duration after);
@@ -184,6 +194,11 @@ class Connection final : public Pollable, public Conn {
   bool parked_ : 1 = false;           // out of the poller after a hang-up while not reading
   bool detaching_ : 1 = false;        // detach() was called: rare_->detach_to takes the fd
   bool dialling_ : 1 = false;         // rare_->dial is in use
+  bool receiving_ : 1 = false;        // completions: a receive is in the kernel
+  bool cancelling_ : 1 = false;       // ...and its cancel has been asked for (closing, detaching)
+  bool sending_ : 1 = false;          // completions: a send is in the kernel (send_slot_)
+  bool stashed_ : 1 = false;          // completions: bytes (in in_) came while not reading
+  bool stashed_eof_ : 1 = false;      // ...and the peer's EOF
   PeerAddress peer_;
   OutputBuffer out_;
   InputTail in_;  // unconsumed input
@@ -194,6 +209,7 @@ class Connection final : public Pollable, public Conn {
   std::chrono::steady_clock::time_point last_receive_{};  // or when reading (re)started
   std::chrono::steady_clock::time_point last_send_{};     // or when output became pending
   std::unique_ptr<Rare> rare_;
+  SendSlot* send_slot_ = nullptr;  // completions: the msghdr of the send in flight
 };
 
 }  // namespace evloop::detail

@@ -103,9 +103,14 @@ void Connection::try_next_address() {
   fail(dial.last_error ? dial.last_error : make_error_code(errc::resolve_failed), false);
 }
 
-void Connection::on_connect_ready() {
+void Connection::on_connect_ready(const PollEvent& event) {
   if (!registered_ || ready_ || end_wanted_) return;
   std::error_code ec = socket_error(fd_.get());
+  // kqueue (libkqueue) reports a refused connect in the event and has cleared SO_ERROR.
+  if (!ec && event.result < 0) ec = {-event.result, std::system_category()};
+  if (!ec && (event.error || event.hangup) && peer_address(fd_.get()).family() == 0) {
+    ec = std::make_error_code(std::errc::connection_refused);
+  }
   // Connecting to a free local port in the ephemeral range can connect a socket to itself (TCP
   // simultaneous open): nobody listens there, so it counts as a failure of that address.
   if (!ec && connected_to_itself(fd_.get())) ec = make_error_code(errc::self_connect);

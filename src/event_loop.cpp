@@ -29,8 +29,10 @@ EventLoop::~EventLoop() {
   for (HandOff& h : hand_offs_) ::close(h.fd);
 }
 
-Status EventLoop::open() {
-  if (std::error_code ec = poller_.open()) return {ec, "create poller: " + ec.message()};
+Status EventLoop::open(Backend wanted, std::string& note) {
+  if (std::error_code ec = poller_.open(wanted, note)) {
+    return {ec, "create poller: " + ec.message()};
+  }
   if (std::error_code ec = waker_.open(poller_, &waker_token_)) {
     return {ec, "create waker: " + ec.message()};
   }
@@ -301,8 +303,19 @@ void EventLoop::retire(Connection& conn) {
 }
 
 void EventLoop::destroy_retired() {
-  for (const std::uint64_t id : retired_) connections_.erase(id);
-  retired_.clear();
+  // A closed connection whose requests the kernel still holds (completion backends) waits for
+  // their completions; the rest go now.
+  std::size_t kept = 0;
+  for (const std::uint64_t id : retired_) {
+    auto it = connections_.find(id);
+    if (it == connections_.end()) continue;
+    if (it->second.busy()) {
+      retired_[kept++] = id;
+    } else {
+      connections_.erase(it);
+    }
+  }
+  retired_.resize(kept);
 }
 
 // --- live upgrade ------------------------------------------------------------------------------
@@ -415,6 +428,10 @@ void EventLoop::shutdown() {
   for (Connection* conn : open) conn->end_shutdown();
   settle_scheduled();  // a `closed` handler may have scheduled a connection closed just after
   destroy_retired();
+  // Completion backends: requests the kernel still holds end with ECANCELED; wait for those
+  // completions (briefly) so no request outlives the memory it points at.
+  const auto cancel_deadline = Clock::now() + std::chrono::seconds(1);
+  while (!retired_.empty() && !poller_failed_ && Clock::now() < cancel_deadline) iterate(10);
 }
 
 }  // namespace evloop::detail

@@ -23,6 +23,7 @@
 #include "pollable.hpp"
 #include "poller.hpp"
 #include "profile.hpp"
+#include "send_slots.hpp"
 #include "socket.hpp"
 #include "timer_queue.hpp"
 
@@ -40,8 +41,11 @@ class EventLoop {
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  /// Creates the poller and the waker (before the thread starts).
-  Status open();
+  /// Creates the poller (the backend `wanted`, or the fallback: `note` says why) and the waker,
+  /// before the thread starts.
+  Status open(Backend wanted, std::string& note);
+  /// The backend in use ("epoll", "io_uring", "kqueue").
+  const char* backend() const noexcept { return poller_.name(); }
   /// Registers a listener with this loop's poller (before the thread starts).
   Status add_listener(std::unique_ptr<Listener> listener);
   /// A start() failed: gives up the fds of inherited listeners without closing them (they still
@@ -111,6 +115,7 @@ class EventLoop {
 
   Poller& poller() noexcept { return poller_; }
   ChunkPool& chunks() noexcept { return chunks_; }
+  SendSlots& send_slots() noexcept { return send_slots_; }
   char* read_buffer() noexcept { return read_buffer_.get(); }
   std::size_t read_buffer_size() const noexcept { return read_buffer_size_; }
   AtomicLoopStats& counters() noexcept { return stats_; }
@@ -148,6 +153,7 @@ class EventLoop {
   Pollable waker_token_{Pollable::Kind::waker};
   TimerQueue timers_;
   ChunkPool chunks_;
+  SendSlots send_slots_;
   std::unique_ptr<char[]> read_buffer_;
   std::vector<PollEvent> events_;
   std::vector<std::unique_ptr<Listener>> listeners_;

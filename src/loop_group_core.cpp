@@ -4,8 +4,10 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 
 #include "event_loop.hpp"
 
@@ -35,6 +37,24 @@ std::size_t hash_ip(const SocketAddress& peer) {
   return static_cast<std::size_t>(h);
 }
 
+// The backend to ask for: the option, or EVLOOP_BACKEND when the option is `automatic`.
+Status resolve_backend(Backend option, Backend& out) {
+  out = option;
+  if (option != Backend::automatic) return {};
+  const char* env = std::getenv("EVLOOP_BACKEND");
+  const std::string_view value = env != nullptr ? env : "";
+  if (value.empty() || value == "auto" || value == "kqueue") return {};  // the build's default
+  if (value == "epoll") {
+    out = Backend::epoll;
+  } else if (value == "io_uring") {
+    out = Backend::io_uring;
+  } else {
+    return bad_option("EVLOOP_BACKEND=" + std::string(value) +
+                      " is not a backend: use auto, epoll or io_uring");
+  }
+  return {};
+}
+
 }  // namespace
 
 LoopGroupCore::LoopGroupCore(LoopOptions options, LoopHooks hooks)
@@ -60,9 +80,14 @@ Status LoopGroupCore::open() {
   }
   if (o.read_buffer_size == 0) return bad_option("read_buffer_size must be positive");
   if (o.shutdown_grace.count() < 0) return bad_option("shutdown_grace must not be negative");
+  Backend wanted;
+  if (Status s = resolve_backend(o.backend, wanted); !s) return s;
   for (unsigned i = 0; i < o.loops; ++i) {
     loops_.push_back(std::make_unique<EventLoop>(*this, i));
-    if (Status s = loops_.back()->open(); !s) {
+    std::string note;
+    Status s = loops_.back()->open(wanted, note);
+    if (i == 0) backend_note_ = note;
+    if (!s) {
       discard();
       return {s.code(), "loop " + std::to_string(i) + ": " + s.message()};
     }
@@ -132,6 +157,10 @@ void LoopGroupCore::loop_failed(std::size_t index, std::error_code error) {
   stop();
 }
 
+const char* LoopGroupCore::backend() const noexcept {
+  return loops_.empty() ? "" : loops_.front()->backend();
+}
+
 EventLoop& LoopGroupCore::pick_loop(Balance balance, const SocketAddress& peer) {
   const std::size_t n = loops_.size();
   switch (balance) {
@@ -183,6 +212,9 @@ Status LoopGroup::wait() { return core_->wait(); }
 bool LoopGroup::running() const noexcept { return core_->running(); }
 std::size_t LoopGroup::loop_count() const noexcept { return core_->loops().size(); }
 Loop& LoopGroup::loop(std::size_t i) const { return core_->loops().at(i)->handle(); }
+
+const char* LoopGroup::backend() const noexcept { return core_->backend(); }
+const std::string& LoopGroup::backend_note() const noexcept { return core_->backend_note(); }
 
 std::vector<LoopStats> LoopGroup::stats() const {
   std::vector<LoopStats> out;

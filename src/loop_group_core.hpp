@@ -52,6 +52,9 @@ class LoopGroupCore {
   void loop_drained();
 
   Resolver& resolver() noexcept { return resolver_; }
+  /// The backend the loops use, and why it is not the one asked for (empty when it is).
+  const char* backend() const noexcept;
+  const std::string& backend_note() const noexcept { return backend_note_; }
   const LoopOptions& options() const noexcept { return options_; }
   const LoopHooks& hooks() const noexcept { return hooks_; }
   const std::vector<std::unique_ptr<EventLoop>>& loops() const noexcept { return loops_; }
@@ -67,6 +70,7 @@ class LoopGroupCore {
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> next_loop_{0};
   std::atomic<std::size_t> drained_loops_{0};
+  std::string backend_note_;
   std::mutex failure_mutex_;
   Status failure_;  // guarded by failure_mutex_
 };

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <new>
 
@@ -158,6 +159,33 @@ int OutputBuffer::gather(iovec* iov, int max) const noexcept {
     ++count;
   }
   return count;
+}
+
+long OutputBuffer::load_file_head() {
+  FilePiece* file = file_at_head();
+  if (file == nullptr) return 0;
+  Chunk* chunk = pool_->acquire();
+  const std::size_t want = std::min<std::uint64_t>(file->remaining, Chunk::kCapacity);
+  ssize_t got;
+  do {
+    got = ::pread(file->fd, chunk->data, want, static_cast<off_t>(file->offset));
+  } while (got < 0 && errno == EINTR);
+  if (got <= 0) {
+    pool_->release(chunk);
+    return got < 0 ? -errno : 0;
+  }
+  chunk->end = static_cast<std::uint32_t>(got);
+  file->offset += static_cast<std::uint64_t>(got);
+  file->remaining -= static_cast<std::uint64_t>(got);
+  file_bytes_ -= static_cast<std::size_t>(got);
+  chunk->next = head_;
+  head_ = chunk;
+  if (file->remaining == 0) {  // the file piece is all in memory now: drop it
+    chunk->next = file->next;
+    if (tail_ == file) tail_ = chunk;
+    pool_->release(file);
+  }
+  return static_cast<long>(got);
 }
 
 void OutputBuffer::consume(std::size_t n) noexcept {

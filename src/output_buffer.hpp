@@ -119,6 +119,10 @@ class OutputBuffer {
     return head_ != nullptr && head_->kind == Piece::Kind::file ? static_cast<FilePiece*>(head_)
                                                                 : nullptr;
   }
+  /// Reads up to one chunk of the file piece at the head into a chunk placed before it, so the
+  /// next bytes can be sent from memory (completion backends, which have no sendfile): bytes
+  /// read, 0 when the file ended early, or -errno.
+  long load_file_head();
   /// Drops the first `n` pending bytes (n <= size()), e.g. what the kernel accepted.
   void consume(std::size_t n) noexcept;
   /// Drops everything and returns all pieces to the pool.

@@ -1,14 +1,22 @@
-// Internal. The backend contract: what src/linux/ (epoll, eventfd) and src/bsd/ (kqueue,
-// EVFILT_USER) each implement in their own "backend.hpp". CMake puts exactly one of those folders
-// on the include path, so the core calls the backend directly: no virtual call per event.
+// Internal. The backend contract: what src/linux/ (epoll or io_uring, eventfd) and src/bsd/
+// (kqueue, EVFILT_USER) each implement in their own "backend.hpp". CMake puts exactly one of those
+// folders on the include path, so the core calls the backend directly: no virtual call per event.
+// Linux chooses between epoll and io_uring when a loop opens (a branch per call, never a
+// virtual call).
 //
 //   class Poller {                                   // one per loop, used only by its thread
-//     std::error_code open();                        // create the kernel object
+//     std::error_code open(Backend wanted, std::string& note);  // the kernel object; `note`
+//                                                    // says why another backend was used
+//     const char* name() const;                      // "epoll", "io_uring", "kqueue"
 //     std::error_code add(int fd, unsigned interest, void* token);
 //     std::error_code modify(int fd, unsigned from, unsigned to, void* token);
 //     void remove(int fd, unsigned interest);        // call before close(fd)
 //     int wait(PollEvent* out, int capacity, int timeout_ms);   // -1 = no timeout
-//     int fd() const;
+//     // Completion-based I/O, on backends where completions() is true (io_uring):
+//     bool completions() const;
+//     void receive(int fd, void* token);             // one receive into a provided buffer
+//     void send(int fd, const msghdr* msg, void* token);  // msg valid until its completion
+//     void cancel(void* token, Op op);               // ends the token's `op` request
 //   };
 //   class Waker {                                    // one per loop
 //     std::error_code open(Poller&, void* token);    // registers itself; its events carry token
@@ -22,10 +30,21 @@
 //   send only the difference. Level-triggered: an fd stays ready until read/written.
 // - wait() returns the number of events written to `out` (0 on timeout or EINTR), or -errno.
 //   A waker's event has its token and readable set; the core then calls drain().
+// - A completion event (op != readiness) reports one finished request of the token: `result` is
+//   its byte count or -errno; received bytes are in `data` until the next wait(); `more` says a
+//   multishot request is still armed. Every request reports exactly once when it ends (its last
+//   event has more == false), also when cancelled (-ECANCELED), so its token must stay valid
+//   until then.
 // - remove() must be called before close(fd): libkqueue keeps stale entries otherwise.
 #pragma once
 
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
 #include <system_error>
+
+#include "evloop/loop_group.hpp"
 
 namespace evloop::detail {
 
@@ -34,11 +53,17 @@ enum Interest : unsigned { kNone = 0, kRead = 1, kWrite = 2 };
 
 /// One readiness report from Poller::wait.
 struct PollEvent {
-  void* token = nullptr;  ///< The token given to add/modify (or Waker::open).
-  bool readable = false;  ///< Data (or end of stream) to read; for the waker: it fired.
-  bool writable = false;  ///< Room to write.
-  bool error = false;     ///< An error is pending on the socket (SO_ERROR tells which).
-  bool hangup = false;    ///< The peer closed (both directions, or reset).
+  /// What the event reports: readiness, or the end of a completion-based request.
+  enum class Op : std::uint8_t { readiness, received, sent };
+  void* token = nullptr;  ///< The token given to add/modify/receive/send (or Waker::open).
+  Op op = Op::readiness;
+  bool readable = false;       ///< Data (or end of stream) to read; for the waker: it fired.
+  bool writable = false;       ///< Room to write.
+  bool error = false;          ///< An error is pending on the socket (SO_ERROR tells which).
+  bool hangup = false;         ///< The peer closed (both directions, or reset).
+  bool more = false;           ///< received: the multishot receive is still armed.
+  int result = 0;              ///< received/sent: bytes (0 = end of stream), or -errno.
+  const char* data = nullptr;  ///< received: the bytes, valid until the next wait().
 };
 
 }  // namespace evloop::detail

@@ -184,7 +184,10 @@ Status ServerCore::start() {
     systemd_fds_.clear();
     return fail_start(s);
   }
-  if (serving_) serving_(ServingInfo{addresses_, group_.loops().size(), successor_ != nullptr});
+  if (serving_) {
+    serving_(ServingInfo{addresses_, group_.loops().size(), successor_ != nullptr,
+                         group_.backend(), group_.backend_note()});
+  }
   if (Status s = group_.start_threads(); !s) return fail_start(s);
   claim_systemd_sockets(systemd_fds_);
   if (successor_) successor_->report_ready(group_.loops(), profiles_);
@@ -252,6 +255,8 @@ Status Server::upgrade(const UpgradeOptions& options, UpgradeReport* report) {
 const std::vector<SocketAddress>& Server::addresses() const noexcept { return core_->addresses(); }
 std::size_t Server::loop_count() const noexcept { return core_->group().loops().size(); }
 Loop& Server::loop(std::size_t i) const { return core_->group().loops().at(i)->handle(); }
+
+const char* Server::backend() const noexcept { return core_->group().backend(); }
 
 std::vector<LoopStats> Server::stats() const {
   std::vector<LoopStats> out;

@@ -194,62 +194,76 @@ class HandoverQueue {
   std::size_t loops_left_;
 };
 
-// Asks the connection's `handover` handler and, if it lets the connection go, detaches it into
-// `batch` (at the loop's next settle). False: the connection stays and drains here.
-bool offer(Connection& conn, std::uint32_t loop, const std::vector<ProfilePtr>& profiles,
-           std::vector<Moved>& batch) {
-  const auto it = std::find(profiles.begin(), profiles.end(), conn.profile());
-  if (it == profiles.end() || !conn.profile()->handlers.handover) return false;  // not a listener's
-  std::optional<std::string> state = conn.profile()->handlers.handover(conn);
-  if (!state || conn.state() != ConnState::open) return false;
-  const auto profile = static_cast<std::uint32_t>(it - profiles.begin());
-  return conn.detach([&batch, profile, loop, state = std::move(*state)](DetachedConn d) mutable {
-    batch.push_back({std::move(d), profile, loop, std::move(state)});
-  });
-}
-
 // One loop's part of step 5, on its thread, a frame's worth of connections at a time: each slice
-// detaches them, hands them to the sending thread, and posts the next slice, so that this loop
-// serves the connections still waiting their turn in between (they see no stall meanwhile).
+// asks their `handover` handlers, detaches the ones they let go, hands what is detached to the
+// sending thread, and posts the next slice, so that this loop serves the connections still
+// waiting their turn in between (they see no stall meanwhile). A detach is carried out when the
+// loop settles the connection: at once with readiness backends, once the kernel has given back
+// its requests with completions (io_uring). Whoever holds the last reference (the last slice,
+// or the last detach carried out) ends this loop's part: what is left goes, and the sending
+// thread learns this loop is done.
 struct LoopHandover {
+  LoopHandover(EventLoop& l, const std::vector<ProfilePtr>& p, HandoverQueue& q,
+               std::atomic<std::size_t>& d)
+      : loop(l), profiles(p), queue(q), draining(d) {}
+  ~LoopHandover() {
+    push();
+    queue.loop_done();
+  }
+  LoopHandover(const LoopHandover&) = delete;
+  LoopHandover& operator=(const LoopHandover&) = delete;
+
+  void push() {
+    if (!batch.empty()) queue.push(std::move(batch));
+    batch.clear();
+  }
+
   EventLoop& loop;
   const std::vector<ProfilePtr>& profiles;
   HandoverQueue& queue;
   std::atomic<std::size_t>& draining;
   std::vector<std::uint64_t> ids;  // the connections open when the handover began
   std::size_t next = 0;
+  std::vector<Moved> batch;  // detached, not yet handed to the sending thread
 };
 
-void hand_over_slice(const std::shared_ptr<LoopHandover>& h, const std::shared_ptr<void>& done) {
-  EventLoop& loop = h->loop;
-  std::vector<Moved> batch;
-  std::size_t detaching = 0;
-  const auto index = static_cast<std::uint32_t>(loop.index());
-  while (h->next < h->ids.size() && detaching < kMaxFdsPerFrame) {
-    Connection* conn = loop.find(h->ids[h->next++]);
+// Asks the connection's `handover` handler and, if it lets the connection go, detaches it into
+// `h->batch`. False: the connection stays and drains here.
+bool offer(Connection& conn, const std::shared_ptr<LoopHandover>& h) {
+  const std::vector<ProfilePtr>& profiles = h->profiles;
+  const auto it = std::find(profiles.begin(), profiles.end(), conn.profile());
+  if (it == profiles.end() || !conn.profile()->handlers.handover) return false;  // not a listener's
+  std::optional<std::string> state = conn.profile()->handlers.handover(conn);
+  if (!state || conn.state() != ConnState::open) return false;
+  const auto profile = static_cast<std::uint32_t>(it - profiles.begin());
+  const auto loop = static_cast<std::uint32_t>(h->loop.index());
+  return conn.detach([h, profile, loop, state = std::move(*state)](DetachedConn d) mutable {
+    h->batch.push_back({std::move(d), profile, loop, std::move(state)});
+    if (h->batch.size() >= kMaxFdsPerFrame) h->push();
+  });
+}
+
+void hand_over_slice(const std::shared_ptr<LoopHandover>& h) {
+  std::size_t offered = 0;
+  while (h->next < h->ids.size() && offered < kMaxFdsPerFrame) {
+    Connection* conn = h->loop.find(h->ids[h->next++]);
     if (conn == nullptr || conn->state() != ConnState::open) continue;  // it ended meanwhile
-    if (offer(*conn, index, h->profiles, batch)) {
-      ++detaching;
-    } else {
-      h->draining.fetch_add(1, std::memory_order_relaxed);
-    }
+    ++offered;
+    if (!offer(*conn, h)) h->draining.fetch_add(1, std::memory_order_relaxed);
   }
-  loop.settle_scheduled();  // carries out the detaches: `batch` fills
-  if (!batch.empty()) h->queue.push(std::move(batch));
-  if (h->next < h->ids.size()) loop.post([h, done] { hand_over_slice(h, done); });
+  h->loop.settle_scheduled();  // carries out the detaches (those it can now): `batch` fills
+  h->push();
+  if (h->next < h->ids.size()) h->loop.post([h] { hand_over_slice(h); });
 }
 
 void start_handover(LoopGroupCore& group, const std::vector<ProfilePtr>& profiles,
                     HandoverQueue& queue, std::atomic<std::size_t>& draining) {
   for (const auto& loop : group.loops()) {
-    // Runs `queue.loop_done()` once the last slice is over, or dropped by a loop that stops.
-    std::shared_ptr<void> done(nullptr, [&queue](void*) { queue.loop_done(); });
-    auto h = std::make_shared<LoopHandover>(
-        LoopHandover{*loop, profiles, queue, draining, {}, 0});
-    loop->post([h, done] {
+    auto h = std::make_shared<LoopHandover>(*loop, profiles, queue, draining);
+    loop->post([h] {  // dropped by a loop that stops: `h` ends, and says this loop is done
       h->loop.settle_scheduled();  // fds handed to this loop as the listeners stopped open now
       for (Connection* conn : h->loop.open_connections()) h->ids.push_back(conn->id());
-      hand_over_slice(h, done);
+      hand_over_slice(h);
     });
   }
 }

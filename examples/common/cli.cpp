@@ -68,6 +68,18 @@ evloop::Options parse_flags(const Program& program, int argc, char** argv, const
       }
     } else if (arg == "--reuseport") {
       options.reuseport = true;
+    } else if (arg == "--backend") {
+      const std::string_view v = value();
+      if (v == "auto") {
+        options.backend = evloop::Backend::automatic;
+      } else if (v == "epoll") {
+        options.backend = evloop::Backend::epoll;
+      } else if (v == "io_uring") {
+        options.backend = evloop::Backend::io_uring;
+      } else {
+        usage_error(program,
+                    "--backend takes auto, epoll or io_uring, not '" + std::string(v) + "'");
+      }
     } else if (!extra || !extra(arg, value)) {
       usage_error(program, "unknown option '" + std::string(arg) + "'");
     }
@@ -81,6 +93,7 @@ void print_listening(const evloop::ServingInfo& info) {
     std::printf("listening on %s\n", addr.to_url().c_str());
   }
   std::fflush(stdout);
+  if (!info.backend_note.empty()) std::fprintf(stderr, "note: %s\n", info.backend_note.c_str());
 }
 
 std::vector<std::string> own_command_line(int argc, char** argv) {

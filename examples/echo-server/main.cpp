@@ -24,6 +24,8 @@ Options:
                   sockets of systemd socket activation
   --loops N       event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport     one SO_REUSEPORT listener per loop (the kernel balances connections)
+  --backend B     event backend: auto, epoll or io_uring (default auto: $EVLOOP_BACKEND,
+                  else epoll); io_uring falls back to epoll where the kernel refuses it
   --balance P     without reuse-port: round-robin, least-connections or source-hash
   --idle-timeout SECONDS
                   close a connection that sends nothing for this long; 0 = never
@@ -73,16 +75,17 @@ void print_stats_json(const evloop::Server& server) {
   evloop::LoopStats t;
   for (const evloop::LoopStats& s : server.stats()) t += s;
   std::printf(
-      "{\"stats\":{\"waits\":%llu,\"wakeups\":%llu,\"tasks\":%llu,\"reads\":%llu,\"writes\":%llu,"
+      "{\"stats\":{\"backend\":\"%s\",\"waits\":%llu,\"wakeups\":%llu,\"tasks\":%llu,\"reads\":%"
+      "llu,\"writes\":%llu,"
       "\"bytes_in\":%llu,\"bytes_out\":%llu,\"write_arms\":%llu,\"read_pauses\":%llu,"
       "\"accepts\":%llu,\"accept_errors\":%llu,\"timers_fired\":%llu,\"poller_changes\":%llu,"
       "\"opened\":%llu,\"closed\":%llu}}\n",
-      static_cast<unsigned long long>(t.waits), static_cast<unsigned long long>(t.wakeups),
-      static_cast<unsigned long long>(t.tasks), static_cast<unsigned long long>(t.reads),
-      static_cast<unsigned long long>(t.writes), static_cast<unsigned long long>(t.bytes_in),
-      static_cast<unsigned long long>(t.bytes_out), static_cast<unsigned long long>(t.write_arms),
-      static_cast<unsigned long long>(t.read_pauses), static_cast<unsigned long long>(t.accepts),
-      static_cast<unsigned long long>(t.accept_errors),
+      server.backend(), static_cast<unsigned long long>(t.waits),
+      static_cast<unsigned long long>(t.wakeups), static_cast<unsigned long long>(t.tasks),
+      static_cast<unsigned long long>(t.reads), static_cast<unsigned long long>(t.writes),
+      static_cast<unsigned long long>(t.bytes_in), static_cast<unsigned long long>(t.bytes_out),
+      static_cast<unsigned long long>(t.write_arms), static_cast<unsigned long long>(t.read_pauses),
+      static_cast<unsigned long long>(t.accepts), static_cast<unsigned long long>(t.accept_errors),
       static_cast<unsigned long long>(t.timers_fired),
       static_cast<unsigned long long>(t.poller_changes), static_cast<unsigned long long>(t.opened),
       static_cast<unsigned long long>(t.closed));

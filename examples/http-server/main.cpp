@@ -30,6 +30,8 @@ Options:
                     fd://N (an inherited socket)  systemd:// or systemd://NAME
   --loops N         event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport       one SO_REUSEPORT listener per loop (the kernel balances connections)
+  --backend B       event backend: auto, epoll or io_uring (default auto: $EVLOOP_BACKEND,
+                    else epoll); io_uring falls back to epoll where the kernel refuses it
   --max-body BYTES  largest request body accepted, larger gets 413 (default 1048576)
   --header-timeout SECONDS
                     the whole request head must arrive within this, counted from its first

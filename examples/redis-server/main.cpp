@@ -31,6 +31,8 @@ Options:
                       fd://N (an inherited socket)  systemd:// or systemd://NAME
   --loops N           event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport         one SO_REUSEPORT listener per loop (the kernel balances connections)
+  --backend B         event backend: auto, epoll or io_uring (default auto: $EVLOOP_BACKEND,
+                      else epoll); io_uring falls back to epoll where the kernel refuses it
   --max-bulk BYTES    longest bulk string accepted (default 67108864); the output limit
                       per connection grows with it, so that GET can return what SET took
   --timeout SECONDS   close a client that sends nothing for this long; 0 = never

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "evloop/error.hpp"
@@ -18,6 +19,17 @@ namespace detail {
 class LoopGroupCore;
 }
 
+/// The kernel interface a loop uses for its events.
+enum class Backend {
+  automatic,  ///< EVLOOP_BACKEND from the environment if set, else the platform's default
+              ///< (epoll on Linux, kqueue on the BSDs and macOS).
+  epoll,      ///< Linux: readiness with epoll.
+  io_uring,   ///< Linux 6.0+: completions with io_uring (batched receives and sends); falls
+              ///< back to epoll, with a note in ServingInfo / LoopGroup::backend_note(), where
+              ///< the kernel refuses it (ENOSYS, EPERM from kernel.io_uring_disabled or seccomp,
+              ///< a missing feature).
+};
+
 /// Settings of the loops themselves (a Server takes them from its Options).
 struct LoopOptions {
   /// Number of event loops (threads). kAutoLoops means one per hardware thread.
@@ -29,6 +41,9 @@ struct LoopOptions {
   /// On stop(), how long loops keep sending pending output before resetting the connections
   /// that still have some (errc::shutdown_timeout).
   std::chrono::milliseconds shutdown_grace{2'000};
+  /// The event backend (see Backend). The environment variable EVLOOP_BACKEND (auto, epoll or
+  /// io_uring) overrides `automatic`, so a program and a test suite run on io_uring unchanged.
+  Backend backend = Backend::automatic;
 };
 
 /// Hooks run on each loop's own thread. Every one is optional and must not throw.
@@ -78,6 +93,11 @@ class LoopGroup {
   Loop& loop(std::size_t i) const;
   /// Counters of every loop, indexed by loop.
   std::vector<LoopStats> stats() const;
+  /// The backend the loops use ("epoll", "io_uring", "kqueue"), valid after a successful start().
+  const char* backend() const noexcept;
+  /// Why the backend is not the one asked for (empty when it is), e.g. "io_uring unavailable
+  /// (Operation not permitted): using epoll".
+  const std::string& backend_note() const noexcept;
 
  private:
   std::unique_ptr<detail::LoopGroupCore> core_;

@@ -37,6 +37,11 @@ struct ServingInfo {
   /// True in a process a live upgrade started: its listening sockets are its predecessor's, and
   /// the connections the predecessor hands over arrive once it has started.
   bool successor = false;
+  /// The event backend the loops use: "epoll", "io_uring" or "kqueue".
+  std::string backend;
+  /// Why the backend is not the one asked for (LoopOptions::backend or EVLOOP_BACKEND), e.g.
+  /// "io_uring unavailable (Operation not permitted): using epoll"; empty when it is.
+  std::string backend_note;
 };
 
 /// The server's hooks: the handlers of the connections its listeners accept (Handlers), the
@@ -113,6 +118,8 @@ class Server {
   Loop& loop(std::size_t i) const;
   /// Counters of every loop, indexed by loop.
   std::vector<LoopStats> stats() const;
+  /// The event backend the loops use ("epoll", "io_uring", "kqueue"), after a successful start().
+  const char* backend() const noexcept;
 
  private:
   std::unique_ptr<detail::ServerCore> core_;

@@ -3,15 +3,16 @@
 // core's translation units never see the EV_* / NOTE_* macros.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstddef>
+#include <string>
 #include <system_error>
 #include <vector>
 
 struct kevent;  // <sys/event.h>, global namespace
 
 namespace evloop::detail {
-
-struct PollEvent;
 
 /// Level-triggered kqueue: one EVFILT_READ and/or EVFILT_WRITE filter per fd, without EV_CLEAR.
 /// add/modify queue their changes; wait() hands them to the kernel in the same kevent() call that
@@ -25,11 +26,20 @@ class Poller {
   Poller& operator=(const Poller&) = delete;
 
   std::error_code open();
+  /// kqueue is the only backend here: asking for epoll or io_uring gives kqueue and a `note`.
+  std::error_code open(Backend wanted, std::string& note);
+  const char* name() const noexcept { return "kqueue"; }
   std::error_code add(int fd, unsigned interest, void* token);
   std::error_code modify(int fd, unsigned from, unsigned to, void* token);
   void remove(int fd, unsigned interest);
   int wait(PollEvent* out, int capacity, int timeout_ms);
   int fd() const noexcept { return kq_; }
+
+  // No completion-based I/O on kqueue: the core never calls these when completions() is false.
+  static constexpr bool completions() noexcept { return false; }
+  void receive(int, void*) noexcept {}
+  void send(int, const msghdr*, void*) noexcept {}
+  void cancel(void*, PollEvent::Op) noexcept {}
 
  private:
   static constexpr int kBatch = 256;  // events fetched per kevent() wait

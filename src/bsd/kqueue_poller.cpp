@@ -47,6 +47,8 @@ void to_poll_event(const struct kevent& kev, PollEvent& out) {
     out.hangup = eof;
   }
   out.error = eof && kev.fflags != 0;
+  // The socket's error travels in fflags: libkqueue has read (and so cleared) SO_ERROR by then.
+  if (out.error) out.result = -static_cast<int>(kev.fflags);
 }
 
 #ifdef LIBKQUEUE
@@ -72,6 +74,14 @@ void finish_close() {}
 }  // namespace
 
 Poller::Poller() = default;
+
+std::error_code Poller::open(Backend wanted, std::string& note) {
+  if (wanted == Backend::epoll || wanted == Backend::io_uring) {
+    note = std::string(wanted == Backend::epoll ? "epoll" : "io_uring") +
+           " is Linux-only: using kqueue";
+  }
+  return open();
+}
 
 Poller::~Poller() {
   if (kq_ < 0) return;

@@ -1,34 +1,71 @@
-// Internal. Linux backend: epoll poller and eventfd waker. Contract: src/poller.hpp.
+// Internal. Linux backend: epoll or io_uring, chosen when a loop opens, and an eventfd waker.
+// Contract: src/poller.hpp, which includes this file after defining PollEvent (include that).
 #pragma once
 
+#include <sys/socket.h>
+
+#include <memory>
+#include <string>
 #include <system_error>
+
+#include "evloop/loop_group.hpp"
 
 namespace evloop::detail {
 
-struct PollEvent;
+class UringPoller;
 
 /// Level-triggered epoll. Not thread-safe: used only by its loop's thread (and before it starts).
-class Poller {
+class EpollPoller {
  public:
-  Poller() = default;
-  ~Poller();
-  Poller(const Poller&) = delete;
-  Poller& operator=(const Poller&) = delete;
+  EpollPoller() = default;
+  ~EpollPoller();
+  EpollPoller(const EpollPoller&) = delete;
+  EpollPoller& operator=(const EpollPoller&) = delete;
 
   std::error_code open();
   std::error_code add(int fd, unsigned interest, void* token);
   std::error_code modify(int fd, unsigned from, unsigned to, void* token);
   void remove(int fd, unsigned interest);
   int wait(PollEvent* out, int capacity, int timeout_ms);
-  int fd() const noexcept { return epfd_; }
 
  private:
   static constexpr int kBatch = 256;  // events fetched per epoll_wait
   int epfd_ = -1;
 };
 
+/// The loop's poller: epoll, or io_uring (src/linux/uring_poller.hpp) when asked for and the
+/// kernel has it. Each call branches on which; the branch is the same for the loop's whole life.
+class Poller {
+ public:
+  Poller();
+  ~Poller();
+  Poller(const Poller&) = delete;
+  Poller& operator=(const Poller&) = delete;
+
+  /// Opens epoll, or io_uring when `wanted` says so (falling back to epoll, with `note` saying
+  /// why, when the kernel refuses it).
+  std::error_code open(Backend wanted, std::string& note);
+  /// The build's default backend (epoll), for tests of the contract.
+  std::error_code open();
+  const char* name() const noexcept { return uring_ ? "io_uring" : "epoll"; }
+
+  std::error_code add(int fd, unsigned interest, void* token);
+  std::error_code modify(int fd, unsigned from, unsigned to, void* token);
+  void remove(int fd, unsigned interest);
+  int wait(PollEvent* out, int capacity, int timeout_ms);
+
+  bool completions() const noexcept { return uring_ != nullptr; }
+  void receive(int fd, void* token);
+  void send(int fd, const msghdr* msg, void* token);
+  void cancel(void* token, PollEvent::Op op);
+
+ private:
+  EpollPoller epoll_;
+  std::unique_ptr<UringPoller> uring_;
+};
+
 /// An eventfd registered for read. notify() adds 1 (async-signal-safe); drain() reads the counter
-/// back to zero, so a level-triggered epoll does not report it again.
+/// back to zero, so a level-triggered poller does not report it again.
 class Waker {
  public:
   Waker() = default;

@@ -1,4 +1,4 @@
-// Linux epoll backend (level-triggered). Contract: src/poller.hpp.
+// Linux epoll (level-triggered). Contract: src/poller.hpp.
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -21,23 +21,23 @@ std::error_code last_error() { return {errno, std::system_category()}; }
 
 }  // namespace
 
-Poller::~Poller() {
+EpollPoller::~EpollPoller() {
   if (epfd_ >= 0) ::close(epfd_);
 }
 
-std::error_code Poller::open() {
+std::error_code EpollPoller::open() {
   epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
   return epfd_ < 0 ? last_error() : std::error_code{};
 }
 
-std::error_code Poller::add(int fd, unsigned interest, void* token) {
+std::error_code EpollPoller::add(int fd, unsigned interest, void* token) {
   epoll_event ev{};
   ev.events = to_epoll(interest);
   ev.data.ptr = token;
   return ::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0 ? last_error() : std::error_code{};
 }
 
-std::error_code Poller::modify(int fd, unsigned from, unsigned to, void* token) {
+std::error_code EpollPoller::modify(int fd, unsigned from, unsigned to, void* token) {
   if (from == to) return {};
   epoll_event ev{};
   ev.events = to_epoll(to);
@@ -45,18 +45,19 @@ std::error_code Poller::modify(int fd, unsigned from, unsigned to, void* token) 
   return ::epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) < 0 ? last_error() : std::error_code{};
 }
 
-void Poller::remove(int fd, unsigned /*interest*/) {
+void EpollPoller::remove(int fd, unsigned /*interest*/) {
   // Closing the fd would remove it too, but only once no other descriptor (a dup, a fork) refers
   // to the same file; removing explicitly keeps the set exact.
   ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
 }
 
-int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
+int EpollPoller::wait(PollEvent* out, int capacity, int timeout_ms) {
   epoll_event events[kBatch];
   int n = ::epoll_wait(epfd_, events, std::min(capacity, kBatch), timeout_ms);
   if (n < 0) return errno == EINTR ? 0 : -errno;
   for (int i = 0; i < n; ++i) {
     const std::uint32_t ev = events[i].events;
+    out[i] = PollEvent{};
     out[i].token = events[i].data.ptr;
     out[i].readable = (ev & EPOLLIN) != 0;
     out[i].writable = (ev & EPOLLOUT) != 0;

@@ -107,7 +107,7 @@ TEST_F(CrossThreadTest, EightThreadsPostToRandomConnectionsWhileTheyClose) {
 
   // This thread reads every client, checks each line, and churns: clients close or reset at
   // random, and every connection that ends is replaced by a new one.
-  EpollSet epoll;
+  PollSet sockets;
   std::vector<Reader> readers(static_cast<std::size_t>(kConns));
   std::mt19937 rng(12345);
   long lines = 0, malformed = 0, out_of_order = 0, client_closes = 0, replaced = 0;
@@ -115,10 +115,10 @@ TEST_F(CrossThreadTest, EightThreadsPostToRandomConnectionsWhileTheyClose) {
     readers[i] = Reader{};
     readers[i].fd = start_connect(s.address());
     ASSERT_GE(readers[i].fd, 0) << std::strerror(errno);
-    epoll.add(readers[i].fd, EPOLLIN, i);
+    sockets.add(readers[i].fd, POLLIN, i);
   };
   auto end_reader = [&](std::size_t i, bool reset) {
-    epoll.remove(readers[i].fd);
+    sockets.remove(readers[i].fd);
     if (reset) {
       reset_close(readers[i].fd);
     } else {
@@ -131,8 +131,8 @@ TEST_F(CrossThreadTest, EightThreadsPostToRandomConnectionsWhileTheyClose) {
   const auto until = Clock::now() + kPostFor;
   auto next_churn = Clock::now();
   while (Clock::now() < until && !HasFatalFailure()) {
-    for (const epoll_event& ev : epoll.wait(1)) {
-      const std::size_t i = ev.data.u64;
+    for (const PollSet::Ready& ev : sockets.wait(1)) {
+      const std::size_t i = ev.token;
       Reader& r = readers[i];
       const ssize_t n = ::recv(r.fd, buf, sizeof buf, 0);
       if (n < 0 && errno == EAGAIN) continue;

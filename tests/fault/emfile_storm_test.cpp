@@ -66,7 +66,7 @@ TEST_P(EmfileStormTest, FiveThousandConnectsAgainstA256FdLimit) {
     return true;
   };
 
-  EpollSet epoll;
+  PollSet sockets;
   std::vector<StormPeer> peers(static_cast<std::size_t>(kStorm));
   for (auto& p : peers) {
     p.fd = make_socket(s.address().family(), kFdLimit);
@@ -77,34 +77,34 @@ TEST_P(EmfileStormTest, FiveThousandConnectsAgainstA256FdLimit) {
   // The storm: every socket connects at once and sends its ping when connected.
   for (std::size_t i = 0; i < peers.size(); ++i) {
     ASSERT_TRUE(begin_connect(peers[i].fd, s.address())) << std::strerror(errno);
-    epoll.add(peers[i].fd, EPOLLOUT, i);
+    sockets.add(peers[i].fd, POLLOUT, i);
   }
   int served = 0, quitters = 0;
   int expected_served = 0;
   for (std::size_t i = 0; i < peers.size(); ++i) expected_served += quits(i) ? 0 : 1;
   auto step = [&](bool release, int timeout_ms) {
-    for (const epoll_event& ev : epoll.wait(timeout_ms)) {
-      StormPeer& p = peers[ev.data.u64];
+    for (const PollSet::Ready& ev : sockets.wait(timeout_ms)) {
+      StormPeer& p = peers[ev.token];
       if (!p.connected) {
         ASSERT_EQ(socket_error(p.fd), 0) << "connect failed";
         p.connected = true;
-        if (quits(ev.data.u64)) {
-          epoll.remove(p.fd);
+        if (quits(ev.token)) {
+          sockets.remove(p.fd);
           reset_close(p.fd);
           p.fd = -1;
           ++quitters;
           continue;
         }
-        ASSERT_EQ(::send(p.fd, "ping", 4, MSG_NOSIGNAL), 4);
-        epoll.modify(p.fd, EPOLLIN, ev.data.u64);
+        ASSERT_EQ(::send(p.fd, "ping", 4, test::kSendFlags), 4);
+        sockets.modify(p.fd, POLLIN, ev.token);
       } else if (release) {
         char buf[8];
         const ssize_t n = ::recv(p.fd, buf, sizeof buf, 0);
         if (n < 0 && errno == EAGAIN) continue;
-        ASSERT_EQ(n, 4) << "storm connection " << ev.data.u64 << " not served: "
-                        << (n < 0 ? std::strerror(errno) : "EOF");
+        ASSERT_EQ(n, 4) << "storm connection " << ev.token
+                        << " not served: " << (n < 0 ? std::strerror(errno) : "EOF");
         ASSERT_EQ(std::string(buf, 4), "ping");
-        epoll.remove(p.fd);
+        sockets.remove(p.fd);
         ::close(p.fd);  // frees the server's fd for the next connection in the backlog
         p.fd = -1;
         p.served = true;

@@ -5,10 +5,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <thread>
 
 namespace evloop::fault {
 
@@ -24,17 +26,12 @@ void AccountedTest::SetUp() {
     ASSERT_TRUE(warm.status) << warm.status.message();
     Client c(warm.address());
   }
-  fds_ = test::count_open_fds();
-  threads_ = test::count_threads();
+  baseline_ = test::FdAndThreadCounts{};
 }
 
 void AccountedTest::TearDown() {
   ::setrlimit(RLIMIT_NOFILE, &limit_);
-  // Threads leave /proc/self/task when they exit; a joined thread has. The short bound only
-  // absorbs the kernel's bookkeeping, it never waits for work of the test.
-  EXPECT_TRUE(test::eventually([&] { return test::count_threads() == threads_; }, 2s))
-      << "threads left behind: " << test::count_threads() - threads_;
-  EXPECT_EQ(test::count_open_fds(), fds_) << "fds left open";
+  EXPECT_TRUE(test::counts_return_to(baseline_));
 }
 
 bool raise_fd_limit(rlim_t n) {
@@ -60,7 +57,7 @@ std::size_t rss_bytes() {
 }
 
 int make_socket(int family, int min_fd) {
-  int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = test::open_stream_socket(family, true);
   if (fd < 0 || min_fd <= 0 || fd >= min_fd) return fd;
   const int high = ::fcntl(fd, F_DUPFD_CLOEXEC, min_fd);
   ::close(fd);
@@ -102,33 +99,61 @@ void set_receive_buffer(int fd, int bytes) {
   ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
 }
 
-EpollSet::EpollSet() : fd_(::epoll_create1(EPOLL_CLOEXEC)), events_(1024) {}
-
-EpollSet::~EpollSet() {
-  if (fd_ >= 0) ::close(fd_);
+void PollSet::add(int fd, short events, std::size_t token) {
+  EXPECT_TRUE(slot_.emplace(fd, fds_.size()).second) << "fd " << fd << " added twice";
+  fds_.push_back({fd, events, 0});
+  tokens_.push_back(token);
 }
 
-void EpollSet::add(int fd, std::uint32_t events, std::uint64_t token) {
-  epoll_event ev{};
-  ev.events = events;
-  ev.data.u64 = token;
-  EXPECT_EQ(::epoll_ctl(fd_, EPOLL_CTL_ADD, fd, &ev), 0) << std::strerror(errno);
+void PollSet::modify(int fd, short events, std::size_t token) {
+  const auto it = slot_.find(fd);
+  ASSERT_NE(it, slot_.end()) << "fd " << fd << " not in the set";
+  fds_[it->second].events = events;
+  tokens_[it->second] = token;
 }
 
-void EpollSet::modify(int fd, std::uint32_t events, std::uint64_t token) {
-  epoll_event ev{};
-  ev.events = events;
-  ev.data.u64 = token;
-  EXPECT_EQ(::epoll_ctl(fd_, EPOLL_CTL_MOD, fd, &ev), 0) << std::strerror(errno);
+void PollSet::remove(int fd) {
+  const auto it = slot_.find(fd);
+  if (it == slot_.end()) return;
+  const std::size_t i = it->second;
+  slot_.erase(it);
+  if (i + 1 != fds_.size()) {  // the last entry takes the freed slot
+    fds_[i] = fds_.back();
+    tokens_[i] = tokens_.back();
+    slot_[fds_[i].fd] = i;
+  }
+  fds_.pop_back();
+  tokens_.pop_back();
 }
 
-void EpollSet::remove(int fd) { ::epoll_ctl(fd_, EPOLL_CTL_DEL, fd, nullptr); }
+void PollSet::poll_slice(std::size_t first, std::size_t count, int timeout_ms) {
+  const int n = ::poll(fds_.data() + first, static_cast<nfds_t>(count), timeout_ms);
+  if (n <= 0) return;  // EINTR: report nothing ready
+  for (std::size_t i = first; i < first + count; ++i) {
+    if (fds_[i].revents != 0) ready_.push_back({tokens_[i], fds_[i].revents});
+  }
+}
 
-const std::vector<epoll_event>& EpollSet::wait(int timeout_ms) {
-  int n = ::epoll_wait(fd_, events_.data(), static_cast<int>(events_.size()), timeout_ms);
-  if (n < 0) n = 0;  // EINTR: report nothing ready
-  ready_.assign(events_.begin(), events_.begin() + n);
-  return ready_;
+const std::vector<PollSet::Ready>& PollSet::wait(int timeout_ms) {
+  ready_.clear();
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  if (fds_.size() <= limit.rlim_cur) {
+    poll_slice(0, fds_.size(), timeout_ms);
+    return ready_;
+  }
+  // poll() refuses more fds than RLIMIT_NOFILE (EINVAL), and the EMFILE storm drives thousands of
+  // sockets under a limit of 256: then poll slices of the set without blocking, every 1 ms until
+  // one is ready or the timeout passes.
+  const std::size_t slice = std::max<rlim_t>(limit.rlim_cur, 1);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    for (std::size_t first = 0; first < fds_.size(); first += slice) {
+      poll_slice(first, std::min(slice, fds_.size() - first), 0);
+    }
+    if (!ready_.empty() || std::chrono::steady_clock::now() >= deadline) return ready_;
+    std::this_thread::sleep_for(1ms);
+  }
 }
 
 namespace {

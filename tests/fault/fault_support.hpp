@@ -1,15 +1,16 @@
 // Helpers for the fault suite: scale down under sanitizers, the accounting fixture (no fd or
-// thread left behind by any test), fd-limit control, RSS, and a small epoll wrapper used by tests
+// thread left behind by any test), fd-limit control, RSS, and a small poll(2) set used by tests
 // that drive hundreds or thousands of non-blocking client sockets from one thread.
 #pragma once
 
 #include <gtest/gtest.h>
-#include <sys/epoll.h>
+#include <poll.h>
 #include <sys/resource.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "test_support.hpp"
@@ -29,7 +30,7 @@ constexpr int scaled(int full, int sanitized) { return kSanitized ? sanitized : 
 /// Seconds from EVLOOP_SOAK_SECONDS (0 when unset): a longer, optional soak.
 int soak_seconds();
 
-/// Base fixture: counts /proc/self/fd and /proc/self/task before the test and checks both are back
+/// Base fixture: counts /proc/self/fd and /proc/self/task before the test and checks both return
 /// to that number after it (servers stopped, clients closed, threads joined). Under ASan,
 /// LeakSanitizer checks heap leaks at exit of each test process.
 class AccountedTest : public ::testing::Test {
@@ -38,8 +39,7 @@ class AccountedTest : public ::testing::Test {
   void TearDown() override;
 
  private:
-  int fds_ = 0;
-  int threads_ = 0;
+  test::FdAndThreadCounts baseline_;
   rlimit limit_{};
 };
 
@@ -66,25 +66,30 @@ void reset_close(int fd);
 /// Sets SO_RCVBUF.
 void set_receive_buffer(int fd, int bytes);
 
-/// A minimal epoll set for a test's client sockets: the token is the caller's index.
-class EpollSet {
+/// A poll(2) set for a test's client sockets, portable to every system the library builds on:
+/// the token is the caller's index. Each wait polls every fd (O(n): fine for the few thousand
+/// sockets a test drives). Like epoll, a socket with no interest (events 0) still reports
+/// POLLHUP and POLLERR.
+class PollSet {
  public:
-  EpollSet();
-  ~EpollSet();
-  EpollSet(const EpollSet&) = delete;
-  EpollSet& operator=(const EpollSet&) = delete;
+  struct Ready {
+    std::size_t token;
+    short events;  ///< revents: POLLIN, POLLOUT, POLLHUP, POLLERR
+  };
 
-  void add(int fd, std::uint32_t events, std::uint64_t token);
-  void modify(int fd, std::uint32_t events, std::uint64_t token);
+  void add(int fd, short events, std::size_t token);
+  void modify(int fd, short events, std::size_t token);
   void remove(int fd);
-  /// Waits up to `timeout_ms`; returns the ready events (a view valid until the next wait).
-  const std::vector<epoll_event>& wait(int timeout_ms);
-  int fd() const { return fd_; }
+  /// Waits up to `timeout_ms` (>= 0); returns the ready sockets (a view valid until the next wait).
+  const std::vector<Ready>& wait(int timeout_ms);
 
  private:
-  int fd_ = -1;
-  std::vector<epoll_event> events_;
-  std::vector<epoll_event> ready_;
+  void poll_slice(std::size_t first, std::size_t count, int timeout_ms);
+
+  std::vector<pollfd> fds_;
+  std::vector<std::size_t> tokens_;            // tokens_[i] belongs to fds_[i]
+  std::unordered_map<int, std::size_t> slot_;  // fd -> its index in fds_
+  std::vector<Ready> ready_;
 };
 
 /// A fast 64-bit checksum of a byte stream fed in pieces (order-sensitive): FNV-1a over 8-byte

@@ -1,11 +1,12 @@
 // Soak: 2,000 connections over 2 loops, replies of 1 B to 1 MiB, clients that pause reading, send
-// their requests in two pieces split mid-frame, reset or half-close at random points. Every byte the server was asked to send reaches every client
-// that stays, in order (compared byte by byte and by an end-to-end checksum); `closed` fires once
-// per `opened`; the library never holds more than connections x (high-water + one chunk) of output.
+// their requests in two pieces split mid-frame, reset or half-close at random points. Every byte
+// the server was asked to send reaches every client that stays, in order (compared byte by byte and
+// by an end-to-end checksum); `closed` fires once per `opened`; the library never holds more than
+// connections x (high-water + one chunk) of output.
 //
 // The server is the bounded-memory producer evloop documents: it queues requests (8 bytes each)
 // and writes a reply in chunks only while output_pending() <= the high-water mark, continuing from
-// `drained`. One client thread drives every client socket through epoll.
+// `drained`. One client thread drives every client socket through poll(2).
 //
 // Scale: 3 rounds of 2,000 clients, 1-8 requests each, in the normal build; 1 round of 800 under
 // a sanitizer.
@@ -180,7 +181,7 @@ class Swarm {
         fail(p, "connect: " + std::string(std::strerror(errno)));
         continue;
       }
-      epoll_.add(p.fd, EPOLLOUT, i);
+      sockets_.add(p.fd, POLLOUT, i);
     }
     std::size_t left = static_cast<std::size_t>(
         std::count_if(peers_.begin(), peers_.end(), [](const Peer& p) { return !p.done; }));
@@ -189,12 +190,12 @@ class Swarm {
     // the round early: it cannot recover, and the rest of the time would be wasted.
     auto last_progress = Clock::now();
     while (left > 0 && Clock::now() < deadline && Clock::now() - last_progress < 10s) {
-      for (const epoll_event& ev : epoll_.wait(next_timeout_ms())) {
+      for (const PollSet::Ready& ev : sockets_.wait(next_timeout_ms())) {
         last_progress = Clock::now();
-        Peer& p = peers_[ev.data.u64];
+        Peer& p = peers_[ev.token];
         if (p.done) continue;
         if (!p.connected) {
-          on_connected(p, ev.data.u64);
+          on_connected(p, ev.token);
         } else {
           on_readable(p, buf);
         }
@@ -261,7 +262,7 @@ class Swarm {
     if (p.done) return;
     p.done = true;
     if (p.fd >= 0) {
-      epoll_.remove(p.fd);
+      sockets_.remove(p.fd);
       ::close(p.fd);
       p.fd = -1;
     }
@@ -286,13 +287,14 @@ class Swarm {
       p.send_rest_at = Clock::now() + p.send_rest_after;
       delayed_.push_back(index);
     }
-    epoll_.modify(p.fd, EPOLLIN, index);
+    sockets_.modify(p.fd, POLLIN, index);
     send_requests(p, frames);
   }
 
   void send_requests(Peer& p, const std::string& frames) {
     // At most 64 bytes into a nearly empty socket buffer: never a short write.
-    if (::send(p.fd, frames.data(), frames.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(frames.size())) {
+    if (::send(p.fd, frames.data(), frames.size(), test::kSendFlags) !=
+        static_cast<ssize_t>(frames.size())) {
       return fail(p, "send requests: " + std::string(std::strerror(errno)));
     }
     if (p.unsent.empty() && p.kind == Kind::half_close) {
@@ -359,7 +361,7 @@ class Swarm {
     p.checksum.update(buf.data(), got);
     p.received += got;
     if (p.kind == Kind::reset && p.received >= p.reset_at) {
-      epoll_.remove(p.fd);
+      sockets_.remove(p.fd);
       reset_close(p.fd);
       p.fd = -1;
       return finish(p);
@@ -368,15 +370,13 @@ class Swarm {
       p.pause_at = SIZE_MAX;
       p.paused = true;
       p.resume_at = Clock::now() + p.pause_for;
-      epoll_.modify(p.fd, 0, static_cast<std::size_t>(&p - peers_.data()));
+      sockets_.modify(p.fd, 0, static_cast<std::size_t>(&p - peers_.data()));
       paused_.push_back(static_cast<std::size_t>(&p - peers_.data()));
       return;
     }
     if (p.received == p.expected && !p.shut_write) {
       if (p.kind == Kind::normal && (p.port & 1)) {
-        ::close(p.fd);  // plain close: the server sees EOF with nothing pending
-        p.fd = -1;
-        return finish(p);
+        return finish(p);  // plain close: the server sees EOF with nothing pending
       }
       ::shutdown(p.fd, SHUT_WR);  // the server must answer the FIN with its own: EOF next
       p.shut_write = true;
@@ -399,7 +399,7 @@ class Swarm {
       if (p.done || p.resume_at <= now) {
         if (!p.done) {
           p.paused = false;
-          epoll_.modify(p.fd, EPOLLIN, paused_[k]);
+          sockets_.modify(p.fd, POLLIN, paused_[k]);
         }
         paused_[k] = paused_.back();
         paused_.pop_back();
@@ -415,7 +415,7 @@ class Swarm {
   std::vector<Peer> peers_;
   std::vector<std::size_t> paused_;
   std::vector<std::size_t> delayed_;
-  EpollSet epoll_;
+  PollSet sockets_;
 };
 
 // Samples the server's memory while a round runs.

@@ -63,7 +63,7 @@ std::uint16_t port_of(int fd) {
 
 // A socket of 127.0.0.1 bound to port `port` (0: any); -1 on error.
 int bound_socket(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = open_stream_socket(AF_INET);
   if (fd < 0) return -1;
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -104,7 +104,7 @@ class FullListener {
     if (fd_ < 0 || ::listen(fd_, 0) != 0) return;
     const sockaddr_in to = address();
     for (int i = 0; i < 8 && !queue_full(); ++i) {
-      const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      const int c = open_stream_socket(AF_INET, true);
       if (c < 0) return;
       fillers_.push_back(c);
       if (::connect(c, reinterpret_cast<const sockaddr*>(&to), sizeof to) != 0 &&
@@ -279,18 +279,10 @@ class ConnectTest : public ::testing::Test {
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* list = nullptr;
     if (::getaddrinfo("localhost", "80", &hints, &list) == 0) ::freeaddrinfo(list);
-    fds_ = count_open_fds();
-    threads_ = count_threads();
+    baseline_ = FdAndThreadCounts{};
   }
-  void TearDown() override {
-    // A joined thread has left /proc/self/task; the short bound only absorbs the kernel's
-    // bookkeeping.
-    EXPECT_TRUE(eventually([&] { return count_threads() == threads_; }, 2s))
-        << "threads left behind: " << count_threads() - threads_;
-    EXPECT_EQ(count_open_fds(), fds_) << "fds left open";
-  }
-  int fds_ = 0;
-  int threads_ = 0;
+  void TearDown() override { EXPECT_TRUE(counts_return_to(baseline_)); }
+  FdAndThreadCounts baseline_;
 };
 
 // --- 1. a pure client dials and echoes ----------------------------------------------------------
@@ -429,7 +421,7 @@ TEST_F(ConnectTest, DialToAFullAcceptQueueTimesOut) {
   EXPECT_GE(took, kTimeout);
   EXPECT_LT(took, kTimeout + 3s) << "reported far too late";
   EXPECT_EQ(fds_at_failure, fds) << "the dial's socket leaked";
-  EXPECT_EQ(count_open_fds(), fds);
+  EXPECT_TRUE(settles_to(count_open_fds, fds));
   group.stop();
   ASSERT_TRUE(group.wait());
   expect_failed_once(log, errc::connect_timeout);
@@ -858,7 +850,7 @@ TEST_F(ConnectTest, HostNameIsResolvedOnOneResolverThreadThatStopsWithTheGroup) 
   const int before = count_threads();
   LoopGroup group(loop_options(2));
   ASSERT_TRUE(group.start());
-  EXPECT_EQ(count_threads(), before + 2);
+  EXPECT_TRUE(settles_to(count_threads, before + 2));
 
   // Dials `address` from `loop`, sends a line, waits for its echo and the close.
   auto echo_once = [&](std::size_t loop, const std::string& address) {
@@ -881,14 +873,15 @@ TEST_F(ConnectTest, HostNameIsResolvedOnOneResolverThreadThatStopsWithTheGroup) 
     return echoed;
   };
   EXPECT_EQ(echo_once(0, "tcp4://127.0.0.1:" + port), "by name");
-  EXPECT_EQ(count_threads(), before + 2) << "a numeric dial needs no resolver";
+  EXPECT_TRUE(settles_to(count_threads, before + 2)) << "a numeric dial needs no resolver";
   EXPECT_EQ(echo_once(0, "tcp://localhost:" + port), "by name");
-  EXPECT_EQ(count_threads(), before + 3) << "one resolver thread";
+  EXPECT_TRUE(settles_to(count_threads, before + 3)) << "one resolver thread";
   EXPECT_EQ(echo_once(1, "tcp4://localhost:" + port), "by name");
-  EXPECT_EQ(count_threads(), before + 3) << "the resolver thread is shared by the loops";
+  EXPECT_TRUE(settles_to(count_threads, before + 3))
+      << "the resolver thread is shared by the loops";
   group.stop();
   ASSERT_TRUE(group.wait());
-  EXPECT_TRUE(eventually([&] { return count_threads() == before; }, 2s))
+  EXPECT_TRUE(settles_to(count_threads, before))
       << count_threads() - before << " threads left after wait()";
 }
 
@@ -1127,7 +1120,7 @@ TEST_F(ConnectTest, SelfConnectIsRejected) {
     o.source_address = "127.0.0.1:" + std::to_string(port);
     group.loop(0).connect(loopback_url(port), logs.back()->handlers(), o);
     ASSERT_TRUE(logs.back()->failed.wait_for(1));
-    EXPECT_EQ(count_open_fds(), fds) << "the dial's socket leaked";
+    EXPECT_TRUE(settles_to(count_open_fds, fds)) << "the dial's socket leaked";
     if (logs.back()->failure_code() != std::errc::address_in_use) break;
   }
   group.stop();

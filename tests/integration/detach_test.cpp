@@ -133,7 +133,7 @@ TEST(DetachTest, PlainCodeContinuesADetachedStream) {
   ASSERT_GE(d.fd(), 0);
   EXPECT_EQ(d.input, "123");
   const std::string out = d.output + "plain";
-  ASSERT_EQ(::send(d.fd(), out.data(), out.size(), MSG_NOSIGNAL), static_cast<ssize_t>(out.size()));
+  ASSERT_EQ(::send(d.fd(), out.data(), out.size(), kSendFlags), static_cast<ssize_t>(out.size()));
   EXPECT_EQ(client.read_exactly(13), "pending-plain");
   ASSERT_TRUE(client.send_all("back"));
   ::fcntl(d.fd(), F_SETFL, ::fcntl(d.fd(), F_GETFL) & ~O_NONBLOCK);
@@ -148,7 +148,7 @@ TEST(DetachTest, PlainCodeContinuesADetachedStream) {
 // A socket connected by other code (here a plain accept) is adopted with input and output given
 // up front: `opened`, then `data` with the input; the output goes before anything written later.
 TEST(DetachTest, AdoptAConnectedSocketWithInputAndOutput) {
-  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int listener = open_stream_socket(AF_INET);
   ASSERT_GE(listener, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -211,7 +211,7 @@ TEST(DetachTest, AdoptingWhatIsNotAConnectedSocketFails) {
   int pipe_fds[2];
   ASSERT_EQ(::pipe(pipe_fds), 0);
   ::close(pipe_fds[1]);
-  const int unconnected = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int unconnected = open_stream_socket(AF_INET);
   const int closed_fd = ::dup(pipe_fds[0]);
   ::close(closed_fd);
   group.loop(0).adopt(pipe_fds[0], h);
@@ -232,7 +232,7 @@ TEST(DetachTest, AdoptingWhatIsNotAConnectedSocketFails) {
 // An inherited listening socket (fd://N) serves like any listener; a fd that is not a listening
 // socket fails start() with a message, and is left open (it is still the caller's).
 TEST(DetachTest, AnInheritedListeningFdBecomesAListener) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = open_stream_socket(AF_INET);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -241,7 +241,7 @@ TEST(DetachTest, AnInheritedListeningFdBecomesAListener) {
   ASSERT_EQ(::listen(fd, 16), 0);
   ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
 
-  int not_listening = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int not_listening = open_stream_socket(AF_INET);
   {
     Options o;
     o.listen = {"fd://" + std::to_string(not_listening)};

@@ -26,7 +26,7 @@ TEST(EmfileTest, AcceptPausesWithoutSpinningAndRecoversWhenFdsFree) {
   constexpr int kClients = 40;
   std::vector<int> clients;
   for (int i = 0; i < kClients; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int fd = open_stream_socket(AF_INET);
     ASSERT_GE(fd, 0);
     timeval tv{10, 0};
     ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -55,7 +55,7 @@ TEST(EmfileTest, AcceptPausesWithoutSpinningAndRecoversWhenFdsFree) {
   // Serve the clients in order, closing each: every close frees an fd for the next accept.
   for (int i = 0; i < kClients; ++i) {
     const int fd = clients[static_cast<std::size_t>(i)];
-    ASSERT_EQ(::send(fd, "ping", 4, MSG_NOSIGNAL), 4) << "client " << i;
+    ASSERT_EQ(::send(fd, "ping", 4, kSendFlags), 4) << "client " << i;
     char buf[4];
     ASSERT_EQ(::recv(fd, buf, 4, MSG_WAITALL), 4) << "client " << i << " was not served";
     EXPECT_EQ(std::string(buf, 4), "ping");

@@ -16,28 +16,23 @@
 namespace evloop::test {
 namespace {
 
-struct Baseline {
-  int fds = count_open_fds();
-  int threads = count_threads();
-};
-
 // Starts a server that must fail; checks the code, that the message names `mention`, and that
 // no thread and no fd is left.
 template <class Code>  // an evloop::errc or a std::errc (compared as an error condition)
 void expect_start_fails(Options o, Code expected, const std::string& mention) {
   // Process-wide backend state (libkqueue's helper threads and fds) out of the baseline.
   { RunningServer warm(loopback_options(), {}); }
-  const Baseline before;
+  const FdAndThreadCounts before;
   {
     Server server(std::move(o), {});
     const Status s = server.start();
     EXPECT_FALSE(s.ok());
     EXPECT_TRUE(s.code() == expected) << s.message();
     EXPECT_NE(s.message().find(mention), std::string::npos) << s.message();
-    EXPECT_EQ(count_threads(), before.threads) << "a thread started";
+    EXPECT_TRUE(settles_to(count_threads, before.threads)) << "a thread started";
     EXPECT_FALSE(server.running());
   }
-  EXPECT_EQ(count_open_fds(), before.fds) << "an fd leaked";
+  EXPECT_TRUE(counts_return_to(before));
 }
 
 Options with(std::vector<std::string> listen, unsigned loops = 1) {
@@ -100,7 +95,7 @@ TEST(ErrorsTest, ConflictingWaterMarksNameTheFieldTheUserSet) {
 // A listener added with its own options is checked the same way, naming its address.
 TEST(ErrorsTest, AListenersOwnOptionsAreChecked) {
   { RunningServer warm(loopback_options(), {}); }
-  const Baseline before;
+  const FdAndThreadCounts before;
   {
     Server server(loopback_options(), {});
     ConnOptions bad;
@@ -111,7 +106,7 @@ TEST(ErrorsTest, AListenersOwnOptionsAreChecked) {
     EXPECT_NE(s.message().find("listen tcp4://127.0.0.1:0: input_limit"), std::string::npos)
         << s.message();
   }
-  EXPECT_EQ(count_open_fds(), before.fds);
+  EXPECT_TRUE(settles_to(count_open_fds, before.fds));
 }
 
 TEST(ErrorsTest, PortInUseFailsAndClosesEverythingOpenedBefore) {
@@ -144,30 +139,31 @@ TEST(ErrorsTest, RestartAfterStopIsRefusedWithAMessage) {
   EXPECT_FALSE(s.server.running());
 }
 
-// A poller that fails (here: its epoll fd closed under it) must not spin silently: the loops
-// stop and wait() says which loop failed and why.
+// A poller that fails (here: its epoll or io_uring fd replaced under it) must not spin silently:
+// the loops stop and wait() says which loop failed and why.
 TEST(ErrorsTest, AFailingPollerStopsTheLoopsAndWaitSaysWhy) {
   std::vector<int> before;
-  auto eventpoll_fds = [] {
+  auto poller_fds = [] {
     std::vector<int> fds;
     for (int fd = 0; fd < 1024; ++fd) {
       char link[64] = {};
       const std::string path = "/proc/self/fd/" + std::to_string(fd);
       if (::readlink(path.c_str(), link, sizeof link - 1) > 0 &&
-          std::string(link) == "anon_inode:[eventpoll]") {
+          (std::string(link) == "anon_inode:[eventpoll]" ||
+           std::string(link) == "anon_inode:[io_uring]")) {
         fds.push_back(fd);
       }
     }
     return fds;
   };
-  before = eventpoll_fds();
+  before = poller_fds();
   Server server(loopback_options(), {});
   ASSERT_TRUE(server.start());
   std::vector<int> mine;
-  for (int fd : eventpoll_fds()) {
+  for (int fd : poller_fds()) {
     if (std::find(before.begin(), before.end(), fd) == before.end()) mine.push_back(fd);
   }
-  if (mine.size() != 1) GTEST_SKIP() << "not the epoll backend";
+  if (mine.size() != 1) GTEST_SKIP() << "not the epoll or io_uring backend";
   // Keep the fd number taken (by a dup of something harmless) so the loop's later close() of
   // its own poller cannot close an unrelated file.
   const int placeholder = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -201,7 +197,7 @@ TEST(ErrorsTest, UnixPathInAMissingDirectory) {
 TEST(ErrorsTest, UnixPathOfALiveServerIsRefusedAStaleOneIsReused) {
   const std::string path = temp_socket_path("live");
   { RunningServer warm(loopback_options(), {}); }
-  const Baseline before;
+  const FdAndThreadCounts before;
   {
     RunningServer live(with({"unix://" + path}), {});
     ASSERT_TRUE(live.status);
@@ -214,8 +210,7 @@ TEST(ErrorsTest, UnixPathOfALiveServerIsRefusedAStaleOneIsReused) {
     Client still(live.address());
     EXPECT_TRUE(still.connected());
   }
-  EXPECT_EQ(count_open_fds(), before.fds);
-  EXPECT_EQ(count_threads(), before.threads);
+  EXPECT_TRUE(counts_return_to(before));
   // A socket file left by a process that died: bound, never unlinked, nobody listening.
   const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
   sockaddr_un sun{};

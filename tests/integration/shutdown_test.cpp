@@ -135,8 +135,7 @@ TEST(ShutdownTest, NoFdOrThreadLeftAfterStop) {
   {  // the first server initialises whatever the process keeps (e.g. resolver state)
     RunningServer warm(loopback_options(), {});
   }
-  const int fds = count_open_fds();
-  const int threads = count_threads();
+  const FdAndThreadCounts before;
   {
     Options o = loopback_options(3);
     const std::string path = temp_socket_path("leak");
@@ -147,15 +146,14 @@ TEST(ShutdownTest, NoFdOrThreadLeftAfterStop) {
     cb.opened = [&](Conn&) { opened.add(); };
     RunningServer s(o, cb);
     ASSERT_TRUE(s.status) << s.status.message();
-    EXPECT_EQ(count_threads(), threads + 3);
+    EXPECT_TRUE(settles_to(count_threads, before.threads + 3));
     std::vector<Client> clients;
     for (int i = 0; i < 10; ++i) clients.emplace_back(s.address(i % 3));
     ASSERT_TRUE(opened.wait_for(10));
     s.server.stop();
     s.server.wait();
   }
-  EXPECT_EQ(count_open_fds(), fds);
-  EXPECT_EQ(count_threads(), threads);
+  EXPECT_TRUE(counts_return_to(before));
 }
 
 }  // namespace

@@ -40,7 +40,7 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
 }
 
 Client::Client(const SocketAddress& addr, int rcvbuf) {
-  fd_ = ::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  fd_ = open_stream_socket(addr.family());
   if (fd_ < 0) return;
   timeval tv{static_cast<time_t>(kWait.count() / 1000), 0};
   ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -67,7 +67,7 @@ Client& Client::operator=(Client&& other) noexcept {
 bool Client::send_all(const std::string& bytes) {
   std::size_t sent = 0;
   while (sent < bytes.size()) {
-    const ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    const ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, kSendFlags);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     sent += static_cast<std::size_t>(n);
@@ -153,8 +153,22 @@ static int count_dir_entries(const char* path) {
 int count_open_fds() { return count_dir_entries("/proc/self/fd"); }
 int count_threads() { return count_dir_entries("/proc/self/task"); }
 
+bool settles_to(const std::function<int()>& count, int expected,
+                std::chrono::milliseconds timeout) {
+  return eventually([&] { return count() == expected; }, timeout);
+}
+
+::testing::AssertionResult counts_return_to(const FdAndThreadCounts& baseline) {
+  const bool fds = settles_to(count_open_fds, baseline.fds);
+  const bool threads = settles_to(count_threads, baseline.threads);
+  if (fds && threads) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << count_open_fds() - baseline.fds << " fd(s) and " << count_threads() - baseline.threads
+         << " thread(s) more than the baseline, still after " << kWait.count() << " ms";
+}
+
 bool has_ipv6_loopback() {
-  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = open_stream_socket(AF_INET6);
   if (fd < 0) return false;
   sockaddr_in6 a{};
   a.sin6_family = AF_INET6;

@@ -2,6 +2,7 @@
 // counts from /proc. Every wait here has a deadline so a bug fails a test instead of hanging it.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <evloop/evloop.hpp>
 
@@ -13,6 +14,8 @@
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "portable_socket.hpp"
 
 namespace evloop::test {
 
@@ -104,6 +107,20 @@ Options loopback_options(unsigned loops = 1);
 int count_open_fds();
 /// Number of threads in this process.
 int count_threads();
+/// True once `count()` returns `expected`, re-checked until `timeout`. For counts that settle
+/// after the work that changed them has returned, with no event to wait on: a joined thread
+/// leaves /proc/self/task a moment later, and libkqueue's helper threads and deferred closes wind
+/// down on their own (slowly on a loaded machine).
+bool settles_to(const std::function<int()>& count, int expected,
+                std::chrono::milliseconds timeout = kWait);
+/// This process's open fds and threads, taken as a baseline.
+struct FdAndThreadCounts {
+  int fds = count_open_fds();
+  int threads = count_threads();
+};
+/// Success once both counts are back to `baseline` (settles_to); otherwise says how many fds and
+/// threads are left over. Use it wherever a test compares fd or thread counts.
+::testing::AssertionResult counts_return_to(const FdAndThreadCounts& baseline);
 /// True if ::1 can be bound here.
 bool has_ipv6_loopback();
 /// Sum of all loops' counters.

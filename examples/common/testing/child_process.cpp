@@ -25,6 +25,8 @@
 #include <random>
 #include <thread>
 
+#include "portable_socket.hpp"
+
 extern char** environ;
 
 namespace example_test {
@@ -46,6 +48,19 @@ bool wait_readable(int fd, Clock::time_point deadline) {
     if (n == 0) return false;
     if (errno != EINTR) return false;
   }
+}
+
+// pipe2(O_CLOEXEC) where it exists. macOS lacks it: there the flag is set right after (the tests
+// spawn their children from one thread).
+int cloexec_pipe(int fds[2]) {
+#ifdef __APPLE__
+  if (::pipe(fds) != 0) return -1;
+  ::fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+  ::fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  return 0;
+#else
+  return ::pipe2(fds, O_CLOEXEC);
+#endif
 }
 
 int decode_status(int status) {
@@ -155,7 +170,7 @@ void dump_stacks(pid_t pid) {
 
 Child::Child(const std::vector<std::string>& argv, const ChildSetup& setup) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return;
+  if (cloexec_pipe(fds) != 0) return;
   pid_ = spawn(argv, -1, fds[1], -1, setup);
   ::close(fds[1]);
   if (pid_ < 0) {
@@ -288,8 +303,8 @@ ProgramResult run_program(const std::vector<std::string>& argv, milliseconds tim
   ProgramResult result;
   int out[2];
   int in[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) return result;
-  if (::pipe2(in, O_CLOEXEC) != 0) {
+  if (cloexec_pipe(out) != 0) return result;
+  if (cloexec_pipe(in) != 0) {
     ::close(out[0]);
     ::close(out[1]);
     return result;
@@ -327,7 +342,7 @@ bool have_program(const std::string& name) {
 }
 
 int connect_loopback(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = evloop::test::open_stream_socket(AF_INET);
   if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -347,7 +362,7 @@ int connect_unix(const std::string& path) {
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) return -1;
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = evloop::test::open_stream_socket(AF_UNIX);
   if (fd < 0) return -1;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
@@ -357,7 +372,7 @@ int connect_unix(const std::string& path) {
 }
 
 int listen_loopback(std::uint16_t port, bool reuseport) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = evloop::test::open_stream_socket(AF_INET);
   if (fd < 0) return -1;
   const int on = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
@@ -382,7 +397,7 @@ std::uint16_t bound_port(int fd) {
 
 bool send_all(int fd, std::string_view bytes) {
   while (!bytes.empty()) {
-    ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    ssize_t n = ::send(fd, bytes.data(), bytes.size(), evloop::test::kSendFlags);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     bytes.remove_prefix(static_cast<std::size_t>(n));

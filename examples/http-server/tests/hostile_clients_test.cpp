@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "http_server_fixture.hpp"
+#include "portable_socket.hpp"
 
 namespace http_test {
 namespace {
@@ -125,7 +126,8 @@ void trickle_until_closed(std::vector<Trickler>& slow, std::mt19937& rng,
         }
       } else if (now >= t.next_byte) {
         const char byte = kHeaderBytes[t.sent++ % kHeaderBytes.size()];
-        ::send(t.fd, &byte, 1, MSG_NOSIGNAL);  // A failure shows as a close on the next recv.
+        // A failure shows as a close on the next recv.
+        ::send(t.fd, &byte, 1, evloop::test::kSendFlags);
         t.next_byte = now + milliseconds(gap_ms(rng));
       }
     }

@@ -1,0 +1,51 @@
+// The Linux poller: epoll, or io_uring when asked for and available. Contract: src/poller.hpp.
+#include <cstdlib>
+#include <cstring>
+
+#include "poller.hpp"
+#include "uring_poller.hpp"
+
+namespace evloop::detail {
+
+Poller::Poller() = default;
+Poller::~Poller() = default;
+
+std::error_code Poller::open() { return epoll_.open(); }
+
+std::error_code Poller::open(Backend wanted, std::string& note) {
+  if (wanted == Backend::io_uring) {
+    auto ring = std::make_unique<UringPoller>();
+    const std::error_code ec = ring->open();
+    if (!ec) {
+      uring_ = std::move(ring);
+      return {};
+    }
+    note = "io_uring unavailable (" + ec.message() + "): using epoll";
+  }
+  return epoll_.open();
+}
+
+std::error_code Poller::add(int fd, unsigned interest, void* token) {
+  return uring_ ? uring_->add(fd, interest, token) : epoll_.add(fd, interest, token);
+}
+
+std::error_code Poller::modify(int fd, unsigned from, unsigned to, void* token) {
+  return uring_ ? uring_->modify(fd, from, to, token) : epoll_.modify(fd, from, to, token);
+}
+
+void Poller::remove(int fd, unsigned interest) {
+  if (uring_) return uring_->remove(fd, interest);
+  epoll_.remove(fd, interest);
+}
+
+int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
+  return uring_ ? uring_->wait(out, capacity, timeout_ms) : epoll_.wait(out, capacity, timeout_ms);
+}
+
+void Poller::receive(int fd, void* token) { uring_->receive(fd, token); }
+void Poller::send(int fd, const msghdr* msg, void* token) { uring_->send(fd, msg, token); }
+void Poller::cancel(void* token, PollEvent::Op op) {
+  uring_->cancel(token, op == PollEvent::Op::sent ? UringPoller::kSend : UringPoller::kReceive);
+}
+
+}  // namespace evloop::detail

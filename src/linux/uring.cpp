@@ -1,0 +1,190 @@
+// A thin io_uring over the raw system calls. See uring.hpp.
+#include "uring.hpp"
+
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+namespace evloop::detail {
+namespace {
+
+std::error_code error(int e) { return {e, std::system_category()}; }
+
+int setup(unsigned entries, io_uring_params& params) {
+  return static_cast<int>(::syscall(__NR_io_uring_setup, entries, &params));
+}
+
+int register_op(int fd, unsigned op, const void* arg, unsigned count) {
+  return static_cast<int>(::syscall(__NR_io_uring_register, fd, op, arg, count));
+}
+
+void* map(int fd, std::size_t size, off_t offset) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, offset);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+// The operations evloop submits; a kernel that lacks one is not used.
+constexpr unsigned kOpsUsed[] = {IORING_OP_POLL_ADD, IORING_OP_POLL_REMOVE, IORING_OP_RECV,
+                                 IORING_OP_SENDMSG,  IORING_OP_ACCEPT,      IORING_OP_ASYNC_CANCEL};
+
+bool supports_ops(int fd) {
+  // io_uring_probe ends in a flexible array: room for 256 ops after its header.
+  constexpr std::size_t kOps = 256;
+  alignas(io_uring_probe) unsigned char
+      storage[sizeof(io_uring_probe) + kOps * sizeof(io_uring_probe_op)] = {};
+  auto* probe = reinterpret_cast<io_uring_probe*>(storage);
+  if (register_op(fd, IORING_REGISTER_PROBE, probe, kOps) < 0) return false;
+  const auto* ops = reinterpret_cast<const io_uring_probe_op*>(storage + sizeof(io_uring_probe));
+  for (const unsigned op : kOpsUsed) {
+    if (op > probe->last_op || !(ops[op].flags & IO_URING_OP_SUPPORTED)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Uring::~Uring() {
+  if (buffers_ != nullptr) ::munmap(buffers_, buffers_size_);
+  if (buf_ring_ != nullptr) ::munmap(buf_ring_, buf_ring_size_);
+  if (sqes_map_ != nullptr) ::munmap(sqes_map_, sqes_size_);
+  if (ring_ != nullptr) ::munmap(ring_, ring_size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::error_code Uring::open(unsigned entries) {
+  // The best flags first; each refused set (EINVAL from an older kernel) drops the newest flag.
+  constexpr unsigned kDisabled = IORING_SETUP_R_DISABLED;
+  constexpr unsigned kTries[] = {
+      kDisabled | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
+          IORING_SETUP_DEFER_TASKRUN,
+      kDisabled | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER,
+      kDisabled | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+      kDisabled | IORING_SETUP_SUBMIT_ALL,
+      kDisabled,
+  };
+  io_uring_params params{};
+  for (const unsigned flags : kTries) {
+    params = io_uring_params{};
+    params.flags = flags;
+    fd_ = setup(entries, params);
+    if (fd_ >= 0 || errno != EINVAL) break;
+  }
+  if (fd_ < 0) return error(errno);
+  flags_ = params.flags;
+  constexpr unsigned kNeeded = IORING_FEAT_SINGLE_MMAP | IORING_FEAT_NODROP | IORING_FEAT_EXT_ARG;
+  if ((params.features & kNeeded) != kNeeded || !supports_ops(fd_)) {
+    return error(EOPNOTSUPP);
+  }
+  sq_entries_ = params.sq_entries;
+  ring_size_ = std::max(params.sq_off.array + params.sq_entries * sizeof(unsigned),
+                        params.cq_off.cqes + params.cq_entries * sizeof(io_uring_cqe));
+  ring_ = map(fd_, ring_size_, IORING_OFF_SQ_RING);
+  sqes_size_ = params.sq_entries * sizeof(io_uring_sqe);
+  sqes_map_ = map(fd_, sqes_size_, IORING_OFF_SQES);
+  if (ring_ == nullptr || sqes_map_ == nullptr) return error(ENOMEM);
+  auto* base = static_cast<char*>(ring_);
+  sq_.head = reinterpret_cast<unsigned*>(base + params.sq_off.head);
+  sq_.tail = reinterpret_cast<unsigned*>(base + params.sq_off.tail);
+  sq_.mask = reinterpret_cast<unsigned*>(base + params.sq_off.ring_mask);
+  sq_.array = reinterpret_cast<unsigned*>(base + params.sq_off.array);
+  sq_.sqes = static_cast<io_uring_sqe*>(sqes_map_);
+  sq_.local_tail = *sq_.tail;
+  for (unsigned i = 0; i < params.sq_entries; ++i) sq_.array[i] = i;  // slot i is sqe i
+  cq_.head = reinterpret_cast<unsigned*>(base + params.cq_off.head);
+  cq_.tail = reinterpret_cast<unsigned*>(base + params.cq_off.tail);
+  cq_.mask = reinterpret_cast<unsigned*>(base + params.cq_off.ring_mask);
+  cq_.cqes = reinterpret_cast<io_uring_cqe*>(base + params.cq_off.cqes);
+  return {};
+}
+
+std::error_code Uring::enable() {
+  return register_op(fd_, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) < 0 ? error(errno)
+                                                                        : std::error_code{};
+}
+
+std::error_code Uring::register_buffers(std::uint16_t group, std::uint16_t count,
+                                        std::uint32_t size) {
+  buf_ring_size_ = std::size_t{count} * sizeof(io_uring_buf);
+  void* ring =
+      ::mmap(nullptr, buf_ring_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ring == MAP_FAILED) return error(errno);
+  buf_ring_ = static_cast<io_uring_buf*>(ring);
+  buffers_size_ = std::size_t{count} * size;
+  void* buffers =
+      ::mmap(nullptr, buffers_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (buffers == MAP_FAILED) return error(errno);
+  buffers_ = static_cast<char*>(buffers);
+  buffer_size_ = size;
+  buffer_count_ = count;
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<std::uint64_t>(buf_ring_);
+  reg.ring_entries = count;
+  reg.bgid = group;
+  if (register_op(fd_, IORING_REGISTER_PBUF_RING, &reg, 1) < 0) return error(errno);
+  for (std::uint16_t id = 0; id < count; ++id) recycle_buffer(id);
+  publish_buffers();
+  return {};
+}
+
+void Uring::recycle_buffer(std::uint16_t id) noexcept {
+  io_uring_buf& b = buf_ring_[buf_tail_ & (buffer_count_ - 1)];
+  b.addr = reinterpret_cast<std::uint64_t>(buffer(id));
+  b.len = buffer_size_;
+  b.bid = id;
+  ++buf_tail_;
+}
+
+void Uring::publish_buffers() noexcept {
+  // The ring's tail is the `resv` field of its first entry (struct io_uring_buf_ring overlays the
+  // two). Addressed by hand: g++ lays the header's flexible array out at offset 8 in C++.
+  __atomic_store_n(&buf_ring_[0].resv, buf_tail_, __ATOMIC_RELEASE);
+}
+
+io_uring_sqe* Uring::sqe() {
+  if (sq_.local_tail - __atomic_load_n(sq_.head, __ATOMIC_ACQUIRE) >= sq_entries_) {
+    // Full: hand what is queued to the kernel now (no wait) to make room.
+    const unsigned queued = publish();
+    enter(queued, 0, IORING_ENTER_GETEVENTS, nullptr, 0);
+  }
+  io_uring_sqe* entry = &sq_.sqes[sq_.local_tail & *sq_.mask];
+  std::memset(entry, 0, sizeof *entry);
+  ++sq_.local_tail;
+  return entry;
+}
+
+unsigned Uring::publish() noexcept {
+  __atomic_store_n(sq_.tail, sq_.local_tail, __ATOMIC_RELEASE);
+  if (buf_ring_ != nullptr) publish_buffers();
+  return sq_.local_tail - __atomic_load_n(sq_.head, __ATOMIC_ACQUIRE);
+}
+
+int Uring::enter(unsigned to_submit, unsigned min_complete, unsigned flags, const void* arg,
+                 std::size_t arg_size) noexcept {
+  const long rc =
+      ::syscall(__NR_io_uring_enter, fd_, to_submit, min_complete, flags, arg, arg_size);
+  return rc < 0 ? -errno : static_cast<int>(rc);
+}
+
+int Uring::submit_and_wait(int timeout_ms) {
+  const unsigned queued = publish();
+  // Completions already waiting: collect them without blocking.
+  const unsigned want = timeout_ms == 0 || has_completions() ? 0 : 1;
+  int rc;
+  if (want == 0 || timeout_ms < 0) {
+    rc = enter(queued, want, IORING_ENTER_GETEVENTS, nullptr, 0);
+  } else {
+    __kernel_timespec ts{timeout_ms / 1000, (timeout_ms % 1000) * 1'000'000L};
+    io_uring_getevents_arg arg{};
+    arg.ts = reinterpret_cast<std::uint64_t>(&ts);
+    rc = enter(queued, want, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
+  }
+  if (rc == -EINTR || rc == -ETIME || rc == -EBUSY || rc == -EAGAIN) return 0;
+  return rc;
+}
+
+}  // namespace evloop::detail

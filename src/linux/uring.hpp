@@ -1,0 +1,104 @@
+// Internal. A thin io_uring: the kernel's own interface (io_uring_setup/enter/register and
+// <linux/io_uring.h>), no liburing. One ring per loop, used by the loop thread only.
+//
+// The ring is created disabled and enabled on the loop thread (enable()), so SINGLE_ISSUER binds
+// it to that thread even though it is made before the thread starts; requests prepared before
+// then are submitted by the first wait. Every wait submits what was prepared since the last one,
+// so a loop iteration's receives, sends and polls cost one io_uring_enter together.
+#pragma once
+
+#include <linux/io_uring.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <system_error>
+
+namespace evloop::detail {
+
+class Uring {
+ public:
+  Uring() = default;
+  ~Uring();
+  Uring(const Uring&) = delete;
+  Uring& operator=(const Uring&) = delete;
+
+  /// Creates the ring (disabled) with the fastest flags the kernel takes: SINGLE_ISSUER,
+  /// DEFER_TASKRUN, COOP_TASKRUN, SUBMIT_ALL, each dropped if refused. Also checks the features
+  /// evloop needs (EXT_ARG, NODROP, the ops it uses). ENOSYS, EPERM (io_uring_disabled, seccomp),
+  /// EOPNOTSUPP (a missing feature), ENOMEM...
+  std::error_code open(unsigned entries);
+  /// Enables the ring on the calling thread, which becomes its only submitter.
+  std::error_code enable();
+  /// Registers a ring of `count` provided buffers of `size` bytes each, group `group`, and fills
+  /// it (kernel 5.19+).
+  std::error_code register_buffers(std::uint16_t group, std::uint16_t count, std::uint32_t size);
+  /// The bytes of provided buffer `id`.
+  char* buffer(std::uint16_t id) const noexcept {
+    return buffers_ + std::size_t{id} * buffer_size_;
+  }
+  std::uint32_t buffer_size() const noexcept { return buffer_size_; }
+  /// Gives buffer `id` back to the kernel (published with the next wait).
+  void recycle_buffer(std::uint16_t id) noexcept;
+
+  /// A zeroed submission entry; submits what is queued first if the queue is full.
+  io_uring_sqe* sqe();
+  /// Submits what is queued and waits up to `timeout_ms` (-1: no limit, 0: not at all) for at
+  /// least one completion. Returns the number submitted, or -errno (EINTR and ETIME are not
+  /// errors: they return 0).
+  int submit_and_wait(int timeout_ms);
+  /// Calls fn(cqe) for up to `max` completions ready, then marks them seen.
+  template <typename Fn>
+  unsigned drain_completions(unsigned max, Fn&& fn) {
+    unsigned head = *cq_.head;
+    const unsigned tail = __atomic_load_n(cq_.tail, __ATOMIC_ACQUIRE);
+    unsigned seen = 0;
+    for (; head != tail && seen < max; ++head, ++seen) fn(cq_.cqes[head & *cq_.mask]);
+    __atomic_store_n(cq_.head, head, __ATOMIC_RELEASE);
+    return seen;
+  }
+  /// True when completions are waiting to be drained.
+  bool has_completions() const noexcept {
+    return *cq_.head != __atomic_load_n(cq_.tail, __ATOMIC_ACQUIRE);
+  }
+  int fd() const noexcept { return fd_; }
+
+ private:
+  struct SubmissionQueue {
+    unsigned* head = nullptr;
+    unsigned* tail = nullptr;
+    unsigned* mask = nullptr;
+    unsigned* array = nullptr;
+    io_uring_sqe* sqes = nullptr;
+    unsigned local_tail = 0;  // queued, not yet published
+  };
+  struct CompletionQueue {
+    unsigned* head = nullptr;
+    unsigned* tail = nullptr;
+    unsigned* mask = nullptr;
+    io_uring_cqe* cqes = nullptr;
+  };
+  int enter(unsigned to_submit, unsigned min_complete, unsigned flags, const void* arg,
+            std::size_t arg_size) noexcept;
+  unsigned publish() noexcept;
+  void publish_buffers() noexcept;
+
+  int fd_ = -1;
+  unsigned flags_ = 0;
+  void* ring_ = nullptr;
+  std::size_t ring_size_ = 0;
+  void* sqes_map_ = nullptr;
+  std::size_t sqes_size_ = 0;
+  SubmissionQueue sq_;
+  CompletionQueue cq_;
+  unsigned sq_entries_ = 0;
+  // Provided buffers.
+  io_uring_buf* buf_ring_ = nullptr;  // the provided-buffer ring, as its array of entries
+  std::size_t buf_ring_size_ = 0;
+  char* buffers_ = nullptr;
+  std::size_t buffers_size_ = 0;
+  std::uint32_t buffer_size_ = 0;
+  std::uint16_t buffer_count_ = 0;
+  std::uint16_t buf_tail_ = 0;  // local tail of the buffer ring, published with the next wait
+};
+
+}  // namespace evloop::detail

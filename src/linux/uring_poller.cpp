@@ -1,0 +1,211 @@
+// The io_uring backend's poller. See uring_poller.hpp.
+#include "uring_poller.hpp"
+
+#include <poll.h>
+
+#include <cerrno>
+
+#include "poller.hpp"
+
+namespace evloop::detail {
+namespace {
+
+constexpr unsigned kRingEntries = 2048;
+// Provided buffers for receives: enough for every reading connection of a busy batch to get one
+// (a receive that finds none ends with ENOBUFS and is re-armed after the next recycle).
+constexpr std::uint16_t kBufferCount = 512;  // a power of two
+constexpr std::uint32_t kBufferSize = 16 * 1024;
+constexpr std::uint16_t kBufferGroup = 0;
+
+// user_data of a poll: the fd, its generation and the tag; of a completion request: the token
+// with the operation in its low 3 bits.
+constexpr std::uint64_t kTagBits = 7;
+constexpr std::uint32_t kGenerationMask = (1u << 29) - 1;
+
+std::uint64_t poll_data(int fd, std::uint32_t generation) {
+  return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(fd)) << 32) |
+         (static_cast<std::uint64_t>(generation & kGenerationMask) << 3) | UringPoller::kPoll;
+}
+
+std::uint64_t op_data(void* token, UringPoller::Op op) {
+  return reinterpret_cast<std::uint64_t>(token) | op;
+}
+
+unsigned poll_mask(unsigned interest) {
+  return ((interest & kRead) ? POLLIN : 0u) | ((interest & kWrite) ? POLLOUT : 0u);
+}
+
+}  // namespace
+
+std::error_code UringPoller::open() {
+  if (std::error_code ec = ring_.open(kRingEntries)) return ec;
+  return ring_.register_buffers(kBufferGroup, kBufferCount, kBufferSize);
+}
+
+UringPoller::FdState& UringPoller::state(int fd) {
+  if (static_cast<std::size_t>(fd) >= fds_.size()) fds_.resize(static_cast<std::size_t>(fd) + 256);
+  return fds_[static_cast<std::size_t>(fd)];
+}
+
+std::error_code UringPoller::add(int fd, unsigned interest, void* token) {
+  if (fd < 0) return {EBADF, std::system_category()};
+  FdState& st = state(fd);
+  ++st.generation;  // any completion of an earlier registration of this fd is stale now
+  st.token = token;
+  st.want = static_cast<unsigned char>(interest);
+  st.registered = true;
+  st.armed = false;
+  queue_rearm(fd);
+  return {};
+}
+
+std::error_code UringPoller::modify(int fd, unsigned from, unsigned to, void* token) {
+  FdState& st = state(fd);
+  st.token = token;
+  if (from == to && st.want == to) return {};
+  st.want = static_cast<unsigned char>(to);
+  disarm(fd, st);  // the poll in the kernel asks for the old mask
+  queue_rearm(fd);
+  return {};
+}
+
+void UringPoller::remove(int fd, unsigned /*interest*/) {
+  FdState& st = state(fd);
+  disarm(fd, st);
+  st.token = nullptr;
+  st.want = 0;
+  st.registered = false;
+}
+
+void UringPoller::disarm(int fd, FdState& st) {
+  if (st.armed) {
+    io_uring_sqe* sqe = ring_.sqe();
+    sqe->opcode = IORING_OP_POLL_REMOVE;
+    sqe->fd = -1;
+    sqe->addr = poll_data(fd, st.generation);
+    sqe->user_data = kInternal;
+    st.armed = false;
+  }
+  ++st.generation;  // a report from the removed poll, already on its way, is dropped
+}
+
+void UringPoller::queue_rearm(int fd) {
+  FdState& st = state(fd);
+  if (st.queued) return;
+  st.queued = true;
+  rearm_.push_back(fd);
+}
+
+void UringPoller::rearm_all() {
+  for (const int fd : rearm_) {
+    FdState& st = fds_[static_cast<std::size_t>(fd)];
+    st.queued = false;
+    if (st.registered && !st.armed) arm(fd, st);
+  }
+  rearm_.clear();
+}
+
+void UringPoller::arm(int fd, FdState& st) {
+  // One-shot: re-armed after each report (level-triggered). A mask of 0 still reports errors and
+  // hang-ups, as epoll does for an fd registered without interest.
+  io_uring_sqe* sqe = ring_.sqe();
+  sqe->opcode = IORING_OP_POLL_ADD;
+  sqe->fd = fd;
+  sqe->poll32_events = poll_mask(st.want);
+  sqe->user_data = poll_data(fd, st.generation);
+  st.armed = true;
+}
+
+void UringPoller::receive(int fd, void* token) {
+  // One-shot, re-armed by the core after each completion: a pause then takes effect after at most
+  // one more buffer, where a multishot receive would keep filling buffers until its cancel ran.
+  io_uring_sqe* sqe = ring_.sqe();
+  sqe->opcode = IORING_OP_RECV;
+  sqe->fd = fd;
+  sqe->flags = IOSQE_BUFFER_SELECT;
+  sqe->buf_group = kBufferGroup;
+  sqe->user_data = op_data(token, kReceive);
+}
+
+void UringPoller::send(int fd, const msghdr* msg, void* token) {
+  io_uring_sqe* sqe = ring_.sqe();
+  sqe->opcode = IORING_OP_SENDMSG;
+  sqe->fd = fd;
+  sqe->addr = reinterpret_cast<std::uint64_t>(msg);
+  sqe->len = 1;
+  sqe->msg_flags = MSG_NOSIGNAL;
+  sqe->user_data = op_data(token, kSend);
+}
+
+void UringPoller::cancel(void* token, Op op) {
+  io_uring_sqe* sqe = ring_.sqe();
+  sqe->opcode = IORING_OP_ASYNC_CANCEL;
+  sqe->fd = -1;
+  sqe->addr = op_data(token, op);
+  sqe->user_data = kInternal;
+}
+
+bool UringPoller::translate(const io_uring_cqe& cqe, PollEvent& out) {
+  out = PollEvent{};
+  const std::uint64_t data = cqe.user_data;
+  switch (data & kTagBits) {
+    case kPoll: {
+      const int fd = static_cast<int>(data >> 32);
+      FdState& st = state(fd);
+      if (((data >> 3) & kGenerationMask) != (st.generation & kGenerationMask)) return false;
+      st.armed = false;
+      if (st.registered) queue_rearm(fd);  // level-triggered: asked again before the next wait
+      if (cqe.res == -ECANCELED) return false;
+      out.token = st.token;
+      if (cqe.res < 0) {
+        out.error = true;
+        out.result = cqe.res;
+      } else {
+        out.readable = (cqe.res & POLLIN) != 0;
+        out.writable = (cqe.res & POLLOUT) != 0;
+        out.error = (cqe.res & POLLERR) != 0;
+        out.hangup = (cqe.res & POLLHUP) != 0;
+      }
+      return out.token != nullptr;
+    }
+    case kReceive:
+      out.token = reinterpret_cast<void*>(data & ~kTagBits);
+      out.op = PollEvent::Op::received;
+      out.result = cqe.res;
+      out.more = (cqe.flags & IORING_CQE_F_MORE) != 0;
+      if (cqe.flags & IORING_CQE_F_BUFFER) {
+        const auto id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
+        out.data = ring_.buffer(id);
+        used_.push_back(id);  // back to the kernel at the next wait: the core is done with it
+      }
+      return true;
+    case kSend:
+      out.token = reinterpret_cast<void*>(data & ~kTagBits);
+      out.op = PollEvent::Op::sent;
+      out.result = cqe.res;
+      return true;
+    default:
+      return false;  // a cancel's or a poll removal's own completion
+  }
+}
+
+int UringPoller::wait(PollEvent* out, int capacity, int timeout_ms) {
+  if (!enabled_) {
+    // The first wait runs on the loop thread: it becomes the ring's only submitter.
+    if (std::error_code ec = ring_.enable()) return -ec.value();
+    enabled_ = true;
+  }
+  for (const std::uint16_t id : used_) ring_.recycle_buffer(id);
+  used_.clear();
+  rearm_all();
+  // Submits this iteration's requests (sends, re-armed polls and receives) and waits, in one
+  // system call; without waiting when completions are already there.
+  if (const int rc = ring_.submit_and_wait(timeout_ms); rc < 0) return rc;
+  int n = 0;
+  ring_.drain_completions(static_cast<unsigned>(capacity), [&](const io_uring_cqe& cqe) {
+    if (translate(cqe, out[n])) ++n;
+  });
+  return n;
+}
+
+}  // namespace evloop::detail

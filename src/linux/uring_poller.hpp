@@ -1,0 +1,68 @@
+// Internal. The io_uring backend's poller: the same readiness contract as epoll, plus
+// completion-based receives and sends for connections. Loop thread only.
+//
+// Readiness: a one-shot POLL_ADD per registered fd, re-armed before each wait for as long as the
+// fd has interest, so readiness is level-triggered as the core expects (a multishot poll would
+// report edges). Each fd has a generation: a completion from an fd removed (or closed and
+// reused) since is recognised and dropped.
+//
+// Completions: one RECV in flight per reading connection (re-armed after each completion),
+// taking buffers from one provided-buffer ring per loop (recycled at the next wait, after the core
+// has copied what it keeps), and a SENDMSG per connection with output. Their user_data is the token
+// with the operation in its low bits (tokens are 8-aligned), so a request can be cancelled by
+// token.
+//
+// Everything prepared during an iteration is submitted by the next wait, in the same
+// io_uring_enter that waits: that is where io_uring saves system calls.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "uring.hpp"
+
+namespace evloop::detail {
+
+struct PollEvent;
+
+class UringPoller {
+ public:
+  /// Completion operations, as tagged into user_data.
+  enum Op : unsigned char { kPoll = 1, kReceive = 2, kSend = 3, kInternal = 4 };
+
+  std::error_code open();
+  std::error_code add(int fd, unsigned interest, void* token);
+  std::error_code modify(int fd, unsigned from, unsigned to, void* token);
+  void remove(int fd, unsigned interest);
+  int wait(PollEvent* out, int capacity, int timeout_ms);
+
+  void receive(int fd, void* token);
+  void send(int fd, const msghdr* msg, void* token);
+  void cancel(void* token, Op op);
+
+ private:
+  struct FdState {
+    void* token = nullptr;
+    std::uint32_t generation = 0;  // bumped whenever a poll in the kernel becomes stale
+    unsigned char want = 0;        // interest the core asked for
+    bool registered = false;       // added and not removed
+    bool armed = false;            // a poll for `want` is in the kernel
+    bool queued = false;           // in rearm_
+  };
+  FdState& state(int fd);
+  void queue_rearm(int fd);
+  void rearm_all();
+  void arm(int fd, FdState& st);
+  void disarm(int fd, FdState& st);
+  bool translate(const io_uring_cqe& cqe, PollEvent& out);
+
+  Uring ring_;
+  bool enabled_ = false;
+  std::vector<FdState> fds_;         // by fd
+  std::vector<int> rearm_;           // fds whose poll ended and that still have interest
+  std::vector<std::uint16_t> used_;  // provided buffers handed out by the last wait
+};
+
+}  // namespace evloop::detail

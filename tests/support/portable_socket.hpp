@@ -1,0 +1,38 @@
+// Test-only and libc-only: client sockets that behave the same on Linux, the BSDs and macOS.
+// Header-only, so the example servers' test helper (examples/common/testing) uses it too without
+// linking evloop.
+#pragma once
+
+#include <fcntl.h>
+#include <sys/socket.h>
+
+namespace evloop::test {
+
+/// A stream socket of `family`, close-on-exec, non-blocking if asked, that never raises SIGPIPE;
+/// -1 on error. The socket() flags where they exist; fcntl() and SO_NOSIGPIPE on macOS, which
+/// has neither SOCK_CLOEXEC nor MSG_NOSIGNAL. Send on it with kSendFlags.
+inline int open_stream_socket(int family, bool nonblocking = false) {
+#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
+  const int fd =
+      ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+#else
+  const int fd = ::socket(family, SOCK_STREAM, 0);
+  if (fd >= 0) {
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (nonblocking) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
+#endif
+#if !defined(MSG_NOSIGNAL) && defined(SO_NOSIGPIPE)
+  const int one = 1;
+  if (fd >= 0) ::setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+  return fd;
+}
+
+#ifdef MSG_NOSIGNAL
+inline constexpr int kSendFlags = MSG_NOSIGNAL;
+#else
+inline constexpr int kSendFlags = 0;  // open_stream_socket set SO_NOSIGPIPE
+#endif
+
+}  // namespace evloop::test
