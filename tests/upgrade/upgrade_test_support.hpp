@@ -13,22 +13,11 @@
 #include <vector>
 
 #include "child_process.hpp"
+#include "test_support.hpp"
 
 namespace example_test {
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define EVLOOP_UPGRADE_TEST_SANITIZED 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define EVLOOP_UPGRADE_TEST_SANITIZED 1
-#endif
-#ifdef EVLOOP_UPGRADE_TEST_SANITIZED
-inline constexpr bool kSanitized = true;
-#else
-inline constexpr bool kSanitized = false;
-#endif
+using evloop::test::kSanitized;
 
 /// The bound of every wait on a server.
 inline constexpr milliseconds kTimeout{30'000};
