@@ -150,7 +150,8 @@ struct Client {
     const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
     if (n <= 0) {
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-      return fail(i, n == 0 ? "closed by the server" : std::string("recv: ") + std::strerror(errno));
+      return fail(i,
+                  n == 0 ? "closed by the server" : std::string("recv: ") + std::strerror(errno));
     }
     const std::uint64_t now = now_ns();
     for (ssize_t k = 0; k < n; ++k) {
@@ -284,9 +285,10 @@ void print_upgrade(const Upgrade& u, const std::string& stalls) {
   if (std::sscanf(stalls.c_str(),
                   "stalls: n=%llu p50_us=%lf p99_us=%lf max_us=%lf last_adopted_ns=%llu", &n, &p50,
                   &p99, &max, &last) == 5) {
-    std::printf("  server: stall of a moved connection    p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms"
-                " (%llu connections)\n",
-                p50 / 1e3, p99 / 1e3, max / 1e3, n);
+    std::printf(
+        "  server: stall of a moved connection    p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms"
+        " (%llu connections)\n",
+        p50 / 1e3, p99 / 1e3, max / 1e3, n);
     std::printf("  server: last connection adopted %.1f ms after the signal\n",
                 ms(last - u.signalled));
   }
@@ -305,12 +307,20 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string_view flag = argv[i];
     const long v = std::atol(argv[i + 1]);
-    if (flag == "--connections") connections = static_cast<std::size_t>(v);
-    else if (flag == "--interval-ms") interval_ms = v;
-    else if (flag == "--loops") loops = v;
-    else if (flag == "--upgrades") upgrades = v;
-    else if (flag == "--settle") settle_s = v;
-    else return std::fputs(kUsage, stderr), 2;
+    if (flag == "--connections") {
+      connections = static_cast<std::size_t>(v);
+    } else if (flag == "--interval-ms") {
+      interval_ms = v;
+    } else if (flag == "--loops") {
+      loops = v;
+    } else if (flag == "--upgrades") {
+      upgrades = v;
+    } else if (flag == "--settle") {
+      settle_s = v;
+    } else {
+      std::fputs(kUsage, stderr);
+      return 2;
+    }
   }
   rlimit fds{};
   ::getrlimit(RLIMIT_NOFILE, &fds);
@@ -327,15 +337,17 @@ int main(int argc, char** argv) {
   if (!server.spawn({self, "--serve", "--loops", std::to_string(loops)}, -1, false)) return 1;
   const auto listening = server.read_until("listening on ", std::chrono::seconds(20));
   if (!listening) return 1;
-  const auto port = static_cast<std::uint16_t>(std::atoi(listening->c_str() + listening->rfind(':') + 1));
+  const auto port =
+      static_cast<std::uint16_t>(std::atoi(listening->c_str() + listening->rfind(':') + 1));
   Client client;
   client.interval_ns = static_cast<std::uint64_t>(interval_ms) * 1'000'000;
   if (!open_connections(client, port, connections)) return 1;
   client.schedule_start = now_ns();
-  std::printf("%zu connections, a 16-byte message each every %ld ms (%.0f messages/s), server "
-              "with %ld loops; RLIMIT_NOFILE %llu\n",
-              connections, interval_ms, 1e3 * connections / interval_ms, loops,
-              static_cast<unsigned long long>(fds.rlim_cur));
+  std::printf(
+      "%zu connections, a 16-byte message each every %ld ms (%.0f messages/s), server "
+      "with %ld loops; RLIMIT_NOFILE %llu\n",
+      connections, interval_ms, 1e3 * connections / interval_ms, loops,
+      static_cast<unsigned long long>(fds.rlim_cur));
   pid_t pid = server.pid();
   ServerOutput out{server, {}};
   std::vector<Upgrade> done;

@@ -60,8 +60,7 @@ class Connection final : public Pollable, public Conn {
   void open_accepted(UniqueFd fd, const SocketAddress& peer);
   /// An fd the user hands in (Loop::adopt), with the stream's unread input and unsent output;
   /// with `moved`, a connection a live upgrade moved here.
-  void open_adopted(int fd, std::string input, std::string output,
-                    std::optional<MovedState> moved);
+  void open_adopted(int fd, std::string input, std::string output, std::optional<MovedState> moved);
   /// Dials `address` (connection_dial.cpp).
   void dial(std::string_view address, std::chrono::milliseconds timeout,
             const std::string& source_address);

@@ -41,7 +41,7 @@ Status EventLoop::open(Backend wanted, std::string& note) {
 
 Status EventLoop::add_listener(std::unique_ptr<Listener> listener) {
   if (std::error_code ec = poller_.add(listener->fd.get(), kRead, listener.get())) {
-    if (listener->inherited) listener->fd.release();  // still the caller's
+    if (listener->inherited) listener->fd.release();           // still the caller's
     if (listener->handed_over) listener->unix_path.release();  // still the predecessor's
     return {ec, "register listener " + listener->bound.to_url() + ": " + ec.message()};
   }

@@ -167,7 +167,7 @@ class EventLoop {
   Clock::time_point now_{};
   bool shutting_down_ = false;
   bool poller_failed_ = false;
-  bool draining_ = false;         // a live upgrade's drain: report when no connection is left
+  bool draining_ = false;  // a live upgrade's drain: report when no connection is left
   bool drained_reported_ = false;
 
   // Cross-thread queue. wake_pending_ is set by the first post after the loop last found the

@@ -112,7 +112,8 @@ Status parse_systemd_environment(const char* listen_pid, const char* listen_fds,
 Status select_systemd_sockets(const ListenAddress& address, std::vector<int>& fds) {
   Registry& r = registry();
   std::lock_guard lock(r.mutex);
-  if (Status s = read_environment(r); !s) return {s.code(), "listen " + address.text + ": " + s.message()};
+  if (Status s = read_environment(r); !s)
+    return {s.code(), "listen " + address.text + ": " + s.message()};
   const std::vector<SystemdSocket>& sockets = r.environment.sockets;
   if (sockets.empty()) {
     return {make_error_code(errc::bad_address),
@@ -125,12 +126,12 @@ Status select_systemd_sockets(const ListenAddress& address, std::vector<int>& fd
     if (!r.claimed[i]) fds.push_back(sockets[i].fd);
   }
   if (!fds.empty()) return {};
-  return {make_error_code(errc::bad_address),
-          "listen " + address.text + ": " +
-              (named ? std::string("every such socket is already served by a running Server")
-                     : "systemd passed no socket named '" + address.name +
-                           "' (FileDescriptorName= of the sockets passed: " + names_of(sockets) +
-                           ")")};
+  return {
+      make_error_code(errc::bad_address),
+      "listen " + address.text + ": " +
+          (named ? std::string("every such socket is already served by a running Server")
+                 : "systemd passed no socket named '" + address.name +
+                       "' (FileDescriptorName= of the sockets passed: " + names_of(sockets) + ")")};
 }
 
 void claim_systemd_sockets(const std::vector<int>& fds) {

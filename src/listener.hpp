@@ -29,7 +29,7 @@ struct Listener final : Pollable {
   bool spreads = false;
   Balance balance = Balance::round_robin;
   std::size_t endpoint = 0;  // which of the server's listen addresses it serves
-  bool inherited = false;  // an fd:// or systemd socket: not ours until start() succeeds
+  bool inherited = false;    // an fd:// or systemd socket: not ours until start() succeeds
   bool handed_over = false;  // a live upgrade's predecessor's: its Unix file is not ours until then
   bool paused = false;     // accepting paused after EMFILE/ENFILE
   TimerId resume_timer = 0;

@@ -35,7 +35,8 @@ Status ServerCore::listen(std::string address, Handlers handlers, ConnOptions op
 
 Status ServerCore::add_listener(std::size_t loop, std::size_t endpoint, OpenedListener opened,
                                 bool spreads, Owner owner) {
-  auto listener = std::make_unique<Listener>(std::move(opened), profiles_[endpoints_[endpoint].profile]);
+  auto listener =
+      std::make_unique<Listener>(std::move(opened), profiles_[endpoints_[endpoint].profile]);
   listener->endpoint = endpoint;
   listener->inherited = owner == Owner::caller;
   listener->handed_over = owner == Owner::predecessor;
@@ -185,8 +186,8 @@ Status ServerCore::start() {
     return fail_start(s);
   }
   if (serving_) {
-    serving_(ServingInfo{addresses_, group_.loops().size(), successor_ != nullptr,
-                         group_.backend(), group_.backend_note()});
+    serving_(ServingInfo{addresses_, group_.loops().size(), successor_ != nullptr, group_.backend(),
+                         group_.backend_note()});
   }
   if (Status s = group_.start_threads(); !s) return fail_start(s);
   claim_systemd_sockets(systemd_fds_);

@@ -51,8 +51,8 @@ class ServerCore {
                          bool owns_unix_path);
   Status add_inherited(std::size_t index, const std::vector<int>& fds, Owner owner,
                        bool owns_unix_path, std::vector<int>& taken);
-  Status add_listener(std::size_t loop, std::size_t endpoint, OpenedListener opened,
-                      bool spreads, Owner owner);
+  Status add_listener(std::size_t loop, std::size_t endpoint, OpenedListener opened, bool spreads,
+                      Owner owner);
   Status fail_start(Status status);
 
   Options options_;

@@ -118,7 +118,8 @@ int send_listeners(int control, const std::vector<SharedListener>& listeners,
 
 Status start_successor(const UpgradeOptions& options, UniqueFd& control, pid_t& pid) {
   int pair[2];
-  if (platform::socket_pair_nonblocking(pair) < 0) return failure("socketpair: " + error_text(errno));
+  if (platform::socket_pair_nonblocking(pair) < 0)
+    return failure("socketpair: " + error_text(errno));
   control = UniqueFd(pair[0]);
   const UniqueFd child_end(pair[1]);  // the child's copy stays open across its exec
   pid = upgrade::spawn_successor(
@@ -290,8 +291,8 @@ int send_batch(int control, const std::vector<Moved>& batch, Clock::time_point d
 // Sends what the loops hand over until every loop is done. Returns 0, or the errno that lost the
 // successor; what was not sent then is in `unsent`. Our fds of what was sent close here: the
 // successor holds the sockets now.
-int send_connections(int control, HandoverQueue& queue, Clock::duration timeout,
-                     std::size_t& moved, std::vector<Moved>& unsent) {
+int send_connections(int control, HandoverQueue& queue, Clock::duration timeout, std::size_t& moved,
+                     std::vector<Moved>& unsent) {
   int error = 0;
   std::vector<Moved> batch;
   while (queue.pop(batch)) {  // to the end even after a failure: every loop must be done

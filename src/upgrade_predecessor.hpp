@@ -33,7 +33,6 @@ struct UpgradeSource {
 
 /// Runs a live upgrade on the caller's thread (not a loop's). On success fills `report` and
 /// leaves the group draining; on failure this process serves as before.
-Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
-                 UpgradeReport& report);
+Status hand_over(const UpgradeSource& source, const UpgradeOptions& options, UpgradeReport& report);
 
 }  // namespace evloop::detail

@@ -80,7 +80,8 @@ class PayloadReader {
 };
 
 /// Sends one frame on a non-blocking stream socket, `fds` (at most kMaxFdsPerFrame) attached to
-/// its first byte, waiting for room until `deadline`. Returns 0 or an errno (ETIMEDOUT, EPIPE, ...).
+/// its first byte, waiting for room until `deadline`. Returns 0 or an errno (ETIMEDOUT, EPIPE,
+/// ...).
 int send_frame(int socket, FrameType type, std::string_view payload, const std::vector<int>& fds,
                Clock::time_point deadline);
 

@@ -26,8 +26,9 @@ constexpr auto kReportTimeout = std::chrono::seconds(1);
 
 Status failed(const std::string& why) {
   return {make_error_code(errc::upgrade_failed),
-          std::string(kUpgradeFdVariable) + ": " + why + " (this process was started by a live "
-                                                         "upgrade: it takes its predecessor's sockets)"};
+          std::string(kUpgradeFdVariable) + ": " + why +
+              " (this process was started by a live "
+              "upgrade: it takes its predecessor's sockets)"};
 }
 
 bool is_unix_stream_socket(int fd) {

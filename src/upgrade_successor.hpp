@@ -26,7 +26,8 @@ class UpgradeSuccessor {
   /// The listening sockets the predecessor served one listen address with, in its loop order.
   struct Listeners {
     std::vector<UniqueFd> fds;
-    bool owns_unix_path = false;  // the predecessor bound the Unix socket: remove its file at the end
+    bool owns_unix_path =
+        false;  // the predecessor bound the Unix socket: remove its file at the end
   };
 
   /// True when EVLOOP_UPGRADE_FD is set: a live upgrade started this process.
@@ -63,7 +64,7 @@ class UpgradeSuccessor {
   Status read_listeners();
   void close_control();
 
-  std::mutex mutex_;  // guards control_ against stop() while the receiver closes it
+  std::mutex mutex_;       // guards control_ against stop() while the receiver closes it
   std::mutex join_mutex_;  // stop() and finish_receiving() may be called from two threads
   UniqueFd control_;
   std::unique_ptr<upgrade::FrameReader> reader_;

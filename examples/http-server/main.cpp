@@ -207,8 +207,8 @@ int main(int argc, char** argv) {
   callbacks.opened = [limits = config.limits, timeouts = config.timeouts](evloop::Conn& conn) {
     begin_session(conn, limits, timeouts, false);
   };
-  callbacks.adopted = [limits = config.limits, timeouts = config.timeouts](
-                          evloop::Conn& conn, std::string_view state) {
+  callbacks.adopted = [limits = config.limits, timeouts = config.timeouts](evloop::Conn& conn,
+                                                                           std::string_view state) {
     begin_session(conn, limits, timeouts, state == "idle");
   };
   callbacks.handover = hand_over;

@@ -71,17 +71,15 @@ TEST(UpgradeProtocolTest, FramesAndTheirFdsArriveInOrder) {
   std::vector<Marked> marked;
   for (char m = 'a'; m < 'a' + 5; ++m) marked.emplace_back(m);
   const auto deadline = Clock::now() + kWait;
-  ASSERT_EQ(send_frame(pair.a.get(), FrameType::hello, "first", {marked[0].read_end.get()},
-                       deadline),
-            0);
+  ASSERT_EQ(
+      send_frame(pair.a.get(), FrameType::hello, "first", {marked[0].read_end.get()}, deadline), 0);
   ASSERT_EQ(send_frame(pair.a.get(), FrameType::ready, "no fds", {}, deadline), 0);
-  ASSERT_EQ(send_frame(pair.a.get(), FrameType::connections, std::string(100'000, 'z'),
-                       {marked[1].read_end.get(), marked[2].read_end.get(),
-                        marked[3].read_end.get()},
-                       deadline),
-            0);
-  ASSERT_EQ(send_frame(pair.a.get(), FrameType::done, "", {marked[4].read_end.get()}, deadline),
-            0);
+  ASSERT_EQ(
+      send_frame(pair.a.get(), FrameType::connections, std::string(100'000, 'z'),
+                 {marked[1].read_end.get(), marked[2].read_end.get(), marked[3].read_end.get()},
+                 deadline),
+      0);
+  ASSERT_EQ(send_frame(pair.a.get(), FrameType::done, "", {marked[4].read_end.get()}, deadline), 0);
   pair.a.reset();
   FrameReader reader(pair.b.get());
   Frame f;
@@ -111,15 +109,17 @@ TEST(UpgradeProtocolTest, BatchesOfTheMostFdsAFrameCarriesWhileTheReaderKeepsUp)
   Pair pair;
   constexpr int kFrames = 8;
   std::vector<Marked> marked;
-  for (std::size_t i = 0; i < kMaxFdsPerFrame; ++i) marked.emplace_back(static_cast<char>('A' + i % 26));
+  for (std::size_t i = 0; i < kMaxFdsPerFrame; ++i)
+    marked.emplace_back(static_cast<char>('A' + i % 26));
   std::vector<int> fds;
   for (const Marked& m : marked) fds.push_back(m.read_end.get());
   // Big payloads: the socket buffer fills, so sending and reading interleave.
   std::thread sender([&] {
     for (int i = 0; i < kFrames; ++i) {
-      const std::vector<int> some(fds.begin(), fds.begin() + static_cast<long>(kMaxFdsPerFrame) - i);
-      EXPECT_EQ(send_frame(pair.a.get(), FrameType::connections, std::string(300'000, char('0' + i)),
-                           some, Clock::now() + kWait),
+      const std::vector<int> some(fds.begin(),
+                                  fds.begin() + static_cast<long>(kMaxFdsPerFrame) - i);
+      EXPECT_EQ(send_frame(pair.a.get(), FrameType::connections,
+                           std::string(300'000, char('0' + i)), some, Clock::now() + kWait),
                 0);
     }
   });

@@ -118,8 +118,7 @@ TEST_F(UpgradeTest, ReusePortSocketsOfOneAddressGoOnePerLoop) {
 
 TEST(SystemdActivation, SocketsMeantForAnotherProcessAreIgnoredAndTheAddressRefused) {
   const int fd = listen_loopback();
-  const ProgramResult r =
-      start_expecting_failure("systemd://web", systemd_setup({fd}, "web", "1"));
+  const ProgramResult r = start_expecting_failure("systemd://web", systemd_setup({fd}, "web", "1"));
   ::close(fd);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("systemd passed no socket (LISTEN_PID=1 names another process"),

@@ -10,9 +10,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <future>
 #include <mutex>
 #include <random>
@@ -201,14 +201,14 @@ TEST_F(UpgradeTest, FiveUpgradesUnderLoadRefuseResetAndLoseNothing) {
   EXPECT_EQ(std::atol(command("FDS").c_str()), baseline_fds)
       << "the last generation holds the same fds as the first did";
   const auto failures = shorts.failures();
-  EXPECT_TRUE(failures.empty()) << failures.size() << " short connections failed, first: "
-                                << failures.front();
+  EXPECT_TRUE(failures.empty()) << failures.size()
+                                << " short connections failed, first: " << failures.front();
   std::uint64_t streamed = 0;
   for (auto& s : streams) streamed += s->received();
-  std::printf("5 upgrades: %ld short connections served by %zu processes, none refused or reset; "
-              "%d streams echoed %llu bytes byte-exact\n",
-              shorts.served(), shorts.pids().size(), kStreams,
-              static_cast<unsigned long long>(streamed));
+  std::printf(
+      "5 upgrades: %ld short connections served by %zu processes, none refused or reset; "
+      "%d streams echoed %llu bytes byte-exact\n",
+      shorts.served(), shorts.pids().size(), kStreams, static_cast<unsigned long long>(streamed));
   for (const long pid : shorts.pids()) {
     EXPECT_NE(std::find(generations.begin(), generations.end(), pid), generations.end())
         << "pid " << pid;
@@ -247,8 +247,7 @@ TEST_F(UpgradeTest, ASuccessorNeverReadyIsKilledAtTheTimeoutAndTheOldServesOn) {
   const UpgradeReply reply = upgrade("--never-ready --ready-ms 1000");
   const auto took = std::chrono::steady_clock::now() - started;
   ASSERT_FALSE(reply.ok);
-  EXPECT_NE(reply.message.find("was not ready within 1000 ms"), std::string::npos)
-      << reply.message;
+  EXPECT_NE(reply.message.find("was not ready within 1000 ms"), std::string::npos) << reply.message;
   EXPECT_NE(reply.message.find("it killed"), std::string::npos) << reply.message;
   EXPECT_GE(took, 1s);
   EXPECT_LT(took, 10s);
@@ -273,8 +272,7 @@ TEST_F(UpgradeTest, ASuccessorLostDuringTheHandoverGivesTheConnectionsBack) {
   const pid_t old = server_pid_;
   const UpgradeReply reply = upgrade("--stop-after-ready --ready-ms 1000");
   ASSERT_FALSE(reply.ok);
-  EXPECT_NE(reply.message.find("was lost during the handover"), std::string::npos)
-      << reply.message;
+  EXPECT_NE(reply.message.find("was lost during the handover"), std::string::npos) << reply.message;
   EXPECT_NE(reply.message.find("0 connections it had were lost, 4 were taken back"),
             std::string::npos)
       << reply.message;

@@ -4,7 +4,8 @@
 //   PID        -> "<pid>\n", close             (a short connection)
 //   LOOP       -> "<loop index>\n", close
 //   FDS        -> "<open fds>\n", close         (fd counts back to baseline)
-//   INHERIT    -> "env=<set|unset> cloexec=<1|0 FD...>\n", close: are LISTEN_* / EVLOOP_UPGRADE_FD still
+//   INHERIT    -> "env=<set|unset> cloexec=<1|0 FD...>\n", close: are LISTEN_* / EVLOOP_UPGRADE_FD
+//   still
 //                 set, and is every fd from 3 up close-on-exec
 //   ECHO       -> every byte after the line comes back (a long-lived connection); moves in an
 //                 upgrade, its state "echo"
@@ -212,8 +213,8 @@ void run_upgrade(evloop::Server& server, const Config& config, const Request& re
   evloop::UpgradeReport report;
   const evloop::Status s = server.upgrade(o, &report);
   std::string reply = s ? "OK " + std::to_string(report.successor_pid) + " " +
-                              std::to_string(report.moved) + " " +
-                              std::to_string(report.draining) + "\n"
+                              std::to_string(report.moved) + " " + std::to_string(report.draining) +
+                              "\n"
                         : "FAIL " + s.message() + "\n";
   request.reply_to.post([reply](evloop::Conn& conn) {
     conn.write(reply);
@@ -284,9 +285,8 @@ int main(int argc, char** argv) {
     Request request = std::move(events.requests.front());
     events.requests.pop_front();
     lock.unlock();
-    upgrades.emplace_back([&server, &config, request = std::move(request)] {
-      run_upgrade(server, config, request);
-    });
+    upgrades.emplace_back(
+        [&server, &config, request = std::move(request)] { run_upgrade(server, config, request); });
   }
   for (std::thread& t : upgrades) t.join();
   waiter.join();

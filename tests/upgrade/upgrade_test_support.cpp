@@ -93,8 +93,8 @@ pid_t UpgradeTest::expect_serving_line() {
 }
 
 int UpgradeTest::wait_generation_exit(pid_t pid) {
-  const int code = pid == child_->pid() ? child_->wait_process(kTimeout)
-                                        : wait_for_exit(pid, kTimeout);
+  const int code =
+      pid == child_->pid() ? child_->wait_process(kTimeout) : wait_for_exit(pid, kTimeout);
   live_.erase(pid);
   return code;
 }

@@ -128,7 +128,8 @@ pid_t spawn(const std::vector<std::string>& argv, int in_fd, int out_fd, int err
   env_strings.insert(env_strings.end(), setup.env.begin(), setup.env.end());
   const bool pid_of_child = setup.listen_pid && *setup.listen_pid == "self";
   if (setup.listen_pid) {
-    env_strings.push_back("LISTEN_PID=" + (pid_of_child ? std::string(24, ' ') : *setup.listen_pid));
+    env_strings.push_back("LISTEN_PID=" +
+                          (pid_of_child ? std::string(24, ' ') : *setup.listen_pid));
   }
   // Everything the child touches is allocated before the fork.
   std::vector<char*> args = pointers(arg_strings);
