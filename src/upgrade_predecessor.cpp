@@ -3,6 +3,7 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -118,8 +119,9 @@ int send_listeners(int control, const std::vector<SharedListener>& listeners,
 
 Status start_successor(const UpgradeOptions& options, UniqueFd& control, pid_t& pid) {
   int pair[2];
-  if (platform::socket_pair_nonblocking(pair) < 0)
+  if (platform::socket_pair_nonblocking(pair) < 0) {
     return failure("socketpair: " + error_text(errno));
+  }
   control = UniqueFd(pair[0]);
   const UniqueFd child_end(pair[1]);  // the child's copy stays open across its exec
   pid = upgrade::spawn_successor(
@@ -178,6 +180,9 @@ class HandoverQueue {
     --loops_left_;
     cv_.notify_one();
   }
+  // The successor is lost: the loops offer no more connections (those detached come back).
+  void give_up() { given_up_.store(true, std::memory_order_relaxed); }
+  bool given_up() const { return given_up_.load(std::memory_order_relaxed); }
   // The next batch; false once every loop is done and everything was taken.
   bool pop(std::vector<Moved>& out) {
     std::unique_lock lock(mutex_);
@@ -193,6 +198,7 @@ class HandoverQueue {
   std::condition_variable cv_;
   std::deque<std::vector<Moved>> batches_;
   std::size_t loops_left_;
+  std::atomic<bool> given_up_{false};
 };
 
 // One loop's part of step 5, on its thread, a frame's worth of connections at a time: each slice
@@ -245,6 +251,7 @@ bool offer(Connection& conn, const std::shared_ptr<LoopHandover>& h) {
 }
 
 void hand_over_slice(const std::shared_ptr<LoopHandover>& h) {
+  if (h->queue.given_up()) h->next = h->ids.size();  // the rest stay here
   std::size_t offered = 0;
   while (h->next < h->ids.size() && offered < kMaxFdsPerFrame) {
     Connection* conn = h->loop.find(h->ids[h->next++]);
@@ -300,6 +307,7 @@ int send_connections(int control, HandoverQueue& queue, Clock::duration timeout,
     if (error == 0) {
       moved += batch.size();
     } else {
+      queue.give_up();
       std::move(batch.begin(), batch.end(), std::back_inserter(unsent));
     }
     batch.clear();

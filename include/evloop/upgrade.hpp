@@ -40,8 +40,9 @@ struct UpgradeReport {
   long successor_pid = 0;
   /// Connections handed to the successor.
   std::size_t moved = 0;
-  /// Connections left to drain here (their `handover` handler said std::nullopt, or none is set,
-  /// or they could not be detached: closing, connecting, a send_file() range pending).
+  /// Open connections left to drain here: their `handover` handler said std::nullopt (or none
+  /// is set), or a send_file() range was pending. (Connections already closing, and dials still
+  /// connecting, finish here too, uncounted.)
   std::size_t draining = 0;
 };
 
