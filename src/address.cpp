@@ -119,10 +119,12 @@ Status parse_listen_address(std::string_view text, ListenAddress& out) {
       out.transport = Transport::udp4;
     } else if (scheme == "udp6") {
       out.transport = Transport::udp6;
+    } else if (scheme == "systemd") {
+      out.transport = Transport::systemd;
     } else {
       return fail(errc::unknown_scheme, text,
                   "unknown scheme '" + std::string(scheme) +
-                      "' (use tcp, tcp4, tcp6, udp, udp4, udp6, unix or fd)");
+                      "' (use tcp, tcp4, tcp6, udp, udp4, udp6, unix, fd or systemd)");
     }
   }
   std::string_view query;
@@ -145,11 +147,20 @@ Status parse_listen_address(std::string_view text, ListenAddress& out) {
       return fail(errc::bad_address, text, "fd://N takes a file descriptor number");
     }
     out.fd = static_cast<int>(fd);
+  } else if (out.transport == Transport::systemd) {
+    // systemd allows names of up to 255 printable characters without ':'.
+    if (rest.size() > 255 || rest.find_first_of(":/ \t") != std::string_view::npos) {
+      return fail(errc::bad_address, text, "systemd://NAME takes a FileDescriptorName= value");
+    }
+    out.name = std::string(rest);
   } else if (Status s = parse_host_port(text, rest, out); !s) {
     return s;
   }
   if (out.transport == Transport::inherited_fd && !query.empty()) {
     return fail(errc::bad_option, text, "fd://N takes no ?options");
+  }
+  if (out.transport == Transport::systemd && !query.empty()) {
+    return fail(errc::bad_option, text, "systemd:// takes no ?options (systemd set the socket up)");
   }
   return parse_options(text, query, out);
 }
@@ -163,8 +174,11 @@ Status parse_connect_address(std::string_view text, ListenAddress& out) {
     if (message.starts_with("bad listen address")) message.replace(4, 14, kKind);
     return {s.code(), message};
   }
-  if (out.transport == Transport::inherited_fd) {
-    return fail(errc::unknown_scheme, text, "fd:// names a listening socket, not a peer", kKind);
+  if (out.transport == Transport::inherited_fd || out.transport == Transport::systemd) {
+    return fail(errc::unknown_scheme, text,
+                std::string(out.transport == Transport::systemd ? "systemd://" : "fd://") +
+                    " names a listening socket, not a peer",
+                kKind);
   }
   if (text.find('?') != std::string_view::npos) {
     return fail(errc::bad_option, text, "a connect address takes no ?options", kKind);

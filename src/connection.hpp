@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -40,6 +41,13 @@ namespace evloop::detail {
 
 class EventLoop;
 
+/// What a live upgrade moves with a connection besides its fd and bytes: its peer, and the state
+/// its `handover` handler gave (for the `adopted` handler).
+struct MovedState {
+  SocketAddress peer;
+  std::string state;
+};
+
 class Connection final : public Pollable, public Conn {
  public:
   Connection(EventLoop& loop, std::uint64_t id, ProfilePtr profile);
@@ -50,8 +58,9 @@ class Connection final : public Pollable, public Conn {
   // --- ways in (each ends in enter_open() or fail_open(), from settle()) ---
   /// An accepted fd: configures it; opens at the next settle().
   void open_accepted(UniqueFd fd, const SocketAddress& peer);
-  /// An fd the user hands in (Loop::adopt), with the stream's unread input and unsent output.
-  void open_adopted(int fd, std::string input, std::string output);
+  /// An fd the user hands in (Loop::adopt), with the stream's unread input and unsent output;
+  /// with `moved`, a connection a live upgrade moved here.
+  void open_adopted(int fd, std::string input, std::string output, std::optional<MovedState> moved);
   /// Dials `address` (connection_dial.cpp).
   void dial(std::string_view address, std::chrono::milliseconds timeout,
             const std::string& source_address);
@@ -93,6 +102,7 @@ class Connection final : public Pollable, public Conn {
   int fd() const noexcept { return fd_.get(); }
   std::uint64_t id() const noexcept { return id_; }
   EventLoop& loop() const noexcept { return loop_; }
+  const ProfilePtr& profile() const noexcept { return profile_; }
 
  private:
   // A dial in progress: the addresses to try and the last error seen (connection_dial.cpp).
@@ -103,10 +113,12 @@ class Connection final : public Pollable, public Conn {
     std::error_code last_error;
   };
   // What only some connections need, allocated only for them: a dial in progress, a detach
-  // under way. Keeps an idle connection small.
+  // under way, the state of a connection a live upgrade moved here. Keeps an idle connection
+  // small.
   struct Rare {
     Dial dial;
     std::function<void(DetachedConn)> detach_to;
+    std::optional<std::string> moved_state;
   };
   Rare& rare();
 

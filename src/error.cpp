@@ -46,6 +46,10 @@ class Category final : public std::error_category {
         return "event loop failed";
       case errc::file_truncated:
         return "file ended before the range given to send_file";
+      case errc::upgrade_failed:
+        return "live upgrade failed";
+      case errc::upgrade_in_progress:
+        return "a live upgrade is in progress or done";
     }
     return "unknown evloop error";
   }

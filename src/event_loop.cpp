@@ -14,6 +14,8 @@
 namespace evloop::detail {
 namespace {
 constexpr int kMaxEvents = 256;
+// Dials and adoptions queued from other threads, opened per loop iteration at most.
+constexpr std::size_t kOpeningsPerBatch = 256;
 }  // namespace
 
 EventLoop::EventLoop(LoopGroupCore& group, std::size_t index)
@@ -42,6 +44,8 @@ Status EventLoop::open(Backend wanted, std::string& note) {
 
 Status EventLoop::add_listener(std::unique_ptr<Listener> listener) {
   if (std::error_code ec = poller_.add(listener->fd.get(), kRead, listener.get())) {
+    if (listener->inherited) listener->fd.release();           // still the caller's
+    if (listener->handed_over) listener->unix_path.release();  // still the predecessor's
     return {ec, "register listener " + listener->bound.to_url() + ": " + ec.message()};
   }
   listeners_.push_back(std::move(listener));
@@ -53,8 +57,9 @@ void EventLoop::add_udp_socket(UniqueFd fd, UdpProfilePtr profile) {
       .open_bound(std::move(fd));
 }
 
-void EventLoop::release_inherited_listeners() {
+void EventLoop::release_borrowed_listeners() {
   for (auto& listener : listeners_) {
+    if (listener->handed_over) listener->unix_path.release();  // the predecessor serves it
     if (!listener->inherited) continue;
     poller_.remove(listener->fd.get(), kRead);
     listener->fd.release();
@@ -213,7 +218,15 @@ bool EventLoop::take_tasks() {
   std::lock_guard lock(mutex_);
   running_tasks_.swap(tasks_);
   running_hand_offs_.swap(hand_offs_);
-  running_openings_.swap(openings_);
+  if (openings_.size() <= kOpeningsPerBatch) {
+    running_openings_.swap(openings_);
+  } else {
+    // Thousands at once (a live upgrade's adoptions): a batch per iteration, so the ones opened
+    // are read before the rest are opened, instead of all waiting for the last.
+    const auto end = openings_.begin() + kOpeningsPerBatch;
+    std::move(openings_.begin(), end, std::back_inserter(running_openings_));
+    openings_.erase(openings_.begin(), end);
+  }
   return !running_tasks_.empty() || !running_hand_offs_.empty() || !running_openings_.empty();
 }
 
@@ -291,13 +304,14 @@ ConnRef EventLoop::connect(std::string_view address, ProfilePtr profile,
   return ConnRef(this, id);
 }
 
-ConnRef EventLoop::adopt(int fd, ProfilePtr profile, std::string input, std::string output) {
+ConnRef EventLoop::adopt(int fd, ProfilePtr profile, std::string input, std::string output,
+                         std::optional<MovedState> moved) {
   const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   load.fetch_add(1, std::memory_order_relaxed);
   auto start = [this, id, fd, profile = std::move(profile), input = std::move(input),
-                output = std::move(output)]() mutable {
+                output = std::move(output), moved = std::move(moved)]() mutable {
     Connection& conn = create(id, std::move(profile));
-    conn.open_adopted(fd, std::move(input), std::move(output));
+    conn.open_adopted(fd, std::move(input), std::move(output), std::move(moved));
     if (shutting_down_) conn.begin_shutdown();
   };
   if (!run_opening(std::move(start))) {
@@ -365,6 +379,7 @@ void EventLoop::resume_listeners() {
   for (auto& listener : listeners_) {
     if (listener->paused) resume_accepting(*this, *listener);
   }
+  if (draining_) check_drained();
 }
 
 void EventLoop::destroy_retired() {
@@ -382,6 +397,47 @@ void EventLoop::destroy_retired() {
   }
   retired_.resize(kept);
   retired_udp_.clear();
+}
+
+// --- live upgrade ------------------------------------------------------------------------------
+
+void EventLoop::stop_accepting() {
+  for (auto& listener : listeners_) {
+    if (listener->resume_timer != 0) timers_.cancel(listener->resume_timer);
+    listener->resume_timer = 0;
+    poller_.remove(listener->fd.get(), listener->paused ? kNone : kRead);
+    listener->paused = false;
+    stopped_listeners_.push_back(std::move(listener));
+  }
+  listeners_.clear();
+}
+
+void EventLoop::accept_again() {
+  for (auto& listener : stopped_listeners_) {
+    if (poller_.add(listener->fd.get(), kRead, listener.get())) continue;  // stays stopped
+    listeners_.push_back(std::move(listener));
+  }
+  std::erase(stopped_listeners_, nullptr);
+}
+
+std::vector<Connection*> EventLoop::open_connections() {
+  std::vector<Connection*> open;
+  for (auto& [id, conn] : connections_) {
+    if (conn.state() == ConnState::open) open.push_back(&conn);
+  }
+  return open;
+}
+
+void EventLoop::begin_drain() {
+  draining_ = true;
+  check_drained();
+}
+
+void EventLoop::check_drained() {
+  // Every connection left is retired (closed, or detached): erased at the end of the iteration.
+  if (drained_reported_ || connections_.size() != retired_.size()) return;
+  drained_reported_ = true;
+  group_.loop_drained();
 }
 
 // --- timers ------------------------------------------------------------------------------------
@@ -439,6 +495,9 @@ void EventLoop::close_listeners() {
     poller_.remove(listener->fd.get(), listener->paused ? kNone : kRead);
   }
   listeners_.clear();  // closes the fds and removes Unix socket files
+  // A successor serves these sockets: closing our fds leaves them open there, and their files.
+  for (auto& listener : stopped_listeners_) listener->unix_path.release();
+  stopped_listeners_.clear();
 }
 
 void EventLoop::shutdown() {

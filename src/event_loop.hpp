@@ -10,12 +10,14 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "connection.hpp"
 #include "evloop/loop.hpp"
 #include "loop_stats.hpp"
 #include "output_buffer.hpp"
@@ -28,7 +30,6 @@
 
 namespace evloop::detail {
 
-class Connection;
 class LoopGroupCore;
 class ReceiveBatch;
 class UdpSocket;
@@ -53,9 +54,10 @@ class EventLoop {
   /// Takes a bound UDP socket of a server (before the thread starts); it opens (`opened`) on the
   /// loop thread before any event is handled.
   void add_udp_socket(UniqueFd fd, UdpProfilePtr profile);
-  /// Gives up the fds of inherited listeners without closing them (a start() that failed: they
-  /// still belong to the caller).
-  void release_inherited_listeners();
+  /// A start() failed: gives up the fds of inherited listeners without closing them (they still
+  /// belong to the caller), and the Unix socket files of the sockets a live upgrade's
+  /// predecessor handed over (it still serves them).
+  void release_borrowed_listeners();
   /// The thread body: hooks, then serves until the group stops, then shuts this loop down.
   void run();
 
@@ -67,8 +69,10 @@ class EventLoop {
   /// Dials `address` on this loop (Loop::connect).
   ConnRef connect(std::string_view address, ProfilePtr profile, std::chrono::milliseconds timeout,
                   std::string source_address);
-  /// Opens a connection on a connected fd on this loop (Loop::adopt).
-  ConnRef adopt(int fd, ProfilePtr profile, std::string input, std::string output);
+  /// Opens a connection on a connected fd on this loop (Loop::adopt); with `moved`, one a live
+  /// upgrade moved here.
+  ConnRef adopt(int fd, ProfilePtr profile, std::string input, std::string output,
+                std::optional<MovedState> moved = std::nullopt);
   /// Opens a UDP socket on this loop: bound (Loop::bind_udp) or connected (Loop::connect_udp).
   UdpRef open_udp(std::string_view address, UdpProfilePtr profile, bool connect,
                   std::string source_address);
@@ -111,6 +115,23 @@ class EventLoop {
   /// Time at the start of this iteration (cheap; good enough for timeouts).
   Clock::time_point now() const noexcept { return now_; }
 
+  /// Runs what handlers and tasks scheduled: sends output, carries out closes and detaches.
+  void settle_scheduled();
+
+  // --- live upgrade (loop thread) ---
+  /// This loop's listeners (a live upgrade sends duplicates of their fds to the successor).
+  const std::vector<std::unique_ptr<Listener>>& listeners() const noexcept { return listeners_; }
+  /// Stops accepting: every listener leaves the poller but stays open until this loop ends (a
+  /// successor shares the socket; its last close would drop the connections queued on it), and
+  /// its Unix socket file is then left in place.
+  void stop_accepting();
+  /// Undoes stop_accepting() (the successor was lost during the handover).
+  void accept_again();
+  /// The connections that are open (not connecting, closing or closed).
+  std::vector<Connection*> open_connections();
+  /// From now on, tell the group once this loop has no connection left (a live upgrade's drain).
+  void begin_drain();
+
   Poller& poller() noexcept { return poller_; }
   ChunkPool& chunks() noexcept { return chunks_; }
   SendSlots& send_slots() noexcept { return send_slots_; }
@@ -136,10 +157,10 @@ class EventLoop {
   void run_tasks();
   bool take_tasks();
   void run_taken_tasks();
-  void settle_scheduled();
   void poll_busy_sockets();
   void resume_listeners();
   void tick();
+  void check_drained();
   void shutdown();
   template <typename Fn>
   void for_each_socket(Fn fn);
@@ -160,6 +181,7 @@ class EventLoop {
   std::unique_ptr<char[]> read_buffer_;
   std::vector<PollEvent> events_;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<Listener>> stopped_listeners_;  // shared with a successor
   // Connections live in the map's nodes (one allocation each, no pointer to chase). A closed
   // one is erased at the end of the iteration: events later in the same batch may point at it.
   std::unordered_map<std::uint64_t, Connection> connections_;
@@ -173,6 +195,8 @@ class EventLoop {
   Clock::time_point now_{};
   bool shutting_down_ = false;
   bool poller_failed_ = false;
+  bool draining_ = false;  // a live upgrade's drain: report when no connection is left
+  bool drained_reported_ = false;
 
   // Cross-thread queue. wake_pending_ is set by the first post after the loop last found the
   // queue empty; only that post writes the waker, so a burst of posts costs one wakeup.

@@ -28,7 +28,9 @@ struct Listener final : Pollable {
   /// reuse-port, a Unix socket, an inherited fd). Otherwise its own loop opens what it accepts.
   bool spreads = false;
   Balance balance = Balance::round_robin;
-  bool inherited = false;  // an fd:// socket: not ours until start() succeeds
+  std::size_t endpoint = 0;  // which of the server's listen addresses it serves
+  bool inherited = false;    // an fd:// or systemd socket: not ours until start() succeeds
+  bool handed_over = false;  // a live upgrade's predecessor's: its Unix file is not ours until then
   bool paused = false;     // accepting paused after EMFILE/ENFILE
   TimerId resume_timer = 0;
 };

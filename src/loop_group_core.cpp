@@ -182,6 +182,17 @@ EventLoop& LoopGroupCore::pick_loop(Balance balance, const SocketAddress& peer) 
   return *loops_[0];
 }
 
+void LoopGroupCore::begin_drain(std::chrono::milliseconds timeout) {
+  for (auto& loop : loops_) {
+    loop->post([l = loop.get()] { l->begin_drain(); });
+  }
+  loops_.front()->run_after(timeout, [this] { stop(); });
+}
+
+void LoopGroupCore::loop_drained() {
+  if (drained_loops_.fetch_add(1) + 1 == loops_.size()) stop();
+}
+
 }  // namespace detail
 
 LoopGroup::LoopGroup(LoopOptions options, LoopHooks hooks)

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -44,6 +45,12 @@ class LoopGroupCore {
   /// The loop that gets a connection accepted by a spreading listener.
   EventLoop& pick_loop(Balance balance, const SocketAddress& peer);
 
+  /// A live upgrade handed over what it could: the group stops by itself once no loop has a
+  /// connection left, or after `timeout` at the latest (as by stop()). Any thread.
+  void begin_drain(std::chrono::milliseconds timeout);
+  /// A draining loop has no connection left (its loop thread; once per loop).
+  void loop_drained();
+
   Resolver& resolver() noexcept { return resolver_; }
   /// The backend the loops use, and why it is not the one asked for (empty when it is).
   const char* backend() const noexcept;
@@ -62,6 +69,7 @@ class LoopGroupCore {
   std::atomic<bool> joined_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> next_loop_{0};
+  std::atomic<std::size_t> drained_loops_{0};
   std::string backend_note_;
   std::mutex failure_mutex_;
   Status failure_;  // guarded by failure_mutex_

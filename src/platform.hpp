@@ -92,6 +92,34 @@ inline int socket_nonblocking(int family, int type = SOCK_STREAM) noexcept {
 #endif
 }
 
+// A connected pair of Unix stream sockets, non-blocking and close-on-exec (a live upgrade's
+// control socket). SOCK_NONBLOCK/SOCK_CLOEXEC are not on macOS, nor MSG_NOSIGNAL (SO_NOSIGPIPE).
+inline int socket_pair_nonblocking(int fds[2]) noexcept {
+#if defined(__APPLE__)
+  if (::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0) return -1;
+  const int on = 1;
+  for (int i = 0; i < 2; ++i) {
+    ::fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    ::fcntl(fds[i], F_SETFL, ::fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+    ::setsockopt(fds[i], SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof on);
+  }
+  return 0;
+#else
+  return ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds);
+#endif
+}
+
+// recvmsg() flag that makes fds received with SCM_RIGHTS close-on-exec as they arrive (Linux,
+// FreeBSD, NetBSD, OpenBSD). macOS lacks it: there the receiver sets FD_CLOEXEC itself just after,
+// and a fork() by another thread in between could leak the fd to that child.
+#if defined(MSG_CMSG_CLOEXEC)
+inline constexpr int kReceiveFdsFlags = MSG_CMSG_CLOEXEC;
+inline constexpr bool kReceivedFdsAreCloexec = true;
+#else
+inline constexpr int kReceiveFdsFlags = 0;
+inline constexpr bool kReceivedFdsAreCloexec = false;
+#endif
+
 // Idle time before the first keep-alive probe: TCP_KEEPIDLE (Linux, FreeBSD), TCP_KEEPALIVE
 // (macOS).
 inline void set_keepalive_idle(int fd, int seconds) noexcept {

@@ -1,8 +1,13 @@
 #include "server_core.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
+
 #include "event_loop.hpp"
 #include "listener.hpp"
 #include "platform.hpp"
+#include "upgrade_predecessor.hpp"
 
 namespace evloop {
 namespace detail {
@@ -10,9 +15,13 @@ namespace detail {
 ServerCore::ServerCore(Options options, Callbacks callbacks)
     : options_(std::move(options)),
       serving_(std::move(callbacks.serving)),
-      default_profile_(std::make_shared<const Profile>(
-          Profile{static_cast<Handlers&&>(callbacks), static_cast<const ConnOptions&>(options_)})),
-      group_(static_cast<const LoopOptions&>(options_), static_cast<LoopHooks&&>(callbacks)) {}
+      profiles_{std::make_shared<const Profile>(
+          Profile{static_cast<Handlers&&>(callbacks), static_cast<const ConnOptions&>(options_)})},
+      group_(static_cast<const LoopOptions&>(options_), static_cast<LoopHooks&&>(callbacks)) {
+  for (const std::string& text : options_.listen) endpoints_.push_back({text, {}, 0, nullptr});
+}
+
+ServerCore::~ServerCore() = default;
 
 Status ServerCore::check_not_started(const std::string& address) const {
   if (group_.running() || !group_.loops().empty()) {
@@ -24,15 +33,15 @@ Status ServerCore::check_not_started(const std::string& address) const {
 
 Status ServerCore::listen(std::string address, Handlers handlers, ConnOptions options) {
   if (Status s = check_not_started(address); !s) return s;
-  auto profile = std::make_shared<const Profile>(Profile{std::move(handlers), options});
-  extra_listens_.push_back({std::move(address), {}, std::move(profile), nullptr});
+  profiles_.push_back(std::make_shared<const Profile>(Profile{std::move(handlers), options}));
+  endpoints_.push_back({std::move(address), {}, profiles_.size() - 1, nullptr});
   return {};
 }
 
 Status ServerCore::listen_udp(std::string address, DatagramHandlers handlers, UdpOptions options) {
   if (Status s = check_not_started(address); !s) return s;
   auto profile = std::make_shared<const UdpProfile>(UdpProfile{std::move(handlers), options});
-  extra_listens_.push_back({std::move(address), {}, nullptr, std::move(profile)});
+  endpoints_.push_back({std::move(address), {}, 0, std::move(profile)});
   return {};
 }
 
@@ -53,10 +62,27 @@ Status ServerCore::check_endpoint(Endpoint& ep) const {
   return {};
 }
 
-Status ServerCore::open_bound(const Endpoint& ep) {
-  const auto& loops = group_.loops();
+void ServerCore::add_address(const SocketAddress& bound, bool udp) {
+  addresses_.push_back(bound);
+  urls_.push_back(udp ? bound.to_udp_url() : bound.to_url());
+}
+
+Status ServerCore::add_listener(std::size_t loop, std::size_t endpoint, OpenedListener opened,
+                                bool spreads, Owner owner) {
+  auto listener =
+      std::make_unique<Listener>(std::move(opened), profiles_[endpoints_[endpoint].profile]);
+  listener->endpoint = endpoint;
+  listener->inherited = owner == Owner::caller;
+  listener->handed_over = owner == Owner::predecessor;
+  listener->spreads = spreads;
+  listener->balance = options_.balance;
+  return group_.loops()[loop]->add_listener(std::move(listener));
+}
+
+Status ServerCore::bind_endpoint(std::size_t index) {
+  const Endpoint& ep = endpoints_[index];
   const ListenAddress& addr = ep.address;
-  const bool udp = ep.udp_profile != nullptr;
+  const auto& loops = group_.loops();
   // Reuse-port only where the kernel balances it; otherwise one loop accepts and hands off (a UDP
   // address: loop 0 serves it alone).
   const bool per_loop = addr.transport != Transport::unix_socket && platform::kReuseportBalances &&
@@ -66,78 +92,181 @@ Status ServerCore::open_bound(const Endpoint& ep) {
     OpenedListener opened;
     if (Status s = open_listener(addr, per_loop, port, opened); !s) return s;
     if (i == 0) {
-      addresses_.push_back(opened.bound);
-      urls_.push_back(udp ? opened.bound.to_udp_url() : opened.bound.to_url());
+      add_address(opened.bound, ep.udp_profile != nullptr);
       port = opened.bound.port();  // the other loops bind the port the kernel chose
     }
-    if (udp) {
+    if (ep.udp_profile) {
       loops[i]->add_udp_socket(std::move(opened.fd), ep.udp_profile);
       continue;
     }
-    auto listener = std::make_unique<Listener>(std::move(opened), ep.profile);
-    listener->spreads = !per_loop && loops.size() > 1;
-    listener->balance = options_.balance;
-    if (Status s = loops[i]->add_listener(std::move(listener)); !s) return s;
+    const bool spreads = !per_loop && loops.size() > 1;
+    if (Status s = add_listener(i, index, std::move(opened), spreads, Owner::server); !s) return s;
   }
   return {};
 }
 
-Status ServerCore::open_listeners(const std::vector<Endpoint>& endpoints) {
-  const auto& loops = group_.loops();
-  for (const Endpoint& ep : endpoints) {
-    const ListenAddress& addr = ep.address;
-    if (addr.transport == Transport::inherited_fd) {
-      // One socket: loop 0 accepts for all loops.
-      OpenedListener opened;
-      if (Status s = open_inherited_listener(addr, opened); !s) return s;
-      addresses_.push_back(opened.bound);
-      urls_.push_back(opened.bound.to_url());
-      auto listener = std::make_unique<Listener>(std::move(opened), ep.profile);
-      listener->inherited = true;
-      listener->spreads = loops.size() > 1;
-      listener->balance = options_.balance;
-      if (Status s = loops[0]->add_listener(std::move(listener)); !s) return s;
-      continue;
+// Listening sockets this process did not bind: each group bound to one address (one socket, or
+// one per loop with reuse-port) is spread over the loops by place_inherited(). `owner` says whose
+// they are if start() fails.
+Status ServerCore::serve_inherited(std::size_t index, const std::vector<int>& fds, Owner owner,
+                                   bool owns_unix_path) {
+  std::vector<int> taken;  // held by a listener (which closes it, or not, as `owner` says)
+  const Status s = add_inherited(index, fds, owner, owns_unix_path, taken);
+  if (!s && owner != Owner::caller) {
+    for (const int fd : fds) {
+      if (std::find(taken.begin(), taken.end(), fd) == taken.end()) ::close(fd);
     }
-    if (Status s = open_bound(ep); !s) return s;
+  }
+  return s;
+}
+
+Status ServerCore::add_inherited(std::size_t index, const std::vector<int>& fds, Owner owner,
+                                 bool owns_unix_path, std::vector<int>& taken) {
+  std::vector<InheritedSocket> sockets;
+  for (const int fd : fds) {
+    InheritedSocket socket{fd, {}};
+    if (Status s = check_inherited_listener(fd, endpoints_[index].text, socket.bound); !s) return s;
+    sockets.push_back(socket);
+  }
+  const std::size_t loops = group_.loops().size();
+  for (const auto& group : group_by_address(sockets)) {
+    add_address(group.front().bound, false);
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      const Placement place = place_inherited(i, group.size(), loops);
+      OpenedListener opened{UniqueFd(group[i].fd), group[i].bound, {}};
+      if (owns_unix_path) opened.unix_path = UnixPathOwner::of(opened.bound);
+      taken.push_back(group[i].fd);
+      if (Status s = add_listener(place.loop, index, std::move(opened), place.spreads, owner); !s) {
+        return s;
+      }
+    }
   }
   return {};
+}
+
+Status ServerCore::select_systemd(const Endpoint& endpoint, std::vector<int>& fds) {
+  if (Status s = select_systemd_sockets(endpoint.address, fds); !s) return s;
+  for (const int fd : fds) {
+    if (std::find(systemd_fds_.begin(), systemd_fds_.end(), fd) != systemd_fds_.end()) {
+      return {make_error_code(errc::bad_address),
+              "listen " + endpoint.text + ": systemd socket fd " + std::to_string(fd) +
+                  " is already served by another listen address of this server"};
+    }
+  }
+  systemd_fds_.insert(systemd_fds_.end(), fds.begin(), fds.end());
+  return {};
+}
+
+Status ServerCore::open_endpoint(std::size_t index) {
+  const Endpoint& ep = endpoints_[index];
+  // A live upgrade's successor serves each address with its predecessor's sockets (matched by
+  // the address as written: fd://N and systemd:// mean nothing in this process any more).
+  UpgradeSuccessor::Listeners handed;
+  if (successor_ && successor_->take_listeners(ep.text, handed)) {
+    std::vector<int> fds;
+    for (UniqueFd& fd : handed.fds) fds.push_back(fd.release());
+    return serve_inherited(index, fds, Owner::predecessor, handed.owns_unix_path);
+  }
+  switch (ep.address.transport) {
+    case Transport::inherited_fd:
+      return serve_inherited(index, {ep.address.fd}, Owner::caller, false);
+    case Transport::systemd: {
+      std::vector<int> fds;
+      if (Status s = select_systemd(ep, fds); !s) return s;
+      return serve_inherited(index, fds, Owner::caller, false);
+    }
+    default:
+      return bind_endpoint(index);
+  }
+}
+
+Status ServerCore::open_listeners() {
+  for (std::size_t i = 0; i < endpoints_.size(); ++i) {
+    if (Status s = open_endpoint(i); !s) return s;
+  }
+  return {};
+}
+
+Status ServerCore::fail_start(Status status) {
+  if (successor_) successor_->report_failure(status);
+  successor_.reset();
+  return status;
 }
 
 Status ServerCore::start() {
-  if (options_.listen.empty() && extra_listens_.empty()) {
-    return {make_error_code(errc::no_address),
-            "no listen address given (a program that only dials out can use a LoopGroup)"};
+  if (group_.running() || !group_.loops().empty()) return group_.open();  // already_started
+  // A successor learns it is one first, so that any failure below reaches its predecessor.
+  if (UpgradeSuccessor::requested()) {
+    successor_ = std::make_unique<UpgradeSuccessor>();
+    if (Status s = successor_->open(); !s) return fail_start(s);
   }
-  if (Status s = validate(options_, "options"); !s) return s;
-  std::vector<Endpoint> endpoints;
-  for (const std::string& text : options_.listen) {
-    endpoints.push_back({text, {}, default_profile_, nullptr});
+  if (endpoints_.empty()) {
+    return fail_start({make_error_code(errc::no_address),
+                       "no listen address given (a program that only dials out can use a "
+                       "LoopGroup)"});
   }
-  for (const Endpoint& ep : extra_listens_) {
-    if (ep.profile) {
-      if (Status s = validate(ep.profile->options, "listen " + ep.text); !s) return s;
-    }
-    endpoints.push_back(ep);
+  if (Status s = validate(options_, "options"); !s) return fail_start(s);
+  for (std::size_t i = 1; i < profiles_.size(); ++i) {
+    const auto it = std::find_if(endpoints_.begin(), endpoints_.end(),
+                                 [i](const Endpoint& ep) { return ep.profile == i; });
+    if (Status s = validate(profiles_[i]->options, "listen " + it->text); !s) return fail_start(s);
   }
-  for (Endpoint& ep : endpoints) {
-    if (Status s = check_endpoint(ep); !s) return s;
+  for (Endpoint& ep : endpoints_) {
+    if (Status s = check_endpoint(ep); !s) return fail_start(s);
   }
   // Everything that can fail happens before any thread starts; on failure the loops (and with
   // them every fd opened so far, but for inherited ones, which stay the caller's) are destroyed.
-  if (Status s = group_.open(); !s) return s;
-  if (Status s = open_listeners(endpoints); !s) {
-    for (const auto& loop : group_.loops()) loop->release_inherited_listeners();
+  if (Status s = group_.open(); !s) return fail_start(s);
+  if (Status s = open_listeners(); !s) {
+    for (const auto& loop : group_.loops()) loop->release_borrowed_listeners();
     group_.discard();
     addresses_.clear();
     urls_.clear();
-    return s;
+    systemd_fds_.clear();
+    return fail_start(s);
   }
   if (serving_) {
-    serving_(ServingInfo{addresses_, group_.loops().size(), group_.backend(), group_.backend_note(),
-                         urls_});
+    serving_(ServingInfo{addresses_, group_.loops().size(), successor_ != nullptr, group_.backend(),
+                         group_.backend_note(), urls_});
   }
-  return group_.start_threads();
+  if (Status s = group_.start_threads(); !s) return fail_start(s);
+  claim_systemd_sockets(systemd_fds_);
+  if (successor_) successor_->report_ready(group_.loops(), profiles_);
+  return {};
+}
+
+Status ServerCore::wait() {
+  Status status = group_.wait();
+  if (successor_) successor_->stop();  // after the loops: adoptions still arriving are refused
+  return status;
+}
+
+Status ServerCore::upgrade(const UpgradeOptions& options, UpgradeReport* report) {
+  for (const auto& loop : group_.loops()) {
+    if (loop->in_loop_thread()) {
+      return {make_error_code(errc::upgrade_failed),
+              "upgrade: called on a loop thread, which the handover needs: call it from another "
+              "thread"};
+    }
+  }
+  if (!group_.running() || group_.stopping()) {
+    return {make_error_code(errc::upgrade_failed), "upgrade: the server is not running"};
+  }
+  int expected = idle;
+  if (!upgrade_state_.compare_exchange_strong(expected, upgrading)) {
+    return {make_error_code(errc::upgrade_in_progress),
+            expected == upgrading ? "upgrade: another upgrade is in progress"
+                                  : "upgrade: this server already handed over to a successor"};
+  }
+  // A successor upgraded at once: what its predecessor is still handing over moves on too.
+  if (successor_) successor_->finish_receiving();
+  std::vector<std::string> texts;
+  for (const Endpoint& ep : endpoints_) texts.push_back(ep.text);
+  UpgradeReport done;
+  Status s = hand_over(UpgradeSource{group_, texts, profiles_}, options, done);
+  upgrade_state_.store(s ? handed_over : idle);
+  if (s && report != nullptr) *report = done;
+  return s;
 }
 
 }  // namespace detail
@@ -165,6 +294,9 @@ Status Server::run() {
 void Server::stop() noexcept { core_->stop(); }
 Status Server::wait() { return core_->wait(); }
 bool Server::running() const noexcept { return core_->running(); }
+Status Server::upgrade(const UpgradeOptions& options, UpgradeReport* report) {
+  return core_->upgrade(options, report);
+}
 const std::vector<SocketAddress>& Server::addresses() const noexcept { return core_->addresses(); }
 std::size_t Server::loop_count() const noexcept { return core_->group().loops().size(); }
 Loop& Server::loop(std::size_t i) const { return core_->group().loops().at(i)->handle(); }

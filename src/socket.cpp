@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 #include "platform.hpp"
@@ -120,10 +121,7 @@ Status open_unix_listener(const ListenAddress& addr, OpenedListener& out) {
       !s) {
     return s;
   }
-  struct stat st {};
-  if (::stat(addr.path.c_str(), &st) == 0) {
-    out.unix_path = UnixPathOwner(addr.path, st.st_dev, st.st_ino);
-  }
+  out.unix_path = UnixPathOwner::of(out.bound);
   return {};
 }
 
@@ -155,6 +153,17 @@ void UniqueFd::reset() noexcept {
   fd_ = -1;
 }
 
+UnixPathOwner UnixPathOwner::of(const SocketAddress& bound) {
+  if (bound.family() != AF_UNIX) return {};
+  const auto* un = static_cast<const sockaddr_un*>(bound.data());
+  const std::size_t offset = offsetof(sockaddr_un, sun_path);
+  if (bound.size() <= offset || un->sun_path[0] == '\0') return {};  // unnamed or abstract
+  std::string path(un->sun_path, strnlen(un->sun_path, bound.size() - offset));
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return UnixPathOwner(std::move(path), st.st_dev, st.st_ino);
+}
+
 UnixPathOwner::~UnixPathOwner() {
   if (path_.empty()) return;
   struct stat st {};
@@ -181,31 +190,6 @@ int ip_family(Transport transport) noexcept {
     default:
       return AF_UNSPEC;
   }
-}
-
-Status open_inherited_listener(const ListenAddress& addr, OpenedListener& out) {
-  const int fd = addr.fd;
-  int type = 0;
-  int listening = 0;
-  socklen_t len = sizeof type;
-  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
-    return listen_error(addr, errno == ENOTSOCK ? "not a socket" : "getsockopt", errno);
-  }
-  len = sizeof listening;
-  if (type != SOCK_STREAM || ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ||
-      listening == 0) {
-    return {
-        make_error_code(errc::bad_address),
-        "listen " + addr.text + ": fd " + std::to_string(fd) + " is not a listening stream socket"};
-  }
-  const int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
-      ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-    return listen_error(addr, "fcntl", errno);
-  }
-  out.bound = local_address(fd);
-  out.fd = UniqueFd(fd);
-  return {};
 }
 
 int accept_connection(int listen_fd, SocketAddress& peer) noexcept {

@@ -56,6 +56,13 @@ class UnixPathOwner {
     std::swap(ino_, other.ino_);
     return *this;
   }
+  /// The socket file of `bound` (a Unix socket's bound address), as it is now; empty for an
+  /// address without a path.
+  static UnixPathOwner of(const SocketAddress& bound);
+  /// True when there is a file to remove.
+  bool owns() const noexcept { return !path_.empty(); }
+  /// Gives the file up without removing it (another process serves it now).
+  void release() noexcept { path_.clear(); }
 
  private:
   std::string path_;
@@ -94,11 +101,6 @@ struct OpenedListener {
 /// file gives EADDRINUSE.
 Status open_listener(const ListenAddress& addr, bool reuseport, std::uint16_t port,
                      OpenedListener& out);
-
-/// Takes over `addr.fd` (an `fd://N` address) as a listener: checks that it is a listening stream
-/// socket, makes it non-blocking and close-on-exec, and records its bound address. On failure the
-/// fd is left open (it is not ours until this succeeds).
-Status open_inherited_listener(const ListenAddress& addr, OpenedListener& out);
 
 /// accept() for a non-blocking listener: a non-blocking, close-on-exec fd, or -errno.
 int accept_connection(int listen_fd, SocketAddress& peer) noexcept;

@@ -1,11 +1,18 @@
 #include "cli.hpp"
 
+#include <limits.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <csignal>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <thread>
 
 namespace example {
 
@@ -106,22 +113,89 @@ void print_stats_json(const evloop::Server& server) {
   std::fflush(stdout);
 }
 
-int serve_until_signal(const Program& program, evloop::Server& server) {
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // before start(): the loops inherit it
+std::vector<std::string> own_command_line(int argc, char** argv) {
+  std::vector<std::string> line(argv, argv + argc);
+  std::string path = line.at(0);
+  if (path.find('/') == std::string::npos) {  // found through PATH, as the shell did
+    const char* dirs = std::getenv("PATH");
+    for (std::string_view rest = dirs != nullptr ? dirs : ""; !rest.empty();) {
+      const std::size_t colon = rest.find(':');
+      const std::string candidate = std::string(rest.substr(0, colon)) + "/" + line[0];
+      if (::access(candidate.c_str(), X_OK) == 0) {
+        path = candidate;
+        break;
+      }
+      rest.remove_prefix(colon == std::string_view::npos ? rest.size() : colon + 1);
+    }
+  }
+  char resolved[PATH_MAX];
+  line[0] = ::realpath(path.c_str(), resolved) != nullptr ? resolved : path;
+  return line;
+}
+
+void notify_systemd(const std::string& state) {
+  const char* socket_path = std::getenv("NOTIFY_SOCKET");
+  if (socket_path == nullptr || socket_path[0] == '\0') return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::size_t length = std::strlen(socket_path);
+  if (length >= sizeof addr.sun_path) return;
+  std::memcpy(addr.sun_path, socket_path, length);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // an abstract socket
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr),
+           static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + length));
+  ::close(fd);
+}
+
+namespace {
+
+void upgrade(evloop::Server& server, const evloop::UpgradeOptions& o) {
+  evloop::UpgradeReport report;
+  if (const evloop::Status s = server.upgrade(o, &report); !s) {
+    std::printf("upgrade failed: %s\n", s.message().c_str());
+  } else {
+    // Under systemd (Type=notify, NotifyAccess=all): the successor is the service's process now.
+    notify_systemd("MAINPID=" + std::to_string(report.successor_pid));
+    std::printf("upgraded: pid %ld, %zu connections moved, %zu left to drain\n",
+                report.successor_pid, report.moved, report.draining);
+  }
+  std::fflush(stdout);
+}
+
+// Takes the signals until SIGINT or SIGTERM: SIGUSR2 upgrades.
+void take_signals(evloop::Server& server, const sigset_t& signals,
+                  const evloop::UpgradeOptions& o) {
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig != SIGUSR2) return server.stop();
+    upgrade(server, o);
+  }
+}
+
+}  // namespace
+
+int serve_until_signal(const Program& program, evloop::Server& server, int argc, char** argv) {
+  evloop::UpgradeOptions upgrade_options;
+  upgrade_options.argv = own_command_line(argc, argv);  // now: the binary may be replaced later
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGUSR2);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before start(): the loops inherit it
   const evloop::Status status = server.start();
   if (!status) {
     std::fprintf(stderr, "%s: %s\n", program.name, status.message().c_str());
     return 1;
   }
-  int sig = 0;
-  while (sigwait(&stop_signals, &sig) != 0) {
-  }
-  server.stop();
-  server.wait();
+  notify_systemd("READY=1");
+  std::thread signal_taker([&] { take_signals(server, signals, upgrade_options); });
+  server.wait();  // after stop(), or once an upgrade's drain is over
+  pthread_kill(signal_taker.native_handle(), SIGTERM);  // ends its sigwait (if still waiting)
+  signal_taker.join();
   return 0;
 }
 

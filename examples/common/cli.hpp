@@ -1,5 +1,6 @@
 // What every example server shares: the common flags (--listen, --loops, --reuseport, --help),
-// the "listening on ADDR" lines, the --stats JSON line, and serving until SIGINT or SIGTERM.
+// the "listening on ADDR" lines, the --stats JSON line, and serving until SIGINT or SIGTERM,
+// upgrading on SIGUSR2.
 #pragma once
 
 #include <evloop/evloop.hpp>
@@ -8,6 +9,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace example {
 
@@ -50,12 +52,26 @@ void print_listening(const evloop::ServingInfo& info);
 /// {"stats":{"backend":"epoll","waits":...,"bytes_out":...,...}} (the benchmark runner reads it).
 void print_stats_json(const evloop::Server& server);
 
-/// Starts `server` and serves until SIGINT or SIGTERM, then stops it and waits. Returns the
-/// exit code: 0, or 1 when start() fails (its message printed). The signals stay blocked in
-/// every thread (loop threads inherit the mask) and this thread takes them with sigwait(): no
-/// handler, so nothing for a sanitizer to defer or lose. SIGPIPE is blocked in every thread too
-/// (sendfile() cannot be told not to raise it). Server::stop() is async-signal-safe
-/// too, for programs that prefer a handler.
-int serve_until_signal(const Program& program, evloop::Server& server);
+/// Starts `server` and serves until SIGINT or SIGTERM, then stops it and waits; on SIGUSR2 (the
+/// nginx convention) upgrades live: re-executes this program (argv[0], resolved to an absolute
+/// path now, so a binary replaced on disk is the one that runs) with the same arguments, hands
+/// it the listeners and the connections the server's `handover` handler lets go, prints
+/// "upgraded: pid N, M connections moved, D left to drain" (or "upgrade failed: ..." and serves
+/// on), and exits once what stayed has drained. Returns the exit code: 0, or 1 when start()
+/// fails (its message printed). The signals stay blocked in every thread (loop threads inherit
+/// the mask) and a thread of ours takes them with sigwait(): no handler, so nothing for a
+/// sanitizer to defer or lose. Server::stop() is async-signal-safe too, for programs that
+/// prefer a handler.
+int serve_until_signal(const Program& program, evloop::Server& server, int argc, char** argv);
+
+/// Sends `state` ("READY=1", "MAINPID=N") to systemd's notification socket ($NOTIFY_SOCKET), as
+/// sd_notify(3) does; nothing when the variable is not set. serve_until_signal() says READY=1
+/// once the server started, and MAINPID=<successor> after a live upgrade, so that a unit with
+/// Type=notify and NotifyAccess=all follows the new process.
+void notify_systemd(const std::string& state);
+
+/// This program's command line with argv[0] as an absolute path (resolved through PATH when it
+/// has no '/'), to execute again.
+std::vector<std::string> own_command_line(int argc, char** argv);
 
 }  // namespace example

@@ -116,6 +116,10 @@ class PacedInput {
     return bytes.size();
   }
 
+  /// True while requests read from evloop wait here (a live upgrade cannot move such a
+  /// connection: evloop moves its own unread input, not this backlog).
+  bool holds_input() const noexcept { return !backlog_.empty(); }
+
   /// evloop's `low_water`: the output drained; runs the backlog.
   template <typename Run>
   void on_drained(evloop::Conn& conn, Run&& run) {

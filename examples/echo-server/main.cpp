@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -18,7 +19,9 @@ Echoes every byte back to its sender.
 Options:
   --listen ADDR   address to serve (repeatable; default tcp://127.0.0.1:5555), e.g.
                   tcp://0.0.0.0:7000  tcp6://[::1]:7000  unix:///tmp/echo.sock
-                  tcp://127.0.0.1:0 picks a free port; append ?reuseport=1 per address
+                  tcp://127.0.0.1:0 picks a free port; append ?reuseport=1 per address;
+                  fd://N an inherited listening socket; systemd:// or systemd://NAME the
+                  sockets of systemd socket activation
   --loops N       event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport     one SO_REUSEPORT listener per loop (the kernel balances connections)
   --backend B     event backend: auto, epoll or io_uring (default auto: $EVLOOP_BACKEND,
@@ -31,6 +34,8 @@ Options:
   --help          this text
 
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
+SIGUSR2 upgrades it live: the same binary (as it is on disk now) and arguments start and take
+over the listeners and every connection; this process then exits.
 )";
 
 const example::Program kProgram{"echo-server", kUsage, "tcp://127.0.0.1:5555"};
@@ -80,9 +85,12 @@ int main(int argc, char** argv) {
     conn.write(bytes);
     return bytes.size();
   };
+  // Live upgrade (SIGUSR2): every connection moves; echo keeps no state of its own (what was read
+  // but not echoed yet, and what waits to be sent, move with the socket).
+  callbacks.handover = [](evloop::Conn&) -> std::optional<std::string> { return std::string(); };
 
   evloop::Server server(parse_args(argc, argv, print_stats), std::move(callbacks));
-  const int code = example::serve_until_signal(kProgram, server);
+  const int code = example::serve_until_signal(kProgram, server, argc, argv);
   if (code == 0 && print_stats) example::print_stats_json(server);
   return code;
 }

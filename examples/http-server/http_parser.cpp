@@ -112,6 +112,7 @@ std::string_view Request::header(std::string_view name) const noexcept {
 
 void RequestParser::reset() noexcept {
   start_next();
+  closing_ = false;
   error_status_ = 0;
   error_reason_ = {};
 }
@@ -382,10 +383,10 @@ bool RequestParser::finish_head(ParseResult& err) {
     return false;
   }
   if (request_.version_minor == 0) {
-    request_.keep_alive = conn_keep_alive_ && !conn_close_;
+    request_.keep_alive = conn_keep_alive_ && !conn_close_ && !closing_;
     expect_continue_ = false;  // 100 Continue is HTTP/1.1 only.
   } else {
-    request_.keep_alive = !conn_close_;
+    request_.keep_alive = !conn_close_ && !closing_;
   }
   if (content_length_ == 0) expect_continue_ = false;
   return true;

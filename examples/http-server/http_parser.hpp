@@ -101,6 +101,13 @@ class RequestParser {
   bool awaiting_body() const noexcept { return phase_ == Phase::body; }
   /// Forgets all progress (e.g. to reuse the parser for a new connection).
   void reset() noexcept;
+  /// The server closes the connection after the request in progress (a live upgrade leaves the
+  /// connection here to finish it): that request, and any later one, completes with keep_alive
+  /// false, so its response says "Connection: close". reset() forgets it.
+  void close_after_current() noexcept {
+    closing_ = true;
+    request_.keep_alive = false;
+  }
 
  private:
   enum class Phase { request_line, headers, body, failed };
@@ -151,6 +158,7 @@ class RequestParser {
   int host_count_ = 0;
   bool conn_close_ = false;
   bool conn_keep_alive_ = false;
+  bool closing_ = false;  // close_after_current()
   bool expect_continue_ = false;
   bool continue_sent_ = false;
   int error_status_ = 0;           // Kept after an error, for later calls.

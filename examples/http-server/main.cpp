@@ -33,6 +33,7 @@ With --root, GET and HEAD serve the files under DIR instead.
 Options:
   --listen ADDR     address to serve (repeatable; default tcp://127.0.0.1:8080), e.g.
                     tcp://127.0.0.1:0 (a free port)  tcp6://[::1]:8080  unix:///tmp/http.sock
+                    fd://N (an inherited socket)  systemd:// or systemd://NAME
   --loops N         event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport       one SO_REUSEPORT listener per loop (the kernel balances connections)
   --backend B       event backend: auto, epoll or io_uring (default auto: $EVLOOP_BACKEND,
@@ -52,6 +53,9 @@ Options:
   --help            this text
 
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
+SIGUSR2 upgrades it live: the same binary (as it is on disk now) and arguments start and take
+over the listeners and every connection between requests; a connection in the middle of a
+request finishes it here (with "Connection: close"), then this process exits.
 )";
 
 const example::Program kProgram{"http-server", kUsage, "tcp://127.0.0.1:8080"};
@@ -102,13 +106,16 @@ Config parse_args(int argc, char** argv) {
 }
 
 // One connection's state: its parser, the deadline of its timeouts and the one timer that
-// checks that deadline (0 when none is armed).
+// checks that deadline (0 when none is armed); whether a request has been answered, and whether
+// one is in progress (part of it has arrived, or its response waits for the output to drain).
 struct Session {
   httpd::RequestParser parser;
   httpd::Deadlines deadlines;
   evloop::TimerId timer = 0;
   example::PacedInput input;   // requests held back while responses drain
   bool last_answered = false;  // a response said "Connection: close": nothing more is read
+  bool answered = false;
+  bool in_request = false;
 };
 
 // What every connection's `data` needs of the configuration (set before the loops start).
@@ -235,6 +242,8 @@ example::Ran run(evloop::Conn& conn, Session& session, std::string_view input, s
                                : used == input.size()           ? httpd::Awaiting::next_request
                                : session.parser.awaiting_body() ? httpd::Awaiting::body
                                                                 : httpd::Awaiting::head;
+  session.answered = session.answered || completed;
+  session.in_request = next != httpd::Awaiting::next_request;
   session.deadlines.on_read(now, next, completed);
   arm_timer(conn, session, now);
   return ran;
@@ -246,6 +255,30 @@ auto runner(evloop::Conn& conn, Session& session) {
   };
 }
 
+// A connection opens (or arrives from a live upgrade, `idle` when it had served a request and
+// was waiting for the next): a fresh session and its timer.
+void begin_session(evloop::Conn& conn, httpd::Limits limits, httpd::Timeouts timeouts, bool idle) {
+  const httpd::Clock::time_point now = httpd::Clock::now();
+  conn.context() = Session{httpd::RequestParser(limits), httpd::Deadlines(timeouts, now), 0, {},
+                           false, idle, false};
+  Session& session = session_of(conn);
+  if (idle) session.deadlines.on_read(now, httpd::Awaiting::next_request, true);
+  arm_timer(conn, session, now);
+}
+
+// Live upgrade (SIGUSR2): a connection with no request in progress moves (its unsent responses go
+// with it); one in the middle of a request, or with requests waiting for their turn, finishes the
+// request here, answered with "Connection: close".
+std::optional<std::string> hand_over(evloop::Conn& conn) {
+  Session& session = session_of(conn);
+  if (session.last_answered) return std::nullopt;  // already ending
+  if (session.in_request || session.input.holds_input()) {
+    session.parser.close_after_current();
+    return std::nullopt;
+  }
+  return session.answered ? "idle" : "new";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -254,11 +287,13 @@ int main(int argc, char** argv) {
   evloop::Callbacks callbacks;
   callbacks.serving = example::print_listening;
   callbacks.opened = [limits = config.limits, timeouts = config.timeouts](evloop::Conn& conn) {
-    const httpd::Clock::time_point now = httpd::Clock::now();
-    conn.context() =
-        Session{httpd::RequestParser(limits), httpd::Deadlines(timeouts, now), 0, {}, false};
-    arm_timer(conn, session_of(conn), now);
+    begin_session(conn, limits, timeouts, false);
   };
+  callbacks.adopted = [limits = config.limits, timeouts = config.timeouts](evloop::Conn& conn,
+                                                                           std::string_view state) {
+    begin_session(conn, limits, timeouts, state == "idle");
+  };
+  callbacks.handover = hand_over;
   g_high_water = config.options.output_high_water;
   g_input_limit = config.options.input_limit;
   callbacks.data = [](evloop::Conn& conn, std::string_view bytes) {
@@ -276,5 +311,5 @@ int main(int argc, char** argv) {
   };
 
   evloop::Server server(std::move(config.options), std::move(callbacks));
-  return example::serve_until_signal(kProgram, server);
+  return example::serve_until_signal(kProgram, server, argc, argv);
 }

@@ -29,6 +29,7 @@ A Redis-protocol server (a subset of the commands) built on evloop.
 Options:
   --listen ADDR       address to serve (repeatable; default tcp://127.0.0.1:6379), e.g.
                       tcp://127.0.0.1:0 (a free port)  tcp6://[::1]:6379  unix:///tmp/redis.sock
+                      fd://N (an inherited socket)  systemd:// or systemd://NAME
   --loops N           event loops (threads); "auto" = one per hardware thread (default 1)
   --reuseport         one SO_REUSEPORT listener per loop (the kernel balances connections)
   --backend B         event backend: auto, epoll or io_uring (default auto: $EVLOOP_BACKEND,
@@ -40,6 +41,8 @@ Options:
   --help              this text
 
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
+SIGUSR2 starts the same binary with the same arguments and hands it the listeners: new clients
+go to it (with an empty store); connected clients stay here until they close (30 s at most).
 )";
 
 const example::Program kProgram{"redis-server", kUsage, "tcp://127.0.0.1:6379"};
@@ -128,5 +131,5 @@ int main(int argc, char** argv) {
   evloop::Server server(std::move(config.options), std::move(callbacks));
   g_server = &server;
   resp::set_info_extra(info_from_evloop);
-  return example::serve_until_signal(kProgram, server);
+  return example::serve_until_signal(kProgram, server, argc, argv);
 }

@@ -196,7 +196,7 @@ int main(int argc, char** argv) {
   };
 
   evloop::Server server(config.options, std::move(callbacks));
-  const int code = example::serve_until_signal(kProgram, server);
+  const int code = example::serve_until_signal(kProgram, server, argc, argv);
   if (code == 0 && config.print_stats) example::print_stats_json(server);
   return code;
 }

@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
   config.options.listen.clear();
   evloop::Server server(config.options, std::move(callbacks));
   for (const std::string& address : addresses) server.listen_udp(address, handlers, config.udp);
-  const int code = example::serve_until_signal(kProgram, server);
+  const int code = example::serve_until_signal(kProgram, server, argc, argv);
   if (code == 0 && config.print_stats) print_stats_json(server);
   return code;
 }

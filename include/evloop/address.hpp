@@ -21,6 +21,7 @@ enum class Transport {
   udp,           ///< `udp://host:port`: UDP, IPv4 or IPv6 as the host resolves (IPv4 when empty).
   udp4,          ///< `udp4://host:port`: UDP over IPv4 only.
   udp6,          ///< `udp6://[host]:port`: UDP over IPv6 only.
+  systemd,       ///< `systemd://` or `systemd://NAME`: sockets passed by systemd socket activation.
 };
 
 /// True for the UDP transports (udp, udp4, udp6).
@@ -29,14 +30,16 @@ constexpr bool is_udp(Transport t) noexcept {
 }
 
 /// A parsed address, e.g. `tcp://127.0.0.1:8080?reuseport=1`, `udp6://[::1]:5353`,
-/// `unix:///tmp/app.sock`, `fd://3`.
+/// `unix:///tmp/app.sock`, `fd://3`, `systemd://web`.
 ///
 /// Grammar: `[scheme://]host:port[?opt=val[&opt=val]...]` for tcp, tcp4, tcp6, udp, udp4 and udp6
 /// (the scheme defaults to tcp), with IPv6 hosts in brackets, `unix://path[?...]` for Unix
-/// sockets, and `fd://N` for a listening socket the process already holds (fd N; evloop takes it
-/// over and closes it when it stops). Port 0 asks the kernel for a free port. Options (listen
-/// addresses only): `reuseport=0|1` (overrides Options::reuseport for this address) and, for
-/// stream sockets, `backlog=N` (listen backlog, 1..65535, default 1024).
+/// sockets, `fd://N` for a listening socket the process already holds (fd N; evloop takes it
+/// over and closes it when it stops), and `systemd://` (every socket systemd passed) or
+/// `systemd://NAME` (those whose FileDescriptorName= is NAME): see the README's "Zero-downtime
+/// restart". Port 0 asks the kernel for a free port. Options (listen addresses only):
+/// `reuseport=0|1` (overrides Options::reuseport for this address) and, for stream sockets,
+/// `backlog=N` (listen backlog, 1..65535, default 1024).
 struct ListenAddress {
   Transport transport = Transport::tcp;  ///< Which transport.
   std::string host;               ///< TCP or UDP host (name or literal, no brackets); may be empty.
@@ -45,6 +48,7 @@ struct ListenAddress {
   std::optional<bool> reuseport;  ///< Per-address reuse-port setting, if given.
   int backlog = 1024;             ///< listen() backlog.
   int fd = -1;                    ///< The socket of an `fd://N` address.
+  std::string name;               ///< The name of a `systemd://NAME` address (empty: all).
   std::string text;               ///< The original string, for messages.
 };
 

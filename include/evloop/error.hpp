@@ -29,6 +29,8 @@ enum class errc {
   detached,          ///< The connection was handed back with Conn::detach().
   loop_failed,       ///< A loop stopped because its poller failed (see LoopGroup::wait()).
   file_truncated,    ///< A send_file() range went past the end of its file: reset.
+  upgrade_failed,    ///< A live upgrade did not happen (or did not finish): see the message.
+  upgrade_in_progress,  ///< Server::upgrade() was called while another ran, or after one succeeded.
 };
 
 /// The category of evloop::errc; its name is "evloop".

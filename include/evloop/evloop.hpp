@@ -13,3 +13,4 @@
 #include "evloop/shared_buffer.hpp"
 #include "evloop/stats.hpp"
 #include "evloop/udp.hpp"
+#include "evloop/upgrade.hpp"

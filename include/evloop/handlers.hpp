@@ -3,6 +3,8 @@
 
 #include <cstddef>
 #include <functional>
+#include <optional>
+#include <string>
 #include <string_view>
 #include <system_error>
 
@@ -18,9 +20,11 @@ class Conn;
 /// Each connection carries its own set: accepted connections get their listener's (for a
 /// Server, its Callbacks), dialled and adopted ones the set given to Loop::connect/adopt.
 ///
-/// Order of events for one connection: `opened` (or, for a dial or an adoption that fails,
-/// `connect_failed` and nothing else), then any number of `data`, `low_water`, `all_sent`, at
-/// most one `eof`, then `closed` exactly once.
+/// Order of events for one connection: `opened` (`adopted` instead for a connection a live
+/// upgrade moved here; for a dial or an adoption that fails, `connect_failed` and nothing else),
+/// then any number of `data`, `low_water`, `all_sent`, at most one `eof`, then `closed` exactly
+/// once. In a process that hands its connections over (Server::upgrade), `handover` is asked
+/// once per open connection; one that moves then gets `closed` with errc::detached.
 struct Handlers {
   /// The connection is open (accepted, connected, or adopted). It may write (a greeting) or close.
   std::function<void(Conn&)> opened;
@@ -53,6 +57,20 @@ struct Handlers {
   /// server_stopped, cancelled when close()/abort() was called while connecting, output_limit
   /// when more than ConnOptions::output_limit was written while connecting).
   std::function<void(Conn&, std::error_code error)> connect_failed;
+
+  /// Live upgrade (Server::upgrade), in the process handing over: asked once for each open
+  /// connection its listeners accepted, on the connection's loop, after the successor is ready
+  /// and this process stopped accepting. Return the connection's state, in any bytes the
+  /// successor's `adopted` understands, to move it: its fd, unconsumed input and unsent output
+  /// go too, and `closed` fires here with errc::detached. Return std::nullopt to keep it here
+  /// until it closes (UpgradeOptions::drain_timeout at most): a request in progress, say. The
+  /// handler may write (the bytes move with it) or close. Unset: no connection moves.
+  std::function<std::optional<std::string>(Conn&)> handover;
+  /// Live upgrade, in the successor: a moved connection opened here, with the state `handover`
+  /// returned for it; fires instead of `opened` (which would greet a peer that is mid-stream).
+  /// Then `data` with its unconsumed input, if any; its unsent output is sent first. Unset:
+  /// `opened` fires and the state is dropped.
+  std::function<void(Conn&, std::string_view state)> adopted;
 };
 
 }  // namespace evloop

@@ -22,12 +22,14 @@ enum class Balance {
 /// checks the values and fails with errc::bad_option, naming the field, when they are not valid.
 struct Options : ConnOptions, LoopOptions {
   /// Addresses to serve, e.g. "tcp://127.0.0.1:0", "tcp6://[::1]:8080", "unix:///tmp/a.sock",
-  /// "fd://3" (an inherited listening socket). See ListenAddress for the grammar.
+  /// "fd://3" (an inherited listening socket), "systemd://web" (socket activation). See
+  /// ListenAddress for the grammar.
   std::vector<std::string> listen;
 
   /// Give every loop its own SO_REUSEPORT listener per TCP address, so the kernel spreads
-  /// connections. Off (or for Unix sockets and inherited fds): loop 0 accepts and hands
-  /// connections out by `balance`.
+  /// connections. Off (or for Unix sockets and a single inherited socket): loop 0 accepts and
+  /// hands connections out by `balance`. (Inherited sockets are used as they are: several of one
+  /// address go one per loop, whatever this says.)
   bool reuseport = false;
   /// Policy for handing out connections when one loop accepts.
   Balance balance = Balance::round_robin;

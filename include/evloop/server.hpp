@@ -19,6 +19,7 @@
 #include "evloop/options.hpp"
 #include "evloop/stats.hpp"
 #include "evloop/udp.hpp"
+#include "evloop/upgrade.hpp"
 
 namespace evloop {
 
@@ -29,10 +30,14 @@ class ServerCore;
 /// What `serving` is told once every loop listens.
 struct ServingInfo {
   /// One bound address per listen address, in the order given (port 0 resolved): first
-  /// Options::listen, then the addresses added with Server::listen().
+  /// Options::listen, then the addresses added with Server::listen(). A `systemd://` address
+  /// gives one for each distinct address of the sockets it names.
   std::vector<SocketAddress> addresses;
   /// Number of loops.
   std::size_t loops = 0;
+  /// True in a process a live upgrade started: its listening sockets are its predecessor's, and
+  /// the connections the predecessor hands over arrive once it has started.
+  bool successor = false;
   /// The event backend the loops use: "epoll", "io_uring" or "kqueue".
   std::string backend;
   /// Why the backend is not the one asked for (LoopOptions::backend or EVLOOP_BACKEND), e.g.
@@ -96,6 +101,24 @@ class Server {
   Status wait();
   /// True between a successful start() and the end of wait().
   bool running() const noexcept;
+
+  /// Live upgrade: hands this running server over to a new process (typically the same program,
+  /// its binary replaced), without refusing or resetting a connection. Starts `options.argv`
+  /// with this server's listening sockets (per loop) and a control socket (EVLOOP_UPGRADE_FD); its
+  /// Server's start() takes the sockets and reports ready. Then this server stops accepting
+  /// (the sockets stay open: they are the successor's too), asks every open connection's
+  /// `handover` handler, and sends each connection it lets go (fd, unconsumed input, unsent output,
+  /// state) to the successor, whose `adopted` handler takes it on. Returns once that is done;
+  /// the connections that stayed go on until they close, UpgradeOptions::drain_timeout at most;
+  /// then the loops stop and run()/wait() return (for the program to exit, with code 0).
+  ///
+  /// Fails with errc::upgrade_failed, this server serving on as before, when the successor cannot
+  /// start, exits or is not ready within UpgradeOptions::ready_timeout (it is killed), or is lost
+  /// during the handover (the connections not yet sent are taken back). errc::upgrade_in_progress
+  /// while another upgrade runs, or after one succeeded; errc::bad_option for bad options. Blocks;
+  /// call it from a thread that is not one of the loops' (not from a handler). Fills `report` on
+  /// success. See the README's "Zero-downtime restart".
+  Status upgrade(const UpgradeOptions& options, UpgradeReport* report = nullptr);
 
   /// The bound addresses (valid after a successful start()), as in ServingInfo.
   const std::vector<SocketAddress>& addresses() const noexcept;

@@ -119,6 +119,25 @@ TEST(ConnectAddressTest, TakesUdpTargetsWithAHostAndAPort) {
   EXPECT_EQ(parse_connect_address("udp://127.0.0.1:53?reuseport=1", a).code(), errc::bad_option);
 }
 
+TEST(ListenAddressTest, ParsesInheritedSockets) {
+  ListenAddress a = parse_ok("fd://3");
+  EXPECT_EQ(a.transport, Transport::inherited_fd);
+  EXPECT_EQ(a.fd, 3);
+  a = parse_ok("systemd://");
+  EXPECT_EQ(a.transport, Transport::systemd);
+  EXPECT_EQ(a.name, "");
+  a = parse_ok("systemd://web-api");
+  EXPECT_EQ(a.transport, Transport::systemd);
+  EXPECT_EQ(a.name, "web-api");
+  EXPECT_EQ(parse_error("systemd://a:b"), errc::bad_address);  // ':' separates names
+  EXPECT_EQ(parse_error("systemd://" + std::string(256, 'n')), errc::bad_address);
+  EXPECT_EQ(parse_error("systemd://web?backlog=5"), errc::bad_option);
+  EXPECT_EQ(parse_error("fd://3?reuseport=1"), errc::bad_option);
+  EXPECT_EQ(parse_error("fd://x"), errc::bad_address);
+  ListenAddress c;
+  EXPECT_EQ(parse_connect_address("systemd://web", c).code(), errc::unknown_scheme);
+}
+
 TEST(ListenAddressTest, ErrorCodesHaveEvloopCategory) {
   const std::error_code ec = errc::bad_address;
   EXPECT_EQ(std::string(ec.category().name()), "evloop");

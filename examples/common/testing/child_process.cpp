@@ -9,8 +9,13 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -18,8 +23,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "portable_socket.hpp"
+
+extern char** environ;
 
 namespace example_test {
 namespace {
@@ -61,18 +69,81 @@ int decode_status(int status) {
   return -1;
 }
 
-// fork + exec with stdin/stdout/stderr redirected to the given fds (-1 = inherit).
-pid_t spawn(const std::vector<std::string>& argv, int in_fd, int out_fd, int err_fd) {
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
+// `program` itself when it names a path, else the first executable of that name in PATH.
+std::string resolve(const std::string& program) {
+  if (program.find('/') != std::string::npos) return program;
+  const char* path = std::getenv("PATH");
+  std::string_view rest = path != nullptr ? path : "";
+  while (!rest.empty()) {
+    const std::size_t colon = rest.find(':');
+    const std::string dir(rest.substr(0, colon));
+    const std::string file = (dir.empty() ? "." : dir) + "/" + program;
+    if (::access(file.c_str(), X_OK) == 0) return file;
+    if (colon == std::string_view::npos) break;
+    rest.remove_prefix(colon + 1);
+  }
+  return program;
+}
+
+std::vector<char*> pointers(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (std::string& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// In the child (async-signal-safe): `fds` to 3, 4, ..., without clobbering one still to move,
+// and every other fd from 3 up closed, as systemd passes only the sockets it lists.
+void place_fds(const std::vector<int>& fds) {
+  constexpr std::size_t kMax = 64;
+  int high[kMax];
+  const std::size_t n = std::min(fds.size(), kMax);
+  for (std::size_t i = 0; i < n; ++i) {
+    high[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, static_cast<int>(3 + n));
+  }
+  for (std::size_t i = 0; i < n; ++i) ::dup2(high[i], static_cast<int>(3 + i));  // no CLOEXEC
+  for (int fd = static_cast<int>(3 + n); fd < 4096; ++fd) ::close(fd);
+}
+
+// In the child (async-signal-safe): its pid in decimal at `out` (room for 20 digits).
+void write_pid(char* out) {
+  char digits[24];
+  int n = 0;
+  for (long pid = ::getpid(); pid > 0; pid /= 10) digits[n++] = static_cast<char>('0' + pid % 10);
+  for (int i = 0; i < n; ++i) out[i] = digits[n - 1 - i];
+  out[n] = '\0';
+}
+
+// fork + exec with stdin/stdout/stderr redirected to the given fds (-1 = inherit), and `setup`.
+pid_t spawn(const std::vector<std::string>& argv, int in_fd, int out_fd, int err_fd,
+            const ChildSetup& setup = {}) {
+  std::vector<std::string> arg_strings = argv;
+  const std::string program = resolve(argv[0]);
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (!setup.listen_pid || std::string_view(*e).substr(0, 11) != "LISTEN_PID=") {
+      env_strings.emplace_back(*e);
+    }
+  }
+  env_strings.insert(env_strings.end(), setup.env.begin(), setup.env.end());
+  const bool pid_of_child = setup.listen_pid && *setup.listen_pid == "self";
+  if (setup.listen_pid) {
+    env_strings.push_back("LISTEN_PID=" +
+                          (pid_of_child ? std::string(24, ' ') : *setup.listen_pid));
+  }
+  // Everything the child touches is allocated before the fork.
+  std::vector<char*> args = pointers(arg_strings);
+  std::vector<char*> envp = pointers(env_strings);
+  char* child_pid_at = pid_of_child ? env_strings.back().data() + 11 : nullptr;
   pid_t pid = ::fork();
   if (pid != 0) return pid;
   if (in_fd >= 0) ::dup2(in_fd, 0);
   if (out_fd >= 0) ::dup2(out_fd, 1);
   if (err_fd >= 0) ::dup2(err_fd, 2);
+  if (!setup.fds.empty()) place_fds(setup.fds);
+  if (child_pid_at != nullptr) write_pid(child_pid_at);
   ::signal(SIGPIPE, SIG_DFL);
-  ::execvp(args[0], args.data());
+  ::execve(program.c_str(), args.data(), envp.data());
   ::_exit(127);
 }
 
@@ -98,10 +169,10 @@ void dump_stacks(pid_t pid) {
 
 }  // namespace
 
-Child::Child(const std::vector<std::string>& argv) {
+Child::Child(const std::vector<std::string>& argv, const ChildSetup& setup) {
   int fds[2];
   if (cloexec_pipe(fds) != 0) return;
-  pid_ = spawn(argv, -1, fds[1], -1);
+  pid_ = spawn(argv, -1, fds[1], -1, setup);
   ::close(fds[1]);
   if (pid_ < 0) {
     ::close(fds[0]);
@@ -171,16 +242,70 @@ int Child::wait_exit(milliseconds timeout) {
   return decode_status(status);
 }
 
+int Child::wait_process(milliseconds timeout) {
+  const int code = wait_for_exit(pid_, timeout);
+  pid_ = -1;
+  return code;
+}
+
+int wait_for_exit(pid_t pid, milliseconds timeout, bool kill_on_timeout) {
+  if (pid <= 0) return -1;
+  const auto deadline = Clock::now() + timeout;
+  int status = 0;
+  bool exited = false;
+#if defined(__linux__) && defined(SYS_pidfd_open)
+  if (const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); pidfd >= 0) {
+    exited = wait_readable(pidfd, deadline);  // readable once the process has exited
+    ::close(pidfd);
+  } else
+#endif
+  {
+    // No pidfd: look every few milliseconds (a test helper; the kernel has no event to wait on).
+    while (!(exited = ::waitpid(pid, &status, WNOHANG) == pid) && Clock::now() < deadline) {
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    if (exited) return decode_status(status);
+  }
+  if (!exited) {
+    if (!kill_on_timeout) return -1;
+    dump_stacks(pid);
+    ::kill(pid, SIGKILL);
+  }
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return exited ? decode_status(status) : -1;
+}
+
+bool become_subreaper() {
+#if defined(__linux__)
+  return ::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0;
+#else
+  return false;
+#endif
+}
+
 std::uint16_t start_server(std::unique_ptr<Child>& child, const std::string& server_bin,
-                           const std::vector<std::string>& extra, const std::string& listen) {
+                           const std::vector<std::string>& extra, const std::string& listen,
+                           const ChildSetup& setup) {
   std::vector<std::string> argv{server_bin, "--listen", listen};
   argv.insert(argv.end(), extra.begin(), extra.end());
-  child = std::make_unique<Child>(argv);
+  child = std::make_unique<Child>(argv, setup);
   if (!child->running()) return 0;
   std::string line = child->wait_for_line("listening on ", milliseconds(20'000));
   std::size_t colon = line.rfind(':');
   if (line.empty() || colon == std::string::npos) return 0;
   return static_cast<std::uint16_t>(std::atoi(line.c_str() + colon + 1));
+}
+
+Upgraded upgrade_example(Child& child, milliseconds timeout) {
+  Upgraded u;
+  child.signal(SIGUSR2);
+  u.line = child.wait_for_line("upgrade", timeout);
+  if (std::sscanf(u.line.c_str(), "upgraded: pid %d, %d connections moved, %d left to drain",
+                  &u.pid, &u.moved, &u.draining) != 3) {
+    u.pid = 0;
+  }
+  return u;
 }
 
 ProgramResult run_program(const std::vector<std::string>& argv, milliseconds timeout,
@@ -222,18 +347,8 @@ ProgramResult run_program(const std::vector<std::string>& argv, milliseconds tim
 }
 
 bool have_program(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return false;
-  std::string_view rest = path;
-  while (!rest.empty()) {
-    std::size_t colon = rest.find(':');
-    std::string dir(rest.substr(0, colon));
-    std::string file = (dir.empty() ? "." : dir) + "/" + name;
-    if (::access(file.c_str(), X_OK) == 0) return true;
-    if (colon == std::string_view::npos) break;
-    rest.remove_prefix(colon + 1);
-  }
-  return false;
+  const std::string path = resolve(name);  // `name` itself when PATH has no such program
+  return path != name && ::access(path.c_str(), X_OK) == 0;
 }
 
 int connect_loopback(std::uint16_t port) {
@@ -250,6 +365,44 @@ int connect_loopback(std::uint16_t port) {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   return fd;
+}
+
+int connect_unix(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return -1;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = evloop::test::open_stream_socket(AF_UNIX);
+  if (fd < 0) return -1;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int listen_loopback(std::uint16_t port, bool reuseport) {
+  int fd = evloop::test::open_stream_socket(AF_INET);
+  if (fd < 0) return -1;
+  const int on = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  if (reuseport) ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 128) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+std::uint16_t bound_port(int fd) {
+  sockaddr_in addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
+  return ntohs(addr.sin_port);
 }
 
 bool send_all(int fd, std::string_view bytes) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,12 +19,22 @@ namespace example_test {
 
 using std::chrono::milliseconds;
 
+/// What a child gets besides its arguments, as systemd socket activation gives it: `fds` placed
+/// at 3, 4, ... (in that order), `env` ("NAME=value") added to ours, and with `listen_pid`,
+/// LISTEN_PID set to the child's own pid ("self") or to the text given.
+struct ChildSetup {
+  std::vector<int> fds;
+  std::vector<std::string> env;
+  std::optional<std::string> listen_pid;
+};
+
 /// A child process whose stdout is a pipe to us (stderr is inherited, so its messages show in
 /// the test log). The destructor kills and reaps it if it is still running.
 class Child {
  public:
-  /// Starts argv[0] with arguments argv[1...]. Check running() afterwards.
-  explicit Child(const std::vector<std::string>& argv);
+  /// Starts argv[0] (searched in PATH when it has no '/') with arguments argv[1...] and `setup`.
+  /// Check running() afterwards.
+  explicit Child(const std::vector<std::string>& argv, const ChildSetup& setup = {});
   ~Child();
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
@@ -43,6 +54,9 @@ class Child {
   /// Waits for the child to exit (stdout reaches EOF, then waitpid). Returns its exit code, 128+N
   /// if killed by signal N, or -1 if it did not exit in time (it is then killed).
   int wait_exit(milliseconds timeout);
+  /// Waits for the process itself to exit, not for its stdout to end (a successor started by a
+  /// live upgrade shares it), and reaps it. Returns as wait_exit().
+  int wait_process(milliseconds timeout);
 
  private:
   std::string wait_for(std::string_view text, bool at_start, milliseconds timeout);
@@ -52,11 +66,32 @@ class Child {
   std::string buffered_;
 };
 
-/// Starts `server_bin` with `--listen LISTEN` (tcp://127.0.0.1:0 by default) plus `extra` and
+/// Waits until `pid`, a child of ours (or a descendant reparented to us: become_subreaper()),
+/// exits, and reaps it. Returns its exit code, 128+N if killed by signal N, or -1 if it did not
+/// exit in time (it is then killed and reaped, unless `kill_on_timeout` is false).
+int wait_for_exit(pid_t pid, milliseconds timeout, bool kill_on_timeout = true);
+/// Makes this process the reaper of its orphaned descendants (Linux's PR_SET_CHILD_SUBREAPER): a
+/// live upgrade's successor, whose parent exits, becomes our child, so wait_for_exit() can see
+/// how it ends. False where that does not exist.
+bool become_subreaper();
+
+/// Starts `server_bin` with `--listen LISTEN` plus `extra` (and `setup`: inherited sockets) and
 /// returns the port it prints ("listening on tcp4://127.0.0.1:PORT"), or 0 on failure.
 std::uint16_t start_server(std::unique_ptr<Child>& child, const std::string& server_bin,
                            const std::vector<std::string>& extra = {},
-                           const std::string& listen = "tcp://127.0.0.1:0");
+                           const std::string& listen = "tcp://127.0.0.1:0",
+                           const ChildSetup& setup = {});
+
+/// What an example server printed after a SIGUSR2: "upgraded: pid N, M connections moved, D left
+/// to drain" (pid 0 when it printed "upgrade failed: ..." or nothing in time).
+struct Upgraded {
+  pid_t pid = 0;
+  int moved = -1;
+  int draining = -1;
+  std::string line;
+};
+/// Sends SIGUSR2 to `child`, an example server, and reads what its upgrade did.
+Upgraded upgrade_example(Child& child, milliseconds timeout);
 
 /// The result of run_program().
 struct ProgramResult {
@@ -73,6 +108,13 @@ bool have_program(const std::string& name);
 
 /// A connected loopback TCP socket (blocking), or -1.
 int connect_loopback(std::uint16_t port);
+/// A connected Unix stream socket (blocking), or -1.
+int connect_unix(const std::string& path);
+/// A listening TCP socket on 127.0.0.1 (`port` 0: a free one), close-on-exec, with SO_REUSEPORT
+/// when `reuseport`; -1 on failure. Its port: bound_port().
+int listen_loopback(std::uint16_t port = 0, bool reuseport = false);
+/// The local port of a TCP socket.
+std::uint16_t bound_port(int fd);
 /// Sends all of `bytes`; false on error.
 bool send_all(int fd, std::string_view bytes);
 /// Reads until the peer closes or the deadline passes; `closed` tells which.

@@ -3,15 +3,20 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <future>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "child_process.hpp"
 #include "process_memory.hpp"
@@ -134,6 +139,114 @@ TEST(EchoServerBinary, AClientThatDoesNotReadIsHeldAtTheHighWaterMark) {
   ::close(fd);
   child->signal(SIGTERM);
   EXPECT_EQ(child->wait_exit(10s), 0);
+}
+
+// A message echoed whole on `fd`.
+void expect_echoed(int fd, const std::string& msg) {
+  ASSERT_TRUE(send_all(fd, msg));
+  EXPECT_EQ(read_exactly(fd, msg.size(), 10s), msg);
+}
+
+TEST(EchoServerBinary, Sigusr2UpgradesLiveAndEveryConnectionMoves) {
+  if (!become_subreaper()) GTEST_SKIP() << "needs a subreaper (Linux) to see the successor exit";
+  std::unique_ptr<Child> child;
+  const std::uint16_t port = start_server(child, ECHO_SERVER_BIN, {"--loops", "2", "--reuseport"});
+  ASSERT_NE(port, 0);
+  std::vector<int> conns;
+  for (int i = 0; i < 6; ++i) {
+    conns.push_back(connect_loopback(port));
+    ASSERT_GE(conns.back(), 0);
+    expect_echoed(conns.back(), "before " + std::to_string(i) + "\n");
+  }
+  // Bytes in flight across the move: sent before the signal, read back after.
+  ASSERT_TRUE(send_all(conns[0], std::string(100'000, 'x')));
+  const Upgraded u = upgrade_example(*child, 20s);
+  ASSERT_NE(u.pid, 0) << u.line;
+  EXPECT_EQ(u.moved, 6) << u.line;
+  EXPECT_EQ(u.draining, 0) << u.line;
+  EXPECT_EQ(child->wait_process(20s), 0) << "the old process exits 0 once it handed over";
+  EXPECT_EQ(read_exactly(conns[0], 100'000, 10s), std::string(100'000, 'x'));
+  for (std::size_t i = 0; i < conns.size(); ++i) {
+    expect_echoed(conns[i], "after " + std::to_string(i) + "\n");
+    ::close(conns[i]);
+  }
+  expect_echo(port, 2);  // new connections: only the successor is left to serve them
+  // A second upgrade, from the successor: it re-executes itself the same way.
+  ::kill(u.pid, SIGUSR2);
+  std::string line = child->wait_for_line("upgrade", 20s);
+  EXPECT_EQ(line.rfind("upgraded: pid ", 0), 0u) << line;
+  EXPECT_EQ(wait_for_exit(u.pid, 20s), 0);
+  const pid_t third = static_cast<pid_t>(std::atol(line.c_str() + 14));
+  expect_echo(port, 1);
+  ::kill(third, SIGTERM);
+  EXPECT_EQ(wait_for_exit(third, 20s), 0);
+}
+
+// The datagrams sent to a NOTIFY_SOCKET of ours, sorted, once all of `want` came (or 20 s pass).
+std::vector<std::string> notifications(int socket, std::vector<std::string> want) {
+  std::vector<std::string> got;
+  std::sort(want.begin(), want.end());
+  while (got != want && got.size() < want.size()) {
+    pollfd p{socket, POLLIN, 0};
+    if (::poll(&p, 1, 20'000) != 1) break;
+    char buf[256];
+    const ssize_t n = ::recv(socket, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.emplace_back(buf, static_cast<std::size_t>(n));
+    std::sort(got.begin(), got.end());
+  }
+  return got;
+}
+
+// Under systemd (Type=notify, NotifyAccess=all) the service follows the successor: each process
+// says READY=1 once it serves, and the old one MAINPID=<successor> once it handed over.
+TEST(EchoServerBinary, TellsSystemdItIsReadyAndWhichProcessServesAfterAnUpgrade) {
+  if (!become_subreaper()) GTEST_SKIP() << "needs a subreaper (Linux) to see the successor exit";
+  const std::string path = "/tmp/evloop-notify-" + std::to_string(::getpid());
+  ::unlink(path.c_str());
+  const int notify = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::bind(notify, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ChildSetup setup;
+  setup.env = {"NOTIFY_SOCKET=" + path};
+  std::unique_ptr<Child> child;
+  ASSERT_NE(start_server(child, ECHO_SERVER_BIN, {}, "tcp://127.0.0.1:0", setup), 0);
+  EXPECT_EQ(notifications(notify, {"READY=1"}), std::vector<std::string>{"READY=1"});
+  const Upgraded u = upgrade_example(*child, 20s);
+  ASSERT_NE(u.pid, 0) << u.line;
+  // The successor's READY=1 and the old process's MAINPID=<successor>, in either order.
+  const std::string main_pid = "MAINPID=" + std::to_string(u.pid);
+  EXPECT_EQ(notifications(notify, {"READY=1", main_pid}),
+            (std::vector<std::string>{main_pid, "READY=1"}));
+  EXPECT_EQ(child->wait_process(20s), 0);
+  ::kill(u.pid, SIGTERM);
+  EXPECT_EQ(wait_for_exit(u.pid, 20s), 0);
+  ::close(notify);
+  ::unlink(path.c_str());
+}
+
+TEST(EchoServerBinary, ServesAnInheritedFdAndSystemdSockets) {
+  const int listener = listen_loopback();
+  ASSERT_GE(listener, 0);
+  ChildSetup fd3;
+  fd3.fds = {listener};
+  std::unique_ptr<Child> child;
+  EXPECT_EQ(start_server(child, ECHO_SERVER_BIN, {}, "fd://3", fd3), bound_port(listener));
+  expect_echo(bound_port(listener), 1);
+  child->signal(SIGTERM);
+  EXPECT_EQ(child->wait_exit(10s), 0);
+
+  ChildSetup systemd = fd3;
+  systemd.env = {"LISTEN_FDS=1", "LISTEN_FDNAMES=echo"};
+  systemd.listen_pid = "self";
+  EXPECT_EQ(start_server(child, ECHO_SERVER_BIN, {"--loops", "2"}, "systemd://echo", systemd),
+            bound_port(listener));
+  expect_echo(bound_port(listener), 2);
+  child->signal(SIGTERM);
+  EXPECT_EQ(child->wait_exit(10s), 0);
+  ::close(listener);
 }
 
 TEST(EchoServerBinary, HelpBadFlagsAndBadAddresses) {

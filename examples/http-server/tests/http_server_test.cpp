@@ -1,6 +1,9 @@
 // Integration tests of the http-server binary: started as a child process on a free loopback
 // port, driven by curl (skipped when curl is not installed) and by raw sockets, then stopped
 // with SIGTERM, which must end it with exit code 0.
+#include <signal.h>
+#include <unistd.h>
+
 #include <string>
 
 #include "http_server_fixture.hpp"
@@ -177,6 +180,66 @@ TEST_F(HttpServer, ManyConnectionsOnSeveralLoops) {
     EXPECT_EQ(count_of(read_until_count(fd, "Hello, World!", 1, kTimeout), "Hello, World!"), 1);
     ::close(fd);
   }
+}
+
+// SIGUSR2: a keep-alive connection between requests moves to the successor; one in the middle of
+// a request finishes it in the old process, whose response says "Connection: close", and the
+// old process exits 0 once that connection closed.
+TEST_F(HttpServer, Sigusr2MovesIdleKeepAliveConnectionsAndLetsBusyOnesFinish) {
+  if (!become_subreaper()) GTEST_SKIP() << "needs a subreaper (Linux) to see the successor exit";
+  const std::string get = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  const int idle = connect_loopback(port_);
+  ASSERT_TRUE(send_all(idle, get));
+  ASSERT_EQ(count_of(read_until_count(idle, "Hello, World!", 1, kTimeout), "Hello, World!"), 1);
+  const int busy = connect_loopback(port_);
+  ASSERT_TRUE(send_all(busy, get));
+  ASSERT_EQ(count_of(read_until_count(busy, "Hello, World!", 1, kTimeout), "Hello, World!"), 1);
+  ASSERT_TRUE(send_all(busy, "GET / HTTP/1.1\r\nHost: x\r\n"));  // a head not finished yet
+  // The partial head must have been read before the signal: a request for a third connection,
+  // answered, shows the server has gone through its reads (one loop).
+  bool closed = false;
+  exchange_until_close("GET / HTTP/1.0\r\n\r\n", closed);
+
+  const Upgraded u = upgrade_example(*child_, kTimeout);
+  ASSERT_NE(u.pid, 0) << u.line;
+  EXPECT_EQ(u.moved, 1) << u.line;
+  EXPECT_EQ(u.draining, 1) << u.line;
+  const pid_t old = child_->pid();
+  // The moved connection goes on (served by the successor), still keep-alive.
+  ASSERT_TRUE(send_all(idle, get + get));
+  EXPECT_EQ(count_of(read_until_count(idle, "Hello, World!", 2, kTimeout), "Hello, World!"), 2);
+  // The busy one finishes its request in the old process and is closed after the response.
+  ASSERT_TRUE(send_all(busy, "\r\n"));
+  const std::string last = read_until_close(busy, kTimeout, closed);
+  EXPECT_TRUE(closed);
+  EXPECT_NE(last.find("Connection: close\r\n"), std::string::npos) << last;
+  EXPECT_NE(last.find("Hello, World!"), std::string::npos) << last;
+  ::close(busy);  // the server ended its side with a FIN (shutdown_write); the client closes its own
+  EXPECT_EQ(child_->wait_process(kTimeout), 0) << "pid " << old << " exits once drained";
+  ASSERT_TRUE(send_all(idle, get));
+  EXPECT_EQ(count_of(read_until_count(idle, "Hello, World!", 1, kTimeout), "Hello, World!"), 1);
+  ::close(idle);
+  ::kill(u.pid, SIGTERM);
+  EXPECT_EQ(wait_for_exit(u.pid, kTimeout), 0);
+}
+
+TEST(HttpServerFlags, ServesSystemdSockets) {
+  const int listener = listen_loopback();
+  ChildSetup setup;
+  setup.fds = {listener};
+  setup.env = {"LISTEN_FDS=1", "LISTEN_FDNAMES=http"};
+  setup.listen_pid = "self";
+  std::unique_ptr<Child> child;
+  const std::uint16_t port = start_server(child, HTTP_SERVER_BIN, {}, "systemd://http", setup);
+  EXPECT_EQ(port, bound_port(listener));
+  const int fd = connect_loopback(port);
+  ASSERT_TRUE(send_all(fd, "GET / HTTP/1.0\r\n\r\n"));
+  bool closed = false;
+  EXPECT_NE(read_until_close(fd, kTimeout, closed).find("Hello, World!"), std::string::npos);
+  ::close(fd);
+  ::close(listener);
+  child->signal(SIGTERM);
+  EXPECT_EQ(child->wait_exit(kTimeout), 0);
 }
 
 TEST(HttpServerFlags, BadFlagsExitWithCode2AndStartFailureWith1) {

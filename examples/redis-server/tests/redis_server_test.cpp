@@ -1,6 +1,9 @@
 // Integration tests of the redis-server binary: started as a child process on a free loopback
 // port, driven by redis-cli and redis-benchmark (skipped when not installed) and by raw sockets,
 // then stopped with SIGTERM, which must end it with exit code 0.
+#include <signal.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <future>
@@ -247,6 +250,48 @@ TEST_F(RedisServer, StoreIsSharedAcrossLoops) {
   want.append(std::to_string(kClients * kIncrements)).append("\r\n:17\r\n");
   EXPECT_EQ(read_until_count(fd, "\r\n", 3, kTimeout), want);
   ::close(fd);
+}
+
+// SIGUSR2 hands the listeners over: new clients reach the successor (and its own, empty, store);
+// a client already connected stays with the old process and its store until it leaves, then the
+// old process exits 0.
+TEST_F(RedisServer, Sigusr2HandsTheListenersOverAndConnectedClientsStay) {
+  if (!become_subreaper()) GTEST_SKIP() << "needs a subreaper (Linux) to see the successor exit";
+  const std::string set = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
+  const std::string get = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+  const int stays = connect_loopback(port_);
+  ASSERT_TRUE(send_all(stays, set));
+  ASSERT_EQ(read_until_count(stays, "\r\n", 1, kTimeout), "+OK\r\n");
+  const Upgraded u = upgrade_example(*child_, kTimeout);
+  ASSERT_NE(u.pid, 0) << u.line;
+  EXPECT_EQ(u.moved, 0) << u.line;
+  EXPECT_EQ(u.draining, 1) << u.line;
+  const int fresh = connect_loopback(port_);
+  ASSERT_TRUE(send_all(fresh, get));
+  EXPECT_EQ(read_until_count(fresh, "\r\n", 1, kTimeout), "$-1\r\n") << "the successor's store";
+  ::close(fresh);
+  ASSERT_TRUE(send_all(stays, get));
+  EXPECT_EQ(read_until_count(stays, "\r\n", 2, kTimeout), "$1\r\nv\r\n") << "the old store";
+  ::close(stays);
+  EXPECT_EQ(child_->wait_process(kTimeout), 0);
+  ::kill(u.pid, SIGTERM);
+  EXPECT_EQ(wait_for_exit(u.pid, kTimeout), 0);
+}
+
+TEST(RedisServerFlags, ServesAnInheritedFd) {
+  const int listener = listen_loopback();
+  ChildSetup setup;
+  setup.fds = {listener};
+  std::unique_ptr<Child> child;
+  const std::uint16_t port = start_server(child, REDIS_SERVER_BIN, {}, "fd://3", setup);
+  EXPECT_EQ(port, bound_port(listener));
+  ::close(listener);
+  const int fd = connect_loopback(port);
+  ASSERT_TRUE(send_all(fd, "*1\r\n$4\r\nPING\r\n"));
+  EXPECT_EQ(read_until_count(fd, "\r\n", 1, kTimeout), "+PONG\r\n");
+  ::close(fd);
+  child->signal(SIGTERM);
+  EXPECT_EQ(child->wait_exit(kTimeout), 0);
 }
 
 TEST(RedisServerFlags, BadFlagsExitWithCode2AndStartFailureWith1) {

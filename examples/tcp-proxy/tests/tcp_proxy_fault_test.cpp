@@ -29,12 +29,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // The proxy's fds and threads once its loops run, and a check that they come back to that.
-// ("listening on" is printed before the loop threads start: wait for the main thread, one per
-// loop, and the sanitizer's own.)
+// ("listening on" is printed before the loop threads start: wait for the main thread, the one
+// that takes the signals, one per loop, and the sanitizer's own.)
 struct Baseline {
   Baseline(pid_t of, int loops)
       : pid(of),
-        ready(eventually([&] { return threads(of) == 1 + loops + kRuntimeThreads; })),
+        ready(eventually([&] { return threads(of) == 2 + loops + kRuntimeThreads; })),
         fds(open_fds(of)),
         tasks(threads(of)) {}
   void expect_restored() const {

@@ -1,0 +1,49 @@
+// Public. Live upgrade: a running Server hands its listening sockets and its connections to a new
+// process (Server::upgrade). The README's "Zero-downtime restart" describes the whole sequence
+// and the control socket's protocol.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace evloop {
+
+/// The environment variable that tells a successor which fd is its control socket
+/// ("EVLOOP_UPGRADE_FD=N"). A Server whose start() finds it takes its listening sockets and
+/// connections from the process that started it, instead of binding.
+inline constexpr const char* kUpgradeFdVariable = "EVLOOP_UPGRADE_FD";
+
+/// How Server::upgrade() starts the successor and ends this process's part.
+struct UpgradeOptions {
+  /// The successor's command line. argv[0] is the program executed (a path, not looked up in
+  /// PATH: "/proc/self/exe" or the absolute path of this program re-executes it); required.
+  std::vector<std::string> argv;
+  /// The successor's environment, "NAME=value" each; unset: this process's environment at the
+  /// call. Either way without LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES, and with
+  /// EVLOOP_UPGRADE_FD.
+  std::optional<std::vector<std::string>> env;
+  /// The successor must report ready (its Server::start() succeeded) within this, or it is killed
+  /// and the upgrade fails with this process serving on. Also bounds each write to the successor
+  /// during the handover (one that does not read in time is given up on, the same way).
+  std::chrono::milliseconds ready_timeout{10'000};
+  /// After the handover, the connections that were not moved go on here for at most this long
+  /// (until each closes); then the server stops as by stop() (Options::shutdown_grace applies).
+  std::chrono::milliseconds drain_timeout{30'000};
+};
+
+/// What a successful Server::upgrade() did.
+struct UpgradeReport {
+  /// The successor's process id.
+  long successor_pid = 0;
+  /// Connections handed to the successor.
+  std::size_t moved = 0;
+  /// Open connections left to drain here: their `handover` handler said std::nullopt (or none
+  /// is set), or a send_file() range was pending. (Connections already closing, and dials still
+  /// connecting, finish here too, uncounted.)
+  std::size_t draining = 0;
+};
+
+}  // namespace evloop

@@ -1,0 +1,388 @@
+#include "upgrade_predecessor.hpp"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+
+#include "connection.hpp"
+#include "event_loop.hpp"
+#include "listener.hpp"
+#include "loop_group_core.hpp"
+#include "platform.hpp"
+#include "upgrade_protocol.hpp"
+#include "upgrade_spawn.hpp"
+
+namespace evloop::detail {
+namespace {
+
+using upgrade::Clock;
+using upgrade::FrameType;
+using upgrade::kMaxFdsPerFrame;
+using upgrade::PayloadWriter;
+
+Status failure(const std::string& why) {
+  return {make_error_code(errc::upgrade_failed), "upgrade: " + why};
+}
+
+std::string error_text(int e) { return std::strerror(e); }
+
+// Runs `task` on every loop's thread and returns once each loop has run it, or dropped it (a
+// loop that stops drops its tasks; either way it no longer touches `task`).
+void on_every_loop(LoopGroupCore& group, const std::function<void(EventLoop&)>& task) {
+  struct Countdown {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::size_t left = 0;
+  };
+  auto countdown = std::make_shared<Countdown>();
+  countdown->left = group.loops().size();
+  for (const auto& loop : group.loops()) {
+    std::shared_ptr<void> done(nullptr, [countdown](void*) {
+      std::lock_guard lock(countdown->mutex);
+      --countdown->left;
+      countdown->cv.notify_all();
+    });
+    loop->post([&task, l = loop.get(), done] { task(*l); });
+  }
+  std::unique_lock lock(countdown->mutex);
+  countdown->cv.wait(lock, [&] { return countdown->left == 0; });
+}
+
+// --- 1. the listening sockets -------------------------------------------------------------------
+
+struct SharedListener {
+  std::uint32_t endpoint = 0;
+  std::uint32_t loop = 0;
+  bool owns_unix_path = false;
+  UniqueFd fd;  // a duplicate: the loop's own stays where it is
+};
+
+Status duplicate_listeners(LoopGroupCore& group, std::vector<SharedListener>& out) {
+  std::mutex mutex;
+  int error = 0;
+  on_every_loop(group, [&](EventLoop& loop) {
+    for (const auto& listener : loop.listeners()) {
+      UniqueFd fd(::fcntl(listener->fd.get(), F_DUPFD_CLOEXEC, 0));
+      std::lock_guard lock(mutex);
+      if (fd.get() < 0) {
+        error = errno;
+        continue;
+      }
+      out.push_back({static_cast<std::uint32_t>(listener->endpoint),
+                     static_cast<std::uint32_t>(loop.index()), listener->unix_path.owns(),
+                     std::move(fd)});
+    }
+  });
+  if (error != 0) return failure("duplicating the listening sockets: " + error_text(error));
+  if (out.empty()) return failure("the server is stopping: no listening socket to hand over");
+  std::sort(out.begin(), out.end(), [](const SharedListener& a, const SharedListener& b) {
+    return a.endpoint != b.endpoint ? a.endpoint < b.endpoint : a.loop < b.loop;
+  });
+  return {};
+}
+
+// hello frames: u32 total, u32 in this frame, then per socket {u32 endpoint, u32 loop, u32 flags
+// (1: this process bound its Unix socket file), bytes listen address}, its fd attached.
+int send_listeners(int control, const std::vector<SharedListener>& listeners,
+                   const std::vector<std::string>& endpoints, Clock::time_point deadline) {
+  for (std::size_t first = 0; first < listeners.size(); first += kMaxFdsPerFrame) {
+    const std::size_t count = std::min(kMaxFdsPerFrame, listeners.size() - first);
+    std::string payload;
+    PayloadWriter out(payload);
+    out.u32(static_cast<std::uint32_t>(listeners.size()));
+    out.u32(static_cast<std::uint32_t>(count));
+    std::vector<int> fds;
+    for (std::size_t i = first; i < first + count; ++i) {
+      const SharedListener& l = listeners[i];
+      out.u32(l.endpoint);
+      out.u32(l.loop);
+      out.u32(l.owns_unix_path ? 1 : 0);
+      out.bytes(endpoints.at(l.endpoint));
+      fds.push_back(l.fd.get());
+    }
+    if (const int e = upgrade::send_frame(control, FrameType::hello, payload, fds, deadline)) {
+      return e;
+    }
+  }
+  return 0;
+}
+
+// --- 2, 3. the successor ------------------------------------------------------------------------
+
+Status start_successor(const UpgradeOptions& options, UniqueFd& control, pid_t& pid) {
+  int pair[2];
+  if (platform::socket_pair_nonblocking(pair) < 0) {
+    return failure("socketpair: " + error_text(errno));
+  }
+  control = UniqueFd(pair[0]);
+  const UniqueFd child_end(pair[1]);  // the child's copy stays open across its exec
+  pid = upgrade::spawn_successor(
+      options.argv, upgrade::successor_environment(options.env, child_end.get()), child_end.get());
+  if (pid < 0) return failure("fork: " + error_text(static_cast<int>(-pid)));
+  return {};
+}
+
+// Waits for `ready` until `deadline`. Anything else (the reason the successor sent, the end of
+// the stream, the timeout) kills and reaps it.
+Status await_ready(upgrade::FrameReader& reader, pid_t pid, const UpgradeOptions& options,
+                   Clock::time_point deadline) {
+  upgrade::Frame frame;
+  const int e = reader.next(frame, deadline);
+  if (e == 0 && frame.type == FrameType::ready) return {};
+  std::string why;
+  std::uint32_t exec_errno = 0;
+  if (e == ETIMEDOUT) {
+    why = "was not ready within " + std::to_string(options.ready_timeout.count()) + " ms";
+  } else if (e == 0 && frame.type == FrameType::start_failed) {
+    why = "could not start: " + frame.payload;
+  } else if (e == 0 && frame.type == FrameType::exec_failed &&
+             upgrade::PayloadReader(frame.payload).u32(exec_errno)) {
+    why = "could not execute " + options.argv[0] + ": " + error_text(static_cast<int>(exec_errno));
+  } else if (e == ECONNRESET) {
+    why = "ended before it was ready";
+  } else {
+    why = "broke the upgrade protocol before it was ready (" + error_text(e ? e : EPROTO) + ")";
+  }
+  return failure("the successor (pid " + std::to_string(pid) + ") " + why + "; it " +
+                 upgrade::kill_and_reap(pid) + ". This process serves on");
+}
+
+// --- 5. the connections -------------------------------------------------------------------------
+
+// A connection detached for the successor.
+struct Moved {
+  DetachedConn conn;
+  std::uint32_t profile = 0;
+  std::uint32_t loop = 0;
+  std::string state;
+};
+
+// Batches of detached connections, from the loops to the thread that sends them.
+class HandoverQueue {
+ public:
+  explicit HandoverQueue(std::size_t loops) : loops_left_(loops) {}
+
+  void push(std::vector<Moved> batch) {
+    std::lock_guard lock(mutex_);
+    batches_.push_back(std::move(batch));
+    cv_.notify_one();
+  }
+  void loop_done() {
+    std::lock_guard lock(mutex_);
+    --loops_left_;
+    cv_.notify_one();
+  }
+  // The successor is lost: the loops offer no more connections (those detached come back).
+  void give_up() { given_up_.store(true, std::memory_order_relaxed); }
+  bool given_up() const { return given_up_.load(std::memory_order_relaxed); }
+  // The next batch; false once every loop is done and everything was taken.
+  bool pop(std::vector<Moved>& out) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return !batches_.empty() || loops_left_ == 0; });
+    if (batches_.empty()) return false;
+    out = std::move(batches_.front());
+    batches_.pop_front();
+    return true;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::vector<Moved>> batches_;
+  std::size_t loops_left_;
+  std::atomic<bool> given_up_{false};
+};
+
+// One loop's part of step 5, on its thread, a frame's worth of connections at a time: each slice
+// asks their `handover` handlers, detaches the ones they let go, hands what is detached to the
+// sending thread, and posts the next slice, so that this loop serves the connections still
+// waiting their turn in between (they see no stall meanwhile). A detach is carried out when the
+// loop settles the connection: at once with readiness backends, once the kernel has given back
+// its requests with completions (io_uring). Whoever holds the last reference (the last slice,
+// or the last detach carried out) ends this loop's part: what is left goes, and the sending
+// thread learns this loop is done.
+struct LoopHandover {
+  LoopHandover(EventLoop& l, const std::vector<ProfilePtr>& p, HandoverQueue& q,
+               std::atomic<std::size_t>& d)
+      : loop(l), profiles(p), queue(q), draining(d) {}
+  ~LoopHandover() {
+    push();
+    queue.loop_done();
+  }
+  LoopHandover(const LoopHandover&) = delete;
+  LoopHandover& operator=(const LoopHandover&) = delete;
+
+  void push() {
+    if (!batch.empty()) queue.push(std::move(batch));
+    batch.clear();
+  }
+
+  EventLoop& loop;
+  const std::vector<ProfilePtr>& profiles;
+  HandoverQueue& queue;
+  std::atomic<std::size_t>& draining;
+  std::vector<std::uint64_t> ids;  // the connections open when the handover began
+  std::size_t next = 0;
+  std::vector<Moved> batch;  // detached, not yet handed to the sending thread
+};
+
+// Asks the connection's `handover` handler and, if it lets the connection go, detaches it into
+// `h->batch`. False: the connection stays and drains here.
+bool offer(Connection& conn, const std::shared_ptr<LoopHandover>& h) {
+  const std::vector<ProfilePtr>& profiles = h->profiles;
+  const auto it = std::find(profiles.begin(), profiles.end(), conn.profile());
+  if (it == profiles.end() || !conn.profile()->handlers.handover) return false;  // not a listener's
+  std::optional<std::string> state = conn.profile()->handlers.handover(conn);
+  if (!state || conn.state() != ConnState::open) return false;
+  const auto profile = static_cast<std::uint32_t>(it - profiles.begin());
+  const auto loop = static_cast<std::uint32_t>(h->loop.index());
+  return conn.detach([h, profile, loop, state = std::move(*state)](DetachedConn d) mutable {
+    h->batch.push_back({std::move(d), profile, loop, std::move(state)});
+    if (h->batch.size() >= kMaxFdsPerFrame) h->push();
+  });
+}
+
+void hand_over_slice(const std::shared_ptr<LoopHandover>& h) {
+  if (h->queue.given_up()) h->next = h->ids.size();  // the rest stay here
+  std::size_t offered = 0;
+  while (h->next < h->ids.size() && offered < kMaxFdsPerFrame) {
+    Connection* conn = h->loop.find(h->ids[h->next++]);
+    if (conn == nullptr || conn->state() != ConnState::open) continue;  // it ended meanwhile
+    ++offered;
+    if (!offer(*conn, h)) h->draining.fetch_add(1, std::memory_order_relaxed);
+  }
+  h->loop.settle_scheduled();  // carries out the detaches (those it can now): `batch` fills
+  h->push();
+  if (h->next < h->ids.size()) h->loop.post([h] { hand_over_slice(h); });
+}
+
+void start_handover(LoopGroupCore& group, const std::vector<ProfilePtr>& profiles,
+                    HandoverQueue& queue, std::atomic<std::size_t>& draining) {
+  for (const auto& loop : group.loops()) {
+    auto h = std::make_shared<LoopHandover>(*loop, profiles, queue, draining);
+    loop->post([h] {  // dropped by a loop that stops: `h` ends, and says this loop is done
+      h->loop.settle_scheduled();  // fds handed to this loop as the listeners stopped open now
+      for (Connection* conn : h->loop.open_connections()) h->ids.push_back(conn->id());
+      hand_over_slice(h);
+    });
+  }
+}
+
+// connections frames: u32 count, then per connection {u32 profile, u32 loop, bytes peer (a
+// sockaddr), bytes input, bytes output, bytes state}, its fd attached.
+int send_batch(int control, const std::vector<Moved>& batch, Clock::time_point deadline) {
+  std::string payload;
+  PayloadWriter out(payload);
+  out.u32(static_cast<std::uint32_t>(batch.size()));
+  std::vector<int> fds;
+  for (const Moved& m : batch) {
+    out.u32(m.profile);
+    out.u32(m.loop);
+    out.bytes({static_cast<const char*>(m.conn.peer.data()), m.conn.peer.size()});
+    out.bytes(m.conn.input);
+    out.bytes(m.conn.output);
+    out.bytes(m.state);
+    fds.push_back(m.conn.fd());
+  }
+  return upgrade::send_frame(control, FrameType::connections, payload, fds, deadline);
+}
+
+// Sends what the loops hand over until every loop is done. Returns 0, or the errno that lost the
+// successor; what was not sent then is in `unsent`. Our fds of what was sent close here: the
+// successor holds the sockets now.
+int send_connections(int control, HandoverQueue& queue, Clock::duration timeout, std::size_t& moved,
+                     std::vector<Moved>& unsent) {
+  int error = 0;
+  std::vector<Moved> batch;
+  while (queue.pop(batch)) {  // to the end even after a failure: every loop must be done
+    if (error == 0) error = send_batch(control, batch, Clock::now() + timeout);
+    if (error == 0) {
+      moved += batch.size();
+    } else {
+      queue.give_up();
+      std::move(batch.begin(), batch.end(), std::back_inserter(unsent));
+    }
+    batch.clear();
+  }
+  return error;
+}
+
+// The successor was lost during the handover: what it did not get is adopted here again (its
+// `adopted` handler gets its state back), and the listeners accept again.
+Status take_back(const UpgradeSource& source, pid_t pid, int error, std::size_t moved,
+                 std::vector<Moved>& unsent) {
+  const std::string how = upgrade::kill_and_reap(pid);
+  const auto& loops = source.group.loops();
+  for (Moved& m : unsent) {
+    loops[m.loop]->adopt(m.conn.release(), source.profiles[m.profile], std::move(m.conn.input),
+                         std::move(m.conn.output), MovedState{m.conn.peer, std::move(m.state)});
+  }
+  on_every_loop(source.group, [](EventLoop& loop) { loop.accept_again(); });
+  return failure("the successor (pid " + std::to_string(pid) + ") was lost during the handover (" +
+                 error_text(error) + "; it " + how + "): " + std::to_string(moved) +
+                 " connections it had were lost, " + std::to_string(unsent.size()) +
+                 " were taken back; this process serves on");
+}
+
+Status check(const UpgradeOptions& options) {
+  if (options.argv.empty() || options.argv[0].empty()) {
+    return {make_error_code(errc::bad_option), "upgrade: argv must name the program to execute"};
+  }
+  if (options.ready_timeout.count() <= 0 || options.drain_timeout.count() < 0) {
+    return {make_error_code(errc::bad_option),
+            "upgrade: ready_timeout must be positive and drain_timeout not negative"};
+  }
+  return {};
+}
+
+}  // namespace
+
+Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
+                 UpgradeReport& report) {
+  if (Status s = check(options); !s) return s;
+  std::vector<SharedListener> listeners;
+  if (Status s = duplicate_listeners(source.group, listeners); !s) return s;
+  UniqueFd control;
+  pid_t pid = -1;
+  if (Status s = start_successor(options, control, pid); !s) return s;
+  upgrade::FrameReader reader(control.get());
+  const auto deadline = Clock::now() + options.ready_timeout;
+  // Should this fail (the successor is gone already, or does not read), what it says, or its
+  // end, or the timeout tells why: await_ready() reads it.
+  send_listeners(control.get(), listeners, source.endpoints, deadline);
+  listeners.clear();  // the successor has its own now
+  if (Status s = await_ready(reader, pid, options, deadline); !s) return s;
+
+  // From here on the successor serves too: stop accepting everywhere before handing over, so no
+  // connection arrives after its loop's handover.
+  on_every_loop(source.group, [](EventLoop& loop) { loop.stop_accepting(); });
+  HandoverQueue queue(source.group.loops().size());
+  std::atomic<std::size_t> draining{0};
+  start_handover(source.group, source.profiles, queue, draining);
+  std::vector<Moved> unsent;
+  std::size_t moved = 0;
+  int error = send_connections(control.get(), queue, options.ready_timeout, moved, unsent);
+  if (error == 0) {
+    std::string count;
+    PayloadWriter(count).u64(moved);
+    error = upgrade::send_frame(control.get(), FrameType::done, count, {},
+                                Clock::now() + options.ready_timeout);
+  }
+  if (error != 0) return take_back(source, pid, error, moved, unsent);
+  control.reset();
+  report.successor_pid = pid;
+  report.moved = moved;
+  report.draining = draining.load();
+  source.group.begin_drain(options.drain_timeout);
+  return {};
+}
+
+}  // namespace evloop::detail

@@ -1,0 +1,75 @@
+// Internal. The successor's side of a live upgrade. A process that Server::upgrade() started finds
+// its control socket in EVLOOP_UPGRADE_FD; its Server's start() takes the listening sockets the
+// predecessor sends instead of binding, then tells the predecessor it is ready (or why it could
+// not start), and adopts the connections handed over, on a thread of its own, until the
+// predecessor says it is done.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "evloop/error.hpp"
+#include "profile.hpp"
+#include "socket.hpp"
+#include "upgrade_protocol.hpp"
+
+namespace evloop::detail {
+
+class EventLoop;
+
+class UpgradeSuccessor {
+ public:
+  /// The listening sockets the predecessor served one listen address with, in its loop order.
+  struct Listeners {
+    std::vector<UniqueFd> fds;
+    bool owns_unix_path =
+        false;  // the predecessor bound the Unix socket: remove its file at the end
+  };
+
+  /// True when EVLOOP_UPGRADE_FD is set: a live upgrade started this process.
+  static bool requested();
+
+  UpgradeSuccessor() = default;
+  ~UpgradeSuccessor() { stop(); }
+  UpgradeSuccessor(const UpgradeSuccessor&) = delete;
+  UpgradeSuccessor& operator=(const UpgradeSuccessor&) = delete;
+
+  /// Takes the control socket (and unsets the variable), and reads the predecessor's listening
+  /// sockets. errc::upgrade_failed when the variable or what arrives is not what it should be.
+  Status open();
+  /// Moves the sockets the predecessor served `text` with (the first listen address so written
+  /// not taken yet) to `out`; false when there are none.
+  bool take_listeners(const std::string& text, Listeners& out);
+  /// start() failed: tells the predecessor why, and closes everything.
+  void report_failure(const Status& status);
+  /// start() succeeded: closes the sockets no listen address took (the predecessor holds its own
+  /// until it exits), tells the predecessor, and adopts what it hands over on `loops`, a
+  /// connection with the profile `profiles` has at the predecessor's index for it.
+  void report_ready(const std::vector<std::unique_ptr<EventLoop>>& loops,
+                    std::vector<ProfilePtr> profiles);
+  /// Waits until the predecessor has handed over everything (or is gone): an upgrade of this
+  /// process then moves those connections too.
+  void finish_receiving();
+  /// Stops adopting and waits for the receiving thread (not from that thread).
+  void stop();
+
+ private:
+  void receive(std::vector<EventLoop*> loops, std::vector<ProfilePtr> profiles);
+  bool adopt_batch(upgrade::Frame& frame, const std::vector<EventLoop*>& loops,
+                   const std::vector<ProfilePtr>& profiles);
+  Status read_listeners();
+  void close_control();
+
+  std::mutex mutex_;       // guards control_ against stop() while the receiver closes it
+  std::mutex join_mutex_;  // stop() and finish_receiving() may be called from two threads
+  UniqueFd control_;
+  std::unique_ptr<upgrade::FrameReader> reader_;
+  std::vector<std::pair<std::string, Listeners>> listeners_;  // by listen address text
+  std::thread receiver_;
+};
+
+}  // namespace evloop::detail

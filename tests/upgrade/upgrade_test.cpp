@@ -1,0 +1,401 @@
+// Live upgrade between real processes (upgrade_test_server), over loopback: under load, nothing is
+// refused, reset or lost, each upgrade leaves a new process serving and the old one exits 0; a
+// successor that cannot start, crashes or never reports ready leaves the old one serving with
+// nothing changed; connections the application keeps drain in the old process.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "child_process.hpp"
+#include "upgrade_test_support.hpp"
+
+namespace example_test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A long-lived connection streaming byte-exact echo: chunks of 1 B..16 KiB of a pattern, each
+// read back whole before the next is sent.
+class Streamer {
+ public:
+  explicit Streamer(std::uint16_t port, unsigned seed) : rng_(seed) {
+    fd_ = connect_loopback(port);
+    if (fd_ >= 0 && !send_all(fd_, "ECHO\n")) failure_ = "ECHO not sent";
+  }
+  ~Streamer() {
+    stop();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool connected() const { return fd_ >= 0; }
+  void start() {
+    thread_ = std::thread([this] {
+      while (!stopping_.load() && failure_.empty()) exchange();
+    });
+  }
+  void stop() {
+    stopping_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  // One more exchange after the load stopped: the connection still works.
+  void exchange() {
+    const std::size_t size = std::uniform_int_distribution<std::size_t>(1, 16 * 1024)(rng_);
+    std::string chunk(size, '\0');
+    for (char& c : chunk) c = static_cast<char>('a' + (sent_++ % 26));
+    if (!send_all(fd_, chunk)) {
+      failure_ = "send failed after " + std::to_string(received_) + " bytes";
+      return;
+    }
+    const std::string back = read_exactly(fd_, size, 20s);
+    if (back != chunk) {
+      failure_ = "echo differs or ended after " + std::to_string(received_) + " bytes (got " +
+                 std::to_string(back.size()) + " of " + std::to_string(size) + ")";
+      return;
+    }
+    received_ += size;
+  }
+  const std::string& failure() const { return failure_; }
+  std::uint64_t received() const { return received_; }
+
+ private:
+  int fd_ = -1;
+  std::mt19937 rng_;
+  std::uint64_t sent_ = 0;
+  std::uint64_t received_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::string failure_;
+  std::thread thread_;
+};
+
+// Clients opening short connections all the time: connect, "PID", read the reply, close. Any
+// refusal, reset, or wrong reply is counted.
+class ShortClients {
+ public:
+  ShortClients(std::uint16_t port, int threads) {
+    for (int i = 0; i < threads; ++i) {
+      threads_.emplace_back([this, port] {
+        while (!stopping_.load()) one(port);
+      });
+    }
+  }
+  ~ShortClients() { stop(); }
+  void stop() {
+    stopping_ = true;
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  // Waits until `n` more connections have been served than when it was called.
+  bool wait_for_more(long n, std::chrono::milliseconds timeout = 30s) {
+    std::unique_lock lock(mutex_);
+    const long target = served_ + n;
+    return cv_.wait_for(lock, timeout, [&] { return served_ >= target; });
+  }
+  long served() {
+    std::lock_guard lock(mutex_);
+    return served_;
+  }
+  std::vector<std::string> failures() {
+    std::lock_guard lock(mutex_);
+    return failures_;
+  }
+  std::set<long> pids() {
+    std::lock_guard lock(mutex_);
+    return pids_;
+  }
+
+ private:
+  void one(std::uint16_t port) {
+    std::string failure;
+    long pid = 0;
+    const int fd = connect_loopback(port);
+    if (fd < 0) {
+      failure = std::string("connect: ") + std::strerror(errno);
+    } else {
+      bool closed = false;
+      std::string reply;
+      if (!send_all(fd, "PID\n")) {
+        failure = std::string("send: ") + std::strerror(errno);
+      } else {
+        errno = 0;
+        reply = read_until_close(fd, 20s, closed);
+        if (!closed || reply.empty() || reply.back() != '\n') {
+          failure = "reply '" + reply + "' (" + (errno ? std::strerror(errno) : "no error") + ")";
+        } else {
+          pid = std::atol(reply.c_str());
+        }
+      }
+      ::close(fd);
+    }
+    std::lock_guard lock(mutex_);
+    if (!failure.empty()) {
+      failures_.push_back(failure);
+    } else {
+      ++served_;
+      pids_.insert(pid);
+    }
+    cv_.notify_all();
+  }
+
+  std::atomic<bool> stopping_{false};
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  long served_ = 0;
+  std::vector<std::string> failures_;
+  std::set<long> pids_;
+  std::vector<std::thread> threads_;
+};
+
+TEST_F(UpgradeTest, FiveUpgradesUnderLoadRefuseResetAndLoseNothing) {
+  const int kStreams = kSanitized ? 8 : 24;
+  ASSERT_NO_FATAL_FAILURE(start({"--loops", "2", "--reuseport"}));
+  std::vector<std::unique_ptr<Streamer>> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    streams.push_back(std::make_unique<Streamer>(port_, static_cast<unsigned>(i)));
+    ASSERT_TRUE(streams.back()->connected());
+    streams.back()->exchange();  // registered as ECHO before the baseline is taken
+    ASSERT_EQ(streams.back()->failure(), "");
+  }
+  const long baseline_fds = std::atol(command("FDS").c_str());
+  ASSERT_GT(baseline_fds, kStreams);
+  for (auto& s : streams) s->start();
+  ShortClients shorts(port_, 2);
+  const long kBetween = kSanitized ? 40 : 200;  // short connections served between upgrades
+  ASSERT_TRUE(shorts.wait_for_more(kBetween));
+
+  std::vector<pid_t> generations{server_pid_};
+  for (int round = 1; round <= 5; ++round) {
+    SCOPED_TRACE("upgrade " + std::to_string(round));
+    const UpgradeReply reply = upgrade();
+    ASSERT_TRUE(reply.ok) << reply.message;
+    EXPECT_NE(reply.successor, generations.back());
+    EXPECT_GE(reply.moved, static_cast<std::size_t>(kStreams)) << "every stream moves";
+    EXPECT_EQ(expect_serving_line(), reply.successor);
+    // The old process drains (only the UPGRADE connection stays: it gets its reply) and exits 0.
+    EXPECT_EQ(wait_generation_exit(generations.back()), 0);
+    server_pid_ = reply.successor;
+    generations.push_back(reply.successor);
+    // From now on only the new process accepts.
+    EXPECT_EQ(std::atol(command("PID").c_str()), reply.successor);
+    ASSERT_TRUE(shorts.wait_for_more(kBetween)) << "short connections stalled after the upgrade";
+  }
+  shorts.stop();
+  for (auto& s : streams) s->stop();
+  for (auto& s : streams) {
+    EXPECT_EQ(s->failure(), "");
+    s->exchange();  // still open, still byte-exact, served by the last generation
+    EXPECT_EQ(s->failure(), "");
+  }
+  EXPECT_EQ(std::atol(command("FDS").c_str()), baseline_fds)
+      << "the last generation holds the same fds as the first did";
+  const auto failures = shorts.failures();
+  EXPECT_TRUE(failures.empty()) << failures.size()
+                                << " short connections failed, first: " << failures.front();
+  std::uint64_t streamed = 0;
+  for (auto& s : streams) streamed += s->received();
+  std::printf(
+      "5 upgrades: %ld short connections served by %zu processes, none refused or reset; "
+      "%d streams echoed %llu bytes byte-exact\n",
+      shorts.served(), shorts.pids().size(), kStreams, static_cast<unsigned long long>(streamed));
+  for (const long pid : shorts.pids()) {
+    EXPECT_NE(std::find(generations.begin(), generations.end(), pid), generations.end())
+        << "pid " << pid;
+  }
+}
+
+TEST_F(UpgradeTest, ASuccessorThatCrashesDuringStartLeavesTheOldServing) {
+  ASSERT_NO_FATAL_FAILURE(start({"--loops", "2"}));
+  Streamer stream(port_, 1);
+  stream.exchange();
+  const long fds = std::atol(command("FDS").c_str());
+  const UpgradeReply reply = upgrade("--crash-before-start");
+  ASSERT_FALSE(reply.ok);
+  EXPECT_NE(reply.message.find("ended before it was ready"), std::string::npos) << reply.message;
+  EXPECT_NE(reply.message.find("killed by signal 6"), std::string::npos) << reply.message;
+  EXPECT_NE(reply.message.find("This process serves on"), std::string::npos) << reply.message;
+  EXPECT_EQ(std::atol(command("PID").c_str()), server_pid_);
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "");
+  EXPECT_EQ(std::atol(command("FDS").c_str()), fds) << "the socket pair and the copies are closed";
+  // Nothing changed: the next upgrade works.
+  const UpgradeReply next = upgrade();
+  ASSERT_TRUE(next.ok) << next.message;
+  EXPECT_EQ(wait_generation_exit(server_pid_), 0);
+  server_pid_ = next.successor;
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "");
+}
+
+TEST_F(UpgradeTest, ASuccessorNeverReadyIsKilledAtTheTimeoutAndTheOldServesOn) {
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  Streamer stream(port_, 2);
+  stream.exchange();
+  const long fds = std::atol(command("FDS").c_str());
+  const auto started = std::chrono::steady_clock::now();
+  const UpgradeReply reply = upgrade("--never-ready --ready-ms 1000");
+  const auto took = std::chrono::steady_clock::now() - started;
+  ASSERT_FALSE(reply.ok);
+  EXPECT_NE(reply.message.find("was not ready within 1000 ms"), std::string::npos) << reply.message;
+  EXPECT_NE(reply.message.find("it killed"), std::string::npos) << reply.message;
+  EXPECT_GE(took, 1s);
+  EXPECT_LT(took, 10s);
+  const pid_t successor = pid_in(reply.message);
+  ASSERT_GT(successor, 0) << reply.message;
+  EXPECT_EQ(::kill(successor, 0), -1) << "killed and reaped";
+  EXPECT_EQ(std::atol(command("PID").c_str()), server_pid_);
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "");
+  EXPECT_EQ(std::atol(command("FDS").c_str()), fds);
+}
+
+TEST_F(UpgradeTest, ASuccessorLostDuringTheHandoverGivesTheConnectionsBack) {
+  // Each moved connection's state is 1 MiB: a frame cannot fit the control socket's buffer, and
+  // the successor, stopped once ready, never reads it: the handover times out.
+  ASSERT_NO_FATAL_FAILURE(start({"--loops", "2", "--state-bytes", "1048576"}));
+  std::vector<std::unique_ptr<Streamer>> streams;
+  for (int i = 0; i < 4; ++i) {
+    streams.push_back(std::make_unique<Streamer>(port_, static_cast<unsigned>(10 + i)));
+    streams.back()->exchange();
+  }
+  const pid_t old = server_pid_;
+  const UpgradeReply reply = upgrade("--stop-after-ready --ready-ms 1000");
+  ASSERT_FALSE(reply.ok);
+  EXPECT_NE(reply.message.find("was lost during the handover"), std::string::npos) << reply.message;
+  EXPECT_NE(reply.message.find("0 connections it had were lost, 4 were taken back"),
+            std::string::npos)
+      << reply.message;
+  // Taken back whole: the streams go on byte-exact, and the old process serves on.
+  for (auto& s : streams) {
+    s->exchange();
+    EXPECT_EQ(s->failure(), "");
+  }
+  EXPECT_EQ(std::atol(command("PID").c_str()), old);
+  const UpgradeReply next = upgrade();
+  ASSERT_TRUE(next.ok) << next.message;
+  EXPECT_EQ(wait_generation_exit(old), 0);
+  server_pid_ = next.successor;
+  for (auto& s : streams) {
+    s->exchange();
+    EXPECT_EQ(s->failure(), "");
+  }
+}
+
+TEST_F(UpgradeTest, AUnixSocketFileStaysWhileAGenerationServesIt) {
+  const std::string path = "/tmp/evloop-upgrade-" + std::to_string(::getpid()) + ".sock";
+  ASSERT_NO_FATAL_FAILURE(start({}, {}, "unix://" + path, {}, path));
+  const UpgradeReply reply = upgrade();
+  ASSERT_TRUE(reply.ok) << reply.message;
+  EXPECT_EQ(wait_generation_exit(server_pid_), 0);
+  server_pid_ = reply.successor;
+  EXPECT_EQ(std::atol(command("PID").c_str()), server_pid_) << "the old one left the file";
+  // A successor that fails to start must not remove the file its predecessor serves.
+  const int taken = listen_loopback();
+  const UpgradeReply failed =
+      upgrade("--listen tcp://127.0.0.1:" + std::to_string(bound_port(taken)));
+  ::close(taken);
+  EXPECT_FALSE(failed.ok);
+  EXPECT_EQ(std::atol(command("PID").c_str()), server_pid_);
+  ::kill(server_pid_, SIGTERM);
+  EXPECT_EQ(wait_generation_exit(server_pid_), 0);
+  EXPECT_EQ(::access(path.c_str(), F_OK), -1) << "the last generation removes its file";
+}
+
+TEST_F(UpgradeTest, ASuccessorThatCannotStartSaysWhy) {
+  const int taken = listen_loopback();
+  ASSERT_GE(taken, 0);
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  // The successor also listens on a port something else holds (without reuse-port).
+  const UpgradeReply reply =
+      upgrade("--listen tcp://127.0.0.1:" + std::to_string(bound_port(taken)));
+  ::close(taken);
+  ASSERT_FALSE(reply.ok);
+  EXPECT_NE(reply.message.find("could not start: listen tcp://127.0.0.1:"), std::string::npos)
+      << reply.message;
+  EXPECT_NE(reply.message.find("Address already in use"), std::string::npos) << reply.message;
+  EXPECT_EQ(std::atol(command("PID").c_str()), server_pid_);
+}
+
+TEST_F(UpgradeTest, KeptConnectionsDrainInTheOldProcessWhichExitsWhenTheyClose) {
+  ASSERT_NO_FATAL_FAILURE(start({"--loops", "2"}));
+  const int hold = connect_loopback(port_);
+  ASSERT_GE(hold, 0);
+  ASSERT_TRUE(send_all(hold, "HOLD\nx\n"));
+  const pid_t old = server_pid_;
+  ASSERT_EQ(std::atol(read_until_count(hold, "\n", 1, kTimeout).c_str()), old);
+  Streamer stream(port_, 3);
+  stream.exchange();
+  const UpgradeReply reply = upgrade();
+  ASSERT_TRUE(reply.ok) << reply.message;
+  EXPECT_EQ(reply.moved, 1u);
+  EXPECT_EQ(reply.draining, 2u) << "HOLD and the UPGRADE connection itself";
+  server_pid_ = reply.successor;
+  // The held connection is still served by the old process; the stream by the new one.
+  ASSERT_TRUE(send_all(hold, "y\n"));
+  EXPECT_EQ(std::atol(read_until_count(hold, "\n", 1, kTimeout).c_str()), old);
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "");
+  EXPECT_TRUE(process_stays(old, 300ms)) << "the old process must wait for its connection";
+  ::close(hold);
+  EXPECT_EQ(wait_generation_exit(old), 0);
+}
+
+TEST_F(UpgradeTest, TheDrainTimeoutEndsAConnectionThatNeverCloses) {
+  ASSERT_NO_FATAL_FAILURE(start({"--drain-ms", "500"}));
+  const int hold = connect_loopback(port_);
+  ASSERT_GE(hold, 0);
+  ASSERT_TRUE(send_all(hold, "HOLD\n"));
+  const pid_t old = server_pid_;
+  const UpgradeReply reply = upgrade();
+  ASSERT_TRUE(reply.ok) << reply.message;
+  server_pid_ = reply.successor;
+  const auto upgraded = std::chrono::steady_clock::now();
+  EXPECT_EQ(wait_generation_exit(old), 0);
+  const auto took = std::chrono::steady_clock::now() - upgraded;
+  EXPECT_GE(took, 400ms);
+  EXPECT_LT(took, 5s);
+  bool closed = false;
+  read_until_close(hold, kTimeout, closed);
+  EXPECT_TRUE(closed) << "the stop at the deadline closes it";
+  ::close(hold);
+}
+
+TEST_F(UpgradeTest, OneUpgradeAtATime) {
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  // Two upgrades asked together, each waiting 1.5 s for a successor that never gets ready: the
+  // one that comes second is refused at once.
+  auto ask = [this] { return upgrade("--never-ready --ready-ms 1500"); };
+  std::future<UpgradeReply> a = std::async(std::launch::async, ask);
+  std::future<UpgradeReply> b = std::async(std::launch::async, ask);
+  const UpgradeReply ra = a.get();
+  const UpgradeReply rb = b.get();
+  ASSERT_FALSE(ra.ok);
+  ASSERT_FALSE(rb.ok);
+  const bool a_refused = ra.message.find("another upgrade is in progress") != std::string::npos;
+  const bool b_refused = rb.message.find("another upgrade is in progress") != std::string::npos;
+  EXPECT_NE(a_refused, b_refused) << ra.message << " / " << rb.message;
+  EXPECT_NE((a_refused ? rb : ra).message.find("was not ready within 1500 ms"), std::string::npos);
+  const UpgradeReply after = upgrade();
+  ASSERT_TRUE(after.ok) << after.message;
+  EXPECT_EQ(wait_generation_exit(server_pid_), 0);
+  server_pid_ = after.successor;
+  // A server that handed over takes no second upgrade; its successor does.
+  const UpgradeReply again = upgrade();
+  ASSERT_TRUE(again.ok) << again.message;
+  EXPECT_EQ(wait_generation_exit(server_pid_), 0);
+  server_pid_ = again.successor;
+}
+
+}  // namespace
+}  // namespace example_test

@@ -1,0 +1,296 @@
+// The server the live-upgrade tests drive (tests/upgrade/upgrade_test.cpp): a few line commands,
+// each chosen by a connection's first line, so that a test can see which process serves it.
+//
+//   PID        -> "<pid>\n", close             (a short connection)
+//   LOOP       -> "<loop index>\n", close
+//   FDS        -> "<open fds>\n", close         (fd counts back to baseline)
+//   INHERIT    -> "env=<set|unset> cloexec=<1|0 FD...>\n", close: are LISTEN_* / EVLOOP_UPGRADE_FD
+//   still
+//                 set, and is every fd from 3 up close-on-exec
+//   ECHO       -> every byte after the line comes back (a long-lived connection); moves in an
+//                 upgrade, its state "echo"
+//   HOLD       -> each later line gets "<pid>\n"; never moves: it drains in the old process
+//   UPGRADE [ARG...] -> runs Server::upgrade() with this program's own command line plus ARGs
+//                 (--crash-before-start, --never-ready, --stop-after-ready, --ready-ms N,
+//                 --drain-ms N), replies
+//                 "OK <successor pid> <moved> <draining>\n" or "FAIL <message>\n", and closes
+//
+// Flags: --listen ADDR (repeatable), --loops N, --reuseport, --state-bytes N (each moved
+// connection's state padded to that: frames larger than the socket buffers), and the ARGs above.
+// Prints
+// "listening on URL" per address, then "serving pid=<pid> successor=<0|1>". SIGTERM/SIGINT stop it;
+// after a successful upgrade it exits (0) once its connections drained.
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <any>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <evloop/evloop.hpp>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+enum class Mode { unknown, echo, hold, upgrade };
+
+struct Request {
+  std::vector<std::string> args;
+  evloop::ConnRef reply_to;
+};
+
+// Upgrade requests from the loops, and the end of the server, for the main thread.
+struct Events {
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::deque<Request> requests;
+  bool stopped = false;
+};
+
+struct Config {
+  evloop::Options options;
+  std::vector<std::string> argv;  // this program's own command line, argv[0] absolute
+  bool crash_before_start = false;
+  bool never_ready = false;
+  bool stop_after_ready = false;
+  std::size_t state_bytes = 0;  // padding of each handed-over state: frames larger than buffers
+  std::chrono::milliseconds ready{5000};
+  std::chrono::milliseconds drain{10'000};
+};
+
+Config parse(int argc, char** argv) {
+  Config c;
+  char resolved[4096];
+  c.argv.push_back(::realpath(argv[0], resolved) != nullptr ? resolved : argv[0]);
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+    if (a == "--crash-before-start") {
+      c.crash_before_start = true;
+      continue;  // not passed on: a successor starts normally unless asked again
+    }
+    if (a == "--never-ready") {
+      c.never_ready = true;
+      continue;
+    }
+    if (a == "--stop-after-ready") {
+      c.stop_after_ready = true;
+      continue;
+    }
+    c.argv.push_back(a);
+    if (a == "--listen") {
+      c.options.listen.push_back(value());
+      c.argv.push_back(c.options.listen.back());
+    } else if (a == "--loops") {
+      c.options.loops = static_cast<unsigned>(std::stoul(value()));
+      c.argv.push_back(std::to_string(c.options.loops));
+    } else if (a == "--reuseport") {
+      c.options.reuseport = true;
+    } else if (a == "--ready-ms") {
+      c.ready = std::chrono::milliseconds(std::stol(value()));
+      c.argv.push_back(std::to_string(c.ready.count()));
+    } else if (a == "--state-bytes") {
+      c.state_bytes = std::stoul(value());
+      c.argv.push_back(std::to_string(c.state_bytes));
+    } else if (a == "--drain-ms") {
+      c.drain = std::chrono::milliseconds(std::stol(value()));
+      c.argv.push_back(std::to_string(c.drain.count()));
+    } else {
+      std::fprintf(stderr, "upgrade_test_server: unknown flag %s\n", a.c_str());
+      std::exit(2);
+    }
+  }
+  return c;
+}
+
+int count_fds() {
+  int n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+    ::closedir(d);
+    --n;  // the directory's own fd
+  }
+  return n;
+}
+
+std::string inheritance_report() {
+  const bool env = std::getenv("LISTEN_FDS") || std::getenv("LISTEN_PID") ||
+                   std::getenv("LISTEN_FDNAMES") || std::getenv(evloop::kUpgradeFdVariable);
+  std::string inheritable;  // fds from 3 up without close-on-exec
+  for (int fd = 3; fd < 1024; ++fd) {
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (flags >= 0 && !(flags & FD_CLOEXEC)) inheritable += " " + std::to_string(fd);
+  }
+  return std::string("env=") + (env ? "set" : "unset") +
+         " cloexec=" + (inheritable.empty() ? "1" : "0" + inheritable) + "\n";
+}
+
+std::vector<std::string> split(const std::string& line) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  while (at < line.size()) {
+    const std::size_t space = line.find(' ', at);
+    const std::size_t end = space == std::string::npos ? line.size() : space;
+    if (end > at) out.push_back(line.substr(at, end - at));
+    at = end + 1;
+  }
+  return out;
+}
+
+Mode& mode_of(evloop::Conn& conn) { return *std::any_cast<Mode>(&conn.context()); }
+
+// The first line of a connection: what it is for.
+void on_first_line(evloop::Conn& conn, const std::string& line, Events& events) {
+  const std::vector<std::string> words = split(line);
+  const std::string command = words.empty() ? "" : words[0];
+  if (command == "PID") {
+    conn.write(std::to_string(::getpid()) + "\n");
+    conn.close();
+  } else if (command == "LOOP") {
+    conn.write(std::to_string(conn.loop().index()) + "\n");
+    conn.close();
+  } else if (command == "FDS") {
+    conn.write(std::to_string(count_fds()) + "\n");
+    conn.close();
+  } else if (command == "INHERIT") {
+    conn.write(inheritance_report());
+    conn.close();
+  } else if (command == "ECHO") {
+    mode_of(conn) = Mode::echo;
+  } else if (command == "HOLD") {
+    mode_of(conn) = Mode::hold;
+  } else if (command == "UPGRADE") {
+    mode_of(conn) = Mode::upgrade;
+    std::lock_guard lock(events.mutex);
+    events.requests.push_back({{words.begin() + 1, words.end()}, conn.ref()});
+    events.cv.notify_one();
+  } else {
+    conn.write("unknown command\n");
+    conn.close();
+  }
+}
+
+std::size_t on_data(evloop::Conn& conn, std::string_view bytes, Events& events) {
+  std::size_t used = 0;
+  while (used < bytes.size() && !conn.closing()) {
+    Mode& mode = mode_of(conn);
+    if (mode == Mode::echo) {
+      conn.write(bytes.substr(used));
+      return bytes.size();
+    }
+    const std::size_t nl = bytes.find('\n', used);
+    if (nl == std::string_view::npos) return used;  // a partial line waits for the rest
+    const std::string line(bytes.substr(used, nl - used));
+    used = nl + 1;
+    if (mode == Mode::unknown) {
+      on_first_line(conn, line, events);
+    } else if (mode == Mode::hold) {
+      conn.write(std::to_string(::getpid()) + "\n");
+    }
+  }
+  return bytes.size();
+}
+
+void run_upgrade(evloop::Server& server, const Config& config, const Request& request) {
+  evloop::UpgradeOptions o;
+  o.argv = config.argv;
+  o.argv.insert(o.argv.end(), request.args.begin(), request.args.end());
+  o.ready_timeout = config.ready;
+  o.drain_timeout = config.drain;
+  for (std::size_t i = 0; i + 1 < request.args.size(); ++i) {
+    if (request.args[i] == "--ready-ms") {
+      o.ready_timeout = std::chrono::milliseconds(std::stol(request.args[i + 1]));
+    }
+  }
+  evloop::UpgradeReport report;
+  const evloop::Status s = server.upgrade(o, &report);
+  std::string reply = s ? "OK " + std::to_string(report.successor_pid) + " " +
+                              std::to_string(report.moved) + " " + std::to_string(report.draining) +
+                              "\n"
+                        : "FAIL " + s.message() + "\n";
+  request.reply_to.post([reply](evloop::Conn& conn) {
+    conn.write(reply);
+    conn.close();
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config config = parse(argc, argv);
+  Events events;
+
+  evloop::Callbacks cb;
+  cb.serving = [](const evloop::ServingInfo& info) {
+    for (const auto& a : info.addresses) std::printf("listening on %s\n", a.to_url().c_str());
+    std::printf("serving pid=%d successor=%d\n", static_cast<int>(::getpid()), info.successor);
+    std::fflush(stdout);
+  };
+  cb.opened = [](evloop::Conn& conn) { conn.context() = Mode::unknown; };
+  cb.data = [&events](evloop::Conn& conn, std::string_view bytes) {
+    return on_data(conn, bytes, events);
+  };
+  cb.handover = [&config](evloop::Conn& conn) -> std::optional<std::string> {
+    const Mode mode = mode_of(conn);
+    if (mode == Mode::echo) return "echo" + std::string(config.state_bytes, '.');
+    if (mode == Mode::unknown) return "new";  // its partial first line moves with it
+    return std::nullopt;                      // HOLD and UPGRADE stay here
+  };
+  cb.adopted = [](evloop::Conn& conn, std::string_view state) {
+    conn.context() = state.starts_with("echo") ? Mode::echo : Mode::unknown;
+  };
+  config.options.shutdown_grace = std::chrono::milliseconds(500);
+
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  if (config.crash_before_start) std::abort();
+  if (config.never_ready) {
+    for (;;) ::pause();
+  }
+  evloop::Server server(config.options, cb);
+  if (const evloop::Status s = server.start(); !s) {
+    std::fprintf(stderr, "upgrade_test_server: %s\n", s.message().c_str());
+    return 1;
+  }
+  // Ready (the predecessor was told), then stopped: the handover finds nobody reading.
+  if (config.stop_after_ready) ::raise(SIGSTOP);
+  evloop::Status result;
+  std::thread waiter([&] {
+    result = server.wait();
+    std::lock_guard lock(events.mutex);
+    events.stopped = true;
+    events.cv.notify_one();
+  });
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    server.stop();
+  });
+  std::vector<std::thread> upgrades;  // one thread per request: two may ask at once
+  for (;;) {
+    std::unique_lock lock(events.mutex);
+    events.cv.wait(lock, [&] { return events.stopped || !events.requests.empty(); });
+    if (events.requests.empty()) break;
+    Request request = std::move(events.requests.front());
+    events.requests.pop_front();
+    lock.unlock();
+    upgrades.emplace_back(
+        [&server, &config, request = std::move(request)] { run_upgrade(server, config, request); });
+  }
+  for (std::thread& t : upgrades) t.join();
+  waiter.join();
+  pthread_kill(signals.native_handle(), SIGTERM);  // ends its sigwait
+  signals.join();
+  return result ? 0 : 1;
+}
