@@ -52,9 +52,9 @@ Status EventLoop::add_listener(std::unique_ptr<Listener> listener) {
   return {};
 }
 
-void EventLoop::add_udp_socket(UniqueFd fd, UdpProfilePtr profile) {
+void EventLoop::add_udp_socket(UniqueFd fd, UdpProfilePtr profile, std::size_t endpoint) {
   create_udp(next_id_.fetch_add(1, std::memory_order_relaxed), std::move(profile))
-      .open_bound(std::move(fd));
+      .open_bound(std::move(fd), endpoint);
 }
 
 void EventLoop::release_borrowed_listeners() {
@@ -410,6 +410,7 @@ void EventLoop::stop_accepting() {
     stopped_listeners_.push_back(std::move(listener));
   }
   listeners_.clear();
+  for (UdpSocket* socket : server_udp_sockets()) socket->set_handed_over(true);
 }
 
 void EventLoop::accept_again() {
@@ -418,6 +419,15 @@ void EventLoop::accept_again() {
     listeners_.push_back(std::move(listener));
   }
   std::erase(stopped_listeners_, nullptr);
+  for (UdpSocket* socket : server_udp_sockets()) socket->set_handed_over(false);
+}
+
+std::vector<UdpSocket*> EventLoop::server_udp_sockets() {
+  std::vector<UdpSocket*> sockets;
+  for (auto& [id, socket] : udp_sockets_) {
+    if (socket->endpoint() != UdpSocket::kNoEndpoint) sockets.push_back(socket.get());
+  }
+  return sockets;
 }
 
 std::vector<Connection*> EventLoop::open_connections() {

@@ -53,7 +53,7 @@ class EventLoop {
   Status add_listener(std::unique_ptr<Listener> listener);
   /// Takes a bound UDP socket of a server (before the thread starts); it opens (`opened`) on the
   /// loop thread before any event is handled.
-  void add_udp_socket(UniqueFd fd, UdpProfilePtr profile);
+  void add_udp_socket(UniqueFd fd, UdpProfilePtr profile, std::size_t endpoint);
   /// A start() failed: gives up the fds of inherited listeners without closing them (they still
   /// belong to the caller), and the Unix socket files of the sockets a live upgrade's
   /// predecessor handed over (it still serves them).
@@ -121,9 +121,13 @@ class EventLoop {
   // --- live upgrade (loop thread) ---
   /// This loop's listeners (a live upgrade sends duplicates of their fds to the successor).
   const std::vector<std::unique_ptr<Listener>>& listeners() const noexcept { return listeners_; }
+  /// The server's UDP sockets on this loop (those of its listen addresses), which a live upgrade
+  /// hands over like listeners.
+  std::vector<UdpSocket*> server_udp_sockets();
   /// Stops accepting: every listener leaves the poller but stays open until this loop ends (a
   /// successor shares the socket; its last close would drop the connections queued on it), and
-  /// its Unix socket file is then left in place.
+  /// its Unix socket file is then left in place. The server's UDP sockets stop receiving (the
+  /// successor reads them) and still send what is queued.
   void stop_accepting();
   /// Undoes stop_accepting() (the successor was lost during the handover).
   void accept_again();

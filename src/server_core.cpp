@@ -1,5 +1,6 @@
 #include "server_core.hpp"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -96,7 +97,7 @@ Status ServerCore::bind_endpoint(std::size_t index) {
       port = opened.bound.port();  // the other loops bind the port the kernel chose
     }
     if (ep.udp_profile) {
-      loops[i]->add_udp_socket(std::move(opened.fd), ep.udp_profile);
+      loops[i]->add_udp_socket(std::move(opened.fd), ep.udp_profile, index);
       continue;
     }
     const bool spreads = !per_loop && loops.size() > 1;
@@ -144,6 +145,24 @@ Status ServerCore::add_inherited(std::size_t index, const std::vector<int>& fds,
   return {};
 }
 
+// A live upgrade's predecessor's UDP sockets for one address (one per loop of its with
+// reuse-port): spread over this process's loops in order.
+Status ServerCore::serve_handed_udp(std::size_t index, std::vector<UniqueFd>& fds) {
+  const Endpoint& ep = endpoints_[index];
+  const auto& loops = group_.loops();
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (::getsockopt(fds[i].get(), SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_DGRAM) {
+      return {make_error_code(errc::bad_address),
+              "listen " + ep.text + ": the predecessor handed over a socket that is not UDP"};
+    }
+    if (i == 0) add_address(local_address(fds[i].get()), true);
+    loops[i % loops.size()]->add_udp_socket(std::move(fds[i]), ep.udp_profile, index);
+  }
+  return {};
+}
+
 Status ServerCore::select_systemd(const Endpoint& endpoint, std::vector<int>& fds) {
   if (Status s = select_systemd_sockets(endpoint.address, fds); !s) return s;
   for (const int fd : fds) {
@@ -163,6 +182,7 @@ Status ServerCore::open_endpoint(std::size_t index) {
   // the address as written: fd://N and systemd:// mean nothing in this process any more).
   UpgradeSuccessor::Listeners handed;
   if (successor_ && successor_->take_listeners(ep.text, handed)) {
+    if (ep.udp_profile) return serve_handed_udp(index, handed.fds);
     std::vector<int> fds;
     for (UniqueFd& fd : handed.fds) fds.push_back(fd.release());
     return serve_inherited(index, fds, Owner::predecessor, handed.owns_unix_path);

@@ -53,6 +53,7 @@ class ServerCore {
   // A TCP, Unix or UDP address: its socket, or one per loop with reuse-port.
   Status bind_endpoint(std::size_t index);
   Status select_systemd(const Endpoint& endpoint, std::vector<int>& fds);
+  Status serve_handed_udp(std::size_t index, std::vector<UniqueFd>& fds);
   Status serve_inherited(std::size_t index, const std::vector<int>& fds, Owner owner,
                          bool owns_unix_path);
   Status add_inherited(std::size_t index, const std::vector<int>& fds, Owner owner,

@@ -43,8 +43,9 @@ UdpSocket::~UdpSocket() = default;
 
 // --- ways in -----------------------------------------------------------------------------------
 
-void UdpSocket::open_bound(UniqueFd fd) {
+void UdpSocket::open_bound(UniqueFd fd, std::size_t endpoint) {
   fd_ = std::move(fd);
+  endpoint_ = endpoint;
   configure();
   ready_ = true;
   schedule();
@@ -214,8 +215,13 @@ void UdpSocket::end_shutdown() {
   finish(make_error_code(errc::server_stopped));
 }
 
+void UdpSocket::set_handed_over(bool handed_over) {
+  handed_over_ = handed_over;
+  schedule();  // settle() changes the poller's interest (or leaves the busy list)
+}
+
 void UdpSocket::update_interest() {
-  const unsigned want = (state_ == State::open ? kRead : kNone) | (queue_.empty() ? kNone : kWrite);
+  const unsigned want = (reading() ? kRead : kNone) | (queue_.empty() ? kNone : kWrite);
   if (polled_) {
     if (want == kRead) return;  // the loop reads it every iteration, out of the poller
     stop_polling();             // it needs the poller again (to write), or no more reading
@@ -258,7 +264,7 @@ void UdpSocket::stop_polling() {
 }
 
 void UdpSocket::on_polled() {
-  if (state_ == State::open && receive() && state_ == State::open) return;  // still busy
+  if (reading() && receive() && reading()) return;  // still busy
   stop_polling();
   schedule();  // settle() registers it again, or carries out its end
 }
@@ -273,7 +279,7 @@ void UdpSocket::on_event(const PollEvent& event) {
     if (!ec && event.result < 0) ec = sys_error(-event.result);  // kqueue: libkqueue read it
     if (ec) report(ec);
   }
-  if (event.readable && (interest_ & kRead) && state_ == State::open && receive()) {
+  if (event.readable && (interest_ & kRead) && reading() && receive()) {
     start_polling();
   }
   if (event.writable && !queue_.empty()) schedule();
@@ -293,9 +299,9 @@ bool UdpSocket::receive() {
       return false;
     }
     deliver(batch, n);
-    if (state_ != State::open || static_cast<unsigned>(n) < count) return false;  // or drained
+    if (!reading() || static_cast<unsigned>(n) < count) return false;  // or drained
     if (!queue_.empty()) flush();  // this batch's replies go before the next batch is read
-    if (state_ != State::open) return false;
+    if (!reading()) return false;
   }
   return true;  // every batch was full: more may be waiting
 }

@@ -49,8 +49,9 @@ class UdpSocket final : public Pollable {
   UdpSocket& operator=(const UdpSocket&) = delete;
 
   // --- ways in (each ends in enter_open() or fail_open(), from settle()) ---
-  /// A socket bound by the server before the loops started.
-  void open_bound(UniqueFd fd);
+  /// A socket of the server's listen address number `endpoint`, bound before the loops started
+  /// (or handed over by a live upgrade's predecessor).
+  void open_bound(UniqueFd fd, std::size_t endpoint);
   /// Loop::bind_udp (`connect` false) or Loop::connect_udp: a numeric host at once, a host name
   /// through the group's resolver.
   void open(std::string_view address, bool connect, const std::string& source_address);
@@ -77,6 +78,14 @@ class UdpSocket final : public Pollable {
   bool gso() const noexcept { return gso_; }
   bool gro() const noexcept { return gro_; }
   bool is_open() const noexcept { return state_ == State::open; }
+  /// The server's listen address this socket serves (ServerCore's endpoint index), or
+  /// kNoEndpoint for a socket from Loop::bind_udp / Loop::connect_udp.
+  static constexpr std::size_t kNoEndpoint = static_cast<std::size_t>(-1);
+  std::size_t endpoint() const noexcept { return endpoint_; }
+  /// A live upgrade: a successor reads this socket now (through its own duplicate), so this one
+  /// stops receiving (`true`) and only sends what is queued or still sent; `false` when the
+  /// upgrade failed: it reads again.
+  void set_handed_over(bool handed_over);
   const SocketAddress& local() const noexcept { return local_; }
   const SocketAddress& peer() const noexcept { return peer_; }
   int fd() const noexcept { return fd_.get(); }
@@ -104,6 +113,7 @@ class UdpSocket final : public Pollable {
   void configure();
 
   // I/O.
+  bool reading() const noexcept { return state_ == State::open && !handed_over_; }
   bool receive();  // true: every batch was full (the socket may have more)
   void deliver(const ReceiveBatch& batch, int count);
   void deliver_one(const SocketAddress& peer, const char* bytes, std::size_t size);
@@ -117,6 +127,7 @@ class UdpSocket final : public Pollable {
   EventLoop& loop_;
   const UdpProfilePtr profile_;
   const std::uint64_t id_;
+  std::size_t endpoint_ = kNoEndpoint;
   UniqueFd fd_;
   State state_ = State::opening;
   unsigned char interest_ = kNone;  // what the poller has registered
@@ -127,6 +138,7 @@ class UdpSocket final : public Pollable {
   bool open_failed_ = false;      // opening: fails at settle() with reason_
   bool drain_on_close_ = false;   // closing for a stop: wait for the queue to be sent
   bool connect_ = false;          // from connect_udp
+  bool handed_over_ = false;      // set_handed_over(): another process reads the socket
   bool reuseport_ = false;        // bind_udp with ?reuseport=1
   bool gso_ = false;              // segmented sends in use
   bool gro_ = false;              // receive offload on

@@ -17,6 +17,7 @@
 #include "listener.hpp"
 #include "loop_group_core.hpp"
 #include "platform.hpp"
+#include "udp_socket.hpp"
 #include "upgrade_protocol.hpp"
 #include "upgrade_spawn.hpp"
 
@@ -69,16 +70,23 @@ Status duplicate_listeners(LoopGroupCore& group, std::vector<SharedListener>& ou
   std::mutex mutex;
   int error = 0;
   on_every_loop(group, [&](EventLoop& loop) {
-    for (const auto& listener : loop.listeners()) {
-      UniqueFd fd(::fcntl(listener->fd.get(), F_DUPFD_CLOEXEC, 0));
+    const auto share = [&](int original, std::size_t endpoint, bool owns_unix_path) {
+      UniqueFd fd(::fcntl(original, F_DUPFD_CLOEXEC, 0));
       std::lock_guard lock(mutex);
       if (fd.get() < 0) {
         error = errno;
-        continue;
+        return;
       }
-      out.push_back({static_cast<std::uint32_t>(listener->endpoint),
-                     static_cast<std::uint32_t>(loop.index()), listener->unix_path.owns(),
-                     std::move(fd)});
+      out.push_back({static_cast<std::uint32_t>(endpoint), static_cast<std::uint32_t>(loop.index()),
+                     owns_unix_path, std::move(fd)});
+    };
+    for (const auto& listener : loop.listeners()) {
+      share(listener->fd.get(), listener->endpoint, listener->unix_path.owns());
+    }
+    // The server's UDP sockets go the same way: the successor reads the same sockets (their
+    // queued datagrams included), so nothing is lost and no port is bound twice.
+    for (const UdpSocket* socket : loop.server_udp_sockets()) {
+      share(socket->fd(), socket->endpoint(), false);
     }
   });
   if (error != 0) return failure("duplicating the listening sockets: " + error_text(error));

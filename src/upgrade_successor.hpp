@@ -26,8 +26,7 @@ class UpgradeSuccessor {
   /// The listening sockets the predecessor served one listen address with, in its loop order.
   struct Listeners {
     std::vector<UniqueFd> fds;
-    bool owns_unix_path =
-        false;  // the predecessor bound the Unix socket: remove its file at the end
+    bool owns_unix_path = false;  // the predecessor bound the Unix socket: remove its file at the end
   };
 
   /// True when EVLOOP_UPGRADE_FD is set: a live upgrade started this process.

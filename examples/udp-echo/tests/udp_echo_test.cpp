@@ -8,8 +8,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <optional>
+#include <thread>
 
 #include "child_process.hpp"
 
@@ -116,6 +118,43 @@ TEST(UdpEchoBinary, ListensOnIpv6) {
   ::close(fd);
   child->signal(SIGTERM);
   EXPECT_EQ(child->wait_exit(10s), 0);
+}
+
+// SIGUSR2: the successor takes the very UDP sockets (one, or one per loop with reuse-port), so it
+// binds nothing (without reuse-port a second bind would fail) and reads what is queued on them.
+// A peer that pings without pause through the upgrade gets every echo; afterwards only the
+// successor answers, and the old process has exited 0.
+TEST(UdpEchoBinary, Sigusr2HandsTheSocketsToTheSuccessorAndNoDatagramIsLost) {
+  if (!become_subreaper()) GTEST_SKIP() << "needs a subreaper (Linux) to see the successor exit";
+  for (const bool reuseport : {false, true}) {
+    SCOPED_TRACE(reuseport ? "--reuseport" : "one socket");
+    std::vector<std::string> flags{"--loops", "2"};
+    if (reuseport) flags.push_back("--reuseport");
+    std::unique_ptr<Child> child;
+    const std::uint16_t port = start_server(child, UDP_ECHO_BIN, flags, kListen);
+    ASSERT_NE(port, 0);
+    std::atomic<bool> upgraded{false};
+    std::atomic<int> sent{0}, lost{0};
+    std::thread pinger([&] {
+      Peer peer;
+      // Until the upgrade is over, then 50 more: each datagram waits for its echo (5 s at most).
+      for (int after = 0; after < 50 && sent < 100'000; after += upgraded ? 1 : 0) {
+        const std::string msg = payload(sent, 64);
+        ++sent;
+        if (!peer.send(port, msg) || peer.receive().value_or("") != msg) ++lost;
+      }
+    });
+    const Upgraded u = upgrade_example(*child, 20s);
+    upgraded = true;
+    pinger.join();
+    ASSERT_NE(u.pid, 0) << u.line;
+    EXPECT_EQ(child->wait_process(20s), 0) << "the old process exits 0 once it handed over";
+    EXPECT_EQ(lost, 0) << "of " << sent << " datagrams";
+    EXPECT_GT(sent, 50);
+    expect_echo(port, 4, 5);  // only the successor is left to answer
+    ::kill(u.pid, SIGTERM);
+    EXPECT_EQ(wait_for_exit(u.pid, 20s), 0);
+  }
 }
 
 TEST(UdpEchoBinary, HelpBadFlagsBadAddressesAndAPortInUse) {
