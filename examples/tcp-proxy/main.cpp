@@ -43,6 +43,8 @@ Options:
   --help                  this text
 
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
+SIGUSR2 starts the same binary with the same arguments and hands it the listeners: new clients
+go to it; the pairs open here go on until they end (30 s at most).
 )";
 
 const example::Program kProgram{"tcp-proxy", kUsage, "tcp://127.0.0.1:9000"};

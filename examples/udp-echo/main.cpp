@@ -32,6 +32,8 @@ Options:
   --help          this text
 
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
+SIGUSR2 starts the same binary with the same arguments and hands it the UDP sockets themselves
+(nothing is bound twice, no queued datagram is lost), then this process exits.
 )";
 
 const example::Program kProgram{"udp-echo", kUsage, "udp://127.0.0.1:5555"};
