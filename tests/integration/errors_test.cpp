@@ -21,8 +21,9 @@ namespace {
 template <class Code>  // an evloop::errc or a std::errc (compared as an error condition)
 void expect_start_fails(Options o, Code expected, const std::string& mention) {
   // Process-wide backend state (libkqueue's helper threads and fds) out of the baseline.
+  const int threads_before = count_threads();
   { RunningServer warm(loopback_options(), {}); }
-  const FdAndThreadCounts before;
+  const FdAndThreadCounts before = baseline_after_warm_up(threads_before);
   {
     Server server(std::move(o), {});
     const Status s = server.start();
@@ -94,8 +95,9 @@ TEST(ErrorsTest, ConflictingWaterMarksNameTheFieldTheUserSet) {
 
 // A listener added with its own options is checked the same way, naming its address.
 TEST(ErrorsTest, AListenersOwnOptionsAreChecked) {
+  const int threads_before = count_threads();
   { RunningServer warm(loopback_options(), {}); }
-  const FdAndThreadCounts before;
+  const FdAndThreadCounts before = baseline_after_warm_up(threads_before);
   {
     Server server(loopback_options(), {});
     ConnOptions bad;
@@ -196,8 +198,9 @@ TEST(ErrorsTest, UnixPathInAMissingDirectory) {
 
 TEST(ErrorsTest, UnixPathOfALiveServerIsRefusedAStaleOneIsReused) {
   const std::string path = temp_socket_path("live");
+  const int threads_before = count_threads();
   { RunningServer warm(loopback_options(), {}); }
-  const FdAndThreadCounts before;
+  const FdAndThreadCounts before = baseline_after_warm_up(threads_before);
   {
     RunningServer live(with({"unix://" + path}), {});
     ASSERT_TRUE(live.status);

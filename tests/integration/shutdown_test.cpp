@@ -132,10 +132,11 @@ TEST(ShutdownTest, GracePeriodBoundsAPeerThatNeverReads) {
 }
 
 TEST(ShutdownTest, NoFdOrThreadLeftAfterStop) {
+  const int threads_before = count_threads();
   {  // the first server initialises whatever the process keeps (e.g. resolver state)
     RunningServer warm(loopback_options(), {});
   }
-  const FdAndThreadCounts before;
+  const FdAndThreadCounts before = baseline_after_warm_up(threads_before);
   {
     Options o = loopback_options(3);
     const std::string path = temp_socket_path("leak");
