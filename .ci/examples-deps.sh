@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
-# Installs the clients and servers the example tests drive (curl, redis-tools, redis-server, wrk):
+# Installs what the example and upgrade tests drive (curl, redis-tools, redis-server, wrk, systemd):
 # the `examples` group of .ci/deps.sh.
 exec bash "$(dirname "$0")/deps.sh" examples
