@@ -48,6 +48,7 @@ Options:
   --loops L         the server's loops, with reuse-port (default 2)
   --upgrades K      upgrades in a row (default 3)
   --settle S        seconds of load before each upgrade, and after the last (default 2)
+  --help            this text
 )";
 
 // --- the server ------------------------------------------------------------------------------
@@ -304,20 +305,24 @@ int main(int argc, char** argv) {
   }
   std::size_t connections = 1000;
   long interval_ms = 50, loops = 2, upgrades = 3, settle_s = 2;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string_view flag = argv[i];
-    const long v = std::atol(argv[i + 1]);
-    if (flag == "--connections") {
-      connections = static_cast<std::size_t>(v);
+  bench::ArgReader args("upgrade_bench", argc, argv);
+  while (args.next()) {
+    const std::string& flag = args.flag();
+    if (flag == "--help" || flag == "-h") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (flag == "--connections") {
+      connections = bench::flag_number<std::size_t>("upgrade_bench", flag, args.value(), 1);
     } else if (flag == "--interval-ms") {
-      interval_ms = v;
+      interval_ms = bench::flag_number("upgrade_bench", flag, args.value(), 1L);
     } else if (flag == "--loops") {
-      loops = v;
+      loops = bench::flag_number("upgrade_bench", flag, args.value(), 1L, 256L);
     } else if (flag == "--upgrades") {
-      upgrades = v;
+      upgrades = bench::flag_number("upgrade_bench", flag, args.value(), 1L);
     } else if (flag == "--settle") {
-      settle_s = v;
+      settle_s = bench::flag_number("upgrade_bench", flag, args.value(), 0L);
     } else {
+      args.unknown();
       std::fputs(kUsage, stderr);
       return 2;
     }

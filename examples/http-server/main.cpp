@@ -177,8 +177,7 @@ void respond(evloop::Conn& conn, const httpd::Request& req, example::Responses& 
   const httpd::File file = g_files.respond(req, responses.out());
   if (file.fd < 0) return;
   responses.flush();
-  conn.send_file(file.fd, 0, file.size);  // evloop sends from its own duplicate of the fd
-  ::close(file.fd);
+  conn.send_file(evloop::TakeFd{file.fd}, 0, file.size);  // evloop closes it once sent
 }
 
 // Answers the complete requests at the front of `input`, in order, with one write for all of
