@@ -21,13 +21,12 @@ int soak_seconds() {
 
 void AccountedTest::SetUp() {
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &limit_), 0);
-  const int threads_before = test::count_threads();
   {  // the first server and client initialise whatever a process keeps for good
     RunningServer warm(test::loopback_options(), {});
     ASSERT_TRUE(warm.status) << warm.status.message();
     Client c(warm.address());
   }
-  baseline_ = test::baseline_after_warm_up(threads_before);
+  baseline_ = test::FdAndThreadCounts{};
 }
 
 void AccountedTest::TearDown() {

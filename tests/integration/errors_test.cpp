@@ -21,16 +21,15 @@ namespace {
 template <class Code>  // an evloop::errc or a std::errc (compared as an error condition)
 void expect_start_fails(Options o, Code expected, const std::string& mention) {
   // Process-wide backend state (libkqueue's helper threads and fds) out of the baseline.
-  const int threads_before = count_threads();
   { RunningServer warm(loopback_options(), {}); }
-  const FdAndThreadCounts before = baseline_after_warm_up(threads_before);
+  const FdAndThreadCounts before;
   {
     Server server(std::move(o), {});
     const Status s = server.start();
     EXPECT_FALSE(s.ok());
     EXPECT_TRUE(s.code() == expected) << s.message();
     EXPECT_NE(s.message().find(mention), std::string::npos) << s.message();
-    EXPECT_TRUE(settles_to(count_threads, before.threads)) << "a thread started";
+    EXPECT_TRUE(eventually([&] { return threads_since(before) == 0; })) << "a thread started";
     EXPECT_FALSE(server.running());
   }
   EXPECT_TRUE(counts_return_to(before));
@@ -95,9 +94,8 @@ TEST(ErrorsTest, ConflictingWaterMarksNameTheFieldTheUserSet) {
 
 // A listener added with its own options is checked the same way, naming its address.
 TEST(ErrorsTest, AListenersOwnOptionsAreChecked) {
-  const int threads_before = count_threads();
   { RunningServer warm(loopback_options(), {}); }
-  const FdAndThreadCounts before = baseline_after_warm_up(threads_before);
+  const FdAndThreadCounts before;
   {
     Server server(loopback_options(), {});
     ConnOptions bad;
@@ -198,9 +196,8 @@ TEST(ErrorsTest, UnixPathInAMissingDirectory) {
 
 TEST(ErrorsTest, UnixPathOfALiveServerIsRefusedAStaleOneIsReused) {
   const std::string path = temp_socket_path("live");
-  const int threads_before = count_threads();
   { RunningServer warm(loopback_options(), {}); }
-  const FdAndThreadCounts before = baseline_after_warm_up(threads_before);
+  const FdAndThreadCounts before;
   {
     RunningServer live(with({"unix://" + path}), {});
     ASSERT_TRUE(live.status);

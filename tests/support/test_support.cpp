@@ -6,7 +6,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -243,18 +245,32 @@ bool settles_to(const std::function<int()>& count, int expected,
   return eventually([&] { return count() == expected; }, timeout);
 }
 
-FdAndThreadCounts baseline_after_warm_up(int threads_before) {
-  EXPECT_TRUE(settles_to(count_threads, threads_before))
-      << "the warm-up's threads did not exit: " << count_threads() - threads_before << " left";
-  return FdAndThreadCounts{};
+std::vector<int> thread_ids() {
+  std::vector<int> ids;
+  if (DIR* dir = ::opendir("/proc/self/task")) {
+    while (const dirent* e = ::readdir(dir)) {
+      if (e->d_name[0] != '.') ids.push_back(std::atoi(e->d_name));
+    }
+    ::closedir(dir);
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+int threads_since(const FdAndThreadCounts& baseline) {
+  int fresh = 0;
+  for (const int id : thread_ids()) {
+    fresh += std::binary_search(baseline.threads.begin(), baseline.threads.end(), id) ? 0 : 1;
+  }
+  return fresh;
 }
 
 ::testing::AssertionResult counts_return_to(const FdAndThreadCounts& baseline) {
   const bool fds = settles_to(count_open_fds, baseline.fds);
-  const bool threads = settles_to(count_threads, baseline.threads);
+  const bool threads = eventually([&] { return threads_since(baseline) == 0; });
   if (fds && threads) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
-         << count_open_fds() - baseline.fds << " fd(s) and " << count_threads() - baseline.threads
+         << count_open_fds() - baseline.fds << " fd(s) and " << threads_since(baseline)
          << " thread(s) more than the baseline, still after " << kWait.count() << " ms";
 }
 

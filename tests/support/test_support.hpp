@@ -142,16 +142,18 @@ int count_threads();
 /// down on their own (slowly on a loaded machine).
 bool settles_to(const std::function<int()>& count, int expected,
                 std::chrono::milliseconds timeout = kWait);
+/// The ids of this process's threads (/proc/self/task), sorted; empty where there is no /proc.
+std::vector<int> thread_ids();
 /// This process's open fds and threads, taken as a baseline.
 struct FdAndThreadCounts {
   int fds = count_open_fds();
-  int threads = count_threads();
+  std::vector<int> threads = thread_ids();
 };
-/// A baseline taken after a warm-up that started threads and joined them: waits until the thread
-/// count is back to `threads_before` (a joined thread leaves /proc/self/task a moment after the
-/// join returns, so counting at once would take a thread that is about to vanish into the
-/// baseline).
-FdAndThreadCounts baseline_after_warm_up(int threads_before);
+/// How many of this process's threads were not there when `baseline` was taken. Threads are
+/// compared by id, not counted: a thread of the baseline that exits later does not hide a new one
+/// (a joined thread leaves /proc/self/task a moment after the join returns, so a baseline taken
+/// after a warm-up may hold a thread that is about to vanish).
+int threads_since(const FdAndThreadCounts& baseline);
 /// Success once both counts are back to `baseline` (settles_to); otherwise says how many fds and
 /// threads are left over. Use it wherever a test compares fd or thread counts.
 ::testing::AssertionResult counts_return_to(const FdAndThreadCounts& baseline);
