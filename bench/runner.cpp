@@ -363,7 +363,9 @@ bench::StraceRun Runner::strace_run(const bench::Scenario& sc, const bench::Serv
     if (tok.size() < 5 || !std::isdigit(static_cast<unsigned char>(tok[0][0]))) continue;
     const std::string& name = tok.back();
     const double calls = std::strtod(tok[3].c_str(), nullptr);
-    const bool is_wait = name == "epoll_wait" || name == "epoll_pwait" || name == "epoll_pwait2";
+    // io_uring_enter is the io_uring backend's wait and its submission of every send and receive.
+    const bool is_wait = name == "epoll_wait" || name == "epoll_pwait" || name == "epoll_pwait2" ||
+                         name == "io_uring_enter";
     const bool is_io = name == "read" || name == "recvfrom" || name == "recvmsg" ||
                        name == "readv" || name == "write" || name == "sendto" ||
                        name == "sendmsg" || name == "writev" || name == "epoll_ctl" ||

@@ -291,7 +291,7 @@ std::string render_markdown(const Report& r) {
   if (!r.strace.empty()) {
     md << "\n### Syscalls per echoed message, counted by `strace -c -f` (one short run each; "
           "tracing slows the server, so batching differs from the untraced runs)\n\n"
-       << "| server | scenario | I/O syscalls/msg | epoll_wait/msg | epoll_ctl/msg |\n"
+       << "| server | scenario | I/O syscalls/msg | waits/msg (epoll_wait or io_uring_enter) | epoll_ctl/msg |\n"
        << "|---|---|---|---|---|\n";
     for (const StraceRun& s : r.strace) {
       md << "| " << s.server << " | " << s.scenario << " | "
