@@ -19,10 +19,6 @@ namespace {
 constexpr int kMaxIov = 64;
 // Unconsumed-input capacity kept after the tail is consumed; more is given back.
 constexpr std::size_t kKeepInputCapacity = 64 * 1024;
-// Writes at least this large go to the kernel at once, without a copy (see write()). A chunk:
-// copying less costs less than the extra send a write-through may add when a handler writes
-// several pieces.
-constexpr std::size_t kWriteThrough = 16 * 1024;
 // The most of a file range one connection sends per loop iteration.
 constexpr std::size_t kFileSlice = 1024 * 1024;
 
@@ -376,7 +372,7 @@ void Connection::write(const void* bytes, std::size_t size) {
   // A large write with the connection open goes to the kernel now, from the caller's memory
   // (with whatever is pending, in one sendmsg); only what the kernel refuses is copied. Small
   // writes are copied and leave together after the handler.
-  if (size >= kWriteThrough && state_ == ConnState::open && !out_.has_file() &&
+  if (size >= options().write_through && state_ == ConnState::open && !out_.has_file() &&
       !loop_.poller().completions()) {
     const std::size_t taken = send_now(bytes, size);
     if (end_wanted_) return;  // the send failed: the connection ends

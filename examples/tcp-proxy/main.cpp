@@ -73,10 +73,13 @@ struct Config {
 // to a slow upstream, so we stop reading its replies, so it stops reading our requests). Setting
 // the high- and low-water marks to the output limit turns that pause off: a write that would pass
 // the limit resets instead (see kMaxPending), so output never exceeds the high-water mark.
+// Every write goes to the kernel at once: the proxy writes each read once, from the loop's read
+// buffer, so nothing is gathered and only what the kernel refuses is copied.
 void set_limits(evloop::ConnOptions& o) {
   o.output_limit = kMaxPending;
   o.output_high_water = kMaxPending;
   o.output_low_water = kMaxPending;
+  o.write_through = 1;
 }
 
 Config parse_args(int argc, char** argv) {

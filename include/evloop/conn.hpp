@@ -53,9 +53,10 @@ class Conn {
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
 
-  /// Appends bytes to the output, in order; never drops or reorders. Small writes (under 16 KiB)
-  /// are copied and gathered: everything a handler writes leaves in one send after it returns.
-  /// A larger write, when the connection is open, goes to the kernel at once from `bytes`
+  /// Appends bytes to the output, in order; never drops or reorders. Small writes (under
+  /// ConnOptions::write_through, 16 KiB by default) are copied and gathered: everything a handler
+  /// writes leaves in one send after it returns. A larger write, when the connection is open,
+  /// goes to the kernel at once from `bytes`
   /// (together with anything pending, in one sendmsg), and only what the kernel does not take is
   /// copied. While connecting, bytes wait for the connection to open. Past
   /// ConnOptions::output_limit the connection is reset with errc::output_limit. Ignored after

@@ -28,6 +28,12 @@ struct ConnOptions {
   std::size_t output_low_water = 256 * 1024;
   /// Pending output above this resets the connection (errc::output_limit).
   std::size_t output_limit = 64 * 1024 * 1024;
+  /// A write of at least this many bytes goes to the kernel at once, from the caller's memory
+  /// (with whatever is pending, in one sendmsg), and only what the kernel refuses is copied;
+  /// smaller writes are copied and leave together once the handler returns (several small
+  /// writes, one send). 1: every write goes at once (a proxy that writes each read once copies
+  /// nothing); SIZE_MAX: never. On the io_uring backend every write is copied.
+  std::size_t write_through = 16 * 1024;
   /// Unconsumed input (the `data` handler's unconsumed tail) above this resets the connection
   /// (errc::input_limit). Must be positive.
   std::size_t input_limit = 1024 * 1024;

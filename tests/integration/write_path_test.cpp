@@ -120,6 +120,31 @@ TEST(WritePathTest, SmallWritesFromOneHandlerLeaveInOneSend) {
   EXPECT_EQ(stats_of(s.server).writes, 1u);
 }
 
+// write_through = 1 (a proxy's setting): each small write goes to the kernel at once, so an echo
+// of 64-byte messages copies nothing, one send per write.
+TEST(WritePathTest, WriteThroughOfOneByteSendsEverySmallWriteUncopied) {
+  Callbacks cb;
+  cb.data = [](Conn& c, std::string_view bytes) {
+    c.write(bytes);
+    return bytes.size();
+  };
+  Options o = loopback_options();
+  o.write_through = 1;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  if (copies_every_write(s.server)) GTEST_SKIP() << "io_uring copies every write";
+  Client client(s.address());
+  for (int i = 0; i < 20; ++i) {
+    const std::string msg = pattern(64, i);
+    ASSERT_TRUE(client.send_all(msg));
+    ASSERT_EQ(client.read_exactly(msg.size()), msg) << "message " << i;
+  }
+  const LoopStats st = stats_of(s.server);
+  EXPECT_EQ(st.bytes_copied, 0u);
+  EXPECT_EQ(st.writes, 20u);
+  EXPECT_EQ(st.bytes_out, 20u * 64);
+}
+
 // A small header then a large body: one sendmsg carries both; only the header was copied.
 TEST(WritePathTest, AHeaderAndALargeBodyLeaveInOneSendmsg) {
   const std::string header(200, 'h');
