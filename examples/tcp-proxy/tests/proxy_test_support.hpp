@@ -18,6 +18,13 @@
 
 namespace example_test {
 
+/// Threads the event backend keeps in every process (libkqueue's two on the kqueue suite).
+#ifdef EVLOOP_TEST_BACKEND_THREADS
+inline constexpr int kBackendThreads = EVLOOP_TEST_BACKEND_THREADS;
+#else
+inline constexpr int kBackendThreads = 0;
+#endif
+
 /// True in ASan and TSan builds, which run several times slower: the tests scale down there.
 /// Under TSan a process also has the sanitizer's own background thread (kRuntimeThreads).
 #if defined(__SANITIZE_THREAD__)

@@ -30,11 +30,12 @@ using Clock = std::chrono::steady_clock;
 
 // The proxy's fds and threads once its loops run, and a check that they come back to that.
 // ("listening on" is printed before the loop threads start: wait for the main thread, the one
-// that takes the signals, one per loop, and the sanitizer's own.)
+// that takes the signals, one per loop, the sanitizer's own and the backend's.)
 struct Baseline {
   Baseline(pid_t of, int loops)
       : pid(of),
-        ready(eventually([&] { return threads(of) == 2 + loops + kRuntimeThreads; })),
+        ready(eventually(
+            [&] { return threads(of) == 2 + loops + kRuntimeThreads + kBackendThreads; })),
         fds(open_fds(of)),
         tasks(threads(of)) {}
   void expect_restored() const {
@@ -56,6 +57,7 @@ class OnePair : public ::testing::Test {
     proxy_ = std::make_unique<Proxy>(upstream_.url());
     ASSERT_NE(proxy_->port(), 0);
     baseline_ = std::make_unique<Baseline>(proxy_->pid(), 1);
+    ASSERT_TRUE(baseline_->ready) << threads(proxy_->pid()) << " threads";
     client = connect_loopback(proxy_->port());
     ASSERT_GE(client, 0);
     up = upstream_.accept();
@@ -291,6 +293,7 @@ TEST(TcpProxyFailure, RefusedUpstreamResetsTheClientPromptly) {
   Proxy proxy(loopback_url(free_port()));
   ASSERT_NE(proxy.port(), 0);
   const Baseline baseline(proxy.pid(), 1);
+  ASSERT_TRUE(baseline.ready) << threads(proxy.pid()) << " threads";
   for (int i = 0; i < 5; ++i) {
     const auto start = Clock::now();
     const int client = connect_loopback(proxy.port());
@@ -312,6 +315,7 @@ TEST(TcpProxyFailure, ConnectTimeoutResetsTheClientAfterTheTimeout) {
   Proxy proxy(upstream.url(), {"--connect-timeout", "300"});
   ASSERT_NE(proxy.port(), 0);
   const Baseline baseline(proxy.pid(), 1);
+  ASSERT_TRUE(baseline.ready) << threads(proxy.pid()) << " threads";
   const auto start = Clock::now();
   const int client = connect_loopback(proxy.port());
   ASSERT_GE(client, 0);
