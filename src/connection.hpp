@@ -206,8 +206,9 @@ class Connection final : public Pollable, public Conn {
   InputTail in_;  // unconsumed input
   std::any context_;
   std::error_code reason_;            // why it ends: reported by `closed` / `connect_failed`
-  std::uint64_t timeout_timer_ = 0;   // idle_timeout and send_timeout, while open
-  std::uint64_t deadline_timer_ = 0;  // connect timeout while connecting, close timeout closing
+  // The one timer the state needs (0: none): the connect timeout while connecting, idle_timeout
+  // and send_timeout while open, close_timeout while closing.
+  std::uint64_t timer_ = 0;
   std::chrono::steady_clock::time_point last_receive_{};  // or when reading (re)started
   std::chrono::steady_clock::time_point last_send_{};     // or when output became pending
   std::unique_ptr<Rare> rare_;

@@ -26,8 +26,8 @@ void Connection::dial(std::string_view address, std::chrono::milliseconds timeou
     return fail(make_error_code(errc::bad_address), false);
   }
   if (timeout.count() > 0) {
-    deadline_timer_ = loop_.run_after(timeout, [this] {
-      deadline_timer_ = 0;
+    timer_ = loop_.run_after(timeout, [this] {
+      timer_ = 0;
       fail_open(make_error_code(errc::connect_timeout));
     });
   }

@@ -148,6 +148,8 @@ class OutputBuffer {
   std::size_t memory_size() const noexcept { return size_ - file_bytes_; }
   /// True when a file range is pending.
   bool has_file() const noexcept { return file_bytes_ > 0; }
+  /// Bytes of the file ranges pending.
+  std::uint64_t file_bytes() const noexcept { return file_bytes_; }
   /// True when nothing is pending.
   bool empty() const noexcept { return size_ == 0; }
 
