@@ -127,23 +127,35 @@ Status open_unix_listener(const ListenAddress& addr, OpenedListener& out) {
 
 }  // namespace
 
-PeerAddress::PeerAddress(const SocketAddress& address) noexcept
-    : family_(static_cast<std::uint8_t>(address.family())) {
+static_assert(sizeof(sockaddr_in6) <= 28 && sizeof(sockaddr) <= 28);
+
+PeerAddress::PeerAddress(const SocketAddress& address) noexcept {
   if (is_tcp_family(address.family()) && address.size() <= sizeof bytes_) {
     std::memcpy(bytes_, address.data(), address.size());
-    size_ = static_cast<std::uint8_t>(address.size());
+  } else if (address.family() == AF_UNIX) {
+    sockaddr family_only{};
+    family_only.sa_family = AF_UNIX;
+    std::memcpy(bytes_, &family_only, sizeof family_only);
   }
 }
 
+int PeerAddress::family() const noexcept {
+  sockaddr head{};
+  std::memcpy(&head, bytes_, sizeof head);
+  return head.sa_family;
+}
+
 SocketAddress PeerAddress::get(int fd) const {
-  if (size_ > 0) return SocketAddress(bytes_, size_);
-  if (family_ == AF_UNIX && fd >= 0) {
+  const int family = this->family();
+  if (family == AF_INET) return SocketAddress(bytes_, sizeof(sockaddr_in));
+  if (family == AF_INET6) return SocketAddress(bytes_, sizeof(sockaddr_in6));
+  if (family == AF_UNIX && fd >= 0) {
     SocketAddress named = peer_address(fd);
     if (named.family() == AF_UNIX) return named;
   }
-  if (family_ == AF_UNIX) {
-    const sa_family_t family = AF_UNIX;
-    return SocketAddress(&family, sizeof family);  // an unnamed Unix peer
+  if (family == AF_UNIX) {
+    const sa_family_t unnamed = AF_UNIX;
+    return SocketAddress(&unnamed, sizeof unnamed);  // an unnamed Unix peer
   }
   return {};
 }
