@@ -130,10 +130,14 @@ class FullListener {
 
  private:
   bool queue_full() const {
+#ifdef __linux__
     tcp_info info{};
     socklen_t len = sizeof info;
     if (::getsockopt(fd_, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return false;
     return info.tcpi_unacked > info.tcpi_sacked;
+#else
+    return false;  // not readable here: the tests that need a full queue say so and fail
+#endif
   }
   sockaddr_in address() const {
     sockaddr_in a{};

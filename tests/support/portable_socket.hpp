@@ -8,15 +8,14 @@
 
 namespace evloop::test {
 
-/// A stream socket of `family`, close-on-exec, non-blocking if asked, that never raises SIGPIPE;
-/// -1 on error. The socket() flags where they exist; fcntl() and SO_NOSIGPIPE on macOS, which
-/// has neither SOCK_CLOEXEC nor MSG_NOSIGNAL. Send on it with kSendFlags.
-inline int open_stream_socket(int family, bool nonblocking = false) {
+/// A socket of `family` and `type`, close-on-exec, non-blocking if asked, that never raises
+/// SIGPIPE; -1 on error. The socket() flags where they exist; fcntl() and SO_NOSIGPIPE on macOS,
+/// which has neither SOCK_CLOEXEC nor MSG_NOSIGNAL. Send on it with kSendFlags.
+inline int open_socket(int family, int type, bool nonblocking = false) {
 #if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
-  const int fd =
-      ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+  const int fd = ::socket(family, type | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
 #else
-  const int fd = ::socket(family, SOCK_STREAM, 0);
+  const int fd = ::socket(family, type, 0);
   if (fd >= 0) {
     ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     if (nonblocking) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -27,6 +26,11 @@ inline int open_stream_socket(int family, bool nonblocking = false) {
   if (fd >= 0) ::setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
 #endif
   return fd;
+}
+
+/// open_socket() of a stream socket.
+inline int open_stream_socket(int family, bool nonblocking = false) {
+  return open_socket(family, SOCK_STREAM, nonblocking);
 }
 
 #ifdef MSG_NOSIGNAL

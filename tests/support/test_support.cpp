@@ -128,7 +128,7 @@ void Client::close() {
 }
 
 UdpPeer::UdpPeer(int family, int receive_buffer) {
-  fd_ = ::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  fd_ = open_socket(family, SOCK_DGRAM);
   if (fd_ < 0) return;
   if (receive_buffer > 0) {
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "child_process.hpp"
+#include "portable_socket.hpp"
 #include "process_memory.hpp"
 
 namespace example_test {
@@ -110,7 +111,7 @@ TEST(EchoServerBinary, AClientThatDoesNotReadIsHeldAtTheHighWaterMark) {
   std::size_t sent = 0;
   while (sent < total) {
     const ssize_t n = ::send(fd, unit.data() + sent % unit.size(), unit.size() - sent % unit.size(),
-                             MSG_DONTWAIT | MSG_NOSIGNAL);
+                             MSG_DONTWAIT | evloop::test::kSendFlags);
     if (n > 0) {
       sent += static_cast<std::size_t>(n);
       continue;
@@ -204,7 +205,7 @@ TEST(EchoServerBinary, TellsSystemdItIsReadyAndWhichProcessServesAfterAnUpgrade)
   if (!become_subreaper()) GTEST_SKIP() << "needs a subreaper (Linux) to see the successor exit";
   const std::string path = "/tmp/evloop-notify-" + std::to_string(::getpid());
   ::unlink(path.c_str());
-  const int notify = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const int notify = evloop::test::open_socket(AF_UNIX, SOCK_DGRAM);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);

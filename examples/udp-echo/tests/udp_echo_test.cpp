@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "child_process.hpp"
+#include "portable_socket.hpp"
 
 namespace example_test {
 namespace {
@@ -25,7 +26,7 @@ constexpr const char* kListen = "udp://127.0.0.1:0";
 // A UDP socket on 127.0.0.1 (a new source port each time: a new flow for reuse-port).
 class Peer {
  public:
-  Peer() { fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); }
+  Peer() { fd_ = evloop::test::open_socket(AF_INET, SOCK_DGRAM); }
   ~Peer() { ::close(fd_); }
   Peer(const Peer&) = delete;
   Peer& operator=(const Peer&) = delete;
@@ -104,7 +105,7 @@ TEST(UdpEchoBinary, ListensOnIpv6) {
   std::unique_ptr<Child> child;
   const std::uint16_t port = start_server(child, UDP_ECHO_BIN, {}, "udp6://[::1]:0");
   if (port == 0) GTEST_SKIP() << "::1 cannot be bound here";
-  const int fd = ::socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const int fd = evloop::test::open_socket(AF_INET6, SOCK_DGRAM);
   sockaddr_in6 to{};
   to.sin6_family = AF_INET6;
   to.sin6_port = htons(port);
