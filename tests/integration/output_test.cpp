@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
 
 #include "test_support.hpp"
 
@@ -103,6 +104,7 @@ TEST(OutputTest, OutputOverLimitClosesOnlyThatConnection) {
   o.output_limit = 1024 * 1024;
   o.socket_send_buffer = 4096;
   EventCounter closed;
+  std::mutex mutex;  // the bystander's `closed` runs too, at the server's stop: it must not race
   std::error_code error;
   Callbacks cb;
   cb.data = [&](Conn& c, std::string_view bytes) {
@@ -114,7 +116,10 @@ TEST(OutputTest, OutputOverLimitClosesOnlyThatConnection) {
     return bytes.size();
   };
   cb.closed = [&](Conn&, std::error_code ec) {
-    error = ec;
+    {
+      std::lock_guard lock(mutex);
+      if (!error) error = ec;  // the first: the flooder's
+    }
     closed.add();
   };
   RunningServer s(o, cb);
@@ -123,7 +128,10 @@ TEST(OutputTest, OutputOverLimitClosesOnlyThatConnection) {
   Client flooder(s.address(), 4096);
   ASSERT_TRUE(flooder.send_all("flood"));
   ASSERT_TRUE(closed.wait_for(1));
-  EXPECT_EQ(error, errc::output_limit);
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_EQ(error, errc::output_limit);
+  }
   EXPECT_TRUE(flooder.wait_eof() || true);  // closed: EOF or reset, either way gone
   ASSERT_TRUE(bystander.send_all("still here"));
   EXPECT_EQ(bystander.read_exactly(10), "still here");
