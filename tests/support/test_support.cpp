@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -226,19 +227,28 @@ Options loopback_options(unsigned loops) {
   return o;
 }
 
-static int count_dir_entries(const char* path) {
+// The numbered entries of a /proc directory (fds, thread ids), sorted; nothing where it does not
+// exist (the BSDs, macOS).
+static std::optional<std::vector<int>> proc_entries(const char* path) {
   DIR* dir = ::opendir(path);
-  if (dir == nullptr) return -1;
-  int n = 0;
+  if (dir == nullptr) return std::nullopt;
+  std::vector<int> ids;
   while (const dirent* e = ::readdir(dir)) {
-    if (e->d_name[0] != '.') ++n;
+    if (e->d_name[0] != '.') ids.push_back(std::atoi(e->d_name));
   }
   ::closedir(dir);
-  return n - (std::string(path) == "/proc/self/fd" ? 1 : 0);  // the DIR's own fd
+  std::sort(ids.begin(), ids.end());
+  return ids;
 }
 
-int count_open_fds() { return count_dir_entries("/proc/self/fd"); }
-int count_threads() { return count_dir_entries("/proc/self/task"); }
+int count_open_fds() {
+  const auto fds = proc_entries("/proc/self/fd");
+  return fds ? static_cast<int>(fds->size()) - 1 : -1;  // less the DIR's own fd
+}
+int count_threads() {
+  const auto ids = proc_entries("/proc/self/task");
+  return ids ? static_cast<int>(ids->size()) : -1;
+}
 
 bool settles_to(const std::function<int()>& count, int expected,
                 std::chrono::milliseconds timeout) {
@@ -246,15 +256,7 @@ bool settles_to(const std::function<int()>& count, int expected,
 }
 
 std::vector<int> thread_ids() {
-  std::vector<int> ids;
-  if (DIR* dir = ::opendir("/proc/self/task")) {
-    while (const dirent* e = ::readdir(dir)) {
-      if (e->d_name[0] != '.') ids.push_back(std::atoi(e->d_name));
-    }
-    ::closedir(dir);
-  }
-  std::sort(ids.begin(), ids.end());
-  return ids;
+  return proc_entries("/proc/self/task").value_or(std::vector<int>{});
 }
 
 int threads_since(const FdAndThreadCounts& baseline) {
