@@ -238,8 +238,14 @@ void Connection::settle() {
     // Completions: bytes (and an EOF) that came in while reading was paused, delivered now.
     stashed_ = false;
     if (!in_.empty()) deliver(nullptr, 0);
-    if (stashed_eof_ && !ended()) on_input_end();
     if (ended()) return;
+    if (stashed_eof_) {
+      // Not while the bytes just delivered paused reading again: on epoll the EOF would not be
+      // read yet either (and a handler that is behind must not see its connection close).
+      stashed_ = !wants_to_read();
+      if (!stashed_) on_input_end();
+      if (ended()) return;
+    }
   }
   if (!out_.empty()) {
     if (loop_.poller().completions()) {
@@ -376,9 +382,10 @@ void Connection::write(const void* bytes, std::size_t size) {
   if (!accepts_output() || size == 0) return;
   // A large write with the connection open goes to the kernel now, from the caller's memory
   // (with whatever is pending, in one sendmsg); only what the kernel refuses is copied. Small
-  // writes are copied and leave together after the handler.
+  // writes are copied and leave together after the handler. With completions, only while no
+  // send of ours is in the kernel: a direct send would overtake it.
   if (size >= options().write_through && state_ == ConnState::open && !out_.has_file() &&
-      !loop_.poller().completions()) {
+      !sending_) {
     const std::size_t taken = send_now(bytes, size);
     if (end_wanted_) return;  // the send failed: the connection ends
     bytes = static_cast<const char*>(bytes) + taken;
@@ -567,10 +574,11 @@ void Connection::update_receiving() {
 void Connection::on_received(const PollEvent& event) {
   if (!event.more) receiving_ = cancelling_ = false;
   if (ended() || state_ == ConnState::connecting) return;  // a zombie waits for this, nothing more
+  const bool deliver_now = wants_to_read() && !stashed_ && !detaching_;
   if (event.result > 0) {
     bump(loop_.counters().reads);
     const auto size = static_cast<std::size_t>(event.result);
-    if (wants_to_read() && !stashed_) {
+    if (deliver_now) {
       on_bytes(event.data, size);
     } else {  // arrived while paused, closing or detaching: kept in order for later
       bump(loop_.counters().bytes_in, size);
@@ -580,7 +588,7 @@ void Connection::on_received(const PollEvent& event) {
     }
   } else if (event.result == 0) {
     bump(loop_.counters().reads);
-    if (wants_to_read() && !stashed_) {
+    if (deliver_now) {
       on_input_end();
     } else {
       stashed_ = stashed_eof_ = true;

@@ -32,7 +32,8 @@ struct ConnOptions {
   /// (with whatever is pending, in one sendmsg), and only what the kernel refuses is copied;
   /// smaller writes are copied and leave together once the handler returns (several small
   /// writes, one send). 1: every write goes at once (a proxy that writes each read once copies
-  /// nothing); SIZE_MAX: never. On the io_uring backend every write is copied.
+  /// nothing); SIZE_MAX: never. On io_uring the same, while none of the connection's sends is
+  /// in the kernel (a write behind one is copied, so as not to overtake it).
   std::size_t write_through = 16 * 1024;
   /// Unconsumed input (the `data` handler's unconsumed tail) above this resets the connection
   /// (errc::input_limit). Must be positive.

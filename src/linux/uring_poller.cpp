@@ -129,10 +129,16 @@ void UringPoller::receive(int fd, void* token) {
 
 void UringPoller::send(int fd, const msghdr* msg, void* token) {
   io_uring_sqe* sqe = ring_.sqe();
-  sqe->opcode = IORING_OP_SENDMSG;
   sqe->fd = fd;
-  sqe->addr = reinterpret_cast<std::uint64_t>(msg);
-  sqe->len = 1;
+  if (msg->msg_iovlen == 1) {  // SEND: no msghdr to import, the kernel's cheaper path
+    sqe->opcode = IORING_OP_SEND;
+    sqe->addr = reinterpret_cast<std::uint64_t>(msg->msg_iov[0].iov_base);
+    sqe->len = static_cast<std::uint32_t>(msg->msg_iov[0].iov_len);
+  } else {
+    sqe->opcode = IORING_OP_SENDMSG;
+    sqe->addr = reinterpret_cast<std::uint64_t>(msg);
+    sqe->len = 1;
+  }
   sqe->msg_flags = MSG_NOSIGNAL;
   sqe->user_data = op_data(token, kSend);
 }

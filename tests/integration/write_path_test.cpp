@@ -42,12 +42,6 @@ class TempFile {
   int fd_ = -1;
 };
 
-// io_uring sends complete after the handler has returned, so there every write is copied: the
-// write-through tests are about the readiness backends.
-bool copies_every_write(const Server& server) {
-  return std::string(server.backend()) == "io_uring";
-}
-
 LoopStats stats_of(Server& server) {
   EXPECT_TRUE(settle(server));
   return total_stats(server);
@@ -67,7 +61,6 @@ TEST(WritePathTest, ALargeWriteTheKernelTakesWholeIsNeverCopied) {
   o.socket_send_buffer = 4 << 20;  // room for the whole reply
   RunningServer s(o, cb);
   ASSERT_TRUE(s.status);
-  if (copies_every_write(s.server)) GTEST_SKIP() << "io_uring copies every write";
   Client client(s.address(), 4 << 20);
   ASSERT_TRUE(client.send_all("go"));
   EXPECT_TRUE(client.read_exactly(reply.size()) == reply);
@@ -93,7 +86,6 @@ TEST(WritePathTest, OnlyWhatTheKernelRefusesIsCopied) {
   o.output_high_water = o.output_limit;
   RunningServer s(o, cb);
   ASSERT_TRUE(s.status);
-  if (copies_every_write(s.server)) GTEST_SKIP() << "io_uring copies every write";
   Client client(s.address(), 4096);
   ASSERT_TRUE(client.send_all("go"));
   ASSERT_TRUE(written.wait_for(1));
@@ -132,7 +124,6 @@ TEST(WritePathTest, WriteThroughOfOneByteSendsEverySmallWriteUncopied) {
   o.write_through = 1;
   RunningServer s(o, cb);
   ASSERT_TRUE(s.status);
-  if (copies_every_write(s.server)) GTEST_SKIP() << "io_uring copies every write";
   Client client(s.address());
   for (int i = 0; i < 20; ++i) {
     const std::string msg = pattern(64, i);
@@ -159,7 +150,6 @@ TEST(WritePathTest, AHeaderAndALargeBodyLeaveInOneSendmsg) {
   o.socket_send_buffer = 4 << 20;
   RunningServer s(o, cb);
   ASSERT_TRUE(s.status);
-  if (copies_every_write(s.server)) GTEST_SKIP() << "io_uring copies every write";
   Client client(s.address(), 4 << 20);
   ASSERT_TRUE(client.send_all("go"));
   EXPECT_TRUE(client.read_exactly(header.size() + body.size()) == header + body);
