@@ -567,13 +567,17 @@ void Connection::update_receiving() {
   // on_received for the resume) rather than cancelled: a cancel would cost as much.
   if (!wants_to_read() || receiving_ || input_ended_) return;
   if (stashed_) return schedule();  // reading resumed: the next settle() delivers the stash
-  loop_.poller().receive(fd_.get(), this);
+  loop_.poller().receive(fd_.get(), this, large_receives_);
   receiving_ = true;
 }
 
 void Connection::on_received(const PollEvent& event) {
   if (!event.more) receiving_ = cancelling_ = false;
   if (ended() || state_ == ConnState::connecting) return;  // a zombie waits for this, nothing more
+  // A receive of a small buffer's worth or more asks for a large one next time (a stream of large
+  // messages then arrives in one completion each); a smaller one, or one that found no buffer,
+  // for a small one.
+  if (event.result > 0 || event.result == -ENOBUFS) large_receives_ = event.large;
   const bool deliver_now = wants_to_read() && !stashed_ && !detaching_;
   if (event.result > 0) {
     bump(loop_.counters().reads);

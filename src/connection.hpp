@@ -201,6 +201,7 @@ class Connection final : public Pollable, public Conn {
   bool sending_ : 1 = false;          // completions: a send is in the kernel (send_slot_)
   bool stashed_ : 1 = false;          // completions: bytes (in in_) came while not reading
   bool stashed_eof_ : 1 = false;      // ...and the peer's EOF
+  bool large_receives_ : 1 = false;   // completions: the last receive took 16 KiB or more
   PeerAddress peer_;
   OutputBuffer out_;
   InputTail in_;  // unconsumed input

@@ -14,7 +14,8 @@
 //     int wait(PollEvent* out, int capacity, int timeout_ms);   // -1 = no timeout
 //     // Completion-based I/O, on backends where completions() is true (io_uring):
 //     bool completions() const;
-//     void receive(int fd, void* token);             // one receive into a provided buffer
+//     void receive(int fd, void* token, bool large); // one receive into a provided buffer,
+//                                                    // a large one if `large`
 //     void send(int fd, const msghdr* msg, void* token);  // msg valid until its completion
 //     void cancel(void* token, Op op);               // ends the token's `op` request
 //   };
@@ -57,12 +58,13 @@ struct PollEvent {
   enum class Op : std::uint8_t { readiness, received, sent };
   void* token = nullptr;  ///< The token given to add/modify/receive/send (or Waker::open).
   Op op = Op::readiness;
-  bool readable = false;       ///< Data (or end of stream) to read; for the waker: it fired.
-  bool writable = false;       ///< Room to write.
-  bool error = false;          ///< An error is pending on the socket (SO_ERROR tells which).
-  bool hangup = false;         ///< The peer closed (both directions, or reset).
-  bool more = false;           ///< received: the multishot receive is still armed.
-  int result = 0;              ///< received/sent: bytes (0 = end of stream), or -errno.
+  bool readable = false;  ///< Data (or end of stream) to read; for the waker: it fired.
+  bool writable = false;  ///< Room to write.
+  bool error = false;     ///< An error is pending on the socket (SO_ERROR tells which).
+  bool hangup = false;    ///< The peer closed (both directions, or reset).
+  bool more = false;      ///< received: the multishot receive is still armed.
+  bool large = false;     ///< received: at least a small buffer's worth: ask for a large one next.
+  int result = 0;         ///< received/sent: bytes (0 = end of stream), or -errno.
   const char* data = nullptr;  ///< received: the bytes, valid until the next wait().
 };
 

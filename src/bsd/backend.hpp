@@ -37,7 +37,7 @@ class Poller {
 
   // No completion-based I/O on kqueue: the core never calls these when completions() is false.
   static constexpr bool completions() noexcept { return false; }
-  void receive(int, void*) noexcept {}
+  void receive(int, void*, bool) noexcept {}
   void send(int, const msghdr*, void*) noexcept {}
   void cancel(void*, PollEvent::Op) noexcept {}
 

@@ -55,7 +55,7 @@ class Poller {
   int wait(PollEvent* out, int capacity, int timeout_ms);
 
   bool completions() const noexcept { return uring_ != nullptr; }
-  void receive(int fd, void* token);
+  void receive(int fd, void* token, bool large);
   void send(int fd, const msghdr* msg, void* token);
   void cancel(void* token, PollEvent::Op op);
 

@@ -42,7 +42,7 @@ int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
   return uring_ ? uring_->wait(out, capacity, timeout_ms) : epoll_.wait(out, capacity, timeout_ms);
 }
 
-void Poller::receive(int fd, void* token) { uring_->receive(fd, token); }
+void Poller::receive(int fd, void* token, bool large) { uring_->receive(fd, token, large); }
 void Poller::send(int fd, const msghdr* msg, void* token) { uring_->send(fd, msg, token); }
 void Poller::cancel(void* token, PollEvent::Op op) {
   uring_->cancel(token, op == PollEvent::Op::sent ? UringPoller::kSend : UringPoller::kReceive);

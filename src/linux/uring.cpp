@@ -49,8 +49,10 @@ bool supports_ops(int fd) {
 }  // namespace
 
 Uring::~Uring() {
-  if (buffers_ != nullptr) ::munmap(buffers_, buffers_size_);
-  if (buf_ring_ != nullptr) ::munmap(buf_ring_, buf_ring_size_);
+  for (const BufferGroup& g : groups_) {
+    if (g.buffers != nullptr) ::munmap(g.buffers, g.buffers_size);
+    if (g.ring != nullptr) ::munmap(g.ring, g.ring_size);
+  }
   if (sqes_map_ != nullptr) ::munmap(sqes_map_, sqes_size_);
   if (ring_ != nullptr) ::munmap(ring_, ring_size_);
   if (fd_ >= 0) ::close(fd_);
@@ -108,41 +110,46 @@ std::error_code Uring::enable() {
 }
 
 std::error_code Uring::register_buffers(std::uint16_t group, std::uint16_t count,
-                                        std::uint32_t size) {
-  buf_ring_size_ = std::size_t{count} * sizeof(io_uring_buf);
+                                        std::uint32_t size, std::uint16_t first_id) {
+  BufferGroup& g = groups_[group];
+  g.ring_size = std::size_t{count} * sizeof(io_uring_buf);
   void* ring =
-      ::mmap(nullptr, buf_ring_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      ::mmap(nullptr, g.ring_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (ring == MAP_FAILED) return error(errno);
-  buf_ring_ = static_cast<io_uring_buf*>(ring);
-  buffers_size_ = std::size_t{count} * size;
+  g.ring = static_cast<io_uring_buf*>(ring);
+  g.buffers_size = std::size_t{count} * size;
   void* buffers =
-      ::mmap(nullptr, buffers_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      ::mmap(nullptr, g.buffers_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (buffers == MAP_FAILED) return error(errno);
-  buffers_ = static_cast<char*>(buffers);
-  buffer_size_ = size;
-  buffer_count_ = count;
+  g.buffers = static_cast<char*>(buffers);
+  g.buffer_size = size;
+  g.count = count;
+  g.first_id = first_id;
   io_uring_buf_reg reg{};
-  reg.ring_addr = reinterpret_cast<std::uint64_t>(buf_ring_);
+  reg.ring_addr = reinterpret_cast<std::uint64_t>(g.ring);
   reg.ring_entries = count;
   reg.bgid = group;
   if (register_op(fd_, IORING_REGISTER_PBUF_RING, &reg, 1) < 0) return error(errno);
-  for (std::uint16_t id = 0; id < count; ++id) recycle_buffer(id);
+  for (std::uint16_t id = 0; id < count; ++id) recycle_buffer(group, id);
   publish_buffers();
   return {};
 }
 
-void Uring::recycle_buffer(std::uint16_t id) noexcept {
-  io_uring_buf& b = buf_ring_[buf_tail_ & (buffer_count_ - 1)];
-  b.addr = reinterpret_cast<std::uint64_t>(buffer(id));
-  b.len = buffer_size_;
-  b.bid = id;
-  ++buf_tail_;
+void Uring::recycle_buffer(std::uint16_t group, std::uint16_t id) noexcept {
+  BufferGroup& g = groups_[group];
+  io_uring_buf& b = g.ring[g.tail & (g.count - 1)];
+  b.addr = reinterpret_cast<std::uint64_t>(buffer(group, id));
+  b.len = g.buffer_size;
+  b.bid = static_cast<std::uint16_t>(g.first_id + id);
+  ++g.tail;
 }
 
 void Uring::publish_buffers() noexcept {
-  // The ring's tail is the `resv` field of its first entry (struct io_uring_buf_ring overlays the
+  // A ring's tail is the `resv` field of its first entry (struct io_uring_buf_ring overlays the
   // two). Addressed by hand: g++ lays the header's flexible array out at offset 8 in C++.
-  __atomic_store_n(&buf_ring_[0].resv, buf_tail_, __ATOMIC_RELEASE);
+  for (BufferGroup& g : groups_) {
+    if (g.ring != nullptr) __atomic_store_n(&g.ring[0].resv, g.tail, __ATOMIC_RELEASE);
+  }
 }
 
 io_uring_sqe* Uring::sqe() {
@@ -159,7 +166,7 @@ io_uring_sqe* Uring::sqe() {
 
 unsigned Uring::publish() noexcept {
   __atomic_store_n(sq_.tail, sq_.local_tail, __ATOMIC_RELEASE);
-  if (buf_ring_ != nullptr) publish_buffers();
+  publish_buffers();
   return sq_.local_tail - __atomic_load_n(sq_.head, __ATOMIC_ACQUIRE);
 }
 

@@ -29,16 +29,18 @@ class Uring {
   std::error_code open(unsigned entries);
   /// Enables the ring on the calling thread, which becomes its only submitter.
   std::error_code enable();
-  /// Registers a ring of `count` provided buffers of `size` bytes each, group `group`, and fills
-  /// it (kernel 5.19+).
-  std::error_code register_buffers(std::uint16_t group, std::uint16_t count, std::uint32_t size);
-  /// The bytes of provided buffer `id`.
-  char* buffer(std::uint16_t id) const noexcept {
-    return buffers_ + std::size_t{id} * buffer_size_;
+  static constexpr std::uint16_t kBufferGroups = 2;
+  /// Registers a ring of `count` (a power of two) provided buffers of `size` bytes each as group
+  /// `group` (< kBufferGroups), and fills it (kernel 5.19+). The kernel reports the group's
+  /// buffer `id` as buffer ID `first_id + id`, so IDs can tell the groups apart.
+  std::error_code register_buffers(std::uint16_t group, std::uint16_t count, std::uint32_t size,
+                                   std::uint16_t first_id);
+  /// The bytes of provided buffer `id` of `group`.
+  char* buffer(std::uint16_t group, std::uint16_t id) const noexcept {
+    return groups_[group].buffers + std::size_t{id} * groups_[group].buffer_size;
   }
-  std::uint32_t buffer_size() const noexcept { return buffer_size_; }
-  /// Gives buffer `id` back to the kernel (published with the next wait).
-  void recycle_buffer(std::uint16_t id) noexcept;
+  /// Gives buffer `id` back to `group` (published with the next wait).
+  void recycle_buffer(std::uint16_t group, std::uint16_t id) noexcept;
 
   /// A zeroed submission entry; submits what is queued first if the queue is full.
   io_uring_sqe* sqe();
@@ -91,14 +93,18 @@ class Uring {
   SubmissionQueue sq_;
   CompletionQueue cq_;
   unsigned sq_entries_ = 0;
-  // Provided buffers.
-  io_uring_buf* buf_ring_ = nullptr;  // the provided-buffer ring, as its array of entries
-  std::size_t buf_ring_size_ = 0;
-  char* buffers_ = nullptr;
-  std::size_t buffers_size_ = 0;
-  std::uint32_t buffer_size_ = 0;
-  std::uint16_t buffer_count_ = 0;
-  std::uint16_t buf_tail_ = 0;  // local tail of the buffer ring, published with the next wait
+  // A group of provided buffers: its ring (registered with the kernel) and the buffers.
+  struct BufferGroup {
+    io_uring_buf* ring = nullptr;  // the provided-buffer ring, as its array of entries
+    std::size_t ring_size = 0;
+    char* buffers = nullptr;
+    std::size_t buffers_size = 0;
+    std::uint32_t buffer_size = 0;
+    std::uint16_t count = 0;
+    std::uint16_t first_id = 0;
+    std::uint16_t tail = 0;  // local tail of the ring, published with the next wait
+  };
+  BufferGroup groups_[kBufferGroups];
 };
 
 }  // namespace evloop::detail

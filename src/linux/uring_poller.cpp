@@ -11,11 +11,23 @@ namespace evloop::detail {
 namespace {
 
 constexpr unsigned kRingEntries = 2048;
-// Provided buffers for receives: enough for every reading connection of a busy batch to get one
-// (a receive that finds none ends with ENOBUFS and is re-armed after the next recycle).
-constexpr std::uint16_t kBufferCount = 512;  // a power of two
-constexpr std::uint32_t kBufferSize = 16 * 1024;
-constexpr std::uint16_t kBufferGroup = 0;
+// Provided buffers for receives, in two groups. Small ones, enough for every reading connection
+// of a busy batch to get one (a receive that finds none ends with ENOBUFS and is re-armed after
+// the next recycle); and fewer large ones for connections whose last receive filled a small one,
+// so a stream of large messages arrives in one completion each, as one read does on epoll.
+// Buffer IDs run on from one group to the next. Counts are powers of two.
+constexpr std::uint16_t kSmallGroup = 0;
+constexpr std::uint16_t kSmallCount = 512;
+constexpr std::uint32_t kSmallSize = 16 * 1024;
+constexpr std::uint16_t kLargeGroup = 1;
+constexpr std::uint16_t kLargeCount = 64;
+constexpr std::uint32_t kLargeSize = 64 * 1024;
+static_assert(kLargeGroup < Uring::kBufferGroups);
+
+std::uint16_t group_of(std::uint16_t id) { return id < kSmallCount ? kSmallGroup : kLargeGroup; }
+std::uint16_t index_in_group(std::uint16_t id) {
+  return id < kSmallCount ? id : static_cast<std::uint16_t>(id - kSmallCount);
+}
 
 // user_data of a poll: the fd, its generation and the tag; of a completion request: the token
 // with the operation in its low 3 bits.
@@ -39,7 +51,10 @@ unsigned poll_mask(unsigned interest) {
 
 std::error_code UringPoller::open() {
   if (std::error_code ec = ring_.open(kRingEntries)) return ec;
-  return ring_.register_buffers(kBufferGroup, kBufferCount, kBufferSize);
+  if (std::error_code ec = ring_.register_buffers(kSmallGroup, kSmallCount, kSmallSize, 0)) {
+    return ec;
+  }
+  return ring_.register_buffers(kLargeGroup, kLargeCount, kLargeSize, kSmallCount);
 }
 
 UringPoller::FdState& UringPoller::state(int fd) {
@@ -116,14 +131,14 @@ void UringPoller::arm(int fd, FdState& st) {
   st.armed = true;
 }
 
-void UringPoller::receive(int fd, void* token) {
+void UringPoller::receive(int fd, void* token, bool large) {
   // One-shot, re-armed by the core after each completion: a pause then takes effect after at most
   // one more buffer, where a multishot receive would keep filling buffers until its cancel ran.
   io_uring_sqe* sqe = ring_.sqe();
   sqe->opcode = IORING_OP_RECV;
   sqe->fd = fd;
   sqe->flags = IOSQE_BUFFER_SELECT;
-  sqe->buf_group = kBufferGroup;
+  sqe->buf_group = large ? kLargeGroup : kSmallGroup;
   sqe->user_data = op_data(token, kReceive);
 }
 
@@ -181,7 +196,8 @@ bool UringPoller::translate(const io_uring_cqe& cqe, PollEvent& out) {
       out.more = (cqe.flags & IORING_CQE_F_MORE) != 0;
       if (cqe.flags & IORING_CQE_F_BUFFER) {
         const auto id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-        out.data = ring_.buffer(id);
+        out.data = ring_.buffer(group_of(id), index_in_group(id));
+        out.large = static_cast<std::uint32_t>(cqe.res) >= kSmallSize;
         used_.push_back(id);  // back to the kernel at the next wait: the core is done with it
       }
       return true;
@@ -201,7 +217,7 @@ int UringPoller::wait(PollEvent* out, int capacity, int timeout_ms) {
     if (std::error_code ec = ring_.enable()) return -ec.value();
     enabled_ = true;
   }
-  for (const std::uint16_t id : used_) ring_.recycle_buffer(id);
+  for (const std::uint16_t id : used_) ring_.recycle_buffer(group_of(id), index_in_group(id));
   used_.clear();
   rearm_all();
   // Submits this iteration's requests (sends, re-armed polls and receives) and waits, in one

@@ -38,7 +38,8 @@ class UringPoller {
   void remove(int fd, unsigned interest);
   int wait(PollEvent* out, int capacity, int timeout_ms);
 
-  void receive(int fd, void* token);
+  /// A receive into a provided buffer: a large one (64 KiB) if `large`, else a small one (16 KiB).
+  void receive(int fd, void* token, bool large);
   void send(int fd, const msghdr* msg, void* token);
   void cancel(void* token, Op op);
 
