@@ -7,10 +7,10 @@
 // reused) since is recognised and dropped.
 //
 // Completions: one RECV in flight per reading connection (re-armed after each completion),
-// taking buffers from one provided-buffer ring per loop (recycled at the next wait, after the core
-// has copied what it keeps), and a SENDMSG per connection with output. Their user_data is the token
-// with the operation in its low bits (tokens are 8-aligned), so a request can be cancelled by
-// token.
+// taking a buffer from one of the loop's two provided-buffer rings, small or large as the core
+// asks (recycled at the next wait, after the core has copied what it keeps), and a SEND (SENDMSG
+// for several pieces) per connection with output. Their user_data is the token with the
+// operation in its low bits (tokens are 8-aligned), so a request can be cancelled by token.
 //
 // Everything prepared during an iteration is submitted by the next wait, in the same
 // io_uring_enter that waits: that is where io_uring saves system calls.
