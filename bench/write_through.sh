@@ -22,6 +22,8 @@ Usage: bench/write_through.sh [options]
   --depth N         messages in flight per connection (default 4)
   --sizes LIST      message sizes in bytes (default 64,1024,4096,16384,65536)
   --handlers LIST   echo, split or both (default echo,split)
+  --thresholds LIST write_through values: bytes or never (default 1,16384,never); 16384 is
+                    added when missing: the base of the "CPU × 16384" column
   --build-dir DIR   where echo-server, split_echo and loadgen are built (default build/release)
   --out FILE        also write the Markdown table here (default BUILD_DIR/write-through.md)
   --help
@@ -29,6 +31,7 @@ USAGE
 }
 
 rounds=3 duration=3 conns=16 depth=4 sizes=64,1024,4096,16384,65536 handlers=echo,split
+threshold_list=1,16384,never
 build_dir="" out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -38,6 +41,7 @@ while [ $# -gt 0 ]; do
     --depth) depth=$2; shift 2 ;;
     --sizes) sizes=$2; shift 2 ;;
     --handlers) handlers=$2; shift 2 ;;
+    --thresholds) threshold_list=$2; shift 2 ;;
     --build-dir) build_dir=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --help|-h) usage; exit 0 ;;
@@ -50,6 +54,13 @@ done
 for h in ${handlers//,/ }; do
   case "$h" in echo|split) ;; *) echo "write_through.sh: --handlers takes echo and split" >&2; exit 2 ;; esac
 done
+thresholds=()
+for t in ${threshold_list//,/ }; do
+  [[ "$t" =~ ^[1-9][0-9]*$ || "$t" == never ]] ||
+    { echo "write_through.sh: --thresholds takes bytes or never, not '$t'" >&2; exit 2; }
+  thresholds+=("$t")
+done
+[[ " ${thresholds[*]} " == *" 16384 "* ]] || thresholds+=(16384)
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${build_dir:-$root/build/release}
@@ -62,7 +73,6 @@ for b in "$echo_bin" "$split_bin" "$loadgen"; do
 done
 command -v taskset >/dev/null || { echo "write_through.sh: taskset (util-linux) is needed" >&2; exit 1; }
 
-thresholds=(1 16384 never)
 tmp=$(mktemp -d)
 server_pid=""
 cleanup() {
