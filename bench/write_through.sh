@@ -4,7 +4,7 @@
 #   echo:  examples/echo-server, one write per read (what a proxy or an echo does)
 #   split: bench/split_echo, two writes per message: a 16-byte header, then the body (what a
 #          protocol with framing does; the case gathering small writes into one send is for)
-# Each at write_through 1 (every write goes at once), 16384 (the default) and never, against
+# Each at write_through 1 (every write goes at once), 32768 (the default) and never, against
 # bench/loadgen at each message size. One loop on epoll (io_uring copies every write), server
 # on CPU 0, loadgen on CPU 1 (taskset); rounds interleaved (the threshold order rotates); every
 # cell the median over rounds (min-max). Server CPU per message is loadgen's --server-pid figure
@@ -22,8 +22,8 @@ Usage: bench/write_through.sh [options]
   --depth N         messages in flight per connection (default 4)
   --sizes LIST      message sizes in bytes (default 64,1024,4096,16384,65536)
   --handlers LIST   echo, split or both (default echo,split)
-  --thresholds LIST write_through values: bytes or never (default 1,16384,never); 16384 is
-                    added when missing: the base of the "CPU × 16384" column
+  --thresholds LIST write_through values: bytes or never (default 1,32768,never); never is
+                    added when missing: the base of the "CPU × never" column
   --build-dir DIR   where echo-server, split_echo and loadgen are built (default build/release)
   --out FILE        also write the Markdown table here (default BUILD_DIR/write-through.md)
   --help
@@ -31,7 +31,7 @@ USAGE
 }
 
 rounds=3 duration=3 conns=16 depth=4 sizes=64,1024,4096,16384,65536 handlers=echo,split
-threshold_list=1,16384,never
+threshold_list=1,32768,never
 build_dir="" out=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -60,7 +60,7 @@ for t in ${threshold_list//,/ }; do
     { echo "write_through.sh: --thresholds takes bytes or never, not '$t'" >&2; exit 2; }
   thresholds+=("$t")
 done
-[[ " ${thresholds[*]} " == *" 16384 "* ]] || thresholds+=(16384)
+[[ " ${thresholds[*]} " == *" never "* ]] || thresholds+=(never)
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${build_dir:-$root/build/release}
@@ -152,7 +152,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) pri
 size_label() { if [ "$1" -ge 1024 ] && [ $(($1 % 1024)) -eq 0 ]; then echo "$(($1 / 1024)) KiB"; else echo "$1 B"; fi; }
 
 : >"$tmp/results"
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg) started=$(date -u '+%Y-%m-%d %H:%M UTC')
 for ((r = 0; r < rounds; r++)); do
   for h in ${handlers//,/ }; do
     for s in ${sizes//,/ }; do
@@ -168,17 +168,18 @@ done
 {
   echo "# Write-through threshold sweep"
   echo
-  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')," \
+  echo "$started, commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')," \
        "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average before: $load_before."
   echo "$rounds interleaved rounds of ${duration} s (after 1 s of warm-up); $conns connections × depth $depth;"
   echo "server (1 loop, epoll) on CPU 0, loadgen on CPU 1. Cells: median (min–max) over rounds."
-  echo "CPU × 16384: the row's median server CPU per message over the default's, same handler and size."
+  echo "CPU × never: the row's median server CPU per message over that of never (every write copied and"
+  echo "gathered), same handler and size."
   echo
-  echo "| handler | message | write_through | msgs/s | server CPU µs/msg | CPU × 16384 | sends/msg | B copied/msg |"
+  echo "| handler | message | write_through | msgs/s | server CPU µs/msg | CPU × never | sends/msg | B copied/msg |"
   echo "|---|---|---|---|---|---|---|---|"
   for h in ${handlers//,/ }; do
     for s in ${sizes//,/ }; do
-      base=$(median "$h.$s.16384.cpu")
+      base=$(median "$h.$s.never.cpu")
       for t in "${thresholds[@]}"; do
         k=$h.$s.$t
         echo "| $h | $(size_label "$s") | $t | $(fmt "$(median "$k.rps")" %.0f) ($(range "$k.rps" %.0f)) |" \
