@@ -20,7 +20,7 @@ Options:
   --listen ADDR          address to serve (default tcp://127.0.0.1:0)
   --message-size BYTES   the load generator's message size (2..16777216)
   --header BYTES         the first write of each message (default 16; below the message size)
-  --write-through BYTES  evloop's ConnOptions::write_through, or never (default 16384)
+  --write-through BYTES  evloop's ConnOptions::write_through, or never (default 32768)
   --backend B            auto, epoll or io_uring (default auto)
   --stats                on exit, print the loop's counters as one JSON line
   --help                 this text

@@ -34,7 +34,7 @@ Options:
   --write-through BYTES
                   a write of at least BYTES goes to the kernel at once, uncopied; smaller
                   ones are copied and sent together after the handler; 1 = every write,
-                  never = none (default 16384; evloop's ConnOptions::write_through)
+                  never = none (default 32768; evloop's ConnOptions::write_through)
   --stats         on exit, print the loops' counters as one JSON line
   --help          this text
 
