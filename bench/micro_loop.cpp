@@ -2,8 +2,6 @@
 // tcp://127.0.0.1:0): Loop::post() latency from another thread to the task running, and how a
 // burst of posts coalesces into eventfd wakeups (Loop::stats(): tasks run per wakeup).
 #include <benchmark/benchmark.h>
-#include <pthread.h>
-#include <sched.h>
 #include <evloop/evloop.hpp>
 
 #include <algorithm>
@@ -14,23 +12,11 @@
 #include <cstdlib>
 #include <vector>
 
+#include "micro_support.hpp"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-/// Pins the calling thread to the `nth` CPU this process may use (no-op with fewer CPUs).
-void pin_to_nth_cpu(int nth) {
-  cpu_set_t allowed;
-  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
-  for (int c = 0, seen = 0; c < CPU_SETSIZE; ++c) {
-    if (!CPU_ISSET(c, &allowed) || seen++ != nth) continue;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(c, &one);
-    pthread_setaffinity_np(pthread_self(), sizeof one, &one);
-    return;
-  }
-}
 
 /// One server for every benchmark of this file, started on first use, stopped at exit. Its loop
 /// thread is pinned to one CPU and the benchmark thread to another, so a post never has to
@@ -44,19 +30,11 @@ evloop::Server& server() {
       std::fprintf(stderr, "micro_loop: cannot start the server: %s\n", st.message().c_str());
       std::exit(1);
     }
-    std::atomic<bool> pinned{false};
-    srv->loop(0).post([&pinned] {
-      pin_to_nth_cpu(0);
-      pinned.store(true, std::memory_order_release);
-    });
-    const auto deadline = Clock::now() + std::chrono::seconds(5);
-    while (!pinned.load(std::memory_order_acquire)) {
-      if (Clock::now() > deadline) {
-        std::fprintf(stderr, "micro_loop: the loop did not run a posted task within 5 s\n");
-        std::exit(1);
-      }
+    if (!bench::run_in_loop(srv->loop(0), [] { bench::pin_to_nth_cpu(0); })) {
+      std::fprintf(stderr, "micro_loop: the loop did not run a posted task within 5 s\n");
+      std::exit(1);
     }
-    pin_to_nth_cpu(1);
+    bench::pin_to_nth_cpu(1);
     std::atexit([] {
       server().stop();
       server().wait();
@@ -64,15 +42,6 @@ evloop::Server& server() {
     return srv;
   }();
   return *s;
-}
-
-/// Spins until `flag` is set, for at most one second; false on timeout.
-bool await(const std::atomic<bool>& flag) {
-  const auto deadline = Clock::now() + std::chrono::seconds(1);
-  while (!flag.load(std::memory_order_acquire)) {
-    if (Clock::now() > deadline) return false;
-  }
-  return true;
 }
 
 // Post from this thread to the (idle, blocked in epoll_wait) loop; time until the task runs.
@@ -89,7 +58,7 @@ void BM_PostToRun(benchmark::State& state) {
       ran_at = Clock::now();
       ran.store(true, std::memory_order_release);
     });
-    if (!await(ran)) {
+    if (!bench::await(ran)) {
       state.SkipWithError("posted task did not run within 1 s");
       return;
     }
@@ -117,9 +86,9 @@ void burst(benchmark::State& state, bool busy) {
     if (busy) {
       loop.post([&] {
         parked.store(true, std::memory_order_release);
-        await(release);
+        bench::await(release);
       });
-      if (!await(parked)) {
+      if (!bench::await(parked)) {
         state.SkipWithError("loop did not run the parking task within 1 s");
         return;
       }
@@ -129,7 +98,7 @@ void burst(benchmark::State& state, bool busy) {
       loop.post([&] { count.fetch_add(1, std::memory_order_relaxed); });
     loop.post([&] { done.store(true, std::memory_order_release); });
     release.store(true, std::memory_order_release);
-    if (!await(done) || count.load() != n) {
+    if (!bench::await(done) || count.load() != n) {
       state.SkipWithError("burst did not complete within 1 s");
       return;
     }
@@ -165,7 +134,7 @@ void BM_LoopThreadCheck(benchmark::State& state) {
       end = Clock::now();
       done.store(true, std::memory_order_release);
     });
-    if (!await(done) || passed != 1'000'000) {
+    if (!bench::await(done) || passed != 1'000'000) {
       state.SkipWithError("the check did not pass 10^6 times on the loop thread");
       return;
     }

@@ -533,8 +533,8 @@ done
     echo
     echo "Payload B copied/msg: bytes the proxy copied in user space per echoed message, both"
     echo "directions, from its own counters over its whole run (warm-up included): evloop's"
-    echo "bytes_copied (writes under 16 KiB are copied and gathered; larger ones go to the kernel"
-    echo "from the read buffer and only what it refused is copied), the floor's parked_bytes (what"
+    echo "bytes_copied (the proxy sets write_through 1: every write goes to the kernel from the read"
+    echo "buffer and only what it refused is copied), the floor's parked_bytes (what"
     echo "the kernel refused). HAProxy's is not measured."
     arms=$(median "proxy.d1.evloop.arms")
     [ -n "$arms" ] && echo "evloop write-interest arms per message (a send the kernel cut short): d1 $arms," \

@@ -44,6 +44,16 @@ std::chrono::seconds parse_seconds(const Program& program, std::string_view flag
   return std::chrono::seconds(static_cast<std::chrono::seconds::rep>(n));
 }
 
+std::size_t parse_write_through(const Program& program, std::string_view value) {
+  if (value == "never") return SIZE_MAX;
+  unsigned long long n = 0;
+  if (!parse_number(value, 1, kMaxWriteThrough, n)) {
+    usage_error(program, "--write-through takes 1.." + std::to_string(kMaxWriteThrough) +
+                             " bytes or never, not '" + std::string(value) + "'");
+  }
+  return static_cast<std::size_t>(n);
+}
+
 evloop::Options parse_flags(const Program& program, int argc, char** argv, const ExtraFlag& extra) {
   evloop::Options options;
   for (int i = 1; i < argc; ++i) {

@@ -6,6 +6,7 @@
 #include <evloop/evloop.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -43,6 +44,12 @@ std::chrono::seconds parse_seconds(const Program& program, std::string_view flag
                                    std::string_view value);
 /// The largest value parse_seconds() accepts: a year.
 inline constexpr unsigned long long kMaxSeconds = 365ULL * 24 * 3600;
+
+/// The value of --write-through (ConnOptions::write_through): 1..kMaxWriteThrough bytes, or
+/// "never" (SIZE_MAX: every write is copied); anything else is a usage error.
+std::size_t parse_write_through(const Program& program, std::string_view value);
+/// The largest number parse_write_through() accepts: 1 TiB (larger is the same as "never").
+inline constexpr unsigned long long kMaxWriteThrough = 1ULL << 40;
 
 /// The `serving` callback of every example: one "listening on URL" line per bound address
 /// ("tcp4://127.0.0.1:5555", "udp4://127.0.0.1:5555", "unix:///tmp/a.sock").

@@ -42,7 +42,7 @@ inline bool above_mark(const evloop::Conn& conn, std::size_t high_water) {
 
 /// The responses of one run, gathered in a per-thread string: handed to evloop whenever they pass
 /// kChunk (so that above_mark() counts them: a run of many large responses never builds one
-/// string of them all; a write of 16 KiB or more goes to the kernel at once, from this string),
+/// string of them all; a write of 32 KiB or more goes to the kernel at once, from this string),
 /// and at flush(). A pipeline of small responses thus costs one send per run.
 class Responses {
  public:

@@ -5,6 +5,7 @@
 #include "cli.hpp"
 
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -30,6 +31,10 @@ Options:
   --idle-timeout SECONDS
                   close a connection that sends nothing for this long; 0 = never
                   (default 0)
+  --write-through BYTES
+                  a write of at least BYTES goes to the kernel at once, uncopied; smaller
+                  ones are copied and sent together after the handler; 1 = every write,
+                  never = none (default 32768; evloop's ConnOptions::write_through)
   --stats         on exit, print the loops' counters as one JSON line
   --help          this text
 
@@ -44,6 +49,7 @@ evloop::Options parse_args(int argc, char** argv, bool& print_stats) {
   // parse_flags() returns the Options: what the extra flags set goes in after it.
   evloop::Balance balance = evloop::Balance::round_robin;
   std::chrono::seconds idle_timeout{0};
+  std::size_t write_through = evloop::ConnOptions{}.write_through;
   evloop::Options options =
       example::parse_flags(kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
         if (flag == "--stats") {
@@ -61,6 +67,8 @@ evloop::Options parse_args(int argc, char** argv, bool& print_stats) {
           }
         } else if (flag == "--idle-timeout") {
           idle_timeout = example::parse_seconds(kProgram, flag, value());
+        } else if (flag == "--write-through") {
+          write_through = example::parse_write_through(kProgram, value());
         } else {
           return false;
         }
@@ -68,6 +76,7 @@ evloop::Options parse_args(int argc, char** argv, bool& print_stats) {
       });
   options.balance = balance;
   options.idle_timeout = idle_timeout;
+  options.write_through = write_through;
   return options;
 }
 

@@ -54,7 +54,7 @@ class Conn {
   Conn& operator=(const Conn&) = delete;
 
   /// Appends bytes to the output, in order; never drops or reorders. Small writes (under
-  /// ConnOptions::write_through, 16 KiB by default) are copied and gathered: everything a handler
+  /// ConnOptions::write_through, 32 KiB by default) are copied and gathered: everything a handler
   /// writes leaves in one send after it returns. A larger write, when the connection is open,
   /// goes to the kernel at once from `bytes`
   /// (together with anything pending, in one sendmsg), and only what the kernel does not take is

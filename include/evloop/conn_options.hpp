@@ -34,7 +34,13 @@ struct ConnOptions {
   /// writes, one send). 1: every write goes at once (a proxy that writes each read once copies
   /// nothing); SIZE_MAX: never. On io_uring the same, while none of the connection's sends is
   /// in the kernel (a write behind one is copied, so as not to overtake it).
-  std::size_t write_through = 16 * 1024;
+  /// 32 KiB: a write that goes at once costs a send of its own, and when a handler writes several
+  /// messages' bodies per call (pipelined requests) that send costs more than copying the body
+  /// into the one gathered send, up to about 32 KiB (bench/write_through.sh, measured on
+  /// 2026-12-02: sending 16-24 KiB bodies at once took 1.2-1.3x the server CPU per message of
+  /// copying them, 32 KiB about as much); with one write per call, copying up to 24 KiB cost
+  /// nothing measurable, 32 KiB about 5%, 64 KiB about 15% (bench/README.md).
+  std::size_t write_through = 32 * 1024;
   /// Unconsumed input (the `data` handler's unconsumed tail) above this resets the connection
   /// (errc::input_limit). Must be positive.
   std::size_t input_limit = 1024 * 1024;

@@ -1,32 +1,14 @@
 // The hot path allocates nothing per message: after a warm-up, a steady echo (TCP, or UDP) makes
-// no heap allocation on the loop thread. This binary replaces the global operator new to count
-// allocations made by threads that opted in (only the loop thread does).
-#if defined(__GNUC__) && !defined(__clang__)
-// GCC pairs the replaced operator delete (free) with the inlined operator new it cannot see
-// through, and warns falsely about a mismatch.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
+// no heap allocation on the loop thread. This binary replaces the global operator new
+// (counting_new.hpp) to count allocations made by threads that opted in (only the loop thread
+// does).
+#include "counting_new.hpp"
+
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
 #include <vector>
 
 #include "test_support.hpp"
-
-namespace {
-std::atomic<long> g_counted_allocations{0};
-thread_local bool t_counting = false;
-}  // namespace
-
-void* operator new(std::size_t size) {
-  if (t_counting) g_counted_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace evloop::test {
 namespace {

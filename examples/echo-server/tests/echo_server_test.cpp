@@ -16,6 +16,7 @@
 #include <future>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "child_process.hpp"
@@ -57,6 +58,23 @@ TEST(EchoServerBinary, StopsCleanlyOnSigtermWithReusePort) {
   expect_echo(port, 2);
   child->signal(SIGTERM);
   EXPECT_EQ(child->wait_exit(10s), 0);
+}
+
+// --write-through reaches ConnOptions: at 1 every echo goes to the kernel uncopied, at "never"
+// every echoed byte is copied first (8 messages of 8 bytes). On epoll: io_uring copies always.
+TEST(EchoServerBinary, WriteThroughDecidesWhatIsCopied) {
+  for (const auto& [setting, copied] : {std::pair{"1", "0"}, std::pair{"never", "64"}}) {
+    std::unique_ptr<Child> child;
+    const std::uint16_t port = start_server(
+        child, ECHO_SERVER_BIN, {"--backend", "epoll", "--write-through", setting, "--stats"});
+    ASSERT_NE(port, 0);
+    expect_echo(port, 2);
+    child->signal(SIGTERM);
+    const std::string stats = child->wait_for_line("{\"stats\":", 10s);
+    EXPECT_NE(stats.find(std::string("\"bytes_copied\":") + copied + ","), std::string::npos)
+        << "--write-through " << setting << ": " << stats;
+    EXPECT_EQ(child->wait_exit(10s), 0);
+  }
 }
 
 TEST(EchoServerBinary, IdleTimeoutClosesSilentConnectionsButNotChattyOnes) {
@@ -273,6 +291,15 @@ TEST(EchoServerBinary, HelpBadFlagsAndBadAddresses) {
   EXPECT_NE(bad_timeout.output.find("--idle-timeout takes 0..31536000 seconds, not '-1'"),
             std::string::npos)
       << bad_timeout.output;
+
+  for (const char* bad : {"0", "16k", "-1", "1099511627777"}) {
+    ProgramResult bad_write_through = run_program({ECHO_SERVER_BIN, "--write-through", bad}, 10s);
+    EXPECT_EQ(bad_write_through.exit_code, 2) << bad;
+    EXPECT_NE(bad_write_through.output.find("--write-through takes 1..1099511627776 bytes or "
+                                            "never, not '" + std::string(bad) + "'"),
+              std::string::npos)
+        << bad_write_through.output;
+  }
 
   ProgramResult bad_addr = run_program({ECHO_SERVER_BIN, "--listen", "tcp://127.0.0.1:99999"}, 10s);
   EXPECT_EQ(bad_addr.exit_code, 1);
