@@ -118,8 +118,8 @@ TEST(EchoServerBinary, AClientThatDoesNotReadIsHeldAtTheHighWaterMark) {
   const int fd = connect_loopback(port);
   ASSERT_GE(fd, 0);
   // 16 MiB echoed before the baseline, so that memory a loop keeps whatever its connections do
-  // is resident already (on io_uring, the provided receive buffers: 8 MiB per loop, paged in as
-  // they are first used).
+  // is resident already (on io_uring, the provided receive buffers a stream takes, paged in as
+  // they are first used: after its first receive, the 64 large ones, 4 MiB per loop).
   const std::string warm_up(16 << 20, 'w');
   std::thread warm_sender([&] { EXPECT_TRUE(send_all(fd, warm_up)); });
   const bool warmed = read_exactly(fd, warm_up.size(), 20s) == warm_up;

@@ -64,13 +64,15 @@ class RedisPacing : public ServerTest {
     ASSERT_GE(fd, 0);
     ASSERT_TRUE(send_all(fd, command({"SET", "k", value_}) + command({"SET", "small", "v"})));
     ASSERT_EQ(read_until_count(fd, "+OK\r\n", 2, kTimeout), "+OK\r\n+OK\r\n");
-    // 16 MiB received before the baseline, so that memory a loop keeps whatever its connections
-    // do is resident already (on io_uring, the provided receive buffers: 8 MiB per loop, paged
-    // in as they are first used).
+    // 16 MiB received and 1,024 small round trips before the baseline, so that memory a loop
+    // keeps whatever its connections do is resident already: on io_uring, the provided receive
+    // buffers, paged in as they are first used; a receive of 16 KiB or more takes the next of
+    // 64 large buffers (4 MiB), a smaller one the next of 512 small ones (8 MiB), in turn.
     ASSERT_TRUE(send_all(fd, command({"SET", "warm-up", std::string(16 << 20, 'w')}) +
                                  command({"DEL", "warm-up"})));
     ASSERT_EQ(read_until_count(fd, "\r\n", 2, kTimeout), "+OK\r\n:1\r\n");
     ::close(fd);
+    ASSERT_EQ(round_trips(milliseconds(0), 1024).size(), 1024u);
     input_before_ = info_field("total_net_input_bytes");
     before_ = memory_of(child_->pid());
     peak_was_reset_ = reset_peak(child_->pid());

@@ -108,8 +108,9 @@ TEST_P(SlowReader, TwoHundredMiBArriveByteExactWithTheProxysMemoryBounded) {
   const int small = 64 * 1024;
   ::setsockopt(reader, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   // The baseline is taken after 16 MiB have gone through, so that memory a loop keeps whatever
-  // its connections do is already resident (io_uring's provided receive buffers: 8 MiB per loop,
-  // paged in as the kernel fills them; the output chunk pool): what grows after it is the pair's.
+  // its connections do is already resident (io_uring's provided receive buffers a stream takes,
+  // paged in as the kernel fills them: after its first receive, the 64 large ones, 4 MiB per
+  // loop; the output chunk pool): what grows after it is the pair's.
   const std::string warm_up = pattern(16 << 20, 4);
   std::thread warm_sender([&] { EXPECT_TRUE(send_all(source, warm_up)); });
   const bool warmed = read_exactly(reader, warm_up.size(), kWait) == warm_up;
