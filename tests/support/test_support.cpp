@@ -245,8 +245,23 @@ int count_open_fds() {
   const auto fds = proc_entries("/proc/self/fd");
   return fds ? static_cast<int>(fds->size()) - 1 : -1;  // less the DIR's own fd
 }
+// The process's threads by id, less io_uring's kernel workers ("iou-wrk-N", "iou-sqp-N"): the
+// kernel starts one when a request cannot complete inline (a send that finds no room twice) and
+// keeps it until the ring closes; it is the ring's, not a thread of evloop's.
+static std::optional<std::vector<int>> own_threads() {
+  auto ids = proc_entries("/proc/self/task");
+  if (!ids) return ids;
+  std::erase_if(*ids, [](int id) {
+    std::ifstream comm("/proc/self/task/" + std::to_string(id) + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    return name.rfind("iou-", 0) == 0;
+  });
+  return ids;
+}
+
 int count_threads() {
-  const auto ids = proc_entries("/proc/self/task");
+  const auto ids = own_threads();
   return ids ? static_cast<int>(ids->size()) : -1;
 }
 
@@ -255,9 +270,7 @@ bool settles_to(const std::function<int()>& count, int expected,
   return eventually([&] { return count() == expected; }, timeout);
 }
 
-std::vector<int> thread_ids() {
-  return proc_entries("/proc/self/task").value_or(std::vector<int>{});
-}
+std::vector<int> thread_ids() { return own_threads().value_or(std::vector<int>{}); }
 
 int threads_since(const FdAndThreadCounts& baseline) {
   int fresh = 0;

@@ -134,7 +134,7 @@ Options loopback_options(unsigned loops = 1);
 
 /// Number of open fds in this process.
 int count_open_fds();
-/// Number of threads in this process.
+/// Number of threads in this process, less io_uring's kernel workers (the ring's, not evloop's).
 int count_threads();
 /// True once `count()` returns `expected`, re-checked until `timeout`. For counts that settle
 /// after the work that changed them has returned, with no event to wait on: a joined thread
@@ -142,7 +142,8 @@ int count_threads();
 /// down on their own (slowly on a loaded machine).
 bool settles_to(const std::function<int()>& count, int expected,
                 std::chrono::milliseconds timeout = kWait);
-/// The ids of this process's threads (/proc/self/task), sorted; empty where there is no /proc.
+/// The ids of this process's threads (/proc/self/task, less io_uring's kernel workers), sorted;
+/// empty where there is no /proc.
 std::vector<int> thread_ids();
 /// This process's open fds and threads, taken as a baseline.
 struct FdAndThreadCounts {

@@ -271,7 +271,24 @@ std::string pattern(std::size_t size, unsigned seed) {
 
 int open_fds(pid_t pid) { return count_entries("/proc/" + std::to_string(pid) + "/fd"); }
 
-int threads(pid_t pid) { return count_entries("/proc/" + std::to_string(pid) + "/task"); }
+int threads(pid_t pid) {
+  // Less io_uring's kernel workers ("iou-wrk-N"): the kernel starts one when a request cannot
+  // complete inline (a send that finds no room twice) and keeps it until the ring closes; it is
+  // the ring's, not a thread of evloop's.
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return -1;
+  int n = 0;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream comm(dir + "/" + e->d_name + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    n += name.rfind("iou-", 0) == 0 ? 0 : 1;
+  }
+  ::closedir(d);
+  return n;
+}
 
 long rss_bytes(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");

@@ -135,7 +135,8 @@ void close_with_reset(int fd);
 /// Deterministic bytes: `size` of them from a stream named by `seed`.
 std::string pattern(std::size_t size, unsigned seed);
 
-/// Entries of /proc/PID/fd and /proc/PID/task; -1 when unreadable.
+/// Entries of /proc/PID/fd, and of /proc/PID/task less io_uring's kernel workers; -1 when
+/// unreadable.
 int open_fds(pid_t pid);
 int threads(pid_t pid);
 /// VmRSS of a process in bytes; -1 when unreadable.
