@@ -130,17 +130,19 @@ std::error_code Uring::register_buffers(std::uint16_t group, std::uint16_t count
   reg.ring_entries = count;
   reg.bgid = group;
   if (register_op(fd_, IORING_REGISTER_PBUF_RING, &reg, 1) < 0) return error(errno);
-  for (std::uint16_t id = 0; id < count; ++id) recycle_buffer(group, id);
+  for (std::uint16_t i = 0; i < count; ++i) {
+    recycle_buffer(static_cast<std::uint16_t>(first_id + i));
+  }
   publish_buffers();
   return {};
 }
 
-void Uring::recycle_buffer(std::uint16_t group, std::uint16_t id) noexcept {
-  BufferGroup& g = groups_[group];
+void Uring::recycle_buffer(std::uint16_t id) noexcept {
+  BufferGroup& g = groups_[group_of(id)];
   io_uring_buf& b = g.ring[g.tail & (g.count - 1)];
-  b.addr = reinterpret_cast<std::uint64_t>(buffer(group, id));
+  b.addr = reinterpret_cast<std::uint64_t>(buffer(id));
   b.len = g.buffer_size;
-  b.bid = static_cast<std::uint16_t>(g.first_id + id);
+  b.bid = id;
   ++g.tail;
 }
 

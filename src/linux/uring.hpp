@@ -31,16 +31,17 @@ class Uring {
   std::error_code enable();
   static constexpr std::uint16_t kBufferGroups = 2;
   /// Registers a ring of `count` (a power of two) provided buffers of `size` bytes each as group
-  /// `group` (< kBufferGroups), and fills it (kernel 5.19+). The kernel reports the group's
-  /// buffer `id` as buffer ID `first_id + id`, so IDs can tell the groups apart.
+  /// `group` (< kBufferGroups), and fills it (kernel 5.19+). Its buffers have the IDs first_id to
+  /// first_id + count - 1 (the kernel reports a buffer by its ID), so IDs tell the groups apart.
   std::error_code register_buffers(std::uint16_t group, std::uint16_t count, std::uint32_t size,
                                    std::uint16_t first_id);
-  /// The bytes of provided buffer `id` of `group`.
-  char* buffer(std::uint16_t group, std::uint16_t id) const noexcept {
-    return groups_[group].buffers + std::size_t{id} * groups_[group].buffer_size;
+  /// The bytes of the provided buffer with ID `id` (as the kernel reports it), of whichever group.
+  char* buffer(std::uint16_t id) const noexcept {
+    const BufferGroup& g = groups_[group_of(id)];
+    return g.buffers + std::size_t(id - g.first_id) * g.buffer_size;
   }
-  /// Gives buffer `id` back to `group` (published with the next wait).
-  void recycle_buffer(std::uint16_t group, std::uint16_t id) noexcept;
+  /// Gives buffer `id` back to its group (published with the next wait).
+  void recycle_buffer(std::uint16_t id) noexcept;
 
   /// A zeroed submission entry; submits what is queued first if the queue is full.
   io_uring_sqe* sqe();
@@ -105,6 +106,15 @@ class Uring {
     std::uint16_t tail = 0;  // local tail of the ring, published with the next wait
   };
   BufferGroup groups_[kBufferGroups];
+  // The group of buffer ID `id` (every ID the kernel reports is in a registered group).
+  std::size_t group_of(std::uint16_t id) const noexcept {
+    std::size_t group = 0;
+    while (group + 1 < kBufferGroups && !holds(groups_[group], id)) ++group;
+    return group;
+  }
+  static bool holds(const BufferGroup& g, std::uint16_t id) noexcept {
+    return id >= g.first_id && id - g.first_id < g.count;
+  }
 };
 
 }  // namespace evloop::detail

@@ -24,11 +24,6 @@ constexpr std::uint16_t kLargeCount = 64;
 constexpr std::uint32_t kLargeSize = 64 * 1024;
 static_assert(kLargeGroup < Uring::kBufferGroups);
 
-std::uint16_t group_of(std::uint16_t id) { return id < kSmallCount ? kSmallGroup : kLargeGroup; }
-std::uint16_t index_in_group(std::uint16_t id) {
-  return id < kSmallCount ? id : static_cast<std::uint16_t>(id - kSmallCount);
-}
-
 // user_data of a poll: the fd, its generation and the tag; of a completion request: the token
 // with the operation in its low 3 bits.
 constexpr std::uint64_t kTagBits = 7;
@@ -196,7 +191,7 @@ bool UringPoller::translate(const io_uring_cqe& cqe, PollEvent& out) {
       out.more = (cqe.flags & IORING_CQE_F_MORE) != 0;
       if (cqe.flags & IORING_CQE_F_BUFFER) {
         const auto id = static_cast<std::uint16_t>(cqe.flags >> IORING_CQE_BUFFER_SHIFT);
-        out.data = ring_.buffer(group_of(id), index_in_group(id));
+        out.data = ring_.buffer(id);
         out.large = static_cast<std::uint32_t>(cqe.res) >= kSmallSize;
         used_.push_back(id);  // back to the kernel at the next wait: the core is done with it
       }
@@ -217,7 +212,7 @@ int UringPoller::wait(PollEvent* out, int capacity, int timeout_ms) {
     if (std::error_code ec = ring_.enable()) return -ec.value();
     enabled_ = true;
   }
-  for (const std::uint16_t id : used_) ring_.recycle_buffer(group_of(id), index_in_group(id));
+  for (const std::uint16_t id : used_) ring_.recycle_buffer(id);
   used_.clear();
   rearm_all();
   // Submits this iteration's requests (sends, re-armed polls and receives) and waits, in one
