@@ -46,12 +46,15 @@ std::uint16_t local_port(int fd) {
   return ntohs(a.sin_port);
 }
 
-int count_entries(const std::string& dir) {
+// Entries of a directory that `counts` (given the entry's name) accepts; -1 when unreadable.
+int count_entries(const std::string& dir,
+                  const std::function<bool(const std::string&)>& counts = {}) {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return -1;
   int n = 0;
   while (const dirent* e = ::readdir(d)) {
-    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) ++n;
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    if (!counts || counts(e->d_name)) ++n;
   }
   ::closedir(d);
   return n;
@@ -276,18 +279,12 @@ int threads(pid_t pid) {
   // complete inline (a send that finds no room twice) and keeps it until the ring closes; it is
   // the ring's, not a thread of evloop's.
   const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return -1;
-  int n = 0;
-  while (const dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream comm(dir + "/" + e->d_name + "/comm");
+  return count_entries(dir, [&](const std::string& tid) {
+    std::ifstream comm(dir + "/" + tid + "/comm");
     std::string name;
     std::getline(comm, name);
-    n += name.rfind("iou-", 0) == 0 ? 0 : 1;
-  }
-  ::closedir(d);
-  return n;
+    return name.rfind("iou-", 0) != 0;
+  });
 }
 
 long rss_bytes(pid_t pid) {
