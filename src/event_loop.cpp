@@ -43,7 +43,7 @@ Status EventLoop::open(Backend wanted, std::string& note) {
 }
 
 Status EventLoop::add_listener(std::unique_ptr<Listener> listener) {
-  if (std::error_code ec = poller_.add(listener->fd.get(), kRead, listener.get())) {
+  if (std::error_code ec = begin_accepting(*this, *listener)) {
     if (listener->inherited) listener->fd.release();           // still the caller's
     if (listener->handed_over) listener->unix_path.release();  // still the predecessor's
     return {ec, "register listener " + listener->bound.to_url() + ": " + ec.message()};
@@ -61,7 +61,8 @@ void EventLoop::release_borrowed_listeners() {
   for (auto& listener : listeners_) {
     if (listener->handed_over) listener->unix_path.release();  // the predecessor serves it
     if (!listener->inherited) continue;
-    poller_.remove(listener->fd.get(), kRead);
+    end_accepting(*this, *listener);
+    // Never submitted (the loop's thread did not start): no accept in the kernel holds the fd.
     listener->fd.release();
   }
 }
@@ -122,7 +123,7 @@ void EventLoop::dispatch(const PollEvent& event) {
       bump(stats_.wakeups);
       break;
     case Pollable::Kind::listener:
-      accept_batch(*this, *static_cast<Listener*>(target));
+      on_listener_event(*this, *static_cast<Listener*>(target), event);
       break;
     case Pollable::Kind::connection:
       static_cast<Connection*>(target)->on_event(event);
@@ -397,6 +398,8 @@ void EventLoop::destroy_retired() {
   }
   retired_.resize(kept);
   retired_udp_.clear();
+  std::erase_if(closing_listeners_,
+                [](const auto& listener) { return !listener->accept_in_kernel; });
 }
 
 // --- live upgrade ------------------------------------------------------------------------------
@@ -405,7 +408,7 @@ void EventLoop::stop_accepting() {
   for (auto& listener : listeners_) {
     if (listener->resume_timer != 0) timers_.cancel(listener->resume_timer);
     listener->resume_timer = 0;
-    poller_.remove(listener->fd.get(), listener->paused ? kNone : kRead);
+    end_accepting(*this, *listener);
     listener->paused = false;
     stopped_listeners_.push_back(std::move(listener));
   }
@@ -415,7 +418,7 @@ void EventLoop::stop_accepting() {
 
 void EventLoop::accept_again() {
   for (auto& listener : stopped_listeners_) {
-    if (poller_.add(listener->fd.get(), kRead, listener.get())) continue;  // stays stopped
+    if (begin_accepting(*this, *listener)) continue;  // stays stopped
     listeners_.push_back(std::move(listener));
   }
   std::erase(stopped_listeners_, nullptr);
@@ -502,12 +505,25 @@ void EventLoop::for_each_socket(Fn fn) {
 void EventLoop::close_listeners() {
   for (auto& listener : listeners_) {
     if (listener->resume_timer != 0) timers_.cancel(listener->resume_timer);
-    poller_.remove(listener->fd.get(), listener->paused ? kNone : kRead);
+    end_accepting(*this, *listener);
+    close_listener(std::move(listener));  // closes the fd and removes a Unix socket file
   }
-  listeners_.clear();  // closes the fds and removes Unix socket files
+  listeners_.clear();
   // A successor serves these sockets: closing our fds leaves them open there, and their files.
-  for (auto& listener : stopped_listeners_) listener->unix_path.release();
+  for (auto& listener : stopped_listeners_) {
+    listener->unix_path.release();
+    close_listener(std::move(listener));
+  }
   stopped_listeners_.clear();
+}
+
+void EventLoop::close_listener(std::unique_ptr<Listener> listener) {
+  if (!listener->accept_in_kernel) return;  // destroyed here
+  // Its cancelled accept still holds the token (and the kernel a reference to the socket) until
+  // it reports its end, at the next wait: close what can be closed now, keep the rest till then.
+  listener->fd.reset();
+  listener->unix_path = UnixPathOwner();
+  closing_listeners_.push_back(std::move(listener));
 }
 
 void EventLoop::shutdown() {
@@ -531,7 +547,10 @@ void EventLoop::shutdown() {
   // Completion backends: requests the kernel still holds end with ECANCELED; wait for those
   // completions (briefly) so no request outlives the memory it points at.
   const auto cancel_deadline = Clock::now() + std::chrono::seconds(1);
-  while (!retired_.empty() && !poller_failed_ && Clock::now() < cancel_deadline) iterate(10);
+  while ((!retired_.empty() || !closing_listeners_.empty()) && !poller_failed_ &&
+         Clock::now() < cancel_deadline) {
+    iterate(10);
+  }
 }
 
 }  // namespace evloop::detail

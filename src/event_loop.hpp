@@ -169,6 +169,7 @@ class EventLoop {
   template <typename Fn>
   void for_each_socket(Fn fn);
   void close_listeners();
+  void close_listener(std::unique_ptr<Listener> listener);
   void stop_taking_tasks();
   void destroy_retired();
 
@@ -186,6 +187,7 @@ class EventLoop {
   std::vector<PollEvent> events_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<Listener>> stopped_listeners_;  // shared with a successor
+  std::vector<std::unique_ptr<Listener>> closing_listeners_;  // closed, their accept not yet ended
   // Connections live in the map's nodes (one allocation each, no pointer to chase). A closed
   // one is erased at the end of the iteration: events later in the same batch may point at it.
   std::unordered_map<std::uint64_t, Connection> connections_;

@@ -1,15 +1,19 @@
 #include "listener.hpp"
 
+#include <unistd.h>
+
 #include <cerrno>
 
 #include "event_loop.hpp"
 #include "loop_group_core.hpp"
+#include "poller.hpp"
 
 namespace evloop::detail {
 namespace {
 
 // Connections accepted per readiness report, so a connect storm cannot starve established
-// connections on the same loop.
+// connections on the same loop. (A multishot accept is bounded by the kernel, which takes a
+// limited number per run before it lets other requests complete.)
 constexpr int kAcceptBatch = 64;
 // How long a listener stays paused after the process ran out of fds. Closing any connection on
 // the loop resumes it sooner.
@@ -19,10 +23,15 @@ bool out_of_resources(int err) {
   return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
 }
 
+// The peer gave up before we accepted, or a signal: nothing to report, take the next one.
+bool transient(int err) {
+  return err == EAGAIN || err == EWOULDBLOCK || err == ECONNABORTED || err == EINTR ||
+         err == EPROTO;
+}
+
 void pause_accepting(EventLoop& loop, Listener& listener) {
   if (listener.paused) return;
-  loop.poller().modify(listener.fd.get(), kRead, kNone, &listener);
-  bump(loop.counters().poller_changes);
+  end_accepting(loop, listener);
   listener.paused = true;
   listener.resume_timer = loop.run_after(kAcceptBackoff, [&loop, &listener] {
     listener.resume_timer = 0;
@@ -30,39 +39,105 @@ void pause_accepting(EventLoop& loop, Listener& listener) {
   });
 }
 
+// An accept that failed for a reason other than a transient one: counted, and a pause when the
+// process is out of fds.
+void accept_failed(EventLoop& loop, Listener& listener, int err) {
+  bump(loop.counters().accept_errors);
+  if (out_of_resources(err)) pause_accepting(loop, listener);
+}
+
+// Opens accepted `fd` on this loop, or on the loop the balance picks for a listener that spreads.
+void take(EventLoop& loop, Listener& listener, int fd, const SocketAddress& peer) {
+  bump(loop.counters().accepts);
+  EventLoop& target = listener.spreads ? loop.group().pick_loop(listener.balance, peer) : loop;
+  target.load.fetch_add(1, std::memory_order_relaxed);
+  if (&target == &loop) {
+    loop.open_accepted(fd, peer, listener.profile);
+  } else {
+    target.hand_off(fd, peer, listener.profile);
+  }
+}
+
+// Readiness: accept up to a batch, until the backlog is empty.
+void accept_batch(EventLoop& loop, Listener& listener) {
+  for (int i = 0; i < kAcceptBatch && listener.accepting; ++i) {
+    SocketAddress peer;
+    const int fd = accept_connection(listener.fd.get(), peer);
+    if (fd >= 0) {
+      take(loop, listener, fd, peer);
+      continue;
+    }
+    const int err = -fd;
+    if (err == EAGAIN || err == EWOULDBLOCK) return;
+    if (transient(err)) continue;
+    return accept_failed(loop, listener, err);
+  }
+}
+
+void arm_accept(EventLoop& loop, Listener& listener) {
+  loop.poller().accept(listener.fd.get(), &listener);
+  listener.accept_in_kernel = true;
+}
+
+// Completion: one connection accepted (or the multishot accept's end, with an error or not).
+void on_accepted(EventLoop& loop, Listener& listener, const PollEvent& event) {
+  if (!event.more) listener.accept_in_kernel = false;
+  if (event.result >= 0) {
+    const int fd = event.result;
+    // The multishot accept has no room for the peer's address: ask for it. A peer gone already
+    // (ENOTCONN) is as if it had given up before the accept.
+    const SocketAddress peer = peer_address(fd);
+    if (peer.size() == 0) {
+      ::close(fd);
+    } else {
+      take(loop, listener, fd, peer);
+    }
+  } else if (event.result != -ECANCELED && !transient(-event.result)) {
+    accept_failed(loop, listener, -event.result);
+  }
+  // Ended (an error, a cancel, or the kernel's choice): re-armed while still wanted.
+  if (!listener.accept_in_kernel && listener.accepting) arm_accept(loop, listener);
+}
+
 }  // namespace
+
+std::error_code begin_accepting(EventLoop& loop, Listener& listener) {
+  if (listener.accepting) return {};
+  if (loop.poller().completions()) {
+    listener.accepting = true;
+    // One still in the kernel (its cancel not yet done) is re-armed when it reports its end.
+    if (!listener.accept_in_kernel) arm_accept(loop, listener);
+    return {};
+  }
+  if (std::error_code ec = loop.poller().add(listener.fd.get(), kRead, &listener)) return ec;
+  bump(loop.counters().poller_changes);
+  listener.accepting = true;
+  return {};
+}
+
+void end_accepting(EventLoop& loop, Listener& listener) {
+  if (!listener.accepting) return;
+  listener.accepting = false;
+  if (loop.poller().completions()) {
+    if (listener.accept_in_kernel) loop.poller().cancel(&listener, PollEvent::Op::accepted);
+    return;
+  }
+  loop.poller().remove(listener.fd.get(), kRead);
+  bump(loop.counters().poller_changes);
+}
 
 void resume_accepting(EventLoop& loop, Listener& listener) {
   if (!listener.paused) return;
   if (listener.resume_timer != 0) loop.cancel(listener.resume_timer);
   listener.resume_timer = 0;
   listener.paused = false;
-  loop.poller().modify(listener.fd.get(), kNone, kRead, &listener);
-  bump(loop.counters().poller_changes);
+  // Not added again if it could not be: it stays quiet, as a listener that failed to register.
+  (void)begin_accepting(loop, listener);
 }
 
-void accept_batch(EventLoop& loop, Listener& listener) {
-  for (int i = 0; i < kAcceptBatch && !listener.paused; ++i) {
-    SocketAddress peer;
-    const int fd = accept_connection(listener.fd.get(), peer);
-    if (fd < 0) {
-      const int err = -fd;
-      if (err == EAGAIN || err == EWOULDBLOCK) return;
-      // The peer gave up before we accepted, or a signal: try the next one.
-      if (err == ECONNABORTED || err == EINTR || err == EPROTO) continue;
-      bump(loop.counters().accept_errors);
-      if (out_of_resources(err)) pause_accepting(loop, listener);
-      return;
-    }
-    bump(loop.counters().accepts);
-    EventLoop& target = listener.spreads ? loop.group().pick_loop(listener.balance, peer) : loop;
-    target.load.fetch_add(1, std::memory_order_relaxed);
-    if (&target == &loop) {
-      loop.open_accepted(fd, peer, listener.profile);
-    } else {
-      target.hand_off(fd, peer, listener.profile);
-    }
-  }
+void on_listener_event(EventLoop& loop, Listener& listener, const PollEvent& event) {
+  if (event.op == PollEvent::Op::accepted) return on_accepted(loop, listener, event);
+  accept_batch(loop, listener);
 }
 
 }  // namespace evloop::detail

@@ -10,6 +10,7 @@
 namespace evloop::detail {
 
 class EventLoop;
+struct PollEvent;
 
 /// A listening socket in exactly one loop's poller (never in several: no thundering herd).
 struct Listener final : Pollable {
@@ -31,17 +32,30 @@ struct Listener final : Pollable {
   std::size_t endpoint = 0;  // which of the server's listen addresses it serves
   bool inherited = false;    // an fd:// or systemd socket: not ours until start() succeeds
   bool handed_over = false;  // a live upgrade's predecessor's: its Unix file is not ours until then
-  bool paused = false;     // accepting paused after EMFILE/ENFILE
+  bool accepting = false;    // wants connections: in the poller, or its multishot accept re-armed
+  bool paused = false;       // accepting paused after EMFILE/ENFILE
+  bool accept_in_kernel = false;  // completion backends: a multishot accept not yet ended
   TimerId resume_timer = 0;
 };
 
-/// Accepts up to a bounded batch of connections from `listener` (loop thread). Out of fds
-/// (EMFILE/ENFILE/ENOBUFS/ENOMEM), it pauses this listener for a short back-off instead of
-/// spinning on a level-triggered readiness that cannot be cleared; the pending connections stay
-/// in the kernel's backlog and are accepted when fds are free again.
-void accept_batch(EventLoop& loop, Listener& listener);
+// How a loop accepts. On a readiness backend (epoll, kqueue) the listener is in the poller and
+// each readiness accepts a bounded batch; on a completion backend (io_uring) a multishot accept
+// hands over one connection per completion, re-armed whenever the kernel ends it, and cancelled
+// to stop. Either way, out of fds (EMFILE/ENFILE/ENOBUFS/ENOMEM) the listener pauses for a short
+// back-off instead of spinning on a backlog it cannot take from; the pending connections stay in
+// the kernel's backlog and are accepted when fds are free again.
 
-/// Re-arms a listener paused by accept_batch (loop thread).
+/// Starts accepting on `listener` (loop thread, or before the loop's thread starts).
+std::error_code begin_accepting(EventLoop& loop, Listener& listener);
+
+/// Stops accepting; the socket stays open. On a completion backend the accept ends with the
+/// loop's next wait: the listener (its token) must live until accept_in_kernel is false.
+void end_accepting(EventLoop& loop, Listener& listener);
+
+/// What the poller reported for `listener`: readiness, or a multishot accept's completion.
+void on_listener_event(EventLoop& loop, Listener& listener, const PollEvent& event);
+
+/// Re-arms a listener paused after running out of fds (loop thread).
 void resume_accepting(EventLoop& loop, Listener& listener);
 
 }  // namespace evloop::detail

@@ -17,6 +17,7 @@
 //     void receive(int fd, void* token, bool large); // one receive into a provided buffer,
 //                                                    // a large one if `large`
 //     void send(int fd, const msghdr* msg, void* token);  // msg valid until its completion
+//     void accept(int fd, void* token);              // a multishot accept on listener fd
 //     void cancel(void* token, Op op);               // ends the token's `op` request
 //   };
 //   class Waker {                                    // one per loop
@@ -32,10 +33,10 @@
 // - wait() returns the number of events written to `out` (0 on timeout or EINTR), or -errno.
 //   A waker's event has its token and readable set; the core then calls drain().
 // - A completion event (op != readiness) reports one finished request of the token: `result` is
-//   its byte count or -errno; received bytes are in `data` until the next wait(); `more` says a
-//   multishot request is still armed. Every request reports exactly once when it ends (its last
-//   event has more == false), also when cancelled (-ECANCELED), so its token must stay valid
-//   until then.
+//   its byte count (accepted: the new fd, non-blocking and close-on-exec) or -errno; received
+//   bytes are in `data` until the next wait(); `more` says a multishot request is still armed.
+//   Every request reports exactly once when it ends (its last event has more == false), also when
+//   cancelled (-ECANCELED), so its token must stay valid until then.
 // - remove() must be called before close(fd): libkqueue keeps stale entries otherwise.
 #pragma once
 
@@ -55,16 +56,16 @@ enum Interest : unsigned { kNone = 0, kRead = 1, kWrite = 2 };
 /// One readiness report from Poller::wait.
 struct PollEvent {
   /// What the event reports: readiness, or the end of a completion-based request.
-  enum class Op : std::uint8_t { readiness, received, sent };
+  enum class Op : std::uint8_t { readiness, received, sent, accepted };
   void* token = nullptr;  ///< The token given to add/modify/receive/send (or Waker::open).
   Op op = Op::readiness;
   bool readable = false;  ///< Data (or end of stream) to read; for the waker: it fired.
   bool writable = false;  ///< Room to write.
   bool error = false;     ///< An error is pending on the socket (SO_ERROR tells which).
   bool hangup = false;    ///< The peer closed (both directions, or reset).
-  bool more = false;      ///< received: the multishot receive is still armed.
+  bool more = false;      ///< received/accepted: the multishot request is still armed.
   bool large = false;     ///< received: at least a small buffer's worth: ask for a large one next.
-  int result = 0;         ///< received/sent: bytes (0 = end of stream), or -errno.
+  int result = 0;  ///< received/sent: bytes (0 = end of stream); accepted: the fd; or -errno.
   const char* data = nullptr;  ///< received: the bytes, valid until the next wait().
 };
 

@@ -39,6 +39,7 @@ class Poller {
   static constexpr bool completions() noexcept { return false; }
   void receive(int, void*, bool) noexcept {}
   void send(int, const msghdr*, void*) noexcept {}
+  void accept(int, void*) noexcept {}
   void cancel(void*, PollEvent::Op) noexcept {}
 
  private:

@@ -57,6 +57,7 @@ class Poller {
   bool completions() const noexcept { return uring_ != nullptr; }
   void receive(int fd, void* token, bool large);
   void send(int fd, const msghdr* msg, void* token);
+  void accept(int fd, void* token);
   void cancel(void* token, PollEvent::Op op);
 
  private:

@@ -44,8 +44,16 @@ int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
 
 void Poller::receive(int fd, void* token, bool large) { uring_->receive(fd, token, large); }
 void Poller::send(int fd, const msghdr* msg, void* token) { uring_->send(fd, msg, token); }
+void Poller::accept(int fd, void* token) { uring_->accept(fd, token); }
 void Poller::cancel(void* token, PollEvent::Op op) {
-  uring_->cancel(token, op == PollEvent::Op::sent ? UringPoller::kSend : UringPoller::kReceive);
+  switch (op) {
+    case PollEvent::Op::sent:
+      return uring_->cancel(token, UringPoller::kSend);
+    case PollEvent::Op::accepted:
+      return uring_->cancel(token, UringPoller::kAccept);
+    default:
+      return uring_->cancel(token, UringPoller::kReceive);
+  }
 }
 
 }  // namespace evloop::detail

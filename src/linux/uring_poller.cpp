@@ -153,6 +153,18 @@ void UringPoller::send(int fd, const msghdr* msg, void* token) {
   sqe->user_data = op_data(token, kSend);
 }
 
+void UringPoller::accept(int fd, void* token) {
+  // Multishot: the kernel accepts each connection as it arrives (in this thread's next wait, with
+  // DEFER_TASKRUN), no poll re-armed and no accept4 per connection. No address buffer: every
+  // accept of a batch would write the same one; the core asks getpeername per connection.
+  io_uring_sqe* sqe = ring_.sqe();
+  sqe->opcode = IORING_OP_ACCEPT;
+  sqe->fd = fd;
+  sqe->ioprio = IORING_ACCEPT_MULTISHOT;
+  sqe->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+  sqe->user_data = op_data(token, kAccept);
+}
+
 void UringPoller::cancel(void* token, Op op) {
   io_uring_sqe* sqe = ring_.sqe();
   sqe->opcode = IORING_OP_ASYNC_CANCEL;
@@ -200,6 +212,12 @@ bool UringPoller::translate(const io_uring_cqe& cqe, PollEvent& out) {
       out.token = reinterpret_cast<void*>(data & ~kTagBits);
       out.op = PollEvent::Op::sent;
       out.result = cqe.res;
+      return true;
+    case kAccept:
+      out.token = reinterpret_cast<void*>(data & ~kTagBits);
+      out.op = PollEvent::Op::accepted;
+      out.result = cqe.res;
+      out.more = (cqe.flags & IORING_CQE_F_MORE) != 0;
       return true;
     default:
       return false;  // a cancel's or a poll removal's own completion

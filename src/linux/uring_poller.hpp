@@ -9,8 +9,9 @@
 // Completions: one RECV in flight per reading connection (re-armed after each completion),
 // taking a buffer from one of the loop's two provided-buffer rings, small or large as the core
 // asks (recycled at the next wait, after the core has copied what it keeps), and a SEND (SENDMSG
-// for several pieces) per connection with output. Their user_data is the token with the
-// operation in its low bits (tokens are 8-aligned), so a request can be cancelled by token.
+// for several pieces) per connection with output, and a multishot ACCEPT per listener. Their
+// user_data is the token with the operation in its low bits (tokens are 8-aligned), so a request
+// can be cancelled by token.
 //
 // Everything prepared during an iteration is submitted by the next wait, in the same
 // io_uring_enter that waits: that is where io_uring saves system calls.
@@ -30,7 +31,7 @@ struct PollEvent;
 class UringPoller {
  public:
   /// Completion operations, as tagged into user_data.
-  enum Op : unsigned char { kPoll = 1, kReceive = 2, kSend = 3, kInternal = 4 };
+  enum Op : unsigned char { kPoll = 1, kReceive = 2, kSend = 3, kInternal = 4, kAccept = 5 };
 
   std::error_code open();
   std::error_code add(int fd, unsigned interest, void* token);
@@ -41,6 +42,9 @@ class UringPoller {
   /// A receive into a provided buffer: a large one (64 KiB) if `large`, else a small one (16 KiB).
   void receive(int fd, void* token, bool large);
   void send(int fd, const msghdr* msg, void* token);
+  /// A multishot accept on listener `fd`: one completion per accepted connection (its fd) while
+  /// armed, until an error or a cancel ends it.
+  void accept(int fd, void* token);
   void cancel(void* token, Op op);
 
  private:

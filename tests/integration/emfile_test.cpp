@@ -19,10 +19,9 @@ TEST(EmfileTest, AcceptPausesWithoutSpinningAndRecoversWhenFdsFree) {
     c.write(b);
     return b.size();
   };
-  RunningServer s(loopback_options(), cb);
-  ASSERT_TRUE(s.status);
-
   // Client sockets exist before the limit drops, so connecting needs no new fd in this process.
+  // The limit drops before the server starts, as a ulimit does: io_uring's multishot accept reads
+  // the limit when it is armed (the kernel takes RLIMIT_NOFILE when the request is submitted).
   constexpr int kClients = 40;
   std::vector<int> clients;
   for (int i = 0; i < kClients; ++i) {
@@ -35,8 +34,11 @@ TEST(EmfileTest, AcceptPausesWithoutSpinningAndRecoversWhenFdsFree) {
   rlimit old{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
   rlimit low = old;
-  low.rlim_cur = static_cast<rlim_t>(count_open_fds() + 8);  // room for a few connections
+  // Room for the server's own fds (poller, waker, listener) and a few connections.
+  low.rlim_cur = static_cast<rlim_t>(count_open_fds() + 12);
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status) << s.status.message();
 
   for (int fd : clients) {  // the kernel completes these into the backlog
     ASSERT_EQ(::connect(fd, static_cast<const sockaddr*>(s.address().data()),

@@ -1,6 +1,9 @@
 // Graceful shutdown from another thread, a callback and a signal handler; pending output is
 // flushed within the grace period; nothing is left open afterwards.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
@@ -102,6 +105,63 @@ TEST(ShutdownTest, StopFlushesPendingOutputThenCloses) {
   EXPECT_TRUE(got == payload);
   ASSERT_EQ(closed.value(), 1);
   EXPECT_EQ(error, errc::server_stopped);
+}
+
+// True when a connect to `addr` is refused (nothing listens there any more). Non-blocking with a
+// bound: a listening socket nobody accepts from fills its backlog, and a connect then hangs.
+bool refuses_connections(const SocketAddress& addr) {
+  const int fd = open_stream_socket(addr.family(), true);
+  if (fd < 0) return false;
+  int error = 0;
+  if (::connect(fd, static_cast<const sockaddr*>(addr.data()),
+                static_cast<socklen_t>(addr.size())) != 0) {
+    error = errno;
+    pollfd p{fd, POLLOUT, 0};
+    if (error == EINPROGRESS && ::poll(&p, 1, 1000) == 1) {
+      socklen_t len = sizeof error;
+      ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len);
+    }
+  }
+  ::close(fd);
+  return error == ECONNREFUSED;
+}
+
+// The listeners close when the stop begins, not when the last connection has drained: new
+// connections are refused (not accepted and closed) during the grace period. On io_uring the
+// multishot accept holds the listening socket until its cancel has run.
+TEST(ShutdownTest, ListenersCloseWhenTheStopBeginsWhileOutputDrains) {
+  EventCounter opened;
+  Callbacks cb;
+  cb.opened = [&](Conn& c) {
+    c.write(pattern(8u << 20, 3));
+    opened.add();
+  };
+  Options o = loopback_options(2);
+  o.reuseport = true;
+  o.shutdown_grace = 10s;
+  o.socket_send_buffer = 4096;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4096);  // reads nothing until the check below
+  ASSERT_TRUE(opened.wait_for(1));
+  s.server.stop();
+  EXPECT_TRUE(eventually([&] { return refuses_connections(s.address()); }));
+  bool eof = false;
+  EXPECT_EQ(client.read_to_eof(&eof).size(), 8u << 20);  // the stream still finishes
+  EXPECT_TRUE(eof);
+  s.server.wait();
+}
+
+// Once wait() has returned nothing listens on the server's addresses, even while the Server
+// object lives on.
+TEST(ShutdownTest, NothingListensAfterWaitReturns) {
+  Options o = loopback_options(2);
+  o.reuseport = true;
+  RunningServer s(o, {});
+  ASSERT_TRUE(s.status);
+  s.server.stop();
+  s.server.wait();
+  EXPECT_TRUE(refuses_connections(s.address()));
 }
 
 TEST(ShutdownTest, GracePeriodBoundsAPeerThatNeverReads) {
