@@ -12,16 +12,12 @@ namespace evloop::detail {
 namespace {
 
 // Connections accepted per readiness report, so a connect storm cannot starve established
-// connections on the same loop. (A multishot accept is bounded by the kernel, which takes a
-// limited number per run before it lets other requests complete.)
+// connections on the same loop. (A multishot accept's completions are taken with the loop's other
+// events, up to a batch per wait.)
 constexpr int kAcceptBatch = 64;
-// How long a listener stays paused after the process ran out of fds. Closing any connection on
-// the loop resumes it sooner.
+// How long a listener stays paused after a failed accept (the process ran out of fds, say).
+// Closing any connection on the loop resumes it sooner.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(50);
-
-bool out_of_resources(int err) {
-  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
-}
 
 // The peer gave up before we accepted, or a signal: nothing to report, take the next one.
 bool transient(int err) {
@@ -39,11 +35,12 @@ void pause_accepting(EventLoop& loop, Listener& listener) {
   });
 }
 
-// An accept that failed for a reason other than a transient one: counted, and a pause when the
-// process is out of fds.
-void accept_failed(EventLoop& loop, Listener& listener, int err) {
+// An accept that failed for a reason other than a transient one: counted, and the listener pauses
+// for the back-off, so a failure that repeats (out of fds, a socket that no longer listens) can
+// make the loop neither spin on a readiness nor re-arm a failing accept at once.
+void accept_failed(EventLoop& loop, Listener& listener) {
   bump(loop.counters().accept_errors);
-  if (out_of_resources(err)) pause_accepting(loop, listener);
+  pause_accepting(loop, listener);
 }
 
 // Opens accepted `fd` on this loop, or on the loop the balance picks for a listener that spreads.
@@ -70,7 +67,7 @@ void accept_batch(EventLoop& loop, Listener& listener) {
     const int err = -fd;
     if (err == EAGAIN || err == EWOULDBLOCK) return;
     if (transient(err)) continue;
-    return accept_failed(loop, listener, err);
+    return accept_failed(loop, listener);
   }
 }
 
@@ -79,8 +76,26 @@ void arm_accept(EventLoop& loop, Listener& listener) {
   listener.accept_in_kernel = true;
 }
 
+// After a cancelled accept has ended on a socket that stays open (shared with a live upgrade's
+// successor): takes what it left in the backlog. The kernel wakes one accept per arriving
+// connection (io_uring's accept waits exclusively, unlike a poll), so a connection whose wake-up
+// went to our accept just before the cancel stays queued with no other waiter told of it; the
+// successor would see it only when another connection arrives. Taken here, it is served here.
+void accept_left_behind(EventLoop& loop, Listener& listener) {
+  for (;;) {
+    SocketAddress peer;
+    const int fd = accept_connection(listener.fd.get(), peer);
+    if (fd >= 0) {
+      take(loop, listener, fd, peer);
+    } else if (-fd == EAGAIN || -fd == EWOULDBLOCK || !transient(-fd)) {
+      return;
+    }
+  }
+}
+
 // Completion: one connection accepted (or the multishot accept's end, with an error or not).
 void on_accepted(EventLoop& loop, Listener& listener, const PollEvent& event) {
+  const bool cancelled = !listener.accepting;  // end_accepting asked for its end
   if (!event.more) listener.accept_in_kernel = false;
   if (event.result >= 0) {
     const int fd = event.result;
@@ -93,10 +108,13 @@ void on_accepted(EventLoop& loop, Listener& listener, const PollEvent& event) {
       take(loop, listener, fd, peer);
     }
   } else if (event.result != -ECANCELED && !transient(-event.result)) {
-    accept_failed(loop, listener, -event.result);
+    accept_failed(loop, listener);
   }
   // Ended (an error, a cancel, or the kernel's choice): re-armed while still wanted.
   if (!listener.accept_in_kernel && listener.accepting) arm_accept(loop, listener);
+  if (!listener.accept_in_kernel && cancelled && listener.fd.get() >= 0) {
+    accept_left_behind(loop, listener);
+  }
 }
 
 }  // namespace

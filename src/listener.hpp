@@ -33,7 +33,7 @@ struct Listener final : Pollable {
   bool inherited = false;    // an fd:// or systemd socket: not ours until start() succeeds
   bool handed_over = false;  // a live upgrade's predecessor's: its Unix file is not ours until then
   bool accepting = false;    // wants connections: in the poller, or its multishot accept re-armed
-  bool paused = false;       // accepting paused after EMFILE/ENFILE
+  bool paused = false;       // accepting paused after a failed accept (EMFILE...)
   bool accept_in_kernel = false;  // completion backends: a multishot accept not yet ended
   TimerId resume_timer = 0;
 };
@@ -41,9 +41,10 @@ struct Listener final : Pollable {
 // How a loop accepts. On a readiness backend (epoll, kqueue) the listener is in the poller and
 // each readiness accepts a bounded batch; on a completion backend (io_uring) a multishot accept
 // hands over one connection per completion, re-armed whenever the kernel ends it, and cancelled
-// to stop. Either way, out of fds (EMFILE/ENFILE/ENOBUFS/ENOMEM) the listener pauses for a short
-// back-off instead of spinning on a backlog it cannot take from; the pending connections stay in
-// the kernel's backlog and are accepted when fds are free again.
+// to stop. Either way, after an accept fails (out of fds: EMFILE/ENFILE/ENOBUFS/ENOMEM; or
+// anything else but the peer giving up) the listener pauses for a short back-off instead of
+// spinning on a backlog it cannot take from; the pending connections stay in the kernel's backlog
+// and are accepted when fds are free again.
 
 /// Starts accepting on `listener` (loop thread, or before the loop's thread starts).
 std::error_code begin_accepting(EventLoop& loop, Listener& listener);
