@@ -81,8 +81,9 @@ void arm_accept(EventLoop& loop, Listener& listener) {
 // connection (io_uring's accept waits exclusively, unlike a poll), so a connection whose wake-up
 // went to our accept just before the cancel stays queued with no other waiter told of it; the
 // successor would see it only when another connection arrives. Taken here, it is served here.
+// At most a batch: with more arriving, the successor is being woken anyway.
 void accept_left_behind(EventLoop& loop, Listener& listener) {
-  for (;;) {
+  for (int i = 0; i < kAcceptBatch; ++i) {
     SocketAddress peer;
     const int fd = accept_connection(listener.fd.get(), peer);
     if (fd >= 0) {
