@@ -25,32 +25,28 @@ for bin in "$churn" "$echo_server" "$floor"; do
 done
 
 out=$(mktemp -d)
-trap 'rm -rf "$out"; kill $(jobs -p) 2>/dev/null || true' EXIT
-
-# Starts server $1 on CPU 0 (prints its pid and address on two lines).
-start() {
-  local log=$out/server.log
-  case "$1" in
-    floor) taskset -c 0 "$floor" --listen tcp://127.0.0.1:0 >"$log" 2>&1 & ;;
-    epoll|io_uring) taskset -c 0 "$echo_server" --listen tcp://127.0.0.1:0 --backend "$1" \
-                      >"$log" 2>&1 & ;;
-  esac
-  local pid=$!
-  for _ in $(seq 100); do
-    grep -qE 'tcp4?://127.0.0.1:[0-9]+' "$log" && break
-    sleep 0.05
-  done
-  echo "$pid"
-  grep -oE 'tcp4?://127.0.0.1:[0-9]+' "$log" | head -1
-}
+pid=
+trap 'rm -rf "$out"; [[ -n $pid ]] && kill "$pid" 2>/dev/null; true' EXIT
 
 servers=(floor epoll io_uring)
 for ((r = 1; r <= rounds; r++)); do
   for s in "${servers[@]}"; do
-    mapfile -t started < <(start "$s")
-    pid=${started[0]} addr=${started[1]}
+    # The server on CPU 0, started here so that this shell can stop it and wait for it.
+    log=$out/server.log
+    case "$s" in
+      floor) taskset -c 0 "$floor" --listen tcp://127.0.0.1:0 >"$log" 2>&1 & ;;
+      *) taskset -c 0 "$echo_server" --listen tcp://127.0.0.1:0 --backend "$s" >"$log" 2>&1 & ;;
+    esac
+    pid=$!
+    for _ in $(seq 100); do
+      grep -qE 'tcp4?://127.0.0.1:[0-9]+' "$log" && break
+      sleep 0.05
+    done
+    addr=$(grep -oE 'tcp4?://127.0.0.1:[0-9]+' "$log" | head -1) ||
+      { echo "connect_churn.sh: $s did not start:" >&2; cat "$log" >&2; exit 1; }
     line=$(taskset -c 1 "$churn" --connect "$addr" -c "$conns" -t "$duration" -w 1 --server-pid "$pid")
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    pid=
     echo "round $r $s: $line"
     rate=$(sed -E 's/.*connections\/s ([0-9.]+).*/\1/' <<<"$line")
     cpu=$(sed -E 's/.*CPU\/connection ([0-9.]+) us.*/\1/' <<<"$line")

@@ -519,9 +519,10 @@ void EventLoop::close_listeners() {
 
 void EventLoop::close_listener(std::unique_ptr<Listener> listener) {
   if (!listener->accept_in_kernel) return;  // destroyed here
-  // Its cancelled accept still holds the token (and the kernel a reference to the socket) until
-  // it reports its end, at the next wait: close what can be closed now, keep the rest till then.
-  listener->fd.reset();
+  // Its accept, cancelled, ends at the next wait (which may also be what submits it): until it
+  // reports that end the kernel may use the fd and the token, so both stay till then. The
+  // socket file goes now.
+  listener->closing = true;
   listener->unix_path = UnixPathOwner();
   closing_listeners_.push_back(std::move(listener));
 }

@@ -12,27 +12,54 @@ namespace evloop::detail {
 namespace {
 
 // Connections accepted per readiness report, so a connect storm cannot starve established
-// connections on the same loop. (A multishot accept's completions are taken with the loop's other
-// events, up to a batch per wait.)
+// connections on the same loop. (A multishot accept takes the backlog as it comes, fds and all;
+// the loop handles its completions with its other events, a bounded number per wait.)
 constexpr int kAcceptBatch = 64;
 // How long a listener stays paused after a failed accept (the process ran out of fds, say).
 // Closing any connection on the loop resumes it sooner.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(50);
 
-// The peer gave up before we accepted, or a signal: nothing to report, take the next one.
+// The peer gave up before we accepted, a signal, or a network error pending on the new
+// connection, which Linux's accept() reports as its own (accept(2): retry as for EAGAIN; EPERM
+// is a firewall's refusal): nothing to report, take the next one.
 bool transient(int err) {
-  return err == EAGAIN || err == EWOULDBLOCK || err == ECONNABORTED || err == EINTR ||
-         err == EPROTO;
+  switch (err) {
+    case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+    case EWOULDBLOCK:
+#endif
+    case ECONNABORTED:
+    case EINTR:
+    case EPROTO:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+#ifdef ENONET
+    case ENONET:
+#endif
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+    case EPERM:
+      return true;
+    default:
+      return false;
+  }
 }
 
-void pause_accepting(EventLoop& loop, Listener& listener) {
-  if (listener.paused) return;
-  end_accepting(loop, listener);
+// Resumes `listener` after the back-off (or sooner, when a connection of its loop closes).
+void resume_later(EventLoop& loop, Listener& listener) {
   listener.paused = true;
   listener.resume_timer = loop.run_after(kAcceptBackoff, [&loop, &listener] {
     listener.resume_timer = 0;
     resume_accepting(loop, listener);
   });
+}
+
+void pause_accepting(EventLoop& loop, Listener& listener) {
+  if (listener.paused || !listener.accepting) return;  // a stopped listener stays stopped
+  end_accepting(loop, listener);
+  resume_later(loop, listener);
 }
 
 // An accept that failed for a reason other than a transient one: counted, and the listener pauses
@@ -109,11 +136,15 @@ void on_accepted(EventLoop& loop, Listener& listener, const PollEvent& event) {
       take(loop, listener, fd, peer);
     }
   } else if (event.result != -ECANCELED && !transient(-event.result)) {
-    accept_failed(loop, listener);
+    if (cancelled) {
+      bump(loop.counters().accept_errors);  // no pause: it is not accepting any more
+    } else {
+      accept_failed(loop, listener);
+    }
   }
   // Ended (an error, a cancel, or the kernel's choice): re-armed while still wanted.
   if (!listener.accept_in_kernel && listener.accepting) arm_accept(loop, listener);
-  if (!listener.accept_in_kernel && cancelled && listener.fd.get() >= 0) {
+  if (!listener.accept_in_kernel && cancelled && !listener.closing) {
     accept_left_behind(loop, listener);
   }
 }
@@ -150,8 +181,12 @@ void resume_accepting(EventLoop& loop, Listener& listener) {
   if (listener.resume_timer != 0) loop.cancel(listener.resume_timer);
   listener.resume_timer = 0;
   listener.paused = false;
-  // Not added again if it could not be: it stays quiet, as a listener that failed to register.
-  (void)begin_accepting(loop, listener);
+  // Registering again can fail (ENOMEM, max_user_watches), likely under the fd pressure that
+  // paused it: count it and try again after another back-off, never go quiet for good.
+  if (begin_accepting(loop, listener)) {
+    bump(loop.counters().accept_errors);
+    resume_later(loop, listener);
+  }
 }
 
 void on_listener_event(EventLoop& loop, Listener& listener, const PollEvent& event) {

@@ -35,6 +35,7 @@ struct Listener final : Pollable {
   bool accepting = false;    // wants connections: in the poller, or its multishot accept re-armed
   bool paused = false;       // accepting paused after a failed accept (EMFILE...)
   bool accept_in_kernel = false;  // completion backends: a multishot accept not yet ended
+  bool closing = false;  // closed by its loop: kept (fd open) only until its accept has ended
   TimerId resume_timer = 0;
 };
 
@@ -56,7 +57,7 @@ void end_accepting(EventLoop& loop, Listener& listener);
 /// What the poller reported for `listener`: readiness, or a multishot accept's completion.
 void on_listener_event(EventLoop& loop, Listener& listener, const PollEvent& event);
 
-/// Re-arms a listener paused after running out of fds (loop thread).
+/// Re-arms a listener paused after a failed accept (loop thread).
 void resume_accepting(EventLoop& loop, Listener& listener);
 
 }  // namespace evloop::detail

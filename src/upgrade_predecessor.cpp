@@ -370,7 +370,8 @@ Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
   if (Status s = await_ready(reader, pid, options, deadline); !s) return s;
 
   // From here on the successor serves too: stop accepting everywhere before handing over, so no
-  // connection arrives after its loop's handover.
+  // connection arrives after its loop's handover. (On io_uring, what a cancelled accept left in
+  // the backlog is still taken, and served here while this process drains: listener.cpp.)
   on_every_loop(source.group, [](EventLoop& loop) { loop.stop_accepting(); });
   HandoverQueue queue(source.group.loops().size());
   std::atomic<std::size_t> draining{0};

@@ -233,8 +233,8 @@ int UringPoller::wait(PollEvent* out, int capacity, int timeout_ms) {
   for (const std::uint16_t id : used_) ring_.recycle_buffer(id);
   used_.clear();
   rearm_all();
-  // Submits this iteration's requests (sends, re-armed polls and receives) and waits, in one
-  // system call; without waiting when completions are already there.
+  // Submits this iteration's requests (sends, receives, accepts, cancels, re-armed polls) and
+  // waits, in one system call; without waiting when completions are already there.
   if (const int rc = ring_.submit_and_wait(timeout_ms); rc < 0) return rc;
   int n = 0;
   ring_.drain_completions(static_cast<unsigned>(capacity), [&](const io_uring_cqe& cqe) {
