@@ -43,9 +43,9 @@ struct Listener final : Pollable {
 // each readiness accepts a bounded batch; on a completion backend (io_uring) a multishot accept
 // hands over one connection per completion, re-armed whenever the kernel ends it, and cancelled
 // to stop. Either way, after an accept fails (out of fds: EMFILE/ENFILE/ENOBUFS/ENOMEM; or
-// anything else but the peer giving up) the listener pauses for a short back-off instead of
-// spinning on a backlog it cannot take from; the pending connections stay in the kernel's backlog
-// and are accepted when fds are free again.
+// anything else but the peer giving up or a network error pending on the new connection) the
+// listener pauses for a short back-off instead of spinning on a backlog it cannot take from; the
+// pending connections stay in the kernel's backlog and are accepted when fds are free again.
 
 /// Starts accepting on `listener` (loop thread, or before the loop's thread starts).
 std::error_code begin_accepting(EventLoop& loop, Listener& listener);
