@@ -506,7 +506,7 @@ void EventLoop::close_listeners() {
   for (auto& listener : listeners_) {
     if (listener->resume_timer != 0) timers_.cancel(listener->resume_timer);
     end_accepting(*this, *listener);
-    close_listener(std::move(listener));  // closes the fd and removes a Unix socket file
+    close_listener(std::move(listener));  // now, or once its accept has ended
   }
   listeners_.clear();
   // A successor serves these sockets: closing our fds leaves them open there, and their files.
