@@ -1,7 +1,5 @@
 #include "listener.hpp"
 
-#include <unistd.h>
-
 #include <cerrno>
 
 #include "event_loop.hpp"
@@ -82,9 +80,11 @@ void take(EventLoop& loop, Listener& listener, int fd, const SocketAddress& peer
   }
 }
 
-// Readiness: accept up to a batch, until the backlog is empty.
-void accept_batch(EventLoop& loop, Listener& listener) {
-  for (int i = 0; i < kAcceptBatch && listener.accepting; ++i) {
+// Takes connections from the backlog, at most a batch, until it is empty; with `while_accepting`,
+// only while the listener still accepts (a handler may stop it mid-batch). Returns the error that
+// ended it when that was neither an empty backlog nor a transient failure, else 0.
+int take_backlog(EventLoop& loop, Listener& listener, bool while_accepting) {
+  for (int i = 0; i < kAcceptBatch && (listener.accepting || !while_accepting); ++i) {
     SocketAddress peer;
     const int fd = accept_connection(listener.fd.get(), peer);
     if (fd >= 0) {
@@ -92,10 +92,10 @@ void accept_batch(EventLoop& loop, Listener& listener) {
       continue;
     }
     const int err = -fd;
-    if (err == EAGAIN || err == EWOULDBLOCK) return;
-    if (transient(err)) continue;
-    return accept_failed(loop, listener);
+    if (err == EAGAIN || err == EWOULDBLOCK) return 0;
+    if (!transient(err)) return err;
   }
+  return 0;
 }
 
 void arm_accept(EventLoop& loop, Listener& listener) {
@@ -108,16 +108,11 @@ void arm_accept(EventLoop& loop, Listener& listener) {
 // connection (io_uring's accept waits exclusively, unlike a poll), so a connection whose wake-up
 // went to our accept just before the cancel stays queued with no other waiter told of it; the
 // successor would see it only when another connection arrives. Taken here, it is served here.
-// At most a batch: with more arriving, the successor is being woken anyway.
+// At most a batch: with more arriving, the successor is being woken anyway. A failure is only
+// counted: the listener is not accepting, so there is nothing to pause.
 void accept_left_behind(EventLoop& loop, Listener& listener) {
-  for (int i = 0; i < kAcceptBatch; ++i) {
-    SocketAddress peer;
-    const int fd = accept_connection(listener.fd.get(), peer);
-    if (fd >= 0) {
-      take(loop, listener, fd, peer);
-    } else if (-fd == EAGAIN || -fd == EWOULDBLOCK || !transient(-fd)) {
-      return;
-    }
+  if (take_backlog(loop, listener, /*while_accepting=*/false) != 0) {
+    bump(loop.counters().accept_errors);
   }
 }
 
@@ -126,15 +121,10 @@ void on_accepted(EventLoop& loop, Listener& listener, const PollEvent& event) {
   const bool cancelled = !listener.accepting;  // end_accepting asked for its end
   if (!event.more) listener.accept_in_kernel = false;
   if (event.result >= 0) {
-    const int fd = event.result;
-    // The multishot accept has no room for the peer's address: ask for it. A peer gone already
-    // (ENOTCONN) is as if it had given up before the accept.
-    const SocketAddress peer = peer_address(fd);
-    if (peer.size() == 0) {
-      ::close(fd);
-    } else {
-      take(loop, listener, fd, peer);
-    }
+    // The multishot accept has no room for the peer's address: ask for it. A peer that reset
+    // already has none (ENOTCONN): the connection opens with an empty address and its handlers
+    // see the reset, as they do after accept4 on a readiness backend.
+    take(loop, listener, event.result, peer_address(event.result));
   } else if (event.result != -ECANCELED && !transient(-event.result)) {
     if (cancelled) {
       bump(loop.counters().accept_errors);  // no pause: it is not accepting any more
@@ -191,7 +181,8 @@ void resume_accepting(EventLoop& loop, Listener& listener) {
 
 void on_listener_event(EventLoop& loop, Listener& listener, const PollEvent& event) {
   if (event.op == PollEvent::Op::accepted) return on_accepted(loop, listener, event);
-  accept_batch(loop, listener);
+  // Readiness: the backlog has connections.
+  if (take_backlog(loop, listener, /*while_accepting=*/true) != 0) accept_failed(loop, listener);
 }
 
 }  // namespace evloop::detail

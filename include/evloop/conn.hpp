@@ -122,7 +122,8 @@ class Conn {
   /// A slot for the user's per-connection state; empty at `opened`, destroyed after `closed`.
   std::any& context();
 
-  /// The peer's address (for a dial, the address being tried until it opens).
+  /// The peer's address (for a dial, the address being tried until it opens). Empty (family()
+  /// 0) for a connection accepted on io_uring whose peer had reset before the loop asked for it.
   SocketAddress remote_address() const;
   /// The local address of this connection (asks the kernel).
   SocketAddress local_address() const;

@@ -1,6 +1,7 @@
 // `closed` fires exactly once for every `opened`, on every path.
 #include <gtest/gtest.h>
 
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -81,6 +82,34 @@ TEST(ClosedOnceTest, PeerResetReportsConnectionReset) {
   c.reset();
   ASSERT_TRUE(ledger.closes.wait_for(1));
   EXPECT_EQ(ledger.only_error(), std::errc::connection_reset);
+  s.server.stop();
+  s.server.wait();
+  ledger.expect_each_closed_once();
+}
+
+// The connection completes its handshake and resets while it waits in the backlog (the loop is
+// held busy, so nothing accepts it): accept still hands it over, and it is opened, with its reset
+// reported, on every backend. (io_uring asks getpeername for the address, which then has none.)
+TEST(ClosedOnceTest, APeerThatResetsBeforeItIsAcceptedIsOpenedAndReportsTheReset) {
+  Ledger ledger;
+  RunningServer s(loopback_options(), ledger.callbacks());
+  ASSERT_TRUE(s.status);
+  std::promise<void> release;
+  EventCounter holding;
+  ASSERT_TRUE(s.server.loop(0).post([&holding, until = release.get_future().share()] {
+    holding.add();
+    until.wait_for(kWait);
+  }));
+  ASSERT_TRUE(holding.wait_for(1));
+  {
+    Client c(s.address());  // connect() returns once the kernel has it in the backlog
+    ASSERT_TRUE(c.connected());
+    c.reset();
+  }
+  release.set_value();
+  ASSERT_TRUE(ledger.closes.wait_for(1));
+  EXPECT_EQ(ledger.only_error(), std::errc::connection_reset);
+  EXPECT_EQ(total_stats(s.server).accepts, 1u);
   s.server.stop();
   s.server.wait();
   ledger.expect_each_closed_once();
