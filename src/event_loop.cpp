@@ -93,8 +93,8 @@ void EventLoop::iterate(int max_timeout_ms) {
   // nor while busy UDP sockets wait to be read.
   if (wake_pending_.load(std::memory_order_relaxed) || !polled_udp_.empty()) timeout = 0;
 
-  const int n = poller_.wait(events_.data(), static_cast<int>(events_.size()), timeout);
-  bump(stats_.waits);
+  const bool skipped = skips_wait();
+  const int n = skipped ? 0 : poller_.wait(events_.data(), static_cast<int>(events_.size()), timeout);
   if (n < 0) {
     // Not EINTR (the backend returns 0 for that): the poller itself is broken (EBADF, EINVAL,
     // ENOMEM). Waiting again would fail again at once, a silent spin: stop, and say why.
@@ -102,7 +102,7 @@ void EventLoop::iterate(int max_timeout_ms) {
     group_.loop_failed(index_, std::error_code(-n, std::system_category()));
     return;
   }
-  now_ = Clock::now();
+  if (!skipped) now_ = Clock::now();
   for (int i = 0; i < n; ++i) {
     dispatch(events_[static_cast<std::size_t>(i)]);
     settle_scheduled();  // what this event's handlers wrote goes out now, in one send
@@ -113,6 +113,22 @@ void EventLoop::iterate(int max_timeout_ms) {
   bump(stats_.timers_fired, timers_.run_due(now_));
   settle_scheduled();
   destroy_retired();
+}
+
+bool EventLoop::skips_wait() {
+  // While busy UDP sockets are read every iteration (out of the poller), a wait would not block
+  // and would mostly find nothing else: on a readiness backend the loop asks the poller only
+  // every kPollEvery iterations, and at least every kPollInterval. (On io_uring the wait is also
+  // what submits the loop's requests, so it runs every iteration.) Tasks and timers run every
+  // iteration either way; only other sockets' readiness waits, that long at most.
+  if (!polled_udp_.empty() && !poller_.completions() && ++iterations_unpolled_ < kPollEvery &&
+      now_ - last_wait_ < kPollInterval) {
+    return true;
+  }
+  iterations_unpolled_ = 0;
+  last_wait_ = now_;
+  bump(stats_.waits);
+  return false;
 }
 
 void EventLoop::dispatch(const PollEvent& event) {

@@ -162,6 +162,7 @@ class EventLoop {
   bool take_tasks();
   void run_taken_tasks();
   void poll_busy_sockets();
+  bool skips_wait();  // this iteration reads busy UDP sockets without asking the poller
   void resume_listeners();
   void tick();
   void check_drained();
@@ -197,6 +198,11 @@ class EventLoop {
   std::unique_ptr<ReceiveBatch> receive_batch_;
   std::vector<Pollable*> scheduled_;    // connections and UDP sockets
   std::vector<UdpSocket*> polled_udp_;  // busy UDP sockets, out of the poller
+  // While there are some, the poller is asked every kPollEvery iterations (see skips_wait()).
+  static constexpr unsigned kPollEvery = 8;
+  static constexpr auto kPollInterval = std::chrono::microseconds(200);
+  unsigned iterations_unpolled_ = 0;
+  Clock::time_point last_wait_{};
   std::atomic<std::uint64_t> next_id_;  // connection ids: thread-safe, so a dial's ref is at once
   Clock::time_point now_{};
   bool shutting_down_ = false;

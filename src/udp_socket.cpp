@@ -239,13 +239,19 @@ void UdpSocket::update_interest() {
 
 // --- busy sockets, read out of the poller ------------------------------------------------------
 //
-// While a socket is registered with epoll, every datagram it sends costs a wake-up walk of its
-// wait queue when the kernel frees the packet (sock_wfree -> write_space -> the epoll callback),
-// whatever interest is registered: about 7% of a plain recvmmsg/sendmmsg server's CPU per
-// datagram, measured. A socket that still has datagrams after a readiness's last full batch
-// leaves the poller; the loop then reads it every iteration (without blocking in its wait) until
-// a batch comes back short, and it registers again. Under sustained load that is two poller
-// calls per busy period instead of a wake-up per datagram sent.
+// Under load a socket has datagrams waiting every time the loop comes back to it, and the loop's
+// wait (epoll_wait: a syscall that returns at once, reporting that socket again) is a third of
+// what a window-1 echo costs per iteration beside recvmmsg and sendmmsg. So a socket that shows
+// it is busy leaves the poller for a *busy spell*: the loop reads it every iteration, asks the
+// poller only now and then (EventLoop::iterate), and it registers again at the first read that
+// finds nothing. While out of the poller it is also off its wait queue, which spares each
+// datagram it sends a wake-up walk when the kernel frees it.
+//
+// A spell begins when one readiness brings at least `busy_entry_` datagrams (2 at first: one
+// flow's ping-pong never does), or fills every batch. A spell costs two poller calls and the
+// empty read that ends it, which a spell of a few reads pays back; a spell whose reads find
+// nothing at once was a bad guess, and the next needs twice as many datagrams to begin (up to
+// full batches only); a long one lowers it back to 2.
 
 void UdpSocket::start_polling() {
   if (polled_ || !registered_ || interest_ != kRead) return;
@@ -254,6 +260,7 @@ void UdpSocket::start_polling() {
   registered_ = false;
   interest_ = kNone;
   polled_ = true;
+  spell_reads_ = 0;
   loop_.poll_each_iteration(*this);
 }
 
@@ -263,10 +270,30 @@ void UdpSocket::stop_polling() {
   loop_.stop_polling(*this);
 }
 
-void UdpSocket::on_polled() {
-  if (reading() && receive() && reading()) return;  // still busy
+bool UdpSocket::starts_spell(std::size_t datagrams) const noexcept {
+  // On io_uring the loop's wait runs every iteration anyway (it submits the loop's requests), and
+  // the socket's one-shot poll is already off its wait queue once it fires: a spell saves only
+  // the poll's re-arm, which pays for the spell's own poller calls when batches are full.
+  if (loop_.poller().completions()) return datagrams == max_per_event();
+  return datagrams >= busy_entry_ || datagrams == max_per_event();
+}
+
+void UdpSocket::end_spell() {
+  if (spell_reads_ < kPaidSpell) {
+    busy_entry_ = static_cast<unsigned>(std::min<std::size_t>(busy_entry_ * 2, max_per_event()));
+  } else {
+    busy_entry_ = kBusyEntry;
+  }
   stop_polling();
   schedule();  // settle() registers it again, or carries out its end
+}
+
+void UdpSocket::on_polled() {
+  if (reading()) {
+    ++spell_reads_;
+    if (receive() > 0 && reading()) return;  // still busy
+  }
+  end_spell();
 }
 
 // --- receiving ---------------------------------------------------------------------------------
@@ -279,15 +306,16 @@ void UdpSocket::on_event(const PollEvent& event) {
     if (!ec && event.result < 0) ec = sys_error(-event.result);  // kqueue: libkqueue read it
     if (ec) report(ec);
   }
-  if (event.readable && (interest_ & kRead) && reading() && receive()) {
-    start_polling();
+  if (event.readable && (interest_ & kRead) && reading()) {
+    if (starts_spell(receive()) && reading()) start_polling();
   }
   if (event.writable && !queue_.empty()) schedule();
 }
 
-bool UdpSocket::receive() {
+std::size_t UdpSocket::receive() {
   ReceiveBatch& batch = loop_.receive_batch();
   const unsigned count = options().batch;
+  std::size_t received = 0;
   for (int round = 0; round < kBatchesPerEvent; ++round) {
     unsigned calls = 0;
     const int n = batch.receive(fd_.get(), count, receive_size_, gro_, calls);
@@ -296,14 +324,15 @@ bool UdpSocket::receive() {
       // The BSDs report an ICMP error on a connected socket here (Linux too, when a batch
       // ended early on it).
       if (!would_block(-n)) report(sys_error(-n));
-      return false;
+      return received;
     }
+    received += static_cast<std::size_t>(n);
     deliver(batch, n);
-    if (!reading() || static_cast<unsigned>(n) < count) return false;  // or drained
+    if (!reading() || static_cast<unsigned>(n) < count) return received;  // or drained
     if (!queue_.empty()) flush();  // this batch's replies go before the next batch is read
-    if (!reading()) return false;
+    if (!reading()) return received;
   }
-  return true;  // every batch was full: more may be waiting
+  return received;  // every batch was full: more may be waiting
 }
 
 void UdpSocket::deliver(const ReceiveBatch& batch, int count) {

@@ -9,8 +9,8 @@
 //
 // Receiving: a readiness report reads at most kBatchesPerEvent batches (recvmmsg) and hands each
 // datagram to `datagram` in order; between two batches, what the handlers queued is sent. A
-// socket whose batches all came back full leaves the poller and is read every iteration until it
-// drains (see "busy sockets" in udp_socket.cpp).
+// socket that shows it is busy leaves the poller and is read every iteration until a read finds
+// nothing (a "busy spell": see "busy sockets" in udp_socket.cpp).
 // Sending: send_to() appends to a bounded DatagramQueue and schedules the socket; settle(), run by
 // the loop after the handlers return, sends the queue in batches (sendmmsg). What the kernel does
 // not take (EAGAIN) waits, with write interest armed, up to the queue's bounds; beyond them
@@ -42,6 +42,10 @@ class UdpSocket final : public Pollable {
  public:
   /// Receive batches per readiness report, so one busy socket cannot starve its loop.
   static constexpr int kBatchesPerEvent = 4;
+  /// Datagrams one readiness must bring for a busy spell to begin, at first and after a long one.
+  static constexpr unsigned kBusyEntry = 2;
+  /// Reads a busy spell must last to pay for itself (two poller calls and the empty read).
+  static constexpr unsigned kPaidSpell = 4;
 
   UdpSocket(EventLoop& loop, std::uint64_t id, UdpProfilePtr profile);
   ~UdpSocket();
@@ -114,7 +118,10 @@ class UdpSocket final : public Pollable {
 
   // I/O.
   bool reading() const noexcept { return state_ == State::open && !handed_over_; }
-  bool receive();  // true: every batch was full (the socket may have more)
+  std::size_t receive();  // datagrams read (as many as kBatchesPerEvent full batches hold: more may wait)
+  std::size_t max_per_event() const noexcept { return std::size_t{options().batch} * kBatchesPerEvent; }
+  bool starts_spell(std::size_t datagrams) const noexcept;
+  void end_spell();
   void deliver(const ReceiveBatch& batch, int count);
   void deliver_one(const SocketAddress& peer, const char* bytes, std::size_t size);
   void flush();
@@ -133,6 +140,8 @@ class UdpSocket final : public Pollable {
   unsigned char interest_ = kNone;  // what the poller has registered
   bool registered_ = false;
   bool polled_ = false;  // busy: out of the poller, read by the loop every iteration
+  unsigned busy_entry_ = kBusyEntry;  // datagrams a readiness must bring to start a busy spell
+  unsigned spell_reads_ = 0;          // reads in the current busy spell
   bool scheduled_ = false;
   bool ready_ = false;            // opening: bound (and connected); opens at settle()
   bool open_failed_ = false;      // opening: fails at settle() with reason_

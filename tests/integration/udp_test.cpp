@@ -223,6 +223,78 @@ TEST(UdpTest, ABusySocketIsReadOutOfThePollerUntilItDrains) {
   EXPECT_EQ(got.back(), "after");
 }
 
+// Busy spells (epoll, kqueue): a readiness that brings at least two datagrams takes the socket
+// out of the poller, and the loop reads it every iteration, asking the poller only now and then,
+// until a read finds nothing. A spell that ends at its first read doubles what the next must bring; a long one
+// brings it back to two. The handler makes the load, from the loop thread, with a blocking
+// loopback send (queued at the socket when it returns): "send N" puts N datagrams before the next
+// read, "chain K" one more before each of the next K reads, "fan K" seven and a "chain K".
+TEST(UdpTest, BusySpellsBeginUnderLoadAndAdaptToWastedOnes) {
+  UdpPeer feeder;  // used by the loop thread only
+  ASSERT_TRUE(feeder.ok());
+  EventCounter seen;
+  DatagramHandlers h;
+  h.datagram = [&](Udp& udp, const SocketAddress&, std::string_view bytes) {
+    const std::size_t space = bytes.find(' ');
+    const std::string_view word = bytes.substr(0, space);
+    const int n = space == std::string_view::npos ? 0 : std::stoi(std::string(bytes.substr(space + 1)));
+    const SocketAddress& self = udp.local_address();
+    if (word == "send" || word == "fan") {
+      for (int i = 0; i < (word == "fan" ? 7 : n); ++i) EXPECT_TRUE(feeder.send_to(self, "x"));
+    }
+    if ((word == "chain" && n > 0) || word == "fan") {
+      EXPECT_TRUE(feeder.send_to(self, "chain " + std::to_string(word == "fan" ? n : n - 1)));
+    }
+    seen.add();
+  };
+  UdpServer s("udp4://127.0.0.1:0", h);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  const LoopStats start = total_stats(s.server);
+  const auto changes = [&] {
+    return static_cast<int>(total_stats(s.server).poller_changes - start.poller_changes);
+  };
+  int expected = 0;
+  // Sends `command`, which brings `more` datagrams, and once they are all seen a lone "sync":
+  // once that is seen too, the loop is past the reads of the command's datagrams (and a spell
+  // they began has left the poller).
+  const auto run = [&](const std::string& command, int more) {
+    ASSERT_TRUE(peer.send_to(s.address(), command));
+    expected += 1 + more;
+    ASSERT_TRUE(seen.wait_for(expected)) << command;
+    ASSERT_TRUE(peer.send_to(s.address(), "sync"));
+    ASSERT_TRUE(seen.wait_for(++expected)) << command;
+  };
+
+  // On io_uring only full batches begin a spell (the wait runs every iteration there): none here.
+  const bool readiness = std::string_view(s.server.backend()) != "io_uring";
+  const auto spells = [&](int n) { return readiness ? 2 * n : 0; };  // out and back: 2 changes
+
+  // One datagram at a time (a ping-pong) never begins a spell.
+  for (int i = 0; i < 20; ++i) run("ping", 0);
+  EXPECT_EQ(changes(), 0);
+  run("send 2", 2);  // two at once: a spell, whose first read finds nothing (4 from now on)
+  EXPECT_TRUE(settles_to(changes, spells(1))) << changes() << " poller changes";
+  run("send 2", 2);  // two are not enough now
+  run("send 3", 3);
+  EXPECT_TRUE(settles_to(changes, spells(1))) << changes();
+  run("send 4", 4);  // four are: another short spell (8 from now on)
+  EXPECT_TRUE(settles_to(changes, spells(2))) << changes();
+  const LoopStats before_long = total_stats(s.server);
+  constexpr int kChain = 40;
+  run("fan " + std::to_string(kChain), 7 + kChain + 1);  // eight at once, then one per read
+  EXPECT_TRUE(settles_to(changes, spells(3))) << changes();
+  const LoopStats after_long = total_stats(s.server);
+  const auto reads = after_long.datagram_receive_calls - before_long.datagram_receive_calls;
+  const auto waits = after_long.waits - before_long.waits;
+  EXPECT_GE(reads, std::uint64_t{kChain});
+  if (readiness) {
+    EXPECT_LE(waits * 2, reads) << "a busy socket is read without a wait per read";
+  }
+  run("send 2", 2);  // after a long spell two are enough again
+  EXPECT_TRUE(settles_to(changes, spells(4))) << changes();
+}
+
 TEST(UdpTest, TruncatedDatagramsAreCountedAndReportedNeverDeliveredAsWhole) {
   EventCounter truncated, delivered;
   std::mutex mutex;
