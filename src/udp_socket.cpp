@@ -247,11 +247,12 @@ void UdpSocket::update_interest() {
 // finds nothing. While out of the poller it is also off its wait queue, which spares each
 // datagram it sends a wake-up walk when the kernel frees it.
 //
-// A spell begins when one readiness brings at least `busy_entry_` datagrams (2 at first: one
-// flow's ping-pong never does), or fills every batch. A spell costs two poller calls and the
-// empty read that ends it, which a spell of a few reads pays back; a spell whose reads find
-// nothing at once was a bad guess, and the next needs twice as many datagrams to begin (up to
-// full batches only); a long one lowers it back to 2.
+// A spell begins when one readiness brings at least `busy_entry_` messages (2 at first: one
+// flow's ping-pong never does; with GRO a message may hold several datagrams), or fills every
+// batch. A spell costs two poller calls and the empty read that ends it, which a spell of a few
+// reads pays back; one of fewer than kPaidSpell reads (the empty one included) was a bad guess,
+// and the next needs twice as many messages to begin (at most: every batch full); a longer one
+// lowers it back to 2.
 
 void UdpSocket::start_polling() {
   if (polled_ || !registered_ || interest_ != kRead) return;

@@ -177,9 +177,9 @@ TEST(UdpTest, WithoutReusePortLoopZeroServesTheAddressAlone) {
   EXPECT_EQ(opened.value(), 1);
 }
 
-// A socket whose batches keep coming back full leaves the poller (registered, every packet it
-// sends would cost a wake-up walk of its wait queue), is read every loop iteration instead, and
-// registers again once a batch comes back short. Nothing is lost or reordered on the way.
+// A socket whose batches keep coming back full leaves the poller (a busy spell, on every backend),
+// is read every loop iteration instead, and registers again once a read finds nothing. Nothing is
+// lost or reordered on the way.
 TEST(UdpTest, ABusySocketIsReadOutOfThePollerUntilItDrains) {
   EventCounter entered, delivered;
   std::promise<void> release;
@@ -225,10 +225,11 @@ TEST(UdpTest, ABusySocketIsReadOutOfThePollerUntilItDrains) {
 
 // Busy spells (epoll, kqueue): a readiness that brings at least two datagrams takes the socket
 // out of the poller, and the loop reads it every iteration, asking the poller only now and then,
-// until a read finds nothing. A spell that ends at its first read doubles what the next must bring; a long one
-// brings it back to two. The handler makes the load, from the loop thread, with a blocking
-// loopback send (queued at the socket when it returns): "send N" puts N datagrams before the next
-// read, "chain K" one more before each of the next K reads, "fan K" seven and a "chain K".
+// until a read finds nothing. A spell of fewer than 4 reads (the empty one included) doubles what
+// the next must bring; a longer one brings it back to two. The handler makes the load, from the
+// loop thread, with a blocking loopback send (over loopback the datagram is in the socket's queue
+// when the send returns): "send N" puts N datagrams before the next read, "chain K" one more
+// before each of the next K reads, "fan K" seven and a "chain K".
 TEST(UdpTest, BusySpellsBeginUnderLoadAndAdaptToWastedOnes) {
   UdpPeer feeder;  // used by the loop thread only
   ASSERT_TRUE(feeder.ok());
@@ -281,15 +282,17 @@ TEST(UdpTest, BusySpellsBeginUnderLoadAndAdaptToWastedOnes) {
   run("send 4", 4);  // four are: another short spell (8 from now on)
   EXPECT_TRUE(settles_to(changes, spells(2))) << changes();
   const LoopStats before_long = total_stats(s.server);
-  constexpr int kChain = 40;
+  constexpr int kChain = 60;
   run("fan " + std::to_string(kChain), 7 + kChain + 1);  // eight at once, then one per read
   EXPECT_TRUE(settles_to(changes, spells(3))) << changes();
   const LoopStats after_long = total_stats(s.server);
   const auto reads = after_long.datagram_receive_calls - before_long.datagram_receive_calls;
   const auto waits = after_long.waits - before_long.waits;
   EXPECT_GE(reads, std::uint64_t{kChain});
+  // The poller is asked every 8th iteration, or sooner when 200 µs have passed (a sanitizer's
+  // iterations can take that long): fewer waits than reads either way, unless every one does.
   if (readiness) {
-    EXPECT_LE(waits * 2, reads) << "a busy socket is read without a wait per read";
+    EXPECT_LT(waits, reads) << "a busy socket is read without a wait per read";
   }
   run("send 2", 2);  // after a long spell two are enough again
   EXPECT_TRUE(settles_to(changes, spells(4))) << changes();
