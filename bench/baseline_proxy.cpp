@@ -262,7 +262,7 @@ int main(int argc, char** argv) {
   epoll_ctl(g_epoll, EPOLL_CTL_ADD, g_listener, &lev);
   bench::print_listening(g_listener);
 
-  std::vector<char> buf(64 * 1024);  // the same read size as evloop's default
+  std::vector<char> buf(256 * 1024);  // the same read size as examples/tcp-proxy
   std::vector<epoll_event> events(256);
   while (!g_stop) {
     const int n = epoll_wait(g_epoll, events.data(), static_cast<int>(events.size()), -1);

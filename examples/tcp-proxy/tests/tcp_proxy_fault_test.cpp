@@ -100,7 +100,7 @@ class SlowReader : public OnePair, public ::testing::WithParamInterface<SlowSide
 // was before the stream, and every byte arrives in order.
 TEST_P(SlowReader, TwoHundredMiBArriveByteExactWithTheProxysMemoryBounded) {
   const std::size_t total = (kSanitized ? std::size_t{48} : std::size_t{200}) << 20;
-  // Per direction the proxy holds at most 256 KiB + one 64 KiB read; the rest of the bound is
+  // Per direction the proxy holds at most 256 KiB + one 256 KiB read; the rest of the bound is
   // allocator slack (and sanitizer bookkeeping).
   const long bound = (kSanitized ? 24L : 4L) << 20;
   const int source = GetParam() == SlowSide::client ? up : client;
