@@ -94,7 +94,8 @@ void EventLoop::iterate(int max_timeout_ms) {
   if (wake_pending_.load(std::memory_order_relaxed) || !polled_udp_.empty()) timeout = 0;
 
   const bool skipped = skips_wait();
-  const int n = skipped ? 0 : poller_.wait(events_.data(), static_cast<int>(events_.size()), timeout);
+  const int n =
+      skipped ? 0 : poller_.wait(events_.data(), static_cast<int>(events_.size()), timeout);
   if (n < 0) {
     // Not EINTR (the backend returns 0 for that): the poller itself is broken (EBADF, EINVAL,
     // ENOMEM). Waiting again would fail again at once, a silent spin: stop, and say why.

@@ -240,11 +240,11 @@ void UdpSocket::update_interest() {
 // --- busy sockets, read out of the poller ------------------------------------------------------
 //
 // Under load a socket has datagrams waiting every time the loop comes back to it, and the loop's
-// wait (epoll_wait: a syscall that returns at once, reporting that socket again) is a third of
-// what a window-1 echo costs per iteration beside recvmmsg and sendmmsg. So a socket that shows
-// it is busy leaves the poller for a *busy spell*: the loop reads it every iteration, asks the
-// poller only now and then (EventLoop::iterate), and it registers again at the first read that
-// finds nothing. While out of the poller it is also off its wait queue, which spares each
+// wait (epoll_wait: a syscall that returns at once, reporting that socket again) is one of the
+// three syscalls a window-1 echo makes per iteration, beside recvmmsg and sendmmsg. So a socket
+// that shows it is busy leaves the poller for a *busy spell*: the loop reads it every iteration,
+// asks the poller only now and then (EventLoop::iterate), and it registers again at the first read
+// that finds nothing. While out of the poller it is also off its wait queue, which spares each
 // datagram it sends a wake-up walk when the kernel frees it.
 //
 // A spell begins when one readiness brings at least `busy_entry_` messages (2 at first: one
@@ -271,12 +271,12 @@ void UdpSocket::stop_polling() {
   loop_.stop_polling(*this);
 }
 
-bool UdpSocket::starts_spell(std::size_t datagrams) const noexcept {
+bool UdpSocket::starts_spell(std::size_t messages) const noexcept {
   // On io_uring the loop's wait runs every iteration anyway (it submits the loop's requests), and
   // the socket's one-shot poll is already off its wait queue once it fires: a spell saves only
   // the poll's re-arm, which pays for the spell's own poller calls when batches are full.
-  if (loop_.poller().completions()) return datagrams == max_per_event();
-  return datagrams >= busy_entry_ || datagrams == max_per_event();
+  if (loop_.poller().completions()) return messages == max_per_event();
+  return messages >= busy_entry_ || messages == max_per_event();
 }
 
 void UdpSocket::end_spell() {

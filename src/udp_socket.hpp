@@ -42,7 +42,8 @@ class UdpSocket final : public Pollable {
  public:
   /// Receive batches per readiness report, so one busy socket cannot starve its loop.
   static constexpr int kBatchesPerEvent = 4;
-  /// Datagrams one readiness must bring for a busy spell to begin, at first and after a long one.
+  /// Messages (datagrams; a GRO receive counts once) one readiness must bring for a busy spell to
+  /// begin, at first and after a long one.
   static constexpr unsigned kBusyEntry = 2;
   /// Reads a busy spell must last to pay for itself (two poller calls and the empty read).
   static constexpr unsigned kPaidSpell = 4;
@@ -118,9 +119,13 @@ class UdpSocket final : public Pollable {
 
   // I/O.
   bool reading() const noexcept { return state_ == State::open && !handed_over_; }
-  std::size_t receive();  // datagrams read (as many as kBatchesPerEvent full batches hold: more may wait)
-  std::size_t max_per_event() const noexcept { return std::size_t{options().batch} * kBatchesPerEvent; }
-  bool starts_spell(std::size_t datagrams) const noexcept;
+  // Reads up to kBatchesPerEvent batches; returns the messages read (max_per_event(): every batch
+  // came back full, more may wait).
+  std::size_t receive();
+  std::size_t max_per_event() const noexcept {
+    return std::size_t{options().batch} * kBatchesPerEvent;
+  }
+  bool starts_spell(std::size_t messages) const noexcept;
   void end_spell();
   void deliver(const ReceiveBatch& batch, int count);
   void deliver_one(const SocketAddress& peer, const char* bytes, std::size_t size);
@@ -139,8 +144,8 @@ class UdpSocket final : public Pollable {
   State state_ = State::opening;
   unsigned char interest_ = kNone;  // what the poller has registered
   bool registered_ = false;
-  bool polled_ = false;  // busy: out of the poller, read by the loop every iteration
-  unsigned busy_entry_ = kBusyEntry;  // datagrams a readiness must bring to start a busy spell
+  bool polled_ = false;               // busy: out of the poller, read by the loop every iteration
+  unsigned busy_entry_ = kBusyEntry;  // messages a readiness must bring to start a busy spell
   unsigned spell_reads_ = 0;          // reads in the current busy spell
   bool scheduled_ = false;
   bool ready_ = false;            // opening: bound (and connected); opens at settle()

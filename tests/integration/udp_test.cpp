@@ -238,7 +238,8 @@ TEST(UdpTest, BusySpellsBeginUnderLoadAndAdaptToWastedOnes) {
   h.datagram = [&](Udp& udp, const SocketAddress&, std::string_view bytes) {
     const std::size_t space = bytes.find(' ');
     const std::string_view word = bytes.substr(0, space);
-    const int n = space == std::string_view::npos ? 0 : std::stoi(std::string(bytes.substr(space + 1)));
+    const int n =
+        space == std::string_view::npos ? 0 : std::stoi(std::string(bytes.substr(space + 1)));
     const SocketAddress& self = udp.local_address();
     if (word == "send" || word == "fan") {
       for (int i = 0; i < (word == "fan" ? 7 : n); ++i) EXPECT_TRUE(feeder.send_to(self, "x"));
