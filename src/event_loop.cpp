@@ -96,6 +96,7 @@ void EventLoop::iterate(int max_timeout_ms) {
   const bool skipped = skips_wait();
   const int n =
       skipped ? 0 : poller_.wait(events_.data(), static_cast<int>(events_.size()), timeout);
+  if (!skipped) bump(stats_.waits);  // counted once it returns: a loop asleep in it has not woken
   if (n < 0) {
     // Not EINTR (the backend returns 0 for that): the poller itself is broken (EBADF, EINVAL,
     // ENOMEM). Waiting again would fail again at once, a silent spin: stop, and say why.
@@ -128,7 +129,6 @@ bool EventLoop::skips_wait() {
     return true;
   }
   iterations_unpolled_ = 0;
-  bump(stats_.waits);
   return false;
 }
 
