@@ -275,8 +275,8 @@ bool UdpSocket::starts_spell(std::size_t messages) const noexcept {
   // On io_uring the loop's wait runs every iteration anyway (it submits the loop's requests), and
   // the socket's one-shot poll is already off its wait queue once it fires: a spell saves only
   // the poll's re-arm, which pays for the spell's own poller calls when batches are full.
-  if (loop_.poller().completions()) return messages == max_per_event();
-  return messages >= busy_entry_ || messages == max_per_event();
+  // (busy_entry_ never passes max_per_event(): full batches always begin one.)
+  return messages >= (loop_.poller().completions() ? max_per_event() : busy_entry_);
 }
 
 void UdpSocket::end_spell() {
