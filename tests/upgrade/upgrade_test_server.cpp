@@ -3,7 +3,10 @@
 //
 //   PID        -> "<pid>\n", close             (a short connection)
 //   LOOP       -> "<loop index>\n", close
-//   FDS        -> "<open fds>\n", close         (fd counts back to baseline)
+//   FDS        -> "<open fds but TCP connections>\n", close: the server's own fds (listeners,
+//                 pollers, control sockets, pipes) back to baseline; connections come and go
+//                 with clients (the test's own, and with tests run in parallel, a stray one
+//                 that reaches a port freed by another test and bound again by this server)
 //   INHERIT    -> "env=<set|unset> cloexec=<1|0 FD...>\n", close: are LISTEN_* / EVLOOP_UPGRADE_FD
 //   still
 //                 set, and is every fd from 3 up close-on-exec
@@ -24,6 +27,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <any>
@@ -111,12 +115,26 @@ Config parse(int argc, char** argv) {
   return c;
 }
 
+bool is_tcp_connection(int fd) {
+  int domain = 0, type = 0, listening = 0;
+  socklen_t len = sizeof domain;
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return false;  // not a socket
+  len = sizeof type;
+  ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+  len = sizeof listening;
+  ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
+  return (domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM && listening == 0;
+}
+
 int count_fds() {
   int n = 0;
   if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (const dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+    while (const dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      const int fd = std::atoi(e->d_name);
+      n += fd != ::dirfd(d) && !is_tcp_connection(fd);
+    }
     ::closedir(d);
-    --n;  // the directory's own fd
   }
   return n;
 }
