@@ -104,7 +104,8 @@ void EventLoop::iterate(int max_timeout_ms) {
     group_.loop_failed(index_, std::error_code(-n, std::system_category()));
     return;
   }
-  if (!skipped) now_ = last_wait_ = Clock::now();
+  // A wait that could not block returned at once: the time read before it still holds.
+  if (!skipped) now_ = last_wait_ = timeout == 0 ? now_ : Clock::now();
   for (int i = 0; i < n; ++i) {
     dispatch(events_[static_cast<std::size_t>(i)]);
     settle_scheduled();  // what this event's handlers wrote goes out now, in one send
@@ -401,6 +402,7 @@ void EventLoop::resume_listeners() {
 }
 
 void EventLoop::destroy_retired() {
+  if (retired_.empty() && retired_udp_.empty() && closing_listeners_.empty()) return;
   // A closed connection whose requests the kernel still holds (completion backends) waits for
   // their completions; the rest go now.
   std::size_t kept = 0;
