@@ -60,7 +60,11 @@ Status validate(const UdpOptions& o, std::string_view where) {
     return bad_option(
         where, "max_datagram_size (" + std::to_string(o.max_datagram_size) + ") must be 1..65536");
   }
-  if (o.send_queue_bytes == 0) return bad_option(where, "send_queue_bytes must be positive");
+  // The queue keeps offsets into its byte arena in 32 bits.
+  if (o.send_queue_bytes == 0 || o.send_queue_bytes > 0xffffffffu) {
+    return bad_option(where, "send_queue_bytes (" + std::to_string(o.send_queue_bytes) +
+                                 ") must be 1..4294967295 (4 GiB - 1)");
+  }
   if (o.send_queue_datagrams == 0) {
     return bad_option(where, "send_queue_datagrams must be positive");
   }

@@ -310,7 +310,10 @@ void UdpSocket::on_event(const PollEvent& event) {
   if (event.readable && (interest_ & kRead) && reading()) {
     if (starts_spell(receive()) && reading()) start_polling();
   }
-  if (event.writable && !queue_.empty()) schedule();
+  // Writable: send what waits, or, when the reads above already sent it all (the flush between
+  // two full batches), let settle() drop write interest; a UDP socket is nearly always
+  // writable, and a registration left asking would wake every wait at once.
+  if (event.writable) schedule();
 }
 
 std::size_t UdpSocket::receive() {

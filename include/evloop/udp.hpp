@@ -49,7 +49,8 @@ struct UdpOptions {
 
   /// Bounds of the send queue: datagrams queued and not yet taken by the kernel. They wait only
   /// when the kernel says EAGAIN (its send buffer is full); past either bound, send_to() drops
-  /// the datagram, counts it (LoopStats::datagram_drops) and returns false. Both positive.
+  /// the datagram, counts it (LoopStats::datagram_drops) and returns false. Both positive;
+  /// send_queue_bytes at most 4 GiB - 1.
   std::size_t send_queue_bytes = 4 * 1024 * 1024;
   std::size_t send_queue_datagrams = 4096;
 

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <future>
 
 #include "test_support.hpp"
 
@@ -73,11 +74,15 @@ struct Injected {
 };
 
 // On "go N", sends N datagrams "d0", "d1", ... (numbered across calls) and counts what send_to
-// accepted and refused.
+// accepted and refused; anything else it only counts (`sunk`).
 struct Sender {
   DatagramHandlers handlers() {
     DatagramHandlers h;
     h.datagram = [this](Udp& udp, const SocketAddress& peer, std::string_view bytes) {
+      if (!bytes.starts_with("go ")) {
+        sunk.fetch_add(1);
+        return;
+      }
       const int n = std::stoi(std::string(bytes.substr(3)));
       for (int i = 0; i < n; ++i) {
         if (udp.send_to(peer, "d" + std::to_string(next++))) {
@@ -95,7 +100,7 @@ struct Sender {
     return h;
   }
   int next = 0;  // loop thread only
-  std::atomic<int> accepted{0}, refused{0};
+  std::atomic<int> accepted{0}, refused{0}, sunk{0};
   EventCounter calls, closed;
   std::error_code closed_reason;  // read after `closed`
 };
@@ -151,6 +156,44 @@ TEST(UdpInjectedTest, AFullKernelBufferQueuesUpToTheBoundThenDropsAndCountsAndDr
   EXPECT_EQ(st.datagram_drops, 15u);
   EXPECT_EQ(st.write_arms, 1u);
   EXPECT_EQ(st.datagram_send_errors, 0u);
+}
+
+TEST(UdpInjectedTest, WriteInterestEndsWhenTheFlushBetweenTwoFullBatchesEmptiesTheQueue) {
+  // One readiness, readable and writable: its first batch comes back full, the handlers send
+  // nothing, and the flush before the next batch sends what waited. Write interest must end
+  // there, or every wait returns at once (a UDP socket is nearly always writable): a loop
+  // spinning until a handler sends again.
+  Sender sender;
+  UdpOptions o;
+  o.batch = 8;
+  Injected s(sender.handlers(), o);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  const Queued queued = queue_behind_eagain(s, sender, peer, 1);
+  if (queued == Queued::no_sendmmsg) GTEST_SKIP() << "no sendmmsg to inject into";
+  ASSERT_EQ(queued, Queued::yes);
+  // Hold the loop while more than a batch arrives and the kernel has room again, so that its
+  // next wait reports both at once.
+  EventCounter held;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  s.server.loop(0).post([&held, released] {
+    held.add();
+    released.wait_for(10s);
+  });
+  ASSERT_TRUE(held.wait_for(1));
+  for (int i = 0; i < 12; ++i) ASSERT_TRUE(peer.send_to(s.address(), "x" + std::to_string(i)));
+  g_eagain_fd = -1;
+  release.set_value();
+  expect_datagrams(peer, 0, 1);
+  ASSERT_TRUE(eventually([&] { return sender.sunk.load() == 12; }));
+  // Idle now: over 100 ms the loop may wake for the timer that ends them, not thousands of times.
+  const std::uint64_t waits_before = s.stats().waits;
+  EventCounter fired;
+  s.server.loop(0).run_after(100ms, [&fired] { fired.add(); });
+  ASSERT_TRUE(fired.wait_for(1));
+  EXPECT_LT(s.stats().waits - waits_before, 20u);
+  EXPECT_EQ(s.stats().write_arms, 1u);
 }
 
 TEST(UdpInjectedTest, StopWithDatagramsQueuedDropsThemAfterTheGraceAndLeavesNothingBehind) {

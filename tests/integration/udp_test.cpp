@@ -671,6 +671,16 @@ TEST(UdpTest, BadAddressesAndOptionsFailClearly) {
   }
   {
     Server server(Options{}, Callbacks{});
+    UdpOptions o;
+    o.send_queue_bytes = std::size_t{1} << 32;  // past what the queue's 32-bit offsets hold
+    ASSERT_TRUE(server.listen_udp("udp://127.0.0.1:0", {}, o));
+    const Status st = server.start();
+    EXPECT_EQ(st.code(), errc::bad_option);
+    EXPECT_NE(st.message().find("send_queue_bytes (4294967296)"), std::string::npos)
+        << st.message();
+  }
+  {
+    Server server(Options{}, Callbacks{});
     ASSERT_TRUE(server.listen_udp("udp://127.0.0.1:0?backlog=5", {}));
     EXPECT_EQ(server.start().code(), errc::bad_option);
   }
