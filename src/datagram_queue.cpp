@@ -7,7 +7,7 @@ namespace evloop::detail {
 namespace {
 
 constexpr std::size_t kControlWords =
-    (std::max<std::size_t>(platform::kUdpControlSpace, 1) + 7) / 8;
+    (std::max<std::size_t>(platform::kUdpSendControlSpace, 1) + 7) / 8;
 
 }  // namespace
 

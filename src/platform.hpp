@@ -229,8 +229,13 @@ inline int send_many(int fd, MultiMessage* msgs, unsigned count, unsigned& calls
 inline constexpr unsigned kMaxGsoSegments = 64;  // UDP_MAX_SEGMENTS of every kernel that has GSO
 #if defined(__linux__)
 inline constexpr bool kHasUdpOffload = true;
-// Control bytes one message needs: a UDP_SEGMENT cmsg (send) or a UDP_GRO cmsg (receive).
-inline constexpr std::size_t kUdpControlSpace = CMSG_SPACE(sizeof(int));
+// Control bytes of one sent message: a UDP_SEGMENT cmsg.
+inline constexpr std::size_t kUdpSendControlSpace = CMSG_SPACE(sizeof(std::uint16_t));
+// Control bytes of one received message with GRO on: its UDP_GRO cmsg comes after the
+// socket-level ones a user may have asked for through native_handle() (timestamps, up to three
+// timespecs; IP_PKTINFO, IP_TOS, IP_TTL...), so there is room for those too. Without room the
+// kernel drops the UDP_GRO cmsg and the datagrams' boundaries with it.
+inline constexpr std::size_t kUdpReceiveControlSpace = 256;
 
 // Asks the kernel whether this socket can segment (the option exists); 0 = no default size.
 inline bool probe_udp_gso(int fd) noexcept {
@@ -243,10 +248,10 @@ inline bool enable_udp_gro(int fd) noexcept {
   return ::setsockopt(fd, IPPROTO_UDP, UDP_GRO, &on, sizeof on) == 0;
 }
 
-// Makes `msg` a segmented send of `segment_size`-byte datagrams; `control` has kUdpControlSpace
-// bytes, aligned for a cmsghdr.
+// Makes `msg` a segmented send of `segment_size`-byte datagrams; `control` has
+// kUdpSendControlSpace bytes, aligned for a cmsghdr.
 inline void set_gso_segment(msghdr& msg, void* control, std::uint16_t segment_size) noexcept {
-  std::memset(control, 0, kUdpControlSpace);
+  std::memset(control, 0, kUdpSendControlSpace);
   msg.msg_control = control;
   msg.msg_controllen = CMSG_SPACE(sizeof(std::uint16_t));
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
@@ -271,7 +276,8 @@ inline std::size_t gro_segment_size(const msghdr& msg) noexcept {
 }
 #else
 inline constexpr bool kHasUdpOffload = false;
-inline constexpr std::size_t kUdpControlSpace = 0;
+inline constexpr std::size_t kUdpSendControlSpace = 0;
+inline constexpr std::size_t kUdpReceiveControlSpace = 0;
 inline bool probe_udp_gso(int) noexcept { return false; }
 inline bool enable_udp_gro(int) noexcept { return false; }
 inline void set_gso_segment(msghdr&, void*, std::uint16_t) noexcept {}

@@ -7,7 +7,7 @@ namespace evloop::detail {
 namespace {
 
 constexpr std::size_t kControlWords =
-    (std::max<std::size_t>(platform::kUdpControlSpace, 1) + 7) / 8;
+    (std::max<std::size_t>(platform::kUdpReceiveControlSpace, 1) + 7) / 8;
 
 }  // namespace
 
@@ -35,7 +35,7 @@ int ReceiveBatch::receive(int fd, unsigned count, std::size_t size, bool want_se
     for (unsigned i = 0; i < filled_; ++i) {
       msghdr& msg = messages_[i].msg_hdr;
       msg.msg_namelen = static_cast<socklen_t>(SocketAddress::capacity());
-      msg.msg_controllen = want_segments ? platform::kUdpControlSpace : 0;
+      msg.msg_controllen = want_segments ? platform::kUdpReceiveControlSpace : 0;
       msg.msg_flags = 0;
     }
   }
@@ -57,7 +57,7 @@ void ReceiveBatch::prepare(unsigned count, std::size_t size, bool want_segments)
     msg.msg_iov = &iov_[i];
     msg.msg_iovlen = 1;
     msg.msg_control = want_segments ? control_.get() + std::size_t{i} * kControlWords : nullptr;
-    msg.msg_controllen = want_segments ? platform::kUdpControlSpace : 0;
+    msg.msg_controllen = want_segments ? platform::kUdpReceiveControlSpace : 0;
     msg.msg_flags = 0;
   }
   prepared_ = count;

@@ -34,9 +34,14 @@ class ReceiveBatch {
   const SocketAddress& peer(unsigned i) const noexcept { return peers_[i]; }
   const char* data(unsigned i) const noexcept { return bytes_.get() + std::size_t{i} * slot_; }
   std::size_t size(unsigned i) const noexcept { return messages_[i].msg_len; }
-  /// The datagram was longer than the receive size: the kernel cut it (MSG_TRUNC).
+  /// The datagram was longer than the receive size: the kernel cut it (MSG_TRUNC). Also, with
+  /// GRO, a receive whose control messages did not fit (MSG_CTRUNC) and that carries no GRO
+  /// segment size: it may hold several datagrams whose boundaries were lost, so it is never
+  /// passed off as one whole datagram.
   bool truncated(unsigned i) const noexcept {
-    return (messages_[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
+    const int flags = messages_[i].msg_hdr.msg_flags;
+    return (flags & MSG_TRUNC) != 0 ||
+           (prepared_segments_ && (flags & MSG_CTRUNC) != 0 && segment_size(i) == 0);
   }
   /// GRO: the size of the datagrams this receive holds back to back; 0 when it holds one.
   std::size_t segment_size(unsigned i) const noexcept {

@@ -64,8 +64,10 @@ struct UdpOptions {
   bool gso = false;
   /// Linux 5.0+: UDP generic receive offload (UDP_GRO). The kernel may hand over several
   /// datagrams of one flow in one receive (a sender's segmented send arrives whole over
-  /// loopback); evloop splits them again, so `datagram` still sees each datagram alone. Where it
-  /// is missing, datagrams arrive one by one. Off by default.
+  /// loopback); evloop splits them again, so `datagram` still sees each datagram alone (a
+  /// receive whose control messages overflowed evloop's 256 bytes, with socket options set
+  /// through native_handle(), cannot be split: it is counted and handed to `truncated`). Where
+  /// it is missing, datagrams arrive one by one. Off by default.
   bool gro = false;
 };
 

@@ -3,6 +3,7 @@
 // connected client sockets and their ICMP errors, sends from other threads, GSO/GRO, bad
 // addresses and options, and nothing left behind after a stop.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -576,7 +577,10 @@ TEST(UdpTest, UdpRefSendsFromAnotherThreadInOrder) {
   }
 }
 
-TEST(UdpTest, GsoAndGroKeepEveryDatagramWholeAndInOrder) {
+// An echo of bursts through GSO and GRO on both sides; with `server_cmsgs`, the server's socket
+// also asks for a receive timestamp and the packet info through native_handle(), control
+// messages the kernel puts before UDP_GRO's.
+void gso_gro_round_trip(bool server_cmsgs) {
   UdpOptions o;
   o.gso = true;
   o.gro = true;
@@ -585,6 +589,15 @@ TEST(UdpTest, GsoAndGroKeepEveryDatagramWholeAndInOrder) {
   sh.opened = [&](Udp& udp) {
     server_gso = udp.gso();
     server_gro = udp.gro();
+#if defined(__linux__)  // GSO and GRO are Linux's
+    const int on = 1;
+    if (server_cmsgs) {
+      EXPECT_EQ(setsockopt(udp.native_handle(), SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on), 0);
+      EXPECT_EQ(setsockopt(udp.native_handle(), IPPROTO_IP, IP_PKTINFO, &on, sizeof on), 0);
+    }
+#else
+    (void)server_cmsgs;
+#endif
   };
   UdpServer s("udp4://127.0.0.1:0", sh, o);
   ASSERT_TRUE(s.status) << s.status.message();
@@ -643,6 +656,10 @@ TEST(UdpTest, GsoAndGroKeepEveryDatagramWholeAndInOrder) {
   loops.stop();
   ASSERT_TRUE(loops.wait());
 }
+
+TEST(UdpTest, GsoAndGroKeepEveryDatagramWholeAndInOrder) { gso_gro_round_trip(false); }
+
+TEST(UdpTest, GroSplitsDatagramsAlsoWithTheUsersOwnControlMessages) { gso_gro_round_trip(true); }
 
 TEST(UdpTest, BadAddressesAndOptionsFailClearly) {
   {
