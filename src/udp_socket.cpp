@@ -347,7 +347,10 @@ void UdpSocket::deliver(const ReceiveBatch& batch, int count) {
     if (batch.truncated(i)) {
       bump(loop_.counters().datagram_truncations);
       bump(loop_.counters().datagrams_in);
-      if (handlers().truncated) handlers().truncated(handle_, peer, {bytes, size});
+      // The head the handler is promised: with GRO the receive may be longer than that.
+      if (handlers().truncated) {
+        handlers().truncated(handle_, peer, {bytes, std::min(size, options().max_datagram_size)});
+      }
       continue;
     }
     const std::size_t segment = gro_ ? batch.segment_size(i) : 0;
