@@ -177,15 +177,56 @@ inline long send_file(int socket, int file, std::uint64_t offset, std::size_t co
 
 // --- UDP ----------------------------------------------------------------------------------------
 
-// Several datagrams per syscall: recvmmsg/sendmmsg on Linux (2.6.33 / 3.0) and FreeBSD (11+).
-// Elsewhere (macOS, the other BSDs) a loop of recvmsg/sendmsg over the same array keeps the same
-// contract: the number of messages handled (stopping at the first EAGAIN or error), or -1 with
-// errno when the first one fails. `calls` is the number of syscalls made (LoopStats).
-#if defined(__linux__) || defined(__FreeBSD__)
+// Several datagrams per syscall: recvmmsg/sendmmsg on Linux (2.6.33 / 3.0). Elsewhere (macOS,
+// the BSDs: FreeBSD's recvmmsg/sendmmsg are libc loops of the same kind) a loop of
+// recvmsg/sendmsg over the same array keeps the same contract: the number of messages handled
+// (stopping at the first EAGAIN or error), or -1 with errno when the first one fails. `calls` is
+// the number of syscalls made (LoopStats). An error that ends a receive batch after its first
+// message comes back in `error_after` (0 otherwise): Linux's recvmmsg leaves it on the socket for
+// the next call, but a loop cannot put back what recvmsg took (an ICMP error, on the BSDs).
+#if defined(__linux__)
 using MultiMessage = ::mmsghdr;
+#else
+struct MultiMessage {
+  msghdr msg_hdr;
+  unsigned msg_len;
+};
+#endif
 
-inline int receive_many(int fd, MultiMessage* msgs, unsigned count, unsigned& calls) noexcept {
+// The loops. Built everywhere, so that Linux runs their tests too.
+inline int receive_each(int fd, MultiMessage* msgs, unsigned count, unsigned& calls,
+                        int& error_after) noexcept {
+  calls = 0;
+  error_after = 0;
+  for (unsigned i = 0; i < count; ++i) {
+    ++calls;
+    const ssize_t n = ::recvmsg(fd, &msgs[i].msg_hdr, 0);
+    if (n < 0) {
+      if (i == 0) return -1;
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) error_after = errno;
+      return static_cast<int>(i);
+    }
+    msgs[i].msg_len = static_cast<unsigned>(n);
+  }
+  return static_cast<int>(count);
+}
+
+inline int send_each(int fd, MultiMessage* msgs, unsigned count, unsigned& calls) noexcept {
+  calls = 0;
+  for (unsigned i = 0; i < count; ++i) {
+    ++calls;
+    const ssize_t n = ::sendmsg(fd, &msgs[i].msg_hdr, kSendFlags);
+    if (n < 0) return i > 0 ? static_cast<int>(i) : -1;  // the next call meets the error again
+    msgs[i].msg_len = static_cast<unsigned>(n);
+  }
+  return static_cast<int>(count);
+}
+
+#if defined(__linux__)
+inline int receive_many(int fd, MultiMessage* msgs, unsigned count, unsigned& calls,
+                        int& error_after) noexcept {
   calls = 1;
+  error_after = 0;
   return static_cast<int>(::recvmmsg(fd, msgs, count, 0, nullptr));
 }
 
@@ -194,31 +235,13 @@ inline int send_many(int fd, MultiMessage* msgs, unsigned count, unsigned& calls
   return static_cast<int>(::sendmmsg(fd, msgs, count, kSendFlags));
 }
 #else
-struct MultiMessage {
-  msghdr msg_hdr;
-  unsigned msg_len;
-};
-
-inline int receive_many(int fd, MultiMessage* msgs, unsigned count, unsigned& calls) noexcept {
-  calls = 0;
-  for (unsigned i = 0; i < count; ++i) {
-    ++calls;
-    const ssize_t n = ::recvmsg(fd, &msgs[i].msg_hdr, 0);
-    if (n < 0) return i > 0 ? static_cast<int>(i) : -1;
-    msgs[i].msg_len = static_cast<unsigned>(n);
-  }
-  return static_cast<int>(count);
+inline int receive_many(int fd, MultiMessage* msgs, unsigned count, unsigned& calls,
+                        int& error_after) noexcept {
+  return receive_each(fd, msgs, count, calls, error_after);
 }
 
 inline int send_many(int fd, MultiMessage* msgs, unsigned count, unsigned& calls) noexcept {
-  calls = 0;
-  for (unsigned i = 0; i < count; ++i) {
-    ++calls;
-    const ssize_t n = ::sendmsg(fd, &msgs[i].msg_hdr, kSendFlags);
-    if (n < 0) return i > 0 ? static_cast<int>(i) : -1;
-    msgs[i].msg_len = static_cast<unsigned>(n);
-  }
-  return static_cast<int>(count);
+  return send_each(fd, msgs, count, calls);
 }
 #endif
 

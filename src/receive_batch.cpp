@@ -39,7 +39,7 @@ int ReceiveBatch::receive(int fd, unsigned count, std::size_t size, bool want_se
       msg.msg_flags = 0;
     }
   }
-  const int n = platform::receive_many(fd, messages_.data(), count, calls);
+  const int n = platform::receive_many(fd, messages_.data(), count, calls, error_after_);
   // A failed receive may have touched the message it failed on.
   filled_ = std::min(count, static_cast<unsigned>(n < 0 ? 0 : n) + 1);
   if (n < 0) return -errno;

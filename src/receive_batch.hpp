@@ -29,6 +29,9 @@ class ReceiveBatch {
   /// reserved size) from `fd`, with room for a GRO cmsg when `want_segments`. Returns how many,
   /// or -errno when the first receive failed; `calls` is the number of syscalls made.
   int receive(int fd, unsigned count, std::size_t size, bool want_segments, unsigned& calls);
+  /// The error that ended the last receive after its first message, to report now; 0 if none
+  /// (always on Linux, whose recvmmsg keeps it for the next receive: see platform::receive_many).
+  int error_after() const noexcept { return error_after_; }
 
   // Message i of the last receive:
   const SocketAddress& peer(unsigned i) const noexcept { return peers_[i]; }
@@ -65,6 +68,7 @@ class ReceiveBatch {
   std::size_t prepared_size_ = 0;
   bool prepared_segments_ = false;
   unsigned filled_ = 0;
+  int error_after_ = 0;
 };
 
 }  // namespace evloop::detail

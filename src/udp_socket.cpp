@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <utility>
 
 #include "event_loop.hpp"
 #include "loop_group_core.hpp"
@@ -331,7 +332,12 @@ std::size_t UdpSocket::receive() {
       return received;
     }
     received += static_cast<std::size_t>(n);
+    const int error_after = batch.error_after();  // macOS, the BSDs: an ICMP error ended it
     deliver(batch, n);
+    if (error_after != 0) {
+      report(sys_error(error_after));
+      return received;
+    }
     if (!reading() || static_cast<unsigned>(n) < count) return received;  // or drained
     if (!queue_.empty()) flush();  // this batch's replies go before the next batch is read
     if (!reading()) return received;
@@ -340,7 +346,8 @@ std::size_t UdpSocket::receive() {
 }
 
 void UdpSocket::deliver(const ReceiveBatch& batch, int count) {
-  for (unsigned i = 0; i < static_cast<unsigned>(count) && state_ == State::open; ++i) {
+  unsigned i = 0;
+  for (; i < static_cast<unsigned>(count) && state_ == State::open; ++i) {
     const SocketAddress& peer = batch.peer(i);
     const char* bytes = batch.data(i);
     const std::size_t size = batch.size(i);
@@ -360,10 +367,23 @@ void UdpSocket::deliver(const ReceiveBatch& batch, int count) {
     }
     // GRO: several datagrams of one flow back to back, all `segment` bytes but the last.
     bump(loop_.counters().gro_receives);
-    for (std::size_t at = 0; at < size && state_ == State::open; at += segment) {
+    std::size_t at = 0;
+    for (; at < size && state_ == State::open; at += segment) {
       deliver_one(peer, bytes + at, std::min(segment, size - at));
     }
+    if (at < size) drop_received((size - at + segment - 1) / segment);
   }
+  // A handler closed the socket: the rest of the batch was received, and is dropped.
+  for (; i < static_cast<unsigned>(count); ++i) {
+    const std::size_t segment = gro_ && !batch.truncated(i) ? batch.segment_size(i) : 0;
+    const std::size_t size = batch.size(i);
+    drop_received(segment == 0 || segment >= size ? 1 : (size + segment - 1) / segment);
+  }
+}
+
+void UdpSocket::drop_received(std::size_t datagrams) {
+  bump(loop_.counters().datagrams_in, datagrams);
+  bump(loop_.counters().datagram_drops, datagrams);
 }
 
 void UdpSocket::deliver_one(const SocketAddress& peer, const char* bytes, std::size_t size) {
@@ -400,6 +420,11 @@ bool UdpSocket::send_to(const SocketAddress* peer, const void* bytes, std::size_
 void UdpSocket::flush() {
   AtomicLoopStats& stats = loop_.counters();
   SendBatch& batch = *send_batch_;
+  // The error that failed the first message once, or 0. A socket can hold an asynchronous error
+  // (an ICMP error on a connected socket: ECONNREFUSED, EHOSTUNREACH); the next send returns it
+  // and clears it without trying its message. So a refused first message is tried once more:
+  // sent, the error was the socket's; refused again, the message is.
+  int refused_once = 0;
   while (!queue_.empty() && state_ != State::closed) {
     const unsigned built = queue_.build(batch, gso_);
     unsigned calls = 0;
@@ -408,12 +433,21 @@ void UdpSocket::flush() {
     if (sent < 0) {
       const int err = errno;
       if (err == EINTR) continue;
-      if (err == EAGAIN || err == EWOULDBLOCK) return;  // the kernel is full: wait to write
+      if (err == EAGAIN || err == EWOULDBLOCK) {  // the kernel is full: wait to write
+        if (refused_once != 0) report(sys_error(refused_once));  // the socket's, cleared
+        return;
+      }
       if (batch.datagrams[0] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
         gso_ = false;  // the kernel cannot segment here: from now on one by one
         continue;
       }
-      // The first message is refused (and with it its datagrams): report, and go on.
+      if (refused_once == 0) {
+        refused_once = err;
+        continue;
+      }
+      // Refused twice: the first message is (and with it its datagrams). Report, and go on.
+      if (refused_once != err) report(sys_error(refused_once));
+      refused_once = 0;
       bump(stats.datagram_send_errors, batch.datagrams[0]);
       queue_.pop(batch.datagrams[0]);
       report(sys_error(err));
@@ -429,6 +463,8 @@ void UdpSocket::flush() {
     bump(stats.datagrams_out, datagrams);
     bump(stats.bytes_out, bytes);
     if (segmented > 0) bump(stats.gso_sends, segmented);
+    // Sent on the second try: the error was the socket's, reported once.
+    if (refused_once != 0) report(sys_error(std::exchange(refused_once, 0)));
     // Fewer than built: the next message failed or would block; the next call says which.
   }
 }

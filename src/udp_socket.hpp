@@ -131,6 +131,8 @@ class UdpSocket final : public Pollable {
   void deliver_one(const SocketAddress& peer, const char* bytes, std::size_t size);
   void flush();
   void report(std::error_code error);
+  /// Counts received datagrams no handler gets (the socket closed mid-batch) as in and dropped.
+  void drop_received(std::size_t datagrams);
   void update_interest();
   void start_polling();
   void stop_polling();

@@ -96,8 +96,9 @@ struct DatagramHandlers {
   std::function<void(Udp&, const SocketAddress& peer, std::string_view head)> truncated;
   /// An error the socket survives: an ICMP error reported by the kernel (on a connected socket:
   /// ECONNREFUSED when nobody listens on the peer's port, EHOSTUNREACH, ...), or a datagram the
-  /// kernel refused to send (EMSGSIZE, ENETUNREACH, EACCES, ENOBUFS, ...; that datagram is
-  /// dropped and counted in LoopStats::datagram_send_errors).
+  /// kernel refused to send (EMSGSIZE, ENETUNREACH, EACCES, ENOBUFS, ...; refused twice in a
+  /// row, since a send first returns an error the socket held; that datagram is then dropped
+  /// and counted in LoopStats::datagram_send_errors).
   std::function<void(Udp&, std::error_code error)> error;
   /// The socket closed: exactly once per `opened`. No error after close(); errc::server_stopped
   /// when the loops stopped.
@@ -132,7 +133,8 @@ class Udp {
 
   /// Closes after the current handler returns: what is queued is offered to the kernel once,
   /// what it does not take is dropped (and counted); then `closed` fires. No `datagram` after
-  /// this call.
+  /// this call: the rest of a batch being delivered is counted in LoopStats::datagrams_in and
+  /// datagram_drops.
   void close();
 
   /// Datagrams queued and not yet taken by the kernel.

@@ -339,6 +339,39 @@ TEST(UdpTest, TruncatedDatagramsAreCountedAndReportedNeverDeliveredAsWhole) {
 
 // The bound applies while datagrams wait: here a handler queues more than the bound in one call,
 // before the loop sends anything. (The kernel's EAGAIN is in udp_injected_test.cpp.)
+// A handler that closes the socket mid-batch: the datagrams after it in the batch were received
+// from the kernel, reach no handler, and are counted as received and dropped.
+TEST(UdpTest, DatagramsLeftInABatchWhenAHandlerClosesAreCountedAsDropped) {
+  EventCounter entered, closed;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> delivered{0};
+  DatagramHandlers h;
+  h.datagram = [&](Udp& udp, const SocketAddress&, std::string_view bytes) {
+    ++delivered;
+    if (bytes == "hold") {
+      entered.add();
+      released.wait_for(kWait);  // the test queues the next batch meanwhile
+    } else if (bytes == "close") {
+      udp.close();
+    }
+  };
+  h.closed = [&](Udp&, std::error_code) { closed.add(); };
+  UdpServer s("udp4://127.0.0.1:0", h);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  ASSERT_TRUE(peer.send_to(s.address(), "hold"));
+  ASSERT_TRUE(entered.wait_for(1));
+  for (const char* d : {"close", "a", "b", "c"}) ASSERT_TRUE(peer.send_to(s.address(), d));
+  release.set_value();
+  ASSERT_TRUE(closed.wait_for(1));
+  ASSERT_TRUE(settle(s.server));
+  const LoopStats t = total_stats(s.server);
+  EXPECT_EQ(delivered.load(), 2);
+  EXPECT_EQ(t.datagrams_in, 5u);
+  EXPECT_EQ(t.datagram_drops, 3u);
+}
+
 TEST(UdpTest, SendsBeyondTheQueueBoundAreDroppedCountedAndRefused) {
   std::atomic<int> accepted{0}, refused{0};
   DatagramHandlers h;
@@ -486,6 +519,75 @@ TEST(UdpTest, ConnectedSocketHearsConnectionRefusedFromAClosedPort) {
   loops.stop();
   ASSERT_TRUE(loops.wait());
   EXPECT_EQ(refused.value(), 1);
+}
+
+// A connected socket holds the ICMP error its last datagram drew; the next send returns it, and
+// clears it, without trying its own datagram. That datagram is sent anyway (tried once more),
+// and the error is reported, never counted as a datagram refused.
+TEST(UdpTest, AnErrorTheSocketHoldsIsReportedAndTheNextDatagramStillGoes) {
+  std::uint16_t closed_port = 0;
+  {
+    UdpPeer gone;
+    closed_port = gone.address().port();
+  }
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  // A client socket talking to the closed port, and two sockets that each make it send once.
+  // Both of their readiness come back from one wait, so the second send follows the first with no
+  // wait between (a wait would report the error first), when over loopback the first one's
+  // port-unreachable has already come back.
+  UdpRef client;  // loop thread only
+  std::atomic<int> refused{0}, other{0};
+  EventCounter opened;
+  DatagramHandlers ch;
+  ch.opened = [&](Udp& udp) {
+    client = udp.ref();
+    opened.add();
+  };
+  ch.error = [&](Udp&, std::error_code ec) {
+    ++(ec == std::errc::connection_refused ? refused : other);
+  };
+  loops.loop(0).connect_udp("udp://127.0.0.1:" + std::to_string(closed_port), ch);
+  std::mutex mutex;
+  std::vector<SocketAddress> triggers;
+  int sends = 0;  // loop thread only
+  DatagramHandlers th;
+  th.opened = [&](Udp& udp) {
+    std::lock_guard lock(mutex);
+    triggers.push_back(udp.local_address());
+    opened.add();
+  };
+  th.datagram = [&](Udp&, const SocketAddress&, std::string_view) {
+    if (Udp* c = client.get()) c->send(sends++ == 0 ? "one" : "two");
+  };
+  loops.loop(0).bind_udp("udp4://127.0.0.1:0", th);
+  loops.loop(0).bind_udp("udp4://127.0.0.1:0", th);
+  ASSERT_TRUE(opened.wait_for(3));
+  EventCounter held;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  loops.loop(0).post([&] {
+    held.add();
+    released.wait_for(kWait);  // the test sends to both triggers meanwhile
+  });
+  ASSERT_TRUE(held.wait_for(1));
+  UdpPeer peer;
+  {
+    std::lock_guard lock(mutex);
+    for (const SocketAddress& to : triggers) ASSERT_TRUE(peer.send_to(to, "go"));
+  }
+  release.set_value();
+  const auto stat = [&](std::uint64_t LoopStats::*field) {
+    std::uint64_t n = 0;
+    for (const LoopStats& st : loops.stats()) n += st.*field;
+    return static_cast<int>(n);
+  };
+  EXPECT_TRUE(settles_to([&] { return stat(&LoopStats::datagrams_out); }, 2));
+  EXPECT_TRUE(settles_to([&] { return refused.load() >= 1 ? 1 : 0; }, 1));
+  EXPECT_EQ(stat(&LoopStats::datagram_send_errors), 0);
+  EXPECT_EQ(other.load(), 0);
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
 }
 
 TEST(UdpTest, ConnectUdpResolvesHostNames) {
