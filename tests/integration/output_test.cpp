@@ -40,11 +40,10 @@ TEST_P(BigWriteTest, ArrivesByteExactWhileReadingPausesAboveHighWater) {
   ASSERT_TRUE(s.status);
   Client client(s.address(), GetParam().client_rcvbuf);
   ASSERT_TRUE(client.connected());
-  // The kernel took what it could; the rest is pending and reading is paused.
-  ASSERT_TRUE(eventually([&] {
-    const LoopStats st = total_stats(s.server);
-    return st.write_arms >= 1 && st.read_pauses >= 1;
-  }));
+  // The kernel took what it could; the rest is pending and reading is paused. (Not a count of
+  // write arms: on io_uring a send the socket cannot take yet waits inside the kernel, and
+  // whether it comes back short, so that evloop arms POLLOUT, depends on the kernel's timing.)
+  ASSERT_TRUE(eventually([&] { return total_stats(s.server).read_pauses >= 1; }));
   ASSERT_TRUE(client.send_all("?"));
   const std::string got = client.read_exactly(kBig);
   ASSERT_EQ(got.size(), kBig);
