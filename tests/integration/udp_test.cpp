@@ -52,6 +52,12 @@ DatagramHandlers echo_handlers(EventCounter* opened = nullptr) {
   return h;
 }
 
+// A loopback UDP port nobody listens on: a socket's, just closed.
+std::uint16_t closed_udp_port() {
+  UdpPeer gone;
+  return gone.address().port();
+}
+
 // Sends datagrams of many sizes one at a time and checks each echo byte for byte.
 void expect_echo(const SocketAddress& server, int family) {
   UdpPeer peer(family);
@@ -337,8 +343,6 @@ TEST(UdpTest, TruncatedDatagramsAreCountedAndReportedNeverDeliveredAsWhole) {
   EXPECT_EQ(total_stats(s.server).datagram_truncations, 1u);
 }
 
-// The bound applies while datagrams wait: here a handler queues more than the bound in one call,
-// before the loop sends anything. (The kernel's EAGAIN is in udp_injected_test.cpp.)
 // A handler that closes the socket mid-batch: the datagrams after it in the batch were received
 // from the kernel, reach no handler, and are counted as received and dropped.
 TEST(UdpTest, DatagramsLeftInABatchWhenAHandlerClosesAreCountedAsDropped) {
@@ -372,6 +376,8 @@ TEST(UdpTest, DatagramsLeftInABatchWhenAHandlerClosesAreCountedAsDropped) {
   EXPECT_EQ(t.datagram_drops, 3u);
 }
 
+// The bound applies while datagrams wait: here a handler queues more than the bound in one call,
+// before the loop sends anything. (The kernel's EAGAIN is in udp_injected_test.cpp.)
 TEST(UdpTest, SendsBeyondTheQueueBoundAreDroppedCountedAndRefused) {
   std::atomic<int> accepted{0}, refused{0};
   DatagramHandlers h;
@@ -499,11 +505,7 @@ TEST(UdpTest, ConnectedClientSocketTalksToItsPeer) {
 }
 
 TEST(UdpTest, ConnectedSocketHearsConnectionRefusedFromAClosedPort) {
-  std::uint16_t closed_port = 0;
-  {
-    UdpPeer gone;
-    closed_port = gone.address().port();
-  }
+  const std::uint16_t closed_port = closed_udp_port();
   LoopGroup loops;
   ASSERT_TRUE(loops.start());
   EventCounter refused;
@@ -525,11 +527,7 @@ TEST(UdpTest, ConnectedSocketHearsConnectionRefusedFromAClosedPort) {
 // clears it, without trying its own datagram. That datagram is sent anyway (tried once more),
 // and the error is reported, never counted as a datagram refused.
 TEST(UdpTest, AnErrorTheSocketHoldsIsReportedAndTheNextDatagramStillGoes) {
-  std::uint16_t closed_port = 0;
-  {
-    UdpPeer gone;
-    closed_port = gone.address().port();
-  }
+  const std::uint16_t closed_port = closed_udp_port();
   LoopGroup loops;
   ASSERT_TRUE(loops.start());
   // A client socket talking to the closed port, and two sockets that each make it send once.

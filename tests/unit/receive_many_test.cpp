@@ -4,7 +4,6 @@
 // fails, and an error that ends a receive batch after its first message is never lost (the
 // loop hands it back in `error_after`; Linux's recvmmsg leaves it for the next call).
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
