@@ -6,6 +6,9 @@
 //                   waiting only for the first), then one sendmmsg of all the replies
 //
 //   baseline_udp [--listen udp://127.0.0.1:PORT] [--mode single|mmsg] [--batch N] [--rcvbuf B]
+//                [--work-ns N]
+//   --work-ns spins N ns of user CPU per datagram (mmsg mode): how much a server's own code per
+//   datagram moves its CPU per datagram, for the comparison with evloop (bench/README.md, UDP).
 //   prints "listening on udp4://127.0.0.1:PORT"; SIGTERM ends it.
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -13,7 +16,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -23,6 +28,14 @@
 namespace {
 
 constexpr std::size_t kMaxDatagram = 65536;
+
+// Spins `ns` nanoseconds of user CPU (0: nothing).
+void spin_for(std::chrono::nanoseconds ns) {
+  if (ns.count() <= 0) return;
+  const auto until = std::chrono::steady_clock::now() + ns;
+  while (std::chrono::steady_clock::now() < until) {
+  }
+}
 
 [[noreturn]] void serve_single(int fd) {
   std::vector<char> buf(kMaxDatagram);
@@ -36,7 +49,7 @@ constexpr std::size_t kMaxDatagram = 65536;
   }
 }
 
-[[noreturn]] void serve_batches(int fd, unsigned batch) {
+[[noreturn]] void serve_batches(int fd, unsigned batch, std::chrono::nanoseconds work) {
   std::vector<char> buf(std::size_t{batch} * kMaxDatagram);
   std::vector<sockaddr_in> peers(batch);
   std::vector<iovec> in_iov(batch), out_iov(batch);
@@ -53,6 +66,7 @@ constexpr std::size_t kMaxDatagram = 65536;
     const int n = recvmmsg(fd, in.data(), batch, MSG_WAITFORONE, nullptr);
     if (n <= 0) continue;
     for (int i = 0; i < n; ++i) {
+      spin_for(work);
       out_iov[i] = {in_iov[i].iov_base, in[i].msg_len};
       out[i].msg_hdr = msghdr{};
       out[i].msg_hdr.msg_name = &peers[i];
@@ -78,6 +92,7 @@ int main(int argc, char** argv) {
   std::string mode = "single";
   unsigned batch = 32;
   int rcvbuf = 0;
+  long work_ns = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--listen" && i + 1 < argc) {
@@ -88,12 +103,15 @@ int main(int argc, char** argv) {
       rcvbuf = std::atoi(argv[++i]);
     } else if (a == "--batch" && i + 1 < argc) {
       batch = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
+    } else if (a == "--work-ns" && i + 1 < argc) {
+      work_ns = std::atol(argv[++i]);
     } else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: baseline_udp [--listen udp://127.0.0.1:PORT] [--mode single|mmsg] [--batch N]\n"
-          "                    [--rcvbuf BYTES]\n"
+          "                    [--rcvbuf BYTES] [--work-ns N]\n"
           "A plain one-thread UDP echo server: single = recvfrom/sendto per datagram,\n"
-          "mmsg = recvmmsg/sendmmsg batches of up to N (default 32).\n");
+          "mmsg = recvmmsg/sendmmsg batches of up to N (default 32). --work-ns: spin N ns of\n"
+          "user CPU per datagram (mmsg mode), to see what a server's own work costs.\n");
       return 0;
     } else {
       std::fprintf(stderr, "baseline_udp: unknown argument %s\n", a.c_str());
@@ -101,8 +119,9 @@ int main(int argc, char** argv) {
     }
   }
   const auto sa = bench::parse_udp4(address);
-  if (!sa || (mode != "single" && mode != "mmsg") || batch == 0 || batch > 1024) {
-    std::fprintf(stderr, "baseline_udp: bad address, mode or batch\n");
+  if (!sa || (mode != "single" && mode != "mmsg") || batch == 0 || batch > 1024 || work_ns < 0 ||
+      work_ns > 1000000) {
+    std::fprintf(stderr, "baseline_udp: bad address, mode, batch or work (0..1000000 ns)\n");
     return 2;
   }
   const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -113,5 +132,5 @@ int main(int argc, char** argv) {
   }
   bench::print_listening(fd, "udp4");
   if (mode == "single") serve_single(fd);
-  serve_batches(fd, batch);
+  serve_batches(fd, batch, std::chrono::nanoseconds(work_ns));
 }
