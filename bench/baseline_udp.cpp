@@ -7,7 +7,7 @@
 //
 //   baseline_udp [--listen udp://127.0.0.1:PORT] [--mode single|mmsg] [--batch N] [--rcvbuf B]
 //                [--work-ns N]
-//   --work-ns spins N ns of user CPU per datagram (mmsg mode): how much a server's own code per
+//   --work-ns spins N ns of user CPU per datagram (either mode): how much a server's own code per
 //   datagram moves its CPU per datagram, for the comparison with evloop (bench/README.md, UDP).
 //   prints "listening on udp4://127.0.0.1:PORT"; SIGTERM ends it.
 #include <netinet/in.h>
@@ -37,7 +37,7 @@ void spin_for(std::chrono::nanoseconds ns) {
   }
 }
 
-[[noreturn]] void serve_single(int fd) {
+[[noreturn]] void serve_single(int fd, std::chrono::nanoseconds work) {
   std::vector<char> buf(kMaxDatagram);
   for (;;) {
     sockaddr_in peer{};
@@ -45,6 +45,7 @@ void spin_for(std::chrono::nanoseconds ns) {
     const ssize_t n =
         recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&peer), &len);
     if (n < 0) continue;  // EINTR, or an error of a datagram: next
+    spin_for(work);
     sendto(fd, buf.data(), static_cast<std::size_t>(n), 0, reinterpret_cast<sockaddr*>(&peer), len);
   }
 }
@@ -111,7 +112,7 @@ int main(int argc, char** argv) {
           "                    [--rcvbuf BYTES] [--work-ns N]\n"
           "A plain one-thread UDP echo server: single = recvfrom/sendto per datagram,\n"
           "mmsg = recvmmsg/sendmmsg batches of up to N (default 32). --work-ns: spin N ns of\n"
-          "user CPU per datagram (mmsg mode), to see what a server's own work costs.\n");
+          "user CPU per datagram, to see what a server's own work costs.\n");
       return 0;
     } else {
       std::fprintf(stderr, "baseline_udp: unknown argument %s\n", a.c_str());
@@ -131,6 +132,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   bench::print_listening(fd, "udp4");
-  if (mode == "single") serve_single(fd);
-  serve_batches(fd, batch, std::chrono::nanoseconds(work_ns));
+  const std::chrono::nanoseconds work(work_ns);
+  if (mode == "single") serve_single(fd, work);
+  serve_batches(fd, batch, work);
 }
