@@ -52,9 +52,16 @@ Status EventLoop::add_listener(std::unique_ptr<Listener> listener) {
   return {};
 }
 
-void EventLoop::add_udp_socket(UniqueFd fd, UdpProfilePtr profile, std::size_t endpoint) {
-  create_udp(next_id_.fetch_add(1, std::memory_order_relaxed), std::move(profile))
-      .open_bound(std::move(fd), endpoint);
+Status EventLoop::add_udp_socket(UniqueFd fd, UdpProfilePtr profile, std::size_t endpoint) {
+  UdpSocket& socket =
+      create_udp(next_id_.fetch_add(1, std::memory_order_relaxed), std::move(profile));
+  if (std::error_code ec = socket.open_bound(std::move(fd), endpoint)) {
+    const std::string where = socket.local().to_udp_url();
+    udp_sockets_.erase(socket.id());  // never registered, never scheduled: closes its fd
+    return {ec,
+            "register UDP socket " + where + " with the " + backend() + " poller: " + ec.message()};
+  }
+  return {};
 }
 
 void EventLoop::release_borrowed_listeners() {

@@ -51,9 +51,10 @@ class EventLoop {
   const char* backend() const noexcept { return poller_.name(); }
   /// Registers a listener with this loop's poller (before the thread starts).
   Status add_listener(std::unique_ptr<Listener> listener);
-  /// Takes a bound UDP socket of a server (before the thread starts); it opens (`opened`) on the
-  /// loop thread before any event is handled.
-  void add_udp_socket(UniqueFd fd, UdpProfilePtr profile, std::size_t endpoint);
+  /// Takes a bound UDP socket of a server and registers it with this loop's poller (before the
+  /// thread starts); it opens (`opened`) on the loop thread before any event is handled. On
+  /// failure the socket is closed and the Status says why.
+  Status add_udp_socket(UniqueFd fd, UdpProfilePtr profile, std::size_t endpoint);
   /// A start() failed: gives up the fds of inherited listeners without closing them (they still
   /// belong to the caller), and the Unix socket files of the sockets a live upgrade's
   /// predecessor handed over (it still serves them).

@@ -97,7 +97,9 @@ Status ServerCore::bind_endpoint(std::size_t index) {
       port = opened.bound.port();  // the other loops bind the port the kernel chose
     }
     if (ep.udp_profile) {
-      loops[i]->add_udp_socket(std::move(opened.fd), ep.udp_profile, index);
+      if (Status s = loops[i]->add_udp_socket(std::move(opened.fd), ep.udp_profile, index); !s) {
+        return {s.code(), "listen " + ep.text + ": " + s.message()};
+      }
       continue;
     }
     const bool spreads = !per_loop && loops.size() > 1;
@@ -158,7 +160,11 @@ Status ServerCore::serve_handed_udp(std::size_t index, std::vector<UniqueFd>& fd
               "listen " + ep.text + ": the predecessor handed over a socket that is not UDP"};
     }
     if (i == 0) add_address(local_address(fds[i].get()), true);
-    loops[i % loops.size()]->add_udp_socket(std::move(fds[i]), ep.udp_profile, index);
+    if (Status s =
+            loops[i % loops.size()]->add_udp_socket(std::move(fds[i]), ep.udp_profile, index);
+        !s) {
+      return {s.code(), "listen " + ep.text + ": " + s.message()};
+    }
   }
   return {};
 }

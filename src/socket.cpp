@@ -74,7 +74,7 @@ Status open_ip_socket(const ListenAddress& addr, bool reuseport, std::uint16_t p
       continue;
     }
     if (ai->ai_family == AF_INET6 && ip_family(addr.transport) == AF_INET6) {
-      ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+      set_ipv6_only(fd.get());
     }
     result = bind_and_listen(addr, std::move(fd), ai->ai_addr, ai->ai_addrlen, out);
     if (result) break;
@@ -332,6 +332,11 @@ void set_buffer_sizes(int fd, int send_buffer, int receive_buffer) noexcept {
 void set_reuseport(int fd) noexcept {
   const int on = 1;
   ::setsockopt(fd, SOL_SOCKET, platform::kReuseportOption, &on, sizeof on);
+}
+
+void set_ipv6_only(int fd) noexcept {
+  const int on = 1;
+  ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
 }
 
 long send_pieces(int fd, const iovec* iov, int count, bool more) noexcept {

@@ -141,6 +141,8 @@ void configure_connection(int fd, bool is_tcp, const ConnOptions& options) noexc
 void set_buffer_sizes(int fd, int send_buffer, int receive_buffer) noexcept;
 /// The balancing reuse-port option (SO_REUSEPORT, SO_REUSEPORT_LB on FreeBSD).
 void set_reuseport(int fd) noexcept;
+/// IPV6_V6ONLY: an IPv6 socket that neither takes nor reaches IPv4 peers (tcp6://, udp6://).
+void set_ipv6_only(int fd) noexcept;
 
 /// sendmsg without SIGPIPE: bytes sent, or -errno.
 /// With `more`, tells the kernel more data follows at once (MSG_MORE where there is one): a

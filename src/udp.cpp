@@ -72,8 +72,8 @@ UdpRef Udp::ref() const noexcept { return UdpRef(&impl_->loop(), impl_->id()); }
 
 bool UdpRef::post(std::function<void(Udp&)> fn) const {
   if (loop_ == nullptr) return false;
-  return loop_->post([loop = loop_, id = id_, fn = std::move(fn)] {
-    if (detail::UdpSocket* socket = loop->find_udp(id)) fn(socket->udp());
+  return loop_->post([loop = loop_, id = id_, fn = std::move(fn)]() mutable {
+    if (detail::UdpSocket* socket = loop->find_udp(id, true)) socket->run_when_open(std::move(fn));
   });
 }
 
@@ -86,7 +86,11 @@ bool UdpRef::send(std::string bytes) const {
 }
 
 bool UdpRef::close() const {
-  return post([](Udp& udp) { udp.close(); });
+  if (loop_ == nullptr) return false;
+  // Not through post(): a socket still opening gives up (open_failed, errc::cancelled).
+  return loop_->post([loop = loop_, id = id_] {
+    if (detail::UdpSocket* socket = loop->find_udp(id, true)) socket->close();
+  });
 }
 
 Udp* UdpRef::get() const {

@@ -44,12 +44,14 @@ UdpSocket::~UdpSocket() = default;
 
 // --- ways in -----------------------------------------------------------------------------------
 
-void UdpSocket::open_bound(UniqueFd fd, std::size_t endpoint) {
+std::error_code UdpSocket::open_bound(UniqueFd fd, std::size_t endpoint) {
   fd_ = std::move(fd);
   endpoint_ = endpoint;
   configure();
+  if (std::error_code ec = register_for_reading()) return ec;
   ready_ = true;
   schedule();
+  return {};
 }
 
 void UdpSocket::open(std::string_view address, bool connect, const std::string& source_address) {
@@ -64,6 +66,7 @@ void UdpSocket::open(std::string_view address, bool connect, const std::string& 
   }
   if (!is_udp(target.transport)) return fail(make_error_code(errc::unknown_scheme));
   reuseport_ = target.reuseport.value_or(false);
+  ipv6_only_ = ip_family(target.transport) == AF_INET6;  // as a listen address's udp6:// is
   if (!source_address.empty() && !parse_source_address(source_address, source_)) {
     return fail(make_error_code(errc::bad_address));
   }
@@ -100,6 +103,7 @@ void UdpSocket::open_first(const std::vector<SocketAddress>& candidates) {
       continue;
     }
     fd_ = UniqueFd(fd);
+    if (ipv6_only_ && address.family() == AF_INET6) set_ipv6_only(fd);
     if (std::error_code ec = bind_or_connect(fd, address)) {
       last = ec;
       fd_.reset();
@@ -139,20 +143,38 @@ void UdpSocket::configure() {
 
 void UdpSocket::enter_open() {
   // opening -> open: registered for reading; the receive arrays are there before any event.
-  if (std::error_code ec = loop_.poller().add(fd_.get(), kRead, this)) return fail_open(ec);
-  registered_ = true;
-  interest_ = kRead;
+  if (std::error_code ec = register_for_reading()) return fail_open(ec);
   state_ = State::open;
   loop_.receive_batch().reserve(options().batch, receive_size_);
   send_batch_ = std::make_unique<SendBatch>(options().batch);
   adjust(loop_.counters().udp_sockets, 0, 1);
   if (handlers().opened) handlers().opened(handle_);
+  // What other threads asked of the socket while it was opening, in their order; what comes
+  // after a close (in `opened` or one of these) is dropped, as for a closed socket.
+  for (auto& fn : std::exchange(after_open_, {})) {
+    if (state_ != State::open) break;
+    fn(handle_);
+  }
+}
+
+std::error_code UdpSocket::register_for_reading() {
+  if (registered_) return {};
+  if (std::error_code ec = loop_.poller().add(fd_.get(), kRead, this)) return ec;
+  registered_ = true;
+  interest_ = kRead;
+  return {};
+}
+
+void UdpSocket::run_when_open(std::function<void(Udp&)> fn) {
+  if (state_ == State::open) return fn(handle_);
+  if (state_ == State::opening && !open_failed_) after_open_.push_back(std::move(fn));
 }
 
 void UdpSocket::fail_open(std::error_code error) {
   // opening -> closed: `open_failed`, never `closed`.
   state_ = State::closed;
   fd_.reset();
+  after_open_.clear();
   if (handlers().open_failed) handlers().open_failed(handle_, error);
   context_.reset();
   loop_.retire(*this);
@@ -408,8 +430,19 @@ void UdpSocket::report(std::error_code error) {
 bool UdpSocket::send_to(const SocketAddress* peer, const void* bytes, std::size_t size) {
   if (state_ != State::open) return false;
   if (peer == nullptr && !connect_) return false;
-  if (peer != nullptr && peer->family() != AF_INET && peer->family() != AF_INET6) return false;
-  if (!queue_.push(peer ? peer->data() : nullptr, peer ? peer->size() : 0, bytes, size)) {
+  std::size_t peer_size = 0;
+  if (peer != nullptr) {
+    // Only the address's own bytes are kept: a SocketAddress made from a whole sockaddr_storage
+    // is as good as one made to measure. An IPv6 peer on an IPv4 socket would fail in the
+    // kernel (EAFNOSUPPORT) once sent: refused here. (An IPv4 peer on an IPv6 socket is for
+    // the kernel to judge: a dual-stack socket reaches it.)
+    peer_size = peer->family() == AF_INET    ? sizeof(sockaddr_in)
+                : peer->family() == AF_INET6 ? sizeof(sockaddr_in6)
+                                             : 0;
+    if (peer_size == 0 || peer->size() < peer_size) return false;
+    if (peer->family() == AF_INET6 && local_.family() == AF_INET) return false;
+  }
+  if (!queue_.push(peer ? peer->data() : nullptr, peer_size, bytes, size)) {
     bump(loop_.counters().datagram_drops);
     return false;
   }

@@ -20,6 +20,7 @@
 
 #include <any>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -55,8 +56,9 @@ class UdpSocket final : public Pollable {
 
   // --- ways in (each ends in enter_open() or fail_open(), from settle()) ---
   /// A socket of the server's listen address number `endpoint`, bound before the loops started
-  /// (or handed over by a live upgrade's predecessor).
-  void open_bound(UniqueFd fd, std::size_t endpoint);
+  /// (or handed over by a live upgrade's predecessor). Registered with the poller at once, so
+  /// that Server::start() fails when it cannot be (the error; the socket is then unusable).
+  std::error_code open_bound(UniqueFd fd, std::size_t endpoint);
   /// Loop::bind_udp (`connect` false) or Loop::connect_udp: a numeric host at once, a host name
   /// through the group's resolver.
   void open(std::string_view address, bool connect, const std::string& source_address);
@@ -76,7 +78,12 @@ class UdpSocket final : public Pollable {
   // --- the Udp API ---
   /// Queues a datagram to `peer` (nullptr: the connected peer); false when dropped.
   bool send_to(const SocketAddress* peer, const void* bytes, std::size_t size);
+  /// Closes an open socket after the current handler; an opening one fails to open
+  /// (errc::cancelled).
   void close();
+  /// A UdpRef's task: runs `fn` now on an open socket; on one still opening, right after
+  /// `opened` (in the order they came), or never if it fails to open; on a closing one, never.
+  void run_when_open(std::function<void(Udp&)> fn);
   std::size_t queued_datagrams() const noexcept { return queue_.datagrams(); }
   std::size_t queued_bytes() const noexcept { return queue_.bytes(); }
   bool connected() const noexcept { return connect_; }
@@ -107,6 +114,7 @@ class UdpSocket final : public Pollable {
 
   // Transitions.
   void enter_open();
+  std::error_code register_for_reading();  // once: a server's socket is registered before
   void fail_open(std::error_code error);
   void finish(std::error_code error);
   void fail(std::error_code error);  // records a failed open for settle()
@@ -156,6 +164,7 @@ class UdpSocket final : public Pollable {
   bool connect_ = false;          // from connect_udp
   bool handed_over_ = false;      // set_handed_over(): another process reads the socket
   bool reuseport_ = false;        // bind_udp with ?reuseport=1
+  bool ipv6_only_ = false;        // bind_udp/connect_udp with udp6://
   bool gso_ = false;              // segmented sends in use
   bool gro_ = false;              // receive offload on
   std::size_t receive_size_ = 0;  // bytes per received datagram (more with GRO)
@@ -165,6 +174,7 @@ class UdpSocket final : public Pollable {
   DatagramQueue queue_;
   std::unique_ptr<SendBatch> send_batch_;
   std::any context_;
+  std::vector<std::function<void(Udp&)>> after_open_;  // UdpRef tasks that came while opening
   Udp handle_{*this};
   std::error_code reason_;  // why it ends: reported by `closed` / `open_failed`
 };

@@ -25,7 +25,8 @@ enum class errc {
   connect_timeout,   ///< A dial did not complete within ConnectOptions::connect_timeout.
   resolve_failed,    ///< A dial's host name could not be resolved.
   self_connect,      ///< A dial connected the socket to itself (TCP simultaneous open).
-  cancelled,         ///< close() or abort() was called while the connection was still connecting.
+  cancelled,         ///< close() or abort() was called while the connection was still connecting
+                     ///< (or UdpRef::close while the UDP socket was still opening).
   detached,          ///< The connection was handed back with Conn::detach().
   loop_failed,       ///< A loop stopped because its poller failed (see LoopGroup::wait()).
   file_truncated,    ///< A send_file() range went past the end of its file: reset.

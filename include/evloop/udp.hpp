@@ -104,15 +104,17 @@ struct DatagramHandlers {
   /// when the loops stopped.
   std::function<void(Udp&, std::error_code error)> closed;
   /// Loop::bind_udp or Loop::connect_udp could not open the socket: errc::bad_address,
-  /// errc::bad_option, errc::resolve_failed, errc::server_stopped, or an errno (EADDRINUSE,
-  /// ENETUNREACH, ...). `closed` will not fire.
+  /// errc::bad_option, errc::resolve_failed, errc::server_stopped, errc::cancelled (UdpRef::close
+  /// came first), or an errno (EADDRINUSE, ENETUNREACH, ...). `closed` will not fire.
   std::function<void(Udp&, std::error_code error)> open_failed;
 };
 
 /// A UDP socket, as seen from its loop's thread. Handlers receive a `Udp&` that stays valid from
 /// `opened` until the `closed` handler returns. Every method must be called on the socket's loop
-/// thread (checked in every build type: a call from another thread aborts with a message naming
-/// the method); from elsewhere use ref().
+/// thread; from elsewhere use ref(). The call is checked in every build type (a call from another
+/// thread aborts with a message naming the method), except in the accessors of what is fixed once
+/// the socket opened: connected(), local_address(), remote_address(), native_handle(), loop(),
+/// id() and ref().
 class Udp {
  public:
   Udp(const Udp&) = delete;
@@ -121,7 +123,9 @@ class Udp {
   /// Queues `bytes` as one datagram to `peer` (an IPv4 or IPv6 address). It is sent after the
   /// current handler returns, together with the others queued (one sendmmsg per batch). Returns
   /// false when the datagram is dropped: the send queue is at a UdpOptions bound (counted in
-  /// LoopStats::datagram_drops), the socket is closing, or `peer` is not an IP address.
+  /// LoopStats::datagram_drops), the socket is closing, or `peer` cannot be sent to: not an IP
+  /// address, shorter than its family's sockaddr, or IPv6 on an IPv4 socket (its size may be
+  /// larger, e.g. a whole sockaddr_storage: only the family's bytes are used).
   bool send_to(const SocketAddress& peer, std::string_view bytes);
   /// Same as send_to(peer, string_view).
   bool send_to(const SocketAddress& peer, const void* bytes, std::size_t size);
@@ -172,20 +176,24 @@ class Udp {
 };
 
 /// A thread-safe reference to a UDP socket: its loop and id. Copyable; valid while its loops
-/// live. Operations on a socket that has closed meanwhile (or whose loop stopped) are ignored.
+/// live. Operations on a socket that has closed meanwhile (or whose loop stopped) are ignored;
+/// on one still opening (Loop::connect_udp returns before it has), they wait for `opened`.
 class UdpRef {
  public:
   /// A reference to no socket; every operation is ignored.
   UdpRef() = default;
 
-  /// Runs `fn` on the socket's loop thread with the socket, if it is still open then. Returns
-  /// false if the loop no longer accepts tasks; true does not mean it ran.
+  /// Runs `fn` on the socket's loop thread with the socket, if it is still open then; if it is
+  /// still opening, right after its `opened` handler (tasks in the order they were posted), and
+  /// never if it fails to open. Returns false if the loop no longer accepts tasks; true does not
+  /// mean it ran.
   bool post(std::function<void(Udp&)> fn) const;
   /// Posts a send_to (see Udp::send_to; a datagram dropped there is counted, not reported here).
   bool send_to(const SocketAddress& peer, std::string bytes) const;
   /// Posts a send (see Udp::send).
   bool send(std::string bytes) const;
-  /// Posts a close (see Udp::close).
+  /// Posts a close (see Udp::close). A socket still opening then gives up: `open_failed` fires
+  /// with errc::cancelled, and `opened` never does.
   bool close() const;
 
   /// On the socket's loop thread: the socket, or nullptr once it has closed (or before it

@@ -5,6 +5,7 @@
 // is the one every call in the process reaches, and it fails the calls for one chosen fd.
 #include <dlfcn.h>
 #include <gtest/gtest.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -34,6 +35,23 @@ extern "C" int sendmmsg(int fd, struct mmsghdr* msgs, unsigned int count, int fl
     return -1;
   }
   return real(fd, msgs, count, flags);
+}
+
+// EPOLL_CTL_ADD of a UDP socket says ENOSPC (as when fs.epoll.max_user_watches is reached).
+std::atomic<bool> g_udp_epoll_add_fails{false};
+
+extern "C" int epoll_ctl(int epfd, int op, int fd, struct epoll_event* event) {
+  using Real = int (*)(int, int, int, struct epoll_event*);
+  static const Real real = reinterpret_cast<Real>(::dlsym(RTLD_NEXT, "epoll_ctl"));
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (op == EPOLL_CTL_ADD && g_udp_epoll_add_fails.load() &&
+      ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_DGRAM) {
+    g_injected.fetch_add(1);
+    errno = ENOSPC;
+    return -1;
+  }
+  return real(epfd, op, fd, event);
 }
 
 namespace evloop::test {
@@ -264,6 +282,42 @@ TEST(UdpInjectedTest, GsoTurnsOffForGoodOnEioAndNothingIsLost) {
   EXPECT_EQ(st.gso_sends, 0u);
   EXPECT_EQ(st.datagram_send_errors, 0u);
   EXPECT_EQ(st.datagram_drops, 0u);
+}
+
+}  // namespace
+}  // namespace evloop::test
+
+namespace evloop::test {
+namespace {
+
+// A server's UDP socket the poller will not take fails Server::start() with a message that says
+// which address and why, and leaves no socket open, as a TCP listener's does.
+TEST(UdpInjectedTest, ASocketThePollerRefusesFailsStartClearly) {
+  {
+    LoopGroup probe;
+    ASSERT_TRUE(probe.start());
+    const std::string backend = probe.backend();
+    probe.stop();
+    ASSERT_TRUE(probe.wait());
+    if (backend != "epoll") GTEST_SKIP() << "injects into epoll_ctl; the backend is " << backend;
+  }
+  const int fds_before = count_open_fds();
+  const long injected_before = g_injected.load();
+  g_udp_epoll_add_fails = true;
+  Status status;
+  {
+    Server server(Options{}, Callbacks{});
+    ASSERT_TRUE(server.listen_udp("udp4://127.0.0.1:0", DatagramHandlers{}));
+    status = server.start();
+  }
+  g_udp_epoll_add_fails = false;
+  EXPECT_EQ(g_injected.load(), injected_before + 1);
+  ASSERT_FALSE(status);
+  EXPECT_EQ(status.code(), std::error_code(ENOSPC, std::system_category()));
+  EXPECT_NE(status.message().find("listen udp4://127.0.0.1:0"), std::string::npos)
+      << status.message();
+  EXPECT_NE(status.message().find("epoll"), std::string::npos) << status.message();
+  EXPECT_EQ(count_open_fds(), fds_before);
 }
 
 }  // namespace

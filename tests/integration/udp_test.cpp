@@ -7,7 +7,9 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cstring>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -675,6 +677,160 @@ TEST(UdpTest, UdpRefSendsFromAnotherThreadInOrder) {
       ASSERT_EQ(peer.receive().value_or("(none)"), std::to_string(c * chunk + i));
     }
   }
+}
+
+// Holds `loop` in a task until release(), so that what another thread posts meanwhile (an
+// opening, then tasks) is taken by the loop in one batch, openings first.
+class LoopHold {
+ public:
+  explicit LoopHold(Loop& loop) : state_(std::make_shared<State>()) {
+    loop.post([state = state_, released = state_->release.get_future().share()] {
+      state->held.add();
+      released.wait_for(kWait);
+    });
+  }
+  ~LoopHold() { release(); }
+  bool held() const { return state_->held.wait_for(1); }
+  void release() {
+    if (!released_) state_->release.set_value();
+    released_ = true;
+  }
+
+ private:
+  struct State {
+    std::promise<void> release;
+    EventCounter held;
+  };
+  std::shared_ptr<State> state_;
+  bool released_ = false;
+};
+
+// connect_udp returns before the socket has opened: what a UdpRef asks of it meanwhile waits for
+// `opened` and then runs in order, also while a host name is being resolved.
+TEST(UdpTest, UdpRefTasksThatComeWhileTheSocketOpensRunOnceItHas) {
+  UdpPeer peer;
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  for (const std::string host : {"127.0.0.1", "localhost"}) {
+    SCOPED_TRACE(host);
+    EventCounter opened;
+    DatagramHandlers h;
+    h.opened = [&](Udp&) { opened.add(); };
+    LoopHold hold(loops.loop(0));
+    ASSERT_TRUE(hold.held());
+    UdpRef ref = loops.loop(0).connect_udp(
+        "udp4://" + host + ":" + std::to_string(peer.address().port()), h);
+    ASSERT_TRUE(ref);
+    EXPECT_TRUE(ref.send("first"));
+    EXPECT_TRUE(ref.post([](Udp& udp) { udp.send("second"); }));
+    EXPECT_TRUE(ref.send("third"));
+    hold.release();
+    for (const char* expected : {"first", "second", "third"}) {
+      EXPECT_EQ(peer.receive().value_or("(none)"), expected);
+    }
+    EXPECT_EQ(opened.value(), 1);
+    EXPECT_TRUE(ref.close());
+  }
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+}
+
+TEST(UdpTest, UdpRefCloseWhileTheSocketOpensCancelsIt) {
+  UdpPeer peer;
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  EventCounter opened, failed;
+  std::atomic<int> reason{0};
+  DatagramHandlers h;
+  h.opened = [&](Udp&) { opened.add(); };
+  h.open_failed = [&](Udp&, std::error_code ec) {
+    reason = ec == make_error_code(errc::cancelled) ? 1 : -1;
+    failed.add();
+  };
+  {
+    LoopHold hold(loops.loop(0));
+    ASSERT_TRUE(hold.held());
+    UdpRef ref =
+        loops.loop(0).connect_udp("udp4://127.0.0.1:" + std::to_string(peer.address().port()), h);
+    EXPECT_TRUE(ref.send("never"));  // waits for `opened`, which never comes
+    EXPECT_TRUE(ref.close());
+  }
+  ASSERT_TRUE(failed.wait_for(1));
+  EXPECT_EQ(reason.load(), 1);
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+  EXPECT_EQ(opened.value(), 0);
+  LoopStats total;
+  for (const LoopStats& s : loops.stats()) total += s;
+  EXPECT_EQ(total.datagrams_out, 0u);
+  EXPECT_EQ(total.datagram_drops, 0u);
+}
+
+// A peer's SocketAddress may be longer than its family's sockaddr (one made from a whole
+// sockaddr_storage): only the family's bytes go to the kernel. A shorter one, or an IPv6 peer
+// on an IPv4 socket, is refused at once, and is no queue drop.
+TEST(UdpTest, PeerAddressesAreCheckedAgainstTheirFamilyAndTheSocket) {
+  UdpPeer peer;
+  UdpPeer peer6(AF_INET6);
+  ASSERT_TRUE(peer6.ok());
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  EventCounter done;
+  std::atomic<int> whole{-1}, short_one{-1}, other_family{-1};
+  DatagramHandlers h;
+  h.opened = [&](Udp& udp) {
+    sockaddr_storage storage{};
+    std::memcpy(&storage, peer.address().data(), peer.address().size());
+    whole = udp.send_to(SocketAddress(&storage, sizeof storage), "whole") ? 1 : 0;
+    short_one = udp.send_to(SocketAddress(&storage, sizeof(sockaddr_in) - 1), "short") ? 1 : 0;
+    other_family = udp.send_to(peer6.address(), "v6") ? 1 : 0;
+    done.add();
+  };
+  loops.loop(0).bind_udp("udp4://127.0.0.1:0", h);
+  ASSERT_TRUE(done.wait_for(1));
+  EXPECT_EQ(whole.load(), 1);
+  EXPECT_EQ(short_one.load(), 0);
+  EXPECT_EQ(other_family.load(), 0);
+  EXPECT_EQ(peer.receive().value_or("(none)"), "whole");
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+  LoopStats total;
+  for (const LoopStats& s : loops.stats()) total += s;
+  EXPECT_EQ(total.datagram_drops, 0u);
+  EXPECT_EQ(total.datagram_send_errors, 0u);
+  EXPECT_EQ(total.datagrams_out, 1u);
+}
+
+// udp6:// means IPv6 only, for a server's address and a loop's own sockets alike.
+TEST(UdpTest, Udp6SocketsAreIpv6Only) {
+  const auto v6only = [](const Udp& udp) {
+    int on = -1;
+    socklen_t len = sizeof on;
+    getsockopt(udp.native_handle(), IPPROTO_IPV6, IPV6_V6ONLY, &on, &len);
+    return on;
+  };
+  std::atomic<int> served{-1}, bound{-1};
+  EventCounter opened;
+  DatagramHandlers sh;
+  sh.opened = [&](Udp& udp) {
+    served = v6only(udp);
+    opened.add();
+  };
+  UdpServer s("udp6://[::1]:0", sh);
+  ASSERT_TRUE(s.status) << s.status.message();
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  DatagramHandlers bh;
+  bh.opened = [&](Udp& udp) {
+    bound = v6only(udp);
+    opened.add();
+  };
+  loops.loop(0).bind_udp("udp6://[::]:0", bh);
+  ASSERT_TRUE(opened.wait_for(2));
+  EXPECT_EQ(served.load(), 1);
+  EXPECT_EQ(bound.load(), 1);
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
 }
 
 // An echo of bursts through GSO and GRO on both sides; with `server_cmsgs`, the server's socket
