@@ -125,7 +125,9 @@ class Udp {
   /// false when the datagram is dropped: the send queue is at a UdpOptions bound (counted in
   /// LoopStats::datagram_drops), the socket is closing, or `peer` cannot be sent to: not an IP
   /// address, shorter than its family's sockaddr, or IPv6 on an IPv4 socket (its size may be
-  /// larger, e.g. a whole sockaddr_storage: only the family's bytes are used).
+  /// larger, e.g. a whole sockaddr_storage: only the family's bytes are used). On a connected
+  /// socket use send(): Linux sends to any peer given here, macOS and the BSDs refuse (EISCONN,
+  /// reported through `error`).
   bool send_to(const SocketAddress& peer, std::string_view bytes);
   /// Same as send_to(peer, string_view).
   bool send_to(const SocketAddress& peer, const void* bytes, std::size_t size);
