@@ -171,8 +171,11 @@ void UdpSocket::run_when_open(std::function<void(Udp&)> fn) {
 }
 
 void UdpSocket::fail_open(std::error_code error) {
-  // opening -> closed: `open_failed`, never `closed`.
+  // opening -> closed: `open_failed`, never `closed`. (A server's socket is registered while
+  // it opens: a stop can come before its first settle().)
   state_ = State::closed;
+  if (registered_) loop_.poller().remove(fd_.get(), interest_);
+  registered_ = false;
   fd_.reset();
   after_open_.clear();
   if (handlers().open_failed) handlers().open_failed(handle_, error);
