@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <any>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -115,15 +116,18 @@ Config parse(int argc, char** argv) {
   return c;
 }
 
-bool is_tcp_connection(int fd) {
+// Whether `fd`, listed in /proc/self/fd a moment ago, is one of the server's own: not a TCP
+// connection, and still open. A connection (a stray one from a test run in parallel, say) can
+// close on another loop between the listing and this check: EBADF then, not counted.
+bool own_fd(int fd) {
   int domain = 0, type = 0, listening = 0;
   socklen_t len = sizeof domain;
-  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return false;  // not a socket
+  if (::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return errno == ENOTSOCK;
   len = sizeof type;
   ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
   len = sizeof listening;
   ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
-  return (domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM && listening == 0;
+  return !((domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM && listening == 0);
 }
 
 int count_fds() {
@@ -132,7 +136,7 @@ int count_fds() {
     while (const dirent* e = ::readdir(d)) {
       if (e->d_name[0] == '.') continue;
       const int fd = std::atoi(e->d_name);
-      n += fd != ::dirfd(d) && !is_tcp_connection(fd);
+      n += fd != ::dirfd(d) && own_fd(fd);
     }
     ::closedir(d);
   }
