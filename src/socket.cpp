@@ -147,8 +147,7 @@ int PeerAddress::family() const noexcept {
 
 SocketAddress PeerAddress::get(int fd) const {
   const int family = this->family();
-  if (family == AF_INET) return SocketAddress(bytes_, sizeof(sockaddr_in));
-  if (family == AF_INET6) return SocketAddress(bytes_, sizeof(sockaddr_in6));
+  if (const std::size_t size = ip_sockaddr_size(family)) return SocketAddress(bytes_, size);
   if (family == AF_UNIX && fd >= 0) {
     SocketAddress named = peer_address(fd);
     if (named.family() == AF_UNIX) return named;
@@ -307,6 +306,10 @@ std::error_code prepare_adopted(int fd, SocketAddress& peer) noexcept {
 }
 
 bool is_tcp_family(int family) noexcept { return family == AF_INET || family == AF_INET6; }
+
+std::size_t ip_sockaddr_size(int family) noexcept {
+  return family == AF_INET ? sizeof(sockaddr_in) : family == AF_INET6 ? sizeof(sockaddr_in6) : 0;
+}
 
 void configure_connection(int fd, bool is_tcp, const ConnOptions& options) noexcept {
   const int on = 1;

@@ -132,6 +132,8 @@ std::error_code prepare_adopted(int fd, SocketAddress& peer) noexcept;
 
 /// True for AF_INET and AF_INET6.
 bool is_tcp_family(int family) noexcept;
+/// sizeof(sockaddr_in) or sizeof(sockaddr_in6) for AF_INET or AF_INET6; 0 for other families.
+std::size_t ip_sockaddr_size(int family) noexcept;
 
 /// Applies no-SIGPIPE (where that is a socket option), buffer sizes, and for TCP, TCP_NODELAY and
 /// keep-alive, as `options` say.

@@ -165,6 +165,13 @@ std::error_code UdpSocket::register_for_reading() {
   return {};
 }
 
+void UdpSocket::unregister() {
+  if (!registered_) return;
+  loop_.poller().remove(fd_.get(), interest_);
+  registered_ = false;
+  interest_ = kNone;
+}
+
 void UdpSocket::run_when_open(std::function<void(Udp&)> fn) {
   if (state_ == State::open) return fn(handle_);
   if (state_ == State::opening && !open_failed_) after_open_.push_back(std::move(fn));
@@ -174,8 +181,7 @@ void UdpSocket::fail_open(std::error_code error) {
   // opening -> closed: `open_failed`, never `closed`. (A server's socket is registered while
   // it opens: a stop can come before its first settle().)
   state_ = State::closed;
-  if (registered_) loop_.poller().remove(fd_.get(), interest_);
-  registered_ = false;
+  unregister();
   fd_.reset();
   after_open_.clear();
   if (handlers().open_failed) handlers().open_failed(handle_, error);
@@ -189,8 +195,7 @@ void UdpSocket::finish(std::error_code error) {
   state_ = State::closed;
   bump(loop_.counters().datagram_drops, queue_.datagrams());
   queue_.clear();
-  if (registered_) loop_.poller().remove(fd_.get(), interest_);
-  registered_ = false;
+  unregister();
   stop_polling();
   adjust(loop_.counters().udp_sockets, 1, 0);
   if (handlers().closed) handlers().closed(handle_, error);
@@ -282,10 +287,8 @@ void UdpSocket::update_interest() {
 
 void UdpSocket::start_polling() {
   if (polled_ || !registered_ || interest_ != kRead) return;
-  loop_.poller().remove(fd_.get(), interest_);
+  unregister();
   bump(loop_.counters().poller_changes);
-  registered_ = false;
-  interest_ = kNone;
   polled_ = true;
   spell_reads_ = 0;
   loop_.poll_each_iteration(*this);
@@ -439,9 +442,7 @@ bool UdpSocket::send_to(const SocketAddress* peer, const void* bytes, std::size_
     // is as good as one made to measure. An IPv6 peer on an IPv4 socket would fail in the
     // kernel (EAFNOSUPPORT) once sent: refused here. (An IPv4 peer on an IPv6 socket is for
     // the kernel to judge: a dual-stack socket reaches it.)
-    peer_size = peer->family() == AF_INET    ? sizeof(sockaddr_in)
-                : peer->family() == AF_INET6 ? sizeof(sockaddr_in6)
-                                             : 0;
+    peer_size = ip_sockaddr_size(peer->family());
     if (peer_size == 0 || peer->size() < peer_size) return false;
     if (peer->family() == AF_INET6 && local_.family() == AF_INET) return false;
   }

@@ -114,7 +114,10 @@ class UdpSocket final : public Pollable {
 
   // Transitions.
   void enter_open();
-  std::error_code register_for_reading();  // once: a server's socket is registered before
+  // Poller registration for reading: once (open_bound() registers a server's socket before
+  // enter_open() would), and its removal (at the end, or for a busy spell).
+  std::error_code register_for_reading();
+  void unregister();
   void fail_open(std::error_code error);
   void finish(std::error_code error);
   void fail(std::error_code error);  // records a failed open for settle()

@@ -284,12 +284,6 @@ TEST(UdpInjectedTest, GsoTurnsOffForGoodOnEioAndNothingIsLost) {
   EXPECT_EQ(st.datagram_drops, 0u);
 }
 
-}  // namespace
-}  // namespace evloop::test
-
-namespace evloop::test {
-namespace {
-
 // A server's UDP socket the poller will not take fails Server::start() with a message that says
 // which address and why, and leaves no socket open, as a TCP listener's does.
 TEST(UdpInjectedTest, ASocketThePollerRefusesFailsStartClearly) {
