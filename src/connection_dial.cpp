@@ -21,6 +21,9 @@ void Connection::dial(std::string_view address, std::chrono::milliseconds timeou
   ListenAddress target;
   if (Status s = validate(options(), "connect"); !s) return fail(s.code(), false);
   if (Status s = parse_connect_address(address, target); !s) return fail(s.code(), false);
+  // The target grammar is shared with connect_udp: without this, a udp:// target would be
+  // dialled over TCP.
+  if (is_udp(target.transport)) return fail(make_error_code(errc::unknown_scheme), false);
   if (timeout.count() < 0) return fail(make_error_code(errc::bad_option), false);
   if (!source_address.empty() && !parse_source_address(source_address, dial.source)) {
     return fail(make_error_code(errc::bad_address), false);

@@ -66,11 +66,15 @@ LoopGroupCore::~LoopGroupCore() {
 }
 
 Status LoopGroupCore::open() {
-  if (started_.load() || !loops_.empty()) {
+  // A stop() before start() also counts: starting anyway would run loops that stop at once
+  // (start() ok, running() true, nothing served), so the group refuses like a stopped one.
+  if (started_.load() || stopping_.load() || !loops_.empty()) {
     return {make_error_code(errc::already_started),
-            started_.load() ? "already started: loops run once; after stop(), create a new "
-                              "Server or LoopGroup to serve again"
-                            : "already started"};
+            started_.load()    ? "already started: loops run once; after stop(), create a new "
+                                 "Server or LoopGroup to serve again"
+            : stopping_.load() ? "stopped before start: a stopped Server or LoopGroup cannot "
+                                 "start; create a new one"
+                               : "already started"};
   }
   LoopOptions& o = options_;
   if (o.loops == LoopOptions::kAutoLoops)

@@ -220,7 +220,9 @@ Status ServerCore::fail_start(Status status) {
 }
 
 Status ServerCore::start() {
-  if (group_.running() || !group_.loops().empty()) return group_.open();  // already_started
+  if (group_.running() || group_.stopping() || !group_.loops().empty()) {
+    return group_.open();  // already_started (or stopped before start)
+  }
   // A successor learns it is one first, so that any failure below reaches its predecessor.
   if (UpgradeSuccessor::requested()) {
     successor_ = std::make_unique<UpgradeSuccessor>();

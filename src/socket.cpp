@@ -242,6 +242,9 @@ bool numeric_address(const ListenAddress& target, SocketAddress& out) {
 }
 
 bool parse_source_address(const std::string& text, SocketAddress& out) {
+  // The listen grammar below would accept (and the bind then ignore) `?reuseport=1` and the like:
+  // a source address is a bare host and port, so a query is refused rather than dropped.
+  if (text.find('?') != std::string::npos) return false;
   // HOST:PORT and [V6]:PORT have the listen grammar; HOST, [V6] and a bare V6 mean port 0.
   const auto colons = std::count(text.begin(), text.end(), ':');
   std::string host_port = text;

@@ -65,7 +65,8 @@ struct ConnectOptions : ConnOptions {
   /// it, after about two minutes on Linux).
   std::chrono::milliseconds connect_timeout{10'000};
   /// Local address to bind before connecting, a numeric host with an optional port:
-  /// "127.0.0.2", "127.0.0.2:0", "[::1]:4000". Empty = chosen by the kernel.
+  /// "127.0.0.2", "127.0.0.2:0", "[::1]:4000"; no `?options`. Anything else fails the dial with
+  /// errc::bad_address. Empty = chosen by the kernel.
   std::string source_address;
 };
 

@@ -73,7 +73,8 @@ class LoopGroup {
 
   /// Creates the loops and starts their threads; on failure returns why (errc::bad_option naming
   /// the field, or a system error) having started nothing. A LoopGroup runs once: start() after
-  /// stop() fails with errc::already_started.
+  /// stop() fails with errc::already_started, also when stop() came before any start() (then
+  /// running() stays false); make a new LoopGroup to run again.
   Status start();
   /// start(), then wait() until stop().
   Status run();

@@ -62,7 +62,8 @@ struct Callbacks : Handlers, LoopHooks {
 ///
 /// Use run() to serve on the calling thread until stop(), or start() then stop() and wait() to
 /// embed it. stop() is thread-safe and async-signal-safe. The destructor stops and joins. A
-/// Server runs once: create a new one to serve again.
+/// Server runs once: create a new one to serve again. start() or run() after stop() fails with
+/// errc::already_started, also when stop() came before any start().
 class Server {
  public:
   /// Creates a server; nothing is bound until start(). `options` and `callbacks` are also the

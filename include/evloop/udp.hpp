@@ -73,7 +73,9 @@ struct UdpOptions {
 
 /// UdpOptions for Loop::connect_udp, plus a local address to bind first.
 struct UdpConnectOptions : UdpOptions {
-  /// "127.0.0.2", "127.0.0.2:4000", "[::1]:0": bound before connecting. Empty = the kernel picks.
+  /// "127.0.0.2", "127.0.0.2:4000", "[::1]:0": bound before connecting. A numeric host with an
+  /// optional port and no `?options`; anything else fails the open with errc::bad_address.
+  /// Empty = the kernel picks.
   std::string source_address;
 };
 

@@ -974,6 +974,9 @@ std::vector<BadDial> bad_dials(const std::string& target) {
       {target, with([](ConnectOptions& o) { o.source_address = "localhost"; }), address},
       {target, with([](ConnectOptions& o) { o.source_address = "127.0.0.1:70000"; }), address},
       {target, with([](ConnectOptions& o) { o.source_address = "[::1"; }), address},
+      // A source address is host[:port] only: an option there would be silently ignored.
+      {target, with([](ConnectOptions& o) { o.source_address = "127.0.0.1:0?reuseport=1"; }),
+       address},
   };
 }
 
@@ -1009,6 +1012,39 @@ TEST_F(ConnectTest, BadInputFailsTheDialWithTheDocumentedCode) {
   EXPECT_EQ(stats.dials, dials.size());
   EXPECT_EQ(stats.dial_failures, dials.size());
   EXPECT_EQ(stats.opened, 0u);
+}
+
+// UDP addresses parse as dial targets (connect_udp takes them), but Loop::connect is for streams:
+// each fails with errc::unknown_scheme instead of being dialled over TCP to the same host and
+// port, where a TCP server listens.
+TEST_F(ConnectTest, UdpAddressFailsWithUnknownSchemeAndDialsNoTcp) {
+  EventCounter accepted;
+  Callbacks cb;
+  cb.opened = [&](Conn&) { accepted.add(); };
+  RunningServer server(loopback_options(), cb);
+  ASSERT_TRUE(server.status);
+  const std::string port = std::to_string(server.address().port());
+  const std::vector<std::string> targets = {"udp://127.0.0.1:" + port, "udp4://127.0.0.1:" + port,
+                                            "udp6://[::1]:" + port};
+  std::vector<std::unique_ptr<DialLog>> logs;
+  LoopGroup group(loop_options(1));
+  ASSERT_TRUE(group.start());
+  for (const std::string& target : targets) {
+    logs.push_back(std::make_unique<DialLog>());
+    group.loop(0).connect(target, logs.back()->handlers());
+  }
+  for (std::size_t i = 0; i < logs.size(); ++i) {
+    ASSERT_TRUE(eventually([&] { return logs[i]->failed.value() + logs[i]->opened.value() > 0; }))
+        << targets[i] << ": neither failed nor opened";
+  }
+  group.stop();
+  ASSERT_TRUE(group.wait());
+  for (std::size_t i = 0; i < logs.size(); ++i) {
+    SCOPED_TRACE(targets[i]);
+    expect_failed_once(*logs[i], errc::unknown_scheme);
+  }
+  ASSERT_TRUE(settle(server.server));
+  EXPECT_EQ(accepted.value(), 0);
 }
 
 // A source address that is well formed but cannot be bound (not on this host, taken, of the

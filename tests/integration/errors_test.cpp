@@ -139,6 +139,34 @@ TEST(ErrorsTest, RestartAfterStopIsRefusedWithAMessage) {
   EXPECT_FALSE(s.server.running());
 }
 
+// stop() before start() is harmless, but the stopped Server is then done: run() is refused at
+// once, as after a stop() of a running one, instead of returning ok without serving.
+TEST(ErrorsTest, RunAfterAStopBeforeStartIsRefused) {
+  Server server(loopback_options(), {});
+  server.stop();
+  const Status run = server.run();
+  EXPECT_EQ(run.code(), errc::already_started) << run.message();
+  EXPECT_NE(run.message().find("create a new one"), std::string::npos) << run.message();
+  EXPECT_FALSE(server.running());
+  EXPECT_EQ(server.start().code(), errc::already_started);
+  EXPECT_TRUE(server.wait());
+}
+
+// The same for a LoopGroup: start() used to succeed with loops that had stopped at once
+// (running() true, connect() an empty ref, post() refused).
+TEST(ErrorsTest, LoopGroupStartAfterAStopBeforeStartIsRefused) {
+  LoopGroup group;
+  group.stop();
+  const Status start = group.start();
+  EXPECT_EQ(start.code(), errc::already_started) << start.message();
+  EXPECT_NE(start.message().find("create a new one"), std::string::npos) << start.message();
+  EXPECT_FALSE(group.running());
+  EXPECT_EQ(group.loop_count(), 0u);
+  EXPECT_EQ(group.run().code(), errc::already_started);
+  EXPECT_TRUE(group.wait());
+  EXPECT_FALSE(group.running());
+}
+
 // A poller that fails (here: its epoll or io_uring fd replaced under it) must not spin silently:
 // the loops stop and wait() says which loop failed and why.
 TEST(ErrorsTest, AFailingPollerStopsTheLoopsAndWaitSaysWhy) {

@@ -977,15 +977,19 @@ TEST(UdpTest, BadAddressesAndOptionsFailClearly) {
   UdpOptions bad;
   bad.max_datagram_size = 0;
   loops.loop(0).bind_udp("udp://127.0.0.1:0", h, bad);
-  ASSERT_TRUE(failed.wait_for(4));
+  UdpConnectOptions queried;  // a source address is host[:port]: its option would be ignored
+  queried.source_address = "127.0.0.1:0?reuseport=1";
+  loops.loop(0).connect_udp("udp://127.0.0.1:9", h, queried);
+  ASSERT_TRUE(failed.wait_for(5));
   loops.stop();
   ASSERT_TRUE(loops.wait());
   std::lock_guard lock(mutex);
-  ASSERT_EQ(errors.size(), 4u);
+  ASSERT_EQ(errors.size(), 5u);
   EXPECT_EQ(errors[0], errc::bad_address);
   EXPECT_EQ(errors[1], errc::unknown_scheme);
   EXPECT_EQ(errors[2], std::errc::address_not_available);
   EXPECT_EQ(errors[3], errc::bad_option);
+  EXPECT_EQ(errors[4], errc::bad_address);
 }
 
 TEST(UdpTest, StopClosesEverySocketOnceAndLeavesNoFdOrThreadBehind) {
