@@ -9,6 +9,7 @@
 #include "loop_group_core.hpp"
 #include "platform.hpp"
 #include "receive_batch.hpp"
+#include "timeouts.hpp"
 #include "udp_socket.hpp"
 
 namespace evloop::detail {
@@ -482,7 +483,7 @@ void EventLoop::check_drained() {
 // --- timers ------------------------------------------------------------------------------------
 
 TimerId EventLoop::run_after(Clock::duration delay, Loop::Task fn) {
-  const auto when = Clock::now() + delay;
+  const auto when = Clock::now() + capped(delay);
   if (in_loop_thread()) return timers_.add(when, Clock::duration::zero(), std::move(fn));
   const TimerId id = timers_.reserve();
   const bool posted = post([this, id, when, fn = std::move(fn)]() mutable {
@@ -492,7 +493,8 @@ TimerId EventLoop::run_after(Clock::duration delay, Loop::Task fn) {
 }
 
 TimerId EventLoop::run_every(Clock::duration interval, Loop::Task fn) {
-  interval = std::max(interval, Clock::duration(1));
+  interval =
+      std::clamp<Clock::duration>(interval, Clock::duration(1), capped(Clock::duration::max()));
   const auto when = Clock::now() + interval;
   if (in_loop_thread()) return timers_.add(when, interval, std::move(fn));
   const TimerId id = timers_.reserve();
@@ -510,7 +512,7 @@ bool EventLoop::cancel(TimerId id) {
 void EventLoop::tick() {
   // Each tick schedules the next with the delay the user returns; a negative delay stops.
   const std::chrono::milliseconds next = group_.hooks().tick(handle_);
-  if (next.count() >= 0 && !shutting_down_) run_after(next, [this] { tick(); });
+  if (next.count() >= 0 && !shutting_down_) run_after(capped(next), [this] { tick(); });
 }
 
 // --- shutdown ----------------------------------------------------------------------------------
@@ -561,12 +563,11 @@ void EventLoop::shutdown() {
   settle_scheduled();  // sockets with nothing pending close now
 
   // Keep sending what is pending, up to the grace period (not if the poller is broken).
-  const auto deadline = now_ + group_.options().shutdown_grace;
+  const auto deadline = now_ + capped(group_.options().shutdown_grace);
   destroy_retired();
   while ((!connections_.empty() || !udp_sockets_.empty()) && !poller_failed_ &&
          Clock::now() < deadline) {
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-    iterate(static_cast<int>(std::max<long long>(0, left.count())));
+    iterate(wait_ms(deadline - Clock::now()));
   }
   for_each_socket([](auto& socket) { socket.end_shutdown(); });
   settle_scheduled();  // a `closed` handler may have scheduled a socket closed just after

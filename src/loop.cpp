@@ -1,5 +1,6 @@
 // The public Loop handle, forwarding to its EventLoop. Every method is thread-safe.
 #include "event_loop.hpp"
+#include "timeouts.hpp"
 
 namespace evloop {
 namespace {
@@ -28,15 +29,13 @@ TimerId Loop::run_every(std::chrono::nanoseconds interval, Task fn) const {
 bool Loop::cancel(TimerId id) const { return core_->cancel(id); }
 
 ConnRef Loop::connect(std::string_view address, Handlers handlers, ConnectOptions options) const {
-  auto profile = std::make_shared<const detail::Profile>(
-      detail::Profile{std::move(handlers), static_cast<const ConnOptions&>(options)});
-  return core_->connect(address, std::move(profile), options.connect_timeout,
+  auto profile = detail::make_profile(std::move(handlers), options);
+  return core_->connect(address, std::move(profile), detail::capped(options.connect_timeout),
                         std::move(options.source_address));
 }
 
 ConnRef Loop::adopt(int fd, Handlers handlers, AdoptOptions options) const {
-  auto profile = std::make_shared<const detail::Profile>(
-      detail::Profile{std::move(handlers), static_cast<const ConnOptions&>(options)});
+  auto profile = detail::make_profile(std::move(handlers), options);
   return core_->adopt(fd, std::move(profile), std::move(options.input), std::move(options.output));
 }
 

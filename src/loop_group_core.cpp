@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 #include <string_view>
 
@@ -82,12 +83,22 @@ Status LoopGroupCore::open() {
   if (o.loops > 4096) {
     return bad_option("loops (" + std::to_string(o.loops) + ") must be at most 4096");
   }
-  if (o.read_buffer_size == 0) return bad_option("read_buffer_size must be positive");
+  if (o.read_buffer_size == 0 || o.read_buffer_size > LoopOptions::kMaxReadBufferSize) {
+    return bad_option("read_buffer_size (" + std::to_string(o.read_buffer_size) + ") must be 1.." +
+                      std::to_string(LoopOptions::kMaxReadBufferSize) + " (1 GiB)");
+  }
   if (o.shutdown_grace.count() < 0) return bad_option("shutdown_grace must not be negative");
   Backend wanted;
   if (Status s = resolve_backend(o.backend, wanted); !s) return s;
   for (unsigned i = 0; i < o.loops; ++i) {
-    loops_.push_back(std::make_unique<EventLoop>(*this, i));
+    try {
+      loops_.push_back(std::make_unique<EventLoop>(*this, i));
+    } catch (const std::bad_alloc&) {  // the read buffer, or the loop itself
+      discard();
+      return {std::make_error_code(std::errc::not_enough_memory),
+              "loop " + std::to_string(i) + ": out of memory (read_buffer_size " +
+                  std::to_string(o.read_buffer_size) + ")"};
+    }
     std::string note;
     Status s = loops_.back()->open(wanted, note);
     if (i == 0) backend_note_ = note;

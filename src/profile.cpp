@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "timeouts.hpp"
+
 namespace evloop::detail {
 namespace {
 
@@ -45,7 +47,19 @@ Status validate(const ConnOptions& o, std::string_view where) {
   if (o.idle_timeout.count() < 0) return bad_option(where, "idle_timeout must not be negative");
   if (o.send_timeout.count() < 0) return bad_option(where, "send_timeout must not be negative");
   if (o.keepalive.count() < 0) return bad_option(where, "keepalive must not be negative");
+  // Linux refuses a longer TCP_KEEPIDLE (EINVAL), which would leave keep-alive on its default.
+  if (o.keepalive.count() > 32767) {
+    return bad_option(
+        where, "keepalive (" + std::to_string(o.keepalive.count()) + " s) must be at most 32767 s");
+  }
   return {};
+}
+
+ProfilePtr make_profile(Handlers handlers, ConnOptions options) {
+  options.close_timeout = capped(options.close_timeout);
+  options.idle_timeout = capped(options.idle_timeout);
+  options.send_timeout = capped(options.send_timeout);
+  return std::make_shared<const Profile>(Profile{std::move(handlers), std::move(options)});
 }
 
 Status validate(const UdpOptions& o, std::string_view where) {

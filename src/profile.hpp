@@ -21,6 +21,9 @@ struct Profile {
 
 using ProfilePtr = std::shared_ptr<const Profile>;
 
+/// A connection profile, its timeouts capped at kLongestTimeout (timeouts.hpp).
+ProfilePtr make_profile(Handlers handlers, ConnOptions options);
+
 struct UdpProfile {
   DatagramHandlers handlers;
   UdpOptions options;

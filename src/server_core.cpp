@@ -16,8 +16,8 @@ namespace detail {
 ServerCore::ServerCore(Options options, Callbacks callbacks)
     : options_(std::move(options)),
       serving_(std::move(callbacks.serving)),
-      profiles_{std::make_shared<const Profile>(
-          Profile{static_cast<Handlers&&>(callbacks), static_cast<const ConnOptions&>(options_)})},
+      profiles_{make_profile(static_cast<Handlers&&>(callbacks),
+                             static_cast<const ConnOptions&>(options_))},
       group_(static_cast<const LoopOptions&>(options_), static_cast<LoopHooks&&>(callbacks)) {
   for (const std::string& text : options_.listen) endpoints_.push_back({text, {}, 0, nullptr});
 }
@@ -34,7 +34,7 @@ Status ServerCore::check_not_started(const std::string& address) const {
 
 Status ServerCore::listen(std::string address, Handlers handlers, ConnOptions options) {
   if (Status s = check_not_started(address); !s) return s;
-  profiles_.push_back(std::make_shared<const Profile>(Profile{std::move(handlers), options}));
+  profiles_.push_back(make_profile(std::move(handlers), std::move(options)));
   endpoints_.push_back({std::move(address), {}, profiles_.size() - 1, nullptr});
   return {};
 }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "timeouts.hpp"
+
 namespace evloop::detail {
 
 std::uint64_t TimerQueue::add(Clock::time_point when, Clock::duration interval, Task fn) {
@@ -38,9 +40,7 @@ int TimerQueue::next_timeout_ms(Clock::time_point now) {
   drop_cancelled_top();
   if (heap_.empty()) return -1;
   const auto wait = heap_.front().when - now;
-  if (wait <= Clock::duration::zero()) return 0;
-  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
-  return static_cast<int>(std::min<long long>(ms, 24LL * 3600 * 1000));
+  return wait_ms(wait);  // at most a day: a longer wait simply waits again
 }
 
 std::size_t TimerQueue::run_due(Clock::time_point now) {

@@ -17,6 +17,7 @@
 #include "listener.hpp"
 #include "loop_group_core.hpp"
 #include "platform.hpp"
+#include "timeouts.hpp"
 #include "udp_socket.hpp"
 #include "upgrade_protocol.hpp"
 #include "upgrade_spawn.hpp"
@@ -362,7 +363,8 @@ Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
   pid_t pid = -1;
   if (Status s = start_successor(options, control, pid); !s) return s;
   upgrade::FrameReader reader(control.get());
-  const auto deadline = Clock::now() + options.ready_timeout;
+  const auto ready_timeout = capped(options.ready_timeout);
+  const auto deadline = Clock::now() + ready_timeout;
   // Should this fail (the successor is gone already, or does not read), what it says, or its
   // end, or the timeout tells why: await_ready() reads it.
   send_listeners(control.get(), listeners, source.endpoints, deadline);
@@ -378,19 +380,19 @@ Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
   start_handover(source.group, source.profiles, queue, draining);
   std::vector<Moved> unsent;
   std::size_t moved = 0;
-  int error = send_connections(control.get(), queue, options.ready_timeout, moved, unsent);
+  int error = send_connections(control.get(), queue, ready_timeout, moved, unsent);
   if (error == 0) {
     std::string count;
     PayloadWriter(count).u64(moved);
     error = upgrade::send_frame(control.get(), FrameType::done, count, {},
-                                Clock::now() + options.ready_timeout);
+                                Clock::now() + ready_timeout);
   }
   if (error != 0) return take_back(source, pid, error, moved, unsent);
   control.reset();
   report.successor_pid = pid;
   report.moved = moved;
   report.draining = draining.load();
-  source.group.begin_drain(options.drain_timeout);
+  source.group.begin_drain(capped(options.drain_timeout));
   return {};
 }
 

@@ -14,7 +14,8 @@ namespace evloop {
 struct ConnOptions {
   /// TCP_NODELAY on TCP connections.
   bool tcp_nodelay = true;
-  /// SO_KEEPALIVE with this idle time before the first probe; zero = keep-alive off.
+  /// SO_KEEPALIVE with this idle time before the first probe; zero = keep-alive off. At most
+  /// 32767 s (about 9 hours; Linux's limit for TCP_KEEPIDLE).
   std::chrono::seconds keepalive{0};
 
   /// SO_SNDBUF in bytes; 0 = the kernel's default (auto-tuned). Must not be negative.

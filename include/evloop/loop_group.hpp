@@ -36,8 +36,11 @@ struct LoopOptions {
   unsigned loops = 1;
   /// Value of `loops` meaning "one loop per hardware thread".
   static constexpr unsigned kAutoLoops = 0;
-  /// Size of each loop's read buffer: the most one read takes from a connection.
+  /// Size of each loop's read buffer: the most one read takes from a connection. 1 byte to
+  /// kMaxReadBufferSize.
   std::size_t read_buffer_size = 64 * 1024;
+  /// The largest read_buffer_size (1 GiB).
+  static constexpr std::size_t kMaxReadBufferSize = std::size_t{1} << 30;
   /// On stop(), how long loops keep sending pending output before resetting the connections
   /// that still have some (errc::shutdown_timeout).
   std::chrono::milliseconds shutdown_grace{2'000};

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 
 #include "test_support.hpp"
 
@@ -61,6 +62,12 @@ TEST(ErrorsTest, BadOptionValues) {
   o = loopback_options();
   o.read_buffer_size = 0;
   expect_start_fails(o, errc::bad_option, "read_buffer_size");
+  o = loopback_options();
+  o.read_buffer_size = std::numeric_limits<std::size_t>::max();  // was std::bad_alloc: a crash
+  expect_start_fails(o, errc::bad_option, "read_buffer_size (18446744073709551615) must be 1..");
+  o = loopback_options();
+  o.keepalive = std::chrono::seconds(100000);  // Linux refuses it: keep-alive stayed at 2 hours
+  expect_start_fails(o, errc::bad_option, "keepalive (100000 s) must be at most 32767 s");
   o = loopback_options();
   o.socket_send_buffer = -1;
   expect_start_fails(o, errc::bad_option, "socket_send_buffer (-1) must not be negative");

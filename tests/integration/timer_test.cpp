@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -124,6 +125,88 @@ TEST(TimerTest, IdleTimeoutClosesSilentConnectionsOnly) {
   }
   ASSERT_TRUE(chatty.send_all("still"));
   EXPECT_EQ(chatty.read_exactly(5), "still");
+}
+
+// A timeout too long for the loops' nanosecond clock (milliseconds::max() written for "never")
+// waits for ever. Before, it overflowed into the past and fired at once: a dial timed out, a
+// close or a stop reset pending output, a timer ran.
+TEST(TimerTest, TimeoutsTooLongForTheClockWaitForEver) {
+  constexpr auto kNever = std::chrono::milliseconds::max();
+  const std::string big(1 << 20, 'x');
+  Options o = loopback_options();
+  o.close_timeout = o.idle_timeout = o.send_timeout = o.shutdown_grace = kNever;
+  o.socket_send_buffer = 4096;  // the big write stays pending until the client reads
+  EventCounter ticks, served, timer_ran, closed;
+  std::mutex mutex;
+  std::vector<std::error_code> errors;  // of `closed`
+  Callbacks cb;
+  cb.tick = [&](Loop&) {
+    ticks.add();
+    return kNever;
+  };
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    if (bytes == "big") {
+      c.write(big);
+      c.close();  // close_timeout: pending output is sent, however long it takes
+    } else {
+      c.write(bytes);
+    }
+    served.add();
+    return bytes.size();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    std::lock_guard lock(mutex);
+    errors.push_back(ec);
+    closed.add();
+  };
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status) << s.status.message();
+  Loop& loop = s.server.loop(0);
+  loop.run_after(std::chrono::nanoseconds::max(), [&] { timer_ran.add(); });
+  loop.run_every(std::chrono::nanoseconds::max(), [&] { timer_ran.add(); });
+
+  // A dial with connect_timeout "never" connects.
+  EventCounter dialled, dial_failed;
+  Handlers h;
+  h.opened = [&](Conn& c) {
+    dialled.add();
+    c.close();
+  };
+  h.connect_failed = [&](Conn&, std::error_code) { dial_failed.add(); };
+  ConnectOptions co;
+  co.connect_timeout = co.close_timeout = kNever;
+  loop.connect("tcp://" + s.address().to_string(), h, co);
+  ASSERT_TRUE(dialled.wait_for(1));
+
+  Client closing(s.address(), 4096);
+  Client idle(s.address(), 4096);
+  ASSERT_TRUE(idle.send_all("ping"));
+  ASSERT_EQ(idle.read_exactly(4), "ping");
+  ASSERT_TRUE(closing.send_all("big"));
+  ASSERT_TRUE(served.wait_for(2));
+  // Timers of 20 ms, set now, run after any that fired "at once".
+  EventCounter later;
+  loop.run_after(20ms, [&] { later.add(); });
+  ASSERT_TRUE(later.wait_for(1));
+  EXPECT_EQ(timer_ran.value(), 0);
+  EXPECT_EQ(ticks.value(), 1);  // the first tick runs at once, the next "never"
+  EXPECT_EQ(dial_failed.value(), 0);
+  bool eof = false;
+  EXPECT_EQ(closing.read_to_eof(&eof).size(), big.size()) << "close() reset pending output";
+  EXPECT_TRUE(eof);
+
+  // shutdown_grace "never": stop() sends what is pending to a slow reader.
+  ASSERT_TRUE(idle.send_all("big"));
+  ASSERT_TRUE(served.wait_for(3));
+  s.server.stop();
+  EXPECT_EQ(idle.read_to_eof(&eof).size(), big.size()) << "stop() reset pending output";
+  EXPECT_TRUE(eof);
+  s.server.wait();
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(errors.size(), 3u);  // the dialled one's, `closing`, `idle`
+  for (const std::error_code& ec : errors) {
+    EXPECT_TRUE(!ec || ec == errc::server_stopped) << ec.message();  // never a timeout
+  }
 }
 
 }  // namespace
