@@ -272,6 +272,11 @@ void Connection::settle() {
     });
   }
   update_backpressure();
+  // The idle clock stood still while the connection did not read: it starts again now. (Here,
+  // not at the poller: on io_uring a receive stays in flight through a pause.)
+  const bool reading = wants_to_read();
+  if (reading && !was_reading_) last_receive_ = loop_.now();
+  was_reading_ = reading;
   if (loop_.poller().completions()) {
     update_receiving();
   } else {
@@ -492,8 +497,8 @@ void Connection::flush() {
       for (int i = 0; i < count; ++i) asked += iov[i].iov_len;
       // Bytes before a small file range (a response's head): MSG_MORE joins them to its first
       // segment.
-      const bool more = asked < out_.size() && out_.has_file() &&
-                        out_.file_bytes() <= kCorkedFileMax;
+      const bool more =
+          asked < out_.size() && out_.has_file() && out_.file_bytes() <= kCorkedFileMax;
       n = send_pieces(fd_.get(), iov, count, more);
     }
     bump(loop_.counters().writes);
@@ -549,8 +554,6 @@ void Connection::update_interest() {
     return;  // the common case: no poller call per message
   }
   if ((want & kWrite) && !(interest_ & kWrite)) bump(loop_.counters().write_arms);
-  // The idle clock stood still while we did not read: it starts again now.
-  if ((want & kRead) && !(interest_ & kRead)) last_receive_ = loop_.now();
   bump(loop_.counters().poller_changes);
   const std::error_code ec = registered_ ? loop_.poller().modify(fd_.get(), interest_, want, this)
                                          : loop_.poller().add(fd_.get(), want, this);
@@ -685,7 +688,12 @@ void Connection::resume_reading() {
 }
 
 bool Connection::detach(std::function<void(DetachedConn)> receiver) {
-  if (state_ != ConnState::open || end_wanted_ || detaching_ || out_.has_file()) return false;
+  // After shutdown_write() the FIN is owed after the output, and DetachedConn cannot carry that
+  // promise to a new owner: such a connection stays (it would lose its FIN).
+  if (state_ != ConnState::open || end_wanted_ || detaching_ || out_.has_file() ||
+      shutdown_wanted_) {
+    return false;
+  }
   rare().detach_to = std::move(receiver);
   detaching_ = true;
   schedule();
@@ -707,8 +715,10 @@ void Connection::check_timeouts() {
   const auto now = std::chrono::steady_clock::now();
   Duration next = Duration::max();
   if (const Duration idle = options().idle_timeout; idle.count() > 0) {
-    if (!wants_to_read()) {
-      next = idle;  // not reading: the clock stands still
+    if (!wants_to_read() || !was_reading_) {
+      // Not reading: the clock stands still. Or reading resumed since the last settle(), which
+      // starts the clock again: a timer that runs before it must not count the pause.
+      next = idle;
     } else if (now - last_receive_ >= idle) {
       return finish(make_error_code(errc::idle_timeout), false);
     } else {

@@ -93,8 +93,12 @@ class Connection final : public Pollable, public Conn {
   void pause_reading();
   void resume_reading();
   bool detach(std::function<void(DetachedConn)> receiver);
-  ConnState state() const noexcept { return state_; }
-  bool closing() const noexcept { return state_ >= ConnState::closing; }
+  // As the user sees it: an open connection whose end is decided (abort(), an error), carried out
+  // at the next settle(), is closing already.
+  ConnState state() const noexcept {
+    return state_ == ConnState::open && end_wanted_ ? ConnState::closing : state_;
+  }
+  bool closing() const noexcept { return state() >= ConnState::closing; }
   bool reading_paused() const noexcept { return user_paused_ || pressure_paused_; }
   std::size_t output_pending() const noexcept { return out_.size(); }
   std::any& context() noexcept { return context_; }
@@ -202,11 +206,12 @@ class Connection final : public Pollable, public Conn {
   bool stashed_ : 1 = false;          // completions: bytes (in in_) came while not reading
   bool stashed_eof_ : 1 = false;      // ...and the peer's EOF
   bool large_receives_ : 1 = false;   // completions: the last receive took 16 KiB or more
+  bool was_reading_ : 1 = false;      // wants_to_read() at the last settle(): the idle clock
   PeerAddress peer_;
   OutputBuffer out_;
   InputTail in_;  // unconsumed input
   std::any context_;
-  std::error_code reason_;            // why it ends: reported by `closed` / `connect_failed`
+  std::error_code reason_;  // why it ends: reported by `closed` / `connect_failed`
   // The one timer the state needs (0: none): the connect timeout while connecting, idle_timeout
   // and send_timeout while open, close_timeout while closing.
   std::uint64_t timer_ = 0;

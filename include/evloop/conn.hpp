@@ -36,6 +36,7 @@ enum class ConnState : std::uint8_t {
   connecting,  ///< Dialling (or being adopted): `opened` has not fired yet.
   open,        ///< Open: reading and writing.
   closing,     ///< close() was called: no more reading; closes once pending output is sent.
+               ///< Also after abort() or an error, until the connection closes (at once).
   closed,      ///< Closed (`closed` or `connect_failed` has fired or is firing).
   detached,    ///< Handed back by detach(); evloop no longer owns the fd.
 };
@@ -108,8 +109,9 @@ class Conn {
   /// fd leaves the poller, `closed` fires (errc::detached), and `receiver` is called with the fd,
   /// the unconsumed input and the unsent output, so the byte stream can continue elsewhere
   /// (Loop::adopt, another library, another process) with nothing lost or reordered. Returns
-  /// false, and does nothing, unless the connection is open (not connecting, closing or closed)
-  /// and no send_file() range is pending.
+  /// false, and does nothing, unless the connection is open (not connecting, closing or closed),
+  /// no send_file() range is pending and shutdown_write() was not called (the FIN it owes after
+  /// the output cannot be handed over).
   bool detach(std::function<void(DetachedConn)> receiver);
 
   /// Where the connection is in its life.

@@ -145,6 +145,32 @@ TEST(DetachTest, PlainCodeContinuesADetachedStream) {
   EXPECT_EQ(total_stats(s.server).open_connections, 0u);
 }
 
+// shutdown_write() owes the peer a FIN after the output, which a DetachedConn cannot carry: a
+// detach after it is refused and the connection stays, so the peer gets every byte, then the
+// FIN. (Before, detach() took the connection and the FIN was never sent.)
+TEST(DetachTest, AConnectionThatShutItsWritingIsNotDetached) {
+  std::atomic<int> detach_result{-1};
+  EventCounter handled, handed;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write("bye");
+    c.shutdown_write();
+    detach_result = c.detach([&](DetachedConn) { handed.add(); }) ? 1 : 0;
+    handled.add();
+    return bytes.size();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("x"));
+  ASSERT_TRUE(handled.wait_for(1));
+  EXPECT_EQ(detach_result.load(), 0);
+  bool eof = false;
+  EXPECT_EQ(client.read_to_eof(&eof), "bye");
+  EXPECT_TRUE(eof) << "no FIN after the output";
+  EXPECT_EQ(handed.value(), 0);
+}
+
 // A socket connected by other code (here a plain accept) is adopted with input and output given
 // up front: `opened`, then `data` with the input; the output goes before anything written later.
 TEST(DetachTest, AdoptAConnectedSocketWithInputAndOutput) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
 
 #include "test_support.hpp"
@@ -36,9 +37,14 @@ Callbacks recording(Closed& closed) {
 TEST(ResetTest, AbortResetsThePeerAndDiscardsPendingOutput) {
   Closed closed;
   Callbacks cb = recording(closed);
-  cb.data = [](Conn& c, std::string_view bytes) {
+  std::atomic<bool> closing_after_abort{false};
+  std::atomic<ConnState> state_after_abort{ConnState::open};
+  cb.data = [&](Conn& c, std::string_view bytes) {
     c.write(pattern(8u << 20, 2));  // pending: the client does not read yet
     c.abort();
+    // Its end is decided (carried out after this handler): closing(), as its comment says.
+    closing_after_abort = c.closing();
+    state_after_abort = c.state();
     return bytes.size();
   };
   RunningServer s(loopback_options(), cb);
@@ -47,6 +53,8 @@ TEST(ResetTest, AbortResetsThePeerAndDiscardsPendingOutput) {
   ASSERT_TRUE(client.send_all("x"));
   ASSERT_TRUE(closed.count.wait_for(1));
   EXPECT_FALSE(closed.error) << closed.error.message();
+  EXPECT_TRUE(closing_after_abort);
+  EXPECT_EQ(state_after_abort, ConnState::closing);
   EXPECT_EQ(read_until_end(client), ECONNRESET);
   ASSERT_TRUE(settle(s.server));
   EXPECT_EQ(total_stats(s.server).resets, 1u);

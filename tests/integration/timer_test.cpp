@@ -127,6 +127,46 @@ TEST(TimerTest, IdleTimeoutClosesSilentConnectionsOnly) {
   EXPECT_EQ(chatty.read_exactly(5), "still");
 }
 
+// The idle clock stands still while reading is paused and starts again at the resume, on every
+// backend: a silent peer is closed a whole idle_timeout after resume_reading(). (On io_uring the
+// clock ran on through the pause: the close came 250 ms after a resume, with 500 ms.)
+TEST(TimerTest, TheIdleClockStartsAgainWhenReadingResumes) {
+  Options o = loopback_options();
+  o.idle_timeout = 300ms;
+  using Clock = std::chrono::steady_clock;
+  std::mutex mutex;
+  Clock::time_point resumed, closed_at;  // guarded by mutex
+  std::error_code why;
+  EventCounter closed;
+  Callbacks cb;
+  cb.opened = [&](Conn& c) {
+    c.pause_reading();
+    c.loop().run_after(2 * o.idle_timeout, [&, ref = c.ref()] {
+      if (Conn* conn = ref.get()) {
+        std::lock_guard lock(mutex);
+        conn->resume_reading();
+        resumed = Clock::now();
+      }
+    });
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    {
+      std::lock_guard lock(mutex);
+      closed_at = Clock::now();
+      why = ec;
+    }
+    closed.add();
+  };
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client silent(s.address());
+  ASSERT_TRUE(closed.wait_for(1));
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(why, errc::idle_timeout) << why.message();
+  ASSERT_NE(resumed, Clock::time_point{}) << "closed while paused";
+  EXPECT_GE(closed_at - resumed, o.idle_timeout);
+}
+
 // A timeout too long for the loops' nanosecond clock (milliseconds::max() written for "never")
 // waits for ever. Before, it overflowed into the past and fired at once: a dial timed out, a
 // close or a stop reset pending output, a timer ran.
