@@ -497,8 +497,8 @@ void Connection::flush() {
       for (int i = 0; i < count; ++i) asked += iov[i].iov_len;
       // Bytes before a small file range (a response's head): MSG_MORE joins them to its first
       // segment.
-      const bool more =
-          asked < out_.size() && out_.has_file() && out_.file_bytes() <= kCorkedFileMax;
+      const bool more = asked < out_.size() && out_.has_file() &&
+                        out_.file_bytes() <= kCorkedFileMax;
       n = send_pieces(fd_.get(), iov, count, more);
     }
     bump(loop_.counters().writes);

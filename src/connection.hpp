@@ -211,7 +211,7 @@ class Connection final : public Pollable, public Conn {
   OutputBuffer out_;
   InputTail in_;  // unconsumed input
   std::any context_;
-  std::error_code reason_;  // why it ends: reported by `closed` / `connect_failed`
+  std::error_code reason_;            // why it ends: reported by `closed` / `connect_failed`
   // The one timer the state needs (0: none): the connect timeout while connecting, idle_timeout
   // and send_timeout while open, close_timeout while closing.
   std::uint64_t timer_ = 0;
