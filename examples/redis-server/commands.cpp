@@ -58,18 +58,28 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-// Case-insensitive glob with * and ? (what CONFIG GET patterns need).
+// Case-insensitive glob with * and ? (what CONFIG GET patterns need). Iterative, going back only
+// to the last `*`: at most pattern × subject steps and no recursion, whatever a peer sends (a
+// recursive matcher overflowed its stack on 200,000 stars and ran for minutes on 30 of them).
 bool glob_match(std::string_view pattern, std::string_view s) {
-  if (pattern.empty()) return s.empty();
-  if (pattern[0] == '*') {
-    for (std::size_t i = 0; i <= s.size(); ++i) {
-      if (glob_match(pattern.substr(1), s.substr(i))) return true;
+  constexpr std::size_t kNone = std::string_view::npos;
+  std::size_t p = 0, i = 0, star = kNone, star_i = 0;
+  while (i < s.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;  // match nothing first; the retries below let it take one more byte each
+      star_i = i;
+    } else if (p < pattern.size() && (pattern[p] == '?' || lower(pattern[p]) == lower(s[i]))) {
+      ++p;
+      ++i;
+    } else if (star != kNone) {
+      p = star + 1;
+      i = ++star_i;
+    } else {
+      return false;
     }
-    return false;
   }
-  if (s.empty()) return false;
-  if (pattern[0] != '?' && lower(pattern[0]) != lower(s[0])) return false;
-  return glob_match(pattern.substr(1), s.substr(1));
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
 }
 
 using Args = std::vector<std::string_view>;
@@ -79,6 +89,7 @@ struct Context {
   Store& store;
   Millis now;
   std::string& out;
+  std::size_t reply_limit;
 };
 
 struct Command {
@@ -201,6 +212,21 @@ After cmd_mset(Context& c) {
 }
 
 After cmd_mget(Context& c) {
+  // The one reply a few bytes can make huge (the same large value asked for many times): sized
+  // before it is built, and refused past the limit rather than held in memory.
+  std::size_t size = 0;
+  for (std::size_t i = 1; i < c.args.size() && size <= c.reply_limit; ++i) {
+    if (!c.store.get(c.args[i], c.now,
+                     [&size](std::string_view v) { size += bulk_reply_size(v.size()); })) {
+      size += 5;  // $-1\r\n
+    }
+  }
+  if (size > c.reply_limit) {
+    append_error("MGET reply would pass the connection's output limit (" +
+                     std::to_string(c.reply_limit) + " bytes)",
+                 c.out);
+    return After::close;
+  }
   reply_array(c.args.size() - 1, c.out);
   std::string& out = c.out;
   for (std::size_t i = 1; i < c.args.size(); ++i) {
@@ -411,7 +437,8 @@ void append_error(std::string_view message, std::string& out) {
   out += "\r\n";
 }
 
-After execute(const Args& args, Store& store, Millis now, std::string& out) {
+After execute(const Args& args, Store& store, Millis now, std::string& out,
+              std::size_t reply_limit) {
   const Command* cmd = lookup(args[0]);
   if (cmd == nullptr) {
     unknown_command(args, out);
@@ -424,7 +451,7 @@ After execute(const Args& args, Store& store, Millis now, std::string& out) {
     append_error(message, out);
     return After::keep_open;
   }
-  Context c{args, store, now, out};
+  Context c{args, store, now, out, reply_limit};
   return cmd->run(c);
 }
 

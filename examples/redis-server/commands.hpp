@@ -4,6 +4,7 @@
 // Replies and error texts follow Redis 7.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -13,13 +14,21 @@
 
 namespace resp {
 
+/// Bytes of the reply that carries a bulk string of `size` bytes: "$<size>\r\n<bytes>\r\n".
+constexpr std::size_t bulk_reply_size(std::size_t size) noexcept {
+  std::size_t digits = 1;
+  for (std::size_t n = size; n >= 10; n /= 10) ++digits;
+  return 1 + digits + 2 + size + 2;
+}
+
 /// What the connection does after a command's reply.
 enum class After { keep_open, close };
 
 /// Runs the command `args` (name first, never empty) against `store` at time `now` and appends
-/// its RESP2 reply to `out`.
-After execute(const std::vector<std::string_view>& args, Store& store, Millis now,
-              std::string& out);
+/// its RESP2 reply to `out`. A reply that would be longer than `reply_limit` bytes (only an MGET
+/// of many large values can be) is not built: an error takes its place, and After::close.
+After execute(const std::vector<std::string_view>& args, Store& store, Millis now, std::string& out,
+              std::size_t reply_limit = static_cast<std::size_t>(-1));
 
 /// Sets what CONFIG GET timeout answers (the idle timeout, in seconds; 0 by default). Call it
 /// before any command runs: it is not synchronized with them.

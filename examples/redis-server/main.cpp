@@ -110,7 +110,8 @@ int main(int argc, char** argv) {
   callbacks.serving = example::print_listening;
   // Read by every connection's session for the server's lifetime.
   static const resp::SessionConfig session_config{config.limits, config.options.output_high_water,
-                                                  config.options.input_limit};
+                                                  config.options.input_limit,
+                                                  config.options.output_limit};
   callbacks.opened = [](evloop::Conn& conn) {
     conn.context() = resp::Session(session_config, g_store);
   };

@@ -7,19 +7,13 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "commands.hpp"
 #include "resp_parser.hpp"
 
 namespace resp {
 
 /// Room in the output for the other replies gathered with the largest bulk reply.
 inline constexpr std::size_t kOtherRepliesRoom = 1024 * 1024;
-
-/// Bytes of the reply that carries a bulk string of `size` bytes: "$<size>\r\n<bytes>\r\n".
-constexpr std::size_t bulk_reply_size(std::size_t size) noexcept {
-  std::size_t digits = 1;
-  for (std::size_t n = size; n >= 10; n /= 10) ++digits;
-  return 1 + digits + 2 + size + 2;
-}
 
 /// Sets the input and output limits of `options` from the parser's `limits` (keeping the
 /// high- and low-water marks, which must be set before).

@@ -2,6 +2,8 @@
 // session.hpp).
 #include "session.hpp"
 
+#include <algorithm>
+
 #include "commands.hpp"
 
 namespace resp {
@@ -30,7 +32,10 @@ example::Ran Session::run(evloop::Conn& conn, std::string_view input, std::size_
       break;
     }
     used += r.consumed;
-    if (execute(parser_.args(), *store_, now, out) == After::close) {
+    // What a reply may add before the output would pass its limit: a larger one is refused.
+    const std::size_t held = conn.output_pending() + out.size();
+    const std::size_t room = config_->output_limit - std::min(config_->output_limit, held);
+    if (execute(parser_.args(), *store_, now, out, room) == After::close) {
       ran = example::Ran::closed;
       break;
     }

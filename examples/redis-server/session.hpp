@@ -22,6 +22,7 @@ struct SessionConfig {
   Limits limits;                  ///< The parser's limits.
   std::size_t output_high_water;  ///< Stop running commands above this much pending output.
   std::size_t input_limit;        ///< Most unconsumed input kept (a backlog over it resets).
+  std::size_t output_limit;       ///< Most pending output (evloop resets past it).
 };
 
 /// A connection's state, kept in Conn::context(). All of it runs on the connection's loop.

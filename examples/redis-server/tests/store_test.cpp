@@ -94,6 +94,35 @@ TEST(RedisStore, MultiKeyCommands) {
   EXPECT_EQ(run(s, {"DBSIZE"}), ":0\r\n");
 }
 
+// An MGET whose reply would pass the limit (a few bytes asking for one large value many times)
+// is refused with an error and closes, instead of being built in memory first.
+TEST(RedisStore, AnMgetReplyPastTheLimitIsRefused) {
+  Store s;
+  const std::string value(1000, 'v');
+  EXPECT_EQ(run(s, {"SET", "k", value}), "+OK\r\n");
+  const std::size_t one = bulk_reply_size(value.size());
+  std::string out;
+  EXPECT_EQ(execute({"MGET", "k", "k", "nope"}, s, 1000, out, 2 * one + 5), After::keep_open);
+  EXPECT_EQ(out.size(), 4 + 2 * one + 5);  // "*3\r\n", two values, a nil
+  out.clear();
+  EXPECT_EQ(execute({"MGET", "k", "k", "k"}, s, 1000, out, 2 * one + 5), After::close);
+  EXPECT_EQ(out, "-ERR MGET reply would pass the connection's output limit (" +
+                     std::to_string(2 * one + 5) + " bytes)\r\n");
+}
+
+// CONFIG GET patterns are a peer's input: many stars neither overflow the stack nor take
+// exponential time (a recursive matcher crashed on 200,000 and ran for minutes on 30 and a 'z').
+TEST(RedisStore, ConfigGetPatternsOfManyStarsAnswerAtOnce) {
+  Store s;
+  EXPECT_EQ(run(s, {"CONFIG", "GET", std::string(30, '*') + "z"}), "*0\r\n");
+  EXPECT_EQ(run(s, {"CONFIG", "GET", std::string(200000, '*')}).substr(0, 1), "*");
+  EXPECT_EQ(run(s, {"CONFIG", "GET", "*p*n*y"}), "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n");
+  EXPECT_EQ(run(s, {"CONFIG", "GET", "s?ve"}), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
+  EXPECT_EQ(run(s, {"CONFIG", "GET", "SAVE*"}), "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
+  EXPECT_EQ(run(s, {"CONFIG", "GET", "sav"}), "*0\r\n");
+  EXPECT_EQ(run(s, {"CONFIG", "GET", "*ave?"}), "*0\r\n");
+}
+
 TEST(RedisStore, ConnectionCommandsAndErrors) {
   Store s;
   EXPECT_EQ(run(s, {"PING"}), "+PONG\r\n");
