@@ -1,6 +1,7 @@
-// Example (not part of the library). The request-head and keep-alive timeouts of one connection,
-// kept as one deadline that one timer checks. No dependency on evloop: main.cpp owns the timer,
-// this class only says when it should fire and what has expired, so it is unit-tested alone.
+// Example (not part of the library). The request-head, body and keep-alive timeouts of one
+// connection, kept as one deadline that one timer checks. No dependency on evloop: main.cpp owns
+// the timer, this class only says when it should fire and what has expired, so it is unit-tested
+// alone.
 #pragma once
 
 #include <chrono>
@@ -10,7 +11,7 @@ namespace httpd {
 
 using Clock = std::chrono::steady_clock;
 
-/// The two timeouts; zero turns one off.
+/// The three timeouts; zero turns one off.
 struct Timeouts {
   /// The whole request head must arrive within this, counted from its first byte (from the accept
   /// for a connection's first request); else 408 and close. Like nginx's client_header_timeout.
@@ -18,12 +19,15 @@ struct Timeouts {
   /// A connection with no request in progress for this long is closed, without a response. Like
   /// nginx's keepalive_timeout.
   std::chrono::seconds keepalive{75};
+  /// While a request body arrives, each read of it must come within this of the one before;
+  /// else 408 and close. Like nginx's client_body_timeout.
+  std::chrono::seconds body{60};
 };
 
 /// What a connection waits for once a read has been parsed.
 enum class Awaiting {
   head,          ///< The rest of a request head: Timeouts::header applies.
-  body,          ///< The rest of a request body: no timeout.
+  body,          ///< The rest of a request body: Timeouts::body applies, from each read.
   next_request,  ///< Nothing is in progress: Timeouts::keepalive applies.
   response,      ///< Requests wait for responses ahead of them to drain: no timeout (the
                  ///< send is bounded by evloop's ConnOptions::send_timeout).
@@ -37,7 +41,7 @@ enum class Awaiting {
 class Deadlines {
  public:
   /// Which timeout has expired.
-  enum class Expired { none, head, keepalive };
+  enum class Expired { none, head, body, keepalive };
 
   /// A connection accepted at `accepted`: its first request head is due Timeouts::header later.
   Deadlines(Timeouts timeouts, Clock::time_point accepted) noexcept;

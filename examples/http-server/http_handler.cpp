@@ -184,7 +184,7 @@ void append_response(const Request& req, std::string& out) {
     std::string_view body = "method not allowed\n";
     append_head(405, kTextPlain, body.size(), req.keep_alive, req.version_minor,
                 "Allow: POST, PUT\r\n", out);
-    out += body;
+    if (!head_only) out += body;
     return;
   }
   std::string_view body = "not found\n";

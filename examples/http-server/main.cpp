@@ -47,6 +47,9 @@ Options:
                     the whole request head must arrive within this, counted from its first
                     byte (from the accept for a connection's first request), else 408 and
                     close; 0 = off (default 60)
+  --body-timeout SECONDS
+                    while a request body arrives, each read of it must come within this of
+                    the one before, else 408 and close; 0 = off (default 60)
   --keepalive-timeout SECONDS
                     close a connection that has no request in progress for this long
                     (no response); 0 = off (default 75)
@@ -88,6 +91,8 @@ Config parse_args(int argc, char** argv) {
           }
         } else if (flag == "--header-timeout") {
           config.timeouts.header = example::parse_seconds(kProgram, flag, value());
+        } else if (flag == "--body-timeout") {
+          config.timeouts.body = example::parse_seconds(kProgram, flag, value());
         } else if (flag == "--keepalive-timeout") {
           config.timeouts.keepalive = example::parse_seconds(kProgram, flag, value());
         } else {
@@ -136,6 +141,15 @@ void arm_timer(evloop::Conn& conn, Session& session, httpd::Clock::time_point no
   session.timer = conn.loop().run_after(*delay, [ref = conn.ref()] { ref.post(check_deadline); });
 }
 
+// A request that did not arrive in time: 408, then close (after the 408 and any earlier response
+// still pending are sent).
+void time_out(evloop::Conn& conn, std::string_view why) {
+  std::string out;
+  httpd::append_error(408, why, out);
+  conn.write(out);
+  conn.close();
+}
+
 // The timer fired: act on an expired deadline, or wait for the time left.
 void check_deadline(evloop::Conn& conn) {
   Session& session = session_of(conn);
@@ -143,13 +157,10 @@ void check_deadline(evloop::Conn& conn) {
   if (conn.closing()) return;
   const httpd::Clock::time_point now = httpd::Clock::now();
   switch (session.deadlines.expired(now)) {
-    case httpd::Deadlines::Expired::head: {
-      std::string out;
-      httpd::append_error(408, "the request head did not arrive in time", out);
-      conn.write(out);
-      conn.close();  // after the 408 (and any earlier response still pending) is sent
-      return;
-    }
+    case httpd::Deadlines::Expired::head:
+      return time_out(conn, "the request head did not arrive in time");
+    case httpd::Deadlines::Expired::body:
+      return time_out(conn, "the request body stopped arriving");
     case httpd::Deadlines::Expired::keepalive:
       if (conn.output_pending() == 0) {
         conn.close();
@@ -258,8 +269,8 @@ auto runner(evloop::Conn& conn, Session& session) {
 // was waiting for the next): a fresh session and its timer.
 void begin_session(evloop::Conn& conn, httpd::Limits limits, httpd::Timeouts timeouts, bool idle) {
   const httpd::Clock::time_point now = httpd::Clock::now();
-  conn.context() = Session{httpd::RequestParser(limits), httpd::Deadlines(timeouts, now), 0, {},
-                           false, idle, false};
+  conn.context() = Session{
+      httpd::RequestParser(limits), httpd::Deadlines(timeouts, now), 0, {}, false, idle, false};
   Session& session = session_of(conn);
   if (idle) session.deadlines.on_read(now, httpd::Awaiting::next_request, true);
   arm_timer(conn, session, now);

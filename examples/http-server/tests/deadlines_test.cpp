@@ -1,5 +1,5 @@
-// Unit tests of the head and keep-alive deadlines, on an explicit clock: which timeout expires
-// when, and that a timer armed as the class says is never late for a deadline set after it.
+// Unit tests of the head, body and keep-alive deadlines, on an explicit clock: which timeout
+// expires when, and that a timer armed as the class says is never late for a deadline set after it.
 #include "deadlines.hpp"
 
 #include <gtest/gtest.h>
@@ -38,13 +38,25 @@ TEST(Deadlines, AFinishedRequestStartsTheKeepAliveTimeAndTheNextHeadItsOwn) {
   EXPECT_EQ(d.expired(t0 + seconds(110)), Expired::head);
 }
 
-TEST(Deadlines, ABodyHasNoDeadline) {
-  Deadlines d(Timeouts{seconds(1), seconds(1)}, t0);
+// A body that stops arriving expires; one that keeps coming, however slowly, does not. (Before,
+// a body had no deadline: a peer that stopped mid-body held its connection and up to --max-body
+// of memory for ever.)
+TEST(Deadlines, EachReadOfABodyMustComeWithinTheBodyTimeout) {
+  Deadlines d(Timeouts{seconds(60), seconds(75), seconds(30)}, t0);
   d.on_read(t0, Awaiting::body, false);
-  EXPECT_FALSE(d.timer_delay(t0).has_value());
-  EXPECT_EQ(d.expired(t0 + seconds(3600)), Expired::none);
-  d.on_read(t0 + seconds(5), Awaiting::next_request, true);
-  EXPECT_EQ(d.timer_delay(t0 + seconds(5)), Clock::duration(seconds(1)));
+  EXPECT_EQ(d.timer_delay(t0), Clock::duration(seconds(30)));
+  EXPECT_EQ(d.expired(t0 + seconds(29)), Expired::none);
+  d.on_read(t0 + seconds(20), Awaiting::body, false);  // more of the body: its time starts again
+  EXPECT_EQ(d.expired(t0 + seconds(49)), Expired::none);
+  EXPECT_EQ(d.expired(t0 + seconds(50)), Expired::body);
+  d.on_read(t0 + seconds(45), Awaiting::next_request, true);
+  EXPECT_EQ(d.expired(t0 + seconds(119)), Expired::none);
+  EXPECT_EQ(d.expired(t0 + seconds(120)), Expired::keepalive);
+
+  Deadlines off(Timeouts{seconds(1), seconds(1), seconds(0)}, t0);
+  off.on_read(t0, Awaiting::body, false);
+  EXPECT_FALSE(off.timer_delay(t0).has_value());
+  EXPECT_EQ(off.expired(t0 + seconds(3600)), Expired::none);
 }
 
 TEST(Deadlines, ZeroTurnsATimeoutOff) {
@@ -54,7 +66,7 @@ TEST(Deadlines, ZeroTurnsATimeoutOff) {
   no_head.on_read(t0, Awaiting::next_request, true);
   EXPECT_EQ(no_head.expired(t0 + seconds(5)), Expired::keepalive);
 
-  Deadlines neither(Timeouts{seconds(0), seconds(0)}, t0);
+  Deadlines neither(Timeouts{seconds(0), seconds(0), seconds(0)}, t0);
   neither.on_read(t0, Awaiting::next_request, true);
   EXPECT_FALSE(neither.timer_delay(t0).has_value());
   EXPECT_EQ(neither.expired(t0 + seconds(3600)), Expired::none);
@@ -66,9 +78,11 @@ TEST(Deadlines, ALazyTimerIsNeverLateForADeadlineSetAfterIt) {
   for (const Timeouts timeouts :
        {Timeouts{seconds(6), seconds(4)}, Timeouts{seconds(4), seconds(6)},
         Timeouts{seconds(60), seconds(5)}, Timeouts{seconds(0), seconds(7)},
-        Timeouts{seconds(3), seconds(0)}}) {
-    SCOPED_TRACE(testing::Message() << "header " << timeouts.header.count() << " s, keep-alive "
-                                    << timeouts.keepalive.count() << " s");
+        Timeouts{seconds(3), seconds(0)}, Timeouts{seconds(6), seconds(4), seconds(2)},
+        Timeouts{seconds(0), seconds(0), seconds(5)}}) {
+    SCOPED_TRACE(testing::Message()
+                 << "header " << timeouts.header.count() << " s, keep-alive "
+                 << timeouts.keepalive.count() << " s, body " << timeouts.body.count() << " s");
     Deadlines d(timeouts, t0);
     std::optional<Clock::time_point> timer;
     auto arm = [&](Clock::time_point now) {

@@ -262,6 +262,22 @@ TEST_F(HttpHostileClients, ASilentConnectionGets408AtTheHeadTimeout) {
   EXPECT_LE(took, 1000 + kSlackMs);
 }
 
+// A request body that stops arriving gets 408 at the body timeout after its last read. Before,
+// a body had no timeout: a peer that stopped mid-body held its connection, and up to --max-body
+// of memory, for ever (100 such peers: +115 MB, all still open).
+TEST_F(HttpHostileClients, ABodyThatStopsArrivingGets408AtTheBodyTimeout) {
+  start({"--body-timeout", "1", "--header-timeout", "5", "--keepalive-timeout", "5"});
+  const int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"));
+  const Clock::time_point stalled = Clock::now();
+  const double took = ms_until_408_and_close(fd, stalled);
+  std::printf("a body that stopped arriving got 408 and a close %.0f ms after its last bytes\n",
+              took);
+  EXPECT_GE(took, 900.0);  // the server's clock started at its read, just after this send
+  EXPECT_LE(took, 1000 + kSlackMs);
+}
+
 TEST_F(HttpHostileClients, TheHeadTimeoutCountsFromTheFirstByteOfEachRequest) {
   start({"--header-timeout", "1", "--keepalive-timeout", "5"});
   const int fd = connection_after_one_request();

@@ -64,6 +64,31 @@ TEST_F(HttpServer, CurlGets404And405) {
   EXPECT_EQ(r.output, "405");
 }
 
+// A response to HEAD has no body, an error too (RFC 9110 9.3.2): the 405 of HEAD /echo carried
+// "method not allowed\n", which a keep-alive client took for the start of the next response.
+TEST_F(HttpServer, HeadGetsNoBodyAlsoInAnError) {
+  int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd,
+                       "HEAD /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  bool closed = false;
+  const std::string got = read_until_close(fd, kTimeout, closed);
+  ::close(fd);
+  EXPECT_TRUE(closed);
+  const std::size_t not_allowed = got.find("HTTP/1.1 405 Method Not Allowed\r\n");
+  const std::size_t not_found = got.find("HTTP/1.1 404 Not Found\r\n");
+  const std::size_t hello = got.find("HTTP/1.1 200 OK\r\n");
+  ASSERT_EQ(not_allowed, 0u) << got;
+  ASSERT_NE(not_found, std::string::npos) << got;
+  ASSERT_NE(hello, std::string::npos) << got;
+  // Each head ends where the next response begins: no body bytes between them.
+  EXPECT_EQ(got.find("\r\n\r\n", not_allowed) + 4, not_found) << got;
+  EXPECT_EQ(got.find("\r\n\r\n", not_found) + 4, hello) << got;
+  EXPECT_EQ(got.find("method not allowed"), std::string::npos) << got;
+}
+
 TEST_F(HttpServer, PipelinedRequestsAreAnsweredInOrder) {
   int fd = connect_loopback(port_);
   ASSERT_GE(fd, 0);
@@ -214,7 +239,8 @@ TEST_F(HttpServer, Sigusr2MovesIdleKeepAliveConnectionsAndLetsBusyOnesFinish) {
   EXPECT_TRUE(closed);
   EXPECT_NE(last.find("Connection: close\r\n"), std::string::npos) << last;
   EXPECT_NE(last.find("Hello, World!"), std::string::npos) << last;
-  ::close(busy);  // the server ended its side with a FIN (shutdown_write); the client closes its own
+  ::close(
+      busy);  // the server ended its side with a FIN (shutdown_write); the client closes its own
   EXPECT_EQ(child_->wait_process(kTimeout), 0) << "pid " << old << " exits once drained";
   ASSERT_TRUE(send_all(idle, get));
   EXPECT_EQ(count_of(read_until_count(idle, "Hello, World!", 1, kTimeout), "Hello, World!"), 1);
