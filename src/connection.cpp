@@ -618,6 +618,8 @@ void Connection::on_sent(const PollEvent& event) {
   }
   if (event.result < 0) {
     if (event.result == -EINTR || event.result == -EAGAIN) return schedule();
+    // Cancelled by a detach (quiesce()): it sent nothing, and its bytes go to the receiver.
+    if (event.result == -ECANCELED && detaching_) return schedule();
     return finish(sys_error(event.result), false);
   }
   const auto n = static_cast<std::size_t>(event.result);

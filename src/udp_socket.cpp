@@ -435,7 +435,12 @@ void UdpSocket::report(std::error_code error) {
 
 bool UdpSocket::send_to(const SocketAddress* peer, const void* bytes, std::size_t size) {
   if (state_ != State::open) return false;
-  if (peer == nullptr && !connect_) return false;
+  // Every datagram refused here is counted: a UdpRef's sender never sees the `false`.
+  const auto drop = [this] {
+    bump(loop_.counters().datagram_drops);
+    return false;
+  };
+  if (peer == nullptr && !connect_) return drop();
   std::size_t peer_size = 0;
   if (peer != nullptr) {
     // Only the address's own bytes are kept: a SocketAddress made from a whole sockaddr_storage
@@ -443,13 +448,10 @@ bool UdpSocket::send_to(const SocketAddress* peer, const void* bytes, std::size_
     // kernel (EAFNOSUPPORT) once sent: refused here. (An IPv4 peer on an IPv6 socket is for
     // the kernel to judge: a dual-stack socket reaches it.)
     peer_size = ip_sockaddr_size(peer->family());
-    if (peer_size == 0 || peer->size() < peer_size) return false;
-    if (peer->family() == AF_INET6 && local_.family() == AF_INET) return false;
+    if (peer_size == 0 || peer->size() < peer_size) return drop();
+    if (peer->family() == AF_INET6 && local_.family() == AF_INET) return drop();
   }
-  if (!queue_.push(peer ? peer->data() : nullptr, peer_size, bytes, size)) {
-    bump(loop_.counters().datagram_drops);
-    return false;
-  }
+  if (!queue_.push(peer ? peer->data() : nullptr, peer_size, bytes, size)) return drop();
   schedule();
   return true;
 }

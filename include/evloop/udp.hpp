@@ -124,17 +124,17 @@ class Udp {
 
   /// Queues `bytes` as one datagram to `peer` (an IPv4 or IPv6 address). It is sent after the
   /// current handler returns, together with the others queued (one sendmmsg per batch). Returns
-  /// false when the datagram is dropped: the send queue is at a UdpOptions bound (counted in
-  /// LoopStats::datagram_drops), the socket is closing, or `peer` cannot be sent to: not an IP
-  /// address, shorter than its family's sockaddr, or IPv6 on an IPv4 socket (its size may be
-  /// larger, e.g. a whole sockaddr_storage: only the family's bytes are used). On a connected
-  /// socket use send(): Linux sends to any peer given here, macOS and the BSDs refuse (EISCONN,
-  /// reported through `error`).
+  /// false when the datagram is dropped: the socket is closing, or (counted in
+  /// LoopStats::datagram_drops) the send queue is at a UdpOptions bound or `peer` cannot be sent
+  /// to: not an IP address, shorter than its family's sockaddr, or IPv6 on an IPv4 socket (its
+  /// size may be larger, e.g. a whole sockaddr_storage: only the family's bytes are used). On a
+  /// connected socket use send(): Linux sends to any peer given here, macOS and the BSDs refuse
+  /// (EISCONN, reported through `error`).
   bool send_to(const SocketAddress& peer, std::string_view bytes);
   /// Same as send_to(peer, string_view).
   bool send_to(const SocketAddress& peer, const void* bytes, std::size_t size);
   /// A datagram to the connected peer (a socket from Loop::connect_udp); as send_to otherwise.
-  /// False on a socket that is not connected.
+  /// False (and counted in datagram_drops) on a socket that is not connected.
   bool send(std::string_view bytes);
   /// Same as send(string_view).
   bool send(const void* bytes, std::size_t size);

@@ -113,6 +113,57 @@ TEST(DetachTest, DetachedMidStreamAndAdoptedOnAnotherLoopLosesNothing) {
   EXPECT_EQ(total_stats(s.server).adoptions, 1u);
 }
 
+// A detach while a send waits for a slow reader (on io_uring: a send in flight, which the detach
+// cancels) hands over every unsent byte. Before, on io_uring the cancelled send was taken for an
+// I/O error: the connection closed with ECANCELED, the peer got a reset, and the receiver never
+// ran (a live upgrade reported its connections moved, 0 of them).
+TEST(DetachTest, ADetachWhileASendWaitsForASlowReaderHandsOverEveryByte) {
+  const std::string blob = pattern(kBlob, 13);
+  EventCounter adopted_opened;
+  std::mutex mutex;
+  std::vector<std::error_code> closes;  // of the first life
+  Server* server = nullptr;
+  Handlers echo;  // the second life, on loop 1: sends the unsent output first
+  echo.opened = [&](Conn&) { adopted_opened.add(); };
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    if (bytes == "big") c.write(blob);
+    if (bytes == "move") {
+      EXPECT_TRUE(c.detach([&](DetachedConn d) {
+        AdoptOptions a;
+        a.output = std::move(d.output);
+        server->loop(1).adopt(d.release(), echo, std::move(a));
+      }));
+    }
+    return bytes.size();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    std::lock_guard lock(mutex);
+    closes.push_back(ec);
+  };
+  Options o = loopback_options(2);
+  o.output_limit = o.output_high_water = 2 * kBlob;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  server = &s.server;
+  Client client(s.address(), 4096);
+  ASSERT_TRUE(client.send_all("big"));
+  ASSERT_TRUE(eventually([&] { return total_stats(s.server).writes > 0; }));  // sent or submitted
+  // Two trips through loop 0: on io_uring the send went to the kernel in the wait between them
+  // (and waits there: the client reads nothing); on epoll the rest waits for write readiness.
+  for (int trip = 0; trip < 2; ++trip) {
+    std::promise<void> done;
+    s.server.loop(0).post([&] { done.set_value(); });
+    ASSERT_EQ(done.get_future().wait_for(kWait), std::future_status::ready);
+  }
+  ASSERT_TRUE(client.send_all("move"));
+  ASSERT_TRUE(adopted_opened.wait_for(1));
+  EXPECT_TRUE(client.read_exactly(kBlob) == blob) << "the pending output was lost or reordered";
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(closes.size(), 1u);
+  EXPECT_EQ(closes[0], errc::detached) << closes[0].message();
+}
+
 // The detached socket continues in plain POSIX code: the receiver's thread sends the unsent
 // output first, then speaks to the client directly.
 TEST(DetachTest, PlainCodeContinuesADetachedStream) {

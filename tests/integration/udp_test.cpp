@@ -776,7 +776,7 @@ TEST(UdpTest, PeerAddressesAreCheckedAgainstTheirFamilyAndTheSocket) {
   LoopGroup loops;
   ASSERT_TRUE(loops.start());
   EventCounter done;
-  std::atomic<int> whole{-1}, short_one{-1}, other_family{-1};
+  std::atomic<int> whole{-1}, short_one{-1}, other_family{-1}, unconnected{-1};
   DatagramHandlers h;
   h.opened = [&](Udp& udp) {
     sockaddr_storage storage{};
@@ -784,19 +784,26 @@ TEST(UdpTest, PeerAddressesAreCheckedAgainstTheirFamilyAndTheSocket) {
     whole = udp.send_to(SocketAddress(&storage, sizeof storage), "whole") ? 1 : 0;
     short_one = udp.send_to(SocketAddress(&storage, sizeof(sockaddr_in) - 1), "short") ? 1 : 0;
     other_family = udp.send_to(peer6.address(), "v6") ? 1 : 0;
+    unconnected = udp.send("nowhere") ? 1 : 0;
     done.add();
   };
-  loops.loop(0).bind_udp("udp4://127.0.0.1:0", h);
+  const UdpRef ref = loops.loop(0).bind_udp("udp4://127.0.0.1:0", h);
   ASSERT_TRUE(done.wait_for(1));
   EXPECT_EQ(whole.load(), 1);
   EXPECT_EQ(short_one.load(), 0);
   EXPECT_EQ(other_family.load(), 0);
+  EXPECT_EQ(unconnected.load(), 0);
   EXPECT_EQ(peer.receive().value_or("(none)"), "whole");
+  // Through a UdpRef the `false` never reaches the sender: the drop is counted all the same.
+  ASSERT_TRUE(ref.send_to(peer6.address(), "v6 again"));
+  std::promise<void> ran;  // posted after it: runs after it
+  ASSERT_TRUE(loops.loop(0).post([&] { ran.set_value(); }));
+  ASSERT_EQ(ran.get_future().wait_for(kWait), std::future_status::ready);
   loops.stop();
   ASSERT_TRUE(loops.wait());
   LoopStats total;
   for (const LoopStats& s : loops.stats()) total += s;
-  EXPECT_EQ(total.datagram_drops, 0u);
+  EXPECT_EQ(total.datagram_drops, 4u);  // each refused datagram once
   EXPECT_EQ(total.datagram_send_errors, 0u);
   EXPECT_EQ(total.datagrams_out, 1u);
 }
