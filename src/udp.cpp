@@ -14,6 +14,21 @@ void require(const detail::UdpSocket& impl, const char* method) {
   detail::require_loop_thread(impl.loop().in_loop_thread(), method, kUseRef);
 }
 
+// Runs `fn` on the socket `id` of `loop` once it is open (see UdpSocket::run_when_open). A
+// datagram's send (`datagram`) that cannot run is counted in datagram_drops: a UdpRef's sender
+// never sees a `false`.
+bool post_to_socket(detail::EventLoop* loop, std::uint64_t id, std::function<void(Udp&)> fn,
+                    bool datagram) {
+  if (loop == nullptr) return false;
+  return loop->post([loop, id, fn = std::move(fn), datagram]() mutable {
+    if (detail::UdpSocket* socket = loop->find_udp(id, true)) {
+      socket->run_when_open(std::move(fn), datagram);
+    } else if (datagram) {
+      detail::bump(loop->counters().datagram_drops);
+    }
+  });
+}
+
 }  // namespace
 
 bool Udp::send_to(const SocketAddress& peer, std::string_view bytes) {
@@ -71,18 +86,17 @@ std::uint64_t Udp::id() const noexcept { return impl_->id(); }
 UdpRef Udp::ref() const noexcept { return UdpRef(&impl_->loop(), impl_->id()); }
 
 bool UdpRef::post(std::function<void(Udp&)> fn) const {
-  if (loop_ == nullptr) return false;
-  return loop_->post([loop = loop_, id = id_, fn = std::move(fn)]() mutable {
-    if (detail::UdpSocket* socket = loop->find_udp(id, true)) socket->run_when_open(std::move(fn));
-  });
+  return post_to_socket(loop_, id_, std::move(fn), false);
 }
 
 bool UdpRef::send_to(const SocketAddress& peer, std::string bytes) const {
-  return post([peer, bytes = std::move(bytes)](Udp& udp) { udp.send_to(peer, bytes); });
+  return post_to_socket(
+      loop_, id_, [peer, bytes = std::move(bytes)](Udp& udp) { udp.send_to(peer, bytes); }, true);
 }
 
 bool UdpRef::send(std::string bytes) const {
-  return post([bytes = std::move(bytes)](Udp& udp) { udp.send(bytes); });
+  return post_to_socket(
+      loop_, id_, [bytes = std::move(bytes)](Udp& udp) { udp.send(bytes); }, true);
 }
 
 bool UdpRef::close() const {

@@ -151,9 +151,11 @@ void UdpSocket::enter_open() {
   if (handlers().opened) handlers().opened(handle_);
   // What other threads asked of the socket while it was opening, in their order; what comes
   // after a close (in `opened` or one of these) is dropped, as for a closed socket.
-  for (auto& fn : std::exchange(after_open_, {})) {
-    if (state_ != State::open) break;
-    fn(handle_);
+  std::vector<Deferred> deferred = std::exchange(after_open_, {});
+  std::size_t ran = 0;
+  for (; ran < deferred.size() && state_ == State::open; ++ran) deferred[ran].fn(handle_);
+  for (; ran < deferred.size(); ++ran) {
+    if (deferred[ran].datagram) bump(loop_.counters().datagram_drops);
   }
 }
 
@@ -172,9 +174,20 @@ void UdpSocket::unregister() {
   interest_ = kNone;
 }
 
-void UdpSocket::run_when_open(std::function<void(Udp&)> fn) {
+void UdpSocket::run_when_open(std::function<void(Udp&)> fn, bool datagram) {
   if (state_ == State::open) return fn(handle_);
-  if (state_ == State::opening && !open_failed_) after_open_.push_back(std::move(fn));
+  if (state_ == State::opening && !open_failed_) {
+    after_open_.push_back({std::move(fn), datagram});
+  } else if (datagram) {
+    bump(loop_.counters().datagram_drops);
+  }
+}
+
+void UdpSocket::drop_deferred() {
+  for (const Deferred& d : after_open_) {
+    if (d.datagram) bump(loop_.counters().datagram_drops);
+  }
+  after_open_.clear();
 }
 
 void UdpSocket::fail_open(std::error_code error) {
@@ -183,7 +196,7 @@ void UdpSocket::fail_open(std::error_code error) {
   state_ = State::closed;
   unregister();
   fd_.reset();
-  after_open_.clear();
+  drop_deferred();
   if (handlers().open_failed) handlers().open_failed(handle_, error);
   context_.reset();
   loop_.retire(*this);

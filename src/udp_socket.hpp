@@ -83,7 +83,8 @@ class UdpSocket final : public Pollable {
   void close();
   /// A UdpRef's task: runs `fn` now on an open socket; on one still opening, right after
   /// `opened` (in the order they came), or never if it fails to open; on a closing one, never.
-  void run_when_open(std::function<void(Udp&)> fn);
+  /// A `datagram` (a UdpRef send) that never runs is counted in datagram_drops.
+  void run_when_open(std::function<void(Udp&)> fn, bool datagram);
   std::size_t queued_datagrams() const noexcept { return queue_.datagrams(); }
   std::size_t queued_bytes() const noexcept { return queue_.bytes(); }
   bool connected() const noexcept { return connect_; }
@@ -177,7 +178,12 @@ class UdpSocket final : public Pollable {
   DatagramQueue queue_;
   std::unique_ptr<SendBatch> send_batch_;
   std::any context_;
-  std::vector<std::function<void(Udp&)>> after_open_;  // UdpRef tasks that came while opening
+  struct Deferred {
+    std::function<void(Udp&)> fn;
+    bool datagram;  // a UdpRef send: counted as dropped if it never runs
+  };
+  std::vector<Deferred> after_open_;  // UdpRef tasks that came while opening
+  void drop_deferred();
   Udp handle_{*this};
   std::error_code reason_;  // why it ends: reported by `closed` / `open_failed`
 };

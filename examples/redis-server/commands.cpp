@@ -214,7 +214,7 @@ After cmd_mset(Context& c) {
 After cmd_mget(Context& c) {
   // The one reply a few bytes can make huge (the same large value asked for many times): sized
   // before it is built, and refused past the limit rather than held in memory.
-  std::size_t size = 0;
+  std::size_t size = 1 + std::to_string(c.args.size() - 1).size() + 2;  // *N\r\n
   for (std::size_t i = 1; i < c.args.size() && size <= c.reply_limit; ++i) {
     if (!c.store.get(c.args[i], c.now,
                      [&size](std::string_view v) { size += bulk_reply_size(v.size()); })) {

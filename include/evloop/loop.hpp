@@ -49,7 +49,9 @@ class Loop {
   /// Wakes the loop from its wait without a task (async-signal-safe).
   void wake() const noexcept;
 
-  /// Runs `fn` once after `delay` on this loop.
+  /// Runs `fn` once after `delay` on this loop. A delay over about a century (nanoseconds::max()
+  /// for "never") waits for ever. (milliseconds::max() would overflow in its conversion to
+  /// nanoseconds, before the call: write nanoseconds::max().)
   TimerId run_after(std::chrono::nanoseconds delay, Task fn) const;
   /// Runs `fn` every `interval` (first after one interval) until cancelled.
   TimerId run_every(std::chrono::nanoseconds interval, Task fn) const;

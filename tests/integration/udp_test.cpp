@@ -747,28 +747,33 @@ TEST(UdpTest, UdpRefCloseWhileTheSocketOpensCancelsIt) {
     reason = ec == make_error_code(errc::cancelled) ? 1 : -1;
     failed.add();
   };
+  UdpRef ref;
   {
     LoopHold hold(loops.loop(0));
     ASSERT_TRUE(hold.held());
-    UdpRef ref =
-        loops.loop(0).connect_udp("udp4://127.0.0.1:" + std::to_string(peer.address().port()), h);
+    ref = loops.loop(0).connect_udp("udp4://127.0.0.1:" + std::to_string(peer.address().port()), h);
     EXPECT_TRUE(ref.send("never"));  // waits for `opened`, which never comes
     EXPECT_TRUE(ref.close());
   }
   ASSERT_TRUE(failed.wait_for(1));
   EXPECT_EQ(reason.load(), 1);
+  EXPECT_TRUE(ref.send("late"));  // the socket is gone
+  std::promise<void> ran;         // posted after it: runs after it
+  ASSERT_TRUE(loops.loop(0).post([&] { ran.set_value(); }));
+  ASSERT_EQ(ran.get_future().wait_for(kWait), std::future_status::ready);
   loops.stop();
   ASSERT_TRUE(loops.wait());
   EXPECT_EQ(opened.value(), 0);
   LoopStats total;
   for (const LoopStats& s : loops.stats()) total += s;
   EXPECT_EQ(total.datagrams_out, 0u);
-  EXPECT_EQ(total.datagram_drops, 0u);
+  // A UdpRef's sender never sees a `false`: both datagrams are counted as dropped.
+  EXPECT_EQ(total.datagram_drops, 2u);
 }
 
 // A peer's SocketAddress may be longer than its family's sockaddr (one made from a whole
 // sockaddr_storage): only the family's bytes go to the kernel. A shorter one, or an IPv6 peer
-// on an IPv4 socket, is refused at once, and is no queue drop.
+// on an IPv4 socket, is refused at once, and counted as dropped.
 TEST(UdpTest, PeerAddressesAreCheckedAgainstTheirFamilyAndTheSocket) {
   UdpPeer peer;
   UdpPeer peer6(AF_INET6);
