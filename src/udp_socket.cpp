@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <iterator>
 #include <utility>
 
 #include "event_loop.hpp"
@@ -152,11 +153,10 @@ void UdpSocket::enter_open() {
   // What other threads asked of the socket while it was opening, in their order; what comes
   // after a close (in `opened` or one of these) is dropped, as for a closed socket.
   std::vector<Deferred> deferred = std::exchange(after_open_, {});
-  std::size_t ran = 0;
-  for (; ran < deferred.size() && state_ == State::open; ++ran) deferred[ran].fn(handle_);
-  for (; ran < deferred.size(); ++ran) {
-    if (deferred[ran].datagram) bump(loop_.counters().datagram_drops);
-  }
+  auto next = deferred.begin();
+  for (; next != deferred.end() && state_ == State::open; ++next) next->fn(handle_);
+  after_open_.assign(std::make_move_iterator(next), std::make_move_iterator(deferred.end()));
+  drop_deferred();
 }
 
 std::error_code UdpSocket::register_for_reading() {

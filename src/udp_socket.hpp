@@ -122,6 +122,7 @@ class UdpSocket final : public Pollable {
   void fail_open(std::error_code error);
   void finish(std::error_code error);
   void fail(std::error_code error);  // records a failed open for settle()
+  void drop_deferred();              // the UdpRef tasks that will never run (sends counted)
 
   // Opening.
   void on_resolved(std::vector<SocketAddress> addresses, std::error_code error);
@@ -183,7 +184,6 @@ class UdpSocket final : public Pollable {
     bool datagram;  // a UdpRef send: counted as dropped if it never runs
   };
   std::vector<Deferred> after_open_;  // UdpRef tasks that came while opening
-  void drop_deferred();
   Udp handle_{*this};
   std::error_code reason_;  // why it ends: reported by `closed` / `open_failed`
 };
