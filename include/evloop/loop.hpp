@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string_view>
+#include <utility>
 
 #include "evloop/conn.hpp"
 #include "evloop/conn_options.hpp"
@@ -18,7 +19,18 @@ namespace evloop {
 
 namespace detail {
 class EventLoop;
+
+/// `d` in nanoseconds, saturating at nanoseconds' range instead of overflowing (a timer of
+/// milliseconds::max(), written for "never", would otherwise wrap into the past and fire at once).
+template <class Rep, class Period>
+constexpr std::chrono::nanoseconds saturating_nanoseconds(std::chrono::duration<Rep, Period> d) {
+  using D = std::chrono::duration<Rep, Period>;
+  using std::chrono::nanoseconds;
+  if (d >= std::chrono::duration_cast<D>(nanoseconds::max())) return nanoseconds::max();
+  if (d <= std::chrono::duration_cast<D>(nanoseconds::min())) return nanoseconds::min();
+  return std::chrono::duration_cast<nanoseconds>(d);
 }
+}  // namespace detail
 
 /// Identifies a timer for Loop::cancel(). Never 0.
 using TimerId = std::uint64_t;
@@ -49,12 +61,21 @@ class Loop {
   /// Wakes the loop from its wait without a task (async-signal-safe).
   void wake() const noexcept;
 
-  /// Runs `fn` once after `delay` on this loop. A delay over about a century (nanoseconds::max()
-  /// for "never") waits for ever. (milliseconds::max() would overflow in its conversion to
-  /// nanoseconds, before the call: write nanoseconds::max().)
+  /// Runs `fn` once after `delay` on this loop. A delay over about a century (max() of any
+  /// duration type, for "never") waits for ever.
   TimerId run_after(std::chrono::nanoseconds delay, Task fn) const;
+  /// run_after() with a delay in another unit, converted without overflow.
+  template <class Rep, class Period>
+  TimerId run_after(std::chrono::duration<Rep, Period> delay, Task fn) const {
+    return run_after(detail::saturating_nanoseconds(delay), std::move(fn));
+  }
   /// Runs `fn` every `interval` (first after one interval) until cancelled.
   TimerId run_every(std::chrono::nanoseconds interval, Task fn) const;
+  /// run_every() with an interval in another unit, converted without overflow.
+  template <class Rep, class Period>
+  TimerId run_every(std::chrono::duration<Rep, Period> interval, Task fn) const {
+    return run_every(detail::saturating_nanoseconds(interval), std::move(fn));
+  }
   /// Cancels a timer. On the loop thread, returns false if it already ran (one-shot) or was
   /// cancelled; a timer may cancel itself from its own callback. From another thread the cancel
   /// is posted and the result is true if it could be queued (the timer may still run meanwhile).

@@ -206,6 +206,8 @@ TEST(TimerTest, TimeoutsTooLongForTheClockWaitForEver) {
   Loop& loop = s.server.loop(0);
   loop.run_after(std::chrono::nanoseconds::max(), [&] { timer_ran.add(); });
   loop.run_every(std::chrono::nanoseconds::max(), [&] { timer_ran.add(); });
+  loop.run_after(kNever, [&] { timer_ran.add(); });  // past nanoseconds' range
+  loop.run_every(std::chrono::hours::max(), [&] { timer_ran.add(); });
 
   // A dial with connect_timeout "never" connects.
   EventCounter dialled, dial_failed;
