@@ -512,7 +512,7 @@ bool EventLoop::cancel(TimerId id) {
 void EventLoop::tick() {
   // Each tick schedules the next with the delay the user returns; a negative delay stops.
   const std::chrono::milliseconds next = group_.hooks().tick(handle_);
-  if (next.count() >= 0 && !shutting_down_) run_after(capped(next), [this] { tick(); });
+  if (next.count() >= 0 && !shutting_down_) run_after(next, [this] { tick(); });
 }
 
 // --- shutdown ----------------------------------------------------------------------------------

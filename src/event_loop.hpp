@@ -77,9 +77,16 @@ class EventLoop {
   /// Opens a UDP socket on this loop: bound (Loop::bind_udp) or connected (Loop::connect_udp).
   UdpRef open_udp(std::string_view address, UdpProfilePtr profile, bool connect,
                   std::string source_address);
-  /// Timers: at once on the loop thread, posted from elsewhere.
+  /// Timers: at once on the loop thread, posted from elsewhere. A delay past a century waits
+  /// for ever (capped: timeouts.hpp).
   TimerId run_after(Clock::duration delay, Loop::Task fn);
   TimerId run_every(Clock::duration interval, Loop::Task fn);
+  /// The same with a delay in another unit (an option's milliseconds), converted without
+  /// overflow: milliseconds::max() for "never" waits for ever too.
+  template <class Rep, class Period>
+  TimerId run_after(std::chrono::duration<Rep, Period> delay, Loop::Task fn) {
+    return run_after(Clock::duration(saturating_nanoseconds(delay)), std::move(fn));
+  }
   bool cancel(TimerId id);
   /// Interrupts the wait (async-signal-safe).
   void notify() noexcept { waker_.notify(); }

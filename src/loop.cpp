@@ -1,6 +1,5 @@
 // The public Loop handle, forwarding to its EventLoop. Every method is thread-safe.
 #include "event_loop.hpp"
-#include "timeouts.hpp"
 
 namespace evloop {
 namespace {
@@ -30,7 +29,7 @@ bool Loop::cancel(TimerId id) const { return core_->cancel(id); }
 
 ConnRef Loop::connect(std::string_view address, Handlers handlers, ConnectOptions options) const {
   auto profile = detail::make_profile(std::move(handlers), options);
-  return core_->connect(address, std::move(profile), detail::capped(options.connect_timeout),
+  return core_->connect(address, std::move(profile), options.connect_timeout,
                         std::move(options.source_address));
 }
 

@@ -1,8 +1,10 @@
 // Internal. Durations as the library keeps them. The API takes a timeout up to its type's
 // maximum (milliseconds::max() is a natural "never"), but the loops' clock counts nanoseconds
 // since boot in 64 bits, about 292 years: converted to it, or added to it, such a duration would
-// overflow into the past and fire at once. So every duration the library takes is capped where
-// it takes it, at kLongestTimeout, which in practice waits for ever.
+// overflow into the past and fire at once. So timers convert a delay saturating and cap it
+// (EventLoop::run_after), and a duration used otherwise (a deadline, a connection's idle and
+// send timeouts) is capped where the library takes it, at kLongestTimeout, which in practice
+// waits for ever.
 #pragma once
 
 #include <algorithm>

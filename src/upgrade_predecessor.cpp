@@ -392,7 +392,7 @@ Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
   report.successor_pid = pid;
   report.moved = moved;
   report.draining = draining.load();
-  source.group.begin_drain(capped(options.drain_timeout));
+  source.group.begin_drain(options.drain_timeout);
   return {};
 }
 
