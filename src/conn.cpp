@@ -1,9 +1,6 @@
 // The public connection handles: Conn (loop thread) and ConnRef (any thread) forwarding to the
 // loop's Connection, and DetachedConn. Loop-thread rules are checked in every build type.
-#include <fcntl.h>
 #include <unistd.h>
-
-#include <cerrno>
 
 #include "connection.hpp"
 #include "event_loop.hpp"
@@ -42,9 +39,7 @@ void Conn::write(const SharedBuffer& buffer) {
 
 void Conn::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
   require(impl(), "Conn::send_file");
-  const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);  // ours to close, whatever the caller does
-  if (own < 0) return impl().fail_output(std::error_code(errno, std::system_category()));
-  impl().send_file(own, offset, length);
+  impl().send_file_copy(fd, offset, length);
 }
 
 void Conn::send_file(TakeFd file, std::uint64_t offset, std::uint64_t length) {

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
+#include <limits>
 
 #include "event_loop.hpp"
 #include "platform.hpp"
@@ -133,8 +135,9 @@ void Connection::fail_open(std::error_code error) {
 }
 
 void Connection::begin_closing(std::error_code reason) {
-  // open -> closing: no more reading; finish() once the output is sent.
-  if (state_ != ConnState::open) return;
+  // open -> closing: no more reading; finish() once the output is sent. An end already decided
+  // (abort(), an error) stands, with its reason.
+  if (state_ != ConnState::open || end_wanted_) return;
   state_ = ConnState::closing;
   reason_ = reason;
   if (timer_ != 0) loop_.cancel(timer_);
@@ -416,9 +419,24 @@ void Connection::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
     ::close(fd);
     return;
   }
+  // No file holds more than off_t's maximum, so a range that would take the pending output past
+  // it can never be sent whole; refused at once, it also keeps output_pending() from wrapping.
+  constexpr std::uint64_t kMaxPending = std::numeric_limits<std::int64_t>::max();
+  if (length > kMaxPending - std::min<std::uint64_t>(out_.size(), kMaxPending)) {
+    ::close(fd);
+    return fail(std::make_error_code(std::errc::value_too_large), true);
+  }
   const bool was_empty = out_.empty();
   out_.append_file(fd, offset, length);  // counts as pending output, holds no memory
   queued(static_cast<std::size_t>(length), was_empty);
+}
+
+void Connection::send_file_copy(int fd, std::uint64_t offset, std::uint64_t length) {
+  // An ignored call makes no duplicate (a bad fd is then no error either).
+  if (!accepts_output() || length == 0) return;
+  const int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);  // ours to close, whatever the caller does
+  if (own < 0) return fail(std::error_code(errno, std::system_category()), true);
+  send_file(own, offset, length);
 }
 
 bool Connection::fits_output_limit(std::size_t more) {

@@ -85,8 +85,9 @@ class Connection final : public Pollable, public Conn {
   void write_shared(const SharedBuffer& buffer);
   /// Queues a file range; takes `fd` (closed once sent, or now if the output is closed).
   void send_file(int fd, std::uint64_t offset, std::uint64_t length);
-  /// The output cannot go on (a send_file whose fd could not be duplicated): reset.
-  void fail_output(std::error_code error) { fail(error, true); }
+  /// send_file() of a duplicate of `fd` (the caller keeps theirs); none is made for a call
+  /// that is ignored. A duplicate that cannot be made resets the connection with the errno.
+  void send_file_copy(int fd, std::uint64_t offset, std::uint64_t length);
   void close();
   void abort();
   void shutdown_write();

@@ -71,12 +71,16 @@ class Conn {
   /// as write(string_view).
   void write(const SharedBuffer& buffer);
   /// Queues `length` bytes of the file `fd` from `offset`, in order with the other output, sent
-  /// with sendfile() (pread()+send() where the file cannot be): the bytes are never held in
-  /// memory. evloop keeps its own duplicate of `fd` (the caller may close theirs). The range
-  /// counts in output_pending() and toward the high-water mark, not toward output_limit; each
-  /// loop iteration sends at most a bounded slice of it, so one connection cannot hold its loop.
-  /// A file that ends before the range does resets the connection (errc::file_truncated); a read
-  /// error resets it with the errno. Ignored after close(), abort() or shutdown_write().
+  /// with sendfile() (pread()+send() where sendfile() cannot read the file): the bytes are never
+  /// held in memory. `fd` must be readable at an offset (a file or a device, not a pipe or a
+  /// socket: those reset the connection with ESPIPE). evloop keeps its own duplicate of `fd`
+  /// (the caller may close theirs). The range counts in output_pending() and toward the
+  /// high-water mark, not toward output_limit; each loop iteration sends at most a bounded slice
+  /// of it, so one connection cannot hold its loop. A file that ends before the range does
+  /// resets the connection (errc::file_truncated); a read error, or an fd that cannot be
+  /// duplicated, resets it with the errno; a range that would take output_pending() past 2^63-1
+  /// bytes (more than any file holds) resets it with EOVERFLOW (std::errc::value_too_large).
+  /// Ignored after close(), abort() or shutdown_write().
   void send_file(int fd, std::uint64_t offset, std::uint64_t length);
   /// send_file() that takes `file.fd` instead of duplicating it (one system call fewer per
   /// call, and none to close it): evloop closes it when the range is sent or the connection

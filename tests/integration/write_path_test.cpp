@@ -396,5 +396,124 @@ TEST(WritePathTest, DetachIsRefusedWhileAFileIsPending) {
   EXPECT_EQ(detach_result.load(), 0);
 }
 
+// send_file() after close() or shutdown_write() is ignored, as documented, even with an fd that
+// cannot be duplicated: the output before it arrives whole, then a clean FIN (a bad fd used to
+// reset the connection, losing that output).
+TEST(WritePathTest, SendFileAfterTheOutputEndedIsIgnoredEvenWithABadFd) {
+  EventCounter closed;
+  std::mutex mutex;
+  std::vector<std::error_code> errors;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write("hello");
+    if (bytes == "close") c.close();
+    if (bytes == "shutdown") c.shutdown_write();
+    c.send_file(-1, 0, 10);
+    c.send_file(TakeFd{-1}, 0, 10);
+    return bytes.size();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    {
+      std::lock_guard lock(mutex);
+      errors.push_back(ec);
+    }
+    closed.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  int round = 0;
+  for (const char* how : {"close", "shutdown"}) {
+    Client client(s.address());
+    ASSERT_TRUE(client.send_all(how));
+    bool eof = false;
+    EXPECT_EQ(client.read_to_eof(&eof), "hello") << how;
+    EXPECT_TRUE(eof) << how << ": a clean FIN, not a reset";
+    client.shutdown_write();  // ends the half-closed one
+    ASSERT_TRUE(closed.wait_for(++round)) << how;
+    std::lock_guard lock(mutex);
+    EXPECT_FALSE(errors.back()) << how << ": " << errors.back().message();
+  }
+}
+
+// An end decided in a handler (an fd send_file() cannot duplicate, a write past output_limit)
+// keeps its reason when the same handler then calls close(): `closed` reports it, and the peer
+// gets the reset (close() used to overwrite the reason with a clean one).
+TEST(WritePathTest, CloseAfterAFailureKeepsTheFailuresReason) {
+  EventCounter closed;
+  std::mutex mutex;
+  std::vector<std::error_code> errors;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    if (bytes == "badfd") c.send_file(-1, 0, 10);
+    if (bytes == "limit") c.write(std::string(8192, 'x'));
+    c.close();
+    return bytes.size();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    {
+      std::lock_guard lock(mutex);
+      errors.push_back(ec);
+    }
+    closed.add();
+  };
+  Options o = loopback_options();
+  o.output_limit = o.output_high_water = 4096;
+  o.output_low_water = 1024;
+  o.write_through = 1u << 20;  // the 8 KiB write is queued, so it meets the limit
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  int round = 0;
+  for (const char* how : {"badfd", "limit"}) {
+    Client client(s.address(), 4096);
+    ASSERT_TRUE(client.send_all(how));
+    ASSERT_TRUE(closed.wait_for(++round)) << how;
+    bool eof = true;
+    errno = 0;
+    EXPECT_EQ(client.read_to_eof(&eof), "") << how;
+    EXPECT_FALSE(eof) << how;
+    EXPECT_EQ(errno, ECONNRESET) << how;
+    std::lock_guard lock(mutex);
+    if (std::string_view(how) == "badfd") {
+      EXPECT_EQ(errors.back(), std::errc::bad_file_descriptor) << errors.back().message();
+    } else {
+      EXPECT_EQ(errors.back(), errc::output_limit) << errors.back().message();
+    }
+  }
+}
+
+// Ranges longer than any file (UINT64_MAX for "to the end", or two that add up past 2^64) would
+// wrap output_pending(); a later write then took the file's place (a large one went straight to
+// the kernel) and detach() handed over nothing. Refused at once: EOVERFLOW and a reset.
+TEST(WritePathTest, ARangeLongerThanAnyFileIsRefused) {
+  TempFile file("0123456789");
+  EventCounter closed;
+  std::atomic<int> detached{-1};
+  std::error_code error;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write("pre:");
+    c.send_file(file.fd(), 0, UINT64_MAX);
+    c.send_file(file.fd(), 0, 1);
+    c.write(std::string(100000, 'w'));
+    detached = c.detach([](DetachedConn) {}) ? 1 : 0;
+    return bytes.size();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    error = ec;
+    closed.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("go"));
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_EQ(error, std::errc::value_too_large) << error.message();
+  EXPECT_EQ(detached.load(), 0);
+  bool eof = true;
+  const std::string got = client.read_to_eof(&eof);
+  EXPECT_FALSE(eof) << "a reset";
+  EXPECT_EQ(got.find('w'), std::string::npos) << "nothing after the refused range went out";
+}
+
 }  // namespace
 }  // namespace evloop::test
