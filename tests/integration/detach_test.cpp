@@ -10,7 +10,6 @@
 
 #include <atomic>
 #include <future>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -120,8 +119,7 @@ TEST(DetachTest, DetachedMidStreamAndAdoptedOnAnotherLoopLosesNothing) {
 TEST(DetachTest, ADetachWhileASendWaitsForASlowReaderHandsOverEveryByte) {
   const std::string blob = pattern(kBlob, 13);
   EventCounter adopted_opened;
-  std::mutex mutex;
-  std::vector<std::error_code> closes;  // of the first life
+  ErrorLog closes;  // of the first life
   Server* server = nullptr;
   Handlers echo;  // the second life, on loop 1: sends the unsent output first
   echo.opened = [&](Conn&) { adopted_opened.add(); };
@@ -137,10 +135,7 @@ TEST(DetachTest, ADetachWhileASendWaitsForASlowReaderHandsOverEveryByte) {
     }
     return bytes.size();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    std::lock_guard lock(mutex);
-    closes.push_back(ec);
-  };
+  cb.closed = closes.recorder();
   Options o = loopback_options(2);
   o.output_limit = o.output_high_water = 2 * kBlob;
   RunningServer s(o, cb);
@@ -159,9 +154,8 @@ TEST(DetachTest, ADetachWhileASendWaitsForASlowReaderHandsOverEveryByte) {
   ASSERT_TRUE(client.send_all("move"));
   ASSERT_TRUE(adopted_opened.wait_for(1));
   EXPECT_TRUE(client.read_exactly(kBlob) == blob) << "the pending output was lost or reordered";
-  std::lock_guard lock(mutex);
-  ASSERT_EQ(closes.size(), 1u);
-  EXPECT_EQ(closes[0], errc::detached) << closes[0].message();
+  ASSERT_EQ(closes.count(), 1);
+  EXPECT_EQ(closes.first(), errc::detached) << closes.first().message();
 }
 
 // The detached socket continues in plain POSIX code: the receiver's thread sends the unsent
@@ -275,16 +269,11 @@ TEST(DetachTest, AdoptAConnectedSocketWithInputAndOutput) {
 TEST(DetachTest, AdoptingWhatIsNotAConnectedSocketFails) {
   LoopGroup group;
   ASSERT_TRUE(group.start());
-  std::mutex mutex;
-  std::vector<std::error_code> errors;
-  EventCounter failed, opened;
+  ErrorLog failed;
+  EventCounter opened;
   Handlers h;
   h.opened = [&](Conn&) { opened.add(); };
-  h.connect_failed = [&](Conn&, std::error_code ec) {
-    std::lock_guard lock(mutex);
-    errors.push_back(ec);
-    failed.add();
-  };
+  h.connect_failed = failed.recorder();
   int pipe_fds[2];
   ASSERT_EQ(::pipe(pipe_fds), 0);
   ::close(pipe_fds[1]);
@@ -298,7 +287,7 @@ TEST(DetachTest, AdoptingWhatIsNotAConnectedSocketFails) {
   group.stop();
   group.wait();
   EXPECT_EQ(opened.value(), 0);
-  std::lock_guard lock(mutex);
+  const std::vector<std::error_code> errors = failed.errors();
   ASSERT_EQ(errors.size(), 3u);
   EXPECT_EQ(errors[0], std::errc::not_a_socket);
   EXPECT_EQ(errors[1], std::errc::not_connected);

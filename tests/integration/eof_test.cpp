@@ -80,8 +80,7 @@ namespace {
 // once the peer ends its side too, the connection closes by itself, cleanly.
 TEST(EofTest, ShutdownWriteSendsFinAfterPendingOutputAndKeepsReading) {
   const std::string reply = pattern(2u << 20, 31);
-  EventCounter closed;
-  std::error_code error;
+  ErrorLog closed;
   std::string received;  // loop thread only until closed
   Callbacks cb;
   cb.opened = [&](Conn& c) {
@@ -94,10 +93,7 @@ TEST(EofTest, ShutdownWriteSendsFinAfterPendingOutputAndKeepsReading) {
     return b.size();
   };
   cb.eof = [](Conn&) {};  // stay open for writing: here the write side is already shut
-  cb.closed = [&](Conn&, std::error_code ec) {
-    error = ec;
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   RunningServer s(loopback_options(), cb);
   ASSERT_TRUE(s.status);
   Client client(s.address(), 4096);
@@ -110,15 +106,14 @@ TEST(EofTest, ShutdownWriteSendsFinAfterPendingOutputAndKeepsReading) {
   EXPECT_FALSE(closed.wait_for(1, 50ms));
   client.shutdown_write();
   ASSERT_TRUE(closed.wait_for(1));
-  EXPECT_FALSE(error) << error.message();
+  EXPECT_FALSE(closed.first()) << closed.first().message();
   EXPECT_EQ(received, "still heard");
 }
 
 // The peer half-closes first; the server answers from `eof` and half-closes too: the connection
 // ends cleanly without close(), and the peer got every byte.
 TEST(EofTest, BothSidesHalfCloseAndTheConnectionEndsByItself) {
-  EventCounter closed;
-  std::error_code error;
+  ErrorLog closed;
   Callbacks cb;
   cb.data = [](Conn& c, std::string_view b) {
     c.write(b);
@@ -128,10 +123,7 @@ TEST(EofTest, BothSidesHalfCloseAndTheConnectionEndsByItself) {
     c.write("bye");
     c.shutdown_write();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    error = ec;
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   RunningServer s(loopback_options(), cb);
   ASSERT_TRUE(s.status);
   Client client(s.address());
@@ -141,7 +133,7 @@ TEST(EofTest, BothSidesHalfCloseAndTheConnectionEndsByItself) {
   EXPECT_EQ(client.read_to_eof(&eof), "echobye");
   EXPECT_TRUE(eof);
   ASSERT_TRUE(closed.wait_for(1));
-  EXPECT_FALSE(error) << error.message();
+  EXPECT_FALSE(closed.first()) << closed.first().message();
 }
 
 }  // namespace

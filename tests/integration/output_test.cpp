@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <mutex>
 
 #include "test_support.hpp"
 
@@ -102,9 +101,7 @@ TEST(OutputTest, OutputOverLimitClosesOnlyThatConnection) {
   o.output_low_water = 64 * 1024;
   o.output_limit = 1024 * 1024;
   o.socket_send_buffer = 4096;
-  EventCounter closed;
-  std::mutex mutex;  // the bystander's `closed` runs too, at the server's stop: it must not race
-  std::error_code error;
+  ErrorLog closed;  // the flooder's first; the bystander's at the server's stop
   Callbacks cb;
   cb.data = [&](Conn& c, std::string_view bytes) {
     if (bytes == "flood") {
@@ -114,23 +111,14 @@ TEST(OutputTest, OutputOverLimitClosesOnlyThatConnection) {
     }
     return bytes.size();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    {
-      std::lock_guard lock(mutex);
-      if (!error) error = ec;  // the first: the flooder's
-    }
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   RunningServer s(o, cb);
   ASSERT_TRUE(s.status);
   Client bystander(s.address());
   Client flooder(s.address(), 4096);
   ASSERT_TRUE(flooder.send_all("flood"));
   ASSERT_TRUE(closed.wait_for(1));
-  {
-    std::lock_guard lock(mutex);
-    EXPECT_EQ(error, errc::output_limit);
-  }
+  EXPECT_EQ(closed.first(), errc::output_limit);
   EXPECT_TRUE(flooder.wait_eof() || true);  // closed: EOF or reset, either way gone
   ASSERT_TRUE(bystander.send_all("still here"));
   EXPECT_EQ(bystander.read_exactly(10), "still here");
@@ -139,20 +127,16 @@ TEST(OutputTest, OutputOverLimitClosesOnlyThatConnection) {
 TEST(OutputTest, UnconsumedInputOverLimitClosesWithError) {
   Options o = loopback_options();
   o.input_limit = 64 * 1024;
-  EventCounter closed;
-  std::error_code error;
+  ErrorLog closed;
   Callbacks cb;
   cb.data = [](Conn&, std::string_view) { return std::size_t{0}; };  // waits for a frame forever
-  cb.closed = [&](Conn&, std::error_code ec) {
-    error = ec;
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   RunningServer s(o, cb);
   ASSERT_TRUE(s.status);
   Client client(s.address());
   client.send_all(pattern(200 * 1024));
   ASSERT_TRUE(closed.wait_for(1));
-  EXPECT_EQ(error, errc::input_limit);
+  EXPECT_EQ(closed.first(), errc::input_limit);
 }
 
 TEST(OutputTest, CloseAfterWriteSendsEverythingBeforeFin) {
@@ -179,8 +163,8 @@ TEST(OutputTest, CloseAfterWriteSendsEverythingBeforeFin) {
 
 TEST(OutputTest, WritingToAResetPeerGivesAnErrorNotSigpipe) {
   // If SIGPIPE were raised, its default action would kill this test process.
-  EventCounter got_data, closed;
-  std::error_code error;
+  EventCounter got_data;
+  ErrorLog closed;
   ConnRef ref;
   Callbacks cb;
   cb.data = [&](Conn& c, std::string_view bytes) {
@@ -188,10 +172,7 @@ TEST(OutputTest, WritingToAResetPeerGivesAnErrorNotSigpipe) {
     got_data.add();
     return bytes.size();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    error = ec;
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   RunningServer s(loopback_options(), cb);
   ASSERT_TRUE(s.status);
   Client client(s.address());
@@ -199,13 +180,14 @@ TEST(OutputTest, WritingToAResetPeerGivesAnErrorNotSigpipe) {
   ASSERT_TRUE(got_data.wait_for(1));
   client.reset();
   // Keep writing until the kernel reports the reset (EPIPE or ECONNRESET).
-  for (int i = 0; i < 200 && closed.value() == 0; ++i) {
+  for (int i = 0; i < 200 && closed.count() == 0; ++i) {
     ref.write(pattern(256 * 1024));
     closed.wait_for(1, 5ms);
   }
   ASSERT_TRUE(closed.wait_for(1));
-  EXPECT_TRUE(error == std::errc::broken_pipe || error == std::errc::connection_reset)
-      << error.message();
+  EXPECT_TRUE(closed.first() == std::errc::broken_pipe ||
+              closed.first() == std::errc::connection_reset)
+      << closed.first().message();
 }
 
 TEST(OutputTest, SteadyEchoMakesOneSendAndNoPollerChangePerMessage) {

@@ -78,17 +78,14 @@ TEST(ShutdownTest, StopFromASignalHandlerEndsRun) {
 
 TEST(ShutdownTest, StopFlushesPendingOutputThenCloses) {
   const std::string payload = pattern(8u << 20, 9);
-  EventCounter opened, closed;
-  std::error_code error;
+  EventCounter opened;
+  ErrorLog closed;
   Callbacks cb;
   cb.opened = [&](Conn& c) {
     c.write(payload);
     opened.add();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    error = ec;
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   Options o = loopback_options();
   o.shutdown_grace = 10s;
   o.socket_send_buffer = 4096;
@@ -103,8 +100,8 @@ TEST(ShutdownTest, StopFlushesPendingOutputThenCloses) {
   EXPECT_TRUE(eof);
   EXPECT_EQ(got.size(), payload.size());
   EXPECT_TRUE(got == payload);
-  ASSERT_EQ(closed.value(), 1);
-  EXPECT_EQ(error, errc::server_stopped);
+  ASSERT_EQ(closed.count(), 1);
+  EXPECT_EQ(closed.first(), errc::server_stopped);
 }
 
 // True when a connect to `addr` is refused (nothing listens there any more). Non-blocking with a

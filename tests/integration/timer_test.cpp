@@ -90,19 +90,13 @@ TEST(TimerTest, APeriodicTimerDoesNotMakeTheLoopSpin) {
 TEST(TimerTest, IdleTimeoutClosesSilentConnectionsOnly) {
   Options o = loopback_options();
   o.idle_timeout = 500ms;  // far above the chatty client's 20 ms pace, even on a loaded machine
-  EventCounter closed;
-  std::mutex mutex;
-  std::vector<std::error_code> errors;
+  ErrorLog closed;
   Callbacks cb;
   cb.data = [](Conn& c, std::string_view bytes) {
     c.write(bytes);
     return bytes.size();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    std::lock_guard lock(mutex);
-    errors.push_back(ec);
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   RunningServer s(o, cb);
   ASSERT_TRUE(s.status);
   // Before connecting: the idle clock starts at the loop's iteration time, which may be earlier
@@ -111,18 +105,15 @@ TEST(TimerTest, IdleTimeoutClosesSilentConnectionsOnly) {
   Client silent(s.address());
   Client chatty(s.address());
   // The chatty client talks every 20 ms; the silent one says nothing.
-  while (closed.value() == 0 && std::chrono::steady_clock::now() - start < 5s) {
+  while (closed.count() == 0 && std::chrono::steady_clock::now() - start < 5s) {
     ASSERT_TRUE(chatty.send_all("hi"));
     ASSERT_EQ(chatty.read_exactly(2), "hi");
     closed.wait_for(1, 20ms);
   }
-  ASSERT_EQ(closed.value(), 1);
+  ASSERT_EQ(closed.count(), 1);
   EXPECT_GE(std::chrono::steady_clock::now() - start, 500ms);
   EXPECT_TRUE(silent.wait_eof());
-  {
-    std::lock_guard lock(mutex);
-    EXPECT_EQ(errors.at(0), errc::idle_timeout);
-  }
+  EXPECT_EQ(closed.first(), errc::idle_timeout);
   ASSERT_TRUE(chatty.send_all("still"));
   EXPECT_EQ(chatty.read_exactly(5), "still");
 }
@@ -178,9 +169,8 @@ TEST(TimerTest, TimeoutsTooLongForTheClockWaitForEver) {
   Options o = loopback_options();
   o.close_timeout = o.idle_timeout = o.send_timeout = o.shutdown_grace = kNever;
   o.socket_send_buffer = 4096;  // the big write stays pending until the client reads
-  EventCounter ticks, served, timer_ran, closed;
-  std::mutex mutex;
-  std::vector<std::error_code> errors;  // of `closed`
+  EventCounter ticks, served, timer_ran;
+  ErrorLog closed;
   Callbacks cb;
   cb.tick = [&](Loop&) {
     ticks.add();
@@ -196,11 +186,7 @@ TEST(TimerTest, TimeoutsTooLongForTheClockWaitForEver) {
     served.add();
     return bytes.size();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    std::lock_guard lock(mutex);
-    errors.push_back(ec);
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   RunningServer s(o, cb);
   ASSERT_TRUE(s.status) << s.status.message();
   Loop& loop = s.server.loop(0);
@@ -246,7 +232,7 @@ TEST(TimerTest, TimeoutsTooLongForTheClockWaitForEver) {
   EXPECT_EQ(idle.read_to_eof(&eof).size(), big.size()) << "stop() reset pending output";
   EXPECT_TRUE(eof);
   s.server.wait();
-  std::lock_guard lock(mutex);
+  const std::vector<std::error_code> errors = closed.errors();
   ASSERT_EQ(errors.size(), 3u);  // the dialled one's, `closing`, `idle`
   for (const std::error_code& ec : errors) {
     EXPECT_TRUE(!ec || ec == errc::server_stopped) << ec.message();  // never a timeout

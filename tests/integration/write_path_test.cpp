@@ -258,18 +258,15 @@ TEST(WritePathTest, ALargeFileGoesOutASlicePerIteration) {
 TEST(WritePathTest, AFileThatShrinksResetsTheConnection) {
   const std::string content = pattern(8u << 20, 47);
   TempFile file(content);
-  EventCounter closed, queued;
-  std::error_code error;
+  EventCounter queued;
+  ErrorLog closed;
   Callbacks cb;
   cb.data = [&](Conn& c, std::string_view bytes) {
     c.send_file(file.fd(), 0, content.size());
     queued.add();
     return bytes.size();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    error = ec;
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   RunningServer s(loopback_options(), cb);
   ASSERT_TRUE(s.status);
   Client client(s.address(), 4096);
@@ -286,7 +283,7 @@ TEST(WritePathTest, AFileThatShrinksResetsTheConnection) {
   EXPECT_LT(got.size(), content.size());
   EXPECT_TRUE(got == content.substr(0, got.size()));
   ASSERT_TRUE(closed.wait_for(1));
-  EXPECT_EQ(error, errc::file_truncated) << error.message();
+  EXPECT_EQ(closed.first(), errc::file_truncated) << closed.first().message();
 }
 
 // A file sendfile() refuses (a /proc file) is sent through pread() and send().
@@ -321,24 +318,15 @@ TEST(WritePathTest, AFileSendfileRefusesIsReadAndSent) {
 TEST(WritePathTest, APeerThatResetsDuringAFileRaisesNoSigpipe) {
   const std::string content = pattern(32u << 20, 49);
   TempFile file(content);
-  EventCounter closed, started;
-  // Under a lock: each round's `closed` writes it after the test read the last round's, and
-  // nothing else orders the two for TSan (on io_uring the loop makes no socket call that would).
-  std::mutex mutex;
-  std::error_code error;
+  EventCounter started;
+  ErrorLog closed;
   Callbacks cb;
   cb.data = [&](Conn& c, std::string_view bytes) {
     c.send_file(file.fd(), 0, content.size());
     started.add();
     return bytes.size();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    {
-      std::lock_guard lock(mutex);
-      error = ec;
-    }
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   RunningServer s(loopback_options(), cb);
   ASSERT_TRUE(s.status);
   for (int i = 0; i < 5; ++i) {  // a few times: the reset must land while sendfile runs
@@ -348,7 +336,7 @@ TEST(WritePathTest, APeerThatResetsDuringAFileRaisesNoSigpipe) {
     EXPECT_EQ(client.read_exactly(4096).size(), 4096u);
     client.reset();
     ASSERT_TRUE(closed.wait_for(i + 1));
-    std::lock_guard lock(mutex);
+    const std::error_code error = closed.last();
     EXPECT_TRUE(error == std::errc::broken_pipe || error == std::errc::connection_reset)
         << error.message();
   }
@@ -400,9 +388,7 @@ TEST(WritePathTest, DetachIsRefusedWhileAFileIsPending) {
 // cannot be duplicated: the output before it arrives whole, then a clean FIN (a bad fd used to
 // reset the connection, losing that output).
 TEST(WritePathTest, SendFileAfterTheOutputEndedIsIgnoredEvenWithABadFd) {
-  EventCounter closed;
-  std::mutex mutex;
-  std::vector<std::error_code> errors;
+  ErrorLog closed;
   Callbacks cb;
   cb.data = [&](Conn& c, std::string_view bytes) {
     c.write("hello");
@@ -412,13 +398,7 @@ TEST(WritePathTest, SendFileAfterTheOutputEndedIsIgnoredEvenWithABadFd) {
     c.send_file(TakeFd{-1}, 0, 10);
     return bytes.size();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    {
-      std::lock_guard lock(mutex);
-      errors.push_back(ec);
-    }
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   RunningServer s(loopback_options(), cb);
   ASSERT_TRUE(s.status);
   int round = 0;
@@ -430,8 +410,7 @@ TEST(WritePathTest, SendFileAfterTheOutputEndedIsIgnoredEvenWithABadFd) {
     EXPECT_TRUE(eof) << how << ": a clean FIN, not a reset";
     client.shutdown_write();  // ends the half-closed one
     ASSERT_TRUE(closed.wait_for(++round)) << how;
-    std::lock_guard lock(mutex);
-    EXPECT_FALSE(errors.back()) << how << ": " << errors.back().message();
+    EXPECT_FALSE(closed.last()) << how << ": " << closed.last().message();
   }
 }
 
@@ -439,9 +418,7 @@ TEST(WritePathTest, SendFileAfterTheOutputEndedIsIgnoredEvenWithABadFd) {
 // keeps its reason when the same handler then calls close(): `closed` reports it, and the peer
 // gets the reset (close() used to overwrite the reason with a clean one).
 TEST(WritePathTest, CloseAfterAFailureKeepsTheFailuresReason) {
-  EventCounter closed;
-  std::mutex mutex;
-  std::vector<std::error_code> errors;
+  ErrorLog closed;
   Callbacks cb;
   cb.data = [&](Conn& c, std::string_view bytes) {
     if (bytes == "badfd") c.send_file(-1, 0, 10);
@@ -449,13 +426,7 @@ TEST(WritePathTest, CloseAfterAFailureKeepsTheFailuresReason) {
     c.close();
     return bytes.size();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    {
-      std::lock_guard lock(mutex);
-      errors.push_back(ec);
-    }
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   Options o = loopback_options();
   o.output_limit = o.output_high_water = 4096;
   o.output_low_water = 1024;
@@ -472,11 +443,10 @@ TEST(WritePathTest, CloseAfterAFailureKeepsTheFailuresReason) {
     EXPECT_EQ(client.read_to_eof(&eof), "") << how;
     EXPECT_FALSE(eof) << how;
     EXPECT_EQ(errno, ECONNRESET) << how;
-    std::lock_guard lock(mutex);
     if (std::string_view(how) == "badfd") {
-      EXPECT_EQ(errors.back(), std::errc::bad_file_descriptor) << errors.back().message();
+      EXPECT_EQ(closed.last(), std::errc::bad_file_descriptor) << closed.last().message();
     } else {
-      EXPECT_EQ(errors.back(), errc::output_limit) << errors.back().message();
+      EXPECT_EQ(closed.last(), errc::output_limit) << closed.last().message();
     }
   }
 }
@@ -486,9 +456,8 @@ TEST(WritePathTest, CloseAfterAFailureKeepsTheFailuresReason) {
 // the kernel) and detach() handed over nothing. Refused at once: EOVERFLOW and a reset.
 TEST(WritePathTest, ARangeLongerThanAnyFileIsRefused) {
   TempFile file("0123456789");
-  EventCounter closed;
+  ErrorLog closed;
   std::atomic<int> detached{-1};
-  std::error_code error;
   Callbacks cb;
   cb.data = [&](Conn& c, std::string_view bytes) {
     c.write("pre:");
@@ -498,16 +467,13 @@ TEST(WritePathTest, ARangeLongerThanAnyFileIsRefused) {
     detached = c.detach([](DetachedConn) {}) ? 1 : 0;
     return bytes.size();
   };
-  cb.closed = [&](Conn&, std::error_code ec) {
-    error = ec;
-    closed.add();
-  };
+  cb.closed = closed.recorder();
   RunningServer s(loopback_options(), cb);
   ASSERT_TRUE(s.status);
   Client client(s.address());
   ASSERT_TRUE(client.send_all("go"));
   ASSERT_TRUE(closed.wait_for(1));
-  EXPECT_EQ(error, std::errc::value_too_large) << error.message();
+  EXPECT_EQ(closed.first(), std::errc::value_too_large) << closed.first().message();
   EXPECT_EQ(detached.load(), 0);
   bool eof = true;
   const std::string got = client.read_to_eof(&eof);

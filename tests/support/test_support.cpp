@@ -35,6 +35,42 @@ bool EventCounter::wait_for(long target, std::chrono::milliseconds timeout) cons
   return cv_.wait_for(lock, timeout, [&] { return value_ >= target; });
 }
 
+std::function<void(Conn&, std::error_code)> ErrorLog::recorder() {
+  return [this](Conn&, std::error_code error) { record(error); };
+}
+
+void ErrorLog::record(std::error_code error) {
+  // Notified under the lock, as EventCounter::add is, for the same reason.
+  std::lock_guard lock(mutex_);
+  errors_.push_back(error);
+  cv_.notify_all();
+}
+
+bool ErrorLog::wait_for(long n, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mutex_);
+  return cv_.wait_for(lock, timeout, [&] { return static_cast<long>(errors_.size()) >= n; });
+}
+
+long ErrorLog::count() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<long>(errors_.size());
+}
+
+std::vector<std::error_code> ErrorLog::errors() const {
+  std::lock_guard lock(mutex_);
+  return errors_;
+}
+
+std::error_code ErrorLog::first() const {
+  std::lock_guard lock(mutex_);
+  return errors_.empty() ? std::error_code{} : errors_.front();
+}
+
+std::error_code ErrorLog::last() const {
+  std::lock_guard lock(mutex_);
+  return errors_.empty() ? std::error_code{} : errors_.back();
+}
+
 bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
                 std::chrono::milliseconds step) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "portable_socket.hpp"
@@ -55,6 +56,30 @@ class EventCounter {
   mutable std::mutex mutex_;
   mutable std::condition_variable cv_;
   long value_ = 0;
+};
+
+/// Records the error of every `closed` (or `connect_failed`) callback, in the order they come,
+/// for a test to wait on: `cb.closed = log.recorder();`, then `log.wait_for(n)` and `log.last()`.
+class ErrorLog {
+ public:
+  /// A callback that records into this log, which must outlive the server.
+  std::function<void(Conn&, std::error_code)> recorder();
+  /// Records one error (for a callback that does more than record).
+  void record(std::error_code error);
+  /// Waits until `n` errors are recorded; false on timeout.
+  bool wait_for(long n, std::chrono::milliseconds timeout = kWait) const;
+  long count() const;
+  /// Every recorded error, in order.
+  std::vector<std::error_code> errors() const;
+  /// The first recorded error; no error when nothing is recorded.
+  std::error_code first() const;
+  /// The latest recorded error; no error when nothing is recorded.
+  std::error_code last() const;
+
+ private:
+  mutable std::mutex mutex_;
+  mutable std::condition_variable cv_;
+  std::vector<std::error_code> errors_;
 };
 
 /// Waits until `pred()` holds, re-checking every `step`; false on timeout. For state that has no
