@@ -282,6 +282,7 @@ void Connection::settle() {
   was_reading_ = reading;
   if (loop_.poller().completions()) {
     update_receiving();
+    update_watch();
   } else {
     update_interest();
   }
@@ -590,6 +591,24 @@ void Connection::update_receiving() {
   if (stashed_) return schedule();  // reading resumed: the next settle() delivers the stash
   loop_.poller().receive(fd_.get(), this, large_receives_);
   receiving_ = true;
+}
+
+void Connection::update_watch() {
+  // With no receive in the kernel (reading paused, or the input ended), nothing would tell a
+  // connection that neither reads nor writes of a peer's reset until it did one or the other. A
+  // poll without interest does (errors and hang-ups only), as the epoll registration does. It is
+  // added when the last receive ends and removed when reading resumes: per pause, not per
+  // message. Not after a hang-up (park()): there is nothing more to learn until reading resumes.
+  if (receiving_) parked_ = false;
+  const bool watch = state_ == ConnState::open && !receiving_ && !parked_;
+  if (watch == registered_) return;
+  bump(loop_.counters().poller_changes);
+  if (!watch) return forget_poller();
+  if (const std::error_code ec = loop_.poller().add(fd_.get(), kNone, this)) {
+    return finish(ec, false);
+  }
+  registered_ = true;
+  interest_ = kNone;
 }
 
 void Connection::on_received(const PollEvent& event) {

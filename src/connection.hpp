@@ -165,6 +165,7 @@ class Connection final : public Pollable, public Conn {
   void on_received(const PollEvent& event);
   void on_sent(const PollEvent& event);
   void update_receiving();
+  void update_watch();
   void flush_async();
   bool quiesce();
   void schedule();

@@ -27,9 +27,11 @@
 //   };
 //
 // Rules every backend keeps:
-// - interest is a mask of kRead | kWrite; kNone keeps the fd registered but quiet (errors and
-//   hang-ups may still be reported). `from` is the mask currently registered, so a backend can
-//   send only the difference. Level-triggered: an fd stays ready until read/written.
+// - interest is a mask of kRead | kWrite; kNone keeps the fd registered but quiet: an error (a
+//   peer's reset) is still reported, a hang-up may be (both until the core acts on it: it closes,
+//   or leaves the poller), unread bytes and a FIN are not (a paused connection must not spin the
+//   loop). `from` is the mask currently registered, so a backend can send only the difference.
+//   Level-triggered: an fd stays ready until read/written.
 // - wait() returns the number of events written to `out` (0 on timeout or EINTR), or -errno.
 //   A waker's event has its token and readable set; the core then calls drain().
 // - A completion event (op != readiness) reports one finished request of the token: `result` is

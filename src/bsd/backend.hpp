@@ -14,7 +14,8 @@ struct kevent;  // <sys/event.h>, global namespace
 
 namespace evloop::detail {
 
-/// Level-triggered kqueue: one EVFILT_READ and/or EVFILT_WRITE filter per fd, without EV_CLEAR.
+/// Level-triggered kqueue: one EVFILT_READ and/or EVFILT_WRITE filter per fd, without EV_CLEAR;
+/// an fd without interest keeps an EVFILT_READ with EV_CLEAR that reports only its errors.
 /// add/modify queue their changes; wait() hands them to the kernel in the same kevent() call that
 /// waits. remove() takes effect at once (see kqueue_poller.cpp for why).
 /// Not thread-safe: used only by its loop's thread (and before it starts).

@@ -2,9 +2,17 @@
 // Linux) differs from a BSD kernel, the code says so; README.md here lists those differences.
 //
 // Interest is kept as filters that exist or not: kRead = an EVFILT_READ filter, kWrite = an
-// EVFILT_WRITE filter, each added (EV_ADD) or deleted (EV_DELETE) as the mask changes. No EV_CLEAR:
-// the core expects level-triggered readiness, and libkqueue applies EV_CLEAR to the whole fd, not
-// per filter. No EV_DISABLE either, which libkqueue mishandles when combined with EV_ADD.
+// EVFILT_WRITE filter, each added (EV_ADD) or deleted (EV_DELETE) as the mask changes. No EV_CLEAR
+// on them: the core expects level-triggered readiness, and libkqueue applies EV_CLEAR to the whole
+// fd, not per filter. No EV_DISABLE either, which libkqueue mishandles when combined with EV_ADD.
+//
+// kNone is a *watch*: an EVFILT_READ filter with EV_CLEAR, the fd's only filter. The contract
+// wants an fd without interest to still report errors, as epoll does for an fd registered with no
+// events; a kqueue fd without filters reports nothing, so a connection that neither reads (paused,
+// or kept open after the peer's FIN) nor writes would never learn of a peer's reset. A level
+// filter would report unread bytes or a FIN at every wait; with EV_CLEAR the watch reports each
+// change once (bytes arriving, bounded by the receive buffer, or the FIN), and wait() passes on
+// only what ends the connection: EV_EOF with a socket error (a reset).
 //
 // Changes are queued and passed as the changelist of the kevent() call that waits, so arming and
 // disarming write interest costs no syscall of its own. remove() is the exception, see there.
@@ -30,6 +38,14 @@ std::error_code last_error() { return {errno, std::system_category()}; }
 
 struct kevent make_change(int fd, int filter, unsigned flags, void* token) {
   return make_kevent(static_cast<std::uintptr_t>(fd), filter, flags, 0, token);
+}
+
+// The read filter an interest mask stands for: none, level-triggered, or the watch (see the top).
+enum class ReadFilter { none, level, watch };
+
+ReadFilter read_filter(unsigned interest) {
+  if (interest & kRead) return ReadFilter::level;
+  return interest == kNone ? ReadFilter::watch : ReadFilter::none;
 }
 
 // One kevent from the kernel to one PollEvent. EV_EOF on the read filter means the peer will
@@ -105,23 +121,29 @@ void Poller::queue(int fd, int filter, unsigned flags, void* token) {
 
 std::error_code Poller::add(int fd, unsigned interest, void* token) {
   // Errors come back from wait() as an error event carrying this token.
-  if (interest & kRead) queue(fd, EVFILT_READ, EV_ADD, token);
   if (interest & kWrite) queue(fd, EVFILT_WRITE, EV_ADD, token);
+  const ReadFilter read = read_filter(interest);
+  if (read != ReadFilter::none) {
+    queue(fd, EVFILT_READ, read == ReadFilter::watch ? EV_ADD | EV_CLEAR : EV_ADD, token);
+  }
   return {};
 }
 
 std::error_code Poller::modify(int fd, unsigned from, unsigned to, void* token) {
   // Only the difference is sent: EV_ADD on a filter that already exists would fail on libkqueue
-  // (it rejects re-adding a socket's read filter without EV_CLEAR). Deletes carry no token so a
-  // failure of theirs is not reported as the connection's error.
-  const unsigned changed = from ^ to;
-  if (changed & kRead) {
-    const bool on = (to & kRead) != 0;
-    queue(fd, EVFILT_READ, on ? EV_ADD : EV_DELETE, on ? token : nullptr);
-  }
-  if (changed & kWrite) {
-    const bool on = (to & kWrite) != 0;
-    queue(fd, EVFILT_WRITE, on ? EV_ADD : EV_DELETE, on ? token : nullptr);
+  // (it rejects re-adding a socket's read filter without EV_CLEAR), and a BSD kernel would keep
+  // the filter's EV_CLEAR as it was. So a read filter that changes kind (level <-> watch) is
+  // deleted and added again. Deletes go first, so the watch's EV_CLEAR, which libkqueue applies
+  // to the whole fd, is gone before a write filter is added. They carry no token: a failed
+  // delete is not the connection's error.
+  const ReadFilter read_from = read_filter(from);
+  const ReadFilter read_to = read_filter(to);
+  const bool read_changes = read_from != read_to;
+  if (read_changes && read_from != ReadFilter::none) queue(fd, EVFILT_READ, EV_DELETE, nullptr);
+  if ((from & kWrite) && !(to & kWrite)) queue(fd, EVFILT_WRITE, EV_DELETE, nullptr);
+  if (!(from & kWrite) && (to & kWrite)) queue(fd, EVFILT_WRITE, EV_ADD, token);
+  if (read_changes && read_to != ReadFilter::none) {
+    queue(fd, EVFILT_READ, read_to == ReadFilter::watch ? EV_ADD | EV_CLEAR : EV_ADD, token);
   }
   return {};
 }
@@ -146,12 +168,11 @@ void Poller::remove(int fd, unsigned interest) {
       [fd](const struct kevent& kev) { return kev.ident == static_cast<std::uintptr_t>(fd); });
   const bool had_queued = stale != changes_.end();
   changes_.erase(stale, changes_.end());
-  if (interest == kNone && !had_queued) return;  // no filter in the kernel
-
   struct kevent dels[2];
   int n = 0;
-  // With nothing queued the kernel holds exactly `interest`; otherwise it may differ, so try both.
-  if ((interest & kRead) || had_queued)
+  // With nothing queued the kernel holds exactly the filters of `interest` (kNone: the watch, a
+  // read filter); otherwise they may differ, so try both.
+  if (read_filter(interest) != ReadFilter::none || had_queued)
     dels[n++] = make_change(fd, EVFILT_READ, EV_DELETE | EV_RECEIPT, nullptr);
   if ((interest & kWrite) || had_queued)
     dels[n++] = make_change(fd, EVFILT_WRITE, EV_DELETE | EV_RECEIPT, nullptr);
@@ -225,6 +246,11 @@ int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
       ++count;
       continue;
     }
+    // A watch (the only filter with EV_CLEAR; a kernel, and libkqueue, return a filter's flags
+    // with its events) reports what changed on an fd without interest: only an error is news to
+    // the core (see the top).
+    const bool watch = kev.filter == EVFILT_READ && (kev.flags & EV_CLEAR) != 0;
+    if (watch && !((kev.flags & EV_EOF) && kev.fflags != 0)) continue;
     to_poll_event(kev, out[count++]);
   }
   return count;

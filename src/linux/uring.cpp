@@ -29,9 +29,8 @@ void* map(int fd, std::size_t size, off_t offset) {
 }
 
 // The operations evloop submits; a kernel that lacks one is not used.
-constexpr unsigned kOpsUsed[] = {IORING_OP_POLL_ADD, IORING_OP_POLL_REMOVE, IORING_OP_RECV,
-                                 IORING_OP_SEND,     IORING_OP_SENDMSG,     IORING_OP_ASYNC_CANCEL,
-                                 IORING_OP_ACCEPT};
+constexpr unsigned kOpsUsed[] = {IORING_OP_POLL_ADD, IORING_OP_RECV,         IORING_OP_SEND,
+                                 IORING_OP_SENDMSG,  IORING_OP_ASYNC_CANCEL, IORING_OP_ACCEPT};
 
 bool supports_ops(int fd) {
   // io_uring_probe ends in a flexible array: room for 256 ops after its header.

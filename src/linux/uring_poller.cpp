@@ -89,8 +89,11 @@ void UringPoller::remove(int fd, unsigned /*interest*/) {
 
 void UringPoller::disarm(int fd, FdState& st) {
   if (st.armed) {
+    // ASYNC_CANCEL, not POLL_REMOVE: a POLL_REMOVE that finds a wake-up of the poll pending fails
+    // with EALREADY, and a multishot poll then stays armed, holding the file: the socket would
+    // never close. A cancel marks the poll, which ends at its next run.
     io_uring_sqe* sqe = ring_.sqe();
-    sqe->opcode = IORING_OP_POLL_REMOVE;
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
     sqe->fd = -1;
     sqe->addr = poll_data(fd, st.generation);
     sqe->user_data = kInternal;
@@ -116,12 +119,16 @@ void UringPoller::rearm_all() {
 }
 
 void UringPoller::arm(int fd, FdState& st) {
-  // One-shot: re-armed after each report (level-triggered). A mask of 0 still reports errors and
-  // hang-ups, as epoll does for an fd registered without interest.
+  // One-shot: re-armed after each report (level-triggered). Except without interest: the kernel
+  // adds POLLERR, POLLHUP and POLLRDHUP to every poll, so a one-shot poll re-armed after the
+  // peer's FIN would report it at every wait. A multishot poll reports each wake-up once and
+  // stays armed, and translate() passes on only errors and hang-ups, as epoll reports for an fd
+  // registered without interest.
   io_uring_sqe* sqe = ring_.sqe();
   sqe->opcode = IORING_OP_POLL_ADD;
   sqe->fd = fd;
   sqe->poll32_events = poll_mask(st.want);
+  if (st.want == kNone) sqe->len = IORING_POLL_ADD_MULTI;
   sqe->user_data = poll_data(fd, st.generation);
   st.armed = true;
 }
@@ -181,8 +188,10 @@ bool UringPoller::translate(const io_uring_cqe& cqe, PollEvent& out) {
       const int fd = static_cast<int>(data >> 32);
       FdState& st = state(fd);
       if (((data >> 3) & kGenerationMask) != (st.generation & kGenerationMask)) return false;
-      st.armed = false;
-      if (st.registered) queue_rearm(fd);  // level-triggered: asked again before the next wait
+      if (!(cqe.flags & IORING_CQE_F_MORE)) {  // a multishot poll stays armed while MORE is set
+        st.armed = false;
+        if (st.registered) queue_rearm(fd);  // level-triggered: asked again before the next wait
+      }
       if (cqe.res == -ECANCELED) return false;
       out.token = st.token;
       if (cqe.res < 0) {
@@ -193,6 +202,8 @@ bool UringPoller::translate(const io_uring_cqe& cqe, PollEvent& out) {
         out.writable = (cqe.res & POLLOUT) != 0;
         out.error = (cqe.res & POLLERR) != 0;
         out.hangup = (cqe.res & POLLHUP) != 0;
+        // Without interest (see arm()), a FIN alone is no news: epoll would not report it.
+        if (!(out.readable || out.writable || out.error || out.hangup)) return false;
       }
       return out.token != nullptr;
     }

@@ -1,11 +1,14 @@
 // Failures are visible to the peer: abort() and every close that loses data (an output or input
 // limit) send a reset, so a truncated stream cannot pass for a complete one; a clean close is a
-// FIN after every byte.
+// FIN after every byte. And the peer's reset is visible at once, also to a connection that
+// neither reads nor writes.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <string>
 
 #include "test_support.hpp"
 
@@ -20,23 +23,10 @@ int read_until_end(Client& client) {
   return eof ? 0 : errno;
 }
 
-struct Closed {
-  EventCounter count;
-  std::error_code error;  // written on the loop thread before count is bumped
-};
-
-Callbacks recording(Closed& closed) {
-  Callbacks cb;
-  cb.closed = [&closed](Conn&, std::error_code ec) {
-    closed.error = ec;
-    closed.count.add();
-  };
-  return cb;
-}
-
 TEST(ResetTest, AbortResetsThePeerAndDiscardsPendingOutput) {
-  Closed closed;
-  Callbacks cb = recording(closed);
+  ErrorLog closed;
+  Callbacks cb;
+  cb.closed = closed.recorder();
   std::atomic<bool> closing_after_abort{false};
   std::atomic<ConnState> state_after_abort{ConnState::open};
   cb.data = [&](Conn& c, std::string_view bytes) {
@@ -51,8 +41,8 @@ TEST(ResetTest, AbortResetsThePeerAndDiscardsPendingOutput) {
   ASSERT_TRUE(s.status);
   Client client(s.address(), 4096);
   ASSERT_TRUE(client.send_all("x"));
-  ASSERT_TRUE(closed.count.wait_for(1));
-  EXPECT_FALSE(closed.error) << closed.error.message();
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_FALSE(closed.first()) << closed.first().message();
   EXPECT_TRUE(closing_after_abort);
   EXPECT_EQ(state_after_abort, ConnState::closing);
   EXPECT_EQ(read_until_end(client), ECONNRESET);
@@ -62,8 +52,9 @@ TEST(ResetTest, AbortResetsThePeerAndDiscardsPendingOutput) {
 }
 
 TEST(ResetTest, OutputLimitResetsThePeer) {
-  Closed closed;
-  Callbacks cb = recording(closed);
+  ErrorLog closed;
+  Callbacks cb;
+  cb.closed = closed.recorder();
   cb.data = [](Conn& c, std::string_view bytes) {
     for (int i = 0; i < 5; ++i) c.write(pattern(1u << 20, 3));  // 5 MiB > the 2 MiB limit
     return bytes.size();
@@ -76,14 +67,15 @@ TEST(ResetTest, OutputLimitResetsThePeer) {
   ASSERT_TRUE(s.status);
   Client client(s.address(), 4096);
   ASSERT_TRUE(client.send_all("x"));
-  ASSERT_TRUE(closed.count.wait_for(1));
-  EXPECT_EQ(closed.error, errc::output_limit);
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_EQ(closed.first(), errc::output_limit);
   EXPECT_EQ(read_until_end(client), ECONNRESET);
 }
 
 TEST(ResetTest, InputLimitResetsThePeer) {
-  Closed closed;
-  Callbacks cb = recording(closed);
+  ErrorLog closed;
+  Callbacks cb;
+  cb.closed = closed.recorder();
   cb.data = [](Conn&, std::string_view) { return std::size_t{0}; };  // never a whole frame
   Options o = loopback_options();
   o.input_limit = 64 * 1024;
@@ -93,14 +85,15 @@ TEST(ResetTest, InputLimitResetsThePeer) {
   // Just over the limit: it fits in the socket buffers, so the send completes before the reset
   // arrives and the reset is left for the read to see.
   ASSERT_TRUE(client.send_all(pattern(96 * 1024, 4)));
-  ASSERT_TRUE(closed.count.wait_for(1));
-  EXPECT_EQ(closed.error, errc::input_limit);
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_EQ(closed.first(), errc::input_limit);
   EXPECT_EQ(read_until_end(client), ECONNRESET);
 }
 
 TEST(ResetTest, CleanCloseIsAFinAfterEveryByte) {
-  Closed closed;
-  Callbacks cb = recording(closed);
+  ErrorLog closed;
+  Callbacks cb;
+  cb.closed = closed.recorder();
   const std::string reply = pattern(4u << 20, 6);
   cb.data = [&reply](Conn& c, std::string_view bytes) {
     c.write(reply);
@@ -115,10 +108,69 @@ TEST(ResetTest, CleanCloseIsAFinAfterEveryByte) {
   const std::string got = client.read_to_eof(&eof);
   EXPECT_TRUE(eof);
   EXPECT_TRUE(got == reply);
-  ASSERT_TRUE(closed.count.wait_for(1));
-  EXPECT_FALSE(closed.error);
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_FALSE(closed.first());
   EXPECT_EQ(total_stats(s.server).resets, 0u);
 }
+
+// A connection that neither reads nor writes (reading paused with bytes unread, or kept open
+// after the peer's FIN) still learns of the peer's reset at once, as epoll reports it for an fd
+// without interest: kqueue and io_uring need a watch for that (before it, both reported nothing
+// until the next write, resume or stop()). The bytes and the FIN before the reset change nothing,
+// and do not keep the loop awake.
+enum class Quiet { paused_with_bytes_unread, kept_open_after_eof };
+
+class QuietConnectionTest : public ::testing::TestWithParam<Quiet> {};
+
+TEST_P(QuietConnectionTest, LearnsOfThePeersResetAtOnce) {
+  const bool paused = GetParam() == Quiet::paused_with_bytes_unread;
+  ErrorLog closed;
+  EventCounter quiet;  // the connection stopped reading
+  Callbacks cb;
+  cb.closed = closed.recorder();
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    if (paused) {
+      c.pause_reading();
+      quiet.add();
+    }
+    return bytes.size();
+  };
+  if (!paused) cb.eof = [&quiet](Conn&) { quiet.add(); };  // no close(): it may still reply
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("x"));
+  if (!paused) client.shutdown_write();
+  ASSERT_TRUE(quiet.wait_for(1));
+  if (paused) {  // left unread, then the FIN
+    ASSERT_TRUE(client.send_all(pattern(64 * 1024, 8)));
+    client.shutdown_write();
+  }
+  // Over 100 ms (a timer's), the loop wakes a few times, not at every wait.
+  const std::uint64_t waits_before = total_stats(s.server).waits;
+  EventCounter fired;
+  s.server.loop(0).run_after(std::chrono::milliseconds(100), [&fired] { fired.add(); });
+  ASSERT_TRUE(fired.wait_for(1));
+  EXPECT_LT(total_stats(s.server).waits - waits_before, 20u);
+  EXPECT_EQ(closed.count(), 0);
+
+  client.reset();
+  ASSERT_TRUE(closed.wait_for(1)) << "no `closed` after the peer's reset";
+  // Linux reports a reset after the peer's FIN (CLOSE_WAIT) as EPIPE.
+  const std::error_code error = closed.first();
+  EXPECT_TRUE(error == std::errc::connection_reset || error == std::errc::broken_pipe)
+      << "closed with '" << error.message() << "', expected a reset";
+  EXPECT_EQ(total_stats(s.server).open_connections, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(ResetTest, QuietConnectionTest,
+                         ::testing::Values(Quiet::paused_with_bytes_unread,
+                                           Quiet::kept_open_after_eof),
+                         [](const ::testing::TestParamInfo<Quiet>& param) {
+                           return param.param == Quiet::paused_with_bytes_unread
+                                      ? std::string("PausedWithBytesUnread")
+                                      : std::string("KeptOpenAfterEof");
+                         });
 
 }  // namespace
 }  // namespace evloop::test

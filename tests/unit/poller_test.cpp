@@ -1,7 +1,9 @@
 // The backend contract (src/poller.hpp), checked the same way on epoll and on kqueue: level
-// triggering, interest changes, end of stream with data still queued, fd reuse after remove +
-// close, failed registrations, and the waker's coalescing and cross-thread wakeups.
+// triggering, interest changes, an fd without interest, end of stream with data still queued, fd
+// reuse after remove + close, failed registrations, and the waker's coalescing and cross-thread
+// wakeups.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -60,6 +62,37 @@ struct Pair {
   void send(const char* s) const { ASSERT_GT(::write(fd[1], s, std::strlen(s)), 0); }
 };
 
+// A connected pair of non-blocking TCP sockets over loopback (a reset needs TCP).
+struct TcpPair {
+  std::array<int, 2> fd{-1, -1};
+  TcpPair() {
+    const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    EXPECT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), len), 0);
+    EXPECT_EQ(::listen(listener, 1), 0);
+    EXPECT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    fd[1] = ::socket(AF_INET, SOCK_STREAM, 0);
+    EXPECT_EQ(::connect(fd[1], reinterpret_cast<sockaddr*>(&addr), len), 0);
+    fd[0] = ::accept(listener, nullptr, nullptr);
+    ::close(listener);
+    for (int f : fd) ::fcntl(f, F_SETFL, ::fcntl(f, F_GETFL) | O_NONBLOCK);
+  }
+  ~TcpPair() {
+    for (int f : fd) {
+      if (f >= 0) ::close(f);
+    }
+  }
+  void reset_peer() {  // fd[1] closes with a reset
+    const linger lg{1, 0};
+    ::setsockopt(fd[1], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    ::close(fd[1]);
+    fd[1] = -1;
+  }
+};
+
 class PollerTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_FALSE(poller.open()); }
@@ -105,6 +138,27 @@ TEST_F(PollerTest, ModifyChangesTheReportedDirections) {
   EXPECT_TRUE(seen[&token_a].readable);
   EXPECT_FALSE(seen[&token_a].writable);
   poller.remove(p.fd[0], kRead);
+}
+
+TEST_F(PollerTest, WithoutInterestOnlyAResetIsReported) {
+  // kNone keeps the fd registered for what ends it: the peer's reset. Bytes left unread and the
+  // peer's FIN are not reported, not even once per wait (a paused connection would spin).
+  TcpPair p;
+  ASSERT_FALSE(poller.add(p.fd[0], kRead, &token_a));
+  ASSERT_FALSE(poller.modify(p.fd[0], kRead, kNone, &token_a));
+  ASSERT_EQ(::write(p.fd[1], "unread", 6), 6);
+  ASSERT_EQ(::shutdown(p.fd[1], SHUT_WR), 0);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(wait_once(poller, 20).empty()) << "wait " << i;
+  // Read interest back: the bytes are there, then without interest again, still quiet.
+  ASSERT_FALSE(poller.modify(p.fd[0], kNone, kRead, &token_a));
+  EXPECT_TRUE(wait_once(poller, kBlockMs)[&token_a].readable);
+  ASSERT_FALSE(poller.modify(p.fd[0], kRead, kNone, &token_a));
+  EXPECT_TRUE(wait_once(poller, 20).empty());
+  p.reset_peer();
+  auto seen = wait_once(poller, kBlockMs);
+  EXPECT_TRUE(seen[&token_a].error) << "the reset of an fd without interest was not reported";
+  poller.remove(p.fd[0], kNone);
+  EXPECT_TRUE(wait_once(poller, 20).empty()) << "removed: nothing more";
 }
 
 TEST_F(PollerTest, EndOfStreamKeepsTheDataBeforeItReadable) {
