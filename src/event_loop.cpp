@@ -573,10 +573,11 @@ void EventLoop::shutdown() {
   settle_scheduled();  // a `closed` handler may have scheduled a socket closed just after
   destroy_retired();
   // Completion backends: requests the kernel still holds end with ECANCELED; wait for those
-  // completions (briefly) so no request outlives the memory it points at.
+  // completions (briefly) so no request outlives the memory it points at, and no removed poll
+  // keeps a closed connection's socket open (its peer would see no end until the ring closes).
   const auto cancel_deadline = Clock::now() + std::chrono::seconds(1);
-  while ((!retired_.empty() || !closing_listeners_.empty()) && !poller_failed_ &&
-         Clock::now() < cancel_deadline) {
+  while ((!retired_.empty() || !closing_listeners_.empty() || poller_.polls_ending()) &&
+         !poller_failed_ && Clock::now() < cancel_deadline) {
     iterate(10);
   }
 }

@@ -19,6 +19,7 @@
 //     void send(int fd, const msghdr* msg, void* token);  // msg valid until its completion
 //     void accept(int fd, void* token);              // a multishot accept on listener fd
 //     void cancel(void* token, Op op);               // ends the token's `op` request
+//     bool polls_ending() const;                     // a removed poll still holds its file
 //   };
 //   class Waker {                                    // one per loop
 //     std::error_code open(Poller&, void* token);    // registers itself; its events carry token

@@ -42,6 +42,7 @@ class Poller {
   void send(int, const msghdr*, void*) noexcept {}
   void accept(int, void*) noexcept {}
   void cancel(void*, PollEvent::Op) noexcept {}
+  static constexpr bool polls_ending() noexcept { return false; }
 
  private:
   static constexpr int kBatch = 256;  // events fetched per kevent() wait

@@ -59,6 +59,9 @@ class Poller {
   void send(int fd, const msghdr* msg, void* token);
   void accept(int fd, void* token);
   void cancel(void* token, PollEvent::Op op);
+  /// Polls removed whose end the kernel has not reported yet (io_uring): each still holds its
+  /// socket's file open, so a stopping loop waits for them.
+  bool polls_ending() const noexcept;
 
  private:
   EpollPoller epoll_;

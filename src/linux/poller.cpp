@@ -42,6 +42,8 @@ int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
   return uring_ ? uring_->wait(out, capacity, timeout_ms) : epoll_.wait(out, capacity, timeout_ms);
 }
 
+bool Poller::polls_ending() const noexcept { return uring_ && uring_->polls_ending(); }
+
 void Poller::receive(int fd, void* token, bool large) { uring_->receive(fd, token, large); }
 void Poller::send(int fd, const msghdr* msg, void* token) { uring_->send(fd, msg, token); }
 void Poller::accept(int fd, void* token) { uring_->accept(fd, token); }

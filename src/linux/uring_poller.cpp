@@ -98,6 +98,7 @@ void UringPoller::disarm(int fd, FdState& st) {
     sqe->addr = poll_data(fd, st.generation);
     sqe->user_data = kInternal;
     st.armed = false;
+    ++ending_;  // its last report (no MORE flag), of the old generation, is counted in translate()
   }
   ++st.generation;  // a report from the removed poll, already on its way, is dropped
 }
@@ -187,7 +188,12 @@ bool UringPoller::translate(const io_uring_cqe& cqe, PollEvent& out) {
     case kPoll: {
       const int fd = static_cast<int>(data >> 32);
       FdState& st = state(fd);
-      if (((data >> 3) & kGenerationMask) != (st.generation & kGenerationMask)) return false;
+      if (((data >> 3) & kGenerationMask) != (st.generation & kGenerationMask)) {
+        // A removed poll's report: its last one (cancelled, or completed before the cancel came)
+        // means it has let go of the file.
+        if (!(cqe.flags & IORING_CQE_F_MORE) && ending_ > 0) --ending_;
+        return false;
+      }
       if (!(cqe.flags & IORING_CQE_F_MORE)) {  // a multishot poll stays armed while MORE is set
         st.armed = false;
         if (st.registered) queue_rearm(fd);  // level-triggered: asked again before the next wait

@@ -47,6 +47,8 @@ class UringPoller {
   /// armed, until an error or a cancel ends it.
   void accept(int fd, void* token);
   void cancel(void* token, Op op);
+  /// True while a removed poll has not reported its end: until then it holds its file open.
+  bool polls_ending() const noexcept { return ending_ > 0; }
 
  private:
   struct FdState {
@@ -68,6 +70,7 @@ class UringPoller {
   bool enabled_ = false;
   std::vector<FdState> fds_;         // by fd
   std::vector<int> rearm_;           // fds whose poll ended and that still have interest
+  std::size_t ending_ = 0;           // polls cancelled by disarm() that have not reported their end
   std::vector<std::uint16_t> used_;  // provided buffers handed out by the last wait
 };
 

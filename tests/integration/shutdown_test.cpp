@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <thread>
+#include <vector>
 
 #include "test_support.hpp"
 
@@ -186,6 +188,44 @@ TEST(ShutdownTest, GracePeriodBoundsAPeerThatNeverReads) {
   client.read_to_eof(&eof);
   EXPECT_FALSE(eof);
   EXPECT_EQ(errno, ECONNRESET);
+}
+
+// Once wait() has returned, every connection has ended on the wire too, while the Server still
+// exists: paused ones included, with their peers' bytes unread. (On io_uring a closed socket
+// stays open while a poll on it is being cancelled; a stop that did not wait for those left
+// most of 100 paused peers without an end until ~Server.)
+TEST(ShutdownTest, PausedConnectionsEndOnTheWireBeforeWaitReturns) {
+  constexpr int kClients = 200;
+  EventCounter opened;
+  Callbacks cb;
+  cb.opened = [&opened](Conn& c) {
+    c.pause_reading();
+    opened.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  std::vector<Client> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back(s.address());
+    ASSERT_TRUE(clients.back().send_all("unread"));
+  }
+  ASSERT_TRUE(opened.wait_for(kClients));
+  s.server.stop();
+  s.server.wait();
+  // Each peer reads its end (EOF, or a reset for the unread bytes), all within one bound.
+  std::vector<pollfd> waiting;
+  for (const Client& c : clients) waiting.push_back({c.fd(), POLLIN, 0});
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (!waiting.empty() && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_GE(::poll(waiting.data(), waiting.size(), 100), 0);
+    std::erase_if(waiting, [](const pollfd& p) {
+      if (p.revents == 0) return false;
+      char buf[64];
+      const ssize_t r = ::recv(p.fd, buf, sizeof buf, MSG_DONTWAIT);
+      return r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR);
+    });
+  }
+  EXPECT_EQ(waiting.size(), 0u) << "peers that saw no end after wait() returned";
 }
 
 TEST(ShutdownTest, NoFdOrThreadLeftAfterStop) {
