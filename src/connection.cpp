@@ -321,6 +321,7 @@ void Connection::on_event(const PollEvent& event) {
   if ((event.readable || event.hangup) && (interest_ & kRead)) read_once();
   if (ended()) return;
   if (event.writable) {
+    send_blocked_ = false;  // completions: the room a blocked send waited for
     schedule();
   } else if (event.hangup && !(interest_ & kRead)) {
     // The peer is gone while we do not read. With output pending, the send says why; without,
@@ -599,16 +600,19 @@ void Connection::update_watch() {
   // poll without interest does (errors and hang-ups only), as the epoll registration does. It is
   // added when the last receive ends and removed when reading resumes: per pause, not per
   // message. Not after a hang-up (park()): there is nothing more to learn until reading resumes.
+  // A blocked send (on_sent) waits for write space in the same poll.
   if (receiving_) parked_ = false;
-  const bool watch = state_ == ConnState::open && !receiving_ && !parked_;
-  if (watch == registered_) return;
+  const bool watch = send_blocked_ || (state_ == ConnState::open && !receiving_ && !parked_);
+  const unsigned want = send_blocked_ ? kWrite : kNone;
+  if (watch == registered_ && (!watch || want == interest_)) return;
   bump(loop_.counters().poller_changes);
-  if (!watch) return forget_poller();
-  if (const std::error_code ec = loop_.poller().add(fd_.get(), kNone, this)) {
-    return finish(ec, false);
-  }
+  forget_poller();
+  if (!watch) return;
+  const std::error_code ec = send_blocked_ ? loop_.poller().watch_write_space(fd_.get(), this)
+                                           : loop_.poller().add(fd_.get(), kNone, this);
+  if (ec) return finish(ec, false);
   registered_ = true;
-  interest_ = kNone;
+  interest_ = static_cast<std::uint8_t>(want);
 }
 
 void Connection::on_received(const PollEvent& event) {
@@ -654,7 +658,14 @@ void Connection::on_sent(const PollEvent& event) {
     return;
   }
   if (event.result < 0) {
-    if (event.result == -EINTR || event.result == -EAGAIN) return schedule();
+    if (event.result == -EINTR) return schedule();
+    if (event.result == -EAGAIN) {
+      // The kernel's own wait for room ended without room: the peer's FIN (which every io_uring
+      // poll reports) woke it. Sent again at once, it would fail again at every iteration, so
+      // the next send waits for write space (update_watch()).
+      send_blocked_ = true;
+      return schedule();
+    }
     // Cancelled by a detach (quiesce()): it sent nothing, and its bytes go to the receiver.
     if (event.result == -ECANCELED && detaching_) return schedule();
     return finish(sys_error(event.result), false);
@@ -670,7 +681,7 @@ void Connection::on_sent(const PollEvent& event) {
 
 void Connection::flush_async() {
   // One send in flight per connection; its pieces stay queued (and alive) until it completes.
-  if (sending_ || out_.empty()) return;
+  if (sending_ || send_blocked_ || out_.empty()) return;
   if (out_.file_at_head() != nullptr) {
     // No sendfile here: the next part of the file is read into memory and sent from there.
     const long got = out_.load_file_head();

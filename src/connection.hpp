@@ -205,6 +205,7 @@ class Connection final : public Pollable, public Conn {
   bool receiving_ : 1 = false;        // completions: a receive is in the kernel
   bool cancelling_ : 1 = false;       // ...and its cancel has been asked for (closing, detaching)
   bool sending_ : 1 = false;          // completions: a send is in the kernel (send_slot_)
+  bool send_blocked_ : 1 = false;     // completions: a send found no room; waits for write space
   bool stashed_ : 1 = false;          // completions: bytes (in in_) came while not reading
   bool stashed_eof_ : 1 = false;      // ...and the peer's EOF
   bool large_receives_ : 1 = false;   // completions: the last receive took 16 KiB or more

@@ -19,6 +19,8 @@
 //     void send(int fd, const msghdr* msg, void* token);  // msg valid until its completion
 //     void accept(int fd, void* token);              // a multishot accept on listener fd
 //     void cancel(void* token, Op op);               // ends the token's `op` request
+//     std::error_code watch_write_space(int fd, void* token);  // like add(fd, kWrite), but
+//                                                    // reports each wake-up once (see below)
 //     bool polls_ending() const;                     // a removed poll still holds its file
 //   };
 //   class Waker {                                    // one per loop

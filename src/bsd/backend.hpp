@@ -43,6 +43,7 @@ class Poller {
   void accept(int, void*) noexcept {}
   void cancel(void*, PollEvent::Op) noexcept {}
   static constexpr bool polls_ending() noexcept { return false; }
+  std::error_code watch_write_space(int, void*) noexcept { return {}; }
 
  private:
   static constexpr int kBatch = 256;  // events fetched per kevent() wait

@@ -59,6 +59,8 @@ class Poller {
   void send(int fd, const msghdr* msg, void* token);
   void accept(int fd, void* token);
   void cancel(void* token, PollEvent::Op op);
+  /// Registers fd for write space, errors and hang-ups, each wake-up reported once (io_uring).
+  std::error_code watch_write_space(int fd, void* token);
   /// Polls removed whose end the kernel has not reported yet (io_uring): each still holds its
   /// socket's file open, so a stopping loop waits for them.
   bool polls_ending() const noexcept;

@@ -42,6 +42,10 @@ int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
   return uring_ ? uring_->wait(out, capacity, timeout_ms) : epoll_.wait(out, capacity, timeout_ms);
 }
 
+std::error_code Poller::watch_write_space(int fd, void* token) {
+  return uring_->watch_write_space(fd, token);
+}
+
 bool Poller::polls_ending() const noexcept { return uring_ && uring_->polls_ending(); }
 
 void Poller::receive(int fd, void* token, bool large) { uring_->receive(fd, token, large); }

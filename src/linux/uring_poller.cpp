@@ -63,10 +63,17 @@ std::error_code UringPoller::add(int fd, unsigned interest, void* token) {
   ++st.generation;  // any completion of an earlier registration of this fd is stale now
   st.token = token;
   st.want = static_cast<unsigned char>(interest);
+  st.multishot = interest == kNone;
   st.registered = true;
   st.armed = false;
   queue_rearm(fd);
   return {};
+}
+
+std::error_code UringPoller::watch_write_space(int fd, void* token) {
+  const std::error_code ec = add(fd, kWrite, token);
+  state(fd).multishot = true;
+  return ec;
 }
 
 std::error_code UringPoller::modify(int fd, unsigned from, unsigned to, void* token) {
@@ -74,6 +81,7 @@ std::error_code UringPoller::modify(int fd, unsigned from, unsigned to, void* to
   st.token = token;
   if (from == to && st.want == to) return {};
   st.want = static_cast<unsigned char>(to);
+  st.multishot = to == kNone;
   disarm(fd, st);  // the poll in the kernel asks for the old mask
   queue_rearm(fd);
   return {};
@@ -120,16 +128,16 @@ void UringPoller::rearm_all() {
 }
 
 void UringPoller::arm(int fd, FdState& st) {
-  // One-shot: re-armed after each report (level-triggered). Except without interest: the kernel
-  // adds POLLERR, POLLHUP and POLLRDHUP to every poll, so a one-shot poll re-armed after the
-  // peer's FIN would report it at every wait. A multishot poll reports each wake-up once and
-  // stays armed, and translate() passes on only errors and hang-ups, as epoll reports for an fd
-  // registered without interest.
+  // One-shot: re-armed after each report (level-triggered). Except without interest, and for
+  // watch_write_space(): the kernel adds POLLERR, POLLHUP and POLLRDHUP to every poll, so a
+  // one-shot poll re-armed after the peer's FIN would report it at every wait. A multishot poll
+  // reports each wake-up once and stays armed, and translate() drops a report of the FIN alone:
+  // without interest, only errors and hang-ups pass, as epoll reports them.
   io_uring_sqe* sqe = ring_.sqe();
   sqe->opcode = IORING_OP_POLL_ADD;
   sqe->fd = fd;
   sqe->poll32_events = poll_mask(st.want);
-  if (st.want == kNone) sqe->len = IORING_POLL_ADD_MULTI;
+  if (st.multishot) sqe->len = IORING_POLL_ADD_MULTI;
   sqe->user_data = poll_data(fd, st.generation);
   st.armed = true;
 }
@@ -208,7 +216,7 @@ bool UringPoller::translate(const io_uring_cqe& cqe, PollEvent& out) {
         out.writable = (cqe.res & POLLOUT) != 0;
         out.error = (cqe.res & POLLERR) != 0;
         out.hangup = (cqe.res & POLLHUP) != 0;
-        // Without interest (see arm()), a FIN alone is no news: epoll would not report it.
+        // A FIN alone (see arm()) is no news: epoll would not report it without read interest.
         if (!(out.readable || out.writable || out.error || out.hangup)) return false;
       }
       return out.token != nullptr;

@@ -36,6 +36,9 @@ class UringPoller {
 
   std::error_code open();
   std::error_code add(int fd, unsigned interest, void* token);
+  /// add(fd, kWrite) as a multishot poll: each wake-up reported once, not again at every wait.
+  /// For a send that the peer's FIN woke without room (see arm()).
+  std::error_code watch_write_space(int fd, void* token);
   std::error_code modify(int fd, unsigned from, unsigned to, void* token);
   void remove(int fd, unsigned interest);
   int wait(PollEvent* out, int capacity, int timeout_ms);
@@ -55,6 +58,7 @@ class UringPoller {
     void* token = nullptr;
     std::uint32_t generation = 0;  // bumped whenever a poll in the kernel becomes stale
     unsigned char want = 0;        // interest the core asked for
+    bool multishot = false;        // one poll reporting each wake-up: kNone, watch_write_space
     bool registered = false;       // added and not removed
     bool armed = false;            // a poll for `want` is in the kernel
     bool queued = false;           // in rearm_

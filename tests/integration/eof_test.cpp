@@ -2,6 +2,9 @@
 // output is sent; with one, it stays open for a reply written later, until the user closes.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <string>
+
 #include "test_support.hpp"
 
 namespace evloop::test {
@@ -132,6 +135,45 @@ TEST(EofTest, BothSidesHalfCloseAndTheConnectionEndsByItself) {
   bool eof = false;
   EXPECT_EQ(client.read_to_eof(&eof), "echobye");
   EXPECT_TRUE(eof);
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_FALSE(closed.first()) << closed.first().message();
+}
+
+// A peer that half-closes and stops reading while a large reply is pending: the loop waits for
+// room, it does not spin (on io_uring the kernel's wait behind a send is woken by the FIN, and the
+// send used to be issued again at every iteration: about 5,000 wake-ups a second), and once the
+// peer reads, every byte arrives, then the close.
+TEST(EofTest, AHalfClosedPeerThatStopsReadingDoesNotSpinTheLoop) {
+  const std::string reply = pattern(8u << 20, 9);
+  ErrorLog closed;
+  EventCounter written;
+  Callbacks cb;
+  cb.closed = closed.recorder();
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write(reply);  // above the high-water mark: reading pauses until it drains
+    written.add();
+    return bytes.size();
+  };
+  cb.all_sent = [](Conn& c) { c.close(); };
+  Options o = loopback_options();
+  o.socket_send_buffer = 16 * 1024;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4096);
+  ASSERT_TRUE(client.send_all("go"));
+  ASSERT_TRUE(written.wait_for(1));
+  client.shutdown_write();  // the FIN is at the server when this returns (loopback)
+  // Over 100 ms (a timer's), the loop wakes a few times, not at every iteration.
+  const std::uint64_t waits_before = total_stats(s.server).waits;
+  EventCounter fired;
+  s.server.loop(0).run_after(std::chrono::milliseconds(100), [&fired] { fired.add(); });
+  ASSERT_TRUE(fired.wait_for(1));
+  EXPECT_LT(total_stats(s.server).waits - waits_before, 20u);
+  EXPECT_GT(total_stats(s.server).output_buffered, 0u) << "the reply should still be pending";
+
+  bool ended = false;
+  EXPECT_TRUE(client.read_to_eof(&ended) == reply);
+  EXPECT_TRUE(ended);
   ASSERT_TRUE(closed.wait_for(1));
   EXPECT_FALSE(closed.first()) << closed.first().message();
 }
