@@ -48,6 +48,10 @@ ReadFilter read_filter(unsigned interest) {
   return interest == kNone ? ReadFilter::watch : ReadFilter::none;
 }
 
+unsigned add_flags(ReadFilter filter) {
+  return filter == ReadFilter::watch ? EV_ADD | EV_CLEAR : EV_ADD;
+}
+
 // One kevent from the kernel to one PollEvent. EV_EOF on the read filter means the peer will
 // send nothing more (FIN or reset), but bytes that arrived before it may still be queued:
 // readable stays set so the core reads them before it sees end of stream. fflags then holds
@@ -123,9 +127,7 @@ std::error_code Poller::add(int fd, unsigned interest, void* token) {
   // Errors come back from wait() as an error event carrying this token.
   if (interest & kWrite) queue(fd, EVFILT_WRITE, EV_ADD, token);
   const ReadFilter read = read_filter(interest);
-  if (read != ReadFilter::none) {
-    queue(fd, EVFILT_READ, read == ReadFilter::watch ? EV_ADD | EV_CLEAR : EV_ADD, token);
-  }
+  if (read != ReadFilter::none) queue(fd, EVFILT_READ, add_flags(read), token);
   return {};
 }
 
@@ -142,9 +144,8 @@ std::error_code Poller::modify(int fd, unsigned from, unsigned to, void* token) 
   if (read_changes && read_from != ReadFilter::none) queue(fd, EVFILT_READ, EV_DELETE, nullptr);
   if ((from & kWrite) && !(to & kWrite)) queue(fd, EVFILT_WRITE, EV_DELETE, nullptr);
   if (!(from & kWrite) && (to & kWrite)) queue(fd, EVFILT_WRITE, EV_ADD, token);
-  if (read_changes && read_to != ReadFilter::none) {
-    queue(fd, EVFILT_READ, read_to == ReadFilter::watch ? EV_ADD | EV_CLEAR : EV_ADD, token);
-  }
+  if (read_changes && read_to != ReadFilter::none)
+    queue(fd, EVFILT_READ, add_flags(read_to), token);
   return {};
 }
 

@@ -58,22 +58,24 @@ UringPoller::FdState& UringPoller::state(int fd) {
 }
 
 std::error_code UringPoller::add(int fd, unsigned interest, void* token) {
+  return register_fd(fd, interest, token, interest == kNone);
+}
+
+std::error_code UringPoller::watch_write_space(int fd, void* token) {
+  return register_fd(fd, kWrite, token, true);
+}
+
+std::error_code UringPoller::register_fd(int fd, unsigned interest, void* token, bool multishot) {
   if (fd < 0) return {EBADF, std::system_category()};
   FdState& st = state(fd);
   ++st.generation;  // any completion of an earlier registration of this fd is stale now
   st.token = token;
   st.want = static_cast<unsigned char>(interest);
-  st.multishot = interest == kNone;
+  st.multishot = multishot;
   st.registered = true;
   st.armed = false;
   queue_rearm(fd);
   return {};
-}
-
-std::error_code UringPoller::watch_write_space(int fd, void* token) {
-  const std::error_code ec = add(fd, kWrite, token);
-  state(fd).multishot = true;
-  return ec;
 }
 
 std::error_code UringPoller::modify(int fd, unsigned from, unsigned to, void* token) {

@@ -64,6 +64,7 @@ class UringPoller {
     bool queued = false;           // in rearm_
   };
   FdState& state(int fd);
+  std::error_code register_fd(int fd, unsigned interest, void* token, bool multishot);
   void queue_rearm(int fd);
   void rearm_all();
   void arm(int fd, FdState& st);

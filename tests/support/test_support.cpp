@@ -342,6 +342,15 @@ LoopStats total_stats(const Server& server) {
   return total;
 }
 
+std::uint64_t waits_during(Server& server, std::chrono::milliseconds window) {
+  const std::uint64_t before = total_stats(server).waits;
+  // Shared with the timer: a test that gives up waiting must not leave it a dangling counter.
+  const auto fired = std::make_shared<EventCounter>();
+  server.loop(0).run_after(window, [fired] { fired->add(); });
+  if (!fired->wait_for(1)) return UINT64_MAX;
+  return total_stats(server).waits - before;
+}
+
 bool settle(Server& server) {
   EventCounter done;
   for (std::size_t i = 0; i < server.loop_count(); ++i) {

@@ -187,6 +187,10 @@ int threads_since(const FdAndThreadCounts& baseline);
 bool has_ipv6_loopback();
 /// Sum of all loops' counters.
 LoopStats total_stats(const Server& server);
+/// The waits of all of `server`'s loops while a timer on loop 0 runs `window` out: how a test
+/// tells a loop that sleeps from one that spins, bounded by an event rather than a sleep.
+/// UINT64_MAX if the timer did not fire within kWait.
+std::uint64_t waits_during(Server& server, std::chrono::milliseconds window);
 /// Waits until every loop has finished the work it was doing (a posted task ran on each), so
 /// counters it wrote before are visible. False on timeout.
 bool settle(Server& server);
