@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -227,25 +229,6 @@ std::optional<std::string> UdpPeer::receive(std::chrono::milliseconds timeout,
   return out;
 }
 
-int udp_sockets_on(std::uint16_t port) {
-  int n = 0;
-  for (const char* path : {"/proc/net/udp", "/proc/net/udp6"}) {
-    std::ifstream in(path);
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      std::istringstream fields(line);
-      std::string slot, local;
-      fields >> slot >> local;
-      const std::size_t colon = local.rfind(':');
-      if (colon != std::string::npos && std::stoul(local.substr(colon + 1), nullptr, 16) == port) {
-        ++n;
-      }
-    }
-  }
-  return n;
-}
-
 RunningServer::RunningServer(Options options, Callbacks callbacks)
     : server(std::move(options), std::move(callbacks)) {
   status = server.start();
@@ -275,6 +258,47 @@ static std::optional<std::vector<int>> proc_entries(const char* path) {
   ::closedir(dir);
   std::sort(ids.begin(), ids.end());
   return ids;
+}
+
+// The inodes of this process's sockets ("socket:[N]" links in /proc/self/fd).
+static std::set<unsigned long> own_socket_inodes() {
+  std::set<unsigned long> inodes;
+  for (int fd : proc_entries("/proc/self/fd").value_or(std::vector<int>{})) {
+    char target[64] = {};
+    const std::string link = "/proc/self/fd/" + std::to_string(fd);
+    unsigned long inode = 0;
+    if (::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
+        std::sscanf(target, "socket:[%lu]", &inode) == 1) {
+      inodes.insert(inode);
+    }
+  }
+  return inodes;
+}
+
+// Only this process's sockets count: the suite runs in parallel and the machine is shared, so
+// another process may hold the same port number on another address or family.
+int udp_sockets_on(std::uint16_t port) {
+  const std::set<unsigned long> own = own_socket_inodes();
+  int n = 0;
+  for (const char* path : {"/proc/net/udp", "/proc/net/udp6"}) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout;
+      unsigned long inode = 0;
+      fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >>
+          inode;
+      const std::size_t colon = local.rfind(':');
+      if (colon != std::string::npos && std::stoul(local.substr(colon + 1), nullptr, 16) == port &&
+          own.contains(inode)) {
+        ++n;
+      }
+    }
+  }
+  return n;
 }
 
 int count_open_fds() {

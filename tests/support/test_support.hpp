@@ -142,7 +142,7 @@ class UdpPeer {
   int fd_ = -1;
 };
 
-/// UDP sockets bound to `port` in this network namespace (/proc/net/udp and /proc/net/udp6).
+/// This process's UDP sockets bound to `port` (/proc/net/udp and /proc/net/udp6, by inode).
 int udp_sockets_on(std::uint16_t port);
 
 /// A server running on loopback with port 0, started in the constructor.
