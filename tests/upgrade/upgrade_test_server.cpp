@@ -28,9 +28,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <any>
+#include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdio>
@@ -167,6 +170,26 @@ std::vector<std::string> split(const std::string& line) {
   return out;
 }
 
+// Set while an upgrade asked for a successor stopped once ready (--stop-after-ready) runs. Such a
+// successor sends `ready` and then stops itself, but its receiver thread starts as it sends, and
+// could adopt a connection in between: the handover waits for the stop instead (handover below).
+std::atomic<bool> successor_will_stop{false};
+
+// Waits (up to 10 s) until a child of this process, the successor, is stopped; a stopped child
+// stays stopped and waitable (WNOWAIT), so every later call returns at once.
+void await_a_stopped_child() {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    siginfo_t info{};
+    if (::waitid(P_ALL, 0, &info, WSTOPPED | WNOHANG | WNOWAIT) == 0 && info.si_pid != 0 &&
+        info.si_code == CLD_STOPPED) {
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::fprintf(stderr, "upgrade_test_server: the successor did not stop within 10 s\n");
+}
+
 Mode& mode_of(evloop::Conn& conn) { return *std::any_cast<Mode>(&conn.context()); }
 
 // The first line of a connection: what it is for.
@@ -232,8 +255,12 @@ void run_upgrade(evloop::Server& server, const Config& config, const Request& re
       o.ready_timeout = std::chrono::milliseconds(std::stol(request.args[i + 1]));
     }
   }
+  for (const std::string& arg : request.args) {
+    if (arg == "--stop-after-ready") successor_will_stop.store(true);
+  }
   evloop::UpgradeReport report;
   const evloop::Status s = server.upgrade(o, &report);
+  successor_will_stop.store(false);
   std::string reply = s ? "OK " + std::to_string(report.successor_pid) + " " +
                               std::to_string(report.moved) + " " + std::to_string(report.draining) +
                               "\n"
@@ -262,6 +289,7 @@ int main(int argc, char** argv) {
   };
   cb.handover = [&config](evloop::Conn& conn) -> std::optional<std::string> {
     const Mode mode = mode_of(conn);
+    if (successor_will_stop.load()) await_a_stopped_child();
     if (mode == Mode::echo) return "echo" + std::string(config.state_bytes, '.');
     if (mode == Mode::unknown) return "new";  // its partial first line moves with it
     return std::nullopt;                      // HOLD and UPGRADE stay here
@@ -286,7 +314,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   // Ready (the predecessor was told), then stopped: the handover finds nobody reading.
-  if (config.stop_after_ready) ::raise(SIGSTOP);
+  if (config.stop_after_ready) { ::usleep(50000); ::raise(SIGSTOP); }
   evloop::Status result;
   std::thread waiter([&] {
     result = server.wait();
