@@ -2,36 +2,15 @@
 // one-loop-per-connection rule.
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include "test_support.hpp"
 
 namespace evloop::test {
 namespace {
-
-// Listening TCP sockets on `port` in this network namespace, from /proc/net/tcp.
-int listening_sockets_on(std::uint16_t port) {
-  std::ifstream in("/proc/net/tcp");
-  std::string line;
-  std::getline(in, line);  // header
-  int n = 0;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string slot, local, remote, state;
-    fields >> slot >> local >> remote >> state;
-    const std::size_t colon = local.find(':');
-    if (colon != std::string::npos && std::stoul(local.substr(colon + 1), nullptr, 16) == port &&
-        state == "0A") {
-      ++n;
-    }
-  }
-  return n;
-}
 
 // Records, per connection id, the loop and the threads its callbacks ran on.
 struct ThreadRecorder {
@@ -88,7 +67,7 @@ TEST(LoopsTest, ReusePortGivesEachLoopItsOwnListenerAndSpreadsConnections) {
   ThreadRecorder rec;
   RunningServer s(o, rec.callbacks());
   ASSERT_TRUE(s.status) << s.status.message();
-  EXPECT_EQ(listening_sockets_on(s.address().port()), 4);  // one per loop, no shared fd
+  EXPECT_EQ(listening_tcp_sockets_on(s.address().port()), 4);  // one per loop, no shared fd
 
   connect_echo_close(s.address(), 200);
   ASSERT_TRUE(rec.closed.wait_for(200));
@@ -103,7 +82,7 @@ TEST(LoopsTest, WithoutReusePortOneListenerAndRoundRobinHandOff) {
   ThreadRecorder rec;
   RunningServer s(o, rec.callbacks());
   ASSERT_TRUE(s.status);
-  EXPECT_EQ(listening_sockets_on(s.address().port()), 1);
+  EXPECT_EQ(listening_tcp_sockets_on(s.address().port()), 1);
   connect_echo_close(s.address(), 100);
   ASSERT_TRUE(rec.closed.wait_for(100));
   const auto per_loop = rec.per_loop();

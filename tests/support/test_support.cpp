@@ -3,17 +3,17 @@
 #include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -260,46 +260,36 @@ static std::optional<std::vector<int>> proc_entries(const char* path) {
   return ids;
 }
 
-// The inodes of this process's sockets ("socket:[N]" links in /proc/self/fd).
-static std::set<unsigned long> own_socket_inodes() {
-  std::set<unsigned long> inodes;
-  for (int fd : proc_entries("/proc/self/fd").value_or(std::vector<int>{})) {
-    char target[64] = {};
-    const std::string link = "/proc/self/fd/" + std::to_string(fd);
-    unsigned long inode = 0;
-    if (::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
-        std::sscanf(target, "socket:[%lu]", &inode) == 1) {
-      inodes.insert(inode);
+// This process's sockets of `type` bound to `port` (listening ones only, if asked), each counted
+// once however many fds it has: by the fds in /proc/self/fd, not by /proc/net's tables, which
+// list every process's sockets (the suite runs in parallel on a shared host) and are read in
+// chunks that a socket opened or closed elsewhere meanwhile can shift.
+static int own_sockets_on(int type, std::uint16_t port, bool listening_only) {
+  std::set<ino_t> sockets;
+  for (const int fd : proc_entries("/proc/self/fd").value_or(std::vector<int>{})) {
+    struct stat st {};
+    int actual_type = 0, listening = 0;
+    socklen_t len = sizeof actual_type;
+    if (::fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) ||
+        ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &actual_type, &len) != 0 || actual_type != type) {
+      continue;
     }
+    len = sizeof listening;
+    if (listening_only &&
+        (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || listening == 0)) {
+      continue;
+    }
+    sockaddr_storage local{};
+    socklen_t local_len = sizeof local;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
+    if (SocketAddress(&local, local_len).port() == port) sockets.insert(st.st_ino);
   }
-  return inodes;
+  return static_cast<int>(sockets.size());
 }
 
-// Only this process's sockets count: the suite runs in parallel and the machine is shared, so
-// another process may hold the same port number on another address or family.
-int udp_sockets_on(std::uint16_t port) {
-  const std::set<unsigned long> own = own_socket_inodes();
-  int n = 0;
-  for (const char* path : {"/proc/net/udp", "/proc/net/udp6"}) {
-    std::ifstream in(path);
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
-      std::istringstream fields(line);
-      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout;
-      unsigned long inode = 0;
-      fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >>
-          inode;
-      const std::size_t colon = local.rfind(':');
-      if (colon != std::string::npos && std::stoul(local.substr(colon + 1), nullptr, 16) == port &&
-          own.contains(inode)) {
-        ++n;
-      }
-    }
-  }
-  return n;
-}
+int udp_sockets_on(std::uint16_t port) { return own_sockets_on(SOCK_DGRAM, port, false); }
+
+int listening_tcp_sockets_on(std::uint16_t port) { return own_sockets_on(SOCK_STREAM, port, true); }
 
 int count_open_fds() {
   const auto fds = proc_entries("/proc/self/fd");

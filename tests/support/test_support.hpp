@@ -142,8 +142,10 @@ class UdpPeer {
   int fd_ = -1;
 };
 
-/// This process's UDP sockets bound to `port` (/proc/net/udp and /proc/net/udp6, by inode).
+/// This process's UDP sockets bound to `port`, each counted once.
 int udp_sockets_on(std::uint16_t port);
+/// This process's listening TCP sockets bound to `port`, each counted once.
+int listening_tcp_sockets_on(std::uint16_t port);
 
 /// A server running on loopback with port 0, started in the constructor.
 struct RunningServer {
