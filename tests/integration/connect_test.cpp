@@ -76,7 +76,26 @@ int bound_socket(std::uint16_t port) {
   return fd;
 }
 
+// A loopback port nobody listens on, held for the object's life: a socket bound there and never
+// listening refuses every connect with a reset, and no other test (the suite runs in parallel)
+// can bind the port meanwhile, as it could a port bound and closed again.
+class UnservedPort {
+ public:
+  UnservedPort() : fd_(bound_socket(0)) {}
+  ~UnservedPort() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  UnservedPort(const UnservedPort&) = delete;
+  UnservedPort& operator=(const UnservedPort&) = delete;
+  std::uint16_t port() const { return fd_ >= 0 ? port_of(fd_) : 0; }
+
+ private:
+  int fd_;
+};
+
 // A loopback port nobody listens on: bound, read and closed (nothing connected: no TIME_WAIT).
+// Another test may bind it again before it is used: prefer UnservedPort, unless the port must be
+// free to bind on 127.0.0.1 itself.
 std::uint16_t freed_port() {
   const int fd = bound_socket(0);
   const std::uint16_t port = fd >= 0 ? port_of(fd) : 0;
@@ -369,7 +388,8 @@ TEST_F(ConnectTest, DialsIpv6Loopback) {
 // --- 2. refused ---------------------------------------------------------------------------------
 
 TEST_F(ConnectTest, RefusedDialFailsOnceWithEconnrefused) {
-  const std::uint16_t port = freed_port();
+  const UnservedPort unserved;
+  const std::uint16_t port = unserved.port();
   ASSERT_NE(port, 0);
   DialLog log;
   Handlers more;
@@ -569,7 +589,8 @@ TEST_F(ConnectTest, DialAfterTheGroupStoppedReturnsAnEmptyRef) {
   ASSERT_TRUE(group.start());
   group.stop();
   ASSERT_TRUE(group.wait());
-  const ConnRef ref = group.loop(0).connect(loopback_url(freed_port()), log.handlers());
+  const UnservedPort unserved;
+  const ConnRef ref = group.loop(0).connect(loopback_url(unserved.port()), log.handlers());
   EXPECT_FALSE(ref);
   EXPECT_FALSE(ref.write("x"));
   EXPECT_EQ(log.failed.value() + log.opened.value() + log.closed.value(), 0);
@@ -851,10 +872,12 @@ TEST_F(ConnectTest, HostNameIsResolvedOnOneResolverThreadThatStopsWithTheGroup) 
   RunningServer server(loopback_options(), echo_callbacks());
   ASSERT_TRUE(server.status);
   const std::string port = std::to_string(server.address().port());
-  const int before = count_threads();
+  // Threads by id, not counted: a thread of the warm-up may leave /proc/self/task only now.
+  const FdAndThreadCounts before;
+  auto new_threads_are = [&](int n) { return eventually([&] { return threads_since(before) == n; }); };
   LoopGroup group(loop_options(2));
   ASSERT_TRUE(group.start());
-  EXPECT_TRUE(settles_to(count_threads, before + 2));
+  EXPECT_TRUE(new_threads_are(2));
 
   // Dials `address` from `loop`, sends a line, waits for its echo and the close.
   auto echo_once = [&](std::size_t loop, const std::string& address) {
@@ -877,16 +900,15 @@ TEST_F(ConnectTest, HostNameIsResolvedOnOneResolverThreadThatStopsWithTheGroup) 
     return echoed;
   };
   EXPECT_EQ(echo_once(0, "tcp4://127.0.0.1:" + port), "by name");
-  EXPECT_TRUE(settles_to(count_threads, before + 2)) << "a numeric dial needs no resolver";
+  EXPECT_TRUE(new_threads_are(2)) << "a numeric dial needs no resolver";
   EXPECT_EQ(echo_once(0, "tcp://localhost:" + port), "by name");
-  EXPECT_TRUE(settles_to(count_threads, before + 3)) << "one resolver thread";
+  EXPECT_TRUE(new_threads_are(3)) << "one resolver thread";
   EXPECT_EQ(echo_once(1, "tcp4://localhost:" + port), "by name");
-  EXPECT_TRUE(settles_to(count_threads, before + 3))
+  EXPECT_TRUE(new_threads_are(3))
       << "the resolver thread is shared by the loops";
   group.stop();
   ASSERT_TRUE(group.wait());
-  EXPECT_TRUE(settles_to(count_threads, before))
-      << count_threads() - before << " threads left after wait()";
+  EXPECT_TRUE(new_threads_are(0)) << threads_since(before) << " threads left after wait()";
 }
 
 TEST_F(ConnectTest, CloseWhileResolvingCancelsTheDial) {
@@ -982,7 +1004,8 @@ std::vector<BadDial> bad_dials(const std::string& target) {
 
 TEST_F(ConnectTest, BadInputFailsTheDialWithTheDocumentedCode) {
   // A port nobody listens on: a dial that wrongly got through fails with ECONNREFUSED instead.
-  const std::vector<BadDial> dials = bad_dials(loopback_url(freed_port()));
+  const UnservedPort unserved;
+  const std::vector<BadDial> dials = bad_dials(loopback_url(unserved.port()));
   std::vector<std::unique_ptr<DialLog>> logs;
   for (std::size_t i = 0; i < dials.size(); ++i) logs.push_back(std::make_unique<DialLog>());
   LoopGroup group(loop_options(1));
@@ -1109,7 +1132,9 @@ TEST_F(ConnectTest, SourceAddressBindsTheLocalSide) {
   };
   RunningServer server(loopback_options(), cb);
   ASSERT_TRUE(server.status);
-  const std::uint16_t fixed_port = freed_port();  // an explicit local port as well
+  // An explicit local port as well: held on 127.0.0.1, free on 127.0.0.4.
+  const UnservedPort held;
+  const std::uint16_t fixed_port = held.port();
   ASSERT_NE(fixed_port, 0);
   const std::vector<std::string> sources = {"127.0.0.2", "127.0.0.3:0",
                                             "127.0.0.4:" + std::to_string(fixed_port)};

@@ -54,11 +54,20 @@ DatagramHandlers echo_handlers(EventCounter* opened = nullptr) {
   return h;
 }
 
-// A loopback UDP port nobody listens on: a socket's, just closed.
-std::uint16_t closed_udp_port() {
-  UdpPeer gone;
-  return gone.address().port();
-}
+// A loopback UDP port nobody is served on, held for the object's life: a socket bound there and
+// connected to itself, so a datagram from any other socket finds no receiver and draws ICMP port
+// unreachable, and no other test (the suite runs in parallel) can bind the port meanwhile.
+struct UnservedUdpPort {
+  UnservedUdpPort() {
+    const SocketAddress self = holder.address();
+    connected = ::connect(holder.fd(), static_cast<const sockaddr*>(self.data()),
+                          static_cast<socklen_t>(self.size())) == 0;
+  }
+  std::uint16_t port() const { return connected ? holder.address().port() : 0; }
+
+  UdpPeer holder;
+  bool connected = false;
+};
 
 // Sends datagrams of many sizes one at a time and checks each echo byte for byte.
 void expect_echo(const SocketAddress& server, int family) {
@@ -507,7 +516,9 @@ TEST(UdpTest, ConnectedClientSocketTalksToItsPeer) {
 }
 
 TEST(UdpTest, ConnectedSocketHearsConnectionRefusedFromAClosedPort) {
-  const std::uint16_t closed_port = closed_udp_port();
+  const UnservedUdpPort unserved;
+  const std::uint16_t closed_port = unserved.port();
+  ASSERT_NE(closed_port, 0);
   LoopGroup loops;
   ASSERT_TRUE(loops.start());
   EventCounter refused;
@@ -529,7 +540,9 @@ TEST(UdpTest, ConnectedSocketHearsConnectionRefusedFromAClosedPort) {
 // clears it, without trying its own datagram. That datagram is sent anyway (tried once more),
 // and the error is reported, never counted as a datagram refused.
 TEST(UdpTest, AnErrorTheSocketHoldsIsReportedAndTheNextDatagramStillGoes) {
-  const std::uint16_t closed_port = closed_udp_port();
+  const UnservedUdpPort unserved;
+  const std::uint16_t closed_port = unserved.port();
+  ASSERT_NE(closed_port, 0);
   LoopGroup loops;
   ASSERT_TRUE(loops.start());
   // A client socket talking to the closed port, and two sockets that each make it send once.

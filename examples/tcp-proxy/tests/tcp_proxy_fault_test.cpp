@@ -291,7 +291,8 @@ TEST_F(TcpProxyReset, ClientResetResetsTheUpstream) {
 }
 
 TEST(TcpProxyFailure, RefusedUpstreamResetsTheClientPromptly) {
-  Proxy proxy(loopback_url(free_port()));
+  const UnservedPort unserved;
+  Proxy proxy(loopback_url(unserved.port()));
   ASSERT_NE(proxy.port(), 0);
   const Baseline baseline(proxy.pid(), 1);
   ASSERT_TRUE(baseline.ready) << threads(proxy.pid()) << " threads";
