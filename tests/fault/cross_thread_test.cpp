@@ -201,10 +201,10 @@ TEST_F(CrossThreadTest, EightThreadsPostToRandomConnectionsWhileTheyClose) {
     EXPECT_EQ(n, 1);
     EXPECT_EQ(reg.closed_count[id], 1) << "connection " << id;
   }
-  std::printf("cross-thread: %zu connections, %ld posted tasks ran, %ld lines checked, %ld client "
-              "closes, %ld server closes, %ld posts refused after stop\n",
-              reg.opened_count.size(), reg.ran.load(), lines, client_closes, replaced,
-              refused.load());
+  std::printf(
+      "cross-thread: %zu connections, %ld posted tasks ran, %ld lines checked, %ld client "
+      "closes, %ld server closes, %ld posts refused after stop\n",
+      reg.opened_count.size(), reg.ran.load(), lines, client_closes, replaced, refused.load());
 }
 
 }  // namespace

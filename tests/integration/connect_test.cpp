@@ -874,7 +874,9 @@ TEST_F(ConnectTest, HostNameIsResolvedOnOneResolverThreadThatStopsWithTheGroup) 
   const std::string port = std::to_string(server.address().port());
   // Threads by id, not counted: a thread of the warm-up may leave /proc/self/task only now.
   const FdAndThreadCounts before;
-  auto new_threads_are = [&](int n) { return eventually([&] { return threads_since(before) == n; }); };
+  auto new_threads_are = [&](int n) {
+    return eventually([&] { return threads_since(before) == n; });
+  };
   LoopGroup group(loop_options(2));
   ASSERT_TRUE(group.start());
   EXPECT_TRUE(new_threads_are(2));
@@ -904,8 +906,7 @@ TEST_F(ConnectTest, HostNameIsResolvedOnOneResolverThreadThatStopsWithTheGroup) 
   EXPECT_EQ(echo_once(0, "tcp://localhost:" + port), "by name");
   EXPECT_TRUE(new_threads_are(3)) << "one resolver thread";
   EXPECT_EQ(echo_once(1, "tcp4://localhost:" + port), "by name");
-  EXPECT_TRUE(new_threads_are(3))
-      << "the resolver thread is shared by the loops";
+  EXPECT_TRUE(new_threads_are(3)) << "the resolver thread is shared by the loops";
   group.stop();
   ASSERT_TRUE(group.wait());
   EXPECT_TRUE(new_threads_are(0)) << threads_since(before) << " threads left after wait()";

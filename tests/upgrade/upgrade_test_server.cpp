@@ -33,8 +33,8 @@
 
 #include <any>
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -313,8 +313,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "upgrade_test_server: %s\n", s.message().c_str());
     return 1;
   }
-  // Ready (the predecessor was told), then stopped: the handover finds nobody reading.
-  if (config.stop_after_ready) { ::usleep(50000); ::raise(SIGSTOP); }
+  // Ready (the predecessor was told), then stopped: the handover finds nobody reading. The pause
+  // first is a preemption made certain: the predecessor's handover must wait for the stop
+  // (await_a_stopped_child), never race the receiver thread that began with ready.
+  if (config.stop_after_ready) {
+    ::usleep(50'000);
+    ::raise(SIGSTOP);
+  }
   evloop::Status result;
   std::thread waiter([&] {
     result = server.wait();

@@ -297,7 +297,8 @@ TEST(EchoServerBinary, HelpBadFlagsAndBadAddresses) {
     ProgramResult bad_write_through = run_program({ECHO_SERVER_BIN, "--write-through", bad}, 10s);
     EXPECT_EQ(bad_write_through.exit_code, 2) << bad;
     EXPECT_NE(bad_write_through.output.find("--write-through takes 1..1099511627776 bytes or "
-                                            "never, not '" + std::string(bad) + "'"),
+                                            "never, not '" +
+                                            std::string(bad) + "'"),
               std::string::npos)
         << bad_write_through.output;
   }
