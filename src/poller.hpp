@@ -33,7 +33,10 @@
 // - interest is a mask of kRead | kWrite; kNone keeps the fd registered but quiet: an error (a
 //   peer's reset) is still reported, a hang-up may be (both until the core acts on it: it closes,
 //   or leaves the poller), unread bytes and a FIN are not (a paused connection must not spin the
-//   loop). `from` is the mask currently registered, so a backend can send only the difference.
+//   loop). It is for a socket only its owner reads (a connection): kqueue's watch may wake once
+//   per arrival until the receive buffer fills, which a socket drained elsewhere (a UDP socket
+//   handed to an upgrade's successor) never does, so such a socket leaves the poller instead.
+//   `from` is the mask currently registered, so a backend can send only the difference.
 //   Level-triggered: an fd stays ready until read/written.
 // - wait() returns the number of events written to `out` (0 on timeout or EINTR), or -errno.
 //   A waker's event has its token and readable set; the core then calls drain().

@@ -270,7 +270,14 @@ void UdpSocket::update_interest() {
     if (want == kRead) return;  // the loop reads it every iteration, out of the poller
     stop_polling();             // it needs the poller again (to write), or no more reading
   }
-  if (want == interest_ && (registered_ || want == kNone)) return;  // the common case
+  if (want == kNone) {
+    // Nothing to wait for (handed over: a successor reads the socket now): out of the poller.
+    // A registration without interest is a watch on kqueue, which each datagram the successor
+    // receives would wake (and the queue another process drains has no bound).
+    if (registered_) bump(loop_.counters().poller_changes);
+    return unregister();
+  }
+  if (want == interest_ && registered_) return;  // the common case
   if ((want & kWrite) && !(interest_ & kWrite)) bump(loop_.counters().write_arms);
   bump(loop_.counters().poller_changes);
   if (std::error_code ec = registered_ ? loop_.poller().modify(fd_.get(), interest_, want, this)

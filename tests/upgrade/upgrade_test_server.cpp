@@ -7,19 +7,21 @@
 //                 pollers, control sockets, pipes) back to baseline; connections come and go
 //                 with clients (the test's own, and with tests run in parallel, a stray one
 //                 that reaches a port freed by another test and bound again by this server)
-//   INHERIT    -> "env=<set|unset> cloexec=<1|0 FD...>\n", close: are LISTEN_* / EVLOOP_UPGRADE_FD
-//   still
-//                 set, and is every fd from 3 up close-on-exec
+//   UDPPORT    -> "<port of the first --udp address>\n", close
+//   INHERIT    -> "env=<set|unset> cloexec=<1|0 FD...>\n", close: are LISTEN_* and
+//                 EVLOOP_UPGRADE_FD still set, and is every fd from 3 up close-on-exec
 //   ECHO       -> every byte after the line comes back (a long-lived connection); moves in an
 //                 upgrade, its state "echo"
-//   HOLD       -> each later line gets "<pid>\n"; never moves: it drains in the old process
+//   HOLD       -> each later line gets "<pid>\n" ("WAITS": "<its loop's waits>\n"); never moves:
+//                 it drains in the old process
 //   UPGRADE [ARG...] -> runs Server::upgrade() with this program's own command line plus ARGs
 //                 (--crash-before-start, --never-ready, --stop-after-ready, --ready-ms N,
 //                 --drain-ms N), replies
 //                 "OK <successor pid> <moved> <draining>\n" or "FAIL <message>\n", and closes
 //
-// Flags: --listen ADDR (repeatable), --loops N, --reuseport, --state-bytes N (each moved
-// connection's state padded to that: frames larger than the socket buffers), and the ARGs above.
+// Flags: --listen ADDR (repeatable), --udp ADDR (repeatable: a UDP echo), --loops N, --reuseport,
+// --state-bytes N (each moved connection's state padded to that: frames larger than the socket
+// buffers), and the ARGs above.
 // Prints
 // "listening on URL" per address, then "serving pid=<pid> successor=<0|1>". SIGTERM/SIGINT stop it;
 // after a successful upgrade it exits (0) once its connections drained.
@@ -65,6 +67,7 @@ struct Events {
 
 struct Config {
   evloop::Options options;
+  std::vector<std::string> udp;   // --udp addresses
   std::vector<std::string> argv;  // this program's own command line, argv[0] absolute
   bool crash_before_start = false;
   bool never_ready = false;
@@ -97,6 +100,9 @@ Config parse(int argc, char** argv) {
     if (a == "--listen") {
       c.options.listen.push_back(value());
       c.argv.push_back(c.options.listen.back());
+    } else if (a == "--udp") {
+      c.udp.push_back(value());
+      c.argv.push_back(c.udp.back());
     } else if (a == "--loops") {
       c.options.loops = static_cast<unsigned>(std::stoul(value()));
       c.argv.push_back(std::to_string(c.options.loops));
@@ -175,6 +181,9 @@ std::vector<std::string> split(const std::string& line) {
 // could adopt a connection in between: the handover waits for the stop instead (handover below).
 std::atomic<bool> successor_will_stop{false};
 
+// The port of the first --udp address, set as the server starts serving.
+std::atomic<std::uint16_t> udp_port{0};
+
 // Waits (up to 10 s) until a child of this process, the successor, is stopped; a stopped child
 // stays stopped and waitable (WNOWAIT), so every later call returns at once.
 void await_a_stopped_child() {
@@ -204,6 +213,9 @@ void on_first_line(evloop::Conn& conn, const std::string& line, Events& events) 
     conn.close();
   } else if (command == "FDS") {
     conn.write(std::to_string(count_fds()) + "\n");
+    conn.close();
+  } else if (command == "UDPPORT") {
+    conn.write(std::to_string(udp_port.load()) + "\n");
     conn.close();
   } else if (command == "INHERIT") {
     conn.write(inheritance_report());
@@ -237,6 +249,8 @@ std::size_t on_data(evloop::Conn& conn, std::string_view bytes, Events& events) 
     used = nl + 1;
     if (mode == Mode::unknown) {
       on_first_line(conn, line, events);
+    } else if (mode == Mode::hold && line == "WAITS") {
+      conn.write(std::to_string(conn.loop().stats().waits) + "\n");
     } else if (mode == Mode::hold) {
       conn.write(std::to_string(::getpid()) + "\n");
     }
@@ -278,8 +292,13 @@ int main(int argc, char** argv) {
   Events events;
 
   evloop::Callbacks cb;
-  cb.serving = [](const evloop::ServingInfo& info) {
-    for (const auto& a : info.addresses) std::printf("listening on %s\n", a.to_url().c_str());
+  cb.serving = [&config](const evloop::ServingInfo& info) {
+    // Before the lines that say it serves. The UDP addresses come last (listen_udp), after the
+    // TCP ones (a systemd:// address may stand for several).
+    if (!config.udp.empty() && info.addresses.size() >= config.udp.size()) {
+      udp_port.store(info.addresses[info.addresses.size() - config.udp.size()].port());
+    }
+    for (const auto& url : info.urls) std::printf("listening on %s\n", url.c_str());
     std::printf("serving pid=%d successor=%d\n", static_cast<int>(::getpid()), info.successor);
     std::fflush(stdout);
   };
@@ -309,6 +328,15 @@ int main(int argc, char** argv) {
     for (;;) ::pause();
   }
   evloop::Server server(config.options, cb);
+  evloop::DatagramHandlers udp_echo;
+  udp_echo.datagram = [](evloop::Udp& udp, const evloop::SocketAddress& peer,
+                         std::string_view bytes) { udp.send_to(peer, bytes); };
+  for (const std::string& address : config.udp) {
+    if (const evloop::Status s = server.listen_udp(address, udp_echo); !s) {
+      std::fprintf(stderr, "upgrade_test_server: %s\n", s.message().c_str());
+      return 1;
+    }
+  }
   if (const evloop::Status s = server.start(); !s) {
     std::fprintf(stderr, "upgrade_test_server: %s\n", s.message().c_str());
     return 1;
