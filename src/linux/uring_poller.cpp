@@ -68,12 +68,13 @@ std::error_code UringPoller::watch_write_space(int fd, void* token) {
 std::error_code UringPoller::register_fd(int fd, unsigned interest, void* token, bool multishot) {
   if (fd < 0) return {EBADF, std::system_category()};
   FdState& st = state(fd);
-  ++st.generation;  // any completion of an earlier registration of this fd is stale now
+  // Any completion of an earlier registration of this fd is stale now; a poll of it still in the
+  // kernel (a caller that did not remove() first) is cancelled, not left holding the socket.
+  disarm(fd, st);
   st.token = token;
   st.want = static_cast<unsigned char>(interest);
   st.multishot = multishot;
   st.registered = true;
-  st.armed = false;
   queue_rearm(fd);
   return {};
 }

@@ -4,7 +4,8 @@
 // Readiness: a one-shot POLL_ADD per registered fd, re-armed before each wait for as long as the
 // fd has interest, so readiness is level-triggered as the core expects (a multishot poll would
 // report edges). An fd without interest (a connection with no receive in the kernel) has a
-// multishot poll that reports only errors and hang-ups: see arm(). Each fd has a generation: a
+// multishot poll that reports only errors and hang-ups: see arm(); so has a connection waiting
+// for write space after a send found none (watch_write_space()). Each fd has a generation: a
 // completion from an fd removed (or closed and reused) since is recognised and dropped.
 //
 // Completions: one RECV in flight per reading connection (re-armed after each completion),
