@@ -76,23 +76,6 @@ int bound_socket(std::uint16_t port) {
   return fd;
 }
 
-// A loopback port nobody listens on, held for the object's life: a socket bound there and never
-// listening refuses every connect with a reset, and no other test (the suite runs in parallel)
-// can bind the port meanwhile, as it could a port bound and closed again.
-class UnservedPort {
- public:
-  UnservedPort() : fd_(bound_socket(0)) {}
-  ~UnservedPort() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  UnservedPort(const UnservedPort&) = delete;
-  UnservedPort& operator=(const UnservedPort&) = delete;
-  std::uint16_t port() const { return fd_ >= 0 ? port_of(fd_) : 0; }
-
- private:
-  int fd_;
-};
-
 // A loopback port nobody listens on: bound, read and closed (nothing connected: no TIME_WAIT).
 // Another test may bind it again before it is used: prefer UnservedPort, unless the port must be
 // free to bind on 127.0.0.1 itself.

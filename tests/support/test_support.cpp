@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -227,6 +228,23 @@ std::optional<std::string> UdpPeer::receive(std::chrono::milliseconds timeout,
   if (from != nullptr) *from = sender;
   out.resize(static_cast<std::size_t>(n));
   return out;
+}
+
+UnservedPort::UnservedPort() : fd_(open_stream_socket(AF_INET)) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 ||
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ADD_FAILURE() << "cannot bind 127.0.0.1: " << std::strerror(errno);
+    return;
+  }
+  port_ = ntohs(a.sin_port);
+}
+
+UnservedPort::~UnservedPort() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 RunningServer::RunningServer(Options options, Callbacks callbacks)

@@ -142,6 +142,23 @@ class UdpPeer {
   int fd_ = -1;
 };
 
+/// A port on 127.0.0.1 nobody listens on, held for the object's life: a TCP socket bound there
+/// and never listening refuses every connect with a reset, and no other test (the suite runs in
+/// parallel) can bind the port meanwhile, as it could a port bound and closed again.
+class UnservedPort {
+ public:
+  UnservedPort();
+  ~UnservedPort();
+  UnservedPort(const UnservedPort&) = delete;
+  UnservedPort& operator=(const UnservedPort&) = delete;
+  /// The port; 0 if none could be bound.
+  std::uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+};
+
 /// This process's UDP sockets bound to `port`, each counted once.
 int udp_sockets_on(std::uint16_t port);
 /// This process's listening TCP sockets bound to `port`, each counted once.

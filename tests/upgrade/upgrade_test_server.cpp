@@ -33,6 +33,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <any>
 #include <atomic>
 #include <cerrno>
@@ -269,9 +270,8 @@ void run_upgrade(evloop::Server& server, const Config& config, const Request& re
       o.ready_timeout = std::chrono::milliseconds(std::stol(request.args[i + 1]));
     }
   }
-  for (const std::string& arg : request.args) {
-    if (arg == "--stop-after-ready") successor_will_stop.store(true);
-  }
+  successor_will_stop.store(std::ranges::find(request.args, "--stop-after-ready") !=
+                            request.args.end());
   evloop::UpgradeReport report;
   const evloop::Status s = server.upgrade(o, &report);
   successor_will_stop.store(false);

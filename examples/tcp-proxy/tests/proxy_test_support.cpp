@@ -125,19 +125,6 @@ Proxy::~Proxy() {
 
 std::string loopback_url(std::uint16_t port) { return "tcp://127.0.0.1:" + std::to_string(port); }
 
-UnservedPort::UnservedPort() : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
-  const sockaddr_in any_port = loopback(0);
-  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<const sockaddr*>(&any_port), sizeof any_port) != 0) {
-    ADD_FAILURE() << "cannot bind 127.0.0.1: " << std::strerror(errno);
-  }
-}
-
-UnservedPort::~UnservedPort() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-std::uint16_t UnservedPort::port() const { return fd_ >= 0 ? local_port(fd_) : 0; }
-
 // --- upstreams played by the test ----------------------------------------------------------------
 
 Listener::Listener(int backlog) {

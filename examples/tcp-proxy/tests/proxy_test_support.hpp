@@ -73,21 +73,6 @@ struct Proxy {
 /// "tcp://127.0.0.1:PORT".
 std::string loopback_url(std::uint16_t port);
 
-/// A port on 127.0.0.1 nobody listens on, held for the object's life: bound and never listening,
-/// it refuses every connect, and no other test (the suite runs in parallel) can bind it
-/// meanwhile, as it could a port bound and closed at once.
-class UnservedPort {
- public:
-  UnservedPort();
-  ~UnservedPort();
-  UnservedPort(const UnservedPort&) = delete;
-  UnservedPort& operator=(const UnservedPort&) = delete;
-  std::uint16_t port() const;
-
- private:
-  int fd_;
-};
-
 /// A loopback listener that plays an upstream: the test accepts its connections itself.
 class Listener {
  public:

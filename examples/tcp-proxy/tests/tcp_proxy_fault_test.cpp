@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "proxy_test_support.hpp"
+#include "test_support.hpp"
 
 namespace example_test {
 namespace {
@@ -291,7 +292,7 @@ TEST_F(TcpProxyReset, ClientResetResetsTheUpstream) {
 }
 
 TEST(TcpProxyFailure, RefusedUpstreamResetsTheClientPromptly) {
-  const UnservedPort unserved;
+  const evloop::test::UnservedPort unserved;
   Proxy proxy(loopback_url(unserved.port()));
   ASSERT_NE(proxy.port(), 0);
   const Baseline baseline(proxy.pid(), 1);
