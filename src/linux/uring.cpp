@@ -155,10 +155,15 @@ void Uring::publish_buffers() noexcept {
 }
 
 io_uring_sqe* Uring::sqe() {
-  if (sq_.local_tail - __atomic_load_n(sq_.head, __ATOMIC_ACQUIRE) >= sq_entries_) {
-    // Full: hand what is queued to the kernel now (no wait) to make room.
-    const unsigned queued = publish();
-    enter(queued, 0, IORING_ENTER_GETEVENTS, nullptr, 0);
+  if (failed_ == 0 && sq_full()) {
+    // Full: hand what is queued to the kernel now to make room. Submission only: no completions
+    // are reaped or waited for here (GETEVENTS could fail the call with EBUSY on a full CQ).
+    const int rc = enter(publish(), 0, 0, nullptr, 0);
+    if (sq_full()) failed_ = rc < 0 ? -rc : EBUSY;  // taken none: the next entry would overwrite
+  }
+  if (failed_ != 0) {
+    std::memset(scratch_, 0, sizeof scratch_);
+    return reinterpret_cast<io_uring_sqe*>(scratch_);
   }
   io_uring_sqe* entry = &sq_.sqes[sq_.local_tail & *sq_.mask];
   std::memset(entry, 0, sizeof *entry);
@@ -179,7 +184,12 @@ int Uring::enter(unsigned to_submit, unsigned min_complete, unsigned flags, cons
   return rc < 0 ? -errno : static_cast<int>(rc);
 }
 
+bool Uring::sq_full() const noexcept {
+  return sq_.local_tail - __atomic_load_n(sq_.head, __ATOMIC_ACQUIRE) >= sq_entries_;
+}
+
 int Uring::submit_and_wait(int timeout_ms) {
+  if (failed_ != 0) return -failed_;
   const unsigned queued = publish();
   // Completions already waiting: collect them without blocking.
   const unsigned want = timeout_ms == 0 || has_completions() ? 0 : 1;

@@ -43,11 +43,14 @@ class Uring {
   /// Gives buffer `id` back to its group (published with the next wait).
   void recycle_buffer(std::uint16_t id) noexcept;
 
-  /// A zeroed submission entry; submits what is queued first if the queue is full.
+  /// A zeroed submission entry; submits what is queued first if the queue is full. If the kernel
+  /// takes none of a full queue, the ring has failed: the entry returned is a scratch one that is
+  /// never submitted, and every later submit_and_wait() returns the error, so the loop stops and
+  /// says why instead of overwriting a request that was never submitted.
   io_uring_sqe* sqe();
   /// Submits what is queued and waits up to `timeout_ms` (-1: no limit, 0: not at all) for at
   /// least one completion. Returns the number submitted, or -errno (EINTR and ETIME are not
-  /// errors: they return 0).
+  /// errors: they return 0; a failed sqe() is, for good).
   int submit_and_wait(int timeout_ms);
   /// Calls fn(cqe) for up to `max` completions ready, then marks them seen.
   template <typename Fn>
@@ -83,6 +86,7 @@ class Uring {
   int enter(unsigned to_submit, unsigned min_complete, unsigned flags, const void* arg,
             std::size_t arg_size) noexcept;
   unsigned publish() noexcept;
+  bool sq_full() const noexcept;  // every entry queued and not yet taken by the kernel
   void publish_buffers() noexcept;
 
   int fd_ = -1;
@@ -94,6 +98,10 @@ class Uring {
   SubmissionQueue sq_;
   CompletionQueue cq_;
   unsigned sq_entries_ = 0;
+  int failed_ = 0;  // errno of a full queue the kernel would not take (see sqe())
+  // Handed out once failed_: written, never submitted. Bytes, as the struct ends in a flexible
+  // array and so cannot be a member.
+  alignas(io_uring_sqe) unsigned char scratch_[sizeof(io_uring_sqe)] = {};
   // A group of provided buffers: its ring (registered with the kernel) and the buffers.
   struct BufferGroup {
     io_uring_buf* ring = nullptr;  // the provided-buffer ring, as its array of entries
