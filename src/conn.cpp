@@ -4,7 +4,7 @@
 
 #include "connection.hpp"
 #include "event_loop.hpp"
-#include "thread_check.hpp"
+#include "misuse.hpp"
 
 namespace evloop {
 namespace {
@@ -102,8 +102,14 @@ std::any& Conn::context() {
   return impl().context();
 }
 
-SocketAddress Conn::remote_address() const { return impl().peer(); }
-SocketAddress Conn::local_address() const { return detail::local_address(impl().fd()); }
+SocketAddress Conn::remote_address() const {
+  require(impl(), "Conn::remote_address");  // a dial moves on to the next address meanwhile
+  return impl().peer();
+}
+SocketAddress Conn::local_address() const {
+  require(impl(), "Conn::local_address");  // the fd may be closed and reused meanwhile
+  return detail::local_address(impl().fd());
+}
 Loop& Conn::loop() const noexcept { return impl().loop().handle(); }
 std::uint64_t Conn::id() const noexcept { return impl().id(); }
 ConnRef Conn::ref() const noexcept { return ConnRef(&impl().loop(), impl().id()); }

@@ -443,8 +443,7 @@ void Connection::send_file_copy(int fd, std::uint64_t offset, std::uint64_t leng
 
 bool Connection::fits_output_limit(std::size_t more) {
   if (out_.memory_size() + more <= options().output_limit) return true;
-  discard_output();
-  fail(make_error_code(errc::output_limit), true);
+  fail(make_error_code(errc::output_limit), true);  // finish() discards the output
   return false;
 }
 
@@ -496,6 +495,8 @@ std::size_t Connection::send_now(const void* bytes, std::size_t size) {
 }
 
 void Connection::discard_output() {
+  // Never while a send is in flight (completions): the kernel reads these pieces until it ends,
+  // and freed chunks go straight to the next writer of this loop.
   adjust(loop_.counters().output_buffered, out_.size(), 0);
   out_.clear();
 }
@@ -709,20 +710,23 @@ bool Connection::quiesce() {
 
 // --- the Conn API ------------------------------------------------------------------------------
 
+// Once detach() has said yes the connection is its receiver's: a close, an abort or a half-close
+// asked for after that is ignored (an abort would discard output that the receiver is owed).
+
 void Connection::close() {
+  if (detaching_) return;
   if (state_ == ConnState::connecting) return fail(make_error_code(errc::cancelled), false);
   begin_closing({});
 }
 
 void Connection::abort() {
-  if (ended()) return;
+  if (ended() || detaching_) return;
   if (state_ == ConnState::connecting) return fail(make_error_code(errc::cancelled), false);
-  discard_output();
-  fail({}, true);
+  fail({}, true);  // finish() discards the output (after a send in flight, see there)
 }
 
 void Connection::shutdown_write() {
-  if (state_ > ConnState::open || shutdown_wanted_) return;
+  if (state_ > ConnState::open || shutdown_wanted_ || detaching_) return;
   shutdown_wanted_ = true;
   schedule();
 }

@@ -7,6 +7,7 @@
 #include "connection.hpp"
 #include "listener.hpp"
 #include "loop_group_core.hpp"
+#include "misuse.hpp"
 #include "platform.hpp"
 #include "receive_batch.hpp"
 #include "timeouts.hpp"
@@ -235,7 +236,7 @@ bool EventLoop::run_opening(Loop::Task open) {
   {
     std::lock_guard lock(mutex_);
     if (!accepting_tasks_) return false;
-    openings_.push_back(std::move(open));
+    openings_.push_back({std::move(open), tasks_taken_ + tasks_.size()});
   }
   request_wake();
   return true;
@@ -243,24 +244,29 @@ bool EventLoop::run_opening(Loop::Task open) {
 
 bool EventLoop::take_tasks() {
   std::lock_guard lock(mutex_);
-  running_tasks_.swap(tasks_);
   running_hand_offs_.swap(hand_offs_);
   if (openings_.size() <= kOpeningsPerBatch) {
     running_openings_.swap(openings_);
+    running_tasks_.swap(tasks_);
   } else {
     // Thousands at once (a live upgrade's adoptions): a batch per iteration, so the ones opened
-    // are read before the rest are opened, instead of all waiting for the last.
+    // are read before the rest are opened, instead of all waiting for the last. Tasks posted
+    // after the first opening left queued wait for it: one may act on what it opens.
     const auto end = openings_.begin() + kOpeningsPerBatch;
     std::move(openings_.begin(), end, std::back_inserter(running_openings_));
     openings_.erase(openings_.begin(), end);
+    const auto before = static_cast<std::ptrdiff_t>(openings_.front().tasks_before - tasks_taken_);
+    std::move(tasks_.begin(), tasks_.begin() + before, std::back_inserter(running_tasks_));
+    tasks_.erase(tasks_.begin(), tasks_.begin() + before);
   }
+  tasks_taken_ += running_tasks_.size();
   return !running_tasks_.empty() || !running_hand_offs_.empty() || !running_openings_.empty();
 }
 
 void EventLoop::run_taken_tasks() {
   for (HandOff& h : running_hand_offs_) open_accepted(h.fd, h.peer, std::move(h.profile));
   running_hand_offs_.clear();
-  for (Loop::Task& open : running_openings_) open();
+  for (Opening& opening : running_openings_) opening.open();
   running_openings_.clear();
   for (Loop::Task& task : running_tasks_) {
     bump(stats_.tasks);
@@ -280,19 +286,25 @@ void EventLoop::run_tasks() {
 }
 
 void EventLoop::stop_taking_tasks() {
-  std::vector<Loop::Task> dropped;
   {
     std::lock_guard lock(mutex_);
     accepting_tasks_ = false;
-    dropped.swap(tasks_);
     running_hand_offs_.swap(hand_offs_);
     running_openings_.swap(openings_);
+    running_tasks_.swap(tasks_);
   }
   for (HandOff& h : running_hand_offs_) ::close(h.fd);  // never opened: no `closed` owed
   running_hand_offs_.clear();
-  // Dials and adoptions accepted before the stop still report: they fail (server_stopped).
-  for (Loop::Task& open : running_openings_) open();
+  // Dials and adoptions accepted before the stop still report: they fail (server_stopped). Then
+  // the tasks whose post() returned true run, as promised, in the order posted (a post from one
+  // of them now returns false).
+  for (Opening& opening : running_openings_) opening.open();
   running_openings_.clear();
+  for (Loop::Task& task : running_tasks_) {
+    bump(stats_.tasks);
+    task();
+  }
+  running_tasks_.clear();
   settle_scheduled();
 }
 
@@ -485,23 +497,31 @@ void EventLoop::check_drained() {
 TimerId EventLoop::run_after(Clock::duration delay, Loop::Task fn) {
   const auto when = Clock::now() + capped(delay);
   if (in_loop_thread()) return timers_.add(when, Clock::duration::zero(), std::move(fn));
-  const TimerId id = timers_.reserve();
-  const bool posted = post([this, id, when, fn = std::move(fn)]() mutable {
-    timers_.add_reserved(id, when, Clock::duration::zero(), std::move(fn));
-  });
-  return posted ? id : 0;
+  return add_timer_later(when, Clock::duration::zero(), std::move(fn));
 }
 
 TimerId EventLoop::run_every(Clock::duration interval, Loop::Task fn) {
-  interval =
-      std::clamp<Clock::duration>(interval, Clock::duration(1), capped(Clock::duration::max()));
+  if (interval <= Clock::duration::zero()) {
+    misuse("Loop::run_every", "the interval must be positive (a zero interval would spin the loop)",
+           "use run_after() to run once, or an interval of at least a microsecond");
+  }
+  interval = std::min(interval, capped(Clock::duration::max()));
   const auto when = Clock::now() + interval;
   if (in_loop_thread()) return timers_.add(when, interval, std::move(fn));
+  return add_timer_later(when, interval, std::move(fn));
+}
+
+TimerId EventLoop::add_timer_later(Clock::time_point when, Clock::duration interval,
+                                   Loop::Task fn) {
+  // The id is known now; the timer is added by a task. A cancel on the loop thread before that
+  // task runs (the id passed along by the caller) stops the add.
   const TimerId id = timers_.reserve();
   const bool posted = post([this, id, when, interval, fn = std::move(fn)]() mutable {
     timers_.add_reserved(id, when, interval, std::move(fn));
   });
-  return posted ? id : 0;
+  if (posted) return id;
+  timers_.unreserve(id);
+  return 0;
 }
 
 bool EventLoop::cancel(TimerId id) {

@@ -163,6 +163,8 @@ class EventLoop {
   /// Runs `open` on the loop thread: at once there, else queued apart from ordinary tasks, so a
   /// dial or adoption accepted before a stop still runs (and fails with server_stopped) then.
   bool run_opening(Loop::Task open);
+  /// From another thread: a timer id now, the timer added by a posted task; 0 once stopped.
+  TimerId add_timer_later(Clock::time_point when, Clock::duration interval, Loop::Task fn);
   void iterate(int max_timeout_ms);
   void dispatch(const PollEvent& event);
   void request_wake();
@@ -221,13 +223,21 @@ class EventLoop {
   // Cross-thread queue. wake_pending_ is set by the first post after the loop last found the
   // queue empty; only that post writes the waker, so a burst of posts costs one wakeup.
   std::mutex mutex_;
-  std::vector<Loop::Task> tasks_;     // guarded by mutex_
-  std::vector<HandOff> hand_offs_;    // guarded by mutex_
-  std::vector<Loop::Task> openings_;  // guarded by mutex_: dials and adoptions from elsewhere
-  bool accepting_tasks_ = true;       // guarded by mutex_
+  // A dial, adoption or UDP open from another thread, and how many tasks had been posted before
+  // it (counted since the loop began): a task posted after it may act on what it opens (a
+  // ConnRef::write straight after connect()), so it never runs first.
+  struct Opening {
+    Loop::Task open;
+    std::uint64_t tasks_before;
+  };
+  std::vector<Loop::Task> tasks_;   // guarded by mutex_
+  std::vector<HandOff> hand_offs_;  // guarded by mutex_
+  std::vector<Opening> openings_;   // guarded by mutex_
+  std::uint64_t tasks_taken_ = 0;   // guarded by mutex_: tasks moved out of tasks_ so far
+  bool accepting_tasks_ = true;     // guarded by mutex_
   std::vector<Loop::Task> running_tasks_;
   std::vector<HandOff> running_hand_offs_;
-  std::vector<Loop::Task> running_openings_;
+  std::vector<Opening> running_openings_;
   std::atomic<bool> wake_pending_{false};
   std::atomic<std::thread::id> thread_id_{};
 

@@ -7,13 +7,34 @@
 namespace evloop::detail {
 
 std::uint64_t TimerQueue::add(Clock::time_point when, Clock::duration interval, Task fn) {
-  const std::uint64_t id = reserve();
-  add_reserved(id, when, interval, std::move(fn));
+  const std::uint64_t id = next_id();
+  insert(id, when, interval, std::move(fn));
   return id;
+}
+
+std::uint64_t TimerQueue::reserve() {
+  const std::uint64_t id = next_id();
+  std::lock_guard lock(reserved_mutex_);
+  reserved_.insert(id);
+  return id;
+}
+
+void TimerQueue::unreserve(std::uint64_t id) {
+  std::lock_guard lock(reserved_mutex_);
+  reserved_.erase(id);
 }
 
 void TimerQueue::add_reserved(std::uint64_t id, Clock::time_point when, Clock::duration interval,
                               Task fn) {
+  {
+    std::lock_guard lock(reserved_mutex_);
+    if (reserved_.erase(id) == 0) return;  // cancelled before its add came
+  }
+  insert(id, when, interval, std::move(fn));
+}
+
+void TimerQueue::insert(std::uint64_t id, Clock::time_point when, Clock::duration interval,
+                        Task fn) {
   timers_.emplace(id, Timer{when, interval, std::move(fn)});
   heap_.push_back({when, id});
   std::push_heap(heap_.begin(), heap_.end(), std::greater<>{});
@@ -22,9 +43,17 @@ void TimerQueue::add_reserved(std::uint64_t id, Clock::time_point when, Clock::d
 void TimerQueue::clear() noexcept {
   heap_.clear();
   timers_.clear();
+  std::lock_guard lock(reserved_mutex_);
+  reserved_.clear();
 }
 
-bool TimerQueue::cancel(std::uint64_t id) { return timers_.erase(id) > 0; }
+bool TimerQueue::cancel(std::uint64_t id) {
+  if (timers_.erase(id) > 0) return true;
+  // Asked for by another thread, its add still queued: the loop thread may have the id already
+  // (passed along by that thread), and cancelling must stop the add.
+  std::lock_guard lock(reserved_mutex_);
+  return reserved_.erase(id) > 0;
+}
 
 void TimerQueue::drop_cancelled_top() {
   // A heap entry is stale when its timer was cancelled or rescheduled to another deadline.

@@ -1,7 +1,7 @@
 // The public UDP handles: Udp (loop thread) and UdpRef (any thread) forwarding to the loop's
 // UdpSocket. Loop-thread rules are checked in every build type.
 #include "event_loop.hpp"
-#include "thread_check.hpp"
+#include "misuse.hpp"
 #include "udp_socket.hpp"
 
 namespace evloop {

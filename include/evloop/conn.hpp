@@ -36,7 +36,8 @@ enum class ConnState : std::uint8_t {
   connecting,  ///< Dialling (or being adopted): `opened` has not fired yet.
   open,        ///< Open: reading and writing.
   closing,     ///< close() was called: no more reading; closes once pending output is sent.
-               ///< Also after abort() or an error, until the connection closes (at once).
+               ///< Also after the peer's EOF when there is no `eof` handler, and after
+               ///< abort() or an error, until the connection closes (at once).
   closed,      ///< Closed (`closed` or `connect_failed` has fired or is firing).
   detached,    ///< Handed back by detach(); evloop no longer owns the fd.
 };
@@ -60,8 +61,9 @@ class Conn {
   /// goes to the kernel at once from `bytes`
   /// (together with anything pending, in one sendmsg), and only what the kernel does not take is
   /// copied. While connecting, bytes wait for the connection to open. Past
-  /// ConnOptions::output_limit the connection is reset with errc::output_limit. Ignored after
-  /// close(), abort() or shutdown_write().
+  /// ConnOptions::output_limit the connection is reset with errc::output_limit. Ignored once the
+  /// connection is closing (state() is closing: after close(), abort(), or the peer's EOF when
+  /// there is no `eof` handler) and after shutdown_write().
   void write(std::string_view bytes);
   /// Same as write(string_view).
   void write(const void* bytes, std::size_t size);
@@ -89,15 +91,17 @@ class Conn {
 
   /// Closes gracefully: reading stops now; pending output is sent, then a FIN. If it cannot be
   /// sent within ConnOptions::close_timeout, the connection is reset (errc::close_timeout).
-  /// While connecting, cancels the dial (`connect_failed` with errc::cancelled).
+  /// While connecting, cancels the dial (`connect_failed` with errc::cancelled). Ignored after
+  /// a detach() that returned true.
   void close();
   /// Closes now with a reset (RST: SO_LINGER 0), discarding pending output, so the peer sees a
   /// failure (ECONNRESET), not a clean end. `closed` fires with no error. (On a Unix socket the
-  /// peer sees an EOF, or ECONNRESET if it had unread data in our direction.)
+  /// peer sees an EOF, or ECONNRESET if it had unread data in our direction.) Ignored after a
+  /// detach() that returned true (the output is the receiver's).
   void abort();
   /// Half-close from our side: once pending output is sent, sends a FIN (shutdown(SHUT_WR)) and
   /// keeps reading. Later writes are ignored. When the peer's EOF has been seen too, the
-  /// connection closes by itself (clean).
+  /// connection closes by itself (clean). Ignored after a detach() that returned true.
   void shutdown_write();
 
   /// Stops reading from the socket until resume_reading(); the peer is held back by TCP flow
@@ -115,7 +119,10 @@ class Conn {
   /// (Loop::adopt, another library, another process) with nothing lost or reordered. Returns
   /// false, and does nothing, unless the connection is open (not connecting, closing or closed),
   /// no send_file() range is pending and shutdown_write() was not called (the FIN it owes after
-  /// the output cannot be handed over).
+  /// the output cannot be handed over). Once it returns true, writes still go with the
+  /// connection, and close(), abort() and shutdown_write() are ignored. On io_uring the hand-over
+  /// waits for the kernel's requests on the socket to end; a connection that fails meanwhile (a
+  /// reset) gets `closed` with that error instead, and `receiver` is not called.
   bool detach(std::function<void(DetachedConn)> receiver);
 
   /// Where the connection is in its life.
@@ -201,11 +208,15 @@ class ConnRef {
 /// destructor unless released). The fd is still non-blocking and close-on-exec.
 class DetachedConn {
  public:
+  /// Holds no socket (fd -1).
   DetachedConn() = default;
   /// Takes ownership of `fd`.
   DetachedConn(int fd, std::string input, std::string output, SocketAddress peer) noexcept;
+  /// Closes the fd unless released.
   ~DetachedConn();
+  /// Moves the fd and the state; `other` is left holding no socket.
   DetachedConn(DetachedConn&& other) noexcept;
+  /// Closes the fd held, then moves `other`'s in; `other` is left holding no socket.
   DetachedConn& operator=(DetachedConn&& other) noexcept;
   DetachedConn(const DetachedConn&) = delete;
   DetachedConn& operator=(const DetachedConn&) = delete;

@@ -32,7 +32,8 @@ constexpr std::chrono::nanoseconds saturating_nanoseconds(std::chrono::duration<
 }
 }  // namespace detail
 
-/// Identifies a timer for Loop::cancel(). Never 0.
+/// Identifies a timer for Loop::cancel(). 0 only when asked for from another thread after the
+/// loop stopped (no timer was made).
 using TimerId = std::uint64_t;
 
 /// One event loop: a thread with its own poller, waker, timers and connections.
@@ -56,20 +57,23 @@ class Loop {
 
   /// Runs `task` on the loop thread, after the current batch of I/O. Posts that arrive while a
   /// wake is already pending cost no extra syscall. Returns false (and drops the task) when the
-  /// loop has stopped.
+  /// loop has stopped; a task accepted (true) always runs, once, if need be while the loop stops
+  /// (after its connections have closed, before LoopHooks::loop_stopping).
   bool post(Task task) const;
   /// Wakes the loop from its wait without a task (async-signal-safe).
   void wake() const noexcept;
 
   /// Runs `fn` once after `delay` on this loop. A delay over about a century (max() of any
-  /// duration type, for "never") waits for ever.
+  /// duration type, for "never") waits for ever. Timers do not outlive the loop: one still
+  /// waiting when the loop stops never runs; from another thread after the stop, returns 0.
   TimerId run_after(std::chrono::nanoseconds delay, Task fn) const;
   /// run_after() with a delay in another unit, converted without overflow.
   template <class Rep, class Period>
   TimerId run_after(std::chrono::duration<Rep, Period> delay, Task fn) const {
     return run_after(detail::saturating_nanoseconds(delay), std::move(fn));
   }
-  /// Runs `fn` every `interval` (first after one interval) until cancelled.
+  /// Runs `fn` every `interval` (first after one interval) until cancelled. An interval of zero
+  /// or less is misuse (it would spin the loop): aborts with a message, in every build type.
   TimerId run_every(std::chrono::nanoseconds interval, Task fn) const;
   /// run_every() with an interval in another unit, converted without overflow.
   template <class Rep, class Period>
@@ -77,7 +81,8 @@ class Loop {
     return run_every(detail::saturating_nanoseconds(interval), std::move(fn));
   }
   /// Cancels a timer. On the loop thread, returns false if it already ran (one-shot) or was
-  /// cancelled; a timer may cancel itself from its own callback. From another thread the cancel
+  /// cancelled; a timer may cancel itself from its own callback; a timer asked for from another
+  /// thread can be cancelled as soon as its id is returned. From another thread the cancel
   /// is posted and the result is true if it could be queued (the timer may still run meanwhile).
   bool cancel(TimerId id) const;
 

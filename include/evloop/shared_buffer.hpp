@@ -29,8 +29,11 @@ class SharedBuffer {
   std::string_view view() const noexcept {
     return bytes_ ? std::string_view(*bytes_) : std::string_view();
   }
+  /// The first byte (nullptr for a default-constructed buffer).
   const char* data() const noexcept { return view().data(); }
+  /// How many bytes.
   std::size_t size() const noexcept { return bytes_ ? bytes_->size() : 0; }
+  /// True when it holds no bytes.
   bool empty() const noexcept { return size() == 0; }
 
  private:

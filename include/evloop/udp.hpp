@@ -52,6 +52,7 @@ struct UdpOptions {
   /// the datagram, counts it (LoopStats::datagram_drops) and returns false. Both positive;
   /// send_queue_bytes at most 4 GiB - 1.
   std::size_t send_queue_bytes = 4 * 1024 * 1024;
+  /// The other bound of the send queue (above): datagrams, whatever their size.
   std::size_t send_queue_datagrams = 4096;
 
   /// Linux 4.18+: UDP generic segmentation offload. Consecutive queued datagrams to one peer,

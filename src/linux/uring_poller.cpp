@@ -3,6 +3,7 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "poller.hpp"
@@ -11,6 +12,8 @@ namespace evloop::detail {
 namespace {
 
 constexpr unsigned kRingEntries = 2048;
+// The most one send moves (Linux's MAX_RW_COUNT: INT_MAX rounded down to a page).
+constexpr std::size_t kMaxSend = 0x7ffff000;
 // Provided buffers for receives, in two groups. Small ones, enough for every reading connection
 // of a busy batch to get one (a receive that finds none ends with ENOBUFS and is re-armed after
 // the next recycle); and fewer large ones for connections whose last receive filled a small one,
@@ -162,7 +165,9 @@ void UringPoller::send(int fd, const msghdr* msg, void* token) {
   if (msg->msg_iovlen == 1) {  // SEND: no msghdr to import, the kernel's cheaper path
     sqe->opcode = IORING_OP_SEND;
     sqe->addr = reinterpret_cast<std::uint64_t>(msg->msg_iov[0].iov_base);
-    sqe->len = static_cast<std::uint32_t>(msg->msg_iov[0].iov_len);
+    // A 32-bit length: capped (at the most one send moves anyway), never wrapped, so a piece of
+    // 4 GiB or more (a shared buffer) is not asked for as 0 bytes, which would spin.
+    sqe->len = static_cast<std::uint32_t>(std::min<std::size_t>(msg->msg_iov[0].iov_len, kMaxSend));
   } else {
     sqe->opcode = IORING_OP_SENDMSG;
     sqe->addr = reinterpret_cast<std::uint64_t>(msg);

@@ -1261,6 +1261,45 @@ TEST_F(ConnectTest, WritesFromAnotherThreadWhileConnectingAreSentInOrderOnceOpen
 
 // shutdown_write() while connecting: once open, the bytes written before it go out, then the FIN;
 // the server answers at its EOF and closes, and the dialled connection closes cleanly.
+TEST_F(ConnectTest, WritesRightAfterMoreDialsThanOneBatchOpensAreEachSent) {
+  // A loop opens at most 256 queued dials per iteration. A write posted right after its dial
+  // must still find the connection, in whichever batch the dial is opened.
+  RunningServer server(loopback_options(), echo_callbacks());
+  ASSERT_TRUE(server.status);
+  constexpr int kDials = 400;
+  const std::string message = "hello, dial";
+  DialLog log;
+  std::atomic<int> echoes{0}, wrong_echoes{0}, closed_with_error{0};
+  Handlers more;
+  more.data = [&](Conn& c, std::string_view b) {
+    if (b.size() < message.size()) return std::size_t{0};  // wait for the whole echo
+    (b == message ? echoes : wrong_echoes) += 1;
+    c.close();
+    return b.size();
+  };
+  more.closed = [&](Conn&, std::error_code ec) { closed_with_error += ec ? 1 : 0; };
+  LoopGroup group(loop_options(1));
+  ASSERT_TRUE(group.start());
+  {
+    LoopHold hold(group.loop(0));  // every dial and write queued before the loop takes any
+    ASSERT_TRUE(hold.holding());
+    for (int i = 0; i < kDials; ++i) {
+      const ConnRef ref = group.loop(0).connect(server.address().to_url(), log.handlers(more));
+      ASSERT_TRUE(ref);
+      ASSERT_TRUE(ref.write(message));
+    }
+  }
+  EXPECT_TRUE(log.closed.wait_for(kDials))
+      << "closed " << log.closed.value() << " of " << kDials << ": the other writes were lost";
+  group.stop();
+  ASSERT_TRUE(group.wait());
+  EXPECT_EQ(log.opened.value(), kDials);
+  EXPECT_EQ(log.failed.value(), 0);
+  EXPECT_EQ(closed_with_error.load(), 0);
+  EXPECT_EQ(echoes.load(), kDials);
+  EXPECT_EQ(wrong_echoes.load(), 0);
+}
+
 TEST_F(ConnectTest, ShutdownWriteWhileConnectingSendsTheBytesThenTheFinOnceOpen) {
   Callbacks cb;
   std::string request;  // server loop thread until the server stops

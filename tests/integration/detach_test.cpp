@@ -216,6 +216,44 @@ TEST(DetachTest, AConnectionThatShutItsWritingIsNotDetached) {
   EXPECT_EQ(handed.value(), 0);
 }
 
+// Once detach() has said yes, the connection is the receiver's: a close, an abort or a
+// half-close asked for in the same handler is ignored, and the output written before goes to the
+// receiver, not to the void (an abort used to discard it and hand over an empty output).
+TEST(DetachTest, CloseAbortAndShutdownWriteAfterADetachAreIgnored) {
+  std::promise<DetachedConn> handed;
+  EventCounter closed;
+  std::error_code close_error;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write("owed-");
+    EXPECT_TRUE(c.detach([&](DetachedConn d) { handed.set_value(std::move(d)); }));
+    c.abort();
+    c.close();
+    c.shutdown_write();
+    c.write("more");
+    return bytes.size();
+  };
+  cb.closed = [&](Conn&, std::error_code ec) {
+    close_error = ec;
+    closed.add();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("x"));
+  auto future = handed.get_future();
+  ASSERT_EQ(future.wait_for(kWait), std::future_status::ready);
+  DetachedConn d = future.get();
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_EQ(close_error, make_error_code(errc::detached));
+  ASSERT_GE(d.fd(), 0);
+  EXPECT_EQ(d.output, "owed-more");
+  // The socket is alive: the peer got no reset, no FIN, and hears what the new owner sends.
+  ASSERT_EQ(::send(d.fd(), d.output.data(), d.output.size(), kSendFlags),
+            static_cast<ssize_t>(d.output.size()));
+  EXPECT_EQ(client.read_exactly(9), "owed-more");
+}
+
 // A socket connected by other code (here a plain accept) is adopted with input and output given
 // up front: `opened`, then `data` with the input; the output goes before anything written later.
 TEST(DetachTest, AdoptAConnectedSocketWithInputAndOutput) {

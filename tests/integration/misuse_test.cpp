@@ -45,6 +45,24 @@ TEST_F(MisuseDeathTest, ConnRefGetFromAnotherThreadAbortsWithAMessage) {
                "thread use ConnRef::post");
 }
 
+TEST_F(MisuseDeathTest, ConnRemoteAddressFromAnotherThreadAbortsWithAMessage) {
+  EXPECT_DEATH(with_connection_off_its_thread([](Conn& c, ConnRef) { (void)c.remote_address(); }),
+               "Conn::remote_address called from a thread that is not its loop's thread");
+}
+
+TEST_F(MisuseDeathTest, RunEveryWithoutAPositiveIntervalAbortsWithAMessage) {
+  // A zero interval would run the timer at every iteration: the loop would never sleep.
+  const auto run_every = [](std::chrono::nanoseconds interval) {
+    RunningServer s(loopback_options(), {});
+    if (!s.status) std::abort();
+    s.server.loop(0).run_every(interval, [] {});
+  };
+  EXPECT_DEATH(run_every(0ns),
+               "evloop: Loop::run_every: the interval must be positive .*; use run_after\\(\\) "
+               "to run once");
+  EXPECT_DEATH(run_every(-1ms), "Loop::run_every: the interval must be positive");
+}
+
 // The thread-safe way works from the same thread.
 TEST(MisuseTest, ConnRefWriteFromAnotherThreadIsFine) {
   EventCounter opened;

@@ -2,6 +2,7 @@
 // stale connection references are ignored.
 #include <gtest/gtest.h>
 
+#include <future>
 #include <thread>
 
 #include "test_support.hpp"
@@ -121,6 +122,30 @@ TEST(PostTest, PostFromTheLoopThreadRunsWithoutAWaker) {
     for (int i = 0; i < 100; ++i) loop.post([&] { done.add(); });
   });
   ASSERT_TRUE(done.wait_for(100));
+}
+
+TEST(PostTest, ATaskAcceptedJustBeforeTheStopStillRuns) {
+  RunningServer s(loopback_options(), {});
+  ASSERT_TRUE(s.status);
+  Loop& loop = s.server.loop(0);
+  std::promise<void> release;
+  EventCounter holding;
+  ASSERT_TRUE(loop.post([&, released = release.get_future().share()] {
+    holding.add();
+    released.wait_for(kWait);
+  }));
+  ASSERT_TRUE(holding.wait_for(1));
+  std::atomic<bool> ran{false}, on_loop_thread{false};
+  ASSERT_TRUE(loop.post([&] {
+    ran = true;
+    on_loop_thread = loop.in_loop_thread();
+  }));
+  // The loop, inside the first task, finds the stop before it takes the second.
+  s.server.stop();
+  release.set_value();
+  s.server.wait();
+  EXPECT_TRUE(ran) << "post() returned true and the task never ran";
+  EXPECT_TRUE(on_loop_thread);
 }
 
 TEST(PostTest, PostAfterStopIsRefused) {

@@ -8,6 +8,8 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <functional>
+#include <future>
 #include <string>
 
 #include "test_support.hpp"
@@ -49,6 +51,69 @@ TEST(ResetTest, AbortResetsThePeerAndDiscardsPendingOutput) {
   ASSERT_TRUE(settle(s.server));
   EXPECT_EQ(total_stats(s.server).resets, 1u);
   EXPECT_EQ(total_stats(s.server).output_buffered, 0u);
+}
+
+// On io_uring a send is prepared after the handler and submitted at the next wait. A reset in
+// between (here asked for by another connection's handler in the same batch) must leave its
+// output alone until the send ends: freed, its chunk went to the next write of the loop, whose
+// bytes the reset connection's send then carried to the wrong peer. `reset_first` resets it.
+void expect_no_bytes_cross_when_a_send_in_flight_is_reset(
+    const std::function<void(Conn&)>& reset_first, std::size_t output_limit) {
+  const std::string first_reply(100, 'F'), second_reply(100, 'S');
+  EventCounter opened;
+  Conn* first = nullptr;  // loop thread only
+  Callbacks cb;
+  cb.opened = [&](Conn&) { opened.add(); };
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    if (first == nullptr) {
+      first = &c;
+      c.write(first_reply);
+    } else if (&c != first) {
+      reset_first(*first);
+      c.write(second_reply);
+      c.close();
+    }
+    return bytes.size();
+  };
+  Options o = loopback_options();
+  o.output_limit = output_limit;
+  o.output_high_water = output_limit / 2;
+  o.output_low_water = output_limit / 8;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status) << s.status.message();
+  Client a(s.address()), b(s.address());
+  ASSERT_TRUE(opened.wait_for(2));
+  // Both requests reach the server while its loop is held, so both arrive in one batch.
+  std::promise<void> release;
+  EventCounter holding;
+  ASSERT_TRUE(s.server.loop(0).post([&, released = release.get_future().share()] {
+    holding.add();
+    released.wait_for(kWait);
+  }));
+  ASSERT_TRUE(holding.wait_for(1));
+  for (Client* c : {&a, &b}) {
+    ASSERT_TRUE(c->send_all("?"));
+    ASSERT_TRUE(settles_to([&] { return unacknowledged_bytes(c->fd()); }, 0));
+  }
+  release.set_value();
+  std::string got[2] = {a.read_to_eof(), b.read_to_eof()};
+  // One connection was reset: it got some of its own reply at most, then the reset. The other
+  // got its whole reply.
+  const int reset = got[0] == second_reply ? 1 : 0;
+  EXPECT_EQ(got[1 - reset], second_reply);
+  EXPECT_EQ(got[reset].find_first_not_of('F'), std::string::npos)
+      << "the reset connection's peer got another connection's bytes: " << got[reset];
+}
+
+TEST(ResetTest, AnAbortWhileASendIsInFlightSendsNoOtherConnectionsBytes) {
+  expect_no_bytes_cross_when_a_send_in_flight_is_reset([](Conn& c) { c.abort(); }, 1u << 20);
+}
+
+TEST(ResetTest, AnOutputLimitPassedWhileASendIsInFlightSendsNoOtherConnectionsBytes) {
+  // 20 KiB: over the 16 KiB limit, refused whole; under write_through, so never sent at once.
+  constexpr std::size_t kLimit = 16 * 1024;
+  expect_no_bytes_cross_when_a_send_in_flight_is_reset(
+      [](Conn& c) { c.write(std::string(kLimit + 4096, 'x')); }, kLimit);
 }
 
 TEST(ResetTest, OutputLimitResetsThePeer) {

@@ -43,6 +43,27 @@ TEST(TimerTest, RunAfterRunEveryAndCancel) {
   EXPECT_EQ(once.value(), 1);
 }
 
+TEST(TimerTest, ATimerAskedForFromAnotherThreadCanBeCancelledBeforeItsAddRuns) {
+  RunningServer s(loopback_options(), {});
+  ASSERT_TRUE(s.status);
+  Loop& loop = s.server.loop(0);
+  std::atomic<bool> fired{false};
+  bool cancelled = false;
+  EventCounter checked;
+  ASSERT_TRUE(loop.post([&] {
+    // Another thread asks for a timer now; its add is queued behind this task. The id reaches
+    // the loop thread first, which cancels it.
+    TimerId id = 0;
+    std::thread([&] { id = loop.run_after(0ms, [&] { fired = true; }); }).join();
+    cancelled = loop.cancel(id);
+    // Timers run in deadline order: when this later one runs, the first would have run.
+    loop.run_after(1ms, [&] { checked.add(); });
+  }));
+  ASSERT_TRUE(checked.wait_for(1));
+  EXPECT_TRUE(cancelled) << "cancel() said the timer had already run";
+  EXPECT_FALSE(fired) << "a cancelled timer ran";
+}
+
 TEST(TimerTest, TickRunsOnEveryLoopWithTheReturnedDelayUntilNegative) {
   EventCounter ticks;
   std::atomic<bool> off_loop{false};

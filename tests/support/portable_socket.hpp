@@ -4,6 +4,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 namespace evloop::test {
@@ -38,5 +39,17 @@ inline constexpr int kSendFlags = MSG_NOSIGNAL;
 #else
 inline constexpr int kSendFlags = 0;  // open_stream_socket set SO_NOSIGPIPE
 #endif
+
+/// Bytes sent on stream socket `fd` that the peer has not acknowledged yet (with any not sent
+/// yet): 0 once the peer's kernel holds everything sent. -1 on error.
+inline int unacknowledged_bytes(int fd) {
+  int n = -1;
+#ifdef FIONWRITE  // the BSDs and macOS: bytes in the send queue
+  if (::ioctl(fd, FIONWRITE, &n) != 0) return -1;
+#else  // Linux: SIOCOUTQ
+  if (::ioctl(fd, TIOCOUTQ, &n) != 0) return -1;
+#endif
+  return n;
+}
 
 }  // namespace evloop::test

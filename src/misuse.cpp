@@ -1,9 +1,16 @@
-#include "thread_check.hpp"
+#include "misuse.hpp"
 
 #include <cstdio>
 #include <cstdlib>
 
 namespace evloop::detail {
+
+void misuse(const char* method, const char* problem, const char* instead) noexcept {
+  std::fprintf(stderr, "evloop: %s: %s; %s\nevloop: aborting (misuse of the API)\n", method,
+               problem, instead);
+  std::fflush(stderr);
+  std::abort();
+}
 
 void thread_misuse(const char* method, const char* instead) noexcept {
   std::fprintf(stderr,

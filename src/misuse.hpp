@@ -1,9 +1,13 @@
-// Internal. Loop-thread rules, checked in every build type: a method meant for a loop's own
-// thread, called from another, aborts with a message that names it and the thread-safe
-// alternative (an assert would vanish from the Release builds users ship).
+// Internal. Misuse of the API, checked in every build type: a call no correct program makes (a
+// loop-thread method from another thread, an argument with no meaning) aborts with a message
+// that names the method and what to do instead. An assert would vanish from the Release builds
+// users ship; going on would spin, race or lose data silently.
 #pragma once
 
 namespace evloop::detail {
+
+/// Prints "evloop: METHOD: PROBLEM; INSTEAD" to stderr and aborts.
+[[noreturn]] void misuse(const char* method, const char* problem, const char* instead) noexcept;
 
 /// Prints "evloop: METHOD called from a thread that is not its loop's thread; INSTEAD" to stderr
 /// and aborts.
