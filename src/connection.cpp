@@ -642,8 +642,9 @@ void Connection::on_received(const PollEvent& event) {
     } else {
       stashed_ = stashed_eof_ = true;
     }
-  } else if (event.result != -ENOBUFS && event.result != -ECANCELED) {
-    return finish(sys_error(event.result), false);  // ENOBUFS: re-armed once buffers are back
+  } else if (event.result != -ENOBUFS && event.result != -ECANCELED && event.result != -EINTR) {
+    // ENOBUFS: re-armed once buffers are back; EINTR: re-armed (as a send is).
+    return finish(sys_error(event.result), false);
   }
   schedule();
 }

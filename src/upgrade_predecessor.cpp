@@ -36,8 +36,9 @@ Status failure(const std::string& why) {
 
 std::string error_text(int e) { return std::strerror(e); }
 
-// Runs `task` on every loop's thread and returns once each loop has run it, or dropped it (a
-// loop that stops drops its tasks; either way it no longer touches `task`).
+// Runs `task` on every loop's thread and returns once each loop has run it, or refused it (a
+// loop that has stopped; one that stops meanwhile runs it as it stops, its listeners and
+// connections closed). Either way no loop touches `task` after this returns.
 void on_every_loop(LoopGroupCore& group, const std::function<void(EventLoop&)>& task) {
   struct Countdown {
     std::mutex mutex;
@@ -277,7 +278,8 @@ void start_handover(LoopGroupCore& group, const std::vector<ProfilePtr>& profile
                     HandoverQueue& queue, std::atomic<std::size_t>& draining) {
   for (const auto& loop : group.loops()) {
     auto h = std::make_shared<LoopHandover>(*loop, profiles, queue, draining);
-    loop->post([h] {  // dropped by a loop that stops: `h` ends, and says this loop is done
+    loop->post([h] {  // refused by a stopped loop, or run as it stops (no connection left):
+                      // either way `h` ends, and says this loop is done
       h->loop.settle_scheduled();  // fds handed to this loop as the listeners stopped open now
       for (Connection* conn : h->loop.open_connections()) h->ids.push_back(conn->id());
       hand_over_slice(h);
