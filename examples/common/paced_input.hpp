@@ -136,6 +136,10 @@ class PacedInput {
     backlog_at_ += used;
     switch (ran) {
       case Ran::closed:
+        // Read on: a protocol that half-closes after its last response (HTTP's "Connection:
+        // close") ends when it reads the client's FIN, which a paused connection never sees.
+        if (paced_) conn.resume_reading();
+        paced_ = false;
         forget();
         break;
       case Ran::paused:

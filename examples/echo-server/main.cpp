@@ -31,6 +31,10 @@ Options:
   --idle-timeout SECONDS
                   close a connection that sends nothing for this long; 0 = never
                   (default 0)
+  --send-timeout SECONDS
+                  reset a connection whose pending output makes no progress for this
+                  long (a client that stops reading); 0 = never (default 0: the
+                  benchmarks' server keeps no timer per connection unless asked)
   --write-through BYTES
                   a write of at least BYTES goes to the kernel at once, uncopied; smaller
                   ones are copied and sent together after the handler; 1 = every write,
@@ -49,6 +53,7 @@ evloop::Options parse_args(int argc, char** argv, bool& print_stats) {
   // parse_flags() returns the Options: what the extra flags set goes in after it.
   evloop::Balance balance = evloop::Balance::round_robin;
   std::chrono::seconds idle_timeout{0};
+  std::chrono::seconds send_timeout{0};
   std::size_t write_through = evloop::ConnOptions{}.write_through;
   evloop::Options options =
       example::parse_flags(kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
@@ -67,6 +72,8 @@ evloop::Options parse_args(int argc, char** argv, bool& print_stats) {
           }
         } else if (flag == "--idle-timeout") {
           idle_timeout = example::parse_seconds(kProgram, flag, value());
+        } else if (flag == "--send-timeout") {
+          send_timeout = example::parse_seconds(kProgram, flag, value());
         } else if (flag == "--write-through") {
           write_through = example::parse_write_through(kProgram, value());
         } else {
@@ -76,6 +83,7 @@ evloop::Options parse_args(int argc, char** argv, bool& print_stats) {
       });
   options.balance = balance;
   options.idle_timeout = idle_timeout;
+  options.send_timeout = send_timeout;
   options.write_through = write_through;
   return options;
 }

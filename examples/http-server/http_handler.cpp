@@ -53,30 +53,32 @@ void append_digits(int value, int width, std::string& out) {
   out.append(text, static_cast<std::size_t>(width));
 }
 
-// The current Date header value, formatted at most once a second per thread. Returns true in
-// `changed` when the second moved on.
-std::string_view http_date(bool& changed) {
+// The current Date header value, formatted at most once a second per thread; `second` is the
+// second it shows.
+std::string_view http_date(std::time_t& second) {
   thread_local std::time_t last = 0;
   thread_local std::string text;
-  std::time_t now = std::time(nullptr);
-  changed = now != last;
-  if (changed) {
-    last = now;
+  second = std::time(nullptr);
+  if (second != last) {
+    last = second;
     text.clear();
-    append_http_date(now, text);
+    append_http_date(second, text);
   }
   return text;
 }
 
-// The whole "GET / HTTP/1.1" keep-alive response, cached per thread.
+// The whole "GET / HTTP/1.1" keep-alive response, cached per thread and rebuilt when its Date
+// is no longer this second's (whichever response formatted the new Date first).
 std::string_view hello_response() {
   thread_local std::string cached;
-  bool changed = false;
-  http_date(changed);
-  if (changed || cached.empty()) {
+  thread_local std::time_t cached_second = 0;
+  std::time_t second = 0;
+  http_date(second);
+  if (second != cached_second || cached.empty()) {
     cached.clear();
     append_head(200, kTextPlain, kHello.size(), true, 1, {}, cached);
     cached += kHello;
+    cached_second = second;
   }
   return cached;
 }
@@ -133,7 +135,7 @@ bool parse_http_date(std::string_view text, std::time_t& time) {
 
 void append_head(int status, std::string_view content_type, std::size_t length, bool keep_alive,
                  int version_minor, std::string_view extra, std::string& out) {
-  bool unused = false;
+  std::time_t unused = 0;
   out += "HTTP/1.1 ";
   out += std::to_string(status);
   out += ' ';

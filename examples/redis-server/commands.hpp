@@ -26,7 +26,8 @@ enum class After { keep_open, close };
 
 /// Runs the command `args` (name first, never empty) against `store` at time `now` and appends
 /// its RESP2 reply to `out`. A reply that would be longer than `reply_limit` bytes (only an MGET
-/// of many large values can be) is not built: an error takes its place, and After::close.
+/// of many large values, or a COMMAND INFO of very many names, can be) is not sent: an error
+/// takes its place, and After::close.
 After execute(const std::vector<std::string_view>& args, Store& store, Millis now, std::string& out,
               std::size_t reply_limit = static_cast<std::size_t>(-1));
 

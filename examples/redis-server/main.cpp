@@ -38,6 +38,10 @@ Options:
                       per connection grows with it, so that GET can return what SET took
   --timeout SECONDS   close a client that sends nothing for this long; 0 = never
                       (default 0, as Redis's timeout)
+  --send-timeout SECONDS
+                      reset a client whose replies make no progress for this long (it
+                      stopped reading: a GET of a large value would hold its memory);
+                      0 = never (default 60)
   --help              this text
 
 Prints "listening on ADDR" for each bound address. Ctrl-C (SIGINT) or SIGTERM stops it.
@@ -55,6 +59,7 @@ struct Config {
 Config parse_args(int argc, char** argv) {
   Config config;
   std::chrono::seconds timeout{0};  // (parse_flags returns the Options: set them after it)
+  std::chrono::seconds send_timeout{60};
   config.options =
       example::parse_flags(kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
         if (flag == "--max-bulk") {
@@ -67,12 +72,15 @@ Config parse_args(int argc, char** argv) {
           config.limits.max_bulk_bytes = static_cast<std::size_t>(n);
         } else if (flag == "--timeout") {
           timeout = example::parse_seconds(kProgram, flag, value());
+        } else if (flag == "--send-timeout") {
+          send_timeout = example::parse_seconds(kProgram, flag, value());
         } else {
           return false;
         }
         return true;
       });
   config.options.idle_timeout = timeout;
+  config.options.send_timeout = send_timeout;
   resp::set_config_timeout(timeout.count());
   resp::fit_limits(config.limits, config.options);
   return config;

@@ -39,6 +39,9 @@ Options:
                           else epoll); io_uring falls back to epoll where the kernel refuses it
   --connect-timeout MS    a dial that takes longer resets its client (default 10000; 0 = no
                           limit but the kernel's own, about two minutes)
+  --send-timeout SECONDS  a side whose pending output makes no progress for this long (its
+                          peer stopped reading) is reset, and so is the other side (default
+                          60; 0 = never)
   --stats                 on exit, print the loops' counters as one JSON line
   --help                  this text
 
@@ -77,7 +80,8 @@ struct Config {
 // the limit resets instead (see kMaxPending), so output never exceeds the high-water mark.
 // Every write goes to the kernel at once: the proxy writes each read once, from the loop's read
 // buffer, so nothing is gathered and only what the kernel refuses is copied.
-void set_limits(evloop::ConnOptions& o) {
+void set_limits(evloop::ConnOptions& o, std::chrono::seconds send_timeout) {
+  o.send_timeout = send_timeout;
   o.output_limit = kMaxPending;
   o.output_high_water = kMaxPending;
   o.output_low_water = kMaxPending;
@@ -86,6 +90,7 @@ void set_limits(evloop::ConnOptions& o) {
 
 Config parse_args(int argc, char** argv) {
   Config config;
+  std::chrono::seconds send_timeout{60};
   config.options =
       example::parse_flags(kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
         if (flag == "--upstream") {
@@ -103,6 +108,8 @@ Config parse_args(int argc, char** argv) {
                 "--connect-timeout takes milliseconds, 0..86400000, not '" + std::string(v) + "'");
           }
           config.dial.connect_timeout = std::chrono::milliseconds(ms);
+        } else if (flag == "--send-timeout") {
+          send_timeout = example::parse_seconds(kProgram, flag, value());
         } else if (flag == "--stats") {
           config.print_stats = true;
         } else {
@@ -112,8 +119,8 @@ Config parse_args(int argc, char** argv) {
       });
   if (config.upstream.empty()) example::usage_error(kProgram, "--upstream is required");
   config.options.read_buffer_size = kReadSize;
-  set_limits(config.options);
-  set_limits(config.dial);
+  set_limits(config.options, send_timeout);
+  set_limits(config.dial, send_timeout);
   return config;
 }
 

@@ -4,7 +4,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <ctime>
 #include <string>
+#include <thread>
 
 #include "http_server_fixture.hpp"
 
@@ -87,6 +90,36 @@ TEST_F(HttpServer, HeadGetsNoBodyAlsoInAnError) {
   EXPECT_EQ(got.find("\r\n\r\n", not_allowed) + 4, not_found) << got;
   EXPECT_EQ(got.find("\r\n\r\n", not_found) + 4, hello) << got;
   EXPECT_EQ(got.find("method not allowed"), std::string::npos) << got;
+}
+
+// The cached "GET /" response carries the current Date. It used to be rebuilt only when it was
+// the first response of a new second: after a 404 went first, it kept an old Date for good.
+TEST_F(HttpServer, TheHelloResponseDateFollowsTheClockAfterOtherResponses) {
+  const int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  // The Date of the response to a keep-alive GET of `target` (its body read and dropped).
+  const auto date_of = [fd](const std::string& target) {
+    if (!send_all(fd, "GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n")) return std::string();
+    const std::string got = read_until_count(fd, "\r\n\r\n", 1, kTimeout);
+    const std::size_t end = got.find("\r\n\r\n");
+    const std::size_t length = got.find("Content-Length: ");
+    if (end == std::string::npos || length == std::string::npos) return std::string();
+    const std::string head = got.substr(0, end + 4);
+    const std::size_t body = std::stoul(head.substr(length + 16)), have = got.size() - head.size();
+    if (have < body) read_exactly(fd, body - have, kTimeout);  // the rest of the body, dropped
+    const std::size_t date = head.find("Date: ");
+    return date == std::string::npos ? std::string() : head.substr(date + 6, 29);
+  };
+  const std::string first = date_of("/");
+  ASSERT_EQ(first.size(), 29u);
+  // The clock is the event here: two seconds on, the cached Date is stale.
+  const std::time_t then = std::time(nullptr);
+  while (std::time(nullptr) < then + 2) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const std::string not_found = date_of("/nope");  // formats the new second's Date first
+  const std::string hello = date_of("/");
+  ::close(fd);
+  EXPECT_NE(not_found, first);
+  EXPECT_NE(hello, first) << "GET / still says " << first << " after a 404 said " << not_found;
 }
 
 TEST_F(HttpServer, PipelinedRequestsAreAnsweredInOrder) {

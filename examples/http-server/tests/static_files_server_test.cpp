@@ -6,9 +6,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "http_server_fixture.hpp"
@@ -256,9 +258,33 @@ TEST_F(HttpFiles, PipelinedRequestsForSeveralFilesAreAnsweredInOrder) {
   ::close(fd);
 }
 
-// 200 pipelined GETs of a 1 MiB file (50 under a sanitizer), not read at first: the server answers only until the
-// output passes the high-water mark (a file range counts, without memory), so it holds a couple
-// of file descriptors, not 200; then every body arrives in order.
+// A "Connection: close" request that waited behind paced responses: once answered, the server
+// shuts its side and must read on to see the client's FIN. It used to leave reading paused, so
+// the connection (an fd) stayed until the keep-alive timeout (75 s; with 0, for ever).
+TEST_F(HttpFiles, AConnectionCloseThatWaitedBehindLargeResponsesEndsWhenTheClientCloses) {
+  const int fds_before = open_fds(child_->pid());
+  const int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  std::string batch;
+  for (int i = 0; i < 4; ++i) batch += "GET /one-m.bin HTTP/1.1\r\nHost: x\r\n\r\n";
+  batch += "GET /one.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  ASSERT_TRUE(send_all(fd, batch));
+  std::string pending;
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(read_response(fd, pending).ok) << "response " << i;
+  bool closed = false;
+  EXPECT_EQ(pending + read_until_close(fd, kTimeout, closed), "");
+  ASSERT_TRUE(closed) << "no FIN after the last response";
+  ::close(fd);
+  const auto deadline = std::chrono::steady_clock::now() + kTimeout;
+  while (open_fds(child_->pid()) != fds_before && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));  // polls a count: there is no event to wait on
+  }
+  EXPECT_EQ(open_fds(child_->pid()), fds_before) << "the server still holds the connection";
+}
+
+// 200 pipelined GETs of a 1 MiB file (50 under a sanitizer), not read at first: the server answers
+// only until the output passes the high-water mark (a file range counts, without memory), so it
+// holds a couple of file descriptors, not 200; then every body arrives in order.
 TEST_F(HttpFiles, ManyPipelinedLargeFilesArePacedAndAllArrive) {
   const int kRequests = kSanitized ? 50 : 200;
   const int fds_before = open_fds(child_->pid());

@@ -1,7 +1,10 @@
 // Integration tests of the redis-server binary: started as a child process on a free loopback
 // port, driven by redis-cli and redis-benchmark (skipped when not installed) and by raw sockets,
 // then stopped with SIGTERM, which must end it with exit code 0.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -217,6 +220,41 @@ TEST_F(RedisServer, TimeoutClosesIdleClientsButNotBusyOnes) {
       took, result.exchanges);
   EXPECT_GE(took, 999.0);
   EXPECT_LE(took, 3000.0);
+}
+
+// A client that asks for a large value and stops reading: --send-timeout resets it, which frees
+// the reply. Without a send timeout it held the reply (up to the output limit, 64 MiB and more)
+// for as long as it stayed connected.
+TEST_F(RedisServer, SendTimeoutResetsAClientThatStopsReading) {
+  stop();
+  start({"--send-timeout", "1"});
+  const std::string value(32 << 20, 'v');  // more than the socket buffers of both ends hold
+  const int setter = connect_loopback(port_);
+  ASSERT_GE(setter, 0);
+  ASSERT_TRUE(send_all(setter, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" + std::to_string(value.size()) +
+                                   "\r\n" + value + "\r\n"));
+  ASSERT_EQ(read_until_count(setter, "\r\n", 1, milliseconds(60'000)), "+OK\r\n");
+  ::close(setter);
+  const int reader = connect_loopback(port_);
+  ASSERT_GE(reader, 0);
+  const auto sent = std::chrono::steady_clock::now();  // before the server's clock can start
+  ASSERT_TRUE(send_all(reader, "GET k\r\n"));
+  // Reads nothing; the connection's TCP state says when the server's reset arrives.
+  const auto deadline = sent + kTimeout;
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  while (::getsockopt(reader, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
+         info.tcpi_state != TCP_CLOSE && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));  // polls a state: no event to wait on
+  }
+  const double took =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sent).count();
+  ::close(reader);
+  std::printf(
+      "--send-timeout 1: a client that stopped reading a 32 MiB reply was reset after %.0f ms\n",
+      took);
+  EXPECT_EQ(info.tcpi_state, TCP_CLOSE) << "not reset within " << kTimeout.count() << " ms";
+  EXPECT_GE(took, 999.0);
 }
 
 TEST_F(RedisServer, StoreIsSharedAcrossLoops) {

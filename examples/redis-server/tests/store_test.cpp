@@ -111,6 +111,25 @@ TEST(RedisStore, AnMgetReplyPastTheLimitIsRefused) {
                      std::to_string(reply - 1) + " bytes)\r\n");
 }
 
+// COMMAND INFO makes about 70 bytes of reply per name asked for (a few bytes each): past the
+// limit it is refused as an MGET is, not built whole (a 10 MB command made a 71 MB reply).
+TEST(RedisStore, ACommandInfoReplyPastTheLimitIsRefused) {
+  Store s;
+  std::vector<std::string_view> args{"COMMAND", "INFO"};
+  for (int i = 0; i < 1000; ++i) args.push_back("mset");
+  std::string out;
+  EXPECT_EQ(execute(args, s, 1000, out), After::keep_open);
+  const std::size_t whole = out.size();
+  ASSERT_GT(whole, 1000u * 20);
+  out = "+OK\r\n";  // a reply before it, in the same output, stays
+  EXPECT_EQ(execute(args, s, 1000, out, whole - 1), After::close);
+  EXPECT_EQ(out, "+OK\r\n-ERR COMMAND INFO reply would pass the connection's output limit (" +
+                     std::to_string(whole - 1) + " bytes)\r\n");
+  out.clear();
+  EXPECT_EQ(execute(args, s, 1000, out, whole), After::keep_open);
+  EXPECT_EQ(out.size(), whole);
+}
+
 // CONFIG GET patterns are a peer's input: many stars neither overflow the stack nor take
 // exponential time (a recursive matcher crashed on 200,000 and ran for minutes on 30 and a 'z').
 TEST(RedisStore, ConfigGetPatternsOfManyStarsAnswerAtOnce) {

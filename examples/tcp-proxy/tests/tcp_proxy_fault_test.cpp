@@ -5,8 +5,11 @@
 // sockets (or is the echo-server example); every wait is bounded.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,7 +58,7 @@ struct Baseline {
 class OnePair : public ::testing::Test {
  protected:
   void SetUp() override {
-    proxy_ = std::make_unique<Proxy>(upstream_.url());
+    proxy_ = std::make_unique<Proxy>(upstream_.url(), proxy_flags());
     ASSERT_NE(proxy_->port(), 0);
     baseline_ = std::make_unique<Baseline>(proxy_->pid(), 1);
     ASSERT_TRUE(baseline_->ready) << threads(proxy_->pid()) << " threads";
@@ -72,6 +75,7 @@ class OnePair : public ::testing::Test {
   }
 
   pid_t proxy_pid() const { return proxy_->pid(); }
+  virtual std::vector<std::string> proxy_flags() const { return {}; }
 
   int client = -1;
   int up = -1;
@@ -289,6 +293,39 @@ TEST_F(TcpProxyReset, ClientResetResetsTheUpstream) {
   const Flow at_upstream = exchange(up, {}, false);
   EXPECT_EQ(at_upstream.end, End::reset) << to_string(at_upstream.end);
   EXPECT_EQ(at_upstream.error, ECONNRESET) << std::strerror(at_upstream.error);
+}
+
+// A client that stops reading while the upstream streams: the proxy stops reading the upstream
+// (back-pressure), and --send-timeout resets the stalled side, then the other, so the pair (two
+// fds and its pending output) is not held for as long as the client stays connected.
+class TcpProxyStalledClient : public OnePair {
+ protected:
+  std::vector<std::string> proxy_flags() const override { return {"--send-timeout", "1"}; }
+};
+
+TEST_F(TcpProxyStalledClient, SendTimeoutResetsBothSides) {
+  const Clock::time_point start = Clock::now();  // before the proxy's clock can start
+  // The upstream's send ends when the proxy resets its side (or, bounded, when it times out).
+  const timeval bound{static_cast<time_t>(kWait.count() / 1000), 0};
+  ASSERT_EQ(::setsockopt(up, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof bound), 0);
+  int upstream_error = 0;
+  std::thread upstream_side([&] {
+    if (!send_all(up, pattern(64 << 20, 41))) upstream_error = errno;
+  });
+  // The client reads nothing; its TCP state says when the proxy's reset arrives.
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  while (::getsockopt(client, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
+         info.tcpi_state != TCP_CLOSE && Clock::now() - start < kWait) {
+    std::this_thread::sleep_for(milliseconds(10));  // polls a state: no event to wait on
+  }
+  const long took = elapsed_ms(start);
+  upstream_side.join();
+  std::printf("--send-timeout 1: a client that stopped reading was reset after %ld ms\n", took);
+  EXPECT_EQ(info.tcpi_state, TCP_CLOSE) << "the stalled client was not reset";
+  EXPECT_TRUE(upstream_error == ECONNRESET || upstream_error == EPIPE)
+      << "the upstream's side was not reset: " << std::strerror(upstream_error);
+  EXPECT_GE(took, 999);
 }
 
 TEST(TcpProxyFailure, RefusedUpstreamResetsTheClientPromptly) {
