@@ -259,23 +259,40 @@ Status ServerCore::start() {
   }
   if (Status s = group_.start_threads(); !s) return fail_start(s);
   claim_systemd_sockets(systemd_fds_);
-  if (successor_) successor_->report_ready(group_.loops(), profiles_);
+  if (successor_) {
+    if (group_.stopping()) {
+      // Stopped already (from `serving`, say): connections handed over now would only fail.
+      // The predecessor learns so and serves on with them.
+      successor_->report_failure(
+          {make_error_code(errc::server_stopped), "the successor was stopped as it started"});
+    } else {
+      successor_->report_ready(group_.loops(), profiles_);
+    }
+  }
   return {};
+}
+
+bool ServerCore::on_loop_thread() const {
+  for (const auto& loop : group_.loops()) {
+    if (loop->in_loop_thread()) return true;
+  }
+  return false;
 }
 
 Status ServerCore::wait() {
   Status status = group_.wait();
-  if (successor_) successor_->stop();  // after the loops: adoptions still arriving are refused
+  // After the loops: adoptions still arriving are refused. Not when wait() was refused (called
+  // on a loop thread, the loops run on): the predecessor would find the socket shut and kill
+  // this process as a successor lost mid-handover.
+  if (successor_ && !on_loop_thread()) successor_->stop();
   return status;
 }
 
 Status ServerCore::upgrade(const UpgradeOptions& options, UpgradeReport* report) {
-  for (const auto& loop : group_.loops()) {
-    if (loop->in_loop_thread()) {
-      return {make_error_code(errc::upgrade_failed),
-              "upgrade: called on a loop thread, which the handover needs: call it from another "
-              "thread"};
-    }
+  if (on_loop_thread()) {
+    return {make_error_code(errc::upgrade_failed),
+            "upgrade: called on a loop thread, which the handover needs: call it from another "
+            "thread"};
   }
   if (!group_.running() || group_.stopping()) {
     return {make_error_code(errc::upgrade_failed), "upgrade: the server is not running"};

@@ -62,6 +62,7 @@ class ServerCore {
                       Owner owner);
   void add_address(const SocketAddress& bound, bool udp);
   Status fail_start(Status status);
+  bool on_loop_thread() const;  // called on one of this server's loop threads
 
   Options options_;
   std::function<void(const ServingInfo&)> serving_;

@@ -168,6 +168,14 @@ int FrameReader::receive(std::size_t want, Clock::time_point deadline) {
 }
 
 int FrameReader::next(Frame& out, Clock::time_point deadline) {
+  const int e = read_frame(out, deadline);
+  // The stream is over, or cannot be trusted: the fds of a frame cut off close now, so their
+  // peers see an end instead of waiting on sockets nobody reads.
+  if (e != 0) fds_.clear();
+  return e;
+}
+
+int FrameReader::read_frame(Frame& out, Clock::time_point deadline) {
   for (;;) {
     std::size_t want = kHeaderSize - std::min(buffer_.size(), kHeaderSize);
     if (want == 0) {

@@ -91,10 +91,11 @@ class FrameReader {
   explicit FrameReader(int socket) : socket_(socket) {}
   /// The next frame, waiting until `deadline` (Clock::time_point::max(): no limit). Returns 0,
   /// or ECONNRESET (the other end closed), ETIMEDOUT, EPROTO (a malformed frame, or fds lost), or
-  /// the errno of a failed read.
+  /// the errno of a failed read; then the fds received for a frame not read whole are closed.
   int next(Frame& out, Clock::time_point deadline);
 
  private:
+  int read_frame(Frame& out, Clock::time_point deadline);
   int receive(std::size_t want, Clock::time_point deadline);
   int socket_;
   std::string buffer_;

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <thread>
 
 #include "platform.hpp"
@@ -159,6 +160,42 @@ TEST(UpgradeProtocolTest, AReaderWaitsNoLongerThanItsDeadlineAndRefusesGarbage) 
   ASSERT_EQ(::write(other.a.get(), header, sizeof header), 16);
   FrameReader other_reader(other.b.get());
   EXPECT_EQ(other_reader.next(f, Clock::now() + kWait), EPROTO);
+}
+
+// A frame cut off after its fds arrived (the predecessor died mid-send): the reader reports the
+// end and closes those fds, so their peers see an end. It used to keep them until destroyed.
+TEST(UpgradeProtocolTest, TheFdsOfAFrameCutOffCloseWithTheError) {
+  Pair pair;
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+  ASSERT_EQ(::fcntl(read_end.get(), F_SETFL, O_NONBLOCK), 0);
+  // The header of a frame of 100 bytes and one fd, the fd, and 10 of the 100 bytes; then the end.
+  unsigned char bytes[kHeaderSize + 10] = {};
+  unsigned char header[kHeaderSize];
+  encode_header(FrameType::connections, 1, 100, header);
+  std::memcpy(bytes, header, kHeaderSize);
+  iovec iov{bytes, sizeof bytes};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  const int sent_fd = write_end.get();
+  std::memcpy(CMSG_DATA(c), &sent_fd, sizeof sent_fd);
+  ASSERT_EQ(::sendmsg(pair.a.get(), &msg, 0), static_cast<ssize_t>(sizeof bytes));
+  write_end = UniqueFd();  // the reader's copy is the pipe's only writer now
+  pair.a = UniqueFd();
+  FrameReader reader(pair.b.get());
+  Frame f;
+  EXPECT_EQ(reader.next(f, Clock::now() + kWait), ECONNRESET);
+  char byte = 0;
+  EXPECT_EQ(::read(read_end.get(), &byte, 1), 0) << "the fd of the cut-off frame is still open";
 }
 
 }  // namespace

@@ -330,6 +330,21 @@ TEST_F(UpgradeTest, ASuccessorThatCannotStartSaysWhy) {
   EXPECT_EQ(std::atol(command("PID").c_str()), server_pid_);
 }
 
+// A successor stopped as it starts (here from its `serving` callback) says so instead of ready:
+// connections handed to it would only fail. It used to report ready and take them.
+TEST_F(UpgradeTest, ASuccessorStoppedAsItStartsSaysSoAndTheOldServesOn) {
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  Streamer stream(port_, 2);
+  stream.exchange();
+  const UpgradeReply reply = upgrade("--stop-when-serving");
+  ASSERT_FALSE(reply.ok);
+  EXPECT_NE(reply.message.find("the successor was stopped as it started"), std::string::npos)
+      << reply.message;
+  EXPECT_EQ(std::atol(command("PID").c_str()), server_pid_);
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "") << "the connections stayed with the old process";
+}
+
 TEST_F(UpgradeTest, KeptConnectionsDrainInTheOldProcessWhichExitsWhenTheyClose) {
   ASSERT_NO_FATAL_FAILURE(start({"--loops", "2"}));
   const int hold = connect_loopback(port_);

@@ -73,6 +73,7 @@ struct Config {
   bool crash_before_start = false;
   bool never_ready = false;
   bool stop_after_ready = false;
+  bool stop_when_serving = false;
   std::size_t state_bytes = 0;  // padding of each handed-over state: frames larger than buffers
   std::chrono::milliseconds ready{5000};
   std::chrono::milliseconds drain{10'000};
@@ -95,6 +96,10 @@ Config parse(int argc, char** argv) {
     }
     if (a == "--stop-after-ready") {
       c.stop_after_ready = true;
+      continue;
+    }
+    if (a == "--stop-when-serving") {  // stop() from the `serving` callback, as start() ends
+      c.stop_when_serving = true;
       continue;
     }
     c.argv.push_back(a);
@@ -292,7 +297,9 @@ int main(int argc, char** argv) {
   Events events;
 
   evloop::Callbacks cb;
-  cb.serving = [&config](const evloop::ServingInfo& info) {
+  evloop::Server* serving_server = nullptr;  // set before start()
+  cb.serving = [&config, &serving_server](const evloop::ServingInfo& info) {
+    if (config.stop_when_serving) serving_server->stop();
     // Before the lines that say it serves. The UDP addresses come last (listen_udp), after the
     // TCP ones (a systemd:// address may stand for several).
     if (!config.udp.empty() && info.addresses.size() >= config.udp.size()) {
@@ -328,6 +335,7 @@ int main(int argc, char** argv) {
     for (;;) ::pause();
   }
   evloop::Server server(config.options, cb);
+  serving_server = &server;
   evloop::DatagramHandlers udp_echo;
   udp_echo.datagram = [](evloop::Udp& udp, const evloop::SocketAddress& peer,
                          std::string_view bytes) { udp.send_to(peer, bytes); };
