@@ -12,7 +12,8 @@
 #include <sys/uio.h>
 
 #if defined(__linux__)
-#include <netinet/udp.h>  // UDP_SEGMENT, UDP_GRO
+#include <linux/errqueue.h>  // sock_extended_err (IP_RECVERR)
+#include <netinet/udp.h>     // UDP_SEGMENT, UDP_GRO
 #include <sys/sendfile.h>
 #endif
 
@@ -306,5 +307,42 @@ inline bool enable_udp_gro(int) noexcept { return false; }
 inline void set_gso_segment(msghdr&, void*, std::uint16_t) noexcept {}
 inline std::size_t gro_segment_size(const msghdr&) noexcept { return 0; }
 #endif
+
+// Empties a socket's error queue (Linux: what IP_RECVERR, IPV6_RECVERR or send timestamps,
+// enabled by the application through native_handle(), put there) and returns the errno of its
+// first ICMP or local error, 0 if none. A queue left with entries keeps EPOLLERR raised, so every
+// wait would return at once; at most `max` entries per call (the rest raise the next wait).
+// Elsewhere there is no such queue: 0.
+inline int drain_error_queue(int fd, int max = 64) noexcept {
+#if defined(__linux__)
+  int first = 0;
+  for (int i = 0; i < max; ++i) {
+    char byte;
+    iovec iov{&byte, 1};  // the datagram that drew the error is not needed (cut: MSG_TRUNC)
+    alignas(cmsghdr) char control[256];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    if (::recvmsg(fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) break;  // EAGAIN: empty
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      const bool recverr = (c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
+                           (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR);
+      if (!recverr || c->cmsg_len < CMSG_LEN(sizeof(sock_extended_err))) continue;
+      sock_extended_err err;
+      std::memcpy(&err, CMSG_DATA(c), sizeof err);
+      if (first == 0 && err.ee_origin != SO_EE_ORIGIN_TIMESTAMPING) {
+        first = static_cast<int>(err.ee_errno);
+      }
+    }
+  }
+  return first;
+#else
+  (void)fd;
+  (void)max;
+  return 0;
+#endif
+}
 
 }  // namespace evloop::detail::platform

@@ -12,6 +12,7 @@
 
 #include "event_loop.hpp"
 #include "loop_group_core.hpp"
+#include "platform.hpp"
 #include "receive_batch.hpp"
 
 namespace evloop::detail {
@@ -350,9 +351,13 @@ void UdpSocket::on_polled() {
 
 void UdpSocket::on_event(const PollEvent& event) {
   if (state_ != State::open && state_ != State::closing) return;
-  // An ICMP error on a connected socket (Linux: EPOLLERR).
+  // An ICMP error on a connected socket (Linux: EPOLLERR). The socket holds it (SO_ERROR); with
+  // IP_RECVERR it is also queued, and the queue, drained here, is what holds EPOLLERR up.
   if (event.error) {
     std::error_code ec = socket_error(fd_.get());
+    if (const int queued = platform::drain_error_queue(fd_.get()); !ec && queued != 0) {
+      ec = sys_error(queued);
+    }
     if (!ec && event.result < 0) ec = sys_error(-event.result);  // kqueue: libkqueue read it
     if (ec) report(ec);
   }

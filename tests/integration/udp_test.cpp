@@ -536,6 +536,43 @@ TEST(UdpTest, ConnectedSocketHearsConnectionRefusedFromAClosedPort) {
   EXPECT_EQ(refused.value(), 1);
 }
 
+#if defined(__linux__)
+// IP_RECVERR, set by the application through native_handle(), queues each ICMP error on the
+// socket's error queue as well. The queue keeps EPOLLERR raised: the loop must drain it, or it
+// spins (every wait returns at once) and the queue fills the socket's receive budget.
+TEST(UdpTest, AnErrorQueueTheApplicationEnabledIsDrainedNotSpunOn) {
+  const UnservedUdpPort unserved;
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  EventCounter refused;
+  std::atomic<int> errors{0};
+  DatagramHandlers h;
+  h.opened = [](Udp& udp) {
+    const int on = 1;
+    EXPECT_EQ(::setsockopt(udp.native_handle(), SOL_IP, IP_RECVERR, &on, sizeof on), 0);
+    udp.send("anyone there?");
+  };
+  h.error = [&](Udp&, std::error_code ec) {
+    EXPECT_EQ(ec, std::errc::connection_refused) << ec.message();
+    ++errors;
+    refused.add();
+  };
+  loops.loop(0).connect_udp("udp://127.0.0.1:" + std::to_string(unserved.port()), h);
+  ASSERT_TRUE(refused.wait_for(1));
+  // Quiet once the error is reported: an undrained queue makes every wait return at once.
+  bool quiet = false;
+  for (int attempt = 0; attempt < 5 && !quiet; ++attempt) {
+    const std::uint64_t waits = loops.loop(0).stats().waits;
+    std::this_thread::sleep_for(200ms);
+    quiet = loops.loop(0).stats().waits - waits < 5;
+  }
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+  EXPECT_TRUE(quiet) << "the loop kept waking for the error queue";
+  EXPECT_EQ(errors.load(), 1) << "one ICMP error, reported once";
+}
+#endif
+
 // A connected socket holds the ICMP error its last datagram drew; the next send returns it, and
 // clears it, without trying its own datagram. That datagram is sent anyway (tried once more),
 // and the error is reported, never counted as a datagram refused.
