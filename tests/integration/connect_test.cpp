@@ -166,36 +166,6 @@ bool run_on(const Loop& loop, std::function<void()> fn) {
   return done->wait_for(1);
 }
 
-// Keeps a loop busy in a task until release(), so that what other threads post meanwhile runs
-// in one batch, before the loop next waits for I/O.
-class LoopHold {
- public:
-  explicit LoopHold(const Loop& loop) {
-    auto held = released_.get_future().share();
-    auto holding = holding_;
-    posted_ = loop.post([held, holding] {
-      holding->add();
-      held.wait_for(kWait);
-    });
-  }
-  ~LoopHold() { release(); }
-  LoopHold(const LoopHold&) = delete;
-  LoopHold& operator=(const LoopHold&) = delete;
-
-  /// True once the loop is inside the holding task.
-  bool holding() const { return posted_ && holding_->wait_for(1); }
-  void release() {
-    if (!released_flag_) released_.set_value();
-    released_flag_ = true;
-  }
-
- private:
-  std::promise<void> released_;
-  std::shared_ptr<EventCounter> holding_ = std::make_shared<EventCounter>();
-  bool posted_ = false;
-  bool released_flag_ = false;
-};
-
 // What one dial reported. The handlers record their counts and errors and whether they ran on
 // their connection's loop thread; `more` (the test's own handlers) runs inside them, before the
 // count goes up, so a test that waits on a count sees what its handler did.

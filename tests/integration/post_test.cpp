@@ -2,23 +2,12 @@
 // stale connection references are ignored.
 #include <gtest/gtest.h>
 
-#include <future>
 #include <thread>
 
 #include "test_support.hpp"
 
 namespace evloop::test {
 namespace {
-
-// True once the loop's wait count stays flat for 200 ms (at most 5 tries).
-bool loop_goes_quiet(Loop& loop) {
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    const std::uint64_t waits = loop.stats().waits;
-    std::this_thread::sleep_for(200ms);
-    if (loop.stats().waits == waits) return true;
-  }
-  return false;
-}
 
 TEST(PostTest, TenThousandPostsFromFourThreadsRunOnceEachThenTheLoopIsIdle) {
   RunningServer s(loopback_options(), {});
@@ -128,13 +117,8 @@ TEST(PostTest, ATaskAcceptedJustBeforeTheStopStillRuns) {
   RunningServer s(loopback_options(), {});
   ASSERT_TRUE(s.status);
   Loop& loop = s.server.loop(0);
-  std::promise<void> release;
-  EventCounter holding;
-  ASSERT_TRUE(loop.post([&, released = release.get_future().share()] {
-    holding.add();
-    released.wait_for(kWait);
-  }));
-  ASSERT_TRUE(holding.wait_for(1));
+  LoopHold hold(loop);
+  ASSERT_TRUE(hold.holding());
   std::atomic<bool> ran{false}, on_loop_thread{false};
   ASSERT_TRUE(loop.post([&] {
     ran = true;
@@ -142,7 +126,7 @@ TEST(PostTest, ATaskAcceptedJustBeforeTheStopStillRuns) {
   }));
   // The loop, inside the first task, finds the stop before it takes the second.
   s.server.stop();
-  release.set_value();
+  hold.release();
   s.server.wait();
   EXPECT_TRUE(ran) << "post() returned true and the task never ran";
   EXPECT_TRUE(on_loop_thread);

@@ -9,7 +9,6 @@
 #include <cerrno>
 #include <chrono>
 #include <functional>
-#include <future>
 #include <string>
 
 #include "test_support.hpp"
@@ -84,18 +83,13 @@ void expect_no_bytes_cross_when_a_send_in_flight_is_reset(
   Client a(s.address()), b(s.address());
   ASSERT_TRUE(opened.wait_for(2));
   // Both requests reach the server while its loop is held, so both arrive in one batch.
-  std::promise<void> release;
-  EventCounter holding;
-  ASSERT_TRUE(s.server.loop(0).post([&, released = release.get_future().share()] {
-    holding.add();
-    released.wait_for(kWait);
-  }));
-  ASSERT_TRUE(holding.wait_for(1));
+  LoopHold hold(s.server.loop(0));
+  ASSERT_TRUE(hold.holding());
   for (Client* c : {&a, &b}) {
     ASSERT_TRUE(c->send_all("?"));
     ASSERT_TRUE(settles_to([&] { return unacknowledged_bytes(c->fd()); }, 0));
   }
-  release.set_value();
+  hold.release();
   std::string got[2] = {a.read_to_eof(), b.read_to_eof()};
   // One connection was reset: it got some of its own reply at most, then the reset. The other
   // got its whole reply.

@@ -560,12 +560,7 @@ TEST(UdpTest, AnErrorQueueTheApplicationEnabledIsDrainedNotSpunOn) {
   loops.loop(0).connect_udp("udp://127.0.0.1:" + std::to_string(unserved.port()), h);
   ASSERT_TRUE(refused.wait_for(1));
   // Quiet once the error is reported: an undrained queue makes every wait return at once.
-  bool quiet = false;
-  for (int attempt = 0; attempt < 5 && !quiet; ++attempt) {
-    const std::uint64_t waits = loops.loop(0).stats().waits;
-    std::this_thread::sleep_for(200ms);
-    quiet = loops.loop(0).stats().waits - waits < 5;
-  }
+  const bool quiet = loop_goes_quiet(loops.loop(0));
   loops.stop();
   ASSERT_TRUE(loops.wait());
   EXPECT_TRUE(quiet) << "the loop kept waking for the error queue";
@@ -729,32 +724,6 @@ TEST(UdpTest, UdpRefSendsFromAnotherThreadInOrder) {
   }
 }
 
-// Holds `loop` in a task until release(), so that what another thread posts meanwhile (an
-// opening, then tasks) is taken by the loop in one batch, openings first.
-class LoopHold {
- public:
-  explicit LoopHold(Loop& loop) : state_(std::make_shared<State>()) {
-    loop.post([state = state_, released = state_->release.get_future().share()] {
-      state->held.add();
-      released.wait_for(kWait);
-    });
-  }
-  ~LoopHold() { release(); }
-  bool held() const { return state_->held.wait_for(1); }
-  void release() {
-    if (!released_) state_->release.set_value();
-    released_ = true;
-  }
-
- private:
-  struct State {
-    std::promise<void> release;
-    EventCounter held;
-  };
-  std::shared_ptr<State> state_;
-  bool released_ = false;
-};
-
 // connect_udp returns before the socket has opened: what a UdpRef asks of it meanwhile waits for
 // `opened` and then runs in order, also while a host name is being resolved.
 TEST(UdpTest, UdpRefTasksThatComeWhileTheSocketOpensRunOnceItHas) {
@@ -767,7 +736,7 @@ TEST(UdpTest, UdpRefTasksThatComeWhileTheSocketOpensRunOnceItHas) {
     DatagramHandlers h;
     h.opened = [&](Udp&) { opened.add(); };
     LoopHold hold(loops.loop(0));
-    ASSERT_TRUE(hold.held());
+    ASSERT_TRUE(hold.holding());
     UdpRef ref = loops.loop(0).connect_udp(
         "udp4://" + host + ":" + std::to_string(peer.address().port()), h);
     ASSERT_TRUE(ref);
@@ -800,7 +769,7 @@ TEST(UdpTest, UdpRefCloseWhileTheSocketOpensCancelsIt) {
   UdpRef ref;
   {
     LoopHold hold(loops.loop(0));
-    ASSERT_TRUE(hold.held());
+    ASSERT_TRUE(hold.holding());
     ref = loops.loop(0).connect_udp("udp4://127.0.0.1:" + std::to_string(peer.address().port()), h);
     EXPECT_TRUE(ref.send("never"));  // waits for `opened`, which never comes
     EXPECT_TRUE(ref.close());

@@ -74,6 +74,29 @@ std::error_code ErrorLog::last() const {
   return errors_.empty() ? std::error_code{} : errors_.back();
 }
 
+LoopHold::LoopHold(const Loop& loop) {
+  posted_ = loop.post([state = state_, released = state_->released.get_future().share()] {
+    state->holding.add();
+    released.wait_for(kWait);
+  });
+}
+
+bool LoopHold::holding() const { return posted_ && state_->holding.wait_for(1); }
+
+void LoopHold::release() {
+  if (!released_) state_->released.set_value();
+  released_ = true;
+}
+
+bool loop_goes_quiet(const Loop& loop) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const std::uint64_t waits = loop.stats().waits;
+    std::this_thread::sleep_for(200ms);
+    if (loop.stats().waits == waits) return true;
+  }
+  return false;
+}
+
 bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
                 std::chrono::milliseconds step) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;

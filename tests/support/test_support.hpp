@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -81,6 +82,36 @@ class ErrorLog {
   mutable std::condition_variable cv_;
   std::vector<std::error_code> errors_;
 };
+
+/// Keeps a loop busy in a posted task until release() (or destruction), so that what other
+/// threads post meanwhile (openings, tasks) is taken by the loop in one batch, before it next
+/// waits for I/O.
+class LoopHold {
+ public:
+  explicit LoopHold(const Loop& loop);
+  ~LoopHold() { release(); }
+  LoopHold(const LoopHold&) = delete;
+  LoopHold& operator=(const LoopHold&) = delete;
+
+  /// True once the loop is inside the holding task (waits up to kWait).
+  bool holding() const;
+  /// Lets the loop go on.
+  void release();
+
+ private:
+  struct State {
+    std::promise<void> released;
+    EventCounter holding;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+  bool posted_ = false;
+  bool released_ = false;
+};
+
+/// True once `loop`'s count of waits stays flat for 200 ms (at most 5 tries): the loop is idle,
+/// not woken again and again. Observed over intervals by design; the tries absorb one wakeup
+/// still in flight on a loaded machine.
+bool loop_goes_quiet(const Loop& loop);
 
 /// Waits until `pred()` holds, re-checking every `step`; false on timeout. For state that has no
 /// event to wait on (kernel counters, stats); never used in place of an event that exists.

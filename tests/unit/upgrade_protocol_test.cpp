@@ -5,7 +5,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cstring>
 #include <thread>
 
 #include "platform.hpp"
@@ -170,25 +169,12 @@ TEST(UpgradeProtocolTest, TheFdsOfAFrameCutOffCloseWithTheError) {
   ASSERT_EQ(::pipe(pipe_fds), 0);
   UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
   ASSERT_EQ(::fcntl(read_end.get(), F_SETFL, O_NONBLOCK), 0);
-  // The header of a frame of 100 bytes and one fd, the fd, and 10 of the 100 bytes; then the end.
-  unsigned char bytes[kHeaderSize + 10] = {};
-  unsigned char header[kHeaderSize];
-  encode_header(FrameType::connections, 1, 100, header);
-  std::memcpy(bytes, header, kHeaderSize);
-  iovec iov{bytes, sizeof bytes};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  const int sent_fd = write_end.get();
-  std::memcpy(CMSG_DATA(c), &sent_fd, sizeof sent_fd);
-  ASSERT_EQ(::sendmsg(pair.a.get(), &msg, 0), static_cast<ssize_t>(sizeof bytes));
+  // A frame far larger than the socket pair's buffers, with one fd: nobody reads, so the send
+  // stops at its deadline with the header, the fd and part of the payload sent; then the end.
+  const std::string payload(4 << 20, 'p');
+  ASSERT_EQ(send_frame(pair.a.get(), FrameType::connections, payload, {write_end.get()},
+                       Clock::now() + std::chrono::milliseconds(50)),
+            ETIMEDOUT);
   write_end = UniqueFd();  // the reader's copy is the pipe's only writer now
   pair.a = UniqueFd();
   FrameReader reader(pair.b.get());

@@ -498,6 +498,20 @@ double ms_until_closed_silently(int fd, Clock::time_point since, milliseconds ti
                                : -1.0;
 }
 
+double ms_until_reset_unread(int fd, Clock::time_point since, milliseconds timeout) {
+  for (;;) {
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -1.0;
+    const Clock::time_point now = Clock::now();
+    if (info.tcpi_state == TCP_CLOSE) {
+      return std::chrono::duration<double, std::milli>(now - since).count();
+    }
+    if (now - since >= timeout) return -1.0;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+}
+
 BusyResult keep_busy(int fd, milliseconds duration,
                      const std::function<bool(int fd, int i)>& exchange) {
   std::mt19937 rng(16);

@@ -133,6 +133,12 @@ bool stays_silent(int fd, milliseconds wait);
 /// it sent a byte or did not close within `timeout`. Closes `fd`.
 double ms_until_closed_silently(int fd, std::chrono::steady_clock::time_point since,
                                 milliseconds timeout);
+/// Milliseconds from `since` until a reset from the peer ended the connection on `fd` (its TCP
+/// state is CLOSE), found without reading `fd`: for a client that stopped reading. -1 if it was
+/// not reset within `timeout` of `since`. Polls the state: a reset of an unread socket raises no
+/// event of its own.
+double ms_until_reset_unread(int fd, std::chrono::steady_clock::time_point since,
+                             milliseconds timeout);
 
 /// What keep_busy() found.
 struct BusyResult {

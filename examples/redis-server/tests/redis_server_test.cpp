@@ -1,10 +1,7 @@
 // Integration tests of the redis-server binary: started as a child process on a free loopback
 // port, driven by redis-cli and redis-benchmark (skipped when not installed) and by raw sockets,
 // then stopped with SIGTERM, which must end it with exit code 0.
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -240,20 +237,12 @@ TEST_F(RedisServer, SendTimeoutResetsAClientThatStopsReading) {
   const auto sent = std::chrono::steady_clock::now();  // before the server's clock can start
   ASSERT_TRUE(send_all(reader, "GET k\r\n"));
   // Reads nothing; the connection's TCP state says when the server's reset arrives.
-  const auto deadline = sent + kTimeout;
-  tcp_info info{};
-  socklen_t len = sizeof info;
-  while (::getsockopt(reader, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
-         info.tcpi_state != TCP_CLOSE && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(milliseconds(10));  // polls a state: no event to wait on
-  }
-  const double took =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sent).count();
+  const double took = ms_until_reset_unread(reader, sent, kTimeout);
   ::close(reader);
   std::printf(
       "--send-timeout 1: a client that stopped reading a 32 MiB reply was reset after %.0f ms\n",
       took);
-  EXPECT_EQ(info.tcpi_state, TCP_CLOSE) << "not reset within " << kTimeout.count() << " ms";
+  EXPECT_GE(took, 0.0) << "not reset within " << kTimeout.count() << " ms";
   EXPECT_GE(took, 999.0);
 }
 

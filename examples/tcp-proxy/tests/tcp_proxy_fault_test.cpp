@@ -5,8 +5,6 @@
 // sockets (or is the echo-server example); every wait is bounded.
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -313,19 +311,13 @@ TEST_F(TcpProxyStalledClient, SendTimeoutResetsBothSides) {
     if (!send_all(up, pattern(64 << 20, 41))) upstream_error = errno;
   });
   // The client reads nothing; its TCP state says when the proxy's reset arrives.
-  tcp_info info{};
-  socklen_t len = sizeof info;
-  while (::getsockopt(client, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 &&
-         info.tcpi_state != TCP_CLOSE && Clock::now() - start < kWait) {
-    std::this_thread::sleep_for(milliseconds(10));  // polls a state: no event to wait on
-  }
-  const long took = elapsed_ms(start);
+  const double took = ms_until_reset_unread(client, start, kWait);
   upstream_side.join();
-  std::printf("--send-timeout 1: a client that stopped reading was reset after %ld ms\n", took);
-  EXPECT_EQ(info.tcpi_state, TCP_CLOSE) << "the stalled client was not reset";
+  std::printf("--send-timeout 1: a client that stopped reading was reset after %.0f ms\n", took);
+  EXPECT_GE(took, 0.0) << "the stalled client was not reset";
   EXPECT_TRUE(upstream_error == ECONNRESET || upstream_error == EPIPE)
       << "the upstream's side was not reset: " << std::strerror(upstream_error);
-  EXPECT_GE(took, 999);
+  EXPECT_GE(took, 999.0);
 }
 
 TEST(TcpProxyFailure, RefusedUpstreamResetsTheClientPromptly) {
