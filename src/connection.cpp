@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "event_loop.hpp"
+#include "loop_group_core.hpp"
 #include "platform.hpp"
 
 namespace evloop::detail {
@@ -130,6 +131,7 @@ void Connection::fail_open(std::error_code error) {
   bump(loop_.counters().dial_failures);
   if (handlers().connect_failed) handlers().connect_failed(*this, error);
   context_.reset();
+  if (rare_) loop_.group().resolver().cancel(rare_->dial.lookup);
   rare_.reset();
   loop_.retire(*this);
 }

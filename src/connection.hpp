@@ -116,6 +116,7 @@ class Connection final : public Pollable, public Conn {
     std::size_t next = 0;
     SocketAddress source;  // empty: the kernel picks
     std::error_code last_error;
+    std::uint64_t lookup = 0;  // the host name's Resolver::Ticket: cancelled if the dial ends first
   };
   // What only some connections need, allocated only for them: a dial in progress, a detach
   // under way, the state of a connection a live upgrade moved here. Keeps an idle connection

@@ -50,7 +50,7 @@ void Connection::start_resolve(const ListenAddress& target) {
   const std::uint64_t id = id_;
   // The answer comes back to this loop as a task, and finds the connection by id: it may have
   // been cancelled, timed out or stopped meanwhile.
-  const bool queued = loop_.group().resolver().resolve(
+  rare_->dial.lookup = loop_.group().resolver().resolve(
       target.host, target.port, family, [loop, id](Resolver::Result result) {
         loop->post([loop, id, result = std::move(result)]() mutable {
           if (Connection* conn = loop->find(id)) {
@@ -58,7 +58,7 @@ void Connection::start_resolve(const ListenAddress& target) {
           }
         });
       });
-  if (!queued) fail(make_error_code(errc::server_stopped), false);
+  if (rare_->dial.lookup == 0) fail(make_error_code(errc::server_stopped), false);
 }
 
 void Connection::on_resolved(std::vector<SocketAddress> addresses, std::error_code error) {

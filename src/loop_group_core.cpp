@@ -122,6 +122,7 @@ Status LoopGroupCore::start_threads() {
     for (auto& loop : loops_) loop->notify();
     for (auto& t : threads_) t.join();
     threads_.clear();
+    resolver_.stop();  // a lookup the started loops asked for must not post to a discarded loop
     discard();
     started_.store(false);
     stopping_.store(false);

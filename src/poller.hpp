@@ -75,6 +75,9 @@ struct PollEvent {
   bool large = false;     ///< received: at least a small buffer's worth: ask for a large one next.
   int result = 0;  ///< received/sent: bytes (0 = end of stream); accepted: the fd; or -errno.
   const char* data = nullptr;  ///< received: the bytes, valid until the next wait().
+  /// kqueue: a change to this fd's registration failed (`result`: -errno, 0 when the backend
+  /// did not say); the fd gets no events until it is registered again. Implies `error`.
+  bool refused = false;
 };
 
 }  // namespace evloop::detail

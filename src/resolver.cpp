@@ -32,19 +32,26 @@ Resolver::Result lookup(const std::string& host, std::uint16_t port, int family)
 
 Resolver::~Resolver() { stop(); }
 
-bool Resolver::resolve(std::string host, std::uint16_t port, int family, Done done) {
+Resolver::Ticket Resolver::resolve(std::string host, std::uint16_t port, int family, Done done) {
   std::lock_guard lock(mutex_);
-  if (stopping_) return false;
+  if (stopping_) return 0;
   if (!thread_.joinable()) {
     try {
       thread_ = std::thread([this] { run(); });
     } catch (const std::system_error&) {
-      return false;
+      return 0;
     }
   }
-  jobs_.push_back({std::move(host), port, family, std::move(done)});
+  const Ticket ticket = ++last_ticket_;
+  jobs_.push_back({ticket, std::move(host), port, family, std::move(done)});
   wake_.notify_one();
-  return true;
+  return ticket;
+}
+
+void Resolver::cancel(Ticket ticket) {
+  if (ticket == 0) return;
+  std::lock_guard lock(mutex_);
+  std::erase_if(jobs_, [ticket](const Job& job) { return job.ticket == ticket; });
 }
 
 void Resolver::stop() {
@@ -55,6 +62,8 @@ void Resolver::stop() {
   }
   wake_.notify_one();
   if (thread_.joinable()) thread_.join();
+  std::lock_guard lock(mutex_);
+  stopping_ = false;
 }
 
 void Resolver::run() {

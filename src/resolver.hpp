@@ -30,16 +30,26 @@ class Resolver {
   Resolver(const Resolver&) = delete;
   Resolver& operator=(const Resolver&) = delete;
 
+  /// A queued lookup, for cancel(); 0 is none.
+  using Ticket = std::uint64_t;
+
   /// Queues a lookup of `host` for a stream socket of `family` (AF_UNSPEC, AF_INET or AF_INET6)
   /// on `port`. `done` runs on the resolver thread (post the result to a loop from there).
-  /// False if the resolver has stopped or its thread could not start.
-  bool resolve(std::string host, std::uint16_t port, int family, Done done);
+  /// 0 if the resolver is stopping or its thread could not start.
+  Ticket resolve(std::string host, std::uint16_t port, int family, Done done);
+  /// Drops the lookup `ticket` if it is still queued: its `done` never runs. One in progress
+  /// runs to its end (its caller ignores the answer). Whoever gives up on a lookup (a dial that
+  /// timed out, a socket closed while opening) cancels it, so a DNS server that hangs does not
+  /// make the queue grow with every retry.
+  void cancel(Ticket ticket);
   /// Drops queued lookups, waits for the one in progress (a DNS query that hangs delays this
-  /// until the resolver's own timeout), and joins the thread.
+  /// until the resolver's own timeout), and joins the thread. Called once no loop thread runs
+  /// (nobody asks meanwhile); a later resolve() starts the thread again.
   void stop();
 
  private:
   struct Job {
+    Ticket ticket;
     std::string host;
     std::uint16_t port;
     int family;
@@ -49,9 +59,10 @@ class Resolver {
 
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<Job> jobs_;   // guarded by mutex_
-  bool stopping_ = false;  // guarded by mutex_
-  std::thread thread_;     // started under mutex_ by the first resolve()
+  std::deque<Job> jobs_;    // guarded by mutex_
+  bool stopping_ = false;   // guarded by mutex_
+  Ticket last_ticket_ = 0;  // guarded by mutex_
+  std::thread thread_;      // started under mutex_ by the first resolve()
 };
 
 }  // namespace evloop::detail

@@ -15,15 +15,15 @@ void require(const detail::UdpSocket& impl, const char* method) {
 }
 
 // Runs `fn` on the socket `id` of `loop` once it is open (see UdpSocket::run_when_open). A
-// datagram's send (`datagram`) that cannot run is counted in datagram_drops: a UdpRef's sender
-// never sees a `false`.
+// datagram's send (`datagram_size`: its payload's size) that cannot run is counted in
+// datagram_drops: a UdpRef's sender never sees a `false`.
 bool post_to_socket(detail::EventLoop* loop, std::uint64_t id, std::function<void(Udp&)> fn,
-                    bool datagram) {
+                    std::optional<std::size_t> datagram_size) {
   if (loop == nullptr) return false;
-  return loop->post([loop, id, fn = std::move(fn), datagram]() mutable {
+  return loop->post([loop, id, fn = std::move(fn), datagram_size]() mutable {
     if (detail::UdpSocket* socket = loop->find_udp(id, true)) {
-      socket->run_when_open(std::move(fn), datagram);
-    } else if (datagram) {
+      socket->run_when_open(std::move(fn), datagram_size);
+    } else if (datagram_size) {
       detail::bump(loop->counters().datagram_drops);
     }
   });
@@ -86,17 +86,19 @@ std::uint64_t Udp::id() const noexcept { return impl_->id(); }
 UdpRef Udp::ref() const noexcept { return UdpRef(&impl_->loop(), impl_->id()); }
 
 bool UdpRef::post(std::function<void(Udp&)> fn) const {
-  return post_to_socket(loop_, id_, std::move(fn), false);
+  return post_to_socket(loop_, id_, std::move(fn), std::nullopt);
 }
 
 bool UdpRef::send_to(const SocketAddress& peer, std::string bytes) const {
+  const std::size_t size = bytes.size();
   return post_to_socket(
-      loop_, id_, [peer, bytes = std::move(bytes)](Udp& udp) { udp.send_to(peer, bytes); }, true);
+      loop_, id_, [peer, bytes = std::move(bytes)](Udp& udp) { udp.send_to(peer, bytes); }, size);
 }
 
 bool UdpRef::send(std::string bytes) const {
+  const std::size_t size = bytes.size();
   return post_to_socket(
-      loop_, id_, [bytes = std::move(bytes)](Udp& udp) { udp.send(bytes); }, true);
+      loop_, id_, [bytes = std::move(bytes)](Udp& udp) { udp.send(bytes); }, size);
 }
 
 bool UdpRef::close() const {

@@ -79,15 +79,14 @@ void UdpSocket::open(std::string_view address, bool connect, const std::string& 
   // by id (it may have been closed or stopped meanwhile).
   EventLoop* loop = &loop_;
   const std::uint64_t id = id_;
-  const bool queued = loop_.group().resolver().resolve(
-      target.host, target.port, ip_family(target.transport), [loop, id](Resolver::Result r) {
-        loop->post([loop, id, r = std::move(r)]() mutable {
-          if (UdpSocket* s = loop->find_udp(id, true)) {
-            s->on_resolved(std::move(r.addresses), r.error);
-          }
-        });
-      });
-  if (!queued) fail(make_error_code(errc::server_stopped));
+  auto answer = [loop, id](Resolver::Result r) {
+    loop->post([loop, id, r = std::move(r)]() mutable {
+      if (UdpSocket* s = loop->find_udp(id, true)) s->on_resolved(std::move(r.addresses), r.error);
+    });
+  };
+  lookup_ = loop_.group().resolver().resolve(target.host, target.port, ip_family(target.transport),
+                                             std::move(answer));
+  if (lookup_ == 0) fail(make_error_code(errc::server_stopped));
 }
 
 void UdpSocket::on_resolved(std::vector<SocketAddress> addresses, std::error_code error) {
@@ -154,6 +153,8 @@ void UdpSocket::enter_open() {
   // What other threads asked of the socket while it was opening, in their order; what comes
   // after a close (in `opened` or one of these) is dropped, as for a closed socket.
   std::vector<Deferred> deferred = std::exchange(after_open_, {});
+  held_datagrams_ = 0;
+  held_bytes_ = 0;
   auto next = deferred.begin();
   for (; next != deferred.end() && state_ == State::open; ++next) next->fn(handle_);
   after_open_.assign(std::make_move_iterator(next), std::make_move_iterator(deferred.end()));
@@ -175,11 +176,21 @@ void UdpSocket::unregister() {
   interest_ = kNone;
 }
 
-void UdpSocket::run_when_open(std::function<void(Udp&)> fn, bool datagram) {
+void UdpSocket::run_when_open(std::function<void(Udp&)> fn,
+                              std::optional<std::size_t> datagram_size) {
   if (state_ == State::open) return fn(handle_);
-  if (state_ == State::opening && !open_failed_) {
-    after_open_.push_back({std::move(fn), datagram});
-  } else if (datagram) {
+  const bool opening = state_ == State::opening && !open_failed_;
+  // Sends held until the socket opens (a host name can take seconds to resolve) count against
+  // the send queue's bounds, as they will once they run.
+  const bool fits = !datagram_size || (held_datagrams_ < options().send_queue_datagrams &&
+                                       *datagram_size <= options().send_queue_bytes - held_bytes_);
+  if (opening && fits) {
+    after_open_.push_back({std::move(fn), datagram_size.has_value()});
+    if (datagram_size) {
+      ++held_datagrams_;
+      held_bytes_ += *datagram_size;
+    }
+  } else if (datagram_size) {
     bump(loop_.counters().datagram_drops);
   }
 }
@@ -189,6 +200,8 @@ void UdpSocket::drop_deferred() {
     if (d.datagram) bump(loop_.counters().datagram_drops);
   }
   after_open_.clear();
+  held_datagrams_ = 0;
+  held_bytes_ = 0;
 }
 
 void UdpSocket::fail_open(std::error_code error) {
@@ -198,6 +211,7 @@ void UdpSocket::fail_open(std::error_code error) {
   unregister();
   fd_.reset();
   drop_deferred();
+  loop_.group().resolver().cancel(lookup_);
   if (handlers().open_failed) handlers().open_failed(handle_, error);
   context_.reset();
   loop_.retire(*this);
@@ -351,6 +365,11 @@ void UdpSocket::on_polled() {
 
 void UdpSocket::on_event(const PollEvent& event) {
   if (state_ != State::open && state_ != State::closing) return;
+  // kqueue: the poller refused the socket's registration, so no event would ever come again.
+  if (event.refused) {
+    return finish(event.result < 0 ? sys_error(-event.result)
+                                   : std::make_error_code(std::errc::io_error));
+  }
   // An ICMP error on a connected socket (Linux: EPOLLERR). The socket holds it (SO_ERROR); with
   // IP_RECVERR it is also queued, and the queue, drained here, is what holds EPOLLERR up.
   if (event.error) {
@@ -501,12 +520,17 @@ void UdpSocket::flush() {
         if (refused_once != 0) report(sys_error(refused_once));  // the socket's, cleared
         return;
       }
-      if (batch.datagrams[0] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
-        gso_ = false;  // the kernel cannot segment here: from now on one by one
-        continue;
-      }
       if (refused_once == 0) {
         refused_once = err;
+        continue;
+      }
+      // A segmented message refused twice: the kernel cannot segment here (the first refusal
+      // alone may have been the socket's pending error, EMSGSIZE from a path MTU). From now on
+      // one by one; a first error that differed was the socket's.
+      if (batch.datagrams[0] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
+        gso_ = false;
+        if (refused_once != err) report(sys_error(refused_once));
+        refused_once = 0;
         continue;
       }
       // Refused twice: the first message is (and with it its datagrams). Report, and go on.

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -83,8 +84,9 @@ class UdpSocket final : public Pollable {
   void close();
   /// A UdpRef's task: runs `fn` now on an open socket; on one still opening, right after
   /// `opened` (in the order they came), or never if it fails to open; on a closing one, never.
-  /// A `datagram` (a UdpRef send) that never runs is counted in datagram_drops.
-  void run_when_open(std::function<void(Udp&)> fn, bool datagram);
+  /// A UdpRef send (`datagram_size`: its payload's size) that never runs is counted in
+  /// datagram_drops; those held while opening are bounded as the send queue is.
+  void run_when_open(std::function<void(Udp&)> fn, std::optional<std::size_t> datagram_size);
   std::size_t queued_datagrams() const noexcept { return queue_.datagrams(); }
   std::size_t queued_bytes() const noexcept { return queue_.bytes(); }
   bool connected() const noexcept { return connect_; }
@@ -184,6 +186,9 @@ class UdpSocket final : public Pollable {
     bool datagram;  // a UdpRef send: counted as dropped if it never runs
   };
   std::vector<Deferred> after_open_;  // UdpRef tasks that came while opening
+  std::size_t held_datagrams_ = 0;    // the UdpRef sends among them, and their payload bytes:
+  std::size_t held_bytes_ = 0;        // bounded by the send queue's limits
+  std::uint64_t lookup_ = 0;  // the host name's Resolver::Ticket, cancelled by a failed open
   Udp handle_{*this};
   std::error_code reason_;  // why it ends: reported by `closed` / `open_failed`
 };

@@ -194,8 +194,11 @@ class UdpRef {
   /// mean it ran.
   bool post(std::function<void(Udp&)> fn) const;
   /// Posts a send_to (see Udp::send_to; a datagram dropped there is counted, not reported here).
+  /// Sends that reach a socket still opening (its host name may take seconds to resolve) wait
+  /// for it within the send queue's bounds (UdpOptions::send_queue_datagrams and
+  /// send_queue_bytes); past them they are dropped and counted at once.
   bool send_to(const SocketAddress& peer, std::string bytes) const;
-  /// Posts a send (see Udp::send).
+  /// Posts a send (see Udp::send); held while opening as send_to is.
   bool send(std::string bytes) const;
   /// Posts a close (see Udp::close). A socket still opening then gives up: `open_failed` fires
   /// with errc::cancelled, and `opened` never does.

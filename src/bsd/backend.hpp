@@ -53,7 +53,11 @@ class Poller {
 
   int kq_ = -1;
   std::vector<struct kevent> changes_;  // queued for the next wait(), in order
-  std::vector<void*> failed_;           // tokens of changes that failed outside wait()
+  struct FailedChange {
+    void* token;
+    int error;  // errno
+  };
+  std::vector<FailedChange> failed_;  // changes that failed outside wait()
 };
 
 /// EVFILT_USER with EV_CLEAR: notify() triggers it (one kevent() call, any thread), the wait that

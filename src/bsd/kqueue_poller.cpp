@@ -91,6 +91,15 @@ void keep_libkqueue_running() {}
 void finish_close() {}
 #endif
 
+// A change for `token` that failed with `error` (an errno; libkqueue may say 0).
+void refused(void* token, int error, PollEvent& out) {
+  out = PollEvent{};
+  out.token = token;
+  out.error = true;
+  out.refused = true;
+  out.result = -error;
+}
+
 }  // namespace
 
 Poller::Poller() = default;
@@ -196,7 +205,7 @@ void Poller::flush_excess(std::size_t keep) {
     const int got = ::kevent(kq_, changes_.data(), count, receipts, count, &zero);
     for (int i = 0; i < got; ++i) {
       if ((receipts[i].flags & EV_ERROR) && receipts[i].data != 0 && receipts[i].udata) {
-        failed_.push_back(receipts[i].udata);
+        failed_.push_back({receipts[i].udata, static_cast<int>(receipts[i].data)});
       }
     }
     changes_.erase(changes_.begin(), changes_.begin() + count);
@@ -211,9 +220,8 @@ int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
   if (!failed_.empty()) {  // rare (ENOMEM...): report before anything else, without waiting
     const int n = std::min(room, static_cast<int>(failed_.size()));
     for (int i = 0; i < n; ++i) {
-      out[i] = PollEvent{};
-      out[i].token = failed_[static_cast<std::size_t>(i)];
-      out[i].error = true;
+      const FailedChange& failed = failed_[static_cast<std::size_t>(i)];
+      refused(failed.token, failed.error, out[i]);
     }
     failed_.erase(failed_.begin(), failed_.begin() + n);
     return n;
@@ -241,10 +249,7 @@ int Poller::wait(PollEvent* out, int capacity, int timeout_ms) {
       // A change that failed (libkqueue mixes these with real events; its data, the errno, may
       // even be 0). No udata means a delete, whose failure changes nothing.
       if (kev.udata == nullptr) continue;
-      out[count] = PollEvent{};
-      out[count].token = kev.udata;
-      out[count].error = true;
-      ++count;
+      refused(kev.udata, static_cast<int>(kev.data), out[count++]);
       continue;
     }
     // A watch (the only filter with EV_CLEAR; a kernel, and libkqueue, return a filter's flags

@@ -18,12 +18,20 @@
 namespace {
 std::atomic<int> g_eagain_fd{-1};   // sendmmsg on this fd says EAGAIN
 std::atomic<int> g_gso_eio_fd{-1};  // a segmented sendmmsg on this fd says EIO
-std::atomic<long> g_injected{0};    // failures injected
+std::atomic<int> g_once_fd{-1};     // the next sendmmsg on this fd fails once with g_once_error
+std::atomic<int> g_once_error{0};
+std::atomic<long> g_injected{0};  // failures injected
 }  // namespace
 
 extern "C" int sendmmsg(int fd, struct mmsghdr* msgs, unsigned int count, int flags) {
   using Real = int (*)(int, struct mmsghdr*, unsigned int, int);
   static const Real real = reinterpret_cast<Real>(::dlsym(RTLD_NEXT, "sendmmsg"));
+  int expected = fd;
+  if (g_once_fd.compare_exchange_strong(expected, -1)) {
+    g_injected.fetch_add(1);
+    errno = g_once_error.load();
+    return -1;
+  }
   if (fd == g_eagain_fd.load()) {
     g_injected.fetch_add(1);
     errno = EAGAIN;
@@ -270,12 +278,46 @@ TEST(UdpInjectedTest, GsoTurnsOffForGoodOnEioAndNothingIsLost) {
   g_gso_eio_fd = s.fd.load();
   ASSERT_TRUE(peer.send_to(s.address(), "go 10"));
   expect_datagrams(peer, 0, 10);
-  EXPECT_EQ(g_injected.load() - injected, 1);
-  ASSERT_TRUE(peer.send_to(s.address(), "go 10"));  // GSO stays off: no second EIO
+  // Refused twice: the first refusal alone could have been the socket's pending error.
+  EXPECT_EQ(g_injected.load() - injected, 2);
+  ASSERT_TRUE(peer.send_to(s.address(), "go 10"));  // GSO stays off: no third EIO
   expect_datagrams(peer, 10, 10);
-  EXPECT_EQ(g_injected.load() - injected, 1);
+  EXPECT_EQ(g_injected.load() - injected, 2);
   const LoopStats st = s.stats();
   EXPECT_EQ(st.gso_sends, 0u);
+  EXPECT_EQ(st.datagram_send_errors, 0u);
+  EXPECT_EQ(st.datagram_drops, 0u);
+}
+
+// A socket's pending error (EMSGSIZE: an ICMP "fragmentation needed" on a connected socket) is
+// what the next send returns, whatever that send is. Returned by a segmented send, it is reported
+// as the socket's error, and GSO stays on: the same send, tried again, goes through.
+TEST(UdpInjectedTest, APendingErrorOnASegmentedSendIsReportedAndGsoStaysOn) {
+  Sender sender;
+  UdpOptions o;
+  o.gso = true;
+  std::atomic<bool> gso_at_open{false};
+  ErrorLog errors;
+  DatagramHandlers h = sender.handlers();
+  h.opened = [&](Udp& udp) { gso_at_open = udp.gso(); };
+  h.error = [&](Udp&, std::error_code ec) { errors.record(ec); };
+  Injected s(h, o);
+  ASSERT_TRUE(s.status) << s.status.message();
+  if (!gso_at_open) GTEST_SKIP() << "no UDP GSO on this system";
+  UdpPeer peer;
+  const long injected = g_injected.load();
+  g_once_error = EMSGSIZE;
+  g_once_fd = s.fd.load();
+  ASSERT_TRUE(peer.send_to(s.address(), "go 10"));
+  expect_datagrams(peer, 0, 10);
+  EXPECT_EQ(g_injected.load() - injected, 1);
+  ASSERT_TRUE(errors.wait_for(1));
+  EXPECT_EQ(errors.errors(),
+            std::vector<std::error_code>{std::error_code(EMSGSIZE, std::system_category())});
+  ASSERT_TRUE(peer.send_to(s.address(), "go 10"));
+  expect_datagrams(peer, 10, 10);
+  const LoopStats st = s.stats();
+  EXPECT_EQ(st.gso_sends, 2u) << "GSO went off";
   EXPECT_EQ(st.datagram_send_errors, 0u);
   EXPECT_EQ(st.datagram_drops, 0u);
 }
