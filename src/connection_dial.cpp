@@ -1,5 +1,5 @@
 // Dialling: a connection in the `connecting` state. Numeric addresses are tried at once; host
-// names go to the group's resolver thread and come back as a posted task. Each address is tried
+// names go to the group's resolver threads and come back as a posted task. Each address is tried
 // in turn (a non-blocking connect, then writability, then SO_ERROR); the first that connects
 // opens the connection, and when none does, the dial fails with the last error. One timer bounds
 // the whole dial.

@@ -1,6 +1,6 @@
 // Internal. The loops behind evloop::LoopGroup (and behind a Server): creates them, runs one
 // thread each, stops and joins them, picks a loop for each connection a spreading listener
-// accepts, and owns the resolver thread their dials share.
+// accepts, and owns the resolver threads their dials share.
 #pragma once
 
 #include <atomic>

@@ -35,11 +35,12 @@ Resolver::~Resolver() { stop(); }
 Resolver::Ticket Resolver::resolve(std::string host, std::uint16_t port, int family, Done done) {
   std::lock_guard lock(mutex_);
   if (stopping_) return 0;
-  if (!thread_.joinable()) {
+  // Each idle thread takes one queued job: a job beyond them needs a thread of its own.
+  if (jobs_.size() >= idle_ && threads_.size() < kMaxThreads) {
     try {
-      thread_ = std::thread([this] { run(); });
+      threads_.emplace_back([this] { run(); });
     } catch (const std::system_error&) {
-      return 0;
+      if (threads_.empty()) return 0;  // the running threads will take it in turn
     }
   }
   const Ticket ticket = ++last_ticket_;
@@ -55,13 +56,16 @@ void Resolver::cancel(Ticket ticket) {
 }
 
 void Resolver::stop() {
+  std::vector<std::thread> threads;
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
     jobs_.clear();
+    threads = std::move(threads_);
+    threads_.clear();
   }
-  wake_.notify_one();
-  if (thread_.joinable()) thread_.join();
+  wake_.notify_all();
+  for (std::thread& t : threads) t.join();
   std::lock_guard lock(mutex_);
   stopping_ = false;
 }
@@ -69,7 +73,9 @@ void Resolver::stop() {
 void Resolver::run() {
   std::unique_lock lock(mutex_);
   for (;;) {
+    ++idle_;
     wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+    --idle_;
     if (stopping_) return;
     Job job = std::move(jobs_.front());
     jobs_.pop_front();

@@ -89,8 +89,8 @@ class Loop {
   /// Dials `address` (`tcp://host:port`, `tcp4://`, `tcp6://[::1]:port`, `unix:///path`) from
   /// this loop: the connection lives here, with `handlers` and `options`. Non-blocking: returns
   /// at once with a reference; later exactly one of `opened` or `connect_failed` fires. Numeric
-  /// hosts connect at once; host names are resolved on a resolver thread (never on a loop
-  /// thread), and the addresses are tried in turn within ConnectOptions::connect_timeout.
+  /// hosts connect at once; host names are resolved on the group's resolver threads (never on
+  /// a loop thread; up to 4 lookups at once), and the addresses are tried in turn within ConnectOptions::connect_timeout.
   /// A connection that turns out to be connected to itself fails (errc::self_connect). A `udp://`,
   /// `udp4://` or `udp6://` address fails with errc::unknown_scheme: use connect_udp. A dial
   /// requested before the loop stops always reports (errc::server_stopped at the latest); once the

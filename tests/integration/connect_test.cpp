@@ -1,6 +1,6 @@
 // Dialling out (Loop::connect), after libuv's tcp-connect checklist: a pure client group dials
 // and echoes byte-exact; a refused, timed-out, cancelled or stopped dial ends in exactly one
-// `connect_failed` (never `opened` or `closed`); host names resolve on one resolver thread, off
+// `connect_failed` (never `opened` or `closed`); host names resolve on resolver threads, off
 // the loops; bad input fails with the documented code; source addresses bind the local side; a
 // socket connected to itself is rejected; writes made while connecting go out in order once open;
 // Unix sockets and IPv6 dial too; 1,000 dials at once stay byte-exact. Every test ends with the

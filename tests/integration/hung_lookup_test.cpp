@@ -1,14 +1,15 @@
-// Host-name lookups behind one that hangs (Linux). The group's one resolver thread can be stuck
-// for as long as a DNS server does not answer; what gives up meanwhile (a dial that times out, a
-// UDP socket closed while opening) must leave the queue, or every retry would wait its turn
-// behind the hang and the queue would grow without bound; and UdpRef sends held for a socket
-// that is still resolving obey the send queue's bounds.
+// Host-name lookups while others hang (Linux). A lookup can be stuck for as long as a DNS server
+// does not answer. Another name must not wait for it (the resolver starts another thread, up to
+// detail::Resolver::kMaxThreads); what gives up meanwhile (a dial that times out, a UDP socket
+// closed while opening) must leave the queue, or every retry would wait its turn behind the hang
+// and the queue would grow without bound; and UdpRef sends held for a socket that is still
+// resolving obey the send queue's bounds.
 //
 // The test runs in a child process with network and mount namespaces of its own (root only; it
 // skips elsewhere): /etc/resolv.conf there names a DNS server on the namespace's loopback that the
-// test runs itself. It reads every query, answers those for release.evloop-test only once told
-// to (NXDOMAIN), and never answers any other: a lookup that reaches it is seen, and one that was
-// cancelled never does.
+// test runs itself. It reads every query, holds those for held<N>.evloop-test until told to
+// answer them (NXDOMAIN), and never answers any other: a lookup that reaches it is seen, and one
+// that was cancelled never is.
 #include <gtest/gtest.h>
 
 #if defined(__linux__)
@@ -31,10 +32,12 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "resolver.hpp"
 #include "test_support.hpp"
 
 namespace evloop::test {
@@ -44,7 +47,8 @@ using namespace std::chrono_literals;
 
 constexpr int kNoNamespaces = 77;  // the child's exit code when it may not unshare
 
-// Every name asked of the fake DNS server that is not `release`, in order.
+// A DNS server that holds the queries for held<N>.evloop-test until released and records every
+// other name it is asked.
 class FakeDns {
  public:
   // Binds 127.0.0.1:53 in the current (new) network namespace; false on failure.
@@ -63,9 +67,13 @@ class FakeDns {
     if (thread_.joinable()) thread_.join();
     if (fd_ >= 0) ::close(fd_);
   }
-  // From now on, queries for release.evloop-test get NXDOMAIN (those held so far too).
+  // From now on, held queries get NXDOMAIN (those held so far too).
   void release() { released_ = true; }
-  bool saw_release_query() const { return saw_release_.load(); }
+  // How many different held<N> names were asked.
+  std::size_t held_names() const {
+    std::lock_guard lock(mutex_);
+    return held_.size();
+  }
   std::vector<std::string> other_queries() const {
     std::lock_guard lock(mutex_);
     return others_;
@@ -94,11 +102,11 @@ class FakeDns {
       if (n < 12) continue;
       q.packet.assign(buf, static_cast<std::size_t>(n));
       const std::string name = question_name(q.packet);
-      if (name == "release.evloop-test") {
-        saw_release_ = true;
+      std::lock_guard lock(mutex_);
+      if (name.starts_with("held")) {
+        held_.insert(name);
         held.push_back(q);
       } else {
-        std::lock_guard lock(mutex_);
         others_.push_back(name);
       }
     }
@@ -128,8 +136,8 @@ class FakeDns {
   std::thread thread_;
   std::atomic<bool> done_{false};
   std::atomic<bool> released_{false};
-  std::atomic<bool> saw_release_{false};
   mutable std::mutex mutex_;
+  std::set<std::string> held_;
   std::vector<std::string> others_;
 };
 
@@ -188,12 +196,39 @@ std::string run_in_namespaces(bool& not_permitted) {
   if (!group.start()) return "group start";
   const Loop& loop = group.loop(0);
 
-  // 1. A lookup that hangs until released: the resolver thread is stuck in it.
-  EventCounter first_failed;
-  DatagramHandlers first;
-  first.open_failed = [&](Udp&, std::error_code) { first_failed.add(); };
-  loop.connect_udp("udp://release.evloop-test:9", first);
-  if (!eventually([&] { return dns.saw_release_query(); })) return "the first lookup never came";
+  // Dials a name from /etc/hosts: true if it opened within `patience` (its dial's timeout).
+  auto localhost_opens = [&](std::chrono::milliseconds patience) {
+    EventCounter opened, failed;
+    Handlers local;
+    local.opened = [&](Conn& c) {
+      opened.add();
+      c.close();
+    };
+    local.connect_failed = [&](Conn&, std::error_code) { failed.add(); };
+    ConnectOptions o;
+    o.connect_timeout = patience;
+    loop.connect("tcp4://localhost:" + std::to_string(ntohs(a.sin_port)), local, o);
+    (void)eventually([&] { return opened.value() + failed.value() > 0; });
+    return opened.value() == 1;
+  };
+  // A lookup that hangs until released.
+  EventCounter held_failed;
+  DatagramHandlers held;
+  held.open_failed = [&](Udp&, std::error_code) { held_failed.add(); };
+  auto hang = [&](std::size_t n) {
+    loop.connect_udp("udp://held" + std::to_string(n) + ".evloop-test:9", held);
+    return eventually([&] { return dns.held_names() == n + 1; });
+  };
+
+  // 1. Another name does not wait for a lookup that hangs.
+  if (!hang(0)) return "the first lookup never came";
+  std::string errors;
+  if (!localhost_opens(5s)) errors += "a dial to localhost waited behind a hung lookup; ";
+
+  // Every resolver thread stuck in a lookup that hangs.
+  for (std::size_t n = 1; n < detail::Resolver::kMaxThreads; ++n) {
+    if (!hang(n)) return "lookup " + std::to_string(n) + " never came";
+  }
 
   // 2. Twenty dials that time out and twenty UDP sockets closed while their names wait.
   EventCounter dials_failed, udp_failed;
@@ -210,13 +245,13 @@ std::string run_in_namespaces(bool& not_permitted) {
   if (!dials_failed.wait_for(20) || !udp_failed.wait_for(20)) return "the cancels did not end";
 
   // 3. Sends for a socket still resolving: 10 asked, 4 fit the queue's bound, 6 dropped at once.
-  EventCounter held_failed;
-  DatagramHandlers held_handlers;
-  held_handlers.open_failed = [&](Udp&, std::error_code) { held_failed.add(); };
+  EventCounter sends_failed;
+  DatagramHandlers sends_handlers;
+  sends_handlers.open_failed = [&](Udp&, std::error_code) { sends_failed.add(); };
   UdpConnectOptions bounded;
   bounded.send_queue_datagrams = 4;
-  const UdpRef held = loop.connect_udp("udp://held.evloop-test:9", held_handlers, bounded);
-  for (int i = 0; i < 10; ++i) held.send("x");
+  const UdpRef sends = loop.connect_udp("udp://sends.evloop-test:9", sends_handlers, bounded);
+  for (int i = 0; i < 10; ++i) sends.send("x");
   std::atomic<std::uint64_t> drops_while_held{0};
   EventCounter sampled;
   loop.post([&] {
@@ -224,30 +259,20 @@ std::string run_in_namespaces(bool& not_permitted) {
     sampled.add();
   });
   if (!sampled.wait_for(1)) return "the sample never ran";
-  held.close();
-  if (!held_failed.wait_for(1)) return "the held socket did not fail";
+  sends.close();
+  if (!sends_failed.wait_for(1)) return "the socket with sends held did not fail";
   const std::uint64_t drops_after_close = total(group).datagram_drops;
 
-  // 4. Released, the first lookup fails; a dial to a name from /etc/hosts is next in line.
+  // 4. Released, the hung lookups fail; a dial to a name from /etc/hosts is next in line.
   dns.release();
-  if (!first_failed.wait_for(1)) return "the first lookup was never answered";
-  EventCounter opened, failed;
-  Handlers local;
-  local.opened = [&](Conn& c) {
-    opened.add();
-    c.close();
-  };
-  local.connect_failed = [&](Conn&, std::error_code) { failed.add(); };
-  ConnectOptions patient;
-  patient.connect_timeout = 5s;
-  loop.connect("tcp4://localhost:" + std::to_string(ntohs(a.sin_port)), local, patient);
-  const bool came = eventually([&] { return opened.value() + failed.value() > 0; });
+  if (!held_failed.wait_for(static_cast<long>(detail::Resolver::kMaxThreads))) {
+    return "the hung lookups were never answered";
+  }
+  if (!localhost_opens(5s)) errors += "the dial to localhost after the release did not open; ";
   group.stop();
   (void)group.wait();
   ::close(listener);
 
-  std::string errors;
-  if (!came || opened.value() != 1) errors += "the dial to localhost did not open; ";
   const std::vector<std::string> others = dns.other_queries();
   if (!others.empty()) {
     errors += std::to_string(others.size()) +
@@ -262,7 +287,7 @@ std::string run_in_namespaces(bool& not_permitted) {
   return errors;
 }
 
-TEST(HungLookupTest, WhatGivesUpLeavesTheQueueAndHeldSendsAreBounded) {
+TEST(HungLookupTest, OtherNamesPassItWhatGivesUpLeavesTheQueueHeldSendsAreBounded) {
   int report[2];
   ASSERT_EQ(::pipe2(report, O_CLOEXEC), 0);
   const pid_t pid = ::fork();
