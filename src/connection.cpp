@@ -147,6 +147,38 @@ void Connection::begin_closing(std::error_code reason) {
   schedule();
 }
 
+void Connection::linger() {
+  // A TCP close with the peer's bytes unread, or with bytes arriving before the peer has
+  // acknowledged all it was sent, makes the kernel reset the connection and drop what it still
+  // holds (RFC 1122 4.2.2.13; Linux does): a client that pipelines a request behind a response
+  // would lose the response's end. So the FIN goes now, what the peer sends is read and dropped,
+  // and the fd closes once the peer has acknowledged everything or ended its side. Checked at
+  // growing intervals (no event says "acknowledged"), within close_timeout.
+  if (timer_ != 0) {
+    if (lingering_) return;  // settled meanwhile: the next check is already due
+    loop_.cancel(timer_);    // close_timeout's wait for the output, which has gone
+    timer_ = 0;
+  }
+  const Drained input = discard_input(fd_.get(), kLingerReadBudget);
+  if (input == Drained::ended ||
+      (input == Drained::empty && !platform::tcp_output_unacknowledged(fd_.get()))) {
+    return finish(reason_, false);
+  }
+  Rare& r = rare();
+  if (!lingering_) {
+    lingering_ = true;
+    output_shut_ = true;
+    (void)shutdown_output(fd_.get());
+    r.linger_until = loop_.now() + options().close_timeout;
+  }
+  if (loop_.now() >= r.linger_until) return finish(make_error_code(errc::close_timeout), true);
+  timer_ = loop_.run_after(r.linger_step, [this] {
+    timer_ = 0;
+    linger();
+  });
+  r.linger_step = std::min(r.linger_step * 2, kLingerStepLimit);
+}
+
 void Connection::finish(std::error_code error, bool reset) {
   // open or closing -> closed: the one place that closes the fd and fires `closed`. A close that
   // discards output resets, so the peer cannot take a truncated stream for a complete one.
@@ -261,7 +293,7 @@ void Connection::settle() {
     if (ended()) return;
   }
   if (out_.empty()) {
-    if (state_ == ConnState::closing) return finish(reason_, false);
+    if (state_ == ConnState::closing) return linger();
     if (shutdown_wanted_ && !output_shut_) {
       output_shut_ = true;
       if (const int rc = shutdown_output(fd_.get()); rc < 0 && rc != -ENOTCONN) {
@@ -658,7 +690,10 @@ void Connection::on_sent(const PollEvent& event) {
   loop_.send_slots().release(send_slot_);
   send_slot_ = nullptr;
   if (ended()) {
-    out_.clear();  // finish() left it to the kernel until now (and already counted it gone)
+    // finish() left the output to the kernel until now (and already counted it gone); what
+    // the send took still went on the wire.
+    if (event.result > 0) bump(loop_.counters().bytes_out, static_cast<std::size_t>(event.result));
+    out_.clear();
     return;
   }
   if (event.result < 0) {

@@ -9,6 +9,9 @@
 //        +--fail_open()--> closed  +--finish() (error, abort, EOF) ---+
 //                                 +--detach_now()--> detached
 //
+// A TCP connection leaves `closing` through linger(): with its output in the kernel, it sends the
+// FIN and waits, reading and dropping input, until the peer has acknowledged everything.
+//
 // Beside the lifecycle, each direction has its own small state: reading can be paused by the user
 // and by back-pressure, and ends at the peer's EOF; writing can be shut down (FIN) by the user
 // once pending output is sent. A connection whose both directions have ended closes by itself.
@@ -110,6 +113,10 @@ class Connection final : public Pollable, public Conn {
   const ProfilePtr& profile() const noexcept { return profile_; }
 
  private:
+  // linger(): the bytes one check reads and drops at most, and the longest wait between checks.
+  static constexpr std::size_t kLingerReadBudget = 256 * 1024;
+  static constexpr std::chrono::milliseconds kLingerStepLimit{100};
+
   // A dial in progress: the addresses to try and the last error seen (connection_dial.cpp).
   struct Dial {
     std::vector<SocketAddress> candidates;
@@ -125,6 +132,8 @@ class Connection final : public Pollable, public Conn {
     Dial dial;
     std::function<void(DetachedConn)> detach_to;
     std::optional<std::string> moved_state;
+    std::chrono::steady_clock::time_point linger_until{};  // closing: the close_timeout of linger()
+    std::chrono::milliseconds linger_step{1};                // the wait before its next check
   };
   Rare& rare();
 
@@ -141,6 +150,7 @@ class Connection final : public Pollable, public Conn {
   void finish(std::error_code error, bool reset);
   void detach_now();
   void begin_closing(std::error_code reason);
+  void linger();  // closing, all output with the kernel: finish() once the peer has it
   void fail(std::error_code error, bool reset);  // records an end for settle()
   void forget_poller();
 
@@ -211,6 +221,7 @@ class Connection final : public Pollable, public Conn {
   bool stashed_eof_ : 1 = false;      // ...and the peer's EOF
   bool large_receives_ : 1 = false;   // completions: the last receive took 16 KiB or more
   bool was_reading_ : 1 = false;      // wants_to_read() at the last settle(): the idle clock
+  bool lingering_ : 1 = false;        // closing: linger() has sent the FIN and waits
   PeerAddress peer_;
   OutputBuffer out_;
   InputTail in_;  // unconsumed input

@@ -8,11 +8,13 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/ioctl.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
 #if defined(__linux__)
 #include <linux/errqueue.h>  // sock_extended_err (IP_RECVERR)
+#include <linux/sockios.h>   // SIOCOUTQ
 #include <netinet/udp.h>     // UDP_SEGMENT, UDP_GRO
 #include <sys/sendfile.h>
 #endif
@@ -128,6 +130,28 @@ inline void set_keepalive_idle(int fd, int seconds) noexcept {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &seconds, sizeof seconds);
 #elif defined(TCP_KEEPALIVE)
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPALIVE, &seconds, sizeof seconds);
+#endif
+}
+
+// True while the kernel still holds output of a TCP socket (or its FIN) that the peer has not
+// acknowledged. False for other sockets, and where the system does not tell.
+inline bool tcp_output_unacknowledged(int fd) noexcept {
+#if defined(__linux__)
+  int queued = 0;  // unacknowledged and unsent bytes (a Unix socket: bytes its peer has not read)
+  if (::ioctl(fd, SIOCOUTQ, &queued) != 0 || queued <= 0) return false;
+  int protocol = 0;
+  socklen_t len = sizeof protocol;
+  return ::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 &&
+         protocol == IPPROTO_TCP;
+#elif defined(FIONWRITE)  // FreeBSD: the send buffer keeps bytes until they are acknowledged
+  int queued = 0;
+  return ::ioctl(fd, FIONWRITE, &queued) == 0 && queued > 0;
+#elif defined(SO_NWRITE)  // macOS
+  int queued = 0;
+  socklen_t len = sizeof queued;
+  return ::getsockopt(fd, SOL_SOCKET, SO_NWRITE, &queued, &len) == 0 && queued > 0;
+#else
+  return false;
 #endif
 }
 

@@ -363,6 +363,21 @@ long receive(int fd, void* buffer, std::size_t size) noexcept {
   return n < 0 ? -errno : static_cast<long>(n);
 }
 
+Drained discard_input(int fd, std::size_t budget) noexcept {
+  char sink[16 * 1024];
+  for (std::size_t taken = 0; taken < budget;) {
+    const ssize_t n = ::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+    if (n > 0) {
+      taken += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? Drained::empty : Drained::ended;
+    }
+  }
+  return Drained::more;
+}
+
 int shutdown_output(int fd) noexcept { return ::shutdown(fd, SHUT_WR) < 0 ? -errno : 0; }
 
 void set_reset_on_close(int fd) noexcept {

@@ -154,6 +154,13 @@ long send_pieces(int fd, const iovec* iov, int count, bool more = false) noexcep
 /// recv: bytes received (0 at end of stream), or -errno.
 long receive(int fd, void* buffer, std::size_t size) noexcept;
 
+/// What discard_input() found.
+enum class Drained { empty, more, ended };
+/// Reads and drops what the peer has sent, up to `budget` bytes: `empty` once nothing is left for
+/// now, `more` when the budget ran out first, `ended` at the end of the peer's stream or an
+/// error (nothing more will come).
+Drained discard_input(int fd, std::size_t budget) noexcept;
+
 /// shutdown(SHUT_WR): 0 or -errno.
 int shutdown_output(int fd) noexcept;
 /// SO_LINGER {on, 0}: the next close() sends a reset (RST) instead of a FIN.

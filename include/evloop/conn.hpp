@@ -89,8 +89,13 @@ class Conn {
   /// ends, also when the call is ignored.
   void send_file(TakeFd file, std::uint64_t offset, std::uint64_t length);
 
-  /// Closes gracefully: reading stops now; pending output is sent, then a FIN. If it cannot be
-  /// sent within ConnOptions::close_timeout, the connection is reset (errc::close_timeout).
+  /// Closes gracefully: reading stops now; pending output is sent, then a FIN. What the peer
+  /// sends meanwhile is read and dropped, and the socket is closed (and `closed` fires) once
+  /// the peer has acknowledged every byte or ended its side: closing a TCP socket with the
+  /// peer's bytes unread would make the kernel reset the connection and drop the end of the
+  /// output (a client that pipelines a request behind the last one answered would lose it). If
+  /// the output is not taken within ConnOptions::close_timeout (and again for what the kernel
+  /// still holds), the connection is reset (errc::close_timeout).
   /// While connecting, cancels the dial (`connect_failed` with errc::cancelled). Ignored after
   /// a detach() that returned true.
   void close();

@@ -46,7 +46,8 @@ struct ConnOptions {
   /// (errc::input_limit). Must be positive.
   std::size_t input_limit = 1024 * 1024;
 
-  /// Longest close() waits for pending output to be sent; then the connection is reset
+  /// Longest close() waits for pending output to be sent, and then again for the peer to
+  /// acknowledge what the kernel still holds (see Conn::close); then the connection is reset
   /// (errc::close_timeout).
   std::chrono::milliseconds close_timeout{10'000};
   /// Close a connection that receives nothing for this long while it is reading
