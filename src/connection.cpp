@@ -265,6 +265,9 @@ void Connection::settle() {
     if (state_ == ConnState::connecting || ended()) return;
   }
   if (detaching_) {
+    // A failure since detach() (a write past output_limit): the stream the receiver would get
+    // is not whole, so the connection ends with it instead.
+    if (end_wanted_) return finish(reason_, reset_wanted_);
     // With completions, the kernel's receive and send end first: what they moved is then in the
     // input and output handed over.
     if (quiesce()) detach_now();
@@ -462,9 +465,31 @@ void Connection::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
     ::close(fd);
     return fail(std::make_error_code(std::errc::value_too_large), true);
   }
+  if (detaching_ || length <= kCopiedFileMax || out_.files() >= kHeldFilesMax) {
+    return copy_file(UniqueFd(fd), offset, length);
+  }
   const bool was_empty = out_.empty();
   out_.append_file(fd, offset, length);  // counts as pending output, holds no memory
   queued(static_cast<std::size_t>(length), was_empty);
+}
+
+void Connection::copy_file(UniqueFd file, std::uint64_t offset, std::uint64_t length) {
+  // Read now, within output_limit: a small range, one past the file ranges a connection may hold,
+  // or any range after a detach (the output is handed over as bytes).
+  if (length > options().output_limit) return fail(make_error_code(errc::output_limit), true);
+  if (!fits_output_limit(static_cast<std::size_t>(length))) return;
+  char chunk[64 * 1024];
+  while (length > 0) {
+    const std::size_t want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(sizeof chunk, length));
+    const ssize_t n = ::pread(file.get(), chunk, want, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(std::error_code(errno, std::system_category()), true);
+    if (n == 0) return fail(make_error_code(errc::file_truncated), true);
+    append_output(chunk, static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
+    length -= static_cast<std::uint64_t>(n);
+  }
 }
 
 void Connection::send_file_copy(int fd, std::uint64_t offset, std::uint64_t length) {
@@ -552,8 +577,8 @@ void Connection::flush() {
       for (int i = 0; i < count; ++i) asked += iov[i].iov_len;
       // Bytes before a small file range (a response's head): MSG_MORE joins them to its first
       // segment.
-      const bool more = asked < out_.size() && out_.has_file() &&
-                        out_.file_bytes() <= kCorkedFileMax;
+      const bool more =
+          asked < out_.size() && out_.has_file() && out_.file_bytes() <= kCorkedFileMax;
       n = send_pieces(fd_.get(), iov, count, more);
     }
     bump(loop_.counters().writes);

@@ -116,6 +116,12 @@ class Connection final : public Pollable, public Conn {
   // linger(): the bytes one check reads and drops at most, and the longest wait between checks.
   static constexpr std::size_t kLingerReadBudget = 256 * 1024;
   static constexpr std::chrono::milliseconds kLingerStepLimit{100};
+  // send_file(): a range this small is read into the output at once (as cheap as sending it
+  // later, and it holds no fd); past this many file ranges pending, so is any range (within
+  // output_limit). A peer that pipelines requests for files and never reads cannot make a
+  // connection hold one fd per request.
+  static constexpr std::uint64_t kCopiedFileMax = 16 * 1024;
+  static constexpr std::size_t kHeldFilesMax = 64;
 
   // A dial in progress: the addresses to try and the last error seen (connection_dial.cpp).
   struct Dial {
@@ -164,6 +170,7 @@ class Connection final : public Pollable, public Conn {
   }
   bool fits_output_limit(std::size_t more);
   void append_output(const void* bytes, std::size_t size);
+  void copy_file(UniqueFd file, std::uint64_t offset, std::uint64_t length);  // while detaching
   void queued(std::size_t size, bool was_empty);
   std::size_t send_now(const void* bytes, std::size_t size);
   void discard_output();

@@ -100,6 +100,7 @@ void OutputBuffer::push(Piece* piece) noexcept {
 }
 
 void OutputBuffer::pop_head() noexcept {
+  if (head_->kind == Piece::Kind::file) --files_;
   Piece* next = head_->next;
   pool_->release(head_);
   head_ = next;
@@ -138,6 +139,7 @@ void OutputBuffer::append_file(int fd, std::uint64_t offset, std::uint64_t lengt
   }
   size_ += length;
   file_bytes_ += length;
+  ++files_;
   push(pool_->make_file_piece(fd, offset, length));
 }
 
@@ -184,6 +186,7 @@ long OutputBuffer::load_file_head() {
     chunk->next = file->next;
     if (tail_ == file) tail_ = chunk;
     pool_->release(file);
+    --files_;
   }
   return static_cast<long>(got);
 }

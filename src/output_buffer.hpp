@@ -150,6 +150,8 @@ class OutputBuffer {
   bool has_file() const noexcept { return file_bytes_ > 0; }
   /// Bytes of the file ranges pending.
   std::uint64_t file_bytes() const noexcept { return file_bytes_; }
+  /// File ranges pending (each holds an fd).
+  std::size_t files() const noexcept { return files_; }
   /// True when nothing is pending.
   bool empty() const noexcept { return size_ == 0; }
 
@@ -162,6 +164,7 @@ class OutputBuffer {
   Piece* tail_ = nullptr;
   std::size_t size_ = 0;
   std::size_t file_bytes_ = 0;  // a file piece is never empty: > 0 while one is queued
+  std::size_t files_ = 0;
 };
 
 }  // namespace evloop::detail

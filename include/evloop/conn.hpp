@@ -74,15 +74,20 @@ class Conn {
   void write(const SharedBuffer& buffer);
   /// Queues `length` bytes of the file `fd` from `offset`, in order with the other output, sent
   /// with sendfile() (pread()+send() where sendfile() cannot read the file): the bytes are never
-  /// held in memory. `fd` must be readable at an offset (a file or a device, not a pipe or a
-  /// socket: those reset the connection with ESPIPE). evloop keeps its own duplicate of `fd`
-  /// (the caller may close theirs). The range counts in output_pending() and toward the
-  /// high-water mark, not toward output_limit; each loop iteration sends at most a bounded slice
-  /// of it, so one connection cannot hold its loop. A file that ends before the range does
+  /// held in memory. Except: a range of at most 16 KiB, and any range while 64 are already
+  /// pending on the connection, is read into the output at once (as write() copies; it then
+  /// counts toward output_limit), so a peer that pipelines requests for files without reading
+  /// cannot make the connection hold an fd per request. `fd` must be readable at an offset (a
+  /// file or a device, not a pipe or a socket: those reset the connection with ESPIPE). evloop
+  /// keeps its own duplicate of `fd` (the caller may close theirs). The range counts in
+  /// output_pending() and toward the high-water mark, not toward output_limit; each loop
+  /// iteration sends at most a bounded slice of it, so one connection cannot hold its loop. A file that ends before the range does
   /// resets the connection (errc::file_truncated); a read error, or an fd that cannot be
   /// duplicated, resets it with the errno; a range that would take output_pending() past 2^63-1
   /// bytes (more than any file holds) resets it with EOVERFLOW (std::errc::value_too_large).
-  /// Ignored after close(), abort() or shutdown_write().
+  /// Ignored after close(), abort() or shutdown_write(). After a detach() that returned true
+  /// the range is read at once into the output handed over (within output_limit, which resets
+  /// the connection instead of detaching it).
   void send_file(int fd, std::uint64_t offset, std::uint64_t length);
   /// send_file() that takes `file.fd` instead of duplicating it (one system call fewer per
   /// call, and none to close it): evloop closes it when the range is sent or the connection
@@ -125,7 +130,9 @@ class Conn {
   /// false, and does nothing, unless the connection is open (not connecting, closing or closed),
   /// no send_file() range is pending and shutdown_write() was not called (the FIN it owes after
   /// the output cannot be handed over). Once it returns true, writes still go with the
-  /// connection, and close(), abort() and shutdown_write() are ignored. On io_uring the hand-over
+  /// connection (one past output_limit resets it instead: `closed` reports
+  /// errc::output_limit and `receiver` is not called), and close(), abort() and
+  /// shutdown_write() are ignored. On io_uring the hand-over
   /// waits for the kernel's requests on the socket to end; a connection that fails meanwhile (a
   /// reset) gets `closed` with that error instead, and `receiver` is not called.
   bool detach(std::function<void(DetachedConn)> receiver);

@@ -389,6 +389,113 @@ TEST(WritePathTest, DetachIsRefusedWhileAFileIsPending) {
   EXPECT_EQ(detach_result.load(), 0);
 }
 
+// After a detach() that said yes, writes still go with the connection: a send_file() range is
+// read into the output handed over (before the fix it was dropped: the receiver got the bytes
+// around it, a stream spliced without an error).
+TEST(WritePathTest, SendFileAfterADetachGoesWithTheConnection) {
+  const std::string content = pattern(64 * 1024, 7);
+  TempFile file(content);
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write("head:");
+    EXPECT_TRUE(c.detach([](DetachedConn d) {
+      // The receiver sends what it was handed, then ends the stream.
+      EXPECT_EQ(::send(d.fd(), d.output.data(), d.output.size(), MSG_NOSIGNAL),
+                static_cast<ssize_t>(d.output.size()));
+      ::shutdown(d.fd(), SHUT_WR);
+    }));
+    c.send_file(file.fd(), 0, content.size());
+    c.write(":tail");
+    return bytes.size();
+  };
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("go"));
+  bool eof = false;
+  const std::string got = client.read_to_eof(&eof);
+  EXPECT_TRUE(eof);
+  EXPECT_EQ(got.size(), 5 + content.size() + 5);
+  EXPECT_TRUE(got == "head:" + content + ":tail");
+}
+
+// A file range holds an fd while it waits: a peer that pipelines requests for files and never
+// reads could make one connection hold an fd per request (a review measured 5,191 fds for one
+// such client, enough to starve the process). Small ranges are read into memory at once, and
+// past 64 held ranges so is any range: the fds held stay bounded, the bytes arrive in order.
+TEST(WritePathTest, QueuedFileRangesHoldABoundedNumberOfFds) {
+  struct Case {
+    const char* name;
+    std::size_t file_size;
+    int ranges;
+    int most_fds;  // held by the queued ranges at most
+  };
+  for (const Case& t :
+       {Case{"small files", 100, 5000, 0}, Case{"large files", 20 * 1024, 200, 64}}) {
+    SCOPED_TRACE(t.name);
+    const std::string content = pattern(t.file_size, 49);
+    TempFile file(content);
+    std::atomic<int> fds_held{-1};
+    Callbacks cb;
+    cb.data = [&](Conn& c, std::string_view bytes) {
+      const int before = count_open_fds();
+      for (int i = 0; i < t.ranges; ++i) {
+        c.write("#" + std::to_string(i) + ":");
+        c.send_file(file.fd(), 0, content.size());
+      }
+      fds_held = count_open_fds() - before;
+      c.close();
+      return bytes.size();
+    };
+    Options o = loopback_options();
+    o.socket_send_buffer = 4096;
+    RunningServer s(o, cb);
+    ASSERT_TRUE(s.status);
+    Client client(s.address(), 4096);
+    ASSERT_TRUE(client.send_all("go"));
+    bool eof = false;
+    const std::string got = client.read_to_eof(&eof);
+    EXPECT_TRUE(eof);
+    std::string expected;
+    for (int i = 0; i < t.ranges; ++i) expected += "#" + std::to_string(i) + ":" + content;
+    EXPECT_EQ(got.size(), expected.size());
+    EXPECT_TRUE(got == expected);
+    EXPECT_GE(fds_held.load(), 0);
+    EXPECT_LE(fds_held.load(), t.most_fds);
+  }
+}
+
+// A write past output_limit after a detach() that said yes: the stream cannot be handed over
+// whole, so the connection is reset with that reason and the receiver never called (before, the
+// refused write was dropped and the rest handed over).
+TEST(WritePathTest, AWritePastTheOutputLimitAfterADetachResetsInsteadOfHandingOver) {
+  std::atomic<int> received{0};
+  ErrorLog closed;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    c.write("head:");
+    EXPECT_TRUE(c.detach([&](DetachedConn) { received.fetch_add(1); }));
+    c.write(std::string(2048, 'x'));  // past the limit of 1024
+    c.write(":tail");
+    return bytes.size();
+  };
+  cb.closed = closed.recorder();
+  Options o = loopback_options();
+  o.output_limit = 1024;
+  o.output_high_water = 512;
+  o.output_low_water = 256;
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(client.send_all("go"));
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_EQ(closed.errors().front(), make_error_code(errc::output_limit));
+  bool eof = false;
+  client.read_to_eof(&eof);
+  EXPECT_FALSE(eof) << "a reset, not a FIN";
+  EXPECT_EQ(received.load(), 0);
+}
+
 // send_file() after close() or shutdown_write() is ignored, as documented, even with an fd that
 // cannot be duplicated: the output before it arrives whole, then a clean FIN (a bad fd used to
 // reset the connection, losing that output).

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <csignal>
 #include <optional>
+#include <future>
 #include <thread>
 
 #include "child_process.hpp"
@@ -136,6 +137,7 @@ TEST(UdpEchoBinary, Sigusr2HandsTheSocketsToTheSuccessorAndNoDatagramIsLost) {
     ASSERT_NE(port, 0);
     std::atomic<bool> upgraded{false};
     std::atomic<int> sent{0}, lost{0};
+    std::promise<void> pinging;  // 10 echoes came back: the upgrade starts while it pings
     std::thread pinger([&] {
       Peer peer;
       // Until the upgrade is over, then 50 more: each datagram waits for its echo (5 s at most).
@@ -143,15 +145,18 @@ TEST(UdpEchoBinary, Sigusr2HandsTheSocketsToTheSuccessorAndNoDatagramIsLost) {
         const std::string msg = payload(sent, 64);
         ++sent;
         if (!peer.send(port, msg) || peer.receive().value_or("") != msg) ++lost;
+        if (sent == 10) pinging.set_value();
       }
     });
-    const Upgraded u = upgrade_example(*child, 20s);
+    const bool pinged = pinging.get_future().wait_for(20s) == std::future_status::ready;
+    const Upgraded u = pinged ? upgrade_example(*child, 20s) : Upgraded{};
     upgraded = true;
     pinger.join();
+    ASSERT_TRUE(pinged) << "no echo came back before the upgrade";
     ASSERT_NE(u.pid, 0) << u.line;
     EXPECT_EQ(child->wait_process(20s), 0) << "the old process exits 0 once it handed over";
     EXPECT_EQ(lost, 0) << "of " << sent << " datagrams";
-    EXPECT_GT(sent, 50);
+    EXPECT_GT(sent, 60);
     expect_echo(port, 4, 5);  // only the successor is left to answer
     ::kill(u.pid, SIGTERM);
     EXPECT_EQ(wait_for_exit(u.pid, 20s), 0);
