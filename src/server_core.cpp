@@ -219,6 +219,17 @@ Status ServerCore::fail_start(Status status) {
   return status;
 }
 
+Status ServerCore::abandon_start(Status status) {
+  // What the loops hold but this server does not own goes back untouched: inherited fds stay
+  // open (the caller's), a predecessor's Unix socket file stays (it serves it).
+  for (const auto& loop : group_.loops()) loop->release_borrowed_listeners();
+  group_.discard();
+  addresses_.clear();
+  urls_.clear();
+  systemd_fds_.clear();
+  return fail_start(std::move(status));
+}
+
 Status ServerCore::start() {
   if (group_.running() || group_.stopping() || !group_.loops().empty()) {
     return group_.open();  // already_started (or stopped before start)
@@ -245,19 +256,12 @@ Status ServerCore::start() {
   // Everything that can fail happens before any thread starts; on failure the loops (and with
   // them every fd opened so far, but for inherited ones, which stay the caller's) are destroyed.
   if (Status s = group_.open(); !s) return fail_start(s);
-  if (Status s = open_listeners(); !s) {
-    for (const auto& loop : group_.loops()) loop->release_borrowed_listeners();
-    group_.discard();
-    addresses_.clear();
-    urls_.clear();
-    systemd_fds_.clear();
-    return fail_start(s);
-  }
+  if (Status s = open_listeners(); !s) return abandon_start(s);
   if (serving_) {
     serving_(ServingInfo{addresses_, group_.loops().size(), successor_ != nullptr, group_.backend(),
                          group_.backend_note(), urls_});
   }
-  if (Status s = group_.start_threads(); !s) return fail_start(s);
+  if (Status s = group_.start_threads(); !s) return abandon_start(s);
   claim_systemd_sockets(systemd_fds_);
   if (successor_) {
     if (group_.stopping()) {
