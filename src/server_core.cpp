@@ -8,10 +8,13 @@
 #include "event_loop.hpp"
 #include "listener.hpp"
 #include "platform.hpp"
+#include "timeouts.hpp"
 #include "upgrade_predecessor.hpp"
 
 namespace evloop {
 namespace detail {
+
+using namespace std::chrono_literals;
 
 ServerCore::ServerCore(Options options, Callbacks callbacks)
     : options_(std::move(options)),
@@ -307,8 +310,17 @@ Status ServerCore::upgrade(const UpgradeOptions& options, UpgradeReport* report)
             expected == upgrading ? "upgrade: another upgrade is in progress"
                                   : "upgrade: this server already handed over to a successor"};
   }
-  // A successor upgraded at once: what its predecessor is still handing over moves on too.
-  if (successor_) successor_->finish_receiving();
+  // A successor upgraded at once: what its predecessor is still handing over moves on too. A
+  // predecessor that takes longer than ready_timeout (stuck, say) fails this upgrade instead of
+  // blocking it: nothing has changed, and a later one may succeed.
+  if (successor_ && !successor_->finish_receiving(capped(std::max(options.ready_timeout, 0ms)))) {
+    upgrade_state_.store(idle);
+    return {make_error_code(errc::upgrade_failed),
+            "upgrade: this process's predecessor has not finished handing its connections over "
+            "within ready_timeout (" +
+                std::to_string(options.ready_timeout.count()) +
+                " ms); nothing changed: try again once it has"};
+  }
   std::vector<std::string> texts;
   for (const Endpoint& ep : endpoints_) texts.push_back(ep.text);
   UpgradeReport done;

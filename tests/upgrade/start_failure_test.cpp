@@ -37,9 +37,7 @@ bool is_listening(int fd) {
 // In the child: start a server with 4 loops while its user may run only 2 tasks (this thread
 // and one loop thread). Writes what it saw to `out`; the exit code says whether it could test.
 [[noreturn]] void child(int inherited, int out) {
-  auto say = [out](const std::string& s) {
-    (void)!::write(out, s.data(), s.size());
-  };
+  auto say = [out](const std::string& s) { (void)!::write(out, s.data(), s.size()); };
   const auto uid = static_cast<uid_t>(3'000'000 + ::getpid());  // a user of this child alone
   const rlimit two{2, 2};
   if (::setgid(uid) != 0 || ::setuid(uid) != 0 || ::setrlimit(RLIMIT_NPROC, &two) != 0) {
