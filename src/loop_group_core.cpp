@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <new>
 #include <string>
 #include <string_view>
@@ -115,25 +116,32 @@ void LoopGroupCore::discard() { loops_.clear(); }
 Status LoopGroupCore::start_threads() {
   // Set before the threads exist, so a stop() racing with start() always notifies the loops.
   started_.store(true, std::memory_order_release);
+  // Each thread waits at the gate until all exist: should one fail to start, none has run its
+  // loop (no hook fired, no listener closed), and the caller still owns every loop.
+  std::promise<bool> gate;
+  std::shared_future<bool> go = gate.get_future().share();
   try {
-    for (auto& loop : loops_) threads_.emplace_back([l = loop.get()] { l->run(); });
+    for (auto& loop : loops_) {
+      threads_.emplace_back([l = loop.get(), go] {
+        if (go.get()) l->run();
+      });
+    }
   } catch (const std::system_error& e) {
-    stopping_.store(true);
-    for (auto& loop : loops_) loop->notify();
+    gate.set_value(false);
     for (auto& t : threads_) t.join();
     threads_.clear();
-    resolver_.stop();  // a lookup the started loops asked for must not post to a discarded loop
-    discard();
     started_.store(false);
-    stopping_.store(false);
     return {e.code(), std::string("start loop thread: ") + e.what()};
   }
+  gate.set_value(true);
   return {};
 }
 
 Status LoopGroupCore::start() {
   if (Status s = open(); !s) return s;
-  return start_threads();
+  Status s = start_threads();
+  if (!s) discard();
+  return s;
 }
 
 void LoopGroupCore::stop() noexcept {

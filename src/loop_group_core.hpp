@@ -30,7 +30,8 @@ class LoopGroupCore {
   Status open();
   /// Destroys the loops open() made (a start that failed after it).
   void discard();
-  /// Starts one thread per loop (after open()).
+  /// Starts one thread per loop (after open()). On failure no loop has run and the loops stay,
+  /// for the caller to give back what it lent them and discard() them.
   Status start_threads();
   /// open(), then start_threads().
   Status start();

@@ -8,10 +8,13 @@
 #include "event_loop.hpp"
 #include "listener.hpp"
 #include "platform.hpp"
+#include "timeouts.hpp"
 #include "upgrade_predecessor.hpp"
 
 namespace evloop {
 namespace detail {
+
+using namespace std::chrono_literals;
 
 ServerCore::ServerCore(Options options, Callbacks callbacks)
     : options_(std::move(options)),
@@ -219,6 +222,17 @@ Status ServerCore::fail_start(Status status) {
   return status;
 }
 
+Status ServerCore::abandon_start(Status status) {
+  // What the loops hold but this server does not own goes back untouched: inherited fds stay
+  // open (the caller's), a predecessor's Unix socket file stays (it serves it).
+  for (const auto& loop : group_.loops()) loop->release_borrowed_listeners();
+  group_.discard();
+  addresses_.clear();
+  urls_.clear();
+  systemd_fds_.clear();
+  return fail_start(std::move(status));
+}
+
 Status ServerCore::start() {
   if (group_.running() || group_.stopping() || !group_.loops().empty()) {
     return group_.open();  // already_started (or stopped before start)
@@ -245,19 +259,12 @@ Status ServerCore::start() {
   // Everything that can fail happens before any thread starts; on failure the loops (and with
   // them every fd opened so far, but for inherited ones, which stay the caller's) are destroyed.
   if (Status s = group_.open(); !s) return fail_start(s);
-  if (Status s = open_listeners(); !s) {
-    for (const auto& loop : group_.loops()) loop->release_borrowed_listeners();
-    group_.discard();
-    addresses_.clear();
-    urls_.clear();
-    systemd_fds_.clear();
-    return fail_start(s);
-  }
+  if (Status s = open_listeners(); !s) return abandon_start(s);
   if (serving_) {
     serving_(ServingInfo{addresses_, group_.loops().size(), successor_ != nullptr, group_.backend(),
                          group_.backend_note(), urls_});
   }
-  if (Status s = group_.start_threads(); !s) return fail_start(s);
+  if (Status s = group_.start_threads(); !s) return abandon_start(s);
   claim_systemd_sockets(systemd_fds_);
   if (successor_) {
     if (group_.stopping()) {
@@ -303,8 +310,17 @@ Status ServerCore::upgrade(const UpgradeOptions& options, UpgradeReport* report)
             expected == upgrading ? "upgrade: another upgrade is in progress"
                                   : "upgrade: this server already handed over to a successor"};
   }
-  // A successor upgraded at once: what its predecessor is still handing over moves on too.
-  if (successor_) successor_->finish_receiving();
+  // A successor upgraded at once: what its predecessor is still handing over moves on too. A
+  // predecessor that takes longer than ready_timeout (stuck, say) fails this upgrade instead of
+  // blocking it: nothing has changed, and a later one may succeed.
+  if (successor_ && !successor_->finish_receiving(capped(std::max(options.ready_timeout, 0ms)))) {
+    upgrade_state_.store(idle);
+    return {make_error_code(errc::upgrade_failed),
+            "upgrade: this process's predecessor has not finished handing its connections over "
+            "within ready_timeout (" +
+                std::to_string(options.ready_timeout.count()) +
+                " ms); nothing changed: try again once it has"};
+  }
   std::vector<std::string> texts;
   for (const Endpoint& ep : endpoints_) texts.push_back(ep.text);
   UpgradeReport done;

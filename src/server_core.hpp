@@ -62,6 +62,9 @@ class ServerCore {
                       Owner owner);
   void add_address(const SocketAddress& bound, bool udp);
   Status fail_start(Status status);
+  // start() failed once the loops exist: gives back what they hold but the server does not own,
+  // destroys them, and forgets the addresses reported; then fail_start().
+  Status abandon_start(Status status);
   bool on_loop_thread() const;  // called on one of this server's loop threads
 
   Options options_;

@@ -11,6 +11,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <system_error>
+#include <thread>
 
 #include "connection.hpp"
 #include "event_loop.hpp"
@@ -68,7 +70,55 @@ struct SharedListener {
   UniqueFd fd;  // a duplicate: the loop's own stays where it is
 };
 
-Status duplicate_listeners(LoopGroupCore& group, std::vector<SharedListener>& out) {
+// The Unix socket files of the listeners being handed over. Their listeners give them up as the
+// upgrade begins, so that nothing here (a stop() while the successor starts, say) removes a file
+// the successor will serve. A failed upgrade gives each back to its listener if that still
+// serves; a file whose listener is gone meanwhile is removed when this ends, as its listener
+// would have removed it. A successful one lets them go: the successor removes them.
+class UnixPathLoans {
+ public:
+  UnixPathLoans() = default;
+  UnixPathLoans(const UnixPathLoans&) = delete;
+  UnixPathLoans& operator=(const UnixPathLoans&) = delete;
+  ~UnixPathLoans() = default;
+
+  // On `loop`'s thread.
+  void borrow(EventLoop& loop, Listener& listener) {
+    if (!listener.unix_path.owns()) return;
+    std::lock_guard lock(mutex_);
+    loans_.push_back({loop.index(), &listener, std::move(listener.unix_path)});
+    listener.unix_path = UnixPathOwner();
+  }
+  // The upgrade failed: each file to its listener, where that still serves.
+  void give_back(LoopGroupCore& group) {
+    if (loans_.empty()) return;
+    on_every_loop(group, [this](EventLoop& loop) {
+      std::lock_guard lock(mutex_);
+      for (Loan& loan : loans_) {
+        if (loan.loop != loop.index()) continue;
+        for (const auto& listener : loop.listeners()) {
+          if (listener.get() == loan.listener) listener->unix_path = std::move(loan.path);
+        }
+      }
+    });
+  }
+  // The upgrade succeeded: the files are the successor's.
+  void let_go() {
+    for (Loan& loan : loans_) loan.path.release();
+  }
+
+ private:
+  struct Loan {
+    std::size_t loop = 0;
+    const Listener* listener = nullptr;  // compared, never followed: it may be gone
+    UnixPathOwner path;
+  };
+  std::mutex mutex_;
+  std::vector<Loan> loans_;
+};
+
+Status duplicate_listeners(LoopGroupCore& group, std::vector<SharedListener>& out,
+                           UnixPathLoans& paths) {
   std::mutex mutex;
   int error = 0;
   on_every_loop(group, [&](EventLoop& loop) {
@@ -84,6 +134,7 @@ Status duplicate_listeners(LoopGroupCore& group, std::vector<SharedListener>& ou
     };
     for (const auto& listener : loop.listeners()) {
       share(listener->fd.get(), listener->endpoint, listener->unix_path.owns());
+      paths.borrow(loop, *listener);
     }
     // The server's UDP sockets go the same way: the successor reads the same sockets (their
     // queued datagrams included), so nothing is lost and no port is bound twice.
@@ -100,7 +151,8 @@ Status duplicate_listeners(LoopGroupCore& group, std::vector<SharedListener>& ou
 }
 
 // hello frames: u32 total, u32 in this frame, then per socket {u32 endpoint, u32 loop, u32 flags
-// (1: this process bound its Unix socket file), bytes listen address}, its fd attached.
+// (1: this process bound its Unix socket file; 2, on every record: it reads `adopted` answers),
+// bytes listen address}, its fd attached.
 int send_listeners(int control, const std::vector<SharedListener>& listeners,
                    const std::vector<std::string>& endpoints, Clock::time_point deadline) {
   for (std::size_t first = 0; first < listeners.size(); first += kMaxFdsPerFrame) {
@@ -114,7 +166,7 @@ int send_listeners(int control, const std::vector<SharedListener>& listeners,
       const SharedListener& l = listeners[i];
       out.u32(l.endpoint);
       out.u32(l.loop);
-      out.u32(l.owns_unix_path ? 1 : 0);
+      out.u32((l.owns_unix_path ? upgrade::kOwnsUnixPath : 0) | upgrade::kReadsAnswers);
       out.bytes(endpoints.at(l.endpoint));
       fds.push_back(l.fd.get());
     }
@@ -143,10 +195,17 @@ Status start_successor(const UpgradeOptions& options, UniqueFd& control, pid_t& 
 // Waits for `ready` until `deadline`. Anything else (the reason the successor sent, the end of
 // the stream, the timeout) kills and reaps it.
 Status await_ready(upgrade::FrameReader& reader, pid_t pid, const UpgradeOptions& options,
-                   Clock::time_point deadline) {
+                   Clock::time_point deadline, bool& answers) {
   upgrade::Frame frame;
   const int e = reader.next(frame, deadline);
-  if (e == 0 && frame.type == FrameType::ready) return {};
+  if (e == 0 && frame.type == FrameType::ready) {
+    // ready: u64 pid, then (from a successor that answers each batch) u32 flags.
+    upgrade::PayloadReader in(frame.payload);
+    std::uint64_t its_pid = 0;
+    std::uint32_t flags = 0;
+    answers = in.u64(its_pid) && in.u32(flags) && (flags & upgrade::kAnswers) != 0;
+    return {};
+  }
   std::string why;
   std::uint32_t exec_errno = 0;
   if (e == ETIMEDOUT) {
@@ -306,40 +365,104 @@ int send_batch(int control, const std::vector<Moved>& batch, Clock::time_point d
   return upgrade::send_frame(control, FrameType::connections, payload, fds, deadline);
 }
 
-// Sends what the loops hand over until every loop is done. Returns 0, or the errno that lost the
-// successor; what was not sent then is in `unsent`. Our fds of what was sent close here: the
-// successor holds the sockets now.
-int send_connections(int control, HandoverQueue& queue, Clock::duration timeout, std::size_t& moved,
-                     std::vector<Moved>& unsent) {
-  int error = 0;
+// How the connections went.
+struct Sent {
+  std::size_t moved = 0;    // the successor has them
+  std::vector<Moved> back;  // not sent, or left here by the successor: adopted here again
+  int error = 0;            // the errno that lost the successor
+  bool stopped = false;     // the successor said it was stopped: it takes no more
+};
+
+// Reads the successor's answer to `batch`: the connections it left here go to `sent.back`, the
+// others stay in `batch`. Returns 0, or the errno (EPROTO: a malformed answer).
+int read_answer(upgrade::FrameReader& reader, std::vector<Moved>& batch, Sent& sent,
+                Clock::time_point deadline) {
+  // adopted: u32 flags (1: stopped), u32 count, then per connection u32 1 (taken) or 0 (left).
+  upgrade::Frame frame;
+  if (const int e = reader.next(frame, deadline)) return e;
+  upgrade::PayloadReader in(frame.payload);
+  std::uint32_t flags = 0, count = 0;
+  std::vector<std::uint32_t> taken(batch.size(), 0);
+  if (frame.type != FrameType::adopted || !in.u32(flags) || !in.u32(count) ||
+      count != batch.size()) {
+    return EPROTO;
+  }
+  for (std::uint32_t& t : taken) in.u32(t);
+  if (!in.finished()) return EPROTO;
+  std::vector<Moved> kept;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    (taken[i] != 0 ? kept : sent.back).push_back(std::move(batch[i]));
+  }
+  batch = std::move(kept);
+  if ((flags & upgrade::kStopped) != 0) sent.stopped = true;
+  return 0;
+}
+
+// Sends what the loops hand over until every loop is done; with a successor that answers, each
+// batch waits for its answer. A batch not sent whole is taken back (the successor cannot have
+// it); a batch sent whose answer does not come is the successor's (it may have begun serving
+// it): lost with it. Our fds of what the successor has close here. Once the successor is lost or
+// stopped the loops offer no more.
+Sent send_connections(int control, upgrade::FrameReader* answers, HandoverQueue& queue,
+                      Clock::duration timeout) {
+  Sent sent;
   std::vector<Moved> batch;
   while (queue.pop(batch)) {  // to the end even after a failure: every loop must be done
-    if (error == 0) error = send_batch(control, batch, Clock::now() + timeout);
-    if (error == 0) {
-      moved += batch.size();
+    if (sent.error != 0 || sent.stopped) {
+      std::move(batch.begin(), batch.end(), std::back_inserter(sent.back));
     } else {
-      queue.give_up();
-      std::move(batch.begin(), batch.end(), std::back_inserter(unsent));
+      const auto deadline = Clock::now() + timeout;
+      sent.error = send_batch(control, batch, deadline);
+      if (sent.error != 0) {
+        std::move(batch.begin(), batch.end(), std::back_inserter(sent.back));
+      } else {
+        if (answers != nullptr) sent.error = read_answer(*answers, batch, sent, deadline);
+        sent.moved += batch.size();
+      }
+      if (sent.error != 0 || sent.stopped) queue.give_up();
     }
     batch.clear();
   }
-  return error;
+  return sent;
 }
 
-// The successor was lost during the handover: what it did not get is adopted here again (its
-// `adopted` handler gets its state back), and the listeners accept again.
-Status take_back(const UpgradeSource& source, pid_t pid, int error, std::size_t moved,
-                 std::vector<Moved>& unsent) {
-  const std::string how = upgrade::kill_and_reap(pid);
+// Connections the successor did not take: adopted here again (`adopted` fires with their state);
+// they drain with the others that stayed.
+void adopt_back(const UpgradeSource& source, std::vector<Moved>& back) {
   const auto& loops = source.group.loops();
-  for (Moved& m : unsent) {
+  for (Moved& m : back) {
     loops[m.loop]->adopt(m.conn.release(), source.profiles[m.profile], std::move(m.conn.input),
                          std::move(m.conn.output), MovedState{m.conn.peer, std::move(m.state)});
   }
+}
+
+// The successor was lost during the handover: it is killed, what it did not get is adopted here
+// again, and the listeners accept again.
+Status take_back(const UpgradeSource& source, pid_t pid, const Sent& sent,
+                 std::vector<Moved>& back) {
+  const std::string how = upgrade::kill_and_reap(pid);
+  adopt_back(source, back);
   on_every_loop(source.group, [](EventLoop& loop) { loop.accept_again(); });
   return failure("the successor (pid " + std::to_string(pid) + ") was lost during the handover (" +
-                 error_text(error) + "; it " + how + "): " + std::to_string(moved) +
-                 " connections it had were lost, " + std::to_string(unsent.size()) +
+                 error_text(sent.error) + "; it " + how + "): " + std::to_string(sent.moved) +
+                 " connections it had were lost, " + std::to_string(back.size()) +
+                 " were taken back; this process serves on");
+}
+
+// The successor was stopped during the handover: it keeps the connections it took (its stop
+// closes them as it closes its own), what it did not take is adopted here again, and the
+// listeners accept again. It ends on its own; a thread of ours reaps it then.
+Status serve_on(const UpgradeSource& source, pid_t pid, const Sent& sent,
+                std::vector<Moved>& back) {
+  adopt_back(source, back);
+  on_every_loop(source.group, [](EventLoop& loop) { loop.accept_again(); });
+  try {
+    std::thread([pid] { upgrade::reap(pid); }).detach();
+  } catch (const std::system_error&) {  // no thread to spare: it stays unreaped until we exit
+  }
+  return failure("the successor (pid " + std::to_string(pid) +
+                 ") was stopped during the handover: it took " + std::to_string(sent.moved) +
+                 " connections, " + std::to_string(back.size()) +
                  " were taken back; this process serves on");
 }
 
@@ -356,11 +479,12 @@ Status check(const UpgradeOptions& options) {
 
 }  // namespace
 
-Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
-                 UpgradeReport& report) {
-  if (Status s = check(options); !s) return s;
+namespace {
+
+Status run_handover(const UpgradeSource& source, const UpgradeOptions& options,
+                    UpgradeReport& report, UnixPathLoans& paths) {
   std::vector<SharedListener> listeners;
-  if (Status s = duplicate_listeners(source.group, listeners); !s) return s;
+  if (Status s = duplicate_listeners(source.group, listeners, paths); !s) return s;
   UniqueFd control;
   pid_t pid = -1;
   if (Status s = start_successor(options, control, pid); !s) return s;
@@ -371,7 +495,8 @@ Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
   // end, or the timeout tells why: await_ready() reads it.
   send_listeners(control.get(), listeners, source.endpoints, deadline);
   listeners.clear();  // the successor has its own now
-  if (Status s = await_ready(reader, pid, options, deadline); !s) return s;
+  bool answers = false;
+  if (Status s = await_ready(reader, pid, options, deadline, answers); !s) return s;
 
   // From here on the successor serves too: stop accepting everywhere before handing over, so no
   // connection arrives after its loop's handover. (On io_uring, what a cancelled accept left in
@@ -380,22 +505,38 @@ Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
   HandoverQueue queue(source.group.loops().size());
   std::atomic<std::size_t> draining{0};
   start_handover(source.group, source.profiles, queue, draining);
-  std::vector<Moved> unsent;
-  std::size_t moved = 0;
-  int error = send_connections(control.get(), queue, ready_timeout, moved, unsent);
-  if (error == 0) {
+  Sent sent = send_connections(control.get(), answers ? &reader : nullptr, queue, ready_timeout);
+  if (sent.error == 0 && !sent.stopped) {
     std::string count;
-    PayloadWriter(count).u64(moved);
-    error = upgrade::send_frame(control.get(), FrameType::done, count, {},
-                                Clock::now() + ready_timeout);
+    PayloadWriter(count).u64(sent.moved);
+    sent.error = upgrade::send_frame(control.get(), FrameType::done, count, {},
+                                     Clock::now() + ready_timeout);
   }
-  if (error != 0) return take_back(source, pid, error, moved, unsent);
+  std::vector<Moved> back = std::move(sent.back);
+  if (sent.error != 0) return take_back(source, pid, sent, back);
+  if (sent.stopped) return serve_on(source, pid, sent, back);
   control.reset();
+  adopt_back(source, back);  // those it left here (a profile it lacks) drain here
   report.successor_pid = pid;
-  report.moved = moved;
-  report.draining = draining.load();
+  report.moved = sent.moved;
+  report.draining = draining.load() + back.size();
   source.group.begin_drain(options.drain_timeout);
   return {};
+}
+
+}  // namespace
+
+Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
+                 UpgradeReport& report) {
+  if (Status s = check(options); !s) return s;
+  UnixPathLoans paths;
+  Status s = run_handover(source, options, report, paths);
+  if (s) {
+    paths.let_go();
+  } else {
+    paths.give_back(source.group);
+  }
+  return s;
 }
 
 }  // namespace evloop::detail

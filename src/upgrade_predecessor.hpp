@@ -4,11 +4,15 @@
 //   3. wait until it is ready; if it fails or times out, kill it: nothing here has changed;
 //   4. stop accepting on every loop (the sockets stay open: the successor shares them);
 //   5. on every loop, ask each open connection's `handover` handler, detach the ones it lets go
-//      and send them, at most 253 per frame, as the loops produce them;
+//      and send them, at most 253 per frame, as the loops produce them; the successor answers
+//      each frame saying which it took (those it did not are adopted here again);
 //   6. say `done`, and let what stayed drain (the group stops once it is empty, or at the
 //      deadline).
-// Should the successor be lost during step 5, the connections not yet sent are adopted here
-// again, accepting resumes, and the upgrade reports the failure.
+// Should the successor be lost during step 5, it is killed, the connections not sent whole are
+// adopted here again, accepting resumes, and the upgrade reports the failure; should it say it
+// was stopped, the same, but it is left to end by itself (and reaped then). The Unix socket files
+// of the listeners are the upgrade's from step 1: none is removed here while the successor may
+// serve it (not by a stop() meanwhile), and each goes back to its listener if the upgrade fails.
 #pragma once
 
 #include <string>

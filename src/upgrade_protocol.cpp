@@ -41,7 +41,7 @@ Header decode_header(const char* bytes) {
 
 bool known_type(std::uint32_t type) {
   return type >= static_cast<std::uint32_t>(FrameType::hello) &&
-         type <= static_cast<std::uint32_t>(FrameType::done);
+         type <= static_cast<std::uint32_t>(FrameType::adopted);
 }
 
 // Moves the fds of every SCM_RIGHTS message in `msg` to `out`.

@@ -29,7 +29,17 @@ enum class FrameType : std::uint32_t {
   exec_failed = 4,   ///< the forked child -> predecessor: execve() failed; payload u32 errno
   connections = 5,   ///< predecessor -> successor: connections (fds), their bytes and state
   done = 6,          ///< predecessor -> successor: nothing more follows; payload u64 count
+  adopted = 7,       ///< successor -> predecessor: which connections of a batch it took
 };
+
+/// hello record flags.
+inline constexpr std::uint32_t kOwnsUnixPath = 1;  ///< the predecessor bound this Unix socket file
+/// Set on every record: the predecessor reads an `adopted` answer to each `connections` frame.
+inline constexpr std::uint32_t kReadsAnswers = 2;
+/// ready flags (a u32 after the pid; a successor that sends only the pid sets none).
+inline constexpr std::uint32_t kAnswers = 1;  ///< answers each `connections` frame with `adopted`
+/// adopted flags: the successor has been stopped and takes no more connections.
+inline constexpr std::uint32_t kStopped = 1;
 
 inline constexpr std::size_t kHeaderSize = 16;
 /// The most fds one frame carries: Linux's SCM_MAX_FD (a sendmsg with more fails with EINVAL).

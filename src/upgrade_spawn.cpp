@@ -82,6 +82,10 @@ pid_t spawn_successor(const std::vector<std::string>& argv, const std::vector<st
 
 std::string kill_and_reap(pid_t pid) {
   ::kill(pid, SIGKILL);
+  return reap(pid);
+}
+
+std::string reap(pid_t pid) {
   int status = 0;
   pid_t r;
   do {

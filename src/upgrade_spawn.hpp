@@ -27,4 +27,7 @@ pid_t spawn_successor(const std::vector<std::string>& argv, const std::vector<st
 /// "exited with code 1", "killed by signal 6", ...
 std::string kill_and_reap(pid_t pid);
 
+/// Waits until `pid` (a child) ends and reaps it; how it ended, as kill_and_reap() says it.
+std::string reap(pid_t pid);
+
 }  // namespace evloop::detail::upgrade

@@ -4,12 +4,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <mutex>
 
 #include "event_loop.hpp"
 #include "evloop/upgrade.hpp"
+#include "loop_group_core.hpp"
 
 namespace evloop::detail {
 namespace {
@@ -62,7 +66,8 @@ Status UpgradeSuccessor::open() {
 
 Status UpgradeSuccessor::read_listeners() {
   // hello frames: u32 total listeners, u32 in this frame, then per socket {u32 endpoint, u32 loop,
-  // u32 flags (1: owns its Unix socket file), bytes listen address}, its fd attached.
+  // u32 flags (1: owns its Unix socket file; 2: reads answers), bytes listen address}, its fd
+  // attached.
   std::map<std::uint32_t, std::pair<std::string, Listeners>> by_endpoint;
   const auto deadline = Clock::now() + kHelloTimeout;
   std::uint32_t total = 1;
@@ -85,7 +90,8 @@ Status UpgradeSuccessor::read_listeners() {
       }
       auto& [address, listeners] = by_endpoint[endpoint];
       address = text;
-      listeners.owns_unix_path = (flags & 1) != 0;
+      listeners.owns_unix_path = (flags & upgrade::kOwnsUnixPath) != 0;
+      answers_ = (flags & upgrade::kReadsAnswers) != 0;
       listeners.fds.push_back(std::move(frame.fds[i]));  // sent in loop order
     }
   }
@@ -115,14 +121,20 @@ void UpgradeSuccessor::report_failure(const Status& status) {
 void UpgradeSuccessor::report_ready(const std::vector<std::unique_ptr<EventLoop>>& loops,
                                     std::vector<ProfilePtr> profiles) {
   listeners_.clear();
-  std::string pid;
-  upgrade::PayloadWriter(pid).u64(static_cast<std::uint64_t>(::getpid()));
-  if (upgrade::send_frame(control_.get(), FrameType::ready, pid, {},
+  std::string ready;
+  upgrade::PayloadWriter out(ready);
+  out.u64(static_cast<std::uint64_t>(::getpid()));
+  out.u32(upgrade::kAnswers);
+  if (upgrade::send_frame(control_.get(), FrameType::ready, ready, {},
                           Clock::now() + kReportTimeout) != 0) {
     return close_control();  // the predecessor is gone: this process serves on without it
   }
   std::vector<EventLoop*> targets;
   for (const auto& loop : loops) targets.push_back(loop.get());
+  {
+    std::lock_guard lock(receiving_mutex_);
+    receiving_ = true;
+  }
   receiver_ = std::thread([this, targets = std::move(targets), profiles = std::move(profiles)] {
     receive(targets, profiles);
   });
@@ -130,36 +142,108 @@ void UpgradeSuccessor::report_ready(const std::vector<std::unique_ptr<EventLoop>
 
 void UpgradeSuccessor::receive(std::vector<EventLoop*> loops, std::vector<ProfilePtr> profiles) {
   Frame frame;
-  // Until `done`, the predecessor's exit (end of stream) or stop() (which shuts the socket down).
+  std::string answer;
+  // Until `done`, the predecessor's exit (end of stream) or stop() (which shuts the socket down
+  // for reading: what is on its way still arrives, and is answered).
   while (reader_->next(frame, Clock::time_point::max()) == 0 &&
-         frame.type == FrameType::connections && adopt_batch(frame, loops, profiles)) {
+         frame.type == FrameType::connections && adopt_batch(frame, loops, profiles, answer)) {
+    if (answers_ && upgrade::send_frame(control_.get(), FrameType::adopted, answer, {},
+                                        Clock::now() + kReportTimeout) != 0) {
+      break;
+    }
   }
   close_control();
+  std::lock_guard lock(receiving_mutex_);
+  receiving_ = false;
+  received_all_.notify_all();
 }
 
+namespace {
+
+// A connection of a batch, on its way to a loop.
+struct Arriving {
+  UniqueFd fd;
+  ProfilePtr profile;
+  std::string input;
+  std::string output;
+  MovedState moved;
+};
+
+// Opens each connection on its loop, unless that loop's group is stopping (or its loop has
+// ended): then its fd closes here, untouched (the predecessor still holds the connection).
+// Returns once every loop has taken or refused its share; `taken[i]` says which.
+void adopt_on_loops(std::vector<std::pair<EventLoop*, Arriving>>& batch, std::vector<bool>& taken) {
+  struct Countdown {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::size_t left = 0;
+  };
+  auto countdown = std::make_shared<Countdown>();
+  countdown->left = batch.size();
+  taken.assign(batch.size(), false);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    EventLoop* loop = batch[i].first;
+    // Runs whether the task runs or is refused (a loop that has ended).
+    std::shared_ptr<void> done(nullptr, [countdown](void*) {
+      std::lock_guard lock(countdown->mutex);
+      --countdown->left;
+      countdown->cv.notify_all();
+    });
+    loop->post([loop, &arriving = batch[i].second, &taken, i, countdown, done] {
+      if (loop->group().stopping()) return;
+      Arriving& a = arriving;
+      loop->adopt(a.fd.release(), std::move(a.profile), std::move(a.input), std::move(a.output),
+                  std::move(a.moved));
+      std::lock_guard lock(countdown->mutex);
+      taken[i] = true;
+    });
+  }
+  std::unique_lock lock(countdown->mutex);
+  countdown->cv.wait(lock, [&] { return countdown->left == 0; });
+}
+
+}  // namespace
+
 bool UpgradeSuccessor::adopt_batch(Frame& frame, const std::vector<EventLoop*>& loops,
-                                   const std::vector<ProfilePtr>& profiles) {
+                                   const std::vector<ProfilePtr>& profiles, std::string& answer) {
   // connections: u32 count, then per connection {u32 profile, u32 loop, bytes peer (a
   // sockaddr), bytes input, bytes output, bytes state}, its fd attached.
   PayloadReader in(frame.payload);
   std::uint32_t count = 0;
   if (!in.u32(count) || count != frame.fds.size()) return false;
+  std::vector<std::pair<EventLoop*, Arriving>> batch;
+  std::vector<std::size_t> index;  // each arriving connection's place in the frame
   for (std::uint32_t i = 0; i < count; ++i) {
     std::uint32_t profile = 0, loop = 0;
-    std::string peer, input, output;
-    MovedState moved;
-    if (!in.u32(profile) || !in.u32(loop) || !in.bytes(peer) || !in.bytes(input) ||
-        !in.bytes(output) || !in.bytes(moved.state)) {
-      return false;  // the fds left in the frame close with it
+    Arriving a;
+    std::string peer;
+    if (!in.u32(profile) || !in.u32(loop) || !in.bytes(peer) || !in.bytes(a.input) ||
+        !in.bytes(a.output) || !in.bytes(a.moved.state)) {
+      return false;  // the fds in the frame close with it
     }
     // A profile this Server lacks (a Server::listen() it no longer makes): nothing here could
-    // speak to that peer; its fd closes.
+    // speak to that peer. Left to the predecessor (its fd here closes with the frame), which
+    // serves it on if it reads answers.
     if (profile >= profiles.size()) continue;
-    moved.peer = SocketAddress(peer.data(), peer.size());
-    loops[loop % loops.size()]->adopt(frame.fds[i].release(), profiles[profile], std::move(input),
-                                      std::move(output), std::move(moved));
+    a.fd = std::move(frame.fds[i]);
+    a.profile = profiles[profile];
+    a.moved.peer = SocketAddress(peer.data(), peer.size());
+    batch.emplace_back(loops[loop % loops.size()], std::move(a));
+    index.push_back(i);
   }
-  return in.finished();
+  if (!in.finished()) return false;
+  std::vector<bool> taken;
+  adopt_on_loops(batch, taken);
+  // adopted: u32 flags (1: stopped, it takes no more), u32 count, then per connection of the
+  // frame u32 1 (taken) or 0 (left to the predecessor).
+  std::vector<std::uint32_t> verdicts(count, 0);
+  for (std::size_t k = 0; k < batch.size(); ++k) verdicts[index[k]] = taken[k] ? 1 : 0;
+  answer.clear();
+  upgrade::PayloadWriter out(answer);
+  out.u32(loops.front()->group().stopping() ? upgrade::kStopped : 0);
+  out.u32(count);
+  for (const std::uint32_t v : verdicts) out.u32(v);
+  return true;
 }
 
 void UpgradeSuccessor::close_control() {
@@ -167,17 +251,25 @@ void UpgradeSuccessor::close_control() {
   control_.reset();
 }
 
-void UpgradeSuccessor::finish_receiving() {
+bool UpgradeSuccessor::finish_receiving(std::chrono::milliseconds timeout) {
+  {
+    std::unique_lock lock(receiving_mutex_);
+    if (!received_all_.wait_for(lock, timeout, [this] { return !receiving_; })) return false;
+  }
   std::lock_guard lock(join_mutex_);
   if (receiver_.joinable()) receiver_.join();
+  return true;
 }
 
 void UpgradeSuccessor::stop() {
   {
     std::lock_guard lock(mutex_);
-    if (control_.get() >= 0) ::shutdown(control_.get(), SHUT_RDWR);  // wakes the receiver
+    // Wakes the receiver once it has read what is on its way (which it answers: refused, the
+    // loops having stopped); its answers can still be written.
+    if (control_.get() >= 0) ::shutdown(control_.get(), SHUT_RD);
   }
-  finish_receiving();
+  std::lock_guard lock(join_mutex_);
+  if (receiver_.joinable()) receiver_.join();
 }
 
 }  // namespace evloop::detail

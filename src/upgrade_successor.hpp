@@ -2,9 +2,12 @@
 // its control socket in EVLOOP_UPGRADE_FD; its Server's start() takes the listening sockets the
 // predecessor sends instead of binding, then tells the predecessor it is ready (or why it could
 // not start), and adopts the connections handed over, on a thread of its own, until the
-// predecessor says it is done.
+// predecessor says it is done. Once its Server is stopped it adopts no more: it answers each
+// batch saying which connections it took (none then), and the predecessor keeps the others.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,16 +53,17 @@ class UpgradeSuccessor {
   /// connection with the profile `profiles` has at the predecessor's index for it.
   void report_ready(const std::vector<std::unique_ptr<EventLoop>>& loops,
                     std::vector<ProfilePtr> profiles);
-  /// Waits until the predecessor has handed over everything (or is gone): an upgrade of this
-  /// process then moves those connections too.
-  void finish_receiving();
-  /// Stops adopting and waits for the receiving thread (not from that thread).
+  /// Waits, at most `timeout`, until the predecessor has handed over everything (or is gone): an
+  /// upgrade of this process then moves those connections too. False when it has not yet.
+  bool finish_receiving(std::chrono::milliseconds timeout);
+  /// Stops receiving and waits for the receiving thread (not from that thread). The frames
+  /// already on their way are still answered (as refused: the loops have stopped by then).
   void stop();
 
  private:
   void receive(std::vector<EventLoop*> loops, std::vector<ProfilePtr> profiles);
   bool adopt_batch(upgrade::Frame& frame, const std::vector<EventLoop*>& loops,
-                   const std::vector<ProfilePtr>& profiles);
+                   const std::vector<ProfilePtr>& profiles, std::string& answer);
   Status read_listeners();
   void close_control();
 
@@ -68,7 +72,11 @@ class UpgradeSuccessor {
   UniqueFd control_;
   std::unique_ptr<upgrade::FrameReader> reader_;
   std::vector<std::pair<std::string, Listeners>> listeners_;  // by listen address text
+  bool answers_ = false;  // the predecessor reads an `adopted` answer to each batch (hello flag 2)
   std::thread receiver_;
+  std::mutex receiving_mutex_;
+  std::condition_variable received_all_;
+  bool receiving_ = false;  // guarded by receiving_mutex_: receiver_ runs
 };
 
 }  // namespace evloop::detail

@@ -114,8 +114,11 @@ class Server {
   /// then the loops stop and run()/wait() return (for the program to exit, with code 0).
   ///
   /// Fails with errc::upgrade_failed, this server serving on as before, when the successor cannot
-  /// start, exits or is not ready within UpgradeOptions::ready_timeout (it is killed), or is lost
-  /// during the handover (the connections not yet sent are taken back). errc::upgrade_in_progress
+  /// start, exits or is not ready within UpgradeOptions::ready_timeout (it is killed), is lost
+  /// during the handover (the connections not yet sent are taken back), or is stopped during the
+  /// handover (it refuses the connections not yet taken, which are taken back). The same, at once,
+  /// when this server is itself a successor whose predecessor has not finished handing over
+  /// within ready_timeout (a stuck predecessor blocks no upgrade). errc::upgrade_in_progress
   /// while another upgrade runs, or after one succeeded; errc::bad_option for bad options. Blocks;
   /// call it from a thread that is not one of the loops' (not from a handler). Fills `report` on
   /// success. See the README's "Zero-downtime restart".

@@ -27,7 +27,9 @@ struct UpgradeOptions {
   std::optional<std::vector<std::string>> env;
   /// The successor must report ready (its Server::start() succeeded) within this, or it is killed
   /// and the upgrade fails with this process serving on. Also bounds each write to the successor
-  /// during the handover (one that does not read in time is given up on, the same way).
+  /// during the handover, with the wait for its answer (one that does not read or answer in time
+  /// is given up on, the same way); and, in a process that is itself a successor, the wait for
+  /// its predecessor to finish handing over (else the upgrade fails, nothing changed).
   std::chrono::milliseconds ready_timeout{10'000};
   /// After the handover, the connections that were not moved go on here for at most this long
   /// (until each closes); then the server stops as by stop() (Options::shutdown_grace applies).

@@ -460,5 +460,109 @@ TEST_F(UpgradeTest, OneUpgradeAtATime) {
   server_pid_ = again.successor;
 }
 
+// The old process stopped while its successor starts (before ready): its loops close their
+// listeners, but the Unix socket file they handed over stays, for the successor that then
+// serves it. It used to be removed: the successor served a path nobody could connect to.
+TEST_F(UpgradeTest, AStopDuringTheUpgradeLeavesTheUnixSocketFileToTheSuccessor) {
+  const std::string path = "/tmp/evloop-upgrade-stop-" + std::to_string(::getpid()) + ".sock";
+  ASSERT_NO_FATAL_FAILURE(start({}, {}, "unix://" + path, {}, path));
+  const pid_t old = server_pid_;
+  std::future<std::string> asked =
+      std::async(std::launch::async, [this] { return command("UPGRADE --start-on-sigusr1"); });
+  const std::string waiting = child_->wait_for_line("waiting pid=", kTimeout);
+  ASSERT_NE(waiting, "") << "the successor did not start";
+  const auto successor = static_cast<pid_t>(std::atol(waiting.c_str() + 12));
+  live_.insert(successor);
+  ::kill(old, SIGTERM);  // while its upgrade waits for the successor's ready
+  ASSERT_NE(child_->wait_for_line("stopped pid=", kTimeout), "") << "the old one did not stop";
+  ::kill(successor, SIGUSR1);
+  EXPECT_EQ(expect_serving_line(), successor);
+  asked.get();  // its connection ended with the old process's loops
+  EXPECT_EQ(wait_generation_exit(old), 0);
+  server_pid_ = successor;
+  EXPECT_EQ(std::atol(command("PID").c_str()), successor) << "the old one removed the file";
+  ::kill(server_pid_, SIGTERM);
+  EXPECT_EQ(wait_generation_exit(server_pid_), 0);
+  EXPECT_EQ(::access(path.c_str(), F_OK), -1) << "the last generation removes its file";
+}
+
+// A successor whose server is stopped after it reported ready (its process running on) takes no
+// connection: it answers each batch with a refusal, and the old process adopts them again and
+// accepts again. It used to adopt them into its stopped loops, which closed them.
+TEST_F(UpgradeTest, ASuccessorStoppedAfterReadyRefusesTheConnectionsAndTheOldServesThem) {
+  ASSERT_NO_FATAL_FAILURE(start({"--loops", "2"}));
+  std::vector<std::unique_ptr<Streamer>> streams;
+  for (int i = 0; i < 4; ++i) {
+    streams.push_back(std::make_unique<Streamer>(port_, static_cast<unsigned>(20 + i)));
+    streams.back()->exchange();
+  }
+  const pid_t old = server_pid_;
+  const UpgradeReply reply = upgrade("--stop-server-after-ready");
+  const pid_t successor = pid_in(reply.message);
+  ASSERT_FALSE(reply.ok) << reply.message;
+  ASSERT_GT(successor, 0) << reply.message;
+  // Taken back: those sent before the first refusal arrived (the loops offer no more after it).
+  EXPECT_NE(reply.message.find("was stopped during the handover: it took 0 connections, "),
+            std::string::npos)
+      << reply.message;
+  for (auto& s : streams) {
+    s->exchange();
+    EXPECT_EQ(s->failure(), "");
+  }
+  EXPECT_EQ(std::atol(command("PID").c_str()), old) << "the old process accepts again";
+  // The stopped successor ends when told; the old one reaps it, and can upgrade again.
+  ::kill(successor, SIGTERM);
+  EXPECT_NE(wait_for_exit(successor, kTimeout), -1);
+  const UpgradeReply next = upgrade();
+  ASSERT_TRUE(next.ok) << next.message;
+  EXPECT_EQ(next.moved, 4u);
+  EXPECT_EQ(wait_generation_exit(old), 0);
+  server_pid_ = next.successor;
+  for (auto& s : streams) {
+    s->exchange();
+    EXPECT_EQ(s->failure(), "");
+  }
+}
+
+// A successor whose predecessor is stuck in its handover (a `handover` handler blocks) fails its
+// own upgrade at its ready_timeout instead of waiting for ever; once the predecessor is done, it
+// upgrades.
+TEST_F(UpgradeTest, AnUpgradeOfASuccessorWhosePredecessorIsStuckFailsAtItsTimeout) {
+  ASSERT_NO_FATAL_FAILURE(start({"--loops", "2"}));
+  const pid_t first = server_pid_;
+  Streamer stream(port_, 30);
+  stream.exchange();
+  const int stall = connect_loopback(port_);
+  ASSERT_GE(stall, 0);
+  ASSERT_TRUE(send_all(stall, "STALL\nx\n"));
+  ASSERT_EQ(std::atol(read_until_count(stall, "\n", 1, kTimeout).c_str()), first);
+  std::future<std::string> asked =
+      std::async(std::launch::async, [this] { return command("UPGRADE"); });
+  const pid_t second = expect_serving_line();
+  ASSERT_GT(second, 0);
+  live_.insert(second);
+  ASSERT_NE(child_->wait_for_line("handover stalled pid=", kTimeout), "");
+  // The first process accepts no more: this reaches the second, still receiving.
+  const auto began = std::chrono::steady_clock::now();
+  const UpgradeReply stuck = upgrade("--ready-ms 1000");
+  ASSERT_FALSE(stuck.ok) << stuck.message;
+  EXPECT_NE(stuck.message.find("predecessor has not finished handing its connections over "
+                               "within ready_timeout (1000 ms)"),
+            std::string::npos)
+      << stuck.message;
+  EXPECT_LT(std::chrono::steady_clock::now() - began, kTimeout / 3);
+  ::kill(first, SIGUSR1);  // the handover goes on
+  EXPECT_TRUE(asked.get().starts_with("OK " + std::to_string(second) + " "));
+  server_pid_ = second;
+  const UpgradeReply next = upgrade();
+  ASSERT_TRUE(next.ok) << next.message;
+  EXPECT_EQ(wait_generation_exit(second), 0);
+  server_pid_ = next.successor;
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "");
+  ::close(stall);
+  EXPECT_EQ(wait_generation_exit(first), 0);
+}
+
 }  // namespace
 }  // namespace example_test

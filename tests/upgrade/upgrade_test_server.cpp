@@ -14,17 +14,21 @@
 //                 upgrade, its state "echo"
 //   HOLD       -> each later line gets "<pid>\n" ("WAITS": "<its loop's waits>\n"); never moves:
 //                 it drains in the old process
+//   STALL      -> like HOLD, but its `handover` handler prints "handover stalled pid=<pid>" and
+//                 blocks its loop until SIGUSR1 (60 s at most): a predecessor stuck mid-handover
 //   UPGRADE [ARG...] -> runs Server::upgrade() with this program's own command line plus ARGs
-//                 (--crash-before-start, --never-ready, --stop-after-ready, --ready-ms N,
-//                 --drain-ms N), replies
+//                 (--crash-before-start, --never-ready, --stop-after-ready,
+//                 --stop-server-after-ready, --start-on-sigusr1, --ready-ms N, --drain-ms N),
+//                 replies
 //                 "OK <successor pid> <moved> <draining>\n" or "FAIL <message>\n", and closes
 //
 // Flags: --listen ADDR (repeatable), --udp ADDR (repeatable: a UDP echo), --loops N, --reuseport,
 // --state-bytes N (each moved connection's state padded to that: frames larger than the socket
 // buffers), and the ARGs above.
 // Prints
-// "listening on URL" per address, then "serving pid=<pid> successor=<0|1>". SIGTERM/SIGINT stop it;
-// after a successful upgrade it exits (0) once its connections drained.
+// "listening on URL" per address, then "serving pid=<pid> successor=<0|1>", and "stopped pid=<pid>"
+// once its loops have stopped. SIGTERM/SIGINT stop it; SIGUSR1 releases STALL handlers; after a
+// successful upgrade it exits (0) once its connections drained.
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -51,7 +55,7 @@
 
 namespace {
 
-enum class Mode { unknown, echo, hold, upgrade };
+enum class Mode { unknown, echo, hold, stall, upgrade };
 
 struct Request {
   std::vector<std::string> args;
@@ -74,6 +78,8 @@ struct Config {
   bool never_ready = false;
   bool stop_after_ready = false;
   bool stop_when_serving = false;
+  bool stop_server_after_ready = false;
+  bool start_on_sigusr1 = false;
   std::size_t state_bytes = 0;  // padding of each handed-over state: frames larger than buffers
   std::chrono::milliseconds ready{5000};
   std::chrono::milliseconds drain{10'000};
@@ -100,6 +106,14 @@ Config parse(int argc, char** argv) {
     }
     if (a == "--stop-when-serving") {  // stop() from the `serving` callback, as start() ends
       c.stop_when_serving = true;
+      continue;
+    }
+    if (a == "--stop-server-after-ready") {  // stop() once ready, the process still running
+      c.stop_server_after_ready = true;
+      continue;
+    }
+    if (a == "--start-on-sigusr1") {  // prints "waiting pid=N", starts once SIGUSR1 arrives
+      c.start_on_sigusr1 = true;
       continue;
     }
     c.argv.push_back(a);
@@ -187,22 +201,48 @@ std::vector<std::string> split(const std::string& line) {
 // could adopt a connection in between: the handover waits for the stop instead (handover below).
 std::atomic<bool> successor_will_stop{false};
 
+// Set while an upgrade asked for a successor that stops its server once ready
+// (--stop-server-after-ready): that successor stops its loops, then itself (SIGSTOP); the first
+// handover handler waits for that and continues it (SIGCONT), so every connection reaches it
+// after its stop() (the others wait for the first).
+std::atomic<bool> successor_stops_server{false};
+std::once_flag successor_continued;
+
+// STALL handlers block until SIGUSR1 releases them.
+std::mutex stall_mutex;
+std::condition_variable stall_cv;
+bool stall_released = false;
+
+void release_stalls() {
+  std::lock_guard lock(stall_mutex);
+  stall_released = true;
+  stall_cv.notify_all();
+}
+
+void stall() {
+  std::printf("handover stalled pid=%d\n", static_cast<int>(::getpid()));
+  std::fflush(stdout);
+  std::unique_lock lock(stall_mutex);
+  stall_cv.wait_for(lock, std::chrono::seconds(60), [] { return stall_released; });
+}
+
 // The port of the first --udp address, set as the server starts serving.
 std::atomic<std::uint16_t> udp_port{0};
 
 // Waits (up to 10 s) until a child of this process, the successor, is stopped; a stopped child
-// stays stopped and waitable (WNOWAIT), so every later call returns at once.
-void await_a_stopped_child() {
+// stays stopped and waitable (WNOWAIT), so every later call returns at once. Its pid, or 0.
+pid_t await_a_stopped_child() {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (std::chrono::steady_clock::now() < deadline) {
     siginfo_t info{};
     if (::waitid(P_ALL, 0, &info, WSTOPPED | WNOHANG | WNOWAIT) == 0 && info.si_pid != 0 &&
         info.si_code == CLD_STOPPED) {
-      return;
+      return info.si_pid;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   std::fprintf(stderr, "upgrade_test_server: the successor did not stop within 10 s\n");
+  return 0;
 }
 
 Mode& mode_of(evloop::Conn& conn) { return *std::any_cast<Mode>(&conn.context()); }
@@ -230,6 +270,8 @@ void on_first_line(evloop::Conn& conn, const std::string& line, Events& events) 
     mode_of(conn) = Mode::echo;
   } else if (command == "HOLD") {
     mode_of(conn) = Mode::hold;
+  } else if (command == "STALL") {
+    mode_of(conn) = Mode::stall;
   } else if (command == "UPGRADE") {
     mode_of(conn) = Mode::upgrade;
     std::lock_guard lock(events.mutex);
@@ -257,7 +299,7 @@ std::size_t on_data(evloop::Conn& conn, std::string_view bytes, Events& events) 
       on_first_line(conn, line, events);
     } else if (mode == Mode::hold && line == "WAITS") {
       conn.write(std::to_string(conn.loop().stats().waits) + "\n");
-    } else if (mode == Mode::hold) {
+    } else if (mode == Mode::hold || mode == Mode::stall) {
       conn.write(std::to_string(::getpid()) + "\n");
     }
   }
@@ -277,9 +319,12 @@ void run_upgrade(evloop::Server& server, const Config& config, const Request& re
   }
   successor_will_stop.store(std::ranges::find(request.args, "--stop-after-ready") !=
                             request.args.end());
+  successor_stops_server.store(std::ranges::find(request.args, "--stop-server-after-ready") !=
+                               request.args.end());
   evloop::UpgradeReport report;
   const evloop::Status s = server.upgrade(o, &report);
   successor_will_stop.store(false);
+  successor_stops_server.store(false);
   std::string reply = s ? "OK " + std::to_string(report.successor_pid) + " " +
                               std::to_string(report.moved) + " " + std::to_string(report.draining) +
                               "\n"
@@ -316,6 +361,12 @@ int main(int argc, char** argv) {
   cb.handover = [&config](evloop::Conn& conn) -> std::optional<std::string> {
     const Mode mode = mode_of(conn);
     if (successor_will_stop.load()) await_a_stopped_child();
+    if (successor_stops_server.load()) {
+      std::call_once(successor_continued, [] {
+        if (const pid_t pid = await_a_stopped_child()) ::kill(pid, SIGCONT);
+      });
+    }
+    if (mode == Mode::stall) stall();
     if (mode == Mode::echo) return "echo" + std::string(config.state_bytes, '.');
     if (mode == Mode::unknown) return "new";  // its partial first line moves with it
     return std::nullopt;                      // HOLD and UPGRADE stay here
@@ -329,10 +380,32 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  sigset_t handled_signals = stop_signals;
+  sigaddset(&handled_signals, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &handled_signals, nullptr);
   if (config.crash_before_start) std::abort();
   if (config.never_ready) {
     for (;;) ::pause();
+  }
+  if (config.start_on_sigusr1) {
+    std::printf("waiting pid=%d\n", static_cast<int>(::getpid()));
+    std::fflush(stdout);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    int sig = 0;
+    sigwait(&usr1, &sig);
+  }
+  // --stop-server-after-ready: its loops say when they have stopped.
+  std::mutex stopped_mutex;
+  std::condition_variable stopped_cv;
+  unsigned loops_stopped = 0;
+  if (config.stop_server_after_ready) {
+    cb.loop_stopping = [&](evloop::Loop&) {
+      std::lock_guard lock(stopped_mutex);
+      ++loops_stopped;
+      stopped_cv.notify_all();
+    };
   }
   evloop::Server server(config.options, cb);
   serving_server = &server;
@@ -356,16 +429,37 @@ int main(int argc, char** argv) {
     ::usleep(50'000);
     ::raise(SIGSTOP);
   }
+  // Ready, then its server stopped while the process runs on: once its loops have stopped it
+  // stops itself (the predecessor's handover waits for that, then continues it), and it stays
+  // until SIGTERM/SIGINT, so that only the library decides what becomes of the connections the
+  // predecessor then hands over.
+  if (config.stop_server_after_ready) {
+    server.stop();
+    {
+      std::unique_lock lock(stopped_mutex);
+      stopped_cv.wait_for(lock, std::chrono::seconds(30),
+                          [&] { return loops_stopped == server.loop_count(); });
+    }
+    ::raise(SIGSTOP);
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+  }
   evloop::Status result;
   std::thread waiter([&] {
     result = server.wait();
+    std::printf("stopped pid=%d\n", static_cast<int>(::getpid()));
+    std::fflush(stdout);
     std::lock_guard lock(events.mutex);
     events.stopped = true;
     events.cv.notify_one();
   });
   std::thread signals([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
+    for (;;) {
+      int sig = 0;
+      sigwait(&handled_signals, &sig);
+      if (sig != SIGUSR1) break;
+      release_stalls();
+    }
     server.stop();
   });
   std::vector<std::thread> upgrades;  // one thread per request: two may ask at once
