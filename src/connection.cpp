@@ -159,9 +159,10 @@ void Connection::linger() {
     loop_.cancel(timer_);    // close_timeout's wait for the output, which has gone
     timer_ = 0;
   }
+  // Once the peer has acknowledged everything, a reset can lose it nothing (the input is read
+  // first all the same, so that a peer that has stopped sending sees a FIN, not a reset).
   const Drained input = discard_input(fd_.get(), kLingerReadBudget);
-  if (input == Drained::ended ||
-      (input == Drained::empty && !platform::tcp_output_unacknowledged(fd_.get()))) {
+  if (input == Drained::ended || !platform::tcp_output_unacknowledged(fd_.get())) {
     return finish(reason_, false);
   }
   Rare& r = rare();

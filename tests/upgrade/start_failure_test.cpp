@@ -83,7 +83,11 @@ TEST(StartFailure, ALoopThreadThatCannotStartLeavesInheritedFdsOpenAndForgetsThe
   ASSERT_TRUE(WIFEXITED(status));
   if (WEXITSTATUS(status) == 3) GTEST_SKIP() << "could not switch user or limit its tasks";
   ASSERT_NE(seen, "started") << "the task limit did not stop a loop thread from starting";
-  EXPECT_NE(seen.find("start loop thread"), std::string::npos) << seen;
+  // libkqueue (the kqueue suite on Linux) runs a thread of its own per kqueue: there the poller
+  // is what cannot be created, with the same outcome.
+  EXPECT_TRUE(seen.find("start loop thread") != std::string::npos ||
+              seen.find("create poller") != std::string::npos)
+      << seen;
   EXPECT_NE(seen.find("addresses=0\n"), std::string::npos) << seen;
   EXPECT_NE(seen.find("inherited=listening\n"), std::string::npos) << seen;
   EXPECT_TRUE(is_listening(inherited));
