@@ -73,6 +73,14 @@ void CommandParser::reset() noexcept {
   error_.clear();
 }
 
+void CommandParser::shrink() noexcept {
+  // About 16 bytes per argument in each: what up to this many arguments take stays.
+  constexpr std::size_t kKept = 1024;
+  if (args_.capacity() > kKept) std::vector<std::string_view>().swap(args_);
+  if (spans_.capacity() > kKept && phase_ == Phase::start) std::vector<Span>().swap(spans_);
+  if (scratch_.capacity() > kKept * 16 && phase_ == Phase::start) std::string().swap(scratch_);
+}
+
 ParseResult CommandParser::fail(std::string message) {
   phase_ = Phase::failed;
   error_ = std::move(message);

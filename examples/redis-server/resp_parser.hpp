@@ -57,6 +57,9 @@ class CommandParser {
   const std::vector<std::string_view>& args() const noexcept { return args_; }
   /// Forgets all progress.
   void reset() noexcept;
+  /// Frees what a command of very many arguments made the parser keep (args() is then empty):
+  /// called once a batch of commands has run, so an idle connection holds no such memory.
+  void shrink() noexcept;
 
  private:
   enum class Phase { start, bulk_header, bulk_data, failed };

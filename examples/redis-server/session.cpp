@@ -42,6 +42,7 @@ example::Ran Session::run(evloop::Conn& conn, std::string_view input, std::size_
     replies.flush_if_full();
   }
   replies.flush();
+  parser_.shrink();  // a command of a million arguments leaves nothing behind on this connection
   if (ran == example::Ran::closed) conn.close();  // after the replies above are sent
   return ran;
 }
