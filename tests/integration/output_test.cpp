@@ -163,99 +163,87 @@ TEST(OutputTest, CloseAfterWriteSendsEverythingBeforeFin) {
   EXPECT_TRUE(got == payload);
 }
 
+// A server that answers a connection's first bytes with `payload` and a close(), and records
+// how each connection ended; `close_called` counts the close()s.
+struct WriteThenClose {
+  explicit WriteThenClose(std::string bytes) : payload(std::move(bytes)) {
+    callbacks.data = [this](Conn& c, std::string_view in) {
+      if (!c.closing()) {
+        c.write(payload);
+        c.close();
+        close_called.add();
+      }
+      return in.size();
+    };
+    callbacks.closed = closed.recorder();
+  }
+  // Reads everything, then checks it is the payload followed by a FIN.
+  void expect_everything_then_fin(Client& client) const {
+    bool eof = false;
+    const std::string got = client.read_to_eof(&eof);
+    EXPECT_TRUE(eof) << std::strerror(errno) << " after " << got.size() << " bytes";
+    EXPECT_EQ(got.size(), payload.size());
+    EXPECT_TRUE(got == payload);
+  }
+  const std::string payload;
+  EventCounter close_called;
+  ErrorLog closed;
+  Callbacks callbacks;
+};
+
 // A client that pipelines its next request behind the one answered by a close(): its bytes sit
 // unread when the server's output has gone, or arrive while the kernel still sends it. A plain
 // close() then makes the kernel answer with a reset and drop what it still holds; the lingering
 // close (FIN, then read and drop until the peer has everything) loses nothing.
 TEST(OutputTest, CloseWithThePeersBytesUnreadStillSendsEverythingThenAFin) {
-  const std::string payload = pattern(8u << 20, 5);
-  EventCounter close_called;
-  ErrorLog closed;
-  Callbacks cb;
-  cb.data = [&](Conn& c, std::string_view bytes) {
-    if (!c.closing()) {
-      c.write(payload);
-      c.close();
-      close_called.add();
-    }
-    return bytes.size();
-  };
-  cb.closed = closed.recorder();
+  WriteThenClose server(pattern(8u << 20, 5));
   Options o = loopback_options();
   o.socket_send_buffer = 64 * 1024;
-  RunningServer s(o, cb);
+  RunningServer s(o, server.callbacks);
   ASSERT_TRUE(s.status);
   Client client(s.address(), 64 * 1024);
   ASSERT_TRUE(client.send_all("go"));
-  ASSERT_TRUE(close_called.wait_for(1));
+  ASSERT_TRUE(server.close_called.wait_for(1));
   ASSERT_TRUE(client.send_all("the next request, never read"));  // while 8 MiB wait
-  bool eof = false;
-  const std::string got = client.read_to_eof(&eof);
-  EXPECT_TRUE(eof) << std::strerror(errno) << " after " << got.size() << " bytes";
-  EXPECT_EQ(got.size(), payload.size());
-  EXPECT_TRUE(got == payload);
-  ASSERT_TRUE(closed.wait_for(1));
-  EXPECT_FALSE(closed.errors().front()) << closed.errors().front().message();
+  server.expect_everything_then_fin(client);
+  ASSERT_TRUE(server.closed.wait_for(1));
+  EXPECT_FALSE(server.closed.errors().front()) << server.closed.errors().front().message();
   EXPECT_EQ(total_stats(s.server).resets, 0u);
 }
 
 // The same when the peer's bytes come only after the server's output has all gone to the kernel:
 // the connection waits, reading and dropping them, until the peer has taken everything.
 TEST(OutputTest, BytesArrivingAfterTheOutputWentToTheKernelDoNotResetIt) {
-  const std::string payload = pattern(1u << 20, 6);
-  ErrorLog closed;
-  Callbacks cb;
-  cb.data = [&](Conn& c, std::string_view bytes) {
-    if (!c.closing()) {
-      c.write(payload);
-      c.close();
-    }
-    return bytes.size();
-  };
-  cb.closed = closed.recorder();
+  WriteThenClose server(pattern(1u << 20, 6));
   Options o = loopback_options();
   o.socket_send_buffer = 4 * 1024 * 1024;  // takes the whole payload at once
-  RunningServer s(o, cb);
+  RunningServer s(o, server.callbacks);
   ASSERT_TRUE(s.status);
   Client client(s.address(), 64 * 1024);
   ASSERT_TRUE(client.send_all("go"));
   // The payload has left evloop's buffer: in the kernel, most of it not yet delivered.
   ASSERT_TRUE(eventually([&] {
     const LoopStats st = total_stats(s.server);
-    return st.bytes_out == payload.size() && st.output_buffered == 0;
+    return st.bytes_out == server.payload.size() && st.output_buffered == 0;
   }));
   ASSERT_TRUE(client.send_all("the next request, never read"));
-  bool eof = false;
-  const std::string got = client.read_to_eof(&eof);
-  EXPECT_TRUE(eof) << std::strerror(errno) << " after " << got.size() << " bytes";
-  EXPECT_EQ(got.size(), payload.size());
-  EXPECT_TRUE(got == payload);
-  ASSERT_TRUE(closed.wait_for(1));
-  EXPECT_FALSE(closed.errors().front()) << closed.errors().front().message();
+  server.expect_everything_then_fin(client);
+  ASSERT_TRUE(server.closed.wait_for(1));
+  EXPECT_FALSE(server.closed.errors().front()) << server.closed.errors().front().message();
 }
 
 // A peer that takes nothing more: the lingering close ends at close_timeout, with a reset.
 TEST(OutputTest, ALingeringCloseEndsAtTheCloseTimeout) {
-  const std::string payload = pattern(1u << 20, 7);
-  ErrorLog closed;
-  Callbacks cb;
-  cb.data = [&](Conn& c, std::string_view bytes) {
-    if (!c.closing()) {
-      c.write(payload);
-      c.close();
-    }
-    return bytes.size();
-  };
-  cb.closed = closed.recorder();
+  WriteThenClose server(pattern(1u << 20, 7));
   Options o = loopback_options();
   o.socket_send_buffer = 4 * 1024 * 1024;
   o.close_timeout = 300ms;
-  RunningServer s(o, cb);
+  RunningServer s(o, server.callbacks);
   ASSERT_TRUE(s.status);
   Client client(s.address(), 64 * 1024);
   ASSERT_TRUE(client.send_all("go"));
-  ASSERT_TRUE(closed.wait_for(1));
-  EXPECT_EQ(closed.errors().front(), make_error_code(errc::close_timeout));
+  ASSERT_TRUE(server.closed.wait_for(1));
+  EXPECT_EQ(server.closed.errors().front(), make_error_code(errc::close_timeout));
   EXPECT_EQ(total_stats(s.server).resets, 1u);
 }
 
