@@ -7,8 +7,8 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -141,8 +141,7 @@ inline bool tcp_output_unacknowledged(int fd) noexcept {
   if (::ioctl(fd, SIOCOUTQ, &queued) != 0 || queued <= 0) return false;
   int protocol = 0;
   socklen_t len = sizeof protocol;
-  return ::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 &&
-         protocol == IPPROTO_TCP;
+  return ::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 && protocol == IPPROTO_TCP;
 #elif defined(FIONWRITE)  // FreeBSD: the send buffer keeps bytes until they are acknowledged
   int queued = 0;
   return ::ioctl(fd, FIONWRITE, &queued) == 0 && queued > 0;

@@ -81,13 +81,13 @@ class Conn {
   /// file or a device, not a pipe or a socket: those reset the connection with ESPIPE). evloop
   /// keeps its own duplicate of `fd` (the caller may close theirs). The range counts in
   /// output_pending() and toward the high-water mark, not toward output_limit; each loop
-  /// iteration sends at most a bounded slice of it, so one connection cannot hold its loop. A file that ends before the range does
-  /// resets the connection (errc::file_truncated); a read error, or an fd that cannot be
-  /// duplicated, resets it with the errno; a range that would take output_pending() past 2^63-1
-  /// bytes (more than any file holds) resets it with EOVERFLOW (std::errc::value_too_large).
-  /// Ignored after close(), abort() or shutdown_write(). After a detach() that returned true
-  /// the range is read at once into the output handed over (within output_limit, which resets
-  /// the connection instead of detaching it).
+  /// iteration sends at most a bounded slice of it, so one connection cannot hold its loop. A file
+  /// that ends before the range does resets the connection (errc::file_truncated); a read error, or
+  /// an fd that cannot be duplicated, resets it with the errno; a range that would take
+  /// output_pending() past 2^63-1 bytes (more than any file holds) resets it with EOVERFLOW
+  /// (std::errc::value_too_large). Ignored after close(), abort() or shutdown_write(). After a
+  /// detach() that returned true the range is read at once into the output handed over (within
+  /// output_limit, which resets the connection instead of detaching it).
   void send_file(int fd, std::uint64_t offset, std::uint64_t length);
   /// send_file() that takes `file.fd` instead of duplicating it (one system call fewer per
   /// call, and none to close it): evloop closes it when the range is sent or the connection

@@ -10,8 +10,8 @@
 
 #include <atomic>
 #include <csignal>
-#include <optional>
 #include <future>
+#include <optional>
 #include <thread>
 
 #include "child_process.hpp"
