@@ -303,9 +303,23 @@ TEST(EchoServerBinary, HelpBadFlagsAndBadAddresses) {
         << bad_write_through.output;
   }
 
+  // A --listen address that does not parse is a bad flag (2), found before anything is bound.
   ProgramResult bad_addr = run_program({ECHO_SERVER_BIN, "--listen", "tcp://127.0.0.1:99999"}, 10s);
-  EXPECT_EQ(bad_addr.exit_code, 1);
+  EXPECT_EQ(bad_addr.exit_code, 2) << bad_addr.output;
   EXPECT_NE(bad_addr.output.find("port must be 0..65535"), std::string::npos) << bad_addr.output;
+  ProgramResult bad_scheme = run_program({ECHO_SERVER_BIN, "--listen", "bogus://x"}, 10s);
+  EXPECT_EQ(bad_scheme.exit_code, 2) << bad_scheme.output;
+  EXPECT_NE(bad_scheme.output.find("bogus://x"), std::string::npos) << bad_scheme.output;
+  ProgramResult udp = run_program({ECHO_SERVER_BIN, "--listen", "udp://127.0.0.1:0"}, 10s);
+  EXPECT_EQ(udp.exit_code, 2) << udp.output;
+  EXPECT_NE(udp.output.find("not UDP"), std::string::npos) << udp.output;
+
+  // What only binding can tell stays a start-up failure (1): an fd that is not a listening
+  // socket, systemd:// without sockets passed, an address in use.
+  ProgramResult not_a_socket = run_program({ECHO_SERVER_BIN, "--listen", "fd://0"}, 10s);
+  EXPECT_EQ(not_a_socket.exit_code, 1) << not_a_socket.output;
+  ProgramResult no_systemd = run_program({ECHO_SERVER_BIN, "--listen", "systemd://"}, 10s);
+  EXPECT_EQ(no_systemd.exit_code, 1) << no_systemd.output;
 
   std::unique_ptr<Child> first;
   const std::uint16_t port = start_server(first, ECHO_SERVER_BIN);
