@@ -332,5 +332,46 @@ TEST(EchoServerBinary, HelpBadFlagsAndBadAddresses) {
   EXPECT_EQ(first->wait_exit(10s), 0);
 }
 
+// The helpers of examples/common/testing: every wait ends by its deadline, whatever the size.
+TEST(ChildProcessHelpers, RunProgramFeedsAMegabyteThroughCatWithinTheDeadline) {
+  const std::string input(1 << 20, 'x');
+  const auto start = std::chrono::steady_clock::now();
+  const ProgramResult r = run_program({"cat"}, 5s, input);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.output.size(), input.size());
+  EXPECT_TRUE(r.output == input);
+}
+
+TEST(ChildProcessHelpers, RunProgramGivesUpOnAnInputTheProgramDoesNotRead) {
+  // `sleep` never reads its stdin: the write waits with the output, and both end at the deadline.
+  const auto start = std::chrono::steady_clock::now();
+  const ProgramResult r = run_program({"sleep", "30"}, 500ms, std::string(1 << 20, 'x'));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  EXPECT_EQ(r.exit_code, -1);  // killed at the deadline
+  // A program that exits without reading it all: no SIGPIPE for us, its exit code as usual.
+  EXPECT_EQ(run_program({"true"}, 5s, std::string(1 << 20, 'x')).exit_code, 0);
+}
+
+TEST(ChildProcessHelpers, SendAllStopsAtItsDeadlineWhenThePeerDoesNotRead) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  const auto start = std::chrono::steady_clock::now();
+  // Far more than the socket buffers hold; the peer never reads.
+  EXPECT_FALSE(send_all(pair[0], std::string(64 << 20, 'x'), 300ms));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 10s);
+  // What fits goes, in pieces, and a peer that reads gets it all.
+  const std::string small(1000, 'y');
+  ::close(pair[0]);
+  ::close(pair[1]);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  EXPECT_TRUE(send_all(pair[0], small, 1s));
+  EXPECT_EQ(read_exactly(pair[1], small.size(), 5s), small);
+  ::close(pair[0]);
+  ::close(pair[1]);
+}
+
 }  // namespace
 }  // namespace example_test
