@@ -54,6 +54,34 @@ std::size_t parse_write_through(const Program& program, std::string_view value) 
   return static_cast<std::size_t>(n);
 }
 
+namespace {
+
+// True for a program that serves UDP: its default listen address is a udp one.
+bool serves_udp(const Program& program) {
+  evloop::ListenAddress address;
+  return evloop::parse_listen_address(program.default_listen, address) &&
+         evloop::is_udp(address.transport);
+}
+
+}  // namespace
+
+void check_listen_address(const Program& program, std::string_view text) {
+  evloop::ListenAddress address;
+  if (const evloop::Status s = evloop::parse_listen_address(text, address); !s) {
+    usage_error(program, "--listen: " + s.message());
+  }
+  const bool udp = evloop::is_udp(address.transport);
+  if (serves_udp(program) && !udp) {
+    usage_error(program, "--listen " + std::string(text) +
+                             ": this program serves UDP: use udp://, udp4:// or udp6://");
+  }
+  if (!serves_udp(program) && udp) {
+    usage_error(program, "--listen " + std::string(text) +
+                             ": this program serves TCP, not UDP: use tcp://, tcp4://, tcp6://, "
+                             "unix://, fd:// or systemd://");
+  }
+}
+
 evloop::Options parse_flags(const Program& program, int argc, char** argv, const ExtraFlag& extra) {
   evloop::Options options;
   for (int i = 1; i < argc; ++i) {
@@ -67,6 +95,7 @@ evloop::Options parse_flags(const Program& program, int argc, char** argv, const
       std::exit(0);
     } else if (arg == "--listen") {
       options.listen.emplace_back(value());
+      check_listen_address(program, options.listen.back());
     } else if (arg == "--loops") {
       const std::string_view v = value();
       unsigned long long n = 0;

@@ -27,9 +27,17 @@ using ExtraFlag =
     std::function<bool(std::string_view flag, const std::function<std::string_view()>& value)>;
 
 /// Parses the command line into Options. --help prints the usage and exits 0; a bad flag prints
-/// a message and exits 2.
+/// a message and exits 2, and so does a --listen address that does not parse or that names the
+/// wrong transport (check_listen_address()). What only binding can tell (address in use, fd://
+/// not a socket, no systemd sockets) is left to start(), which fails with exit 1.
 evloop::Options parse_flags(const Program& program, int argc, char** argv,
                             const ExtraFlag& extra = {});
+
+/// Checks a --listen address as parse_flags() does: a usage error (exit 2) when
+/// evloop::parse_listen_address() refuses it, or when it is a UDP address (udp://, udp4://,
+/// udp6://) for a TCP program or anything else for a UDP one (a program whose
+/// Program::default_listen is a UDP address), which Server::start() would refuse.
+void check_listen_address(const Program& program, std::string_view text);
 
 /// Prints "NAME: MESSAGE" and a hint to stderr, then exits 2.
 [[noreturn]] void usage_error(const Program& program, const std::string& message);

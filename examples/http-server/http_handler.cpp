@@ -14,6 +14,8 @@ std::string_view status_text(int status) noexcept {
   switch (status) {
     case 200:
       return "OK";
+    case 301:
+      return "Moved Permanently";
     case 304:
       return "Not Modified";
     case 403:
@@ -158,8 +160,39 @@ void append_head(int status, std::string_view content_type, std::size_t length, 
   out += "\r\n";
 }
 
+std::string_view origin_form(std::string_view target, std::string& storage) {
+  if (!target.empty() && target.front() == '/') return target;
+  const auto starts_with_nocase = [&](std::string_view prefix) {
+    if (target.size() < prefix.size()) return false;
+    for (std::size_t i = 0; i < prefix.size(); ++i) {
+      const char c = target[i];
+      if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c) != prefix[i]) return false;
+    }
+    return true;
+  };
+  std::string_view rest;
+  if (starts_with_nocase("http://")) {
+    rest = target.substr(7);
+  } else if (starts_with_nocase("https://")) {
+    rest = target.substr(8);
+  } else {
+    return {};
+  }
+  const std::size_t end = rest.find_first_of("/?#");  // the end of the authority
+  if (end == 0 || rest.empty()) return {};            // no host
+  if (end == std::string_view::npos) return "/";
+  rest.remove_prefix(end);
+  if (rest.front() == '/') return rest;
+  storage.resize(rest.size() + 1);
+  storage[0] = '/';
+  rest.copy(storage.data() + 1, rest.size());
+  return storage;
+}
+
 void append_response(const Request& req, std::string& out) {
-  std::string_view path = req.target.substr(0, req.target.find('?'));
+  thread_local std::string storage;
+  const std::string_view target = origin_form(req.target, storage);
+  std::string_view path = target.substr(0, target.find('?'));
   bool head_only = req.method == Method::head;
   if (path == "/") {
     if (req.method == Method::get && req.keep_alive && req.version_minor == 1) {

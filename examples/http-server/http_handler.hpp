@@ -12,8 +12,16 @@ namespace httpd {
 
 /// Appends the response to `req` to `out`. Routes: GET or HEAD "/" → 200 "Hello, World!";
 /// POST or PUT "/echo" → 200 with the request body; other methods on those paths → 405;
-/// anything else → 404. The response keeps the connection open iff req.keep_alive.
+/// anything else → 404. An absolute-form target is routed by its path (origin_form()). The response
+/// keeps the connection open iff req.keep_alive.
 void append_response(const Request& req, std::string& out);
+
+/// The origin form ("/path?query") of a request target. An origin-form target is returned as it
+/// is; an absolute-form one ("http://host:port/path?query", which a server MUST accept: RFC 9112
+/// 3.2.2) without its "scheme://authority" (case-insensitive http or https), with "/" for an
+/// empty path ("http://host?q" is "/?q", built in `storage`). Empty for anything else ("*", an
+/// authority-form target, another scheme): the caller answers 400 or 404.
+std::string_view origin_form(std::string_view target, std::string& storage);
 
 /// Appends an error response with `status` (400, 408, 413, 414, 431, 501, 505) and `reason` as
 /// the body. It always says "Connection: close": the caller closes after sending it.

@@ -128,6 +128,30 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+// True when the path (origin form, without its query) names a directory: it ends in '/', or its
+// last segment is "." or ".." (written plainly or %-encoded).
+bool names_directory(std::string_view path) {
+  if (path.empty() || path.back() == '/') return true;
+  std::string last;
+  if (decode_segment(path.substr(path.rfind('/') + 1), last) != Lookup::found) return false;
+  return last == "." || last == "..";
+}
+
+// The Location of the 301 for a directory named without its trailing '/': the path as the client
+// wrote it (leading slashes made one, so that it cannot read as "//host/..."), a '/', then the
+// query, if any.
+std::string directory_location(std::string_view target) {
+  const std::size_t end = target.find_first_of("?#");
+  std::string_view path = target.substr(0, end);
+  while (path.size() > 1 && path[1] == '/') path.remove_prefix(1);
+  std::string location(path);
+  location += '/';
+  if (end != std::string_view::npos && target[end] == '?') {
+    location += target.substr(end, target.find('#', end) - end);
+  }
+  return location;
+}
+
 // The answer to a lookup that found nothing to serve: its status and a one-line body.
 void append_refusal(Lookup why, const Request& req, std::string& out) {
   const int status = why == Lookup::bad_request ? 400
@@ -193,9 +217,12 @@ StaticFiles::~StaticFiles() {
   if (root_fd_ >= 0) ::close(root_fd_);
 }
 
-Lookup StaticFiles::lookup(std::string_view target, File& file) const {
+Lookup StaticFiles::lookup(std::string_view request_target, File& file) const {
   thread_local std::vector<std::string> segments;
+  thread_local std::string storage;
+  const std::string_view target = origin_form(request_target, storage);
   if (const Lookup split = split_path(target, segments); split != Lookup::found) return split;
+  const bool directory_wanted = names_directory(target.substr(0, target.find_first_of("?#")));
   int dir = root_fd_;
   Lookup result = Lookup::found;
   // Every segment but the last must be a directory; the last may be a file or a directory.
@@ -218,6 +245,14 @@ Lookup StaticFiles::lookup(std::string_view target, File& file) const {
     ::close(fd);
     return Lookup::unavailable;
   }
+  if (S_ISDIR(st.st_mode) && !directory_wanted) {
+    ::close(fd);
+    return Lookup::moved;
+  }
+  if (!S_ISDIR(st.st_mode) && directory_wanted) {
+    ::close(fd);
+    return Lookup::not_found;  // "/index.html/": a file is not a directory
+  }
   if (S_ISDIR(st.st_mode)) {
     const int index = open_in(fd, kIndex, O_NONBLOCK, result);
     ::close(fd);
@@ -234,7 +269,15 @@ Lookup StaticFiles::lookup(std::string_view target, File& file) const {
 
 File StaticFiles::respond(const Request& req, std::string& out) const {
   File file;
-  if (const Lookup found = lookup(req.target, file); found != Lookup::found) {
+  if (const Lookup found = lookup(req.target, file); found == Lookup::moved) {
+    thread_local std::string storage;
+    const std::string location = directory_location(origin_form(req.target, storage));
+    const std::string_view body = "moved permanently\n";
+    append_head(301, "text/plain", body.size(), req.keep_alive, req.version_minor,
+                "Location: " + location + "\r\n", out);
+    if (req.method != Method::head) out += body;
+    return {};
+  } else if (found != Lookup::found) {
     append_refusal(found, req, out);
     return {};
   }

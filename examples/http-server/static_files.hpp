@@ -12,6 +12,9 @@
 //    link anywhere in the path is refused (403), whether it points inside or outside the root
 //    (like nginx's `disable_symlinks on`).
 // 3. What is served is what was opened: its type and size come from fstat() of the descriptor.
+//    A directory is served as its index.html when the path names a directory ("/sub/"); "/sub"
+//    gets a 301 to "/sub/" (the query kept), so that relative links in the page resolve inside
+//    it; "/file/" is 404.
 //
 // TOCTOU: there is no check-then-use window. A symbolic link that appears between two requests,
 // or between two segments of one request, is refused by the open itself, and no path string is
@@ -36,9 +39,11 @@ namespace httpd {
 /// What a lookup found: a file to serve, or why not (with the status to answer).
 enum class Lookup {
   found,        ///< 200 (or 304): `File` holds the open file.
-  bad_request,  ///< 400: a path that is not "/..." or a malformed %-escape.
+  moved,        ///< 301: a directory named without its trailing '/' (Location: the path + '/').
+  bad_request,  ///< 400: a target that is neither "/..." nor "http[s]://host/...", or a
+                ///< malformed %-escape.
   forbidden,    ///< 403: outside the root, a symbolic link, not a regular file, no permission.
-  not_found,    ///< 404.
+  not_found,    ///< 404 (also a file named with a trailing '/', as in "/index.html/").
   unavailable,  ///< 503: the open failed otherwise (out of file descriptors, I/O error).
 };
 
@@ -50,8 +55,8 @@ struct File {
   std::string_view type;     ///< Its Content-Type (from the name's extension).
 };
 
-/// Splits a request target's path into decoded segments with "." and ".." resolved (step 1
-/// above). Returns found, bad_request or forbidden.
+/// Splits an origin-form request target's path into decoded segments with "." and ".." resolved
+/// (step 1 above). Returns found, bad_request or forbidden.
 Lookup split_path(std::string_view target, std::vector<std::string>& segments);
 
 /// The Content-Type for a file name, from its extension (a small table; application/octet-stream
@@ -66,7 +71,10 @@ class StaticFiles {
   /// True once open() succeeded.
   bool enabled() const noexcept { return root_fd_ >= 0; }
 
-  /// Finds and opens the file for `target` (a directory stands for its index.html).
+  /// Finds and opens the file for `target`, in origin form or absolute form (origin_form()). A
+  /// directory named with a trailing '/' (or ending in a "." or ".." segment) stands for its
+  /// index.html; named without one it is `moved` (301 to the same path with the '/', as nginx
+  /// does); a file named with a trailing '/' is not_found.
   Lookup lookup(std::string_view target, File& file) const;
 
   /// Answers a GET or HEAD: appends the response head (and the body of an error) to `out`.

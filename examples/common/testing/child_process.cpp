@@ -319,25 +319,61 @@ ProgramResult run_program(const std::vector<std::string>& argv, milliseconds tim
     ::close(out[1]);
     return result;
   }
+  const auto deadline = Clock::now() + timeout;
   pid_t pid = spawn(argv, in[0], out[1], out[1]);
   ::close(out[1]);
   ::close(in[0]);
-  // The inputs used by the tests are small: they fit in the pipe buffer.
-  if (!input.empty()) {
-    [[maybe_unused]] ssize_t n = ::write(in[1], input.data(), input.size());
+  // The input is written as the child takes it, while its output is read: a child that echoes
+  // its input (cat) would otherwise fill its stdout pipe, stop reading, and block our write. The
+  // write end is non-blocking, and SIGPIPE (a child that exits without reading it all) is blocked
+  // in this thread and taken back below: a short input is the child's business, not a signal.
+  int stdin_fd = in[1];
+  if (input.empty()) {
+    ::close(stdin_fd);
+    stdin_fd = -1;
+  } else {
+    ::fcntl(stdin_fd, F_SETFL, ::fcntl(stdin_fd, F_GETFL) | O_NONBLOCK);
   }
-  ::close(in[1]);
-  auto deadline = Clock::now() + timeout;
-  char buf[4096];
+  sigset_t pipe_signal, old_mask;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_signal, &old_mask);
+  sigset_t pending;
+  const bool pipe_was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+  bool broken_pipe = false;
+  char buf[65536];
   bool eof = false;
-  while (wait_readable(out[0], deadline)) {
-    ssize_t n = ::read(out[0], buf, sizeof buf);
-    if (n <= 0) {
-      eof = true;
-      break;
+  while (!eof) {
+    pollfd p[2] = {{out[0], POLLIN, 0}, {stdin_fd, POLLOUT, 0}};
+    const int n = ::poll(p, stdin_fd >= 0 ? 2 : 1, remaining_ms(deadline));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the deadline (or a poll error)
+    if (stdin_fd >= 0 && (p[1].revents & (POLLOUT | POLLERR | POLLHUP)) != 0) {
+      const ssize_t w = ::write(stdin_fd, input.data(), input.size());
+      if (w > 0) input.remove_prefix(static_cast<std::size_t>(w));
+      if (w < 0 && errno == EPIPE) broken_pipe = true;
+      if (input.empty() || (w < 0 && errno != EINTR && errno != EAGAIN)) {
+        ::close(stdin_fd);  // all written, or the child closed its stdin
+        stdin_fd = -1;
+      }
     }
-    result.output.append(buf, static_cast<std::size_t>(n));
+    if ((p[0].revents & (POLLIN | POLLERR | POLLHUP)) != 0) {
+      const ssize_t r = ::read(out[0], buf, sizeof buf);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        eof = true;
+      } else {
+        result.output.append(buf, static_cast<std::size_t>(r));
+      }
+    }
   }
+  if (stdin_fd >= 0) ::close(stdin_fd);
+  if (broken_pipe && !pipe_was_pending) {
+    const timespec now{0, 0};
+    while (::sigtimedwait(&pipe_signal, nullptr, &now) < 0 && errno == EINTR) {
+    }
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   ::close(out[0]);
   if (!eof) ::kill(pid, SIGKILL);
   int status = 0;
@@ -405,12 +441,23 @@ std::uint16_t bound_port(int fd) {
   return ntohs(addr.sin_port);
 }
 
-bool send_all(int fd, std::string_view bytes) {
+bool send_all(int fd, std::string_view bytes, milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
   while (!bytes.empty()) {
-    ssize_t n = ::send(fd, bytes.data(), bytes.size(), evloop::test::kSendFlags);
+    // MSG_DONTWAIT: a blocking socket whose buffer is full must not block the send itself; poll()
+    // waits for room, until the deadline.
+    const ssize_t n =
+        ::send(fd, bytes.data(), bytes.size(), evloop::test::kSendFlags | MSG_DONTWAIT);
+    if (n > 0) {
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+      continue;
+    }
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    bytes.remove_prefix(static_cast<std::size_t>(n));
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return false;
+    pollfd p{fd, POLLOUT, 0};
+    const int ready = ::poll(&p, 1, remaining_ms(deadline));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) return false;  // the deadline passed with bytes left to send
   }
   return true;
 }

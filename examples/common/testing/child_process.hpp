@@ -99,7 +99,10 @@ struct ProgramResult {
   std::string output;  ///< stdout and stderr, interleaved.
 };
 
-/// Runs a program to completion with `input` on its stdin, killing it at the deadline.
+/// Runs a program to completion with `input` on its stdin, killing it at the deadline. The input
+/// is written as the program takes it, while its output is read (any size: a program that
+/// echoes a megabyte back does not deadlock); what a program that exits early leaves unread is
+/// dropped.
 ProgramResult run_program(const std::vector<std::string>& argv, milliseconds timeout,
                           std::string_view input = {});
 
@@ -115,8 +118,11 @@ int connect_unix(const std::string& path);
 int listen_loopback(std::uint16_t port = 0, bool reuseport = false);
 /// The local port of a TCP socket.
 std::uint16_t bound_port(int fd);
-/// Sends all of `bytes`; false on error.
-bool send_all(int fd, std::string_view bytes);
+/// How long send_all() waits for room in the socket buffer by default.
+inline constexpr milliseconds kSendAllTimeout{30'000};
+/// Sends all of `bytes`, waiting (poll) for room in the socket buffer until `timeout` has passed;
+/// false on error or at the deadline with bytes left unsent.
+bool send_all(int fd, std::string_view bytes, milliseconds timeout = kSendAllTimeout);
 /// Reads until the peer closes or the deadline passes; `closed` tells which.
 std::string read_until_close(int fd, milliseconds timeout, bool& closed);
 /// Reads until `size` bytes have arrived, EOF or the deadline.

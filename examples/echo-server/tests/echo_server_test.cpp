@@ -303,9 +303,23 @@ TEST(EchoServerBinary, HelpBadFlagsAndBadAddresses) {
         << bad_write_through.output;
   }
 
+  // A --listen address that does not parse is a bad flag (2), found before anything is bound.
   ProgramResult bad_addr = run_program({ECHO_SERVER_BIN, "--listen", "tcp://127.0.0.1:99999"}, 10s);
-  EXPECT_EQ(bad_addr.exit_code, 1);
+  EXPECT_EQ(bad_addr.exit_code, 2) << bad_addr.output;
   EXPECT_NE(bad_addr.output.find("port must be 0..65535"), std::string::npos) << bad_addr.output;
+  ProgramResult bad_scheme = run_program({ECHO_SERVER_BIN, "--listen", "bogus://x"}, 10s);
+  EXPECT_EQ(bad_scheme.exit_code, 2) << bad_scheme.output;
+  EXPECT_NE(bad_scheme.output.find("bogus://x"), std::string::npos) << bad_scheme.output;
+  ProgramResult udp = run_program({ECHO_SERVER_BIN, "--listen", "udp://127.0.0.1:0"}, 10s);
+  EXPECT_EQ(udp.exit_code, 2) << udp.output;
+  EXPECT_NE(udp.output.find("not UDP"), std::string::npos) << udp.output;
+
+  // What only binding can tell stays a start-up failure (1): an fd that is not a listening
+  // socket, systemd:// without sockets passed, an address in use.
+  ProgramResult not_a_socket = run_program({ECHO_SERVER_BIN, "--listen", "fd://0"}, 10s);
+  EXPECT_EQ(not_a_socket.exit_code, 1) << not_a_socket.output;
+  ProgramResult no_systemd = run_program({ECHO_SERVER_BIN, "--listen", "systemd://"}, 10s);
+  EXPECT_EQ(no_systemd.exit_code, 1) << no_systemd.output;
 
   std::unique_ptr<Child> first;
   const std::uint16_t port = start_server(first, ECHO_SERVER_BIN);
@@ -316,6 +330,47 @@ TEST(EchoServerBinary, HelpBadFlagsAndBadAddresses) {
   EXPECT_NE(in_use.output.find("Address already in use"), std::string::npos) << in_use.output;
   first->signal(SIGTERM);
   EXPECT_EQ(first->wait_exit(10s), 0);
+}
+
+// The helpers of examples/common/testing: every wait ends by its deadline, whatever the size.
+TEST(ChildProcessHelpers, RunProgramFeedsAMegabyteThroughCatWithinTheDeadline) {
+  const std::string input(1 << 20, 'x');
+  const auto start = std::chrono::steady_clock::now();
+  const ProgramResult r = run_program({"cat"}, 5s, input);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.output.size(), input.size());
+  EXPECT_TRUE(r.output == input);
+}
+
+TEST(ChildProcessHelpers, RunProgramGivesUpOnAnInputTheProgramDoesNotRead) {
+  // `sleep` never reads its stdin: the write waits with the output, and both end at the deadline.
+  const auto start = std::chrono::steady_clock::now();
+  const ProgramResult r = run_program({"sleep", "30"}, 500ms, std::string(1 << 20, 'x'));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  EXPECT_EQ(r.exit_code, -1);  // killed at the deadline
+  // A program that exits without reading it all: no SIGPIPE for us, its exit code as usual.
+  EXPECT_EQ(run_program({"true"}, 5s, std::string(1 << 20, 'x')).exit_code, 0);
+}
+
+TEST(ChildProcessHelpers, SendAllStopsAtItsDeadlineWhenThePeerDoesNotRead) {
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  const auto start = std::chrono::steady_clock::now();
+  // Far more than the socket buffers hold; the peer never reads.
+  EXPECT_FALSE(send_all(pair[0], std::string(64 << 20, 'x'), 300ms));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 10s);
+  // What fits goes, in pieces, and a peer that reads gets it all.
+  const std::string small(1000, 'y');
+  ::close(pair[0]);
+  ::close(pair[1]);
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+  EXPECT_TRUE(send_all(pair[0], small, 1s));
+  EXPECT_EQ(read_exactly(pair[1], small.size(), 5s), small);
+  ::close(pair[0]);
+  ::close(pair[1]);
 }
 
 }  // namespace

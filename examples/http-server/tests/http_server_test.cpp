@@ -310,9 +310,27 @@ TEST(HttpServerFlags, BadFlagsExitWithCode2AndStartFailureWith1) {
   r = run_program({HTTP_SERVER_BIN, "--help"}, kTimeout);
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.output.find("Usage: http-server"), std::string::npos);
+  // A --listen address that does not parse, or a UDP one, is a bad flag too.
   r = run_program({HTTP_SERVER_BIN, "--listen", "bogus://x"}, kTimeout);
-  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("bogus://x"), std::string::npos) << r.output;
+  r = run_program({HTTP_SERVER_BIN, "--listen", "tcp://127.0.0.1:99999"}, kTimeout);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("port must be 0..65535"), std::string::npos) << r.output;
+  r = run_program({HTTP_SERVER_BIN, "--listen", "udp://127.0.0.1:0"}, kTimeout);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("not UDP"), std::string::npos) << r.output;
+
+  // A port really in use is a start-up failure: 1.
+  std::unique_ptr<Child> first;
+  const std::uint16_t port = start_server(first, HTTP_SERVER_BIN);
+  ASSERT_NE(port, 0);
+  r = run_program({HTTP_SERVER_BIN, "--listen", "tcp4://127.0.0.1:" + std::to_string(port)},
+                  kTimeout);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("Address already in use"), std::string::npos) << r.output;
+  first->signal(SIGTERM);
+  EXPECT_EQ(first->wait_exit(kTimeout), 0);
 }
 
 }  // namespace

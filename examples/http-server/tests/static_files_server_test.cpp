@@ -204,6 +204,68 @@ TEST_F(HttpFiles, MissingFilesGet404) {
   ::close(fd);
 }
 
+TEST_F(HttpFiles, ADirectoryWithoutItsSlashGets301ToThePathWithIt) {
+  const int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  const struct {
+    const char* target;
+    const char* location;
+  } cases[] = {{"/sub", "/sub/"},
+               {"/sub?a=1&b=%20", "/sub/?a=1&b=%20"},
+               {"/%73ub", "/%73ub/"},
+               {"http://example.com/sub?q", "/sub/?q"}};
+  for (const auto& c : cases) {
+    const Response r = get(fd, c.target);
+    ASSERT_TRUE(r.ok) << c.target;
+    EXPECT_EQ(r.head.rfind("HTTP/1.1 301 Moved Permanently\r\n", 0), 0u) << c.target << "\n"
+                                                                         << r.head;
+    EXPECT_NE(r.head.find("\r\nLocation: " + std::string(c.location) + "\r\n"), std::string::npos)
+        << c.target << "\n"
+        << r.head;
+    EXPECT_EQ(r.body, "moved permanently\n") << c.target;
+  }
+  // Following it serves the index; HEAD gets the 301 without a body.
+  const Response index = get(fd, "/sub/");
+  EXPECT_EQ(index.head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << index.head;
+  EXPECT_EQ(index.body, "<p>index</p>\n");
+  const Response head = get(fd, "/sub", "HEAD");
+  EXPECT_EQ(head.head.rfind("HTTP/1.1 301 Moved Permanently\r\n", 0), 0u) << head.head;
+  EXPECT_NE(head.head.find("\r\nLocation: /sub/\r\n"), std::string::npos) << head.head;
+  ::close(fd);
+}
+
+TEST_F(HttpFiles, AFileWithATrailingSlashGets404) {
+  const int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  for (const char* target : {"/four-k.html/", "/sub/index.html/", "/one.bin/?x", "/one.bin/."}) {
+    const Response r = get(fd, target);
+    ASSERT_TRUE(r.ok) << target;
+    EXPECT_EQ(r.head.rfind("HTTP/1.1 404 Not Found\r\n", 0), 0u) << target << "\n" << r.head;
+    EXPECT_EQ(r.body, "not found\n") << target;
+  }
+  ::close(fd);
+}
+
+TEST_F(HttpFiles, AbsoluteFormTargetsAreServedByTheirPath) {
+  const int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  for (const char* target : {"http://localhost/four-k.html", "HTTP://127.0.0.1:1/four-k.html?x",
+                             "https://x/sub/../four-k.html"}) {
+    const Response r = get(fd, target);
+    ASSERT_TRUE(r.ok) << target;
+    EXPECT_EQ(r.head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << target << "\n" << r.head;
+    EXPECT_TRUE(r.body == read_file(root_->at("four-k.html"))) << target;
+  }
+  const Response index = get(fd, "http://localhost/sub/");
+  EXPECT_EQ(index.head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << index.head;
+  EXPECT_EQ(index.body, "<p>index</p>\n");
+  const Response missing = get(fd, "http://localhost/nope");
+  EXPECT_EQ(missing.head.rfind("HTTP/1.1 404 Not Found\r\n", 0), 0u) << missing.head;
+  const Response other = get(fd, "ftp://localhost/four-k.html");
+  EXPECT_EQ(other.head.rfind("HTTP/1.1 400 Bad Request\r\n", 0), 0u) << other.head;
+  ::close(fd);
+}
+
 TEST_F(HttpFiles, EveryWayOutOfTheRootGets403) {
   const int fd = connect_loopback(port_);
   ASSERT_GE(fd, 0);

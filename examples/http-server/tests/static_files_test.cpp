@@ -110,11 +110,54 @@ TEST_F(StaticFilesLookup, FindsFilesAndDirectoryIndexes) {
   EXPECT_EQ(type, "text/plain; charset=utf-8");
   EXPECT_EQ(lookup("/sub/", &type), Lookup::found);
   EXPECT_EQ(type, "text/html; charset=utf-8");
-  EXPECT_EQ(lookup("/sub"), Lookup::found);
+  EXPECT_EQ(lookup("/sub/."), Lookup::found);
   EXPECT_EQ(lookup("/sub/../a.txt"), Lookup::found);
   EXPECT_EQ(lookup("/nope"), Lookup::not_found);
   EXPECT_EQ(lookup("/a.txt/x"), Lookup::not_found);  // a file where a directory should be
   EXPECT_EQ(lookup("/nope/x"), Lookup::not_found);
+}
+
+TEST_F(StaticFilesLookup, ADirectoryWithoutItsSlashMovesAndAFileWithOneIsNotFound) {
+  EXPECT_EQ(lookup("/sub"), Lookup::moved);
+  EXPECT_EQ(lookup("/sub?x=1"), Lookup::moved);
+  EXPECT_EQ(lookup("/a.txt/"), Lookup::not_found);
+  EXPECT_EQ(lookup("/a.txt/."), Lookup::not_found);
+  EXPECT_EQ(lookup("/a.txt/?x"), Lookup::not_found);
+
+  Request req;
+  req.method = Method::get;
+  req.target = "/sub?x=1&y";
+  std::string out;
+  EXPECT_EQ(files_.respond(req, out).fd, -1);
+  EXPECT_EQ(out.rfind("HTTP/1.1 301 Moved Permanently\r\n", 0), 0u) << out;
+  EXPECT_NE(out.find("\r\nLocation: /sub/?x=1&y\r\n"), std::string::npos) << out;
+  // Leading slashes made one: "//host/" would send the client to another host.
+  req.target = "//sub";
+  out.clear();
+  EXPECT_EQ(files_.respond(req, out).fd, -1);
+  EXPECT_NE(out.find("\r\nLocation: /sub/\r\n"), std::string::npos) << out;
+}
+
+TEST_F(StaticFilesLookup, AbsoluteFormTargetsAreServedByTheirPath) {
+  std::string type;
+  EXPECT_EQ(lookup("http://example.com/a.txt", &type), Lookup::found);
+  EXPECT_EQ(type, "text/plain; charset=utf-8");
+  EXPECT_EQ(lookup("HTTP://example.com:8080/sub/?q"), Lookup::found);
+  EXPECT_EQ(lookup("https://[::1]:8443/a.txt"), Lookup::found);
+  EXPECT_EQ(lookup("http://example.com/sub"), Lookup::moved);
+  EXPECT_EQ(lookup("http://example.com/nope"), Lookup::not_found);
+  EXPECT_EQ(lookup("http://example.com/../secret"), Lookup::forbidden);
+  for (const char* target : {"ftp://example.com/a.txt", "http://", "http:///a.txt", "*",
+                             "example.com:80", "http:/a.txt"}) {
+    EXPECT_EQ(lookup(target), Lookup::bad_request) << target;
+  }
+
+  std::string storage;
+  EXPECT_EQ(origin_form("/a?b", storage), "/a?b");
+  EXPECT_EQ(origin_form("http://h/a?b", storage), "/a?b");
+  EXPECT_EQ(origin_form("http://h", storage), "/");
+  EXPECT_EQ(origin_form("http://h?b", storage), "/?b");
+  EXPECT_EQ(origin_form("mailto:x", storage), "");
 }
 
 TEST_F(StaticFilesLookup, RefusesLinksFifosAndDirectoriesWithoutAnIndex) {

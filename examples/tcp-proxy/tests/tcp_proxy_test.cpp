@@ -81,6 +81,11 @@ TEST(TcpProxyFlags, HelpBadFlagsAndBadAddresses) {
       {{"--upstream", "tcp://127.0.0.1:1", "--connect-timeout", "soon"}, "--connect-timeout"},
       {{"--upstream", "tcp://127.0.0.1:1", "--loops", "0"}, "--loops"},
       {{"--upstream", "tcp://127.0.0.1:1", "--frobnicate"}, "unknown option '--frobnicate'"},
+      // A --listen address that does not parse, or a UDP one, is a bad flag too.
+      {{"--upstream", "tcp://127.0.0.1:1", "--listen", "tcp://127.0.0.1:99999"},
+       "port must be 0..65535"},
+      {{"--upstream", "tcp://127.0.0.1:1", "--listen", "bogus://x"}, "bogus://x"},
+      {{"--upstream", "tcp://127.0.0.1:1", "--listen", "udp://127.0.0.1:0"}, "not UDP"},
   };
   for (const auto& b : bad) {
     std::vector<std::string> argv{TCP_PROXY_BIN};
@@ -90,13 +95,19 @@ TEST(TcpProxyFlags, HelpBadFlagsAndBadAddresses) {
     EXPECT_NE(r.output.find(b.says), std::string::npos) << r.output;
   }
 
-  // A listen address that cannot be served is a start-up failure (exit 1), as for the servers.
-  const ProgramResult bad_listen = run_program(
-      {TCP_PROXY_BIN, "--upstream", "tcp://127.0.0.1:1", "--listen", "tcp://127.0.0.1:99999"},
-      kWait);
-  EXPECT_EQ(bad_listen.exit_code, 1) << bad_listen.output;
-  EXPECT_NE(bad_listen.output.find("port must be 0..65535"), std::string::npos)
-      << bad_listen.output;
+  // A listen address that cannot be served (a port in use) is a start-up failure (exit 1), as
+  // for the servers.
+  std::unique_ptr<Child> first;
+  const std::uint16_t port =
+      start_server(first, TCP_PROXY_BIN, {"--upstream", "tcp://127.0.0.1:1"});
+  ASSERT_NE(port, 0);
+  const ProgramResult in_use = run_program({TCP_PROXY_BIN, "--upstream", "tcp://127.0.0.1:1",
+                                            "--listen", "tcp4://127.0.0.1:" + std::to_string(port)},
+                                           kWait);
+  EXPECT_EQ(in_use.exit_code, 1) << in_use.output;
+  EXPECT_NE(in_use.output.find("Address already in use"), std::string::npos) << in_use.output;
+  first->signal(SIGTERM);
+  EXPECT_EQ(first->wait_exit(kWait), 0);
 }
 
 // --- a real redis-server behind the proxy, on a Unix socket
