@@ -40,8 +40,10 @@ struct Baseline {
             [&] { return threads(of) == 2 + loops + kRuntimeThreads + kBackendThreads; })),
         fds(open_fds(of)),
         tasks(threads(of)) {}
+  // At most as many: an fd open for a moment when the baseline was read (seen once under ASan:
+  // 11 against 12) is no leak.
   void expect_restored() const {
-    EXPECT_TRUE(eventually([&] { return open_fds(pid) == fds && threads(pid) == tasks; }))
+    EXPECT_TRUE(eventually([&] { return open_fds(pid) <= fds && threads(pid) == tasks; }))
         << "fds " << open_fds(pid) << " (were " << fds << "), threads " << threads(pid) << " (were "
         << tasks << ")";
   }
