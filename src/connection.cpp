@@ -467,14 +467,14 @@ void Connection::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
     return fail(std::make_error_code(std::errc::value_too_large), true);
   }
   if (detaching_ || length <= kCopiedFileMax || out_.files() >= kHeldFilesMax) {
-    return copy_file(UniqueFd(fd), offset, length);
+    return read_file_into_output(UniqueFd(fd), offset, length);
   }
   const bool was_empty = out_.empty();
   out_.append_file(fd, offset, length);  // counts as pending output, holds no memory
   queued(static_cast<std::size_t>(length), was_empty);
 }
 
-void Connection::copy_file(UniqueFd file, std::uint64_t offset, std::uint64_t length) {
+void Connection::read_file_into_output(UniqueFd file, std::uint64_t offset, std::uint64_t length) {
   // Read now, within output_limit: a small range, one past the file ranges a connection may hold,
   // or any range after a detach (the output is handed over as bytes).
   if (length > options().output_limit) return fail(make_error_code(errc::output_limit), true);

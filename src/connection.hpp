@@ -170,7 +170,8 @@ class Connection final : public Pollable, public Conn {
   }
   bool fits_output_limit(std::size_t more);
   void append_output(const void* bytes, std::size_t size);
-  void copy_file(UniqueFd file, std::uint64_t offset, std::uint64_t length);  // while detaching
+  // send_file() of a small range, of one past kHeldFilesMax, or while detaching.
+  void read_file_into_output(UniqueFd file, std::uint64_t offset, std::uint64_t length);
   void queued(std::size_t size, bool was_empty);
   std::size_t send_now(const void* bytes, std::size_t size);
   void discard_output();

@@ -66,8 +66,6 @@ void Resolver::stop() {
   }
   wake_.notify_all();
   for (std::thread& t : threads) t.join();
-  std::lock_guard lock(mutex_);
-  stopping_ = false;
 }
 
 void Resolver::run() {

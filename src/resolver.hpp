@@ -47,8 +47,7 @@ class Resolver {
   /// make the queue grow with every retry.
   void cancel(Ticket ticket);
   /// Drops queued lookups, waits for those in progress (a DNS query that hangs delays this
-  /// until the resolver's own timeout), and joins the threads. Called once no loop thread runs
-  /// (nobody asks meanwhile); a later resolve() starts threads again.
+  /// until the resolver's own timeout), and joins the threads; resolve() then returns 0.
   void stop();
 
  private:

@@ -153,8 +153,6 @@ void UdpSocket::enter_open() {
   // What other threads asked of the socket while it was opening, in their order; what comes
   // after a close (in `opened` or one of these) is dropped, as for a closed socket.
   std::vector<Deferred> deferred = std::exchange(after_open_, {});
-  held_datagrams_ = 0;
-  held_bytes_ = 0;
   auto next = deferred.begin();
   for (; next != deferred.end() && state_ == State::open; ++next) next->fn(handle_);
   after_open_.assign(std::make_move_iterator(next), std::make_move_iterator(deferred.end()));
