@@ -3,8 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <cerrno>
-#include <cstring>
 
 #include "test_support.hpp"
 
@@ -156,11 +154,7 @@ TEST(OutputTest, CloseAfterWriteSendsEverythingBeforeFin) {
   ASSERT_TRUE(s.status);
   Client client(s.address(), 4096);
   ASSERT_TRUE(client.send_all("go"));
-  bool eof = false;
-  const std::string got = client.read_to_eof(&eof);
-  EXPECT_TRUE(eof);
-  EXPECT_EQ(got.size(), payload.size());
-  EXPECT_TRUE(got == payload);
+  expect_stream_then_fin(client, payload);
 }
 
 // A server that answers a connection's first bytes with `payload` and a close(), and records
@@ -176,14 +170,6 @@ struct WriteThenClose {
       return in.size();
     };
     callbacks.closed = closed.recorder();
-  }
-  // Reads everything, then checks it is the payload followed by a FIN.
-  void expect_everything_then_fin(Client& client) const {
-    bool eof = false;
-    const std::string got = client.read_to_eof(&eof);
-    EXPECT_TRUE(eof) << std::strerror(errno) << " after " << got.size() << " bytes";
-    EXPECT_EQ(got.size(), payload.size());
-    EXPECT_TRUE(got == payload);
   }
   const std::string payload;
   EventCounter close_called;
@@ -205,7 +191,7 @@ TEST(OutputTest, CloseWithThePeersBytesUnreadStillSendsEverythingThenAFin) {
   ASSERT_TRUE(client.send_all("go"));
   ASSERT_TRUE(server.close_called.wait_for(1));
   ASSERT_TRUE(client.send_all("the next request, never read"));  // while 8 MiB wait
-  server.expect_everything_then_fin(client);
+  expect_stream_then_fin(client, server.payload);
   ASSERT_TRUE(server.closed.wait_for(1));
   EXPECT_FALSE(server.closed.errors().front()) << server.closed.errors().front().message();
   EXPECT_EQ(total_stats(s.server).resets, 0u);
@@ -227,7 +213,7 @@ TEST(OutputTest, BytesArrivingAfterTheOutputWentToTheKernelDoNotResetIt) {
     return st.bytes_out == server.payload.size() && st.output_buffered == 0;
   }));
   ASSERT_TRUE(client.send_all("the next request, never read"));
-  server.expect_everything_then_fin(client);
+  expect_stream_then_fin(client, server.payload);
   ASSERT_TRUE(server.closed.wait_for(1));
   EXPECT_FALSE(server.closed.errors().front()) << server.closed.errors().front().message();
 }

@@ -414,6 +414,14 @@ bool settle(Server& server) {
   return done.wait_for(static_cast<long>(server.loop_count()));
 }
 
+void expect_stream_then_fin(Client& client, const std::string& expected) {
+  bool eof = false;
+  const std::string got = client.read_to_eof(&eof);
+  EXPECT_TRUE(eof) << std::strerror(errno) << " after " << got.size() << " bytes";
+  EXPECT_EQ(got.size(), expected.size());
+  EXPECT_TRUE(got == expected);  // not EXPECT_EQ: megabytes would be printed
+}
+
 std::string pattern(std::size_t n, std::uint32_t seed) {
   std::string out(n, '\0');
   std::uint32_t x = seed * 2654435761u + 1;

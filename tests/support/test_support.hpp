@@ -244,6 +244,9 @@ std::uint64_t waits_during(Server& server, std::chrono::milliseconds window);
 /// Waits until every loop has finished the work it was doing (a posted task ran on each), so
 /// counters it wrote before are visible. False on timeout.
 bool settle(Server& server);
+/// Reads from `client` to the end of its stream and expects exactly `expected`, ended by a FIN
+/// (not a reset or a timeout: the errno is printed if not).
+void expect_stream_then_fin(Client& client, const std::string& expected);
 /// `n` bytes of a position-dependent pattern (seeded), to check order and content.
 std::string pattern(std::size_t n, std::uint32_t seed = 1);
 /// A unique path for a Unix socket under the temp directory.
