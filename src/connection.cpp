@@ -833,14 +833,16 @@ void Connection::check_timeouts() {
   const auto now = std::chrono::steady_clock::now();
   Duration next = Duration::max();
   if (const Duration idle = options().idle_timeout; idle.count() > 0) {
+    const auto last_activity =
+        options().idle_counts_sends ? std::max(last_receive_, last_send_) : last_receive_;
     if (!wants_to_read() || !was_reading_) {
       // Not reading: the clock stands still. Or reading resumed since the last settle(), which
       // starts the clock again: a timer that runs before it must not count the pause.
       next = idle;
-    } else if (now - last_receive_ >= idle) {
+    } else if (now - last_activity >= idle) {
       return finish(make_error_code(errc::idle_timeout), false);
     } else {
-      next = idle - (now - last_receive_);
+      next = idle - (now - last_activity);
     }
   }
   if (const Duration send = options().send_timeout; send.count() > 0) {

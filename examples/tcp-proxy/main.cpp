@@ -42,6 +42,8 @@ Options:
   --send-timeout SECONDS  a side whose pending output makes no progress for this long (its
                           peer stopped reading) is reset, and so is the other side (default
                           60; 0 = never)
+  --idle-timeout SECONDS  a pair where no byte moves either way for this long is closed, each
+                          side with a FIN (default 600; 0 = never)
   --stats                 on exit, print the loops' counters as one JSON line
   --help                  this text
 
@@ -80,8 +82,13 @@ struct Config {
 // the limit resets instead (see kMaxPending), so output never exceeds the high-water mark.
 // Every write goes to the kernel at once: the proxy writes each read once, from the loop's read
 // buffer, so nothing is gathered and only what the kernel refuses is copied.
-void set_limits(evloop::ConnOptions& o, std::chrono::seconds send_timeout) {
+// A side is idle when it neither receives nor sends: one side of a download only sends, and
+// each side's sends are the other side's receives, so both sides' clocks see the pair's traffic.
+void set_limits(evloop::ConnOptions& o, std::chrono::seconds send_timeout,
+                std::chrono::seconds idle_timeout) {
   o.send_timeout = send_timeout;
+  o.idle_timeout = idle_timeout;
+  o.idle_counts_sends = true;
   o.output_limit = kMaxPending;
   o.output_high_water = kMaxPending;
   o.output_low_water = kMaxPending;
@@ -91,6 +98,7 @@ void set_limits(evloop::ConnOptions& o, std::chrono::seconds send_timeout) {
 Config parse_args(int argc, char** argv) {
   Config config;
   std::chrono::seconds send_timeout{60};
+  std::chrono::seconds idle_timeout{600};
   config.options =
       example::parse_flags(kProgram, argc, argv, [&](std::string_view flag, const auto& value) {
         if (flag == "--upstream") {
@@ -110,6 +118,8 @@ Config parse_args(int argc, char** argv) {
           config.dial.connect_timeout = std::chrono::milliseconds(ms);
         } else if (flag == "--send-timeout") {
           send_timeout = example::parse_seconds(kProgram, flag, value());
+        } else if (flag == "--idle-timeout") {
+          idle_timeout = example::parse_seconds(kProgram, flag, value());
         } else if (flag == "--stats") {
           config.print_stats = true;
         } else {
@@ -119,8 +129,8 @@ Config parse_args(int argc, char** argv) {
       });
   if (config.upstream.empty()) example::usage_error(kProgram, "--upstream is required");
   config.options.read_buffer_size = kReadSize;
-  set_limits(config.options, send_timeout);
-  set_limits(config.dial, send_timeout);
+  set_limits(config.options, send_timeout, idle_timeout);
+  set_limits(config.dial, send_timeout, idle_timeout);
   return config;
 }
 
@@ -167,10 +177,13 @@ evloop::Handlers pipe_handlers() {
   };
   h.closed = [](evloop::Conn& c, std::error_code error) {
     // A clean end happens only once both directions ended, so the other side has ended (or
-    // is ending) cleanly too: leave it be. A failure resets it, so its peer cannot take a
-    // truncated stream for a complete one.
+    // is ending) cleanly too: leave it be. An idle pair ends with a FIN on both sides (nothing
+    // was lost). A failure resets the other side, so its peer cannot take a truncated stream
+    // for a complete one.
     evloop::Conn* other = unlink(c);
-    if (other != nullptr && failed(error)) other->abort();
+    if (other == nullptr) return;
+    if (error == evloop::make_error_code(evloop::errc::idle_timeout)) return other->close();
+    if (failed(error)) other->abort();
   };
   return h;
 }

@@ -51,10 +51,15 @@ struct ConnOptions {
   /// (errc::close_timeout).
   std::chrono::milliseconds close_timeout{10'000};
   /// Close a connection that receives nothing for this long while it is reading
-  /// (errc::idle_timeout); zero = never. Only received bytes count as activity: what the
-  /// connection sends does not, and the clock stands still while reading is paused (by
-  /// pause_reading() or back-pressure) or after the peer's EOF.
+  /// (errc::idle_timeout); zero = never. Only received bytes count as activity (unless
+  /// idle_counts_sends): what the connection sends does not, and the clock stands still while
+  /// reading is paused (by pause_reading() or back-pressure) or after the peer's EOF.
   std::chrono::milliseconds idle_timeout{0};
+  /// Bytes the connection sends count as activity for idle_timeout too (a write, and every
+  /// send that makes progress). For a side of a tunnel or proxy, which may only ever send (a
+  /// download): the connection is idle when nothing moves either way. Off by default: a server
+  /// should not keep a peer that sends nothing just because it is being answered.
+  bool idle_counts_sends = false;
   /// Reset a connection whose pending output makes no progress for this long: the peer has
   /// stopped reading (errc::send_timeout); zero = never (output_limit still bounds the memory).
   std::chrono::milliseconds send_timeout{0};

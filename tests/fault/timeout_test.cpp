@@ -1,7 +1,7 @@
 // Timeouts on the loop timers. idle_timeout counts received bytes only (what the server sends is
-// not activity, and the clock stands still while reading is paused); send_timeout bounds output
-// that makes no progress; close_timeout bounds a close waiting for its output. A close that loses
-// output resets the connection, so the peer sees the failure.
+// not activity unless idle_counts_sends, and the clock stands still while reading is paused);
+// send_timeout bounds output that makes no progress; close_timeout bounds a close waiting for its
+// output. A close that loses output resets the connection, so the peer sees the failure.
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -130,6 +130,51 @@ TEST_F(TimeoutTest, IdleTimeoutCountsReceivedBytesOnlyNotBytesSent) {
   for (auto& c : trickle) EXPECT_EQ(server.closed.count(local_port(c)), 0u);
   for (auto& c : chatty) EXPECT_EQ(server.closed.count(local_port(c)), 0u);
   EXPECT_TRUE(streamed_got == test::pattern(kStream, 41).substr(0, streamed_got.size()));
+}
+
+// With idle_counts_sends (a tunnel's side, which may only send), sent bytes count as activity
+// too: a peer that only reads a stream lives on while it reads, and is closed with idle_timeout
+// once nothing moves either way (it stops reading), as a silent peer is.
+TEST_F(TimeoutTest, IdleCountsSendsKeepsAOneWayStreamAndEndsItWhenNothingMoves) {
+  LineServer server;
+  Options o = test::loopback_options();
+  o.idle_timeout = kIdle;
+  o.idle_counts_sends = true;
+  o.socket_send_buffer = 4096;
+  RunningServer s(o, server.callbacks());
+  ASSERT_TRUE(s.status);
+
+  const auto start = Clock::now();
+  Client silent(s.address());
+  Client streamed(s.address(), 4096);
+  constexpr std::size_t kStream = 512u << 10;  // below the high-water mark: reading goes on
+  ASSERT_TRUE(streamed.send_all("stream " + std::to_string(kStream) + "\n"));
+  // 2.5 idle timeouts of reading a little every round, sending nothing.
+  std::string got;
+  while (Clock::now() - start < 5 * kIdle / 2) {
+    got += streamed.read_exactly(4096);
+    ASSERT_EQ(got.size() % 4096, 0u) << "the streamed peer was closed after " << got.size();
+    server.closes.wait_for(2, kRound);  // the pacing; wakes early on an extra close
+  }
+  EXPECT_TRUE(got == test::pattern(kStream, 41).substr(0, got.size()));
+  {
+    std::lock_guard lock(server.mutex);
+    ASSERT_EQ(server.closed.size(), 1u) << "only the silent peer is closed";
+    const auto it = server.closed.find(local_port(silent));
+    ASSERT_NE(it, server.closed.end());
+    EXPECT_EQ(it->second, errc::idle_timeout) << it->second.message();
+    EXPECT_GE(server.closed_at[it->first] - start, kIdle - 5ms);
+  }
+  // It stops reading: its output stalls, nothing moves, and the idle timeout ends it (before
+  // any send_timeout: there is none), with a reset, since output was lost.
+  const auto stalled = Clock::now();
+  ASSERT_TRUE(server.closes.wait_for(2, 5 * kIdle));
+  EXPECT_GE(Clock::now() - stalled, kIdle / 2) << "closed long before the idle timeout";
+  std::lock_guard lock(server.mutex);
+  const auto it = server.closed.find(local_port(streamed));
+  ASSERT_NE(it, server.closed.end());
+  EXPECT_EQ(it->second, errc::idle_timeout) << it->second.message();
+  EXPECT_EQ(read_until_error(streamed.fd()), ECONNRESET);
 }
 
 // A peer that stops reading while the server has output pending: reading is paused by

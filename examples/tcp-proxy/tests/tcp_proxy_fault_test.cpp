@@ -322,6 +322,41 @@ TEST_F(TcpProxyStalledClient, SendTimeoutResetsBothSides) {
   EXPECT_GE(took, 999.0);
 }
 
+// --idle-timeout: a pair is idle when no byte moves either way. A download whose client only
+// reads (its side of the proxy only sends) goes on past the timeout; once nothing moves, both
+// sides get a FIN, and the pair's fds are freed (TearDown).
+class TcpProxyIdle : public OnePair {
+ protected:
+  std::vector<std::string> proxy_flags() const override { return {"--idle-timeout", "1"}; }
+};
+
+TEST_F(TcpProxyIdle, AOneWayDownloadIsNotCutAndAPairWhereNothingMovesGetsAFinEachWay) {
+  constexpr int kChunks = 12;
+  constexpr milliseconds kPace{250};  // 3 s of download in all, 4 chunks per idle timeout
+  const std::string chunk = pattern(16 << 10, 51);
+  Clock::time_point last_sent;
+  Flow at_upstream;
+  std::thread upstream_side([&] {
+    for (int i = 0; i < kChunks; ++i) {
+      if (i > 0) std::this_thread::sleep_for(kPace);  // pacing the download, not synchronizing
+      if (!send_all(up, chunk)) break;
+    }
+    last_sent = Clock::now();
+    at_upstream = exchange(up, {}, false);  // sends nothing more; reads until the proxy's FIN
+  });
+  const Flow at_client = exchange(client, {}, false);  // reads until the proxy's FIN
+  const Clock::time_point client_end = Clock::now();
+  upstream_side.join();
+  EXPECT_EQ(at_client.end, End::eof) << to_string(at_client.end);
+  EXPECT_EQ(at_client.received, kChunks * chunk.size()) << "the download was cut";
+  EXPECT_EQ(at_upstream.end, End::eof) << to_string(at_upstream.end);
+  const long quiet_ms =
+      static_cast<long>(std::chrono::duration_cast<milliseconds>(client_end - last_sent).count());
+  std::printf("--idle-timeout 1: the client's FIN came %ld ms after the last byte\n", quiet_ms);
+  EXPECT_GE(quiet_ms, 900);
+  EXPECT_LT(quiet_ms, 5000);
+}
+
 TEST(TcpProxyFailure, RefusedUpstreamResetsTheClientPromptly) {
   const evloop::test::UnservedPort unserved;
   Proxy proxy(loopback_url(unserved.port()));

@@ -79,6 +79,8 @@ TEST(TcpProxyFlags, HelpBadFlagsAndBadAddresses) {
       {{"--upstream", "tcp://127.0.0.1:0"}, "--upstream: "},
       {{"--upstream", "tcp://127.0.0.1:99999"}, "--upstream: "},
       {{"--upstream", "tcp://127.0.0.1:1", "--connect-timeout", "soon"}, "--connect-timeout"},
+      {{"--upstream", "tcp://127.0.0.1:1", "--idle-timeout", "-1"}, "--idle-timeout takes 0.."},
+      {{"--upstream", "tcp://127.0.0.1:1", "--send-timeout", "1m"}, "--send-timeout takes 0.."},
       {{"--upstream", "tcp://127.0.0.1:1", "--loops", "0"}, "--loops"},
       {{"--upstream", "tcp://127.0.0.1:1", "--frobnicate"}, "unknown option '--frobnicate'"},
       // A --listen address that does not parse, or a UDP one, is a bad flag too.
