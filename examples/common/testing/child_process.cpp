@@ -228,18 +228,13 @@ int Child::wait_exit(milliseconds timeout) {
   while (out_fd_ >= 0 && wait_readable(out_fd_, deadline)) {
     if (::read(out_fd_, buf, sizeof buf) <= 0) break;
   }
-  if (Clock::now() >= deadline) {
-    dump_stacks(pid_);
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return -1;
-  }
-  int status = 0;
-  ::waitpid(pid_, &status, 0);
+  // A child that closed its output may still run (or hang on its way out): its exit is waited
+  // for within what is left of the deadline too, and past it the child is killed.
+  const int code = wait_for_exit(
+      pid_,
+      std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - Clock::now())));
   pid_ = -1;
-  return decode_status(status);
+  return code;
 }
 
 int Child::wait_process(milliseconds timeout) {
@@ -375,10 +370,18 @@ ProgramResult run_program(const std::vector<std::string>& argv, milliseconds tim
   }
   ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   ::close(out[0]);
-  if (!eof) ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  result.exit_code = eof ? decode_status(status) : -1;
+  if (!eof) {  // the deadline: killed, and reaped (a killed process exits)
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return result;
+  }
+  // The output ended, but the child may go on running (or hang on its way out): its exit is
+  // waited for within what is left of the deadline, and past it the child is killed.
+  result.exit_code = wait_for_exit(
+      pid,
+      std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - Clock::now())));
   return result;
 }
 

@@ -353,6 +353,19 @@ TEST(ChildProcessHelpers, RunProgramGivesUpOnAnInputTheProgramDoesNotRead) {
   EXPECT_EQ(run_program({"true"}, 5s, std::string(1 << 20, 'x')).exit_code, 0);
 }
 
+TEST(ChildProcessHelpers, AProgramThatClosesItsOutputAndRunsOnEndsAtTheDeadline) {
+  // Its output ends at once, but it does not exit: the wait for its exit is bounded too.
+  const std::vector<std::string> argv{"sh", "-c", "exec >/dev/null 2>&1; exec sleep 30"};
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(run_program(argv, 500ms).exit_code, -1);  // killed at the deadline
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  Child child(argv);
+  ASSERT_TRUE(child.running());
+  start = std::chrono::steady_clock::now();
+  EXPECT_EQ(child.wait_exit(500ms), -1);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+}
+
 TEST(ChildProcessHelpers, SendAllStopsAtItsDeadlineWhenThePeerDoesNotRead) {
   int pair[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
