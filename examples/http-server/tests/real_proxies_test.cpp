@@ -1,0 +1,234 @@
+// The http-server example behind the reverse proxies users put in front of it: nginx
+// (proxy_pass, HTTP/1.1 with upstream keep-alive) and HAProxy (mode http, connection reuse, an
+// HTTP health check every 100 ms that takes the server out at its first failure). No port is
+// fixed: HAProxy serves a socket the test bound to port 0 (handed over at fd 3: `bind fd@3`),
+// nginx a Unix socket in a scratch directory. curl and wrk are the clients. Skipped, saying why,
+// when a program is not installed.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "child_process.hpp"
+#include "temp_tree.hpp"
+
+namespace example_test {
+namespace {
+
+constexpr milliseconds kWait{20'000};
+
+// The program's path: on PATH, or in /usr/sbin (where Debian puts nginx and haproxy, and which
+// is not on every user's PATH); empty when missing.
+std::string find_program(const std::string& name) {
+  if (have_program(name)) return name;
+  const std::string sbin = "/usr/sbin/" + name;
+  return ::access(sbin.c_str(), X_OK) == 0 ? sbin : std::string();
+}
+
+int count_of(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+// The http-server example (2 loops) and, in front of it, a proxy serving `listener_`.
+class BehindARealProxy : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(dir_.path().empty());
+    upstream_port_ = start_server(http_, HTTP_SERVER_BIN, {"--loops", "2"});
+    ASSERT_NE(upstream_port_, 0);
+    listener_ = listen_loopback();
+    ASSERT_GE(listener_, 0);
+    url_ = "http://127.0.0.1:" + std::to_string(bound_port(listener_));
+  }
+
+  void TearDown() override {
+    if (proxy_) {
+      proxy_->signal(SIGTERM);
+      // nginx and HAProxy stop on SIGTERM at once (their "fast shutdown").
+      EXPECT_NE(proxy_->wait_exit(kWait), -1) << "the proxy did not stop";
+    }
+    if (listener_ >= 0) ::close(listener_);
+    if (http_) {
+      http_->signal(SIGTERM);
+      EXPECT_EQ(http_->wait_exit(kWait), 0);
+    }
+  }
+
+  // Starts the proxy with the listener at fd 3; true once it answers GET / with 200.
+  bool start_proxy(const std::vector<std::string>& argv) {
+    ChildSetup setup;
+    setup.fds = {listener_};
+    proxy_ = std::make_unique<Child>(argv, setup);
+    if (!proxy_->running()) return false;
+    // The kernel queues curl's connection on the listener until the proxy accepts it. A Unix
+    // socket exists once the proxy has bound it, and nothing but the file says when.
+    const auto deadline = std::chrono::steady_clock::now() + kWait;
+    if (!unix_socket_.empty()) {
+      int fd;
+      while ((fd = connect_unix(unix_socket_)) < 0) {
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(milliseconds(10));
+      }
+      ::close(fd);
+    }
+    const ProgramResult r = run_program(
+        curl({"--max-time", "15", "-o", "/dev/null", "-w", "%{http_code}", url_ + "/"}), kWait);
+    return r.exit_code == 0 && r.output == "200";
+  }
+
+  // curl with `args`, through the proxy's Unix socket when it has one.
+  std::vector<std::string> curl(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv{"curl", "-sS"};
+    if (!unix_socket_.empty()) argv.insert(argv.end(), {"--unix-socket", unix_socket_});
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
+
+  // What users check first: GETs, and a 200 KB POST echoed byte for byte.
+  void expect_curl_gets_and_posts() {
+    const ProgramResult get = run_program(curl({"-i", url_ + "/", url_ + "/"}), kWait);
+    ASSERT_EQ(get.exit_code, 0) << get.output;
+    EXPECT_EQ(count_of(get.output, " 200 OK\r\n"), 2) << get.output;
+    EXPECT_EQ(count_of(get.output, "Hello, World!"), 2) << get.output;
+    const ProgramResult missing =
+        run_program(curl({"-o", "/dev/null", "-w", "%{http_code}", url_ + "/nothing"}), kWait);
+    EXPECT_EQ(missing.output, "404");
+
+    std::string body(200'000, 'a');  // curl reads it from stdin: printable, and not periodic
+    std::uint32_t x = 9;
+    for (char& c : body) c = static_cast<char>('a' + (x = x * 1664525u + 1013904223u) % 26);
+    const ProgramResult post =
+        run_program(curl({"--data-binary", "@-", url_ + "/echo"}), kWait, body);
+    ASSERT_EQ(post.exit_code, 0) << post.output.substr(0, 300);
+    EXPECT_TRUE(post.output == body) << "echoed " << post.output.size() << " of " << body.size();
+  }
+
+  // 2,000 GETs, 20 at a time over kept-alive connections: every one a 200.
+  void expect_parallel_curl_gets_only_oks() {
+    const ProgramResult r = run_program(curl({"-Z", "--parallel-max", "20", "-o", "/dev/null", "-w",
+                                              "%{http_code}\n", url_ + "/?[1-2000]"}),
+                                        milliseconds(60'000));
+    ASSERT_EQ(r.exit_code, 0) << r.output.substr(0, 500);
+    EXPECT_EQ(count_of(r.output, "200\n"), 2000) << r.output.substr(0, 500);
+  }
+
+  // Load through the proxy: every answer a 2xx, no socket error, and more than a trickle.
+  void expect_wrk_gets_only_oks() {
+    if (!have_program("wrk")) return;  // (wrk speaks TCP only)
+    const ProgramResult r =
+        run_program({"wrk", "-t1", "-c20", "-d1s", url_ + "/"}, milliseconds(60'000));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(r.output.find("Non-2xx"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("Socket errors"), std::string::npos) << r.output;
+    const std::size_t at = r.output.find(" requests in ");
+    ASSERT_NE(at, std::string::npos) << r.output;
+    const std::size_t line = r.output.rfind('\n', at);
+    EXPECT_GT(std::atol(r.output.c_str() + (line == std::string::npos ? 0 : line + 1)), 100)
+        << r.output;
+  }
+
+  http_test::TempTree dir_;
+  std::unique_ptr<Child> http_;
+  std::unique_ptr<Child> proxy_;
+  std::uint16_t upstream_port_ = 0;
+  int listener_ = -1;
+  std::string url_;
+  std::string unix_socket_;  // where the proxy listens, when not on listener_
+};
+
+using HttpBehindNginx = BehindARealProxy;
+
+TEST_F(HttpBehindNginx, CurlThroughNginxWithUpstreamKeepAlive) {
+  const std::string nginx = find_program("nginx");
+  if (nginx.empty()) GTEST_SKIP() << "nginx is not installed (Debian: nginx-light)";
+  if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
+  const std::string& d = dir_.path();
+  unix_socket_ = d + "/nginx.sock";
+  url_ = "http://localhost";
+  // One process (no master, no user switch), everything it writes in the scratch directory,
+  // its listen address the inherited socket's. The upstream connections are kept alive
+  // (HTTP/1.1, no "Connection: close"), so nginx reuses them across requests.
+  ASSERT_TRUE(dir_.file("nginx.conf", R"(daemon off;
+master_process off;
+worker_processes 1;
+pid )" + d + R"(/nginx.pid;
+error_log stderr warn;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path )" + d + R"(/body;
+  proxy_temp_path )" + d + R"(/proxy;
+  fastcgi_temp_path )" + d + R"(/fastcgi;
+  uwsgi_temp_path )" + d + R"(/uwsgi;
+  scgi_temp_path )" + d + R"(/scgi;
+  client_max_body_size 1m;
+  upstream app {
+    server 127.0.0.1:)" + std::to_string(upstream_port_) +
+                                          R"(;
+    keepalive 16;
+  }
+  server {
+    listen unix:)" + unix_socket_ + R"(;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+)"));
+  ASSERT_TRUE(start_proxy({nginx, "-p", d, "-c", d + "/nginx.conf", "-e", "stderr"}))
+      << "nginx did not answer";
+  expect_curl_gets_and_posts();
+  expect_parallel_curl_gets_only_oks();
+}
+
+using HttpBehindHaproxy = BehindARealProxy;
+
+TEST_F(HttpBehindHaproxy, CurlAndWrkThroughHaproxyWithHealthChecks) {
+  const std::string haproxy = find_program("haproxy");
+  if (haproxy.empty()) GTEST_SKIP() << "haproxy is not installed";
+  if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
+  // An HTTP/1.1 health check every 100 ms; one failure takes the server out (HAProxy then
+  // answers 503), so a single bad answer to a check fails the requests after it.
+  ASSERT_TRUE(dir_.file("haproxy.cfg", R"(global
+  nbthread 1
+  maxconn 256
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend web
+  bind fd@3
+  default_backend app
+backend app
+  http-reuse always
+  option httpchk
+  http-check send meth GET uri / ver HTTP/1.1 hdr Host localhost
+  http-check expect status 200
+  server example 127.0.0.1:)" + std::to_string(upstream_port_) +
+                                           R"( check inter 100ms fall 1 rise 1
+)"));
+  ASSERT_TRUE(start_proxy({haproxy, "-f", dir_.at("haproxy.cfg"), "-db"}))
+      << "haproxy did not answer";
+  expect_curl_gets_and_posts();
+  expect_parallel_curl_gets_only_oks();
+  expect_wrk_gets_only_oks();
+  // The checks went on through all of that: the server is still in, and answers.
+  const ProgramResult after =
+      run_program({"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url_ + "/"}, kWait);
+  EXPECT_EQ(after.output, "200");
+}
+
+}  // namespace
+}  // namespace example_test
