@@ -390,6 +390,37 @@ bool have_program(const std::string& name) {
   return path != name && ::access(path.c_str(), X_OK) == 0;
 }
 
+std::string haproxy_server_checked(const std::string& socket, const std::string& proxy,
+                                   const std::string& server, milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const std::string prefix = proxy + "," + server + ",";
+  std::string line;
+  for (;;) {
+    if (const int fd = connect_unix(socket); fd >= 0) {
+      bool closed = false;
+      const std::string stat =
+          send_all(fd, "show stat\n", timeout)
+              ? read_until_close(fd, milliseconds(remaining_ms(deadline)), closed)
+              : "";
+      ::close(fd);
+      const std::size_t at = stat.find("\n" + prefix);
+      if (at != std::string::npos) line = stat.substr(at + 1, stat.find('\n', at + 1) - at - 1);
+    }
+    const bool checked =
+        line.find(",UP,") != std::string::npos &&
+        (line.find(",L4OK,") != std::string::npos || line.find(",L6OK,") != std::string::npos ||
+         line.find(",L7OK,") != std::string::npos);
+    if (checked || Clock::now() >= deadline) return line;
+    std::this_thread::sleep_for(milliseconds(20));  // the next check is due within `inter`
+  }
+}
+
+std::string program_path(const std::string& name) {
+  if (have_program(name)) return name;
+  const std::string sbin = "/usr/sbin/" + name;
+  return ::access(sbin.c_str(), X_OK) == 0 ? sbin : std::string();
+}
+
 int connect_loopback(std::uint16_t port) {
   int fd = evloop::test::open_stream_socket(AF_INET);
   if (fd < 0) return -1;

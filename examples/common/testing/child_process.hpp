@@ -108,6 +108,14 @@ ProgramResult run_program(const std::vector<std::string>& argv, milliseconds tim
 
 /// True when `name` is an executable somewhere on PATH.
 bool have_program(const std::string& name);
+/// What to run `name` by: `name` when it is on PATH, else /usr/sbin/NAME when that exists
+/// (Debian's nginx and haproxy, and /usr/sbin is not on every user's PATH); empty when neither.
+std::string program_path(const std::string& name);
+/// Waits until HAProxy's `show stat`, asked on its stats socket `socket`, says that server
+/// `server` of `proxy` is UP with a passed health check (status L4OK, L6OK or L7OK). Returns
+/// the server's CSV line as last read, or "" if it could not be read.
+std::string haproxy_server_checked(const std::string& socket, const std::string& proxy,
+                                   const std::string& server, milliseconds timeout);
 
 /// A connected loopback TCP socket (blocking), or -1.
 int connect_loopback(std::uint16_t port);

@@ -22,14 +22,6 @@ namespace {
 
 constexpr milliseconds kWait{20'000};
 
-// The program's path: on PATH, or in /usr/sbin (where Debian puts nginx and haproxy, and which
-// is not on every user's PATH); empty when missing.
-std::string find_program(const std::string& name) {
-  if (have_program(name)) return name;
-  const std::string sbin = "/usr/sbin/" + name;
-  return ::access(sbin.c_str(), X_OK) == 0 ? sbin : std::string();
-}
-
 int count_of(const std::string& text, const std::string& what) {
   int n = 0;
   for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
@@ -148,7 +140,7 @@ class BehindARealProxy : public ::testing::Test {
 using HttpBehindNginx = BehindARealProxy;
 
 TEST_F(HttpBehindNginx, CurlThroughNginxWithUpstreamKeepAlive) {
-  const std::string nginx = find_program("nginx");
+  const std::string nginx = program_path("nginx");
   if (nginx.empty()) GTEST_SKIP() << "nginx is not installed (Debian: nginx-light)";
   if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
   const std::string& d = dir_.path();
@@ -195,19 +187,25 @@ http {
 using HttpBehindHaproxy = BehindARealProxy;
 
 TEST_F(HttpBehindHaproxy, CurlAndWrkThroughHaproxyWithHealthChecks) {
-  const std::string haproxy = find_program("haproxy");
+  const std::string haproxy = program_path("haproxy");
   if (haproxy.empty()) GTEST_SKIP() << "haproxy is not installed";
   if (!have_program("curl")) GTEST_SKIP() << "curl is not installed";
   // An HTTP/1.1 health check every 100 ms; one failure takes the server out (HAProxy then
-  // answers 503), so a single bad answer to a check fails the requests after it.
+  // answers 503), so a single bad answer to a check fails the requests after it. (A check may
+  // take up to 5 s: under wrk, on a loaded machine, 100 ms is not always enough.) HAProxy's
+  // log on stderr says why a server went down.
   ASSERT_TRUE(dir_.file("haproxy.cfg", R"(global
   nbthread 1
   maxconn 256
+  stats socket )" + dir_.at("stats.sock") + R"(
+  log stderr format raw daemon notice
 defaults
   mode http
   timeout connect 5s
   timeout client 30s
   timeout server 30s
+  timeout check 5s
+  log global
 frontend web
   bind fd@3
   default_backend app
@@ -224,10 +222,12 @@ backend app
   expect_curl_gets_and_posts();
   expect_parallel_curl_gets_only_oks();
   expect_wrk_gets_only_oks();
-  // The checks went on through all of that: the server is still in, and answers.
+  // The checks went on through all of that: the server is still in, and a check has passed.
   const ProgramResult after =
-      run_program({"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", url_ + "/"}, kWait);
+      run_program(curl({"-o", "/dev/null", "-w", "%{http_code}", url_ + "/"}), kWait);
   EXPECT_EQ(after.output, "200");
+  const std::string stat = haproxy_server_checked(dir_.at("stats.sock"), "app", "example", kWait);
+  EXPECT_NE(stat.find(",L7OK,"), std::string::npos) << stat;
 }
 
 }  // namespace

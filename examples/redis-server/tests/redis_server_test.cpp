@@ -111,6 +111,61 @@ TEST_F(RedisServer, RedisBenchmarkRunsWithoutWarnings) {
   EXPECT_EQ(count_of(r.output, "requests per second"), 6) << r.output;
 }
 
+// Behind HAProxy in TCP mode, with its Redis health check (PING, expecting +PONG) every 100 ms
+// and the server taken out at the first failure: redis-cli and redis-benchmark through HAProxy
+// get every answer. HAProxy serves a socket the test bound to port 0 (`bind fd@3`).
+TEST_F(RedisServer, RedisBenchmarkThroughHaproxyWithRedisHealthChecks) {
+  const std::string haproxy = program_path("haproxy");
+  if (haproxy.empty()) GTEST_SKIP() << "haproxy is not installed";
+  if (!have_program("redis-benchmark")) GTEST_SKIP() << "redis-benchmark is not installed";
+  char dir[] = "/tmp/evloop-redis-haproxy-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string config = std::string(dir) + "/haproxy.cfg";
+  {
+    std::FILE* f = std::fopen(config.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fprintf(f,
+                 "global\n  nbthread 1\n  maxconn 256\n  stats socket %s/stats.sock\n"
+                 "  log stderr format raw daemon notice\n"
+                 "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
+                 "  timeout server 30s\n  timeout check 5s\n  log global\n"
+                 "listen redis\n  bind fd@3\n  option redis-check\n"
+                 "  server example 127.0.0.1:%u check inter 100ms fall 1 rise 1\n",
+                 dir, static_cast<unsigned>(port_));
+    std::fclose(f);
+  }
+  const int listener = listen_loopback();
+  ASSERT_GE(listener, 0);
+  const std::string port = std::to_string(bound_port(listener));
+  ChildSetup setup;
+  setup.fds = {listener};
+  Child proxy({haproxy, "-f", config, "-db"}, setup);
+  ASSERT_TRUE(proxy.running());
+  const auto through = [&](std::vector<std::string> argv, milliseconds timeout) {
+    argv.insert(argv.begin() + 1, {"-h", "127.0.0.1", "-p", port});
+    return run_program(argv, timeout);
+  };
+  // The kernel queues the first connection until HAProxy accepts it.
+  EXPECT_EQ(through({"redis-cli", "PING"}, kTimeout).output, "PONG\n");
+  const ProgramResult bench = through({"redis-benchmark", "-q", "-n", "20000", "-c", "20", "-P",
+                                       "16", "-t", "ping_inline,set,get,incr"},
+                                      milliseconds(60'000));
+  EXPECT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_EQ(bench.output.find("rror"), std::string::npos) << bench.output;
+  EXPECT_EQ(count_of(bench.output, "requests per second"), 4) << bench.output;
+  // The checks went on through all of that: the server is still in, and a check has passed.
+  EXPECT_EQ(through({"redis-cli", "INCR", "after"}, kTimeout).output, "1\n");
+  const std::string stat =
+      haproxy_server_checked(std::string(dir) + "/stats.sock", "redis", "example", kTimeout);
+  EXPECT_NE(stat.find(",L7OK,"), std::string::npos) << stat;
+  proxy.signal(SIGTERM);
+  EXPECT_NE(proxy.wait_exit(kTimeout), -1) << "haproxy did not stop";
+  ::close(listener);
+  std::remove(config.c_str());
+  std::remove((std::string(dir) + "/stats.sock").c_str());
+  ::rmdir(dir);
+}
+
 TEST_F(RedisServer, PipelinedCommandsAreAnsweredInOrder) {
   int fd = connect_loopback(port_);
   ASSERT_GE(fd, 0);
