@@ -8,11 +8,18 @@
 // a request that arrives one byte at a time is still parsed in linear time. We chose this over
 // copying into a parser-owned buffer because the common case (whole requests in one read, wrk
 // and pipelining) then costs no copy and no allocation, and evloop already bounds the tail
-// (Options::input_limit), which the server sets to the header limit plus the body limit.
+// (Options::input_limit), which the server sets to Limits::max_request_bytes().
+//
+// The one exception is a chunked body (Transfer-Encoding: chunked), which is not contiguous in
+// the input: its data is decoded into a parser-owned buffer as it arrives (each byte copied once,
+// the chunk being read kept as offsets like the rest), and Request::body points there. The raw
+// request is still left unconsumed until it is complete, so its framing is bounded too
+// (Limits::chunk_framing_budget()).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -31,13 +38,14 @@ struct Header {
 };
 
 /// A parsed request. Every view points into the input given to the parse() call that returned
-/// ParseStatus::complete, and is valid as long as those bytes are.
+/// ParseStatus::complete, and is valid as long as those bytes are; except the body of a chunked
+/// request, which points into the parser and is valid until its next parse() or reset().
 struct Request {
   Method method = Method::get;  ///< The method.
   std::string_view target;      ///< The request target, e.g. "/index.html?x=1".
   int version_minor = 1;        ///< 0 for HTTP/1.0, 1 for HTTP/1.1 (and later 1.x).
   std::vector<Header> headers;  ///< Header fields in order.
-  std::string_view body;        ///< The body (Content-Length bytes), possibly empty.
+  std::string_view body;        ///< The body (Content-Length bytes, or the decoded chunks).
   bool keep_alive = true;       ///< Whether the connection may stay open after the response.
 
   /// The first header named `name` (case-insensitive), or an empty view.
@@ -49,8 +57,27 @@ struct Limits {
   /// Request line plus headers, CRLFs included: 414 while still in the request line, 431 in the
   /// headers. Refused as soon as that many bytes arrive without the line's end, not when it ends.
   std::size_t max_head_bytes = 8 * 1024;
-  std::size_t max_headers = 100;             ///< Number of header fields (431).
-  std::size_t max_body_bytes = 1024 * 1024;  ///< Content-Length above this is refused (413).
+  std::size_t max_headers = 100;  ///< Number of header fields (431).
+  /// The decoded body: a larger Content-Length, or a chunk that would make a chunked body
+  /// larger, is refused (413) before the body (or that chunk) is read.
+  std::size_t max_body_bytes = 1024 * 1024;
+  /// A chunk-size line, its extensions and CRLF included (400 as soon as that many bytes arrive
+  /// without its end).
+  std::size_t max_chunk_line_bytes = 1024;
+
+  /// The framing a chunked body may carry besides its data: size lines, extensions, the CRLFs
+  /// and the trailer section; more is refused (413). max_head_bytes + max_body_bytes / 8: a body
+  /// of max_body_bytes fits in chunks of 48 bytes or more on average, a small body in smaller
+  /// ones, and a peer sending 1-byte chunks (5 bytes of framing per data byte) cannot make the
+  /// server hold more than this on top of the data.
+  std::size_t chunk_framing_budget() const noexcept { return max_head_bytes + max_body_bytes / 8; }
+  /// The most bytes one request can take on the wire before the parser completes or refuses it:
+  /// its head, its body and, for a chunked body, the framing and the line in progress. What the
+  /// server must let evloop hold of one unconsumed partial request (Options::input_limit).
+  std::size_t max_request_bytes() const noexcept {
+    return max_head_bytes + max_body_bytes + chunk_framing_budget() +
+           (max_head_bytes > max_chunk_line_bytes ? max_head_bytes : max_chunk_line_bytes);
+  }
 };
 
 /// What one parse() call found.
@@ -79,8 +106,17 @@ struct ParseResult {
 /// Rules: lines end in CRLF (a bare LF is an error); empty lines before a request line are
 /// skipped; methods are case-sensitive tokens; HTTP/1.x only (505 otherwise); an HTTP/1.1
 /// request needs exactly one Host; no whitespace before a header colon and no obs-fold (400);
-/// Content-Length is digits only, duplicates must agree (400). Transfer-Encoding (chunked bodies)
-/// is not supported: 501 (400 if Content-Length is present too, as that is a smuggling attempt).
+/// Content-Length is digits only, duplicates must agree (400).
+///
+/// Transfer-Encoding (RFC 9112 6.1, 7.1): `chunked` (any case), once, is decoded; any other coding
+/// in the list is 501; chunked twice or an empty field 400; with Content-Length too 400 (the
+/// request-smuggling shape), and in an HTTP/1.0 request 400. A chunked body: chunk-size in hex
+/// (400 if it overflows 64 bits), extensions (`;name[=token or quoted-string]`, checked and
+/// ignored) and CRLF on a line of at most max_chunk_line_bytes (400); each chunk's data followed
+/// by CRLF (400); the decoded size over max_body_bytes is 413 at the end of the size line that
+/// shows it, before that chunk is read; the last chunk `0`, then trailer fields (syntax as header
+/// fields, 400; at most max_headers of them and max_head_bytes in all, 431; read and dropped), and
+/// CRLF. All framing beyond the data must fit in Limits::chunk_framing_budget() (413).
 ///
 /// Early rejection: the bytes of a line that has not ended yet are checked as they arrive, so a
 /// stream that cannot be HTTP (a control character or a space where a method should start, a
@@ -111,6 +147,8 @@ class RequestParser {
 
  private:
   enum class Phase { request_line, headers, body, failed };
+  // Where a chunked body stands (in Phase::body).
+  enum class Chunk : std::uint8_t { size_line, data, data_end, trailer };
   // Where the check of an unfinished line stands (see check_partial_line).
   enum class Expect : std::uint8_t {
     line_start,    // the first byte of a line
@@ -142,7 +180,13 @@ class RequestParser {
   bool parse_request_line(std::string_view line, std::size_t line_off, ParseResult& err);
   bool parse_header_line(std::string_view line, std::size_t line_off, ParseResult& err);
   bool finish_head(ParseResult& err);
-  ParseResult complete(std::string_view input);
+  ParseResult parse_chunked(std::string_view input);
+  bool find_line(std::string_view input, std::size_t limit_end, std::size_t& nl_off);
+  bool parse_chunk_size_line(std::string_view line, ParseResult& err);
+  bool parse_trailer_line(std::string_view line, ParseResult& err);
+  bool framing_within_budget(ParseResult& err);
+  ParseResult awaiting_more() noexcept;
+  ParseResult complete(std::string_view input, std::string_view body, std::size_t end);
   void start_next() noexcept;
 
   Limits limits_;
@@ -155,6 +199,18 @@ class RequestParser {
   std::uint64_t content_length_ = 0;
   bool have_length_ = false;
   bool have_transfer_encoding_ = false;
+  bool other_coding_ = false;  // a transfer coding other than chunked was listed
+  int chunked_count_ = 0;      // how many times chunked was listed
+  bool chunked_ = false;       // the body is chunked (decided at the end of the head)
+  // A chunked body in progress: offsets into the input, like pos_. pos_ is the next byte not
+  // parsed; the data of a chunk is copied out as it arrives.
+  Chunk chunk_ = Chunk::size_line;
+  std::size_t body_start_ = 0;     // Offset of the first byte of the chunked body.
+  std::size_t chunk_left_ = 0;     // Data bytes of the current chunk not arrived yet.
+  std::size_t line_scanned_ = 0;   // The line at pos_ has no LF before this offset.
+  std::size_t trailer_start_ = 0;  // Offset of the trailer section.
+  std::size_t trailer_count_ = 0;
+  std::string decoded_;  // The decoded chunked body (Request::body points here).
   int host_count_ = 0;
   bool conn_close_ = false;
   bool conn_keep_alive_ = false;

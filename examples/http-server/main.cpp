@@ -1,9 +1,11 @@
 // http-server: a small HTTP/1.1 server on evloop. GET / answers "Hello, World!", or with --root
 // DIR the files under DIR are served (bodies with Conn::send_file); keep-alive, pipelining (paced
-// by back-pressure) and HTTP/1.0 work; malformed requests get 400 and a close (at the first byte
+// by back-pressure) and HTTP/1.0 work; request bodies come with Content-Length or chunked
+// (Transfer-Encoding: chunked, decoded); malformed requests get 400 and a close (at the first byte
 // that shows it), oversized request lines 414 and heads 431, oversized bodies 413, unknown methods
-// and chunked request bodies 501, a head that takes too long 408; idle keep-alive connections are
-// closed. It is the server the peer benchmark (bench/peers) measures against nginx.
+// and transfer codings other than chunked 501, a head that takes too long 408, a body that stops
+// arriving 408; idle keep-alive connections are closed. It is the server the peer benchmark
+// (bench/peers) measures against nginx.
 #include <evloop/evloop.hpp>
 
 #include <unistd.h>
@@ -42,7 +44,8 @@ Options:
                     for its index.html): Content-Type from the extension, Last-Modified and
                     If-Modified-Since (304), 404 for what is not there, 403 for a path that
                     leaves DIR ("..", %2e%2e, %2f, %00) or has a symbolic link in it
-  --max-body BYTES  largest request body accepted, larger gets 413 (default 1048576)
+  --max-body BYTES  largest request body accepted, larger gets 413 (default 1048576); a
+                    chunked body's framing may add max-body/8 + 8 KiB (413 beyond)
   --header-timeout SECONDS
                     the whole request head must arrive within this, counted from its first
                     byte (from the accept for a connection's first request), else 408 and
@@ -101,9 +104,10 @@ Config parse_args(int argc, char** argv) {
         return true;
       });
   // The parser leaves an incomplete request unconsumed, so evloop holds at most one partial
-  // request per connection: its head and its body. A little slack keeps evloop's own limit
-  // from firing before the parser answers 431 or 413.
-  config.options.input_limit = config.limits.max_head_bytes + config.limits.max_body_bytes + 4096;
+  // request per connection: its head and its body, and for a chunked body the framing, which the
+  // parser bounds (Limits::max_request_bytes()). A little slack keeps evloop's own limit from
+  // firing before the parser answers 431 or 413.
+  config.options.input_limit = config.limits.max_request_bytes() + 4096;
   // A response the client stops reading (a large file, say) is given up after a minute without
   // progress, like nginx's send_timeout.
   config.options.send_timeout = std::chrono::seconds(60);

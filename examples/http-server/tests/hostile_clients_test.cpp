@@ -1,5 +1,6 @@
 // Integration tests of the http-server binary against hostile and idle clients: slowloris
-// connections get 408 at the head timeout while a normal curl client is served, bytes that
+// connections get 408 at the head timeout while a normal curl client is served, bodies (plain
+// and chunked) that stop arriving get 408 at the body timeout, 1-byte chunks get 413, bytes that
 // cannot be HTTP and over-long lines get their error at once, an idle keep-alive connection is
 // closed after the keep-alive timeout and a busy one never. The timings measured are printed;
 // they are asserted only against bounds that a loaded machine (or a sanitizer) still meets.
@@ -17,6 +18,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "http_server_fixture.hpp"
@@ -279,6 +281,46 @@ TEST_F(HttpHostileClients, ABodyThatStopsArrivingGets408AtTheBodyTimeout) {
               took);
   EXPECT_GE(took, 999.0);
   EXPECT_LE(took, 1000 + kSlackMs);
+}
+
+// A chunked body that stops arriving gets 408 at the body timeout too, wherever it stops: in a
+// chunk's data, in a chunk-size line, in the trailer section.
+TEST_F(HttpHostileClients, AChunkedBodyThatStopsArrivingGets408AtTheBodyTimeout) {
+  start({"--body-timeout", "1", "--header-timeout", "5", "--keepalive-timeout", "5"});
+  const std::string head = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string stalls[] = {head + "a\r\nabc", head + "3\r\nabc\r\n1",
+                                head + "0\r\nX-T: 1\r\n"};
+  std::vector<std::pair<int, Clock::time_point>> conns;
+  for (const std::string& stall : stalls) {
+    const int fd = connect_loopback(port_);
+    ASSERT_GE(fd, 0);
+    conns.emplace_back(fd, Clock::now());  // before the server's clock can start
+    ASSERT_TRUE(send_all(fd, stall));
+  }
+  for (const auto& [fd, stalled] : conns) {
+    const double took = ms_until_408_and_close(fd, stalled);
+    std::printf(
+        "a chunked body that stopped arriving got 408 and a close %.0f ms after its last bytes\n",
+        took);
+    EXPECT_GE(took, 999.0);
+    EXPECT_LE(took, 1000 + kSlackMs);
+  }
+}
+
+// A peer sending 1-byte chunks pays 5 bytes of framing per data byte. The framing of one body
+// is bounded (max head + max body / 8 = 139,264 bytes with --max-body 1 MiB): at the chunk that
+// passes it, 413 and a close, with 27,853 data bytes read; the server never holds more.
+TEST_F(HttpHostileClients, OneByteChunksGet413OnceTheirFramingPassesTheBudget) {
+  start({"--max-body", "1048576"});
+  const std::size_t budget = 8192 + 1048576 / 8;
+  const std::size_t chunks = budget / 5 + 1;  // the CRLF after this one's data passes the budget
+  std::string request = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (std::size_t i = 0; i < chunks; ++i) request += "1\r\nx\r\n";
+  bool closed = false;
+  const std::string got = exchange_until_close(request, closed);
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(got.rfind("HTTP/1.1 413 Content Too Large\r\n", 0), 0u) << got;
+  EXPECT_NE(got.find("chunks are too small"), std::string::npos) << got;
 }
 
 TEST_F(HttpHostileClients, TheHeadTimeoutCountsFromTheFirstByteOfEachRequest) {

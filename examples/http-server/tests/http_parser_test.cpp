@@ -228,7 +228,7 @@ TEST(HttpParser, MalformedRequestsGetTheRightStatus) {
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
        400},
-      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
       {"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n", 501},
       {"get / HTTP/1.1\r\nHost: a\r\n\r\n", 501},  // methods are case-sensitive
       {"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
@@ -391,5 +391,274 @@ TEST(HttpParser, BodyLimitIsConfigurable) {
       413);
 }
 
+// --- Chunked request bodies (RFC 9112 7.1) ---------------------------------------------------
+
+const std::string kChunkedHead =
+    "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+// `body` as a chunked body of chunks of `size` bytes (the last one shorter), with the last-chunk
+// and the final CRLF.
+std::string chunk_body(const std::string& body, std::size_t size) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t at = 0; at < body.size(); at += size) {
+    const std::size_t n = std::min(size, body.size() - at);
+    std::string hex;
+    for (std::size_t v = n; v != 0; v >>= 4) hex.insert(hex.begin(), kHex[v & 15]);
+    out += hex + "\r\n" + body.substr(at, n) + "\r\n";
+  }
+  return out + "0\r\n\r\n";
+}
+
+TEST(HttpParserChunked, DecodesTheBody) {
+  Outcome o = feed_whole(kChunkedHead + "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+  ASSERT_EQ(o.error, 0);
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, "hello world");
+  EXPECT_TRUE(o.requests[0].keep_alive);
+  EXPECT_EQ(o.tail, 0u);
+  // Hex digits in either case, leading zeros, the coding's name in any case.
+  o = feed_whole(
+      "PUT /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ChUnKeD\r\n\r\n"
+      "A\r\n0123456789\r\n000b\r\nabcdefghijk\r\n000\r\n\r\n");
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, "0123456789abcdefghijk");
+  // An empty chunked body.
+  o = feed_whole(kChunkedHead + "0\r\n\r\n");
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, "");
+}
+
+TEST(HttpParserChunked, EverySplitPointGivesTheSameRequests) {
+  const std::string pipeline =
+      kChunkedHead + "5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Sum: 1\r\n\r\n" +
+      "GET / HTTP/1.1\r\nHost: a\r\n\r\n" + kChunkedHead + chunk_body("one byte at a time", 1) +
+      "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nplain" + kChunkedHead +
+      chunk_body(std::string(40, 'z'), 16);
+  const Outcome whole = feed_whole(pipeline);
+  ASSERT_EQ(whole.error, 0);
+  ASSERT_EQ(whole.requests.size(), 5u);
+  EXPECT_EQ(whole.requests[0].body, "hello world");
+  EXPECT_EQ(whole.requests[2].body, "one byte at a time");
+  EXPECT_EQ(whole.requests[3].body, "plain");
+  EXPECT_EQ(whole.requests[4].body, std::string(40, 'z'));
+  expect_same_for_every_split(pipeline);
+  // A chunked request cut anywhere leaves the same tail.
+  expect_same_for_every_split("GET / HTTP/1.1\r\nHost: a\r\n\r\n" + kChunkedHead + "5\r\nhel");
+}
+
+TEST(HttpParserChunked, TheBodyIsAParserOwnedCopyOnlyForChunked) {
+  RequestParser p;
+  const std::string plain = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok";
+  ASSERT_EQ(p.parse(plain).status, ParseStatus::complete);
+  EXPECT_EQ(p.request().body.data(), plain.data() + plain.size() - 2);  // a view: zero-copy
+  const std::string chunked = kChunkedHead + "2\r\nok\r\n0\r\n\r\n";
+  ASSERT_EQ(p.parse(chunked).status, ParseStatus::complete);
+  EXPECT_EQ(p.request().body, "ok");
+  const char* body = p.request().body.data();
+  EXPECT_TRUE(body < chunked.data() || body >= chunked.data() + chunked.size());
+}
+
+TEST(HttpParserChunked, ExtensionsAreIgnored) {
+  const std::string body =
+      "5;name=value;flag\r\nhello\r\n"
+      "1 ; q = \"a \\\"quoted\\\" ;=\" ; x=y\r\n!\r\n"
+      "0;last=1\r\n\r\n";
+  Outcome o = feed_whole(kChunkedHead + body);
+  ASSERT_EQ(o.error, 0);
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, "hello!");
+  expect_same_for_every_split(kChunkedHead + body);
+}
+
+TEST(HttpParserChunked, AChunkSizeLineIsBoundedTo1KiB) {
+  const Limits limits;
+  ASSERT_EQ(limits.max_chunk_line_bytes, 1024u);
+  // "1;x=aaa...\r\n" of exactly `size` bytes, CRLF included.
+  auto line_of = [](std::size_t size) { return "1;x=" + std::string(size - 6, 'a') + "\r\n"; };
+  Outcome o = feed_whole(kChunkedHead + line_of(1024) + "!\r\n0\r\n\r\n");
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, "!");
+  EXPECT_EQ(feed_whole(kChunkedHead + line_of(1025) + "!\r\n0\r\n\r\n").error, 400);
+  // Refused once 1024 bytes are here without the line's end, not when it ends.
+  const std::string endless = kChunkedHead + "1;x=" + std::string(2000, 'a');
+  EXPECT_EQ(error_after_bytes(endless), kChunkedHead.size() + 1024);
+  const Limits small{8192, 100, 1024, 16};
+  expect_same_for_every_split(kChunkedHead + "1;x=" + std::string(20, 'a') + "\r\n!\r\n", small);
+}
+
+TEST(HttpParserChunked, TrailerFieldsAreReadAndDropped) {
+  Outcome o = feed_whole(kChunkedHead + "2\r\nok\r\n0\r\nX-Checksum: 1\r\nX-Other:two\r\n\r\n" +
+                         "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  ASSERT_EQ(o.error, 0);
+  ASSERT_EQ(o.requests.size(), 2u);
+  EXPECT_EQ(o.requests[0].body, "ok");
+  EXPECT_EQ(o.requests[0].headers.size(), 2u);  // the head's fields only
+  EXPECT_EQ(o.requests[1].method, "GET");
+}
+
+TEST(HttpParserChunked, TheTrailerSectionHasTheHeadLimits) {
+  const Limits limits;
+  std::string fields;
+  for (std::size_t i = 0; i < limits.max_headers; ++i) fields += "T: v\r\n";
+  EXPECT_EQ(feed_whole(kChunkedHead + "0\r\n" + fields + "\r\n").requests.size(), 1u);
+  EXPECT_EQ(feed_whole(kChunkedHead + "0\r\n" + fields + "T: v\r\n\r\n").error, 431);
+  // Bytes: the trailer section (its final CRLF included) may take max_head_bytes.
+  auto trailer_of = [](std::size_t size) {
+    return "T: " + std::string(size - 7, 'v') + "\r\n\r\n";
+  };
+  EXPECT_EQ(feed_whole(kChunkedHead + "0\r\n" + trailer_of(8192)).requests.size(), 1u);
+  EXPECT_EQ(feed_whole(kChunkedHead + "0\r\n" + trailer_of(8193)).error, 431);
+  const std::string endless = kChunkedHead + "0\r\nT: " + std::string(9000, 'v');
+  EXPECT_EQ(error_after_bytes(endless), kChunkedHead.size() + 3 + 8192);
+  const Limits small{64, 100, 1024};
+  expect_same_for_every_split(kChunkedHead + "0\r\nT: " + std::string(80, 'v') + "\r\n\r\n", small);
+}
+
+TEST(HttpParserChunked, MalformedChunkedBodiesGet400) {
+  const std::string bodies[] = {
+      "10000000000000000\r\n",           // 2^64: the size overflows
+      "fffffffffffffffffff\r\n",         // so does this
+      "x\r\nhello\r\n0\r\n\r\n",         // not hex
+      "0x5\r\nhello\r\n0\r\n\r\n",       // no prefix
+      "-1\r\n",                          // no sign
+      "+5\r\nhello\r\n0\r\n\r\n",        //
+      "\r\n",                            // no size
+      ";x=1\r\n",                        // extension without a size
+      "5 \r\nhello\r\n0\r\n\r\n",        // whitespace that no ';' follows
+      "5;\r\nhello\r\n0\r\n\r\n",        // ';' without a name
+      "5;a b\r\nhello\r\n0\r\n\r\n",     // two tokens
+      "5;a=\r\nhello\r\n0\r\n\r\n",      // '=' without a value
+      "5;a=\"b\r\nhello\r\n0\r\n\r\n",   // unterminated quoted string
+      "5;a=\x01\r\nhello\r\n0\r\n\r\n",  // control character
+      "5\nhello\r\n0\r\n\r\n",           // bare LF after the size
+      "5\r\r\nhello\r\n0\r\n\r\n",       // CR inside the line
+      "5\r\nhelloX\r\n0\r\n\r\n",        // no CRLF after the data (too much data)
+      "5\r\nhell\r\n0\r\n\r\n",          // too little data: "\r\n" is data, then "0\r"
+      "5\r\nhello\n0\r\n\r\n",           // bare LF after the data
+      "5\r\nhello\r\n0\r\n\n",           // bare LF at the end
+      "5\r\nhello\r\n0\r\nT: v\n\r\n",   // bare LF after a trailer field
+      "0\r\nT : v\r\n\r\n",              // space before a trailer's colon
+      "0\r\nNoColon\r\n\r\n",            //
+      "0\r\nT: v\r\n folded\r\n\r\n",    // obs-fold in the trailers
+      "0\r\nT: a\x7f\r\n\r\n",           // DEL in a trailer value
+  };
+  for (const std::string& body : bodies) {
+    const std::string input = kChunkedHead + body;
+    EXPECT_EQ(feed_whole(input).error, 400) << body;
+    expect_same_for_every_split(input);
+  }
+}
+
+TEST(HttpParserChunked, TransferEncodingRules) {
+  auto status_of = [](const std::string& fields, const std::string& version = "1.1") {
+    return feed_whole("POST / HTTP/" + version + "\r\nHost: a\r\n" + fields + "\r\n0\r\n\r\n")
+        .error;
+  };
+  EXPECT_EQ(status_of("Transfer-Encoding: chunked\r\n"), 0);
+  EXPECT_EQ(status_of("Transfer-Encoding:  CHUNKED \r\n"), 0);
+  EXPECT_EQ(status_of("Transfer-Encoding: , chunked,\r\n"), 0);  // empty list elements
+  // Another coding, anywhere in the list: 501 (only chunked is implemented).
+  EXPECT_EQ(status_of("Transfer-Encoding: gzip\r\n"), 501);
+  EXPECT_EQ(status_of("Transfer-Encoding: identity\r\n"), 501);
+  EXPECT_EQ(status_of("Transfer-Encoding: gzip, chunked\r\n"), 501);
+  EXPECT_EQ(status_of("Transfer-Encoding: chunked, gzip\r\n"), 501);
+  EXPECT_EQ(status_of("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"), 501);
+  EXPECT_EQ(status_of("Transfer-Encoding: chunked;q=1\r\n"), 501);
+  // Chunked twice, or an empty field: 400.
+  EXPECT_EQ(status_of("Transfer-Encoding: chunked, chunked\r\n"), 400);
+  EXPECT_EQ(status_of("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"), 400);
+  EXPECT_EQ(status_of("Transfer-Encoding:\r\n"), 400);
+  // With Content-Length, in either order: request smuggling (RFC 9112 6.1), 400.
+  EXPECT_EQ(status_of("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"), 400);
+  EXPECT_EQ(status_of("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"), 400);
+  EXPECT_EQ(status_of("Content-Length: 5\r\nTransfer-Encoding: gzip\r\n"), 400);
+  // In HTTP/1.0, which has no Transfer-Encoding (RFC 9112 6.1): 400.
+  EXPECT_EQ(status_of("Transfer-Encoding: chunked\r\n", "1.0"), 400);
+  EXPECT_EQ(status_of("Transfer-Encoding: gzip\r\n", "1.0"), 400);
+}
+
+TEST(HttpParserChunked, ABodyAtTheLimitPassesAndOneByteMoreGets413BeforeItsChunk) {
+  Limits limits;
+  limits.max_body_bytes = 10;
+  Outcome o = feed_whole(kChunkedHead + "4\r\nabcd\r\n6\r\nefghij\r\n0\r\n\r\n", limits);
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, "abcdefghij");
+  const std::string over = kChunkedHead + "4\r\nabcd\r\n7\r\nefghijk\r\n0\r\n\r\n";
+  EXPECT_EQ(feed_whole(over, limits).error, 413);
+  // At the end of the chunk-size line that shows it, before any byte of that chunk.
+  EXPECT_EQ(error_after_bytes(over, limits), kChunkedHead.size() + 12);
+  expect_same_for_every_split(over, limits);
+  // A size that fits in 64 bits but not in the limit is 413; one that does not fit, 400.
+  EXPECT_EQ(feed_whole(kChunkedHead + "ffffffffffffffff\r\n").error, 413);
+  EXPECT_EQ(feed_whole(kChunkedHead + "10000000000000000\r\n").error, 400);
+}
+
+TEST(HttpParserChunked, ContinueIsAskedForOnceWhenTheBodyIsPending) {
+  const std::string head =
+      "PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n";
+  Outcome o = feed({head, "3\r\nab", "c\r\n0\r\n\r\n"});
+  EXPECT_EQ(o.continues, 1);
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, "abc");
+  EXPECT_EQ(feed({head + "3\r\nabc\r\n0\r\n\r\n"}).continues, 0);  // the body is already here
+}
+
+// Framing (size lines, extensions, CRLFs, trailers) may take chunk_framing_budget() bytes per
+// body: 1-byte chunks (5 bytes of framing each) fit up to it, one more is refused, so a peer
+// cannot make the server hold unbounded raw bytes for a small body.
+TEST(HttpParserChunked, OneByteChunksAreParsedAndTheirFramingIsBounded) {
+  const Limits limits;
+  const std::size_t budget = limits.chunk_framing_budget();
+  EXPECT_EQ(budget, limits.max_head_bytes + limits.max_body_bytes / 8);
+  const std::size_t fit = (budget - 5) / 5;  // each chunk "1\r\nx\r\n"; the end "0\r\n\r\n"
+  std::string body(fit, 'x');
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>('a' + i % 26);
+  Outcome o = feed_whole(kChunkedHead + chunk_body(body, 1), limits);
+  ASSERT_EQ(o.error, 0);
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, body);
+  EXPECT_EQ(feed_whole(kChunkedHead + chunk_body(body + "y", 1), limits).error, 413);
+  // Small bodies with small chunks, split anywhere.
+  const Limits small{8192, 100, 40};  // budget 8192 + 5
+  expect_same_for_every_split(kChunkedHead + chunk_body(std::string(40, 'q'), 1), small);
+}
+
+TEST(HttpParserChunked, ABodyOfMaxBodyInReasonableChunksFitsTheRawBound) {
+  const Limits limits;  // 1 MiB
+  std::string body(limits.max_body_bytes, 'b');
+  for (const std::size_t chunk : {std::size_t{48}, std::size_t{1024}, std::size_t{65536}}) {
+    const std::string request = kChunkedHead + chunk_body(body, chunk);
+    EXPECT_LE(request.size(), limits.max_request_bytes()) << chunk;
+    Outcome o = feed_whole(request, limits);
+    ASSERT_EQ(o.error, 0) << chunk;
+    ASSERT_EQ(o.requests.size(), 1u);
+    EXPECT_EQ(o.requests[0].body.size(), body.size());
+  }
+  EXPECT_EQ(feed_whole(kChunkedHead + chunk_body(body, 32), limits).error, 413);
+}
+
+// Progress is kept as offsets: a body that trickles in one byte per call costs linear time (a
+// re-scan or re-decode from the body's start at each call, 10^6 calls over up to 10^6 bytes,
+// would take tens of seconds here, against the test's 60 s timeout).
+TEST(HttpParserChunked, ABodyTricklingInOneByteAtATimeIsLinear) {
+  const Limits limits;
+  std::string body(limits.max_body_bytes, '\0');
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>(i * 7);
+  const std::string input = kChunkedHead + chunk_body(body, 1000);
+  RequestParser parser(limits);
+  std::string tail;
+  tail.reserve(input.size());
+  ParseResult r;
+  for (char c : input) {
+    ASSERT_NE(r.status, ParseStatus::complete);
+    tail += c;
+    r = parser.parse(tail);
+    ASSERT_NE(r.status, ParseStatus::error) << r.error_reason;
+  }
+  ASSERT_EQ(r.status, ParseStatus::complete);
+  EXPECT_EQ(r.consumed, input.size());
+  EXPECT_TRUE(parser.request().body == body);
+}
 }  // namespace
 }  // namespace httpd
