@@ -1,9 +1,9 @@
 // The http-server example behind the reverse proxies users put in front of it: nginx
-// (proxy_pass, HTTP/1.1 with upstream keep-alive) and HAProxy (mode http, connection reuse, an
-// HTTP health check every 100 ms that takes the server out at its first failure). No port is
-// fixed: HAProxy serves a socket the test bound to port 0 (handed over at fd 3: `bind fd@3`),
-// nginx a Unix socket in a scratch directory. curl and wrk are the clients. Skipped, saying why,
-// when a program is not installed.
+// (proxy_pass, HTTP/1.1 with upstream keep-alive, chunked uploads passed on unbuffered) and HAProxy
+// (mode http, connection reuse, an HTTP health check every 100 ms that takes the server out at its
+// first failure). No port is fixed: HAProxy serves a socket the test bound to port 0 (handed over
+// at fd 3: `bind fd@3`), nginx a Unix socket in a scratch directory. curl and wrk are the clients.
+// Skipped, saying why, when a program is not installed.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -174,6 +174,7 @@ http {
       proxy_pass http://app;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_request_buffering off;
     }
   }
 }
@@ -182,6 +183,16 @@ http {
       << "nginx did not answer";
   expect_curl_gets_and_posts();
   expect_parallel_curl_gets_only_oks();
+  // A chunked upload: with request buffering off nginx passes it on as it comes, chunked.
+  std::string body(300'000, 'a');
+  std::uint32_t x = 5;
+  for (char& c : body) c = static_cast<char>('a' + (x = x * 1664525u + 1013904223u) % 26);
+  const ProgramResult chunked =
+      run_program(curl({"-H", "Transfer-Encoding: chunked", "--data-binary", "@-", url_ + "/echo"}),
+                  kWait, body);
+  ASSERT_EQ(chunked.exit_code, 0) << chunked.output.substr(0, 300);
+  EXPECT_TRUE(chunked.output == body)
+      << "echoed " << chunked.output.size() << " of " << body.size();
 }
 
 using HttpBehindHaproxy = BehindARealProxy;
