@@ -182,6 +182,7 @@ void RequestParser::start_next() noexcept {
   have_length_ = false;
   have_transfer_encoding_ = false;
   other_coding_ = false;
+  final_chunked_ = false;
   chunked_count_ = 0;
   chunked_ = false;
   chunk_ = Chunk::size_line;
@@ -572,7 +573,8 @@ bool RequestParser::parse_header_line(std::string_view line, std::size_t line_of
     // The codings of every Transfer-Encoding field, in order, make one list (RFC 9110 5.3).
     have_transfer_encoding_ = true;
     for_each_list_item(value, [this](std::string_view item) {
-      if (iequals(item, "chunked")) {
+      final_chunked_ = iequals(item, "chunked");
+      if (final_chunked_) {
         ++chunked_count_;
       } else {
         other_coding_ = true;
@@ -599,11 +601,15 @@ bool RequestParser::finish_head(ParseResult& err) {
     } else if (request_.version_minor == 0) {
       // HTTP/1.0 has no Transfer-Encoding: a 1.0 peer may have framed it otherwise (6.1).
       err = fail(400, "Transfer-Encoding in an HTTP/1.0 request");
+    } else if (!final_chunked_) {
+      // The body's length cannot be known (RFC 9112 6.3): 400, whatever the codings.
+      err = fail(400, chunked_count_ == 0 && !other_coding_
+                          ? "empty Transfer-Encoding"
+                          : "chunked is not the final transfer coding");
     } else if (other_coding_) {
       err = fail(501, "only the chunked transfer coding is implemented");
     } else if (chunked_count_ != 1) {
-      err = fail(
-          400, chunked_count_ == 0 ? "empty Transfer-Encoding" : "chunked applied more than once");
+      err = fail(400, "chunked applied more than once");
     } else {
       chunked_ = true;
     }

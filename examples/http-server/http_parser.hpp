@@ -108,8 +108,9 @@ struct ParseResult {
 /// request needs exactly one Host; no whitespace before a header colon and no obs-fold (400);
 /// Content-Length is digits only, duplicates must agree (400).
 ///
-/// Transfer-Encoding (RFC 9112 6.1, 7.1): `chunked` (any case), once, is decoded; any other coding
-/// in the list is 501; chunked twice or an empty field 400; with Content-Length too 400 (the
+/// Transfer-Encoding (RFC 9112 6.1, 6.3, 7.1): `chunked` (any case), once, is decoded; a list
+/// whose last coding is not chunked is 400 (the body's length cannot be known); another coding
+/// before chunked is 501; chunked twice or an empty field 400; with Content-Length too 400 (the
 /// request-smuggling shape), and in an HTTP/1.0 request 400. A chunked body: chunk-size in hex
 /// (400 if it overflows 64 bits), extensions (`;name[=token or quoted-string]`, checked and
 /// ignored) and CRLF on a line of at most max_chunk_line_bytes (400); each chunk's data followed
@@ -199,9 +200,10 @@ class RequestParser {
   std::uint64_t content_length_ = 0;
   bool have_length_ = false;
   bool have_transfer_encoding_ = false;
-  bool other_coding_ = false;  // a transfer coding other than chunked was listed
-  int chunked_count_ = 0;      // how many times chunked was listed
-  bool chunked_ = false;       // the body is chunked (decided at the end of the head)
+  bool other_coding_ = false;   // a transfer coding other than chunked was listed
+  bool final_chunked_ = false;  // the last coding listed is chunked
+  int chunked_count_ = 0;       // how many times chunked was listed
+  bool chunked_ = false;        // the body is chunked (decided at the end of the head)
   // A chunked body in progress: offsets into the input, like pos_. pos_ is the next byte not
   // parsed; the data of a chunk is copied out as it arrives.
   Chunk chunk_ = Chunk::size_line;

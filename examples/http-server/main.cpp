@@ -3,9 +3,9 @@
 // by back-pressure) and HTTP/1.0 work; request bodies come with Content-Length or chunked
 // (Transfer-Encoding: chunked, decoded); malformed requests get 400 and a close (at the first byte
 // that shows it), oversized request lines 414 and heads 431, oversized bodies 413, unknown methods
-// and transfer codings other than chunked 501, a head that takes too long 408, a body that stops
-// arriving 408; idle keep-alive connections are closed. It is the server the peer benchmark
-// (bench/peers) measures against nginx.
+// and transfer codings before a final chunked 501 (one that does not end in chunked: 400), a head
+// that takes too long 408, a body that stops arriving 408; idle keep-alive connections are closed.
+// It is the server the peer benchmark (bench/peers) measures against nginx.
 #include <evloop/evloop.hpp>
 
 #include <unistd.h>

@@ -228,7 +228,8 @@ TEST(HttpParser, MalformedRequestsGetTheRightStatus) {
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
       {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
        400},
-      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+      {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
       {"BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n", 501},
       {"get / HTTP/1.1\r\nHost: a\r\n\r\n", 501},  // methods are case-sensitive
       {"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
@@ -558,13 +559,15 @@ TEST(HttpParserChunked, TransferEncodingRules) {
   EXPECT_EQ(status_of("Transfer-Encoding: chunked\r\n"), 0);
   EXPECT_EQ(status_of("Transfer-Encoding:  CHUNKED \r\n"), 0);
   EXPECT_EQ(status_of("Transfer-Encoding: , chunked,\r\n"), 0);  // empty list elements
-  // Another coding, anywhere in the list: 501 (only chunked is implemented).
-  EXPECT_EQ(status_of("Transfer-Encoding: gzip\r\n"), 501);
-  EXPECT_EQ(status_of("Transfer-Encoding: identity\r\n"), 501);
+  // Chunked not the last coding: the body's length cannot be known, 400 (RFC 9112 6.3).
+  EXPECT_EQ(status_of("Transfer-Encoding: gzip\r\n"), 400);
+  EXPECT_EQ(status_of("Transfer-Encoding: identity\r\n"), 400);
+  EXPECT_EQ(status_of("Transfer-Encoding: chunked, gzip\r\n"), 400);
+  EXPECT_EQ(status_of("Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n"), 400);
+  EXPECT_EQ(status_of("Transfer-Encoding: chunked;q=1\r\n"), 400);
+  // Another coding before a final chunked: 501 (only chunked is implemented, RFC 9112 6.1).
   EXPECT_EQ(status_of("Transfer-Encoding: gzip, chunked\r\n"), 501);
-  EXPECT_EQ(status_of("Transfer-Encoding: chunked, gzip\r\n"), 501);
   EXPECT_EQ(status_of("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"), 501);
-  EXPECT_EQ(status_of("Transfer-Encoding: chunked;q=1\r\n"), 501);
   // Chunked twice, or an empty field: 400.
   EXPECT_EQ(status_of("Transfer-Encoding: chunked, chunked\r\n"), 400);
   EXPECT_EQ(status_of("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"), 400);

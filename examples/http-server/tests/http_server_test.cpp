@@ -215,8 +215,10 @@ TEST_F(HttpServer, BadRequestsGetTheirStatusAndAClose) {
       {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n",
        "HTTP/1.1 413 Content Too Large\r\n"},
       {"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 501 Not Implemented\r\n"},
-      {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+      {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
        "HTTP/1.1 501 Not Implemented\r\n"},
+      {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+       "HTTP/1.1 400 Bad Request\r\n"},
       {"GET / HTTP/2.0\r\n\r\n", "HTTP/1.1 505 HTTP Version Not Supported\r\n"},
   };
   for (const BadRequest& c : cases) {
