@@ -415,6 +415,22 @@ std::string haproxy_server_checked(const std::string& socket, const std::string&
   }
 }
 
+WrkRun run_wrk(const std::string& url, int connections) {
+  const ProgramResult r = run_program(
+      {"wrk", "-t1", "-c" + std::to_string(connections), "-d1s", url}, milliseconds(60'000));
+  WrkRun w;
+  w.exit_code = r.exit_code;
+  w.output = r.output;
+  w.non_2xx = r.output.find("Non-2xx") != std::string::npos;
+  w.socket_errors = r.output.find("Socket errors") != std::string::npos;
+  // "  12345 requests in 1.00s, ..."
+  if (const std::size_t at = r.output.find(" requests in "); at != std::string::npos) {
+    const std::size_t line = r.output.rfind('\n', at);
+    w.requests = std::atol(r.output.c_str() + (line == std::string::npos ? 0 : line + 1));
+  }
+  return w;
+}
+
 std::string program_path(const std::string& name) {
   if (have_program(name)) return name;
   const std::string sbin = "/usr/sbin/" + name;

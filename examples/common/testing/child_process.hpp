@@ -106,6 +106,16 @@ struct ProgramResult {
 ProgramResult run_program(const std::vector<std::string>& argv, milliseconds timeout,
                           std::string_view input = {});
 
+/// What `wrk -t1 -c<connections> -d1s URL` did (within a minute).
+struct WrkRun {
+  int exit_code = -1;
+  long requests = 0;           ///< Requests completed.
+  bool non_2xx = false;        ///< Some answer was not a 2xx.
+  bool socket_errors = false;  ///< Some connect, read, write or timeout error.
+  std::string output;
+};
+WrkRun run_wrk(const std::string& url, int connections = 20);
+
 /// True when `name` is an executable somewhere on PATH.
 bool have_program(const std::string& name);
 /// What to run `name` by: `name` when it is on PATH, else /usr/sbin/NAME when that exists
