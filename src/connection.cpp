@@ -296,8 +296,12 @@ void Connection::settle() {
     }
     if (ended()) return;
   }
-  if (out_.empty()) {
-    if (state_ == ConnState::closing) return linger();
+  if (out_.empty() && state_ == ConnState::closing) {
+    // Lingering goes on below: the poller is told that the connection neither reads nor
+    // writes any more (the input is drained by linger()'s checks, not handed to `data`).
+    linger();
+    if (ended()) return;
+  } else if (out_.empty()) {
     if (shutdown_wanted_ && !output_shut_) {
       output_shut_ = true;
       if (const int rc = shutdown_output(fd_.get()); rc < 0 && rc != -ENOTCONN) {
