@@ -159,10 +159,16 @@ void Connection::linger() {
     loop_.cancel(timer_);    // close_timeout's wait for the output, which has gone
     timer_ = 0;
   }
-  // Once the peer has acknowledged everything, a reset can lose it nothing (the input is read
-  // first all the same, so that a peer that has stopped sending sees a FIN, not a reset).
-  const Drained input = discard_input(fd_.get(), kLingerReadBudget);
-  if (input == Drained::ended || !platform::tcp_output_unacknowledged(fd_.get())) {
+  // Once the peer has acknowledged everything, a reset (ours, closing with its bytes unread, or
+  // its own) can lose it nothing. The input is read first all the same, so that a peer that has
+  // stopped sending sees a FIN, not a reset.
+  int error = 0;
+  const Drained input = discard_input(fd_.get(), kLingerReadBudget, error);
+  const bool unacknowledged = platform::tcp_output_unacknowledged(fd_.get());
+  // The peer reset before it had everything: the rest is lost, and `closed` says so (as it does
+  // when a send fails).
+  if (input == Drained::failed && unacknowledged) return finish(sys_error(-error), false);
+  if (input == Drained::ended || input == Drained::failed || !unacknowledged) {
     return finish(reason_, false);
   }
   Rare& r = rare();
@@ -355,6 +361,11 @@ void Connection::on_event(const PollEvent& event) {
   if (event.op == PollEvent::Op::sent) return on_sent(event);
   if (ended()) return;  // closed earlier in this batch
   if (state_ == ConnState::connecting) return on_connect_ready(event);
+  if (lingering_) {
+    // It asked for no events: an error or a hang-up (a reset, the peer's FIN). Checked now.
+    cancel_timers();
+    return linger();
+  }
   if (event.error) {
     std::error_code ec = socket_error(fd_.get());
     if (!ec && event.result < 0) ec = sys_error(event.result);

@@ -320,6 +320,27 @@ TEST(OutputTest, ALingeringCloseSleepsWhileThePeerHasNotAcknowledged) {
   EXPECT_FALSE(server.closed.first()) << server.closed.first().message();
 }
 
+// A peer that resets while the close lingers has not taken everything: `closed` says so, as it
+// does when the reset comes while the output is still being sent.
+TEST(OutputTest, AResetDuringALingeringCloseReachesClosed) {
+  WriteThenClose server(pattern(1u << 20, 10));
+  Options o = loopback_options();
+  o.socket_send_buffer = 4 * 1024 * 1024;  // takes the whole payload at once
+  RunningServer s(o, server.callbacks);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 64 * 1024);
+  ASSERT_TRUE(client.send_all("go"));
+  ASSERT_TRUE(server.close_called.wait_for(1));
+  ASSERT_TRUE(eventually([&] {
+    const LoopStats st = total_stats(s.server);
+    return st.bytes_out == server.payload.size() && st.output_buffered == 0;
+  }));
+  ASSERT_EQ(server.closed.count(), 0);  // most of the payload is unacknowledged: it lingers
+  client.reset();
+  ASSERT_TRUE(server.closed.wait_for(1));
+  EXPECT_EQ(server.closed.first(), std::errc::connection_reset) << server.closed.first().message();
+}
+
 TEST(OutputTest, WritingToAResetPeerGivesAnErrorNotSigpipe) {
   // If SIGPIPE were raised, its default action would kill this test process.
   EventCounter got_data;
