@@ -362,9 +362,13 @@ void Connection::on_event(const PollEvent& event) {
   if (ended()) return;  // closed earlier in this batch
   if (state_ == ConnState::connecting) return on_connect_ready(event);
   if (lingering_) {
-    // It asked for no events: an error or a hang-up (a reset, the peer's FIN). Checked now.
+    // It asked for no events: an error or a hang-up (a reset, the peer's FIN), checked now. If
+    // that does not end it, the timed checks go on out of the poller, which would report the
+    // same condition again at every wait.
     cancel_timers();
-    return linger();
+    linger();
+    if (!ended()) park();
+    return;
   }
   if (event.error) {
     std::error_code ec = socket_error(fd_.get());
