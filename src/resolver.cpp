@@ -72,8 +72,7 @@ void Resolver::stop(std::chrono::milliseconds patience) {
     s.jobs.clear();
     s.wake.notify_all();
     s.ended.wait_for(lock, patience, [&] {
-      return std::find(s.thread_ended.begin(), s.thread_ended.end(), false) ==
-             s.thread_ended.end();
+      return std::find(s.thread_ended.begin(), s.thread_ended.end(), false) == s.thread_ended.end();
     });
     threads = std::move(threads_);
     threads_.clear();

@@ -371,7 +371,9 @@ TEST(HungLookupTest, OtherNamesPassItWhatGivesUpLeavesTheQueueHeldSendsAreBounde
   run_in_child(run_in_namespaces);
 }
 
-TEST(HungLookupTest, AStopDoesNotWaitForALookupThatHangs) { run_in_child(stop_while_a_lookup_hangs); }
+TEST(HungLookupTest, AStopDoesNotWaitForALookupThatHangs) {
+  run_in_child(stop_while_a_lookup_hangs);
+}
 
 }  // namespace
 }  // namespace evloop::test
