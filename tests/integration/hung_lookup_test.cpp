@@ -3,7 +3,8 @@
 // detail::Resolver::kMaxThreads); what gives up meanwhile (a dial that times out, a UDP socket
 // closed while opening) must leave the queue, or every retry would wait its turn behind the hang
 // and the queue would grow without bound; and UdpRef sends held for a socket that is still
-// resolving obey the send queue's bounds.
+// resolving obey the send queue's bounds. A stop does not wait for a lookup that hangs for longer
+// than the shutdown grace.
 //
 // The test runs in a child process with network and mount namespaces of its own (root only; it
 // skips elsewhere): /etc/resolv.conf there names a DNS server on the namespace's loopback that the
