@@ -159,10 +159,16 @@ void Connection::linger() {
     loop_.cancel(timer_);    // close_timeout's wait for the output, which has gone
     timer_ = 0;
   }
-  // Once the peer has acknowledged everything, a reset can lose it nothing (the input is read
-  // first all the same, so that a peer that has stopped sending sees a FIN, not a reset).
-  const Drained input = discard_input(fd_.get(), kLingerReadBudget);
-  if (input == Drained::ended || !platform::tcp_output_unacknowledged(fd_.get())) {
+  // Once the peer has acknowledged everything, a reset (ours, closing with its bytes unread, or
+  // its own) can lose it nothing. The input is read first all the same, so that a peer that has
+  // stopped sending sees a FIN, not a reset.
+  int error = 0;
+  const Drained input = discard_input(fd_.get(), kLingerReadBudget, error);
+  const bool unacknowledged = platform::tcp_output_unacknowledged(fd_.get());
+  // The peer reset before it had everything: the rest is lost, and `closed` says so (as it does
+  // when a send fails).
+  if (input == Drained::failed && unacknowledged) return finish(sys_error(-error), false);
+  if (input == Drained::ended || input == Drained::failed || !unacknowledged) {
     return finish(reason_, false);
   }
   Rare& r = rare();
@@ -296,8 +302,12 @@ void Connection::settle() {
     }
     if (ended()) return;
   }
-  if (out_.empty()) {
-    if (state_ == ConnState::closing) return linger();
+  if (out_.empty() && state_ == ConnState::closing) {
+    // Lingering goes on below: the poller is told that the connection neither reads nor
+    // writes any more (the input is drained by linger()'s checks, not handed to `data`).
+    linger();
+    if (ended()) return;
+  } else if (out_.empty()) {
     if (shutdown_wanted_ && !output_shut_) {
       output_shut_ = true;
       if (const int rc = shutdown_output(fd_.get()); rc < 0 && rc != -ENOTCONN) {
@@ -351,6 +361,15 @@ void Connection::on_event(const PollEvent& event) {
   if (event.op == PollEvent::Op::sent) return on_sent(event);
   if (ended()) return;  // closed earlier in this batch
   if (state_ == ConnState::connecting) return on_connect_ready(event);
+  if (lingering_) {
+    // It asked for no events: an error or a hang-up (a reset, the peer's FIN), checked now. If
+    // that does not end it, the timed checks go on out of the poller, which would report the
+    // same condition again at every wait.
+    cancel_timers();
+    linger();
+    if (!ended()) park();
+    return;
+  }
   if (event.error) {
     std::error_code ec = socket_error(fd_.get());
     if (!ec && event.result < 0) ec = sys_error(event.result);

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "event_loop.hpp"
+#include "timeouts.hpp"
 
 namespace evloop {
 namespace detail {
@@ -163,7 +164,9 @@ Status LoopGroupCore::wait() {
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
   }
-  resolver_.stop();
+  // A lookup that hangs (its DNS server does not answer) does not hold the stop for longer than
+  // the shutdown grace gave the loops: its thread is left to end by itself.
+  resolver_.stop(capped(options_.shutdown_grace));
   if (started_.load()) joined_.store(true);
   std::lock_guard lock(failure_mutex_);
   return failure_;

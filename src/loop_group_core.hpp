@@ -63,7 +63,7 @@ class LoopGroupCore {
  private:
   LoopOptions options_;
   LoopHooks hooks_;
-  Resolver resolver_;  // before loops_: stopped (joined) before the loops go
+  Resolver resolver_;  // stopped by wait(), before the loops go: no answer is posted after
   std::vector<std::unique_ptr<EventLoop>> loops_;
   std::vector<std::thread> threads_;
   std::atomic<bool> started_{false};

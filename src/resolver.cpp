@@ -3,6 +3,9 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <utility>
+
 namespace evloop::detail {
 namespace {
 
@@ -30,57 +33,80 @@ Resolver::Result lookup(const std::string& host, std::uint16_t port, int family)
 
 }  // namespace
 
-Resolver::~Resolver() { stop(); }
+Resolver::~Resolver() { stop(std::chrono::milliseconds(0)); }
 
 Resolver::Ticket Resolver::resolve(std::string host, std::uint16_t port, int family, Done done) {
-  std::lock_guard lock(mutex_);
-  if (stopping_) return 0;
+  Shared& s = *shared_;
+  std::lock_guard lock(s.mutex);
+  if (s.stopping) return 0;
   // Each idle thread takes one queued job: a job beyond them needs a thread of its own.
-  if (jobs_.size() >= idle_ && threads_.size() < kMaxThreads) {
+  if (s.jobs.size() >= s.idle && threads_.size() < kMaxThreads) {
+    s.thread_ended.push_back(false);
     try {
-      threads_.emplace_back([this] { run(); });
+      threads_.emplace_back(run, shared_, threads_.size());
     } catch (const std::system_error&) {
+      s.thread_ended.pop_back();
       if (threads_.empty()) return 0;  // the running threads will take it in turn
     }
   }
-  const Ticket ticket = ++last_ticket_;
-  jobs_.push_back({ticket, std::move(host), port, family, std::move(done)});
-  wake_.notify_one();
+  const Ticket ticket = ++s.last_ticket;
+  s.jobs.push_back({ticket, std::move(host), port, family, std::move(done)});
+  s.wake.notify_one();
   return ticket;
 }
 
 void Resolver::cancel(Ticket ticket) {
   if (ticket == 0) return;
-  std::lock_guard lock(mutex_);
-  std::erase_if(jobs_, [ticket](const Job& job) { return job.ticket == ticket; });
+  Shared& s = *shared_;
+  std::lock_guard lock(s.mutex);
+  std::erase_if(s.jobs, [ticket](const Job& job) { return job.ticket == ticket; });
 }
 
-void Resolver::stop() {
+void Resolver::stop(std::chrono::milliseconds patience) {
+  Shared& s = *shared_;
   std::vector<std::thread> threads;
+  std::vector<bool> ended;
   {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-    jobs_.clear();
+    std::unique_lock lock(s.mutex);
+    s.stopping = true;
+    s.jobs.clear();
+    s.wake.notify_all();
+    s.ended.wait_for(lock, patience, [&] {
+      return std::find(s.thread_ended.begin(), s.thread_ended.end(), false) == s.thread_ended.end();
+    });
     threads = std::move(threads_);
     threads_.clear();
+    ended = std::exchange(s.thread_ended, {});
   }
-  wake_.notify_all();
-  for (std::thread& t : threads) t.join();
+  for (std::size_t i = 0; i < threads.size(); ++i) {
+    if (ended[i]) {
+      threads[i].join();
+    } else {
+      threads[i].detach();  // in a lookup that hangs: its answer is dropped (run())
+    }
+  }
 }
 
-void Resolver::run() {
-  std::unique_lock lock(mutex_);
+void Resolver::run(std::shared_ptr<Shared> shared, std::size_t index) {
+  Shared& s = *shared;
+  std::unique_lock lock(s.mutex);
   for (;;) {
-    ++idle_;
-    wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-    --idle_;
-    if (stopping_) return;
-    Job job = std::move(jobs_.front());
-    jobs_.pop_front();
+    ++s.idle;
+    s.wake.wait(lock, [&s] { return s.stopping || !s.jobs.empty(); });
+    --s.idle;
+    if (s.stopping) break;
+    Job job = std::move(s.jobs.front());
+    s.jobs.pop_front();
     lock.unlock();
-    job.done(lookup(job.host, job.port, job.family));
+    Result result = lookup(job.host, job.port, job.family);
     lock.lock();
+    // Under the lock: once stop() has begun, the loops the answer would go to may be gone.
+    if (s.stopping) break;
+    job.done(std::move(result));
   }
+  // A detached thread's index is no longer in thread_ended (stop() took it).
+  if (index < s.thread_ended.size()) s.thread_ended[index] = true;
+  s.ended.notify_all();
 }
 
 }  // namespace evloop::detail

@@ -4,10 +4,12 @@
 // hangs does not hold up the others). Numeric hosts never come here.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <system_error>
@@ -30,7 +32,7 @@ class Resolver {
   using Done = std::function<void(Result)>;
 
   Resolver() = default;
-  ~Resolver();
+  ~Resolver();  // stop() without patience
   Resolver(const Resolver&) = delete;
   Resolver& operator=(const Resolver&) = delete;
 
@@ -38,17 +40,19 @@ class Resolver {
   using Ticket = std::uint64_t;
 
   /// Queues a lookup of `host` for a stream socket of `family` (AF_UNSPEC, AF_INET or AF_INET6)
-  /// on `port`. `done` runs on a resolver thread (post the result to a loop from there).
-  /// 0 if the resolver is stopping or no thread could start.
+  /// on `port`. `done` runs on a resolver thread (post the result to a loop from there), never
+  /// once stop() has begun. 0 if the resolver is stopping or no thread could start.
   Ticket resolve(std::string host, std::uint16_t port, int family, Done done);
   /// Drops the lookup `ticket` if it is still queued: its `done` never runs. One in progress
   /// runs to its end (its caller ignores the answer). Whoever gives up on a lookup (a dial that
   /// timed out, a socket closed while opening) cancels it, so a DNS server that hangs does not
   /// make the queue grow with every retry.
   void cancel(Ticket ticket);
-  /// Drops queued lookups, waits for those in progress (a DNS query that hangs delays this
-  /// until the resolver's own timeout), and joins the threads; resolve() then returns 0.
-  void stop();
+  /// Drops queued lookups and the answers of those in progress, waits up to `patience` for
+  /// the threads to end, and joins them; one still in a lookup then (a DNS server that does not
+  /// answer holds it for resolv.conf's timeout x attempts per server) is detached, to end by
+  /// itself when its lookup does, touching nothing but state it shares. resolve() then returns 0.
+  void stop(std::chrono::milliseconds patience);
 
  private:
   struct Job {
@@ -58,15 +62,21 @@ class Resolver {
     int family;
     Done done;
   };
-  void run();
+  // What the threads share with the resolver: a thread detached by stop() may outlive it.
+  struct Shared {
+    std::mutex mutex;
+    std::condition_variable wake;    // a job is queued, or stop() began
+    std::condition_variable ended;   // a thread left run()
+    std::deque<Job> jobs;            // the rest guarded by mutex
+    std::vector<bool> thread_ended;  // per thread, by index in threads_
+    std::size_t idle = 0;            // threads waiting for a job
+    bool stopping = false;
+    Ticket last_ticket = 0;
+  };
+  static void run(std::shared_ptr<Shared> shared, std::size_t index);
 
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<Job> jobs_;              // guarded by mutex_
-  std::size_t idle_ = 0;              // threads waiting for a job; guarded by mutex_
-  bool stopping_ = false;             // guarded by mutex_
-  Ticket last_ticket_ = 0;            // guarded by mutex_
-  std::vector<std::thread> threads_;  // started under mutex_ by resolve()
+  const std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
+  std::vector<std::thread> threads_;  // changed under shared_->mutex (by resolve() and stop())
 };
 
 }  // namespace evloop::detail

@@ -363,16 +363,19 @@ long receive(int fd, void* buffer, std::size_t size) noexcept {
   return n < 0 ? -errno : static_cast<long>(n);
 }
 
-Drained discard_input(int fd, std::size_t budget) noexcept {
+Drained discard_input(int fd, std::size_t budget, int& error) noexcept {
   char sink[16 * 1024];
   for (std::size_t taken = 0; taken < budget;) {
     const ssize_t n = ::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
     if (n > 0) {
       taken += static_cast<std::size_t>(n);
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else {
-      return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? Drained::empty : Drained::ended;
+    } else if (n == 0) {
+      return Drained::ended;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return Drained::empty;
+    } else if (errno != EINTR) {
+      error = errno;
+      return Drained::failed;
     }
   }
   return Drained::more;

@@ -155,11 +155,11 @@ long send_pieces(int fd, const iovec* iov, int count, bool more = false) noexcep
 long receive(int fd, void* buffer, std::size_t size) noexcept;
 
 /// What discard_input() found.
-enum class Drained { empty, more, ended };
+enum class Drained { empty, more, ended, failed };
 /// Reads and drops what the peer has sent, up to `budget` bytes: `empty` once nothing is left for
-/// now, `more` when the budget ran out first, `ended` at the end of the peer's stream or an
-/// error (nothing more will come).
-Drained discard_input(int fd, std::size_t budget) noexcept;
+/// now, `more` when the budget ran out first, `ended` at the end of the peer's stream, `failed`
+/// at an error (a reset: `error` is its errno). Nothing more comes after the last two.
+Drained discard_input(int fd, std::size_t budget, int& error) noexcept;
 
 /// shutdown(SHUT_WR): 0 or -errno.
 int shutdown_output(int fd) noexcept;

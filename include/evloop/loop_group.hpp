@@ -87,6 +87,8 @@ class LoopGroup {
   void stop() noexcept;
   /// Blocks until every loop thread has finished (after stop()). Not from a loop thread. Returns
   /// an error if a loop had to stop on a failure of its poller (with the loop's index and why).
+  /// A host-name lookup still in progress then is waited for up to shutdown_grace, then left to
+  /// end by itself (its answer dropped).
   Status wait();
   /// True between a successful start() and the end of wait().
   bool running() const noexcept;

@@ -98,7 +98,8 @@ class Server {
   /// any thread, any callback and a signal handler; calling it again does nothing.
   void stop() noexcept;
   /// Blocks until every loop thread has finished (after stop()). Not from a loop thread. Returns
-  /// an error if a loop stopped on a failure of its poller.
+  /// an error if a loop stopped on a failure of its poller. A host-name lookup still in progress
+  /// then is waited for up to Options::shutdown_grace, then left to end by itself.
   Status wait();
   /// True between a successful start() and the end of wait().
   bool running() const noexcept;

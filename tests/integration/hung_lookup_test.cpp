@@ -3,7 +3,8 @@
 // detail::Resolver::kMaxThreads); what gives up meanwhile (a dial that times out, a UDP socket
 // closed while opening) must leave the queue, or every retry would wait its turn behind the hang
 // and the queue would grow without bound; and UdpRef sends held for a socket that is still
-// resolving obey the send queue's bounds.
+// resolving obey the send queue's bounds. A stop does not wait for a lookup that hangs for longer
+// than the shutdown grace.
 //
 // The test runs in a child process with network and mount namespaces of its own (root only; it
 // skips elsewhere): /etc/resolv.conf there names a DNS server on the namespace's loopback that the
@@ -287,7 +288,47 @@ std::string run_in_namespaces(bool& not_permitted) {
   return errors;
 }
 
-TEST(HungLookupTest, OtherNamesPassItWhatGivesUpLeavesTheQueueHeldSendsAreBounded) {
+// A stop while a lookup hangs: wait() returns within the shutdown grace (plus as much again for
+// the resolver), not when the DNS server answers (30 s here); the thread left in the lookup ends
+// by itself once it is answered, and its answer goes nowhere (the group is gone by then).
+std::string stop_while_a_lookup_hangs(bool& not_permitted) {
+  if (std::string e = enter_namespaces(not_permitted); !e.empty()) return e;
+  FakeDns dns;
+  if (!dns.start()) return "fake DNS server: bind 127.0.0.1:53";
+  const FdAndThreadCounts baseline;
+  LoopOptions lo;
+  lo.loops = 1;
+  lo.shutdown_grace = 200ms;
+  auto group = std::make_unique<LoopGroup>(lo);
+  if (!group->start()) return "group start";
+  EventCounter open_failed;
+  DatagramHandlers held;
+  held.open_failed = [&](Udp&, std::error_code) { open_failed.add(); };
+  group->loop(0).connect_udp("udp://held0.evloop-test:9", held);
+  if (!eventually([&] { return dns.held_names() == 1; })) return "the lookup never came";
+  group->stop();
+  EventCounter returned;
+  std::thread waiter([&] {
+    (void)group->wait();
+    returned.add();
+  });
+  std::string errors;
+  if (!returned.wait_for(1, 5s)) errors += "wait() waited for the hung lookup; ";
+  waiter.join();  // (after 30 s at most: the DNS server's timeout)
+  group.reset();
+  dns.release();  // the lookup left running is answered now
+  if (!eventually([&] { return threads_since(baseline) == 0 && count_open_fds() <= baseline.fds; },
+                  10s)) {
+    errors += "the resolver thread left in the lookup did not end; ";
+  }
+  if (open_failed.value() != 1) {
+    errors += "open_failed ran " + std::to_string(open_failed.value()) + " times, not once; ";
+  }
+  return errors;
+}
+
+// Runs `scenario` in a child process (namespaces of its own) and checks what it reports.
+void run_in_child(std::string (*scenario)(bool&)) {
   int report[2];
   ASSERT_EQ(::pipe2(report, O_CLOEXEC), 0);
   const pid_t pid = ::fork();
@@ -295,7 +336,7 @@ TEST(HungLookupTest, OtherNamesPassItWhatGivesUpLeavesTheQueueHeldSendsAreBounde
   if (pid == 0) {
     ::close(report[0]);
     bool not_permitted = false;
-    const std::string result = run_in_namespaces(not_permitted);
+    const std::string result = scenario(not_permitted);
     (void)!::write(report[1], result.data(), result.size());
     ::_exit(not_permitted ? kNoNamespaces : result.empty() ? 0 : 1);
   }
@@ -325,6 +366,14 @@ TEST(HungLookupTest, OtherNamesPassItWhatGivesUpLeavesTheQueueHeldSendsAreBounde
   }
   EXPECT_EQ(WEXITSTATUS(status), 0) << result;
   EXPECT_EQ(result, "");
+}
+
+TEST(HungLookupTest, OtherNamesPassItWhatGivesUpLeavesTheQueueHeldSendsAreBounded) {
+  run_in_child(run_in_namespaces);
+}
+
+TEST(HungLookupTest, AStopDoesNotWaitForALookupThatHangs) {
+  run_in_child(stop_while_a_lookup_hangs);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The write path: partial writes buffered in order, back-pressure, limits, no SIGPIPE, and the
 // steady-state hot path (one send per callback, no poller change per message).
 #include <gtest/gtest.h>
+#include <sys/ioctl.h>
 
 #include <atomic>
 
@@ -231,6 +232,113 @@ TEST(OutputTest, ALingeringCloseEndsAtTheCloseTimeout) {
   ASSERT_TRUE(server.closed.wait_for(1));
   EXPECT_EQ(server.closed.errors().front(), make_error_code(errc::close_timeout));
   EXPECT_EQ(total_stats(s.server).resets, 1u);
+}
+
+// close() stops reading at once, also while the close lingers for the peer's acknowledgement:
+// bytes and a FIN that arrive meanwhile are read and dropped, never handed to `data` or `eof`.
+TEST(OutputTest, ALingeringCloseHandsNoInputOrEofToTheHandlers) {
+  const std::string payload = pattern(1u << 20, 8);
+  EventCounter close_called;
+  EventCounter data_after_close;
+  EventCounter eofs;
+  ErrorLog closed;
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view in) {
+    if (c.closing()) {
+      data_after_close.add();
+    } else {
+      c.write(payload);
+      c.close();
+      close_called.add();
+    }
+    return in.size();
+  };
+  cb.eof = [&](Conn&) { eofs.add(); };
+  cb.closed = closed.recorder();
+  Options o = loopback_options();
+  o.socket_send_buffer = 4 * 1024 * 1024;  // takes the whole payload at once
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 64 * 1024);
+  ASSERT_TRUE(client.send_all("go"));
+  ASSERT_TRUE(close_called.wait_for(1));
+  // The payload is with the kernel, most of it unacknowledged: the close lingers. Its checks
+  // (the server's only timers) come at 1, 2, 4... ms: after the 7th, the next is 100 ms away, and
+  // the bytes below come between two checks.
+  ASSERT_TRUE(eventually([&] {
+    const LoopStats st = total_stats(s.server);
+    return st.bytes_out == payload.size() && st.output_buffered == 0 && st.timers_fired >= 7;
+  }));
+  ASSERT_TRUE(client.send_all("the next request, never read"));
+  client.shutdown_write();
+  expect_stream_then_fin(client, payload);
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_FALSE(closed.first()) << closed.first().message();
+  EXPECT_EQ(data_after_close.value(), 0);
+  EXPECT_EQ(eofs.value(), 0);
+}
+
+// A lingering close waits on a timer, not on the socket: with the output gone to the kernel and
+// the peer still to acknowledge some of it, the socket is writable, and the loop must sleep.
+TEST(OutputTest, ALingeringCloseSleepsWhileThePeerHasNotAcknowledged) {
+  WriteThenClose server(pattern(16u << 20, 9));
+  const std::size_t total = server.payload.size();
+  Options o = loopback_options();
+  o.socket_send_buffer = 4 * 1024 * 1024;
+  RunningServer s(o, server.callbacks);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 64 * 1024);
+  ASSERT_TRUE(client.send_all("go"));
+  ASSERT_TRUE(server.close_called.wait_for(1));
+  // Read until evloop's buffer has gone to the kernel (the connection waited for writability
+  // meanwhile), then on until the server's kernel holds less than a third of its send buffer:
+  // its socket is writable, and unacknowledged bytes remain.
+  std::string got;
+  while (got.size() < total && total_stats(s.server).output_buffered > 0) {
+    const std::string piece = client.read_exactly(64 * 1024);
+    ASSERT_FALSE(piece.empty());
+    got += piece;
+  }
+  std::size_t held_by_server = total;
+  while (got.size() < total) {
+    int unread = 0;
+    ASSERT_EQ(::ioctl(client.fd(), FIONREAD, &unread), 0);
+    held_by_server = total - got.size() - static_cast<std::size_t>(unread);
+    if (held_by_server < (1u << 20)) break;
+    const std::string piece = client.read_exactly(16 * 1024);
+    ASSERT_FALSE(piece.empty());
+    got += piece;
+  }
+  ASSERT_GT(held_by_server, 0u);
+  ASSERT_EQ(server.closed.count(), 0);
+  EXPECT_LT(waits_during(s.server, 100ms), 20u);
+  bool eof = false;
+  got += client.read_to_eof(&eof);
+  EXPECT_TRUE(eof);
+  EXPECT_TRUE(got == server.payload);
+  ASSERT_TRUE(server.closed.wait_for(1));
+  EXPECT_FALSE(server.closed.first()) << server.closed.first().message();
+}
+
+// A peer that resets while the close lingers has not taken everything: `closed` says so, as it
+// does when the reset comes while the output is still being sent.
+TEST(OutputTest, AResetDuringALingeringCloseReachesClosed) {
+  WriteThenClose server(pattern(1u << 20, 10));
+  Options o = loopback_options();
+  o.socket_send_buffer = 4 * 1024 * 1024;  // takes the whole payload at once
+  RunningServer s(o, server.callbacks);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 64 * 1024);
+  ASSERT_TRUE(client.send_all("go"));
+  ASSERT_TRUE(server.close_called.wait_for(1));
+  ASSERT_TRUE(eventually([&] {
+    const LoopStats st = total_stats(s.server);
+    return st.bytes_out == server.payload.size() && st.output_buffered == 0;
+  }));
+  ASSERT_EQ(server.closed.count(), 0);  // most of the payload is unacknowledged: it lingers
+  client.reset();
+  ASSERT_TRUE(server.closed.wait_for(1));
+  EXPECT_EQ(server.closed.first(), std::errc::connection_reset) << server.closed.first().message();
 }
 
 TEST(OutputTest, WritingToAResetPeerGivesAnErrorNotSigpipe) {
