@@ -78,6 +78,7 @@ Status ServerCore::add_listener(std::size_t loop, std::size_t endpoint, OpenedLi
   listener->endpoint = endpoint;
   listener->inherited = owner == Owner::caller;
   listener->handed_over = owner == Owner::predecessor;
+  listener->shared = owner != Owner::server;
   listener->spreads = spreads;
   listener->balance = options_.balance;
   return group_.loops()[loop]->add_listener(std::move(listener));

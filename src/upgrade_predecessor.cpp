@@ -135,6 +135,9 @@ Status duplicate_listeners(LoopGroupCore& group, std::vector<SharedListener>& ou
     for (const auto& listener : loop.listeners()) {
       share(listener->fd.get(), listener->endpoint, listener->unix_path.owns());
       paths.borrow(loop, *listener);
+      // From now on another process holds it: should this upgrade fail, the listener accepts
+      // again by readiness (listener.hpp), never behind the successor's accepts.
+      listener->shared = true;
     }
     // The server's UDP sockets go the same way: the successor reads the same sockets (their
     // queued datagrams included), so nothing is lost and no port is bound twice.
