@@ -242,6 +242,7 @@ Status ServerCore::start() {
   if (UpgradeSuccessor::requested()) {
     successor_ = std::make_unique<UpgradeSuccessor>();
     if (Status s = successor_->open(); !s) return fail_start(s);
+    group_.lend_handed_unix_files(true);  // until the handover has ended (upgrade_successor.cpp)
   }
   if (endpoints_.empty()) {
     return fail_start({make_error_code(errc::no_address),
@@ -292,7 +293,10 @@ Status ServerCore::wait() {
   // After the loops: adoptions still arriving are refused. Not when wait() was refused (called
   // on a loop thread, the loops run on): the predecessor would find the socket shut and kill
   // this process as a successor lost mid-handover.
-  if (successor_ && !on_loop_thread()) successor_->stop();
+  if (successor_ && !on_loop_thread()) {
+    successor_->stop();
+    group_.settle_lent_unix_files();
+  }
   return status;
 }
 

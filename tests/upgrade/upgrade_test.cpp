@@ -550,6 +550,45 @@ TEST_F(UpgradeTest, ASuccessorStoppedAfterReadyRefusesTheConnectionsAndTheOldSer
   }
 }
 
+// A successor stopped before the handover ends (here once ready; or as it starts) leaves the Unix
+// socket files it was handed: the old process serves on with them. It used to remove them as its
+// listeners closed: the old process then served a path nobody could connect to.
+TEST_F(UpgradeTest, ASuccessorStoppedDuringTheHandoverLeavesTheUnixSocketFileToTheOld) {
+  const std::string path = "/tmp/evloop-upgrade-" + std::to_string(::getpid()) + "-stopped.sock";
+  ASSERT_NO_FATAL_FAILURE(start({"--listen", "unix://" + path}));
+  Streamer stream(port_, 3);  // one connection to hand over: the successor refuses it
+  stream.exchange();
+  const pid_t old = server_pid_;
+  const UpgradeReply reply = upgrade("--stop-server-after-ready");
+  const pid_t successor = pid_in(reply.message);
+  ASSERT_FALSE(reply.ok) << reply.message;
+  ASSERT_NE(reply.message.find("was stopped during the handover"), std::string::npos)
+      << reply.message;
+  const int fd = connect_unix(path);
+  EXPECT_GE(fd, 0) << "the socket file is gone";
+  if (fd >= 0) {
+    bool closed = false;
+    EXPECT_TRUE(send_all(fd, "PID\n"));
+    EXPECT_EQ(std::atol(read_until_close(fd, kTimeout, closed).c_str()), old);
+    ::close(fd);
+  }
+  ::kill(successor, SIGTERM);
+  EXPECT_NE(wait_for_exit(successor, kTimeout), -1);
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "");
+  // Stopped as it starts, before it reports ready: the same.
+  const UpgradeReply early = upgrade("--stop-when-serving");
+  ASSERT_FALSE(early.ok) << early.message;
+  EXPECT_NE(early.message.find("the successor was stopped as it started"), std::string::npos)
+      << early.message;
+  const int again = connect_unix(path);
+  EXPECT_GE(again, 0) << "the socket file is gone after a successor stopped as it started";
+  if (again >= 0) ::close(again);
+  ::kill(server_pid_, SIGTERM);
+  EXPECT_EQ(wait_generation_exit(server_pid_), 0);
+  EXPECT_EQ(::access(path.c_str(), F_OK), -1) << "the last generation removes its file";
+}
+
 // A successor whose predecessor is stuck in its handover (a `handover` handler blocks) fails its
 // own upgrade at its ready_timeout instead of waiting for ever; once the predecessor is done, it
 // upgrades.
