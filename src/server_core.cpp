@@ -14,8 +14,6 @@
 namespace evloop {
 namespace detail {
 
-using namespace std::chrono_literals;
-
 ServerCore::ServerCore(Options options, Callbacks callbacks)
     : options_(std::move(options)),
       serving_(std::move(callbacks.serving)),
@@ -309,6 +307,7 @@ Status ServerCore::upgrade(const UpgradeOptions& options, UpgradeReport* report)
   if (!group_.running() || group_.stopping()) {
     return {make_error_code(errc::upgrade_failed), "upgrade: the server is not running"};
   }
+  if (Status s = check_upgrade_options(options); !s) return s;
   int expected = idle;
   if (!upgrade_state_.compare_exchange_strong(expected, upgrading)) {
     return {make_error_code(errc::upgrade_in_progress),
@@ -318,7 +317,7 @@ Status ServerCore::upgrade(const UpgradeOptions& options, UpgradeReport* report)
   // A successor upgraded at once: what its predecessor is still handing over moves on too. A
   // predecessor that takes longer than ready_timeout (stuck, say) fails this upgrade instead of
   // blocking it: nothing has changed, and a later one may succeed.
-  if (successor_ && !successor_->finish_receiving(capped(std::max(options.ready_timeout, 0ms)))) {
+  if (successor_ && !successor_->finish_receiving(capped(options.ready_timeout))) {
     upgrade_state_.store(idle);
     return {make_error_code(errc::upgrade_failed),
             "upgrade: this process's predecessor has not finished handing its connections over "

@@ -469,7 +469,9 @@ Status serve_on(const UpgradeSource& source, pid_t pid, const Sent& sent,
                  " were taken back; this process serves on");
 }
 
-Status check(const UpgradeOptions& options) {
+}  // namespace
+
+Status check_upgrade_options(const UpgradeOptions& options) {
   if (options.argv.empty() || options.argv[0].empty()) {
     return {make_error_code(errc::bad_option), "upgrade: argv must name the program to execute"};
   }
@@ -479,8 +481,6 @@ Status check(const UpgradeOptions& options) {
   }
   return {};
 }
-
-}  // namespace
 
 namespace {
 
@@ -531,7 +531,7 @@ Status run_handover(const UpgradeSource& source, const UpgradeOptions& options,
 
 Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
                  UpgradeReport& report) {
-  if (Status s = check(options); !s) return s;
+  if (Status s = check_upgrade_options(options); !s) return s;
   UnixPathLoans paths;
   Status s = run_handover(source, options, report, paths);
   if (s) {

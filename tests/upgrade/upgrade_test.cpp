@@ -616,6 +616,10 @@ TEST_F(UpgradeTest, AnUpgradeOfASuccessorWhosePredecessorIsStuckFailsAtItsTimeou
             std::string::npos)
       << stuck.message;
   EXPECT_LT(std::chrono::steady_clock::now() - began, kTimeout / 3);
+  // A timeout that is not one says so, rather than that the predecessor took longer than it.
+  const UpgradeReply zero = upgrade("--ready-ms 0");
+  ASSERT_FALSE(zero.ok) << zero.message;
+  EXPECT_NE(zero.message.find("ready_timeout must be positive"), std::string::npos) << zero.message;
   ::kill(first, SIGUSR1);  // the handover goes on
   EXPECT_TRUE(asked.get().starts_with("OK " + std::to_string(second) + " "));
   server_pid_ = second;
