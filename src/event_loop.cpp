@@ -553,6 +553,10 @@ void EventLoop::for_each_socket(Fn fn) {
 void EventLoop::close_listeners() {
   for (auto& listener : listeners_) {
     if (listener->resume_timer != 0) timers_.cancel(listener->resume_timer);
+    // Perhaps still the predecessor's (its handover has not ended): the group decides.
+    if (listener->handed_over && group_.handed_unix_files_lent()) {
+      group_.keep_lent_unix_file(std::move(listener->unix_path));
+    }
     end_accepting(*this, *listener);
     close_listener(std::move(listener));  // now, or once its accept has ended
   }

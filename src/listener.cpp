@@ -98,6 +98,11 @@ int take_backlog(EventLoop& loop, Listener& listener, bool while_accepting) {
   return 0;
 }
 
+// Whether `listener` takes connections by readiness (the poller) or by a multishot accept.
+bool by_readiness(EventLoop& loop, const Listener& listener) {
+  return !loop.poller().completions() || listener.shared;
+}
+
 void arm_accept(EventLoop& loop, Listener& listener) {
   loop.poller().accept(listener.fd.get(), &listener);
   listener.accept_in_kernel = true;
@@ -132,8 +137,10 @@ void on_accepted(EventLoop& loop, Listener& listener, const PollEvent& event) {
       accept_failed(loop, listener);
     }
   }
-  // Ended (an error, a cancel, or the kernel's choice): re-armed while still wanted.
-  if (!listener.accept_in_kernel && listener.accepting) arm_accept(loop, listener);
+  // Ended (an error, a cancel, or the kernel's choice): re-armed while still wanted that way.
+  if (!listener.accept_in_kernel && listener.accepting && !listener.polled) {
+    arm_accept(loop, listener);
+  }
   if (!listener.accept_in_kernel && cancelled && !listener.closing) {
     accept_left_behind(loop, listener);
   }
@@ -143,14 +150,17 @@ void on_accepted(EventLoop& loop, Listener& listener, const PollEvent& event) {
 
 std::error_code begin_accepting(EventLoop& loop, Listener& listener) {
   if (listener.accepting) return {};
-  if (loop.poller().completions()) {
+  if (!by_readiness(loop, listener)) {
     listener.accepting = true;
     // One still in the kernel (its cancel not yet done) is re-armed when it reports its end.
     if (!listener.accept_in_kernel) arm_accept(loop, listener);
     return {};
   }
+  // (A multishot accept of before the socket was shared may still be ending: what it brings is
+  // taken, and it is not re-armed.)
   if (std::error_code ec = loop.poller().add(listener.fd.get(), kRead, &listener)) return ec;
   bump(loop.counters().poller_changes);
+  listener.polled = true;
   listener.accepting = true;
   return {};
 }
@@ -158,12 +168,12 @@ std::error_code begin_accepting(EventLoop& loop, Listener& listener) {
 void end_accepting(EventLoop& loop, Listener& listener) {
   if (!listener.accepting) return;
   listener.accepting = false;
-  if (loop.poller().completions()) {
-    if (listener.accept_in_kernel) loop.poller().cancel(&listener, PollEvent::Op::accepted);
-    return;
+  if (listener.accept_in_kernel) loop.poller().cancel(&listener, PollEvent::Op::accepted);
+  if (listener.polled) {
+    loop.poller().remove(listener.fd.get(), kRead);
+    bump(loop.counters().poller_changes);
+    listener.polled = false;
   }
-  loop.poller().remove(listener.fd.get(), kRead);
-  bump(loop.counters().poller_changes);
 }
 
 void resume_accepting(EventLoop& loop, Listener& listener) {

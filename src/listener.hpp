@@ -32,8 +32,12 @@ struct Listener final : Pollable {
   std::size_t endpoint = 0;  // which of the server's listen addresses it serves
   bool inherited = false;    // an fd:// or systemd socket: not ours until start() succeeds
   bool handed_over = false;  // a live upgrade's predecessor's: its Unix file is not ours until then
-  bool accepting = false;    // wants connections: in the poller, or its multishot accept re-armed
-  bool paused = false;       // accepting paused after a failed accept (EMFILE...)
+  /// Another process may hold this socket too (inherited, or handed to a live upgrade's
+  /// successor): accepted from by readiness on every backend (see below).
+  bool shared = false;
+  bool accepting = false;  // wants connections: in the poller, or its multishot accept re-armed
+  bool paused = false;     // accepting paused after a failed accept (EMFILE...)
+  bool polled = false;     // in the poller for readiness
   bool accept_in_kernel = false;  // completion backends: a multishot accept not yet ended
   bool closing = false;  // closed by its loop: kept (fd open) only until its accept has ended
   TimerId resume_timer = 0;
@@ -42,7 +46,12 @@ struct Listener final : Pollable {
 // How a loop accepts. On a readiness backend (epoll, kqueue) the listener is in the poller and
 // each readiness accepts a bounded batch; on a completion backend (io_uring) a multishot accept
 // hands over one connection per completion, re-armed whenever the kernel ends it, and cancelled
-// to stop. Either way, after an accept fails (out of fds: EMFILE/ENFILE/ENOBUFS/ENOMEM; or
+// to stop. Except on a shared socket: the kernel wakes io_uring's accepts exclusively, one per
+// arriving connection, the first in line, so another process's accept ahead of ours (a frozen
+// process's, a killed one's until the kernel has torn its ring down, which happens after the
+// reap) would take the wake-up alone and leave the connection in the backlog, untold. A poll is
+// woken with every other waiter, as epoll is: a shared listener takes readiness on io_uring too.
+// Either way, after an accept fails (out of fds: EMFILE/ENFILE/ENOBUFS/ENOMEM; or
 // anything else but the peer giving up or a network error pending on the new connection) the
 // listener pauses for a short back-off instead of spinning on a backlog it cannot take from; the
 // pending connections stay in the kernel's backlog and are accepted when fds are free again.

@@ -66,6 +66,22 @@ LoopGroupCore::LoopGroupCore(LoopOptions options, LoopHooks hooks)
 LoopGroupCore::~LoopGroupCore() {
   stop();
   wait();
+  settle_lent_unix_files();
+}
+
+void LoopGroupCore::keep_lent_unix_file(UnixPathOwner file) {
+  std::lock_guard lock(lent_files_mutex_);
+  lent_files_.push_back(std::move(file));
+}
+
+void LoopGroupCore::settle_lent_unix_files() {
+  std::vector<UnixPathOwner> files;
+  {
+    std::lock_guard lock(lent_files_mutex_);
+    files.swap(lent_files_);
+  }
+  if (!handed_unix_files_lent()) return;  // this process's: removed as `files` goes
+  for (UnixPathOwner& file : files) file.release();
 }
 
 Status LoopGroupCore::open() {

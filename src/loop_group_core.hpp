@@ -13,6 +13,7 @@
 #include "evloop/loop_group.hpp"
 #include "evloop/options.hpp"
 #include "resolver.hpp"
+#include "socket.hpp"
 
 namespace evloop::detail {
 
@@ -52,6 +53,23 @@ class LoopGroupCore {
   /// A draining loop has no connection left (its loop thread; once per loop).
   void loop_drained();
 
+  /// A live upgrade's successor: the Unix socket files of the listeners its predecessor handed
+  /// over stay the predecessor's until the handover has ended (`done`, or the predecessor's
+  /// end): a successor stopped before then leaves them, and the predecessor serves on with
+  /// them. Any thread.
+  void lend_handed_unix_files(bool lent) noexcept {
+    handed_unix_files_lent_.store(lent, std::memory_order_release);
+  }
+  bool handed_unix_files_lent() const noexcept {
+    return handed_unix_files_lent_.load(std::memory_order_acquire);
+  }
+  /// A listener closed while its file was lent gives it here (its loop thread): whether the
+  /// handover had ended is known only once the successor has read what was on its way.
+  void keep_lent_unix_file(UnixPathOwner file);
+  /// After the successor's receiving has ended (and the loops): removes the files kept if the
+  /// handover had ended (they were this process's), else leaves them to the predecessor.
+  void settle_lent_unix_files();
+
   Resolver& resolver() noexcept { return resolver_; }
   /// The backend the loops use, and why it is not the one asked for (empty when it is).
   const char* backend() const noexcept;
@@ -69,6 +87,9 @@ class LoopGroupCore {
   std::atomic<bool> started_{false};
   std::atomic<bool> joined_{false};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> handed_unix_files_lent_{false};
+  std::mutex lent_files_mutex_;
+  std::vector<UnixPathOwner> lent_files_;  // guarded by lent_files_mutex_
   std::atomic<std::size_t> next_loop_{0};
   std::atomic<std::size_t> drained_loops_{0};
   std::string backend_note_;

@@ -14,8 +14,6 @@
 namespace evloop {
 namespace detail {
 
-using namespace std::chrono_literals;
-
 ServerCore::ServerCore(Options options, Callbacks callbacks)
     : options_(std::move(options)),
       serving_(std::move(callbacks.serving)),
@@ -78,6 +76,7 @@ Status ServerCore::add_listener(std::size_t loop, std::size_t endpoint, OpenedLi
   listener->endpoint = endpoint;
   listener->inherited = owner == Owner::caller;
   listener->handed_over = owner == Owner::predecessor;
+  listener->shared = owner != Owner::server;
   listener->spreads = spreads;
   listener->balance = options_.balance;
   return group_.loops()[loop]->add_listener(std::move(listener));
@@ -241,6 +240,7 @@ Status ServerCore::start() {
   if (UpgradeSuccessor::requested()) {
     successor_ = std::make_unique<UpgradeSuccessor>();
     if (Status s = successor_->open(); !s) return fail_start(s);
+    group_.lend_handed_unix_files(true);  // until the handover has ended (upgrade_successor.cpp)
   }
   if (endpoints_.empty()) {
     return fail_start({make_error_code(errc::no_address),
@@ -291,7 +291,10 @@ Status ServerCore::wait() {
   // After the loops: adoptions still arriving are refused. Not when wait() was refused (called
   // on a loop thread, the loops run on): the predecessor would find the socket shut and kill
   // this process as a successor lost mid-handover.
-  if (successor_ && !on_loop_thread()) successor_->stop();
+  if (successor_ && !on_loop_thread()) {
+    successor_->stop();
+    group_.settle_lent_unix_files();
+  }
   return status;
 }
 
@@ -304,6 +307,7 @@ Status ServerCore::upgrade(const UpgradeOptions& options, UpgradeReport* report)
   if (!group_.running() || group_.stopping()) {
     return {make_error_code(errc::upgrade_failed), "upgrade: the server is not running"};
   }
+  if (Status s = check_upgrade_options(options); !s) return s;
   int expected = idle;
   if (!upgrade_state_.compare_exchange_strong(expected, upgrading)) {
     return {make_error_code(errc::upgrade_in_progress),
@@ -313,7 +317,7 @@ Status ServerCore::upgrade(const UpgradeOptions& options, UpgradeReport* report)
   // A successor upgraded at once: what its predecessor is still handing over moves on too. A
   // predecessor that takes longer than ready_timeout (stuck, say) fails this upgrade instead of
   // blocking it: nothing has changed, and a later one may succeed.
-  if (successor_ && !successor_->finish_receiving(capped(std::max(options.ready_timeout, 0ms)))) {
+  if (successor_ && !successor_->finish_receiving(capped(options.ready_timeout))) {
     upgrade_state_.store(idle);
     return {make_error_code(errc::upgrade_failed),
             "upgrade: this process's predecessor has not finished handing its connections over "

@@ -135,6 +135,9 @@ Status duplicate_listeners(LoopGroupCore& group, std::vector<SharedListener>& ou
     for (const auto& listener : loop.listeners()) {
       share(listener->fd.get(), listener->endpoint, listener->unix_path.owns());
       paths.borrow(loop, *listener);
+      // From now on another process holds it: should this upgrade fail, the listener accepts
+      // again by readiness (listener.hpp), never behind the successor's accepts.
+      listener->shared = true;
     }
     // The server's UDP sockets go the same way: the successor reads the same sockets (their
     // queued datagrams included), so nothing is lost and no port is bound twice.
@@ -466,7 +469,9 @@ Status serve_on(const UpgradeSource& source, pid_t pid, const Sent& sent,
                  " were taken back; this process serves on");
 }
 
-Status check(const UpgradeOptions& options) {
+}  // namespace
+
+Status check_upgrade_options(const UpgradeOptions& options) {
   if (options.argv.empty() || options.argv[0].empty()) {
     return {make_error_code(errc::bad_option), "upgrade: argv must name the program to execute"};
   }
@@ -476,8 +481,6 @@ Status check(const UpgradeOptions& options) {
   }
   return {};
 }
-
-}  // namespace
 
 namespace {
 
@@ -528,7 +531,7 @@ Status run_handover(const UpgradeSource& source, const UpgradeOptions& options,
 
 Status hand_over(const UpgradeSource& source, const UpgradeOptions& options,
                  UpgradeReport& report) {
-  if (Status s = check(options); !s) return s;
+  if (Status s = check_upgrade_options(options); !s) return s;
   UnixPathLoans paths;
   Status s = run_handover(source, options, report, paths);
   if (s) {

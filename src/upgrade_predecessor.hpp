@@ -35,6 +35,9 @@ struct UpgradeSource {
   const std::vector<ProfilePtr>& profiles;
 };
 
+/// errc::bad_option, saying which, when `options` cannot run an upgrade.
+Status check_upgrade_options(const UpgradeOptions& options);
+
 /// Runs a live upgrade on the caller's thread (not a loop's). On success fills `report` and
 /// leaves the group draining; on failure this process serves as before.
 Status hand_over(const UpgradeSource& source, const UpgradeOptions& options, UpgradeReport& report);

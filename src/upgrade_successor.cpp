@@ -127,7 +127,9 @@ void UpgradeSuccessor::report_ready(const std::vector<std::unique_ptr<EventLoop>
   out.u32(upgrade::kAnswers);
   if (upgrade::send_frame(control_.get(), FrameType::ready, ready, {},
                           Clock::now() + kReportTimeout) != 0) {
-    return close_control();  // the predecessor is gone: this process serves on without it
+    // The predecessor is gone: this process serves on without it, and owns the files.
+    loops.front()->group().lend_handed_unix_files(false);
+    return close_control();
   }
   std::vector<EventLoop*> targets;
   for (const auto& loop : loops) targets.push_back(loop.get());
@@ -143,15 +145,28 @@ void UpgradeSuccessor::report_ready(const std::vector<std::unique_ptr<EventLoop>
 void UpgradeSuccessor::receive(std::vector<EventLoop*> loops, std::vector<ProfilePtr> profiles) {
   Frame frame;
   std::string answer;
+  bool refused = false;  // answered that this server is stopped: the predecessor serves on
+  int error = 0;
   // Until `done`, the predecessor's exit (end of stream) or stop() (which shuts the socket down
   // for reading: what is on its way still arrives, and is answered).
-  while (reader_->next(frame, Clock::time_point::max()) == 0 &&
+  while ((error = reader_->next(frame, Clock::time_point::max())) == 0 &&
          frame.type == FrameType::connections && adopt_batch(frame, loops, profiles, answer)) {
+    std::uint32_t flags = 0;
+    refused = refused || (PayloadReader(answer).u32(flags) && (flags & upgrade::kStopped) != 0);
     if (answers_ && upgrade::send_frame(control_.get(), FrameType::adopted, answer, {},
                                         Clock::now() + kReportTimeout) != 0) {
       break;
     }
   }
+  // The handover has ended (`done`, or the predecessor's end, not one stop() made): the Unix
+  // socket files it handed over are this process's now, unless it said it was stopped (the
+  // predecessor has them back).
+  bool ended = error == 0 && frame.type == FrameType::done;
+  if (error != 0) {
+    std::lock_guard lock(mutex_);
+    ended = !shut_down_;
+  }
+  if (ended && !refused) loops.front()->group().lend_handed_unix_files(false);
   close_control();
   std::lock_guard lock(receiving_mutex_);
   receiving_ = false;
@@ -267,6 +282,7 @@ void UpgradeSuccessor::stop() {
     // Wakes the receiver once it has read what is on its way (which it answers: refused, the
     // loops having stopped); its answers can still be written.
     if (control_.get() >= 0) ::shutdown(control_.get(), SHUT_RD);
+    shut_down_ = true;
   }
   std::lock_guard lock(join_mutex_);
   if (receiver_.joinable()) receiver_.join();

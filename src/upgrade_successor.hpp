@@ -67,8 +67,9 @@ class UpgradeSuccessor {
   Status read_listeners();
   void close_control();
 
-  std::mutex mutex_;       // guards control_ against stop() while the receiver closes it
-  std::mutex join_mutex_;  // stop() and finish_receiving() may be called from two threads
+  std::mutex mutex_;        // guards control_ against stop() while the receiver closes it
+  bool shut_down_ = false;  // guarded by mutex_: stop() ended the stream, not the predecessor
+  std::mutex join_mutex_;   // stop() and finish_receiving() may be called from two threads
   UniqueFd control_;
   std::unique_ptr<upgrade::FrameReader> reader_;
   std::vector<std::pair<std::string, Listeners>> listeners_;  // by listen address text

@@ -11,7 +11,8 @@
 // Completions: one RECV in flight per reading connection (re-armed after each completion),
 // taking a buffer from one of the loop's two provided-buffer rings, small or large as the core
 // asks (recycled at the next wait, after the core has copied what it keeps), and a SEND (SENDMSG
-// for several pieces) per connection with output, and a multishot ACCEPT per listener. Their
+// for several pieces) per connection with output, and a multishot ACCEPT per listener that only
+// this process holds (src/listener.hpp says why a shared one takes readiness). Their
 // user_data is the token with the operation in its low bits (tokens are 8-aligned), so a request
 // can be cancelled by token.
 //

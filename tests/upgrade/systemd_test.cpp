@@ -173,5 +173,31 @@ TEST_F(UpgradeTest, AnInheritedFdServesAndMovesToTheSuccessor) {
   EXPECT_EQ(std::atol(command("PID").c_str()), server_pid_);
 }
 
+// The kernel wakes io_uring's accepts exclusively, one per connection: another process's accept
+// on the same socket, armed first (a frozen process's, a killed one's whose ring the kernel has
+// not torn down yet, an older evloop's), takes a connection's wake-up alone. The server, on
+// io_uring, must be told of the connection all the same. It was not: its own multishot accept
+// waited behind that one, and PID got no answer.
+TEST_F(UpgradeTest, AnInheritedFdIsServedWhileAnotherProcessesAcceptWaitsOnIt) {
+  const BackendForChildren uring("io_uring");
+  const int fd = listen_loopback();
+  ASSERT_GE(fd, 0);
+  StuckAccept other;
+  if (!other.arm(fd)) {
+    ::close(fd);
+    GTEST_SKIP() << "no io_uring with DEFER_TASKRUN here";
+  }
+  ChildSetup setup;
+  setup.fds = {fd};
+  ASSERT_NO_FATAL_FAILURE(start({}, setup, "fd://3"));
+  ::close(fd);
+  // Twice: the second connection arrives once the server's own accept is surely in line (a
+  // connection that comes before it is armed is taken by its first try).
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(std::atol(command("PID", milliseconds(10'000)).c_str()), server_pid_)
+        << "connection " << i << " was left in the backlog";
+  }
+}
+
 }  // namespace
 }  // namespace example_test

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -34,6 +35,45 @@ struct UpgradeReply {
 /// The pid in "(pid N)" of an upgrade's failure message, or 0.
 pid_t pid_in(const std::string& message);
 
+/// An io_uring accept on a listening socket, armed by this process, that never completes: the
+/// ring (DEFER_TASKRUN) runs the accept only in a wait for its completions, and none comes. The
+/// kernel wakes io_uring's accepts exclusively, one per arriving connection, the first armed
+/// first: this one (multishot: it stays in line) takes the wake-up of each connection that reaches
+/// it, as the accept of a frozen process, or of a killed one whose ring the kernel has not torn
+/// down yet, does. The connections stay in the backlog; a server whose own accept waits behind
+/// this one is not told of them.
+class StuckAccept {
+ public:
+  StuckAccept() = default;
+  ~StuckAccept();
+  StuckAccept(const StuckAccept&) = delete;
+  StuckAccept& operator=(const StuckAccept&) = delete;
+  /// Arms it on `listener`. False when the kernel refuses (no io_uring, no DEFER_TASKRUN).
+  bool arm(int listener);
+
+ private:
+  int ring_ = -1;
+  void* sq_ = nullptr;
+  std::size_t sq_size_ = 0;
+  void* sqes_ = nullptr;
+  std::size_t sqes_size_ = 0;
+};
+
+/// A duplicate of process `pid`'s listening socket bound to `port` (pidfd_getfd), or -1.
+int listener_of(pid_t pid, std::uint16_t port);
+
+/// Sets EVLOOP_BACKEND for this process and the servers it starts, as it was when it ends.
+class BackendForChildren {
+ public:
+  explicit BackendForChildren(const char* backend);
+  ~BackendForChildren();
+  BackendForChildren(const BackendForChildren&) = delete;
+  BackendForChildren& operator=(const BackendForChildren&) = delete;
+
+ private:
+  std::optional<std::string> was_;
+};
+
 class UpgradeTest : public ::testing::Test {
  protected:
   void SetUp() override;
@@ -49,8 +89,9 @@ class UpgradeTest : public ::testing::Test {
              const std::vector<std::string>& wrapper = {}, const std::string& connect_to = {});
   /// A connected socket to the server (-1 on failure).
   int connect() const;
-  /// Sends `line` and a newline on a new connection; returns everything until the server closes.
-  std::string command(const std::string& line) const;
+  /// Sends `line` and a newline on a new connection; returns everything until the server closes
+  /// (or what came within `timeout`).
+  std::string command(const std::string& line, milliseconds timeout = kTimeout) const;
   /// Asks for an upgrade with `args` appended to the successor's command line.
   UpgradeReply upgrade(const std::string& args = "");
   /// The pid of the next "serving pid=" line (a successor prints it as it starts), or 0.
