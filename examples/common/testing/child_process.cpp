@@ -248,27 +248,40 @@ int wait_for_exit(pid_t pid, milliseconds timeout, bool kill_on_timeout) {
   const auto deadline = Clock::now() + timeout;
   int status = 0;
   bool exited = false;
+  // Exited, and reaped by us now (true, `status` set), or gone: another process, its parent,
+  // reaped it (true, `status` 0: its code is its parent's to know).
+  const auto ended = [pid, &status] {
+    const pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) return true;
+    status = 0;
+    return r < 0 && errno == ECHILD && ::kill(pid, 0) < 0 && errno == ESRCH;
+  };
 #if defined(__linux__) && defined(SYS_pidfd_open)
   if (const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); pidfd >= 0) {
     exited = wait_readable(pidfd, deadline);  // readable once the process has exited
     ::close(pidfd);
+    if (exited) {
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      // ECHILD: not our child, and its parent reaps it: its code is not ours to know.
+      return decode_status(status);
+    }
   } else
 #endif
   {
-    // No pidfd: look every few milliseconds (a test helper; the kernel has no event to wait on).
-    while (!(exited = ::waitpid(pid, &status, WNOHANG) == pid) && Clock::now() < deadline) {
+    // No pidfd (or it has already been reaped, by its parent: ESRCH): look every few
+    // milliseconds (a test helper; the kernel has no event to wait on).
+    while (!(exited = ended()) && Clock::now() < deadline) {
       std::this_thread::sleep_for(milliseconds(5));
     }
     if (exited) return decode_status(status);
   }
-  if (!exited) {
-    if (!kill_on_timeout) return -1;
-    dump_stacks(pid);
-    ::kill(pid, SIGKILL);
-  }
+  if (!kill_on_timeout) return -1;
+  dump_stacks(pid);
+  ::kill(pid, SIGKILL);
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  return exited ? decode_status(status) : -1;
+  return -1;
 }
 
 bool become_subreaper() {

@@ -68,7 +68,9 @@ class Child {
 
 /// Waits until `pid`, a child of ours (or a descendant reparented to us: become_subreaper()),
 /// exits, and reaps it. Returns its exit code, 128+N if killed by signal N, or -1 if it did not
-/// exit in time (it is then killed and reaped, unless `kill_on_timeout` is false).
+/// exit in time (it is then killed and reaped, unless `kill_on_timeout` is false). For another
+/// process's child (a live upgrade's successor that the old server reaps), 0 once it has ended:
+/// its code is its parent's to know.
 int wait_for_exit(pid_t pid, milliseconds timeout, bool kill_on_timeout = true);
 /// Makes this process the reaper of its orphaned descendants (Linux's PR_SET_CHILD_SUBREAPER): a
 /// live upgrade's successor, whose parent exits, becomes our child, so wait_for_exit() can see

@@ -366,6 +366,19 @@ TEST(ChildProcessHelpers, AProgramThatClosesItsOutputAndRunsOnEndsAtTheDeadline)
   EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
 }
 
+TEST(ChildProcessHelpers, WaitForExitSeesTheEndOfAnotherProcesssChildItsParentReaped) {
+  // sh starts a grandchild, says its pid, and reaps it before sh itself exits.
+  Child sh({"sh", "-c", "sleep 0.1 & echo \"pid $!\"; wait"});
+  const std::string line = sh.wait_for_line("pid ", 10s);
+  ASSERT_NE(line, "");
+  const pid_t grandchild = static_cast<pid_t>(std::atol(line.c_str() + 4));
+  ASSERT_GT(grandchild, 0);
+  EXPECT_EQ(sh.wait_exit(10s), 0);  // so the grandchild has ended, and been reaped by sh
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(wait_for_exit(grandchild, 10s), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
 TEST(ChildProcessHelpers, SendAllStopsAtItsDeadlineWhenThePeerDoesNotRead) {
   int pair[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
