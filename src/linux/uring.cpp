@@ -188,6 +188,10 @@ bool Uring::sq_full() const noexcept {
   return sq_.local_tail - __atomic_load_n(sq_.head, __ATOMIC_ACQUIRE) >= sq_entries_;
 }
 
+void Uring::submit_now() noexcept {
+  if (failed_ == 0) (void)enter(publish(), 0, IORING_ENTER_GETEVENTS, nullptr, 0);
+}
+
 int Uring::submit_and_wait(int timeout_ms) {
   if (failed_ != 0) return -failed_;
   const unsigned queued = publish();

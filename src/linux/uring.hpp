@@ -52,6 +52,10 @@ class Uring {
   /// least one completion. Returns the number submitted, or -errno (EINTR and ETIME are not
   /// errors: they return 0; a failed sqe() is, for good).
   int submit_and_wait(int timeout_ms);
+  /// Submits what is queued and runs the kernel's deferred work (DEFER_TASKRUN), without waiting:
+  /// a poll cancelled by what was queued has ended, and let go of its file, when this returns.
+  /// Its completions wait for the next submit_and_wait(). A refusal is left to that call to report.
+  void submit_now() noexcept;
   /// Calls fn(cqe) for up to `max` completions ready, then marks them seen.
   template <typename Fn>
   unsigned drain_completions(unsigned max, Fn&& fn) {

@@ -95,10 +95,16 @@ std::error_code UringPoller::modify(int fd, unsigned from, unsigned to, void* to
 
 void UringPoller::remove(int fd, unsigned /*interest*/) {
   FdState& st = state(fd);
+  const bool was_armed = st.armed;
   disarm(fd, st);
   st.token = nullptr;
   st.want = 0;
   st.registered = false;
+  // The poll holds the socket's file until its cancel has run: submitted with the next wait, a
+  // close(fd) that follows this call would leave the socket open until then (its port bound, its
+  // FIN or reset unsent). Submitted now, the file is let go before the caller closes it, as on
+  // epoll, whose remove is a system call too. Not before the loop thread owns the ring.
+  if (was_armed && enabled_) ring_.submit_now();
 }
 
 void UringPoller::disarm(int fd, FdState& st) {

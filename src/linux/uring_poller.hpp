@@ -42,6 +42,8 @@ class UringPoller {
   /// For a send that the peer's FIN woke without room (see arm()).
   std::error_code watch_write_space(int fd, void* token);
   std::error_code modify(int fd, unsigned from, unsigned to, void* token);
+  /// Ends the fd's poll; one in the kernel is cancelled at once, so the file is let go of when
+  /// this returns (a close(fd) after it closes the socket).
   void remove(int fd, unsigned interest);
   int wait(PollEvent* out, int capacity, int timeout_ms);
 

@@ -1058,5 +1058,80 @@ TEST(UdpTest, StopClosesEverySocketOnceAndLeavesNoFdOrThreadBehind) {
   EXPECT_TRUE(counts_return_to(baseline));
 }
 
+// A socket closed on the loop thread has let go of its address once its fd is closed: a socket
+// bound there next, before the loop waits again, opens (as after close(2) on any socket). On
+// io_uring the closed socket's poll, cancelled only at the next wait, held the file and with it
+// the port: the new bind failed with EADDRINUSE.
+TEST(UdpTest, AClosedSocketsAddressCanBeBoundAgainAtOnce) {
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  EventCounter opened, reopened;
+  std::mutex mutex;
+  SocketAddress local;  // the first socket's
+  UdpRef first_ref;
+  std::error_code open_error;
+  DatagramHandlers again;  // bound to the first socket's address after it closed
+  again.opened = [&](Udp&) { reopened.add(); };
+  again.open_failed = [&](Udp&, std::error_code ec) {
+    {
+      std::lock_guard lock(mutex);
+      open_error = ec;
+    }
+    reopened.add();
+  };
+  again.datagram = [&](Udp& udp, const SocketAddress& peer, std::string_view bytes) {
+    udp.send_to(peer, std::string(bytes) + "!");
+  };
+  DatagramHandlers first;  // idle: its poll is in the kernel when it closes
+  first.opened = [&](Udp& udp) {
+    {
+      std::lock_guard lock(mutex);
+      local = udp.local_address();
+      first_ref = udp.ref();
+    }
+    opened.add();
+  };
+  SocketAddress trigger_address;
+  DatagramHandlers trigger;  // a datagram here closes the first socket and binds its address
+  trigger.opened = [&](Udp& udp) {
+    {
+      std::lock_guard lock(mutex);
+      trigger_address = udp.local_address();
+    }
+    opened.add();
+  };
+  trigger.datagram = [&](Udp& udp, const SocketAddress&, std::string_view) {
+    std::string address;
+    {
+      std::lock_guard lock(mutex);
+      if (Udp* first_socket = first_ref.get()) first_socket->close();
+      address = "udp4://127.0.0.1:" + std::to_string(local.port());
+    }
+    // Runs in this iteration, after the close is carried out, before the loop waits again.
+    udp.loop().post([&, address] { loops.loop(0).bind_udp(address, again); });
+  };
+  loops.loop(0).bind_udp("udp4://127.0.0.1:0", first);
+  ASSERT_TRUE(opened.wait_for(1));
+  loops.loop(0).bind_udp("udp4://127.0.0.1:0", trigger);
+  ASSERT_TRUE(opened.wait_for(2));
+  SocketAddress first_address, to_trigger;
+  {
+    std::lock_guard lock(mutex);
+    first_address = local;
+    to_trigger = trigger_address;
+  }
+  UdpPeer peer;
+  ASSERT_TRUE(peer.send_to(to_trigger, "go"));
+  ASSERT_TRUE(reopened.wait_for(1));
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_FALSE(open_error) << open_error.message();
+  }
+  ASSERT_TRUE(peer.send_to(first_address, "hi"));
+  EXPECT_EQ(peer.receive(2s).value_or(""), "hi!");
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+}
+
 }  // namespace
 }  // namespace evloop::test
