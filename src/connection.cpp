@@ -147,7 +147,7 @@ void Connection::begin_closing(std::error_code reason) {
   schedule();
 }
 
-void Connection::linger() {
+void Connection::linger(int reported_errno) {
   // A TCP close with the peer's bytes unread, or with bytes arriving before the peer has
   // acknowledged all it was sent, makes the kernel reset the connection and drop what it still
   // holds (RFC 1122 4.2.2.13; Linux does): a client that pipelines a request behind a response
@@ -163,7 +163,13 @@ void Connection::linger() {
   // its own) can lose it nothing. The input is read first all the same, so that a peer that has
   // stopped sending sees a FIN, not a reset.
   int error = 0;
-  const Drained input = discard_input(fd_.get(), kLingerReadBudget, error);
+  Drained input = discard_input(fd_.get(), kLingerReadBudget, error);
+  if (input != Drained::failed && reported_errno != 0) {
+    // The poller saw the reset, and the socket no longer says so (its error was read): a read
+    // finds only the end of the stream.
+    input = Drained::failed;
+    error = reported_errno;
+  }
   const bool unacknowledged = platform::tcp_output_unacknowledged(fd_.get());
   // The peer reset before it had everything: the rest is lost, and `closed` says so (as it does
   // when a send fails).
@@ -366,7 +372,7 @@ void Connection::on_event(const PollEvent& event) {
     // that does not end it, the timed checks go on out of the poller, which would report the
     // same condition again at every wait.
     cancel_timers();
-    linger();
+    linger(event.error && event.result < 0 ? static_cast<int>(-event.result) : 0);
     if (!ended()) park();
     return;
   }

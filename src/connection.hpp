@@ -156,7 +156,10 @@ class Connection final : public Pollable, public Conn {
   void finish(std::error_code error, bool reset);
   void detach_now();
   void begin_closing(std::error_code reason);
-  void linger();  // closing, all output with the kernel: finish() once the peer has it
+  // closing, all output with the kernel: finish() once the peer has it. `reported_errno`: an
+  // error the poller reported for the socket (and may have taken from it: libkqueue reads
+  // SO_ERROR), 0 if none.
+  void linger(int reported_errno = 0);
   void fail(std::error_code error, bool reset);  // records an end for settle()
   void forget_poller();
 
