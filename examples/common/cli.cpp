@@ -71,15 +71,11 @@ void check_listen_address(const Program& program, std::string_view text) {
     usage_error(program, "--listen: " + s.message());
   }
   const bool udp = evloop::is_udp(address.transport);
-  if (serves_udp(program) && !udp) {
-    usage_error(program, "--listen " + std::string(text) +
-                             ": this program serves UDP: use udp://, udp4:// or udp6://");
-  }
-  if (!serves_udp(program) && udp) {
-    usage_error(program, "--listen " + std::string(text) +
-                             ": this program serves TCP, not UDP: use tcp://, tcp4://, tcp6://, "
-                             "unix://, fd:// or systemd://");
-  }
+  if (udp == serves_udp(program)) return;
+  usage_error(program, "--listen " + std::string(text) +
+                           (udp ? ": this program serves TCP, not UDP: use tcp://, tcp4://, "
+                                  "tcp6://, unix://, fd:// or systemd://"
+                                : ": this program serves UDP: use udp://, udp4:// or udp6://"));
 }
 
 evloop::Options parse_flags(const Program& program, int argc, char** argv, const ExtraFlag& extra) {
