@@ -230,9 +230,7 @@ int Child::wait_exit(milliseconds timeout) {
   }
   // A child that closed its output may still run (or hang on its way out): its exit is waited
   // for within what is left of the deadline too, and past it the child is killed.
-  const int code = wait_for_exit(
-      pid_,
-      std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - Clock::now())));
+  const int code = wait_for_exit(pid_, milliseconds(remaining_ms(deadline)));
   pid_ = -1;
   return code;
 }
@@ -392,9 +390,7 @@ ProgramResult run_program(const std::vector<std::string>& argv, milliseconds tim
   }
   // The output ended, but the child may go on running (or hang on its way out): its exit is
   // waited for within what is left of the deadline, and past it the child is killed.
-  result.exit_code = wait_for_exit(
-      pid,
-      std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - Clock::now())));
+  result.exit_code = wait_for_exit(pid, milliseconds(remaining_ms(deadline)));
   return result;
 }
 
