@@ -175,7 +175,9 @@ void Connection::linger(int reported_errno) {
   // when a send fails).
   if (input == Drained::failed && unacknowledged) return finish(sys_error(-error), false);
   if (input == Drained::ended || input == Drained::failed || !unacknowledged) {
-    return finish(reason_, false);
+    // With the peer's bytes still unread (more than one check reads), the kernel resets the
+    // connection at close; it loses the peer nothing now, and `resets` counts it.
+    return finish(reason_, input == Drained::more);
   }
   Rare& r = rare();
   if (!lingering_) {

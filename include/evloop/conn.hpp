@@ -98,7 +98,9 @@ class Conn {
   /// sends meanwhile is read and dropped, and the socket is closed (and `closed` fires) once
   /// the peer has acknowledged every byte or ended its side: closing a TCP socket with the
   /// peer's bytes unread would make the kernel reset the connection and drop the end of the
-  /// output (a client that pipelines a request behind the last one answered would lose it). If
+  /// output (a client that pipelines a request behind the last one answered would lose it).
+  /// Once the peer has everything, a close that still finds its bytes unread (more than one
+  /// check reads: 256 KiB) resets, which the peer can no longer lose anything by. If
   /// the output is not taken within ConnOptions::close_timeout (and again for what the kernel
   /// still holds), the connection is reset (errc::close_timeout).
   /// While connecting, cancels the dial (`connect_failed` with errc::cancelled). Ignored after

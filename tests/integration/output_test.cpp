@@ -5,6 +5,7 @@
 
 #include <atomic>
 
+#include "platform.hpp"
 #include "test_support.hpp"
 
 namespace evloop::test {
@@ -339,6 +340,40 @@ TEST(OutputTest, AResetDuringALingeringCloseReachesClosed) {
   client.reset();
   ASSERT_TRUE(server.closed.wait_for(1));
   EXPECT_EQ(server.closed.first(), std::errc::connection_reset) << server.closed.first().message();
+}
+
+// A close that finds more of the peer's bytes than a lingering check reads, when the peer is owed
+// nothing, closes at once: the kernel resets the connection (unread bytes), and `resets` counts it.
+TEST(OutputTest, ACloseWithMoreUnreadBytesThanALingerReadsCountsItsReset) {
+  ConnRef conn;
+  EventCounter opened;
+  ErrorLog closed;
+  Callbacks cb;
+  cb.opened = [&](Conn& c) {
+    c.pause_reading();
+    conn = c.ref();
+    opened.add();
+  };
+  cb.data = [](Conn&, std::string_view in) { return in.size(); };
+  cb.closed = closed.recorder();
+  Options o = loopback_options();
+  o.socket_receive_buffer = 4 * 1024 * 1024;  // holds all the peer sends, never read
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(opened.wait_for(1));
+  ASSERT_TRUE(client.send_all(pattern(1u << 20, 11)));  // 4 lingering checks' worth
+  ASSERT_TRUE(eventually([&] {  // all of it is in the server's receive queue
+    return !detail::platform::tcp_output_unacknowledged(client.fd());
+  }));
+  ASSERT_TRUE(conn.close());
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_FALSE(closed.first()) << closed.first().message();  // our own close: no error
+  bool eof = true;
+  client.read_to_eof(&eof);
+  EXPECT_FALSE(eof);
+  EXPECT_EQ(errno, ECONNRESET);
+  EXPECT_EQ(total_stats(s.server).resets, 1u);
 }
 
 TEST(OutputTest, WritingToAResetPeerGivesAnErrorNotSigpipe) {
