@@ -16,14 +16,13 @@
 #include <cstring>
 
 #include "platform.hpp"
+#include "sys_error.hpp"
 
 namespace evloop::detail {
 namespace {
 
-std::error_code sys_error(int e) { return {e, std::system_category()}; }
-
 Status listen_error(const ListenAddress& addr, const char* step, int e) {
-  return {sys_error(e), "listen " + addr.text + ": " + step + ": " + std::strerror(e)};
+  return {sys_error(e), "listen " + addr.text + ": " + step + ": " + sys_error(e).message()};
 }
 
 // Binds, listens (stream sockets) and records the bound address. `fd` is already a socket of the

@@ -14,13 +14,12 @@
 #include "loop_group_core.hpp"
 #include "platform.hpp"
 #include "receive_batch.hpp"
+#include "sys_error.hpp"
 
 namespace evloop::detail {
 namespace {
 
 constexpr std::size_t kMaxGroReceive = 65536;  // a GRO receive holds up to 64 KiB
-
-std::error_code sys_error(int err) { return {err, std::system_category()}; }
 
 bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 

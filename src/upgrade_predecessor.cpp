@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
-#include <cstring>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -20,6 +19,7 @@
 #include "loop_group_core.hpp"
 #include "platform.hpp"
 #include "timeouts.hpp"
+#include "sys_error.hpp"
 #include "udp_socket.hpp"
 #include "upgrade_protocol.hpp"
 #include "upgrade_spawn.hpp"
@@ -36,7 +36,7 @@ Status failure(const std::string& why) {
   return {make_error_code(errc::upgrade_failed), "upgrade: " + why};
 }
 
-std::string error_text(int e) { return std::strerror(e); }
+std::string error_text(int e) { return sys_error(e).message(); }
 
 // Runs `task` on every loop's thread and returns once each loop has run it, or refused it (a
 // loop that has stopped; one that stops meanwhile runs it as it stops, its listeners and

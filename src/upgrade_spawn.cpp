@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "evloop/upgrade.hpp"
+#include "sys_error.hpp"
 #include "upgrade_protocol.hpp"
 
 extern char** environ;
@@ -91,7 +92,7 @@ std::string reap(pid_t pid) {
   do {
     r = ::waitpid(pid, &status, 0);
   } while (r < 0 && errno == EINTR);
-  if (r < 0) return "not reaped here: " + std::string(std::strerror(errno));
+  if (r < 0) return "not reaped here: " + sys_error(errno).message();
   if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
     const int sig = WTERMSIG(status);

@@ -6,7 +6,6 @@
 
 #include <condition_variable>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -14,6 +13,7 @@
 #include "event_loop.hpp"
 #include "evloop/upgrade.hpp"
 #include "loop_group_core.hpp"
+#include "sys_error.hpp"
 
 namespace evloop::detail {
 namespace {
@@ -74,7 +74,7 @@ Status UpgradeSuccessor::read_listeners() {
   for (std::uint32_t received = 0; received < total;) {
     Frame frame;
     if (const int e = reader_->next(frame, deadline)) {
-      return failed("reading the listening sockets: " + std::string(std::strerror(e)));
+      return failed("reading the listening sockets: " + sys_error(e).message());
     }
     PayloadReader in(frame.payload);
     std::uint32_t count = 0;

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
+#include <system_error>
 
 #include "http_handler.hpp"
 
@@ -205,7 +205,7 @@ std::string_view content_type_for(std::string_view name) {
 bool StaticFiles::open(const std::string& dir, std::string& error) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) {
-    error = dir + ": " + std::strerror(errno);
+    error = dir + ": " + std::generic_category().message(errno);
     return false;
   }
   if (root_fd_ >= 0) ::close(root_fd_);
