@@ -248,7 +248,7 @@ TEST(HttpParser, ImpossibleBytesAreRejectedWithoutWaitingForTheLineEnd) {
     std::string bad;    // its first byte makes that impossible
   };
   const Early cases[] = {
-      {"", "\x16\x03\x01\x02\x00"},  // a TLS ClientHello
+      {"", std::string("\x16\x03\x01\x02\x00", 5)},  // a TLS ClientHello
       {"", std::string(1, '\0')},
       {"", " GET / HTTP/1.1"},
       {"", ":"},
