@@ -22,6 +22,7 @@
 //     std::error_code watch_write_space(int fd, void* token);  // like add(fd, kWrite), but
 //                                                    // reports each wake-up once (see below)
 //     bool polls_ending() const;                     // a removed poll still holds its file
+//     std::uint64_t submit_refusals() const;         // retried refusals (io_uring), else 0
 //   };
 //   class Waker {                                    // one per loop
 //     std::error_code open(Poller&, void* token);    // registers itself; its events carry token

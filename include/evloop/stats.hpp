@@ -44,6 +44,9 @@ struct LoopStats {
   std::uint64_t gso_sends = 0;     ///< Segmented sends (UDP_SEGMENT) of two or more datagrams.
   std::uint64_t gro_receives = 0;  ///< Receives that held two or more datagrams (UDP_GRO).
   std::uint64_t udp_sockets = 0;   ///< UDP sockets open on this loop now.
+  /// io_uring: submissions the kernel refused for want of resources (EAGAIN, EBUSY) and that the
+  /// loop retried; a refusal that lasts 10 s with nothing submitted stops the loop (loop_failed).
+  std::uint64_t submit_refusals = 0;
 
   /// Adds another loop's counters (e.g. to total a server's loops).
   LoopStats& operator+=(const LoopStats& o) noexcept {
@@ -81,6 +84,7 @@ struct LoopStats {
     gso_sends += o.gso_sends;
     gro_receives += o.gro_receives;
     udp_sockets += o.udp_sockets;
+    submit_refusals += o.submit_refusals;
     return *this;
   }
 };

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -43,6 +44,7 @@ class Poller {
   void accept(int, void*) noexcept {}
   void cancel(void*, PollEvent::Op) noexcept {}
   static constexpr bool polls_ending() noexcept { return false; }
+  static constexpr std::uint64_t submit_refusals() noexcept { return 0; }
   std::error_code watch_write_space(int, void*) noexcept { return {}; }
 
  private:

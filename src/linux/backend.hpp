@@ -4,6 +4,7 @@
 
 #include <sys/socket.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <system_error>
@@ -64,6 +65,8 @@ class Poller {
   /// Polls removed whose end the kernel has not reported yet (io_uring): each still holds its
   /// socket's file open, so a stopping loop waits for them.
   bool polls_ending() const noexcept;
+  /// Submissions the kernel refused so far and that were retried (io_uring; 0 on epoll).
+  std::uint64_t submit_refusals() const noexcept;
 
  private:
   EpollPoller epoll_;

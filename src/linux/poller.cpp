@@ -48,6 +48,10 @@ std::error_code Poller::watch_write_space(int fd, void* token) {
 
 bool Poller::polls_ending() const noexcept { return uring_ && uring_->polls_ending(); }
 
+std::uint64_t Poller::submit_refusals() const noexcept {
+  return uring_ ? uring_->submit_refusals() : 0;
+}
+
 void Poller::receive(int fd, void* token, bool large) { uring_->receive(fd, token, large); }
 void Poller::send(int fd, const msghdr* msg, void* token) { uring_->send(fd, msg, token); }
 void Poller::accept(int fd, void* token) { uring_->accept(fd, token); }

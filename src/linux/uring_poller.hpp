@@ -56,6 +56,7 @@ class UringPoller {
   void cancel(void* token, Op op);
   /// True while a removed poll has not reported its end: until then it holds its file open.
   bool polls_ending() const noexcept { return ending_ > 0; }
+  std::uint64_t submit_refusals() const noexcept { return ring_.refusals(); }
 
  private:
   struct FdState {
