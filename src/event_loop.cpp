@@ -35,7 +35,7 @@ EventLoop::~EventLoop() {
 }
 
 Status EventLoop::open(Backend wanted, std::string& note) {
-  if (std::error_code ec = poller_.open(wanted, note)) {
+  if (std::error_code ec = poller_.open(wanted, group_.options().uring_buffers, note)) {
     return {ec, "create poller: " + ec.message()};
   }
   if (std::error_code ec = waker_.open(poller_, &waker_token_)) {

@@ -106,6 +106,12 @@ Status LoopGroupCore::open() {
                       std::to_string(LoopOptions::kMaxReadBufferSize) + " (1 GiB)");
   }
   if (o.shutdown_grace.count() < 0) return bad_option("shutdown_grace must not be negative");
+  if (o.uring_buffers > LoopOptions::kMaxUringBuffers ||
+      (o.uring_buffers & (o.uring_buffers - 1)) != 0) {
+    return bad_option("uring_buffers (" + std::to_string(o.uring_buffers) +
+                      ") must be 0 (the default) or a power of two up to " +
+                      std::to_string(LoopOptions::kMaxUringBuffers));
+  }
   Backend wanted;
   if (Status s = resolve_backend(o.backend, wanted); !s) return s;
   for (unsigned i = 0; i < o.loops; ++i) {

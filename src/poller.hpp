@@ -5,8 +5,9 @@
 // virtual call).
 //
 //   class Poller {                                   // one per loop, used only by its thread
-//     std::error_code open(Backend wanted, std::string& note);  // the kernel object; `note`
-//                                                    // says why another backend was used
+//     std::error_code open(Backend wanted, unsigned uring_buffers, std::string& note);
+//                                                    // the kernel object; `note` says why
+//                                                    // another backend was used
 //     const char* name() const;                      // "epoll", "io_uring", "kqueue"
 //     std::error_code add(int fd, unsigned interest, void* token);
 //     std::error_code modify(int fd, unsigned from, unsigned to, void* token);

@@ -47,6 +47,15 @@ struct LoopOptions {
   /// The event backend (see Backend). The environment variable EVLOOP_BACKEND (auto, epoll or
   /// io_uring) overrides `automatic`, so a program and a test suite run on io_uring unchanged.
   Backend backend = Backend::automatic;
+  /// io_uring only: provided receive buffers per loop, small ones (16 KiB each); the loop also
+  /// gets uring_buffers / 8 large ones (64 KiB each, at least 1). 0 means the default, 512 (so
+  /// 8 MiB + 4 MiB per loop); otherwise a power of two up to kMaxUringBuffers. Fewer save memory;
+  /// when more connections receive at once than there are buffers, the receives that find none
+  /// are asked again after the loop's next wait (LoopStats::receive_buffer_waits counts them):
+  /// slower, never lost or reordered.
+  unsigned uring_buffers = 0;
+  /// The largest uring_buffers.
+  static constexpr unsigned kMaxUringBuffers = 32768;
 };
 
 /// Hooks run on each loop's own thread. Every one is optional and must not throw.

@@ -47,6 +47,9 @@ struct LoopStats {
   /// io_uring: submissions the kernel refused for want of resources (EAGAIN, EBUSY) and that the
   /// loop retried; a refusal that lasts 10 s with nothing submitted stops the loop (loop_failed).
   std::uint64_t submit_refusals = 0;
+  /// io_uring: receives that found every provided buffer in use (ENOBUFS) and were asked again
+  /// once buffers came back (see LoopOptions::uring_buffers).
+  std::uint64_t receive_buffer_waits = 0;
 
   /// Adds another loop's counters (e.g. to total a server's loops).
   LoopStats& operator+=(const LoopStats& o) noexcept {
@@ -85,6 +88,7 @@ struct LoopStats {
     gro_receives += o.gro_receives;
     udp_sockets += o.udp_sockets;
     submit_refusals += o.submit_refusals;
+    receive_buffer_waits += o.receive_buffer_waits;
     return *this;
   }
 };

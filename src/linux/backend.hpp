@@ -44,8 +44,8 @@ class Poller {
   Poller& operator=(const Poller&) = delete;
 
   /// Opens epoll, or io_uring when `wanted` says so (falling back to epoll, with `note` saying
-  /// why, when the kernel refuses it).
-  std::error_code open(Backend wanted, std::string& note);
+  /// why, when the kernel refuses it), with `uring_buffers` as LoopOptions::uring_buffers says.
+  std::error_code open(Backend wanted, unsigned uring_buffers, std::string& note);
   /// The build's default backend (epoll), for tests of the contract.
   std::error_code open();
   const char* name() const noexcept { return uring_ ? "io_uring" : "epoll"; }

@@ -12,10 +12,10 @@ Poller::~Poller() = default;
 
 std::error_code Poller::open() { return epoll_.open(); }
 
-std::error_code Poller::open(Backend wanted, std::string& note) {
+std::error_code Poller::open(Backend wanted, unsigned uring_buffers, std::string& note) {
   if (wanted == Backend::io_uring) {
     auto ring = std::make_unique<UringPoller>();
-    const std::error_code ec = ring->open();
+    const std::error_code ec = ring->open(uring_buffers);
     if (!ec) {
       uring_ = std::move(ring);
       return {};
