@@ -729,8 +729,11 @@ void Connection::on_received(const PollEvent& event) {
     } else {
       stashed_ = stashed_eof_ = true;
     }
-  } else if (event.result != -ENOBUFS && event.result != -ECANCELED && event.result != -EINTR) {
-    // ENOBUFS: re-armed once buffers are back; EINTR: re-armed (as a send is).
+  } else if (event.result == -ENOBUFS) {
+    // Every provided buffer was in use: asked again (schedule()) with the next wait, which first
+    // gives the kernel back the buffers this iteration's completions used.
+    bump(loop_.counters().receive_buffer_waits);
+  } else if (event.result != -ECANCELED && event.result != -EINTR) {  // EINTR: re-armed too
     return finish(sys_error(event.result), false);
   }
   schedule();

@@ -106,8 +106,19 @@ Status LoopGroupCore::open() {
                       std::to_string(LoopOptions::kMaxReadBufferSize) + " (1 GiB)");
   }
   if (o.shutdown_grace.count() < 0) return bad_option("shutdown_grace must not be negative");
+  if (o.uring_buffers > LoopOptions::kMaxUringBuffers ||
+      (o.uring_buffers & (o.uring_buffers - 1)) != 0) {
+    return bad_option("uring_buffers (" + std::to_string(o.uring_buffers) +
+                      ") must be 0 (the default) or a power of two up to " +
+                      std::to_string(LoopOptions::kMaxUringBuffers));
+  }
   Backend wanted;
   if (Status s = resolve_backend(o.backend, wanted); !s) return s;
+  return open_loops(wanted);
+}
+
+Status LoopGroupCore::open_loops(Backend wanted) {
+  const LoopOptions& o = options_;
   for (unsigned i = 0; i < o.loops; ++i) {
     try {
       loops_.push_back(std::make_unique<EventLoop>(*this, i));
@@ -119,10 +130,20 @@ Status LoopGroupCore::open() {
     }
     std::string note;
     Status s = loops_.back()->open(wanted, note);
-    if (i == 0) backend_note_ = note;
     if (!s) {
       discard();
       return {s.code(), "loop " + std::to_string(i) + ": " + s.message()};
+    }
+    if (i == 0) {
+      backend_note_ = note;
+    } else if (!note.empty() && backend_note_.empty()) {
+      // The kernel refused io_uring to this loop (out of locked memory or address space...)
+      // after giving it to the loops before: every loop is opened again on epoll, so that one
+      // backend() describes them all. (Linux only: a BSD build gives every loop the same note.)
+      discard();
+      if (Status again = open_loops(Backend::epoll); !again) return again;
+      backend_note_ = "loop " + std::to_string(i) + ": " + note + " on every loop";
+      return {};
     }
   }
   return {};

@@ -29,6 +29,8 @@ class LoopGroupCore {
   /// Checks the options and creates the loops (pollers, wakers), starting no thread. On failure
   /// nothing is left. errc::already_started if the group was started before.
   Status open();
+  /// Creates and opens options().loops loops on `wanted` (open()'s second half).
+  Status open_loops(Backend wanted);
   /// Destroys the loops open() made (a start that failed after it).
   void discard();
   /// Starts one thread per loop (after open()). On failure no loop has run and the loops stay,

@@ -34,6 +34,8 @@ struct AtomicLoopStats {
   // Gauges (loop thread only): bytes held in output buffers and unconsumed-input buffers, UDP
   // sockets open.
   Counter output_buffered{0}, input_buffered{0}, udp_sockets{0};
+  // io_uring.
+  Counter submit_refusals{0}, receive_buffer_waits{0};
 
   LoopStats snapshot() const noexcept {
     constexpr auto r = std::memory_order_relaxed;
@@ -72,6 +74,8 @@ struct AtomicLoopStats {
     s.gso_sends = gso_sends.load(r);
     s.gro_receives = gro_receives.load(r);
     s.udp_sockets = udp_sockets.load(r);
+    s.submit_refusals = submit_refusals.load(r);
+    s.receive_buffer_waits = receive_buffer_waits.load(r);
     return s;
   }
 };

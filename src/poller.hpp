@@ -5,8 +5,9 @@
 // virtual call).
 //
 //   class Poller {                                   // one per loop, used only by its thread
-//     std::error_code open(Backend wanted, std::string& note);  // the kernel object; `note`
-//                                                    // says why another backend was used
+//     std::error_code open(Backend wanted, unsigned uring_buffers, std::string& note);
+//                                                    // the kernel object; `note` says why
+//                                                    // another backend was used
 //     const char* name() const;                      // "epoll", "io_uring", "kqueue"
 //     std::error_code add(int fd, unsigned interest, void* token);
 //     std::error_code modify(int fd, unsigned from, unsigned to, void* token);
@@ -22,6 +23,7 @@
 //     std::error_code watch_write_space(int fd, void* token);  // like add(fd, kWrite), but
 //                                                    // reports each wake-up once (see below)
 //     bool polls_ending() const;                     // a removed poll still holds its file
+//     std::uint64_t submit_refusals() const;         // retried refusals (io_uring), else 0
 //   };
 //   class Waker {                                    // one per loop
 //     std::error_code open(Poller&, void* token);    // registers itself; its events carry token

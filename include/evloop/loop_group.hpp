@@ -27,7 +27,9 @@ enum class Backend {
   io_uring,   ///< Linux 6.0+: completions with io_uring (batched receives and sends); falls
               ///< back to epoll, with a note in ServingInfo / LoopGroup::backend_note(), where
               ///< the kernel refuses it (ENOSYS, EPERM from kernel.io_uring_disabled or seccomp,
-              ///< a missing feature).
+              ///< a missing feature, ENOMEM). All loops fall back together: should the kernel
+              ///< refuse it to one loop only (out of locked memory or address space), every
+              ///< loop uses epoll.
 };
 
 /// Settings of the loops themselves (a Server takes them from its Options).
@@ -47,6 +49,15 @@ struct LoopOptions {
   /// The event backend (see Backend). The environment variable EVLOOP_BACKEND (auto, epoll or
   /// io_uring) overrides `automatic`, so a program and a test suite run on io_uring unchanged.
   Backend backend = Backend::automatic;
+  /// io_uring only: provided receive buffers per loop, small ones (16 KiB each); the loop also
+  /// gets uring_buffers / 8 large ones (64 KiB each, at least 1). 0 means the default, 512 (so
+  /// 8 MiB + 4 MiB per loop); otherwise a power of two up to kMaxUringBuffers. Fewer save memory;
+  /// when more connections receive at once than there are buffers, the receives that find none
+  /// are asked again after the loop's next wait (LoopStats::receive_buffer_waits counts them):
+  /// slower, never lost or reordered.
+  unsigned uring_buffers = 0;
+  /// The largest uring_buffers.
+  static constexpr unsigned kMaxUringBuffers = 32768;
 };
 
 /// Hooks run on each loop's own thread. Every one is optional and must not throw.
@@ -100,9 +111,11 @@ class LoopGroup {
   /// Counters of every loop, indexed by loop.
   std::vector<LoopStats> stats() const;
   /// The backend the loops use ("epoll", "io_uring", "kqueue"), valid after a successful start().
+  /// Every loop of a group uses the same one (see Backend::io_uring), so this is each loop's.
   const char* backend() const noexcept;
   /// Why the backend is not the one asked for (empty when it is), e.g. "io_uring unavailable
-  /// (Operation not permitted): using epoll".
+  /// (Operation not permitted): using epoll", or, when only a later loop was refused, "loop 3:
+  /// io_uring unavailable (Cannot allocate memory): using epoll on every loop".
   const std::string& backend_note() const noexcept;
 
  private:

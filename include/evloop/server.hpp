@@ -38,7 +38,7 @@ struct ServingInfo {
   /// True in a process a live upgrade started: its listening sockets are its predecessor's, and
   /// the connections the predecessor hands over arrive once it has started.
   bool successor = false;
-  /// The event backend the loops use: "epoll", "io_uring" or "kqueue".
+  /// The event backend the loops use: "epoll", "io_uring" or "kqueue" (the same for every loop).
   std::string backend;
   /// Why the backend is not the one asked for (LoopOptions::backend or EVLOOP_BACKEND), e.g.
   /// "io_uring unavailable (Operation not permitted): using epoll"; empty when it is.
@@ -134,6 +134,7 @@ class Server {
   /// Counters of every loop, indexed by loop.
   std::vector<LoopStats> stats() const;
   /// The event backend the loops use ("epoll", "io_uring", "kqueue"), after a successful start().
+  /// Every loop uses the same one (see Backend::io_uring), so this is each loop's.
   const char* backend() const noexcept;
 
  private:

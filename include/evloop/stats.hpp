@@ -44,6 +44,12 @@ struct LoopStats {
   std::uint64_t gso_sends = 0;     ///< Segmented sends (UDP_SEGMENT) of two or more datagrams.
   std::uint64_t gro_receives = 0;  ///< Receives that held two or more datagrams (UDP_GRO).
   std::uint64_t udp_sockets = 0;   ///< UDP sockets open on this loop now.
+  /// io_uring: submissions the kernel refused for want of resources (EAGAIN, EBUSY) and that the
+  /// loop retried; a refusal that lasts 10 s with nothing submitted stops the loop (loop_failed).
+  std::uint64_t submit_refusals = 0;
+  /// io_uring: receives that found every provided buffer in use (ENOBUFS) and were asked again
+  /// once buffers came back (see LoopOptions::uring_buffers).
+  std::uint64_t receive_buffer_waits = 0;
 
   /// Adds another loop's counters (e.g. to total a server's loops).
   LoopStats& operator+=(const LoopStats& o) noexcept {
@@ -81,6 +87,8 @@ struct LoopStats {
     gso_sends += o.gso_sends;
     gro_receives += o.gro_receives;
     udp_sockets += o.udp_sockets;
+    submit_refusals += o.submit_refusals;
+    receive_buffer_waits += o.receive_buffer_waits;
     return *this;
   }
 };

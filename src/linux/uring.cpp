@@ -155,20 +155,33 @@ void Uring::publish_buffers() noexcept {
 }
 
 io_uring_sqe* Uring::sqe() {
-  if (failed_ == 0 && sq_full()) {
-    // Full: hand what is queued to the kernel now to make room. Submission only: no completions
-    // are reaped or waited for here (GETEVENTS could fail the call with EBUSY on a full CQ).
-    const int rc = enter(publish(), 0, 0, nullptr, 0);
-    if (sq_full()) failed_ = rc < 0 ? -rc : EBUSY;  // taken none: the next entry would overwrite
-  }
   if (failed_ != 0) {
-    std::memset(scratch_, 0, sizeof scratch_);
-    return reinterpret_cast<io_uring_sqe*>(scratch_);
+    std::memset(scratch_.bytes, 0, sizeof scratch_.bytes);
+    return reinterpret_cast<io_uring_sqe*>(scratch_.bytes);
+  }
+  if (kept_.empty() && sq_full()) {
+    // Full: hand what is queued to the kernel now to make room. Submission only: no completions
+    // are reaped or waited for here (they must reach the caller's next wait).
+    if (enter(publish(), 0, 0, nullptr, 0) > 0) refusals_.taken();
+  }
+  if (!kept_.empty() || sq_full()) {
+    // The kernel took none (out of resources, or the ring is not enabled yet): the entry waits
+    // aside, after those already kept, for submit_and_wait(), which decides if that is final.
+    EntryBytes& kept = kept_.emplace_back();
+    std::memset(kept.bytes, 0, sizeof kept.bytes);
+    return reinterpret_cast<io_uring_sqe*>(kept.bytes);
   }
   io_uring_sqe* entry = &sq_.sqes[sq_.local_tail & *sq_.mask];
   std::memset(entry, 0, sizeof *entry);
   ++sq_.local_tail;
   return entry;
+}
+
+void Uring::queue_kept() noexcept {
+  for (; !kept_.empty() && !sq_full(); kept_.pop_front()) {
+    std::memcpy(&sq_.sqes[sq_.local_tail & *sq_.mask], kept_.front().bytes, sizeof(io_uring_sqe));
+    ++sq_.local_tail;
+  }
 }
 
 unsigned Uring::publish() noexcept {
@@ -189,11 +202,52 @@ bool Uring::sq_full() const noexcept {
 }
 
 void Uring::submit_now() noexcept {
-  if (failed_ == 0) (void)enter(publish(), 0, IORING_ENTER_GETEVENTS, nullptr, 0);
+  if (failed_ != 0) return;
+  queue_kept();
+  (void)enter(publish(), 0, IORING_ENTER_GETEVENTS, nullptr, 0);
+}
+
+bool SubmitRefusals::final(int error, Clock::time_point now) noexcept {
+  ++count_;
+  if (error != EAGAIN && error != EBUSY) return true;
+  if (!refusing_) {
+    refusing_ = true;
+    since_ = now;
+    return false;
+  }
+  return now - since_ >= limit_;
+}
+
+int Uring::refused(int error, int timeout_ms) {
+  if (refusals_.final(error, std::chrono::steady_clock::now())) {
+    failed_ = error;
+    return -error;
+  }
+  // Submitted again by the next call. Completions already there are reaped by the caller first
+  // (reaping is what frees what the kernel lacks); with none yet, wait briefly for one without
+  // submitting, so a loop with nothing else to do does not spin on the refusal.
+  if (!has_completions() && timeout_ms != 0) {
+    constexpr int kRetryMs = 10;
+    const int ms = timeout_ms < 0 ? kRetryMs : std::min(timeout_ms, kRetryMs);
+    __kernel_timespec ts{0, ms * 1'000'000L};
+    io_uring_getevents_arg arg{};
+    arg.ts = reinterpret_cast<std::uint64_t>(&ts);
+    (void)enter(0, 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
+  }
+  return 0;
 }
 
 int Uring::submit_and_wait(int timeout_ms) {
   if (failed_ != 0) return -failed_;
+  // Entries kept aside by sqe() go first, in order. While more are kept than the queue holds,
+  // the queue is submitted alone to make room (only after a refusal: the usual call is one
+  // io_uring_enter that submits and waits).
+  for (queue_kept(); !kept_.empty(); queue_kept()) {
+    const int rc = enter(publish(), 0, 0, nullptr, 0);
+    if (rc == -EINTR) return 0;
+    if (rc <= 0) return refused(rc == 0 ? EBUSY : -rc, timeout_ms);
+    refusals_.taken();
+  }
   const unsigned queued = publish();
   // Completions already waiting: collect them without blocking.
   const unsigned want = timeout_ms == 0 || has_completions() ? 0 : 1;
@@ -206,7 +260,10 @@ int Uring::submit_and_wait(int timeout_ms) {
     arg.ts = reinterpret_cast<std::uint64_t>(&ts);
     rc = enter(queued, want, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof arg);
   }
-  if (rc == -EINTR || rc == -ETIME || rc == -EBUSY || rc == -EAGAIN) return 0;
+  // EAGAIN, EBUSY: nothing was submitted (a submission that took some returns its count).
+  if (rc == -EAGAIN || rc == -EBUSY) return refused(-rc, timeout_ms);
+  if (rc == -EINTR || rc == -ETIME) return 0;
+  if (rc > 0) refusals_.taken();
   return rc;
 }
 

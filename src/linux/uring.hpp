@@ -9,11 +9,38 @@
 
 #include <linux/io_uring.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <system_error>
 
 namespace evloop::detail {
+
+/// When a refused submission stops being retried. io_uring_enter refuses a whole queue with
+/// EAGAIN ("unable to allocate memory for the request, or otherwise ran out of resources") or
+/// EBUSY (older kernels: completions overflowed and must be reaped first): both pass once memory
+/// is back or completions are reaped, so they are retried until `limit` has gone by with the
+/// kernel taking nothing. Any other refusal (EBADF, EBADFD, EFAULT...) is for good.
+class SubmitRefusals {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::chrono::milliseconds kDefaultLimit{10'000};
+  explicit SubmitRefusals(std::chrono::milliseconds limit = kDefaultLimit) : limit_(limit) {}
+
+  /// The kernel took none of the queue with `error` at `now`: true when that is final.
+  bool final(int error, Clock::time_point now) noexcept;
+  /// The kernel took a submission: a refusal that follows starts a new limit.
+  void taken() noexcept { refusing_ = false; }
+  /// Refusals so far (each retried one and the final one).
+  std::uint64_t count() const noexcept { return count_; }
+
+ private:
+  std::chrono::milliseconds limit_;
+  bool refusing_ = false;         // refused, and nothing taken since
+  Clock::time_point since_{};     // the first refusal of this run
+  std::uint64_t count_ = 0;
+};
 
 class Uring {
  public:
@@ -44,14 +71,23 @@ class Uring {
   void recycle_buffer(std::uint16_t id) noexcept;
 
   /// A zeroed submission entry; submits what is queued first if the queue is full. If the kernel
-  /// takes none of a full queue, the ring has failed: the entry returned is a scratch one that is
-  /// never submitted, and every later submit_and_wait() returns the error, so the loop stops and
-  /// says why instead of overwriting a request that was never submitted.
+  /// takes none of a full queue (or the ring is not enabled yet), the entry is kept aside, in
+  /// order, and submitted by a later wait: never overwritten, never lost. Nothing is allocated
+  /// unless the kernel refuses.
   io_uring_sqe* sqe();
-  /// Submits what is queued and waits up to `timeout_ms` (-1: no limit, 0: not at all) for at
-  /// least one completion. Returns the number submitted, or -errno (EINTR and ETIME are not
-  /// errors: they return 0; a failed sqe() is, for good).
+  /// Submits what is queued (first what was kept aside) and waits up to `timeout_ms` (-1: no
+  /// limit, 0: not at all) for at least one completion. Returns the number submitted, or -errno
+  /// (EINTR and ETIME are not errors: they return 0). A refusal the kernel may lift (EAGAIN,
+  /// EBUSY: see SubmitRefusals) returns 0 too, after waiting briefly for completions to reap,
+  /// and the queue is submitted again by the next call; one that is final returns the error,
+  /// now and at every later call.
   int submit_and_wait(int timeout_ms);
+  /// How long a refusal the kernel may lift is retried (tests shorten it).
+  void set_refusal_limit(std::chrono::milliseconds limit) noexcept {
+    refusals_ = SubmitRefusals(limit);
+  }
+  /// Submissions the kernel refused so far (see submit_and_wait()).
+  std::uint64_t refusals() const noexcept { return refusals_.count(); }
   /// Submits what is queued and runs the kernel's deferred work (DEFER_TASKRUN), without waiting:
   /// a poll cancelled by what was queued has ended, and let go of its file, when this returns.
   /// Its completions wait for the next submit_and_wait(). A refusal is left to that call to report.
@@ -92,6 +128,8 @@ class Uring {
   unsigned publish() noexcept;
   bool sq_full() const noexcept;  // every entry queued and not yet taken by the kernel
   void publish_buffers() noexcept;
+  void queue_kept() noexcept;  // moves kept entries into the queue while it has room
+  int refused(int error, int timeout_ms);
 
   int fd_ = -1;
   unsigned flags_ = 0;
@@ -102,10 +140,17 @@ class Uring {
   SubmissionQueue sq_;
   CompletionQueue cq_;
   unsigned sq_entries_ = 0;
-  int failed_ = 0;  // errno of a full queue the kernel would not take (see sqe())
-  // Handed out once failed_: written, never submitted. Bytes, as the struct ends in a flexible
-  // array and so cannot be a member.
-  alignas(io_uring_sqe) unsigned char scratch_[sizeof(io_uring_sqe)] = {};
+  int failed_ = 0;  // errno of a final refusal: every later submit_and_wait() returns it
+  SubmitRefusals refusals_;
+  // An entry as bytes: io_uring_sqe ends in a flexible array, so it cannot be an element.
+  struct EntryBytes {
+    alignas(io_uring_sqe) unsigned char bytes[sizeof(io_uring_sqe)];
+  };
+  // Handed out once failed_: written, never submitted.
+  EntryBytes scratch_ = {};
+  // Entries that did not fit a queue the kernel would not take, oldest first (a deque: a new one
+  // does not move those handed out). Empty but for a refusal.
+  std::deque<EntryBytes> kept_;
   // A group of provided buffers: its ring (registered with the kernel) and the buffers.
   struct BufferGroup {
     io_uring_buf* ring = nullptr;  // the provided-buffer ring, as its array of entries

@@ -14,16 +14,15 @@ namespace {
 constexpr unsigned kRingEntries = 2048;
 // The most one send moves (Linux's MAX_RW_COUNT: INT_MAX rounded down to a page).
 constexpr std::size_t kMaxSend = 0x7ffff000;
-// Provided buffers for receives, in two groups. Small ones, enough for every reading connection
-// of a busy batch to get one (a receive that finds none ends with ENOBUFS and is re-armed after
-// the next recycle); and fewer large ones for connections whose last receive filled a small one,
-// so a stream of large messages arrives in one completion each, as one read does on epoll.
-// Buffer IDs run on from one group to the next. Counts are powers of two.
+// Provided buffers for receives, in two groups. Small ones, by default (kDefaultBuffers) enough
+// for every reading connection of a busy batch to get one (a receive that finds none ends with
+// ENOBUFS and is re-armed after the next recycle); and an eighth as many large ones for
+// connections whose last receive filled a small one, so a stream of large messages arrives in
+// one completion each, as one read does on epoll. Buffer IDs run on from one group to the next.
+// Counts are powers of two (LoopOptions::uring_buffers).
 constexpr std::uint16_t kSmallGroup = 0;
-constexpr std::uint16_t kSmallCount = 512;
 constexpr std::uint32_t kSmallSize = 16 * 1024;
 constexpr std::uint16_t kLargeGroup = 1;
-constexpr std::uint16_t kLargeCount = 64;
 constexpr std::uint32_t kLargeSize = 64 * 1024;
 static_assert(kLargeGroup < Uring::kBufferGroups);
 
@@ -47,12 +46,14 @@ unsigned poll_mask(unsigned interest) {
 
 }  // namespace
 
-std::error_code UringPoller::open() {
+std::error_code UringPoller::open(unsigned buffers) {
+  const auto small = static_cast<std::uint16_t>(buffers == 0 ? kDefaultBuffers : buffers);
+  const auto large = static_cast<std::uint16_t>(std::max(1, small / 8));
   if (std::error_code ec = ring_.open(kRingEntries)) return ec;
-  if (std::error_code ec = ring_.register_buffers(kSmallGroup, kSmallCount, kSmallSize, 0)) {
+  if (std::error_code ec = ring_.register_buffers(kSmallGroup, small, kSmallSize, 0)) {
     return ec;
   }
-  return ring_.register_buffers(kLargeGroup, kLargeCount, kLargeSize, kSmallCount);
+  return ring_.register_buffers(kLargeGroup, large, kLargeSize, small);
 }
 
 UringPoller::FdState& UringPoller::state(int fd) {

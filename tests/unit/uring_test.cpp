@@ -1,5 +1,6 @@
-// The thin io_uring (src/linux/uring.*): a full submission queue is handed to the kernel, and a
-// queue the kernel will not take fails the ring loudly instead of losing a request.
+// The thin io_uring (src/linux/uring.*): a full submission queue is handed to the kernel; requests
+// a full queue the kernel will not take are kept and submitted later, never lost; a refusal is
+// retried while it may pass (EAGAIN, EBUSY) and fails the ring loudly when final.
 #include "linux/uring.hpp"
 
 #include <gtest/gtest.h>
@@ -8,6 +9,7 @@
 #include <cstdint>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace evloop::detail {
 namespace {
@@ -54,24 +56,82 @@ TEST(UringTest, MoreRequestsThanTheQueueHoldsAllComplete) {
   EXPECT_EQ(completions(ring, kRequests), expected);
 }
 
-TEST(UringTest, AFullQueueTheKernelRefusesFailsTheRingInsteadOfLosingARequest) {
+// The kernel refuses a full queue (here: the ring is not enabled yet, so every submission fails
+// with EBADFD; under load: EAGAIN or EBUSY). The requests that did not fit are kept, in order,
+// and every one is submitted once the kernel takes them: none lost, none overwritten, and the
+// ring does not fail. (It used to fail for good at the first refusal: the loop stopped.)
+TEST(UringTest, RequestsAFullQueueTheKernelRefusedAreKeptAndSubmittedInOrderLater) {
   Uring ring;
   if (const std::string why = open_failure(ring); !why.empty()) {
     GTEST_SKIP() << "io_uring unavailable here: " << why;
   }
-  // Not enabled yet: the kernel refuses every submission (EBADFD), as it would a queue it could
-  // not take under load.
-  for (std::uint64_t id = 1; id <= kEntries; ++id) queue_nop(ring, id);
-  queue_nop(ring, kEntries + 1);  // the queue is full and cannot be flushed
+  // Three queues' worth: more kept aside than the queue holds, so submitting them takes rounds.
+  constexpr std::uint64_t kRequests = 3 * kEntries + 1;
+  for (std::uint64_t id = 1; id <= kRequests; ++id) queue_nop(ring, id);
   ASSERT_FALSE(ring.enable());
-  // Either every request completes as asked, or the ring says it failed, now and for good; never
-  // a request overwritten before it was submitted.
-  const int rc = ring.submit_and_wait(0);
-  ASSERT_LT(rc, 0) << "the fifth request had no room, and submit_and_wait() did not say so";
-  EXPECT_EQ(rc, -EBADFD);
+  std::vector<std::uint64_t> order;
+  for (int waits = 0; order.size() < kRequests && waits < 100; ++waits) {
+    ASSERT_GE(ring.submit_and_wait(1000), 0);
+    ring.drain_completions(64, [&](const io_uring_cqe& cqe) {
+      EXPECT_EQ(cqe.res, 0);
+      order.push_back(cqe.user_data);
+    });
+  }
+  std::vector<std::uint64_t> expected;
+  for (std::uint64_t id = 1; id <= kRequests; ++id) expected.push_back(id);
+  EXPECT_EQ(order, expected) << "a NOP completes as it is submitted: in the order queued";
+  EXPECT_EQ(ring.refusals(), 0u) << "enabled, the ring took every kept request at once";
+}
+
+// A refusal that is not for want of resources (EBADFD: a ring never enabled) is final: the ring
+// says so at once and at every later wait, and asking for an entry stays safe.
+TEST(UringTest, ARingTheKernelRefusesForGoodFailsLoudly) {
+  Uring ring;
+  if (const std::string why = open_failure(ring); !why.empty()) {
+    GTEST_SKIP() << "io_uring unavailable here: " << why;
+  }
+  for (std::uint64_t id = 1; id <= kEntries + 1; ++id) queue_nop(ring, id);
+  EXPECT_EQ(ring.submit_and_wait(0), -EBADFD);
   EXPECT_EQ(ring.submit_and_wait(0), -EBADFD) << "a failed ring must stay failed";
   queue_nop(ring, kEntries + 2);  // still safe to ask for an entry: it goes nowhere
   EXPECT_EQ(ring.submit_and_wait(0), -EBADFD);
+  EXPECT_EQ(ring.refusals(), 1u);
+}
+
+// The retry policy itself, on a clock the test moves (this kernel never refuses with EAGAIN or
+// EBUSY short of a memory cgroup's OOM: see RELIABILITY.md).
+TEST(SubmitRefusalsTest, EagainAndEbusyAreRetriedUntilTheLimitPassesWithNothingTaken) {
+  using namespace std::chrono_literals;
+  SubmitRefusals refusals(100ms);
+  const SubmitRefusals::Clock::time_point t0{};
+  for (const int error : {EAGAIN, EBUSY}) {
+    EXPECT_FALSE(refusals.final(error, t0));
+    EXPECT_FALSE(refusals.final(error, t0 + 50ms));
+    EXPECT_FALSE(refusals.final(error, t0 + 99ms));
+    EXPECT_TRUE(refusals.final(error, t0 + 100ms)) << "refused for the whole limit: final";
+    refusals.taken();
+  }
+  EXPECT_EQ(refusals.count(), 8u);
+}
+
+TEST(SubmitRefusalsTest, ASubmissionTakenStartsTheLimitAgain) {
+  using namespace std::chrono_literals;
+  SubmitRefusals refusals(100ms);
+  const SubmitRefusals::Clock::time_point t0{};
+  EXPECT_FALSE(refusals.final(EAGAIN, t0));
+  EXPECT_FALSE(refusals.final(EAGAIN, t0 + 90ms));
+  refusals.taken();  // progress: the kernel took something
+  EXPECT_FALSE(refusals.final(EAGAIN, t0 + 150ms));
+  EXPECT_FALSE(refusals.final(EBUSY, t0 + 240ms));
+  EXPECT_TRUE(refusals.final(EAGAIN, t0 + 250ms));
+}
+
+TEST(SubmitRefusalsTest, OtherErrorsAreFinalAtOnce) {
+  SubmitRefusals refusals;
+  const SubmitRefusals::Clock::time_point t0{};
+  for (const int error : {EBADF, EBADFD, EFAULT, EINVAL, EOPNOTSUPP}) {
+    EXPECT_TRUE(refusals.final(error, t0)) << error;
+  }
 }
 
 }  // namespace
