@@ -469,6 +469,23 @@ Status serve_on(const UpgradeSource& source, pid_t pid, const Sent& sent,
                  " were taken back; this process serves on");
 }
 
+// Step 6: tells the successor that the handover has ended. By now it has answered for every
+// connection sent: they are its own, and so is the upgrade's outcome. Should `done` not reach it
+// (it stopped reading its control socket: its stop() does, and so does its end, each after its
+// last answer), it is neither killed nor is anything taken back: the closing of this end tells it
+// the same (upgrade_successor.cpp), and the upgrade stands. Returns the report's note: empty, or
+// what happened.
+std::string say_done(int control, pid_t pid, std::size_t moved, Clock::time_point deadline) {
+  std::string count;
+  PayloadWriter(count).u64(moved);
+  const int e = upgrade::send_frame(control, FrameType::done, count, {}, deadline);
+  if (e == 0) return {};
+  return "the successor (pid " + std::to_string(pid) +
+         ") could not be told that the handover had ended (" + error_text(e) +
+         "): it had answered for all " + std::to_string(moved) +
+         " connections sent, which stay its own; this process drains as after any upgrade";
+}
+
 }  // namespace
 
 Status check_upgrade_options(const UpgradeOptions& options) {
@@ -509,15 +526,10 @@ Status run_handover(const UpgradeSource& source, const UpgradeOptions& options,
   std::atomic<std::size_t> draining{0};
   start_handover(source.group, source.profiles, queue, draining);
   Sent sent = send_connections(control.get(), answers ? &reader : nullptr, queue, ready_timeout);
-  if (sent.error == 0 && !sent.stopped) {
-    std::string count;
-    PayloadWriter(count).u64(sent.moved);
-    sent.error = upgrade::send_frame(control.get(), FrameType::done, count, {},
-                                     Clock::now() + ready_timeout);
-  }
   std::vector<Moved> back = std::move(sent.back);
   if (sent.error != 0) return take_back(source, pid, sent, back);
   if (sent.stopped) return serve_on(source, pid, sent, back);
+  report.note = say_done(control.get(), pid, sent.moved, Clock::now() + ready_timeout);
   control.reset();
   adopt_back(source, back);  // those it left here (a profile it lacks) drain here
   report.successor_pid = pid;

@@ -4,6 +4,7 @@
 // nothing changed; connections the application keeps drain in the old process.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -589,6 +590,62 @@ TEST_F(UpgradeTest, ASuccessorStoppedDuringTheHandoverLeavesTheUnixSocketFileToT
   if (again >= 0) ::close(again);
   ::kill(server_pid_, SIGTERM);
   EXPECT_EQ(wait_generation_exit(server_pid_), 0);
+  EXPECT_EQ(::access(path.c_str(), F_OK), -1) << "the last generation removes its file";
+}
+
+// A successor that took every connection handed to it, then stopped reading its control socket
+// before the old process said `done` (the kernel state its stop() makes: shutdown(SHUT_RD); here
+// the test makes it, on the successor's socket while the successor is frozen with the batch
+// queued, so the successor runs on): the old process's `done` fails (EPIPE). The connections are
+// the successor's once it has answered for them: the upgrade stands, the old process drains and
+// exits, and the report says that `done` was not delivered. It used to kill the successor ("was
+// lost during the handover"), losing the connections it had taken, and serve on.
+TEST_F(UpgradeTest, ADoneThatCannotBeSentLeavesTheSuccessorItsConnections) {
+  const std::string path = "/tmp/evloop-upgrade-" + std::to_string(::getpid()) + "-done.sock";
+  ASSERT_NO_FATAL_FAILURE(start({"--listen", "unix://" + path}));
+  Streamer stream(port_, 40);
+  stream.exchange();
+  const pid_t old = server_pid_;
+  // The successor stops itself (SIGSTOP) once ready; the old process's handover waits for that,
+  // then sends it the stream's connection.
+  std::future<std::string> asked =
+      std::async(std::launch::async, [this] { return command("UPGRADE --stop-after-ready"); });
+  const pid_t successor = expect_serving_line();
+  ASSERT_GT(successor, 0);
+  live_.insert(successor);
+  const int control = control_socket_of(successor);
+  if (control < 0) ::kill(successor, SIGKILL);  // the upgrade then fails at once
+  if (control < 0 && (errno == ENOSYS || errno == EPERM)) {
+    asked.get();
+    GTEST_SKIP() << "pidfd_getfd is not allowed here: " << std::strerror(errno);
+  }
+  ASSERT_GE(control, 0) << std::strerror(errno);
+  pollfd batch{control, POLLIN, 0};
+  const bool arrived = ::poll(&batch, 1, static_cast<int>(kTimeout.count())) == 1;
+  if (arrived) ::shutdown(control, SHUT_RD);  // read on: the batch queued, nothing after it
+  ::close(control);
+  ::kill(successor, SIGCONT);
+  ASSERT_TRUE(arrived) << "the connections never reached the successor";
+  const std::string reply = asked.get();
+  ASSERT_TRUE(reply.starts_with("OK " + std::to_string(successor) + " 1 ")) << reply;
+  EXPECT_NE(reply.find("could not be told that the handover had ended"), std::string::npos)
+      << reply;
+  server_pid_ = successor;
+  EXPECT_EQ(wait_generation_exit(old), 0);
+  EXPECT_EQ(::kill(successor, 0), 0) << "the successor was killed";
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "") << "the successor lost the connection it had taken";
+  EXPECT_EQ(std::atol(command("PID").c_str()), successor);
+  const int fd = connect_unix(path);
+  EXPECT_GE(fd, 0) << "the socket file is gone";
+  if (fd >= 0) {
+    bool closed = false;
+    EXPECT_TRUE(send_all(fd, "PID\n"));
+    EXPECT_EQ(std::atol(read_until_close(fd, kTimeout, closed).c_str()), successor);
+    ::close(fd);
+  }
+  ::kill(successor, SIGTERM);
+  EXPECT_EQ(wait_generation_exit(successor), 0);
   EXPECT_EQ(::access(path.c_str(), F_OK), -1) << "the last generation removes its file";
 }
 
