@@ -649,6 +649,55 @@ TEST_F(UpgradeTest, ADoneThatCannotBeSentLeavesTheSuccessorItsConnections) {
   EXPECT_EQ(::access(path.c_str(), F_OK), -1) << "the last generation removes its file";
 }
 
+// The backend the servers this test starts use (the same environment chooses it).
+std::string backend_of_children() {
+  evloop::LoopGroup probe;
+  if (!probe.start()) return "";
+  const std::string backend = probe.backend();
+  probe.stop();
+  probe.wait();
+  return backend;
+}
+
+// After a failed upgrade, a listener the poller refuses to take again (here its Unix socket's
+// EPOLL_CTL_ADD fails once with ENOMEM, injected) tries again after the accept back-off, as after
+// a failed accept, and gets its socket file back: the path is served again by the old process,
+// and the file is removed once, when that listener closes. It used to stay stopped for good, and
+// its file, lent to the upgrade, was removed as the upgrade returned: the path was lost while
+// the old process served on.
+TEST_F(UpgradeTest, AListenerThatCannotReArmAfterAFailedUpgradeKeepsItsUnixSocketFile) {
+  const std::string backend = backend_of_children();
+  if (backend != "epoll") GTEST_SKIP() << "injects into epoll_ctl; the backend is " << backend;
+  const std::string path = "/tmp/evloop-upgrade-" + std::to_string(::getpid()) + "-rearm.sock";
+  ASSERT_NO_FATAL_FAILURE(start({"--listen", "unix://" + path}));
+  Streamer stream(port_, 50);  // one connection to hand over: the stopped successor refuses it
+  stream.exchange();
+  const pid_t old = server_pid_;
+  const UpgradeReply reply = upgrade("--stop-server-after-ready --fail-listener-rearm");
+  const pid_t successor = pid_in(reply.message);
+  ASSERT_FALSE(reply.ok) << reply.message;
+  ASSERT_NE(reply.message.find("was stopped during the handover"), std::string::npos)
+      << reply.message;
+  EXPECT_NE(child_->wait_for_line("injected a failed listener re-arm pid=", kTimeout), "")
+      << "the Unix listener's re-arm did not fail";
+  const int fd = connect_unix(path);  // queued until the listener is armed again, if need be
+  EXPECT_GE(fd, 0) << "the socket file is gone: " << std::strerror(errno);
+  if (fd >= 0) {
+    bool closed = false;
+    EXPECT_TRUE(send_all(fd, "PID\n"));
+    EXPECT_EQ(std::atol(read_until_close(fd, kTimeout, closed).c_str()), old)
+        << "the old process does not accept on the path again";
+    ::close(fd);
+  }
+  ::kill(successor, SIGTERM);
+  EXPECT_NE(wait_for_exit(successor, kTimeout), -1);
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "");
+  ::kill(server_pid_, SIGTERM);
+  EXPECT_EQ(wait_generation_exit(server_pid_), 0);
+  EXPECT_EQ(::access(path.c_str(), F_OK), -1) << "the last listener removes its file";
+}
+
 // A successor whose predecessor is stuck in its handover (a `handover` handler blocks) fails its
 // own upgrade at its ready_timeout instead of waiting for ever; once the predecessor is done, it
 // upgrades.
