@@ -7,11 +7,11 @@
 //      and send them, at most 253 per frame, as the loops produce them; the successor answers
 //      each frame saying which it took (those it did not are adopted here again);
 //   6. say `done`, and let what stayed drain (the group stops once it is empty, or at the
-//      deadline). The upgrade stands from the successor's last answer on: should `done` not
-//      reach it (it has stopped reading: its stop(), or its end), the report's note says so.
+//      deadline).
 // Should the successor be lost during step 5, it is killed, the connections not sent whole are
 // adopted here again, accepting resumes, and the upgrade reports the failure; should it say it
-// was stopped, the same, but it is left to end by itself (and reaped then). The Unix socket files
+// was stopped, or stop reading before `done` (its stop(), its end), the same, but it is left to
+// end by itself (and reaped then), with the connections it took. The Unix socket files
 // of the listeners are the upgrade's from step 1: none is removed here while the successor may
 // serve it (not by a stop() meanwhile), and each goes back to its listener if the upgrade fails.
 #pragma once

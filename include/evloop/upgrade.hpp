@@ -46,11 +46,6 @@ struct UpgradeReport {
   /// is set), or a send_file() range was pending. (Connections already closing, and dials still
   /// connecting, finish here too, uncounted.)
   std::size_t draining = 0;
-  /// Empty when every step went as planned. Otherwise what went wrong once the upgrade stood,
-  /// for the log: the successor had answered for every connection sent but could not be told
-  /// that the handover had ended (`done`), because it had stopped reading its control socket
-  /// (its stop(), or its end). The connections it took stay its own either way.
-  std::string note;
 };
 
 }  // namespace evloop

@@ -21,8 +21,7 @@
 //                 --stop-server-after-ready, --start-on-sigusr1, --ready-ms N, --drain-ms N;
 //                 --fail-listener-rearm is for this process: see below),
 //                 replies
-//                 "OK <successor pid> <moved> <draining>[ <report's note>]\n" or
-//                 "FAIL <message>\n", and closes
+//                 "OK <successor pid> <moved> <draining>\n" or "FAIL <message>\n", and closes
 //
 // Flags: --listen ADDR (repeatable), --udp ADDR (repeatable: a UDP echo), --loops N, --reuseport,
 // --state-bytes N (each moved connection's state padded to that: frames larger than the socket
@@ -375,7 +374,7 @@ void run_upgrade(evloop::Server& server, const Config& config, const Request& re
   successor_stops_server.store(false);
   std::string reply = s ? "OK " + std::to_string(report.successor_pid) + " " +
                               std::to_string(report.moved) + " " + std::to_string(report.draining) +
-                              (report.note.empty() ? "" : " " + report.note) + "\n"
+                              "\n"
                         : "FAIL " + s.message() + "\n";
   request.reply_to.post([reply](evloop::Conn& conn) {
     conn.write(reply);
