@@ -461,11 +461,13 @@ void EventLoop::stop_accepting() {
 }
 
 void EventLoop::accept_again() {
+  // Every one is a listener of this loop again, accepting or paused (listener.hpp): each gets its
+  // Unix socket file back from the upgrade (upgrade_predecessor.cpp), to remove as it closes.
   for (auto& listener : stopped_listeners_) {
-    if (begin_accepting(*this, *listener)) continue;  // stays stopped
+    detail::accept_again(*this, *listener);
     listeners_.push_back(std::move(listener));
   }
-  std::erase(stopped_listeners_, nullptr);
+  stopped_listeners_.clear();
   for (UdpSocket* socket : server_udp_sockets()) socket->set_handed_over(false);
 }
 

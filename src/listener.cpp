@@ -189,6 +189,12 @@ void resume_accepting(EventLoop& loop, Listener& listener) {
   }
 }
 
+void accept_again(EventLoop& loop, Listener& listener) {
+  if (!begin_accepting(loop, listener)) return;
+  bump(loop.counters().accept_errors);
+  resume_later(loop, listener);
+}
+
 void on_listener_event(EventLoop& loop, Listener& listener, const PollEvent& event) {
   if (event.op == PollEvent::Op::accepted) return on_accepted(loop, listener, event);
   // Readiness: the backlog has connections.

@@ -69,4 +69,9 @@ void on_listener_event(EventLoop& loop, Listener& listener, const PollEvent& eve
 /// Re-arms a listener paused after a failed accept (loop thread).
 void resume_accepting(EventLoop& loop, Listener& listener);
 
+/// Accepting again after a live upgrade failed (loop thread). Should the poller refuse the
+/// listener now (ENOMEM, fs.epoll.max_user_watches), it is paused as after a failed accept and
+/// tries again after the back-off: it stays its loop's listener, never quiet for good.
+void accept_again(EventLoop& loop, Listener& listener);
+
 }  // namespace evloop::detail

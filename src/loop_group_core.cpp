@@ -8,6 +8,7 @@
 #include <cstring>
 #include <future>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -56,6 +57,14 @@ Status resolve_backend(Backend option, Backend& out) {
                       " is not a backend: use auto, epoll or io_uring");
   }
   return {};
+}
+
+// A loop thread could not start: the ones that did (waiting at `gate`, if it was made) end
+// without running their loop, and are joined.
+void close_gate(std::optional<std::promise<bool>>& gate, std::vector<std::thread>& threads) {
+  if (gate) gate->set_value(false);
+  for (auto& t : threads) t.join();
+  threads.clear();
 }
 
 }  // namespace
@@ -154,24 +163,34 @@ void LoopGroupCore::discard() { loops_.clear(); }
 Status LoopGroupCore::start_threads() {
   // Set before the threads exist, so a stop() racing with start() always notifies the loops.
   started_.store(true, std::memory_order_release);
+  Status s = spawn_loop_threads();
+  if (!s) started_.store(false);
+  return s;
+}
+
+Status LoopGroupCore::spawn_loop_threads() {
   // Each thread waits at the gate until all exist: should one fail to start, none has run its
-  // loop (no hook fired, no listener closed), and the caller still owns every loop.
-  std::promise<bool> gate;
-  std::shared_future<bool> go = gate.get_future().share();
+  // loop (no hook fired, no listener closed), and the caller still owns every loop. The gate is
+  // always opened or closed before this returns: a thread left waiting on a promise destroyed
+  // unset would get a broken_promise exception, and std::terminate with it.
+  std::optional<std::promise<bool>> gate;
   try {
+    gate.emplace();
+    std::shared_future<bool> go = gate->get_future().share();
+    threads_.reserve(loops_.size());  // so that only a thread's own start can fail below
     for (auto& loop : loops_) {
       threads_.emplace_back([l = loop.get(), go] {
         if (go.get()) l->run();
       });
     }
-  } catch (const std::system_error& e) {
-    gate.set_value(false);
-    for (auto& t : threads_) t.join();
-    threads_.clear();
-    started_.store(false);
+  } catch (const std::system_error& e) {  // pthread_create: EAGAIN (a task limit, no memory)
+    close_gate(gate, threads_);
     return {e.code(), std::string("start loop thread: ") + e.what()};
+  } catch (const std::bad_alloc&) {  // the gate's state, the list, or a thread's own state
+    close_gate(gate, threads_);
+    return {std::make_error_code(std::errc::not_enough_memory), "start loop thread: out of memory"};
   }
-  gate.set_value(true);
+  gate->set_value(true);
   return {};
 }
 

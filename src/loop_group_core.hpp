@@ -33,8 +33,9 @@ class LoopGroupCore {
   Status open_loops(Backend wanted);
   /// Destroys the loops open() made (a start that failed after it).
   void discard();
-  /// Starts one thread per loop (after open()). On failure no loop has run and the loops stay,
-  /// for the caller to give back what it lent them and discard() them.
+  /// Starts one thread per loop (after open()). On failure (a thread that cannot start: the
+  /// system's error, or out of memory) no loop has run, the threads that had started are
+  /// joined, and the loops stay, for the caller to give back what it lent them and discard() them.
   Status start_threads();
   /// open(), then start_threads().
   Status start();
@@ -81,6 +82,9 @@ class LoopGroupCore {
   const std::vector<std::unique_ptr<EventLoop>>& loops() const noexcept { return loops_; }
 
  private:
+  /// start_threads() but for started_: every loop's thread, or none (those started are joined).
+  Status spawn_loop_threads();
+
   LoopOptions options_;
   LoopHooks hooks_;
   Resolver resolver_;  // stopped by wait(), before the loops go: no answer is posted after

@@ -452,10 +452,11 @@ Status take_back(const UpgradeSource& source, pid_t pid, const Sent& sent,
                  " were taken back; this process serves on");
 }
 
-// The successor was stopped during the handover: it keeps the connections it took (its stop
-// closes them as it closes its own), what it did not take is adopted here again, and the
-// listeners accept again. It ends on its own; a thread of ours reaps it then.
-Status serve_on(const UpgradeSource& source, pid_t pid, const Sent& sent,
+// The successor was stopped during the handover (`why` says how it showed): it keeps the
+// connections it took (its stop closes them as it closes its own), what it did not take is
+// adopted here again, and the listeners accept again. It ends on its own; a thread of ours reaps
+// it then.
+Status serve_on(const UpgradeSource& source, pid_t pid, const std::string& why,
                 std::vector<Moved>& back) {
   adopt_back(source, back);
   on_every_loop(source.group, [](EventLoop& loop) { loop.accept_again(); });
@@ -463,10 +464,16 @@ Status serve_on(const UpgradeSource& source, pid_t pid, const Sent& sent,
     std::thread([pid] { upgrade::reap(pid); }).detach();
   } catch (const std::system_error&) {  // no thread to spare: it stays unreaped until we exit
   }
-  return failure("the successor (pid " + std::to_string(pid) +
-                 ") was stopped during the handover: it took " + std::to_string(sent.moved) +
-                 " connections, " + std::to_string(back.size()) +
-                 " were taken back; this process serves on");
+  return failure("the successor (pid " + std::to_string(pid) + ") " + why + ", " +
+                 std::to_string(back.size()) + " were taken back; this process serves on");
+}
+
+// Step 6: tells the successor that the handover has ended; 0, or the errno. By then every
+// connection sent is the successor's (it answered for each batch, or received it whole).
+int say_done(int control, std::size_t moved, Clock::time_point deadline) {
+  std::string count;
+  PayloadWriter(count).u64(moved);
+  return upgrade::send_frame(control, FrameType::done, count, {}, deadline);
 }
 
 }  // namespace
@@ -509,15 +516,20 @@ Status run_handover(const UpgradeSource& source, const UpgradeOptions& options,
   std::atomic<std::size_t> draining{0};
   start_handover(source.group, source.profiles, queue, draining);
   Sent sent = send_connections(control.get(), answers ? &reader : nullptr, queue, ready_timeout);
-  if (sent.error == 0 && !sent.stopped) {
-    std::string count;
-    PayloadWriter(count).u64(sent.moved);
-    sent.error = upgrade::send_frame(control.get(), FrameType::done, count, {},
-                                     Clock::now() + ready_timeout);
-  }
   std::vector<Moved> back = std::move(sent.back);
   if (sent.error != 0) return take_back(source, pid, sent, back);
-  if (sent.stopped) return serve_on(source, pid, sent, back);
+  const std::string took = "it took " + std::to_string(sent.moved) + " connections";
+  if (sent.stopped) return serve_on(source, pid, "was stopped during the handover: " + took, back);
+  // `done` fails only once the successor has stopped reading after its last answer: its stop()
+  // shuts its end for reading, and its end closes it. What it took stays its own (killing it
+  // would only cut short its stop's closing of them), and nothing serves the listeners there:
+  // this process serves on, as when the successor says it was stopped.
+  if (const int e = say_done(control.get(), sent.moved, Clock::now() + ready_timeout)) {
+    return serve_on(source, pid,
+                    "stopped reading before it was told that the handover had ended (" +
+                        error_text(e) + "): " + took + ", which stay its own",
+                    back);
+  }
   control.reset();
   adopt_back(source, back);  // those it left here (a profile it lacks) drain here
   report.successor_pid = pid;

@@ -10,7 +10,8 @@
 //      deadline).
 // Should the successor be lost during step 5, it is killed, the connections not sent whole are
 // adopted here again, accepting resumes, and the upgrade reports the failure; should it say it
-// was stopped, the same, but it is left to end by itself (and reaped then). The Unix socket files
+// was stopped, or stop reading before `done` (its stop(), its end), the same, but it is left to
+// end by itself (and reaped then), with the connections it took. The Unix socket files
 // of the listeners are the upgrade's from step 1: none is removed here while the successor may
 // serve it (not by a stop() meanwhile), and each goes back to its listener if the upgrade fails.
 #pragma once

@@ -4,6 +4,7 @@
 // nothing changed; connections the application keeps drain in the old process.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -590,6 +591,108 @@ TEST_F(UpgradeTest, ASuccessorStoppedDuringTheHandoverLeavesTheUnixSocketFileToT
   ::kill(server_pid_, SIGTERM);
   EXPECT_EQ(wait_generation_exit(server_pid_), 0);
   EXPECT_EQ(::access(path.c_str(), F_OK), -1) << "the last generation removes its file";
+}
+
+// A successor that took every connection handed to it, then stopped reading its control socket
+// before the old process said `done`: the old process's `done` fails (EPIPE). Only a successor's
+// stop() (which shuts its end for reading) or its end do that, after its last answer; here the
+// test makes the same kernel state (shutdown(SHUT_RD) on the successor's socket while the
+// successor is frozen with the batch queued), so the successor runs on and shows what the old
+// process did to it. The connections are the successor's once it has answered for them: it is
+// not killed, it keeps them, and the old process serves on (nothing serves the listeners in a
+// successor that stops), saying what happened. It used to kill the successor ("was lost during
+// the handover"), losing the connections it had taken (or cutting short its stop's closing of
+// them).
+TEST_F(UpgradeTest, ADoneThatCannotBeSentLeavesTheSuccessorItsConnections) {
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  Streamer stream(port_, 40);
+  stream.exchange();
+  const pid_t old = server_pid_;
+  // The successor stops itself (SIGSTOP) once ready; the old process's handover waits for that,
+  // then sends it the stream's connection.
+  std::future<std::string> asked =
+      std::async(std::launch::async, [this] { return command("UPGRADE --stop-after-ready"); });
+  const pid_t successor = expect_serving_line();
+  ASSERT_GT(successor, 0);
+  live_.insert(successor);
+  const int control = control_socket_of(successor);
+  if (control < 0) ::kill(successor, SIGKILL);  // the upgrade then fails at once
+  if (control < 0 && (errno == ENOSYS || errno == EPERM)) {
+    asked.get();
+    GTEST_SKIP() << "pidfd_getfd is not allowed here: " << std::strerror(errno);
+  }
+  ASSERT_GE(control, 0) << std::strerror(errno);
+  pollfd batch{control, POLLIN, 0};
+  const bool arrived = ::poll(&batch, 1, static_cast<int>(kTimeout.count())) == 1;
+  if (arrived) ::shutdown(control, SHUT_RD);  // it still reads the batch queued, nothing after
+  ::close(control);
+  ::kill(successor, SIGCONT);
+  ASSERT_TRUE(arrived) << "the connections never reached the successor";
+  const std::string reply = asked.get();
+  ASSERT_TRUE(reply.starts_with("FAIL ")) << reply;
+  EXPECT_NE(reply.find("(pid " + std::to_string(successor) +
+                       ") stopped reading before it was told that the handover had ended"),
+            std::string::npos)
+      << reply;
+  EXPECT_NE(reply.find("it took 1 connections, which stay its own, 0 were taken back; this "
+                       "process serves on"),
+            std::string::npos)
+      << reply;
+  EXPECT_EQ(::kill(successor, 0), 0) << "the successor was killed";
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "") << "the connection the successor had taken was lost";
+  ::kill(successor, SIGTERM);
+  EXPECT_NE(wait_generation_exit(successor), -1);
+  EXPECT_EQ(std::atol(command("PID").c_str()), old) << "the old process does not serve on";
+}
+
+// The backend the servers this test starts use (the same environment chooses it).
+std::string backend_of_children() {
+  evloop::LoopGroup probe;
+  if (!probe.start()) return "";
+  const std::string backend = probe.backend();
+  probe.stop();
+  probe.wait();
+  return backend;
+}
+
+// After a failed upgrade, a listener the poller refuses to take again (here its Unix socket's
+// EPOLL_CTL_ADD fails once with ENOMEM, injected) tries again after the accept back-off, as after
+// a failed accept, and gets its socket file back: the path is served again by the old process,
+// and the file is removed once, when that listener closes. It used to stay stopped for good, and
+// its file, lent to the upgrade, was removed as the upgrade returned: the path was lost while
+// the old process served on.
+TEST_F(UpgradeTest, AListenerThatCannotReArmAfterAFailedUpgradeKeepsItsUnixSocketFile) {
+  const std::string backend = backend_of_children();
+  if (backend != "epoll") GTEST_SKIP() << "injects into epoll_ctl; the backend is " << backend;
+  const std::string path = "/tmp/evloop-upgrade-" + std::to_string(::getpid()) + "-rearm.sock";
+  ASSERT_NO_FATAL_FAILURE(start({"--listen", "unix://" + path}));
+  Streamer stream(port_, 50);  // one connection to hand over: the stopped successor refuses it
+  stream.exchange();
+  const pid_t old = server_pid_;
+  const UpgradeReply reply = upgrade("--stop-server-after-ready --fail-listener-rearm");
+  const pid_t successor = pid_in(reply.message);
+  ASSERT_FALSE(reply.ok) << reply.message;
+  ASSERT_NE(reply.message.find("was stopped during the handover"), std::string::npos)
+      << reply.message;
+  EXPECT_NE(child_->wait_for_line("injected a failed listener re-arm pid=", kTimeout), "")
+      << "the Unix listener's re-arm did not fail";
+  const int fd = connect_unix(path);  // queued until the listener is armed again, if need be
+  EXPECT_GE(fd, 0) << "the socket file is gone: " << std::strerror(errno);
+  if (fd >= 0) {
+    bool closed = false;
+    EXPECT_TRUE(send_all(fd, "PID\n"));
+    EXPECT_EQ(std::atol(read_until_close(fd, kTimeout, closed).c_str()), old)
+        << "the old process does not accept on the path again";
+    ::close(fd);
+  }
+  ::kill(successor, SIGTERM);
+  EXPECT_NE(wait_for_exit(successor, kTimeout), -1);
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "");
+  ::kill(server_pid_, SIGTERM);
+  EXPECT_EQ(wait_generation_exit(server_pid_), 0);
+  EXPECT_EQ(::access(path.c_str(), F_OK), -1) << "the last listener removes its file";
 }
 
 // A successor whose predecessor is stuck in its handover (a `handover` handler blocks) fails its

@@ -18,7 +18,8 @@
 //                 blocks its loop until SIGUSR1 (60 s at most): a predecessor stuck mid-handover
 //   UPGRADE [ARG...] -> runs Server::upgrade() with this program's own command line plus ARGs
 //                 (--crash-before-start, --never-ready, --stop-after-ready,
-//                 --stop-server-after-ready, --start-on-sigusr1, --ready-ms N, --drain-ms N),
+//                 --stop-server-after-ready, --start-on-sigusr1, --ready-ms N, --drain-ms N;
+//                 --fail-listener-rearm is for this process: see below),
 //                 replies
 //                 "OK <successor pid> <moved> <draining>\n" or "FAIL <message>\n", and closes
 //
@@ -30,11 +31,15 @@
 // once its loops have stopped. SIGTERM/SIGINT stop it; SIGUSR1 releases STALL handlers; after a
 // successful upgrade it exits (0) once its connections drained.
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#ifdef __linux__
+#include <sys/epoll.h>
+#endif
 #include <unistd.h>
 
 #include <algorithm>
@@ -208,6 +213,43 @@ std::atomic<bool> successor_will_stop{false};
 std::atomic<bool> successor_stops_server{false};
 std::once_flag successor_continued;
 
+// Set while an upgrade asked with --fail-listener-rearm runs (an UPGRADE argument for this
+// process, not passed to the successor): the first EPOLL_CTL_ADD of a listening Unix socket then
+// fails with ENOMEM, as when the kernel is short of memory or fs.epoll.max_user_watches is
+// reached, and "injected a failed listener re-arm" is printed. No limit a test can set makes
+// one registration fail: this stands in for the kernel. Only the epoll backend registers that
+// way (io_uring's poll is queued, not refused at once).
+std::atomic<bool> fail_unix_listener_add{false};
+
+bool is_listening_unix_socket(int fd) {
+  int listening = 0;
+  socklen_t len = sizeof listening;
+  sockaddr_storage addr{};
+  socklen_t addr_len = sizeof addr;
+  return ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening != 0 &&
+         ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &addr_len) == 0 &&
+         addr.ss_family == AF_UNIX;
+}
+
+}  // namespace
+
+#ifdef __linux__
+extern "C" int epoll_ctl(int epfd, int op, int fd, epoll_event* event) {
+  using Real = int (*)(int, int, int, epoll_event*);
+  static const Real real = reinterpret_cast<Real>(::dlsym(RTLD_NEXT, "epoll_ctl"));
+  if (op == EPOLL_CTL_ADD && fail_unix_listener_add.load() && is_listening_unix_socket(fd) &&
+      fail_unix_listener_add.exchange(false)) {
+    std::printf("injected a failed listener re-arm pid=%d\n", static_cast<int>(::getpid()));
+    std::fflush(stdout);
+    errno = ENOMEM;
+    return -1;
+  }
+  return real(epfd, op, fd, event);
+}
+#endif
+
+namespace {
+
 // STALL handlers block until SIGUSR1 releases them.
 std::mutex stall_mutex;
 std::condition_variable stall_cv;
@@ -309,7 +351,9 @@ std::size_t on_data(evloop::Conn& conn, std::string_view bytes, Events& events) 
 void run_upgrade(evloop::Server& server, const Config& config, const Request& request) {
   evloop::UpgradeOptions o;
   o.argv = config.argv;
-  o.argv.insert(o.argv.end(), request.args.begin(), request.args.end());
+  for (const std::string& arg : request.args) {
+    if (arg != "--fail-listener-rearm") o.argv.push_back(arg);  // for this process only
+  }
   o.ready_timeout = config.ready;
   o.drain_timeout = config.drain;
   for (std::size_t i = 0; i + 1 < request.args.size(); ++i) {
@@ -321,8 +365,11 @@ void run_upgrade(evloop::Server& server, const Config& config, const Request& re
                             request.args.end());
   successor_stops_server.store(std::ranges::find(request.args, "--stop-server-after-ready") !=
                                request.args.end());
+  fail_unix_listener_add.store(std::ranges::find(request.args, "--fail-listener-rearm") !=
+                               request.args.end());
   evloop::UpgradeReport report;
   const evloop::Status s = server.upgrade(o, &report);
+  fail_unix_listener_add.store(false);
   successor_will_stop.store(false);
   successor_stops_server.store(false);
   std::string reply = s ? "OK " + std::to_string(report.successor_pid) + " " +

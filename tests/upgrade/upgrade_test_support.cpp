@@ -11,8 +11,11 @@
 #include <linux/io_uring.h>
 #endif
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <evloop/upgrade.hpp>
+#include <fstream>
 #include <thread>
 
 namespace example_test {
@@ -90,9 +93,34 @@ int listener_of(pid_t pid, std::uint16_t port) {
   ::close(pidfd);
   return found;
 }
+
+int control_socket_of(pid_t pid) {
+  // The environment it started with: its unsetenv() leaves /proc/PID/environ as it was.
+  std::ifstream in("/proc/" + std::to_string(pid) + "/environ", std::ios::binary);
+  const std::string prefix = std::string(evloop::kUpgradeFdVariable) + "=";
+  int target = -1;
+  for (std::string entry; std::getline(in, entry, '\0');) {
+    if (entry.starts_with(prefix)) target = std::atoi(entry.c_str() + prefix.size());
+  }
+  if (target < 0) {
+    errno = ENOENT;
+    return -1;
+  }
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return -1;
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, target, 0));
+  const int e = errno;
+  ::close(pidfd);
+  errno = e;
+  return fd;
+}
 #else
 bool StuckAccept::arm(int /*listener*/) { return false; }
 int listener_of(pid_t /*pid*/, std::uint16_t /*port*/) { return -1; }
+int control_socket_of(pid_t /*pid*/) {
+  errno = ENOSYS;
+  return -1;
+}
 #endif
 
 BackendForChildren::BackendForChildren(const char* backend) {

@@ -62,6 +62,10 @@ class StuckAccept {
 /// A duplicate of process `pid`'s listening socket bound to `port` (pidfd_getfd), or -1.
 int listener_of(pid_t pid, std::uint16_t port);
 
+/// A duplicate of the control socket of process `pid`, a live upgrade's successor (the fd its
+/// EVLOOP_UPGRADE_FD named as it started; pidfd_getfd), or -1 with errno set.
+int control_socket_of(pid_t pid);
+
 /// Sets EVLOOP_BACKEND for this process and the servers it starts, as it was when it ends.
 class BackendForChildren {
  public:
