@@ -264,6 +264,11 @@ Status ServerCore::start() {
     serving_(ServingInfo{addresses_, group_.loops().size(), successor_ != nullptr, group_.backend(),
                          group_.backend_note(), urls_});
   }
+  if (successor_) {
+    if (Status s = successor_->start_receiver(group_.loops(), profiles_); !s) {
+      return abandon_start(s);
+    }
+  }
   if (Status s = group_.start_threads(); !s) return abandon_start(s);
   claim_systemd_sockets(systemd_fds_);
   if (successor_) {
@@ -273,7 +278,7 @@ Status ServerCore::start() {
       successor_->report_failure(
           {make_error_code(errc::server_stopped), "the successor was stopped as it started"});
     } else {
-      successor_->report_ready(group_.loops(), profiles_);
+      successor_->report_ready(group_.loops());
     }
   }
   return {};

@@ -110,6 +110,7 @@ bool UpgradeSuccessor::take_listeners(const std::string& text, Listeners& out) {
 }
 
 void UpgradeSuccessor::report_failure(const Status& status) {
+  set_gate(Gate::shut);
   if (control_.get() >= 0) {
     upgrade::send_frame(control_.get(), FrameType::start_failed, status.message(), {},
                         Clock::now() + kReportTimeout);
@@ -118,8 +119,43 @@ void UpgradeSuccessor::report_failure(const Status& status) {
   close_control();
 }
 
-void UpgradeSuccessor::report_ready(const std::vector<std::unique_ptr<EventLoop>>& loops,
-                                    std::vector<ProfilePtr> profiles) {
+Status UpgradeSuccessor::start_receiver(const std::vector<std::unique_ptr<EventLoop>>& loops,
+                                        std::vector<ProfilePtr> profiles) {
+  try {
+    std::vector<EventLoop*> targets;
+    for (const auto& loop : loops) targets.push_back(loop.get());
+    {
+      std::lock_guard lock(receiving_mutex_);
+      receiving_ = true;
+    }
+    receiver_ = std::thread([this, targets = std::move(targets), profiles = std::move(profiles)] {
+      bool go = false;
+      {
+        std::unique_lock lock(receiving_mutex_);
+        received_all_.wait(lock, [this] { return gate_ != Gate::closed; });
+        go = gate_ == Gate::open;
+      }
+      if (go) return receive(targets, profiles);
+      std::lock_guard lock(receiving_mutex_);
+      receiving_ = false;
+      received_all_.notify_all();
+    });
+  } catch (const std::exception& e) {  // std::system_error (EAGAIN: a task limit), bad_alloc
+    std::lock_guard lock(receiving_mutex_);
+    receiving_ = false;
+    return {make_error_code(errc::upgrade_failed),
+            std::string("start the thread that receives the connections: ") + e.what()};
+  }
+  return {};
+}
+
+void UpgradeSuccessor::set_gate(Gate gate) {
+  std::lock_guard lock(receiving_mutex_);
+  if (gate_ == Gate::closed) gate_ = gate;
+  received_all_.notify_all();
+}
+
+void UpgradeSuccessor::report_ready(const std::vector<std::unique_ptr<EventLoop>>& loops) {
   listeners_.clear();
   std::string ready;
   upgrade::PayloadWriter out(ready);
@@ -129,17 +165,10 @@ void UpgradeSuccessor::report_ready(const std::vector<std::unique_ptr<EventLoop>
                           Clock::now() + kReportTimeout) != 0) {
     // The predecessor is gone: this process serves on without it, and owns the files.
     loops.front()->group().lend_handed_unix_files(false);
+    set_gate(Gate::shut);
     return close_control();
   }
-  std::vector<EventLoop*> targets;
-  for (const auto& loop : loops) targets.push_back(loop.get());
-  {
-    std::lock_guard lock(receiving_mutex_);
-    receiving_ = true;
-  }
-  receiver_ = std::thread([this, targets = std::move(targets), profiles = std::move(profiles)] {
-    receive(targets, profiles);
-  });
+  set_gate(Gate::open);
 }
 
 void UpgradeSuccessor::receive(std::vector<EventLoop*> loops, std::vector<ProfilePtr> profiles) {
@@ -284,6 +313,7 @@ void UpgradeSuccessor::stop() {
     if (control_.get() >= 0) ::shutdown(control_.get(), SHUT_RD);
     shut_down_ = true;
   }
+  set_gate(Gate::shut);  // a receiver still waiting to learn whether to receive: it need not
   std::lock_guard lock(join_mutex_);
   if (receiver_.joinable()) receiver_.join();
 }

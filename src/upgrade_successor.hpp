@@ -48,11 +48,16 @@ class UpgradeSuccessor {
   bool take_listeners(const std::string& text, Listeners& out);
   /// start() failed: tells the predecessor why, and closes everything.
   void report_failure(const Status& status);
+  /// Before the loops start: starts the thread that will adopt what the predecessor hands over
+  /// on `loops` (a connection with the profile `profiles` has at the predecessor's index for
+  /// it), waiting until report_ready() or report_failure(). Made first so that a thread that
+  /// cannot start fails start() with its reason, as a loop thread does.
+  Status start_receiver(const std::vector<std::unique_ptr<EventLoop>>& loops,
+                        std::vector<ProfilePtr> profiles);
   /// start() succeeded: closes the sockets no listen address took (the predecessor holds its own
-  /// until it exits), tells the predecessor, and adopts what it hands over on `loops`, a
-  /// connection with the profile `profiles` has at the predecessor's index for it.
-  void report_ready(const std::vector<std::unique_ptr<EventLoop>>& loops,
-                    std::vector<ProfilePtr> profiles);
+  /// until it exits), tells the predecessor, and lets the receiver adopt what it hands over
+  /// (on `loops`, start_receiver()'s).
+  void report_ready(const std::vector<std::unique_ptr<EventLoop>>& loops);
   /// Waits, at most `timeout`, until the predecessor has handed over everything (or is gone): an
   /// upgrade of this process then moves those connections too. False when it has not yet.
   bool finish_receiving(std::chrono::milliseconds timeout);
@@ -76,8 +81,12 @@ class UpgradeSuccessor {
   bool answers_ = false;  // the predecessor reads an `adopted` answer to each batch (hello flag 2)
   std::thread receiver_;
   std::mutex receiving_mutex_;
-  std::condition_variable received_all_;
+  std::condition_variable received_all_;  // and the receiver's wait for `gate_`
   bool receiving_ = false;  // guarded by receiving_mutex_: receiver_ runs
+  // Guarded by receiving_mutex_: whether the receiver may receive (the predecessor was told the
+  // successor is ready) or must end (start() failed), once report_ready() or report_failure().
+  enum class Gate { closed, open, shut } gate_ = Gate::closed;
+  void set_gate(Gate gate);
 };
 
 }  // namespace evloop::detail

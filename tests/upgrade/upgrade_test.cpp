@@ -241,6 +241,34 @@ TEST_F(UpgradeTest, ASuccessorThatCrashesDuringStartLeavesTheOldServing) {
   EXPECT_EQ(stream.failure(), "");
 }
 
+// A successor that cannot make every thread its start() needs (its loops' and the one that
+// receives the connections: pthread_create's EAGAIN, a real task limit) fails its start, says
+// why, and exits; the old process serves on. The receiving thread used to be made after `ready`,
+// outside start()'s failure path: its exception ended the successor by std::terminate, and the
+// old process, finding it lost mid-handover, took the connections back from a dead process.
+TEST_F(UpgradeTest, ASuccessorThatCannotMakeItsThreadsFailsItsStartAndTheOldServesOn) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch the successor to a task limit";
+  ASSERT_NO_FATAL_FAILURE(start({"--loops", "2"}));
+  Streamer stream(port_, 1);
+  stream.exchange();
+  const UpgradeReply reply = upgrade("--no-task-to-spare");
+  ASSERT_FALSE(reply.ok);
+  EXPECT_NE(reply.message.find("could not start: start "), std::string::npos) << reply.message;
+  EXPECT_NE(reply.message.find("Resource temporarily unavailable"), std::string::npos)
+      << reply.message;
+  EXPECT_EQ(reply.message.find("lost"), std::string::npos) << reply.message;
+  EXPECT_EQ(std::atol(command("PID").c_str()), server_pid_);
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "");
+  // Nothing changed: the next upgrade works.
+  const UpgradeReply next = upgrade();
+  ASSERT_TRUE(next.ok) << next.message;
+  EXPECT_EQ(wait_generation_exit(server_pid_), 0);
+  server_pid_ = next.successor;
+  stream.exchange();
+  EXPECT_EQ(stream.failure(), "");
+}
+
 TEST_F(UpgradeTest, ASuccessorNeverReadyIsKilledAtTheTimeoutAndTheOldServesOn) {
   ASSERT_NO_FATAL_FAILURE(start({}));
   Streamer stream(port_, 2);

@@ -18,7 +18,8 @@
 //                 blocks its loop until SIGUSR1 (60 s at most): a predecessor stuck mid-handover
 //   UPGRADE [ARG...] -> runs Server::upgrade() with this program's own command line plus ARGs
 //                 (--crash-before-start, --never-ready, --stop-after-ready,
-//                 --stop-server-after-ready, --start-on-sigusr1, --ready-ms N, --drain-ms N;
+//                 --stop-server-after-ready, --start-on-sigusr1, --no-task-to-spare,
+//                 --ready-ms N, --drain-ms N;
 //                 --fail-listener-rearm is for this process: see below),
 //                 replies
 //                 "OK <successor pid> <moved> <draining>\n" or "FAIL <message>\n", and closes
@@ -35,6 +36,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #ifdef __linux__
@@ -62,6 +64,20 @@ namespace {
 
 enum class Mode { unknown, echo, hold, stall, upgrade };
 
+// --no-task-to-spare: from now on this process may make `more` threads and no more. It becomes a
+// user of its own (3,000,000 + its pid), whose tasks RLIMIT_NPROC limits to those it has plus
+// `more` (root is not limited). False, with errno, where that cannot be done (not root).
+bool limit_tasks_to(unsigned more) {
+  DIR* tasks = ::opendir("/proc/self/task");
+  if (tasks == nullptr) return false;
+  rlim_t now = 0;
+  while (const dirent* entry = ::readdir(tasks)) now += entry->d_name[0] != '.';
+  ::closedir(tasks);
+  const auto uid = static_cast<uid_t>(3'000'000 + ::getpid());
+  const rlimit limit{now + more, now + more};
+  return ::setgid(uid) == 0 && ::setuid(uid) == 0 && ::setrlimit(RLIMIT_NPROC, &limit) == 0;
+}
+
 struct Request {
   std::vector<std::string> args;
   evloop::ConnRef reply_to;
@@ -85,6 +101,7 @@ struct Config {
   bool stop_when_serving = false;
   bool stop_server_after_ready = false;
   bool start_on_sigusr1 = false;
+  bool no_task_to_spare = false;
   std::size_t state_bytes = 0;  // padding of each handed-over state: frames larger than buffers
   std::chrono::milliseconds ready{5000};
   std::chrono::milliseconds drain{10'000};
@@ -115,6 +132,10 @@ Config parse(int argc, char** argv) {
     }
     if (a == "--stop-server-after-ready") {  // stop() once ready, the process still running
       c.stop_server_after_ready = true;
+      continue;
+    }
+    if (a == "--no-task-to-spare") {  // a successor's start() is one thread short (as root)
+      c.no_task_to_spare = true;
       continue;
     }
     if (a == "--start-on-sigusr1") {  // prints "waiting pid=N", starts once SIGUSR1 arrives
@@ -392,6 +413,10 @@ int main(int argc, char** argv) {
   evloop::Server* serving_server = nullptr;  // set before start()
   cb.serving = [&config, &serving_server](const evloop::ServingInfo& info) {
     if (config.stop_when_serving) serving_server->stop();
+    // Called once the loops exist, before their threads: one thread short of what start() makes.
+    if (config.no_task_to_spare && !limit_tasks_to(config.options.loops)) {
+      std::printf("cannot limit the tasks (errno %d)\n", errno);
+    }
     // Before the lines that say it serves. The UDP addresses come last (listen_udp), after the
     // TCP ones (a systemd:// address may stand for several).
     if (!config.udp.empty() && info.addresses.size() >= config.udp.size()) {
