@@ -47,7 +47,8 @@ bool is_unix_stream_socket(int fd) {
 bool UpgradeSuccessor::requested() { return std::getenv(kUpgradeFdVariable) != nullptr; }
 
 Status UpgradeSuccessor::open() {
-  const std::string value = std::getenv(kUpgradeFdVariable);
+  const char* variable = std::getenv(kUpgradeFdVariable);
+  const std::string value = variable != nullptr ? variable : "";  // unset since requested()
   ::unsetenv(kUpgradeFdVariable);  // a process this one starts is not a successor
   char* end = nullptr;
   const long fd = std::strtol(value.c_str(), &end, 10);
