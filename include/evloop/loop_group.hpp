@@ -69,7 +69,9 @@ class LoopGroup {
  public:
   /// Creates the group; no thread starts until start().
   explicit LoopGroup(LoopOptions options = {}, LoopHooks hooks = {});
-  /// Stops the loops, if running, and waits for them.
+  /// Stops the loops, if running, and waits for them. Not on one of the group's loop threads (from
+  /// a handler, hook or task): it would join itself, so it aborts with a message, in every build
+  /// type; call stop() there and destroy the group from another thread.
   ~LoopGroup();
   LoopGroup(const LoopGroup&) = delete;
   LoopGroup& operator=(const LoopGroup&) = delete;
@@ -95,7 +97,8 @@ class LoopGroup {
 
   /// Number of loops (valid after a successful start()).
   std::size_t loop_count() const noexcept;
-  /// Loop `i` (valid after a successful start(), while the group lives).
+  /// Loop `i` (valid after a successful start(), while the group lives). An `i` of loop_count()
+  /// or more (any `i` before start()) aborts with a message, in every build type.
   Loop& loop(std::size_t i) const;
   /// Counters of every loop, indexed by loop.
   std::vector<LoopStats> stats() const;
