@@ -44,7 +44,11 @@ std::size_t hash_ip(const SocketAddress& peer) {
 // The backend to ask for: the option, or EVLOOP_BACKEND when the option is `automatic`.
 Status resolve_backend(Backend option, Backend& out) {
   out = option;
-  if (option != Backend::automatic) return {};
+  if (option == Backend::epoll || option == Backend::io_uring) return {};
+  if (option != Backend::automatic) {
+    return bad_option("backend (" + std::to_string(static_cast<int>(option)) +
+                      ") is not a Backend: use Backend::automatic, epoll or io_uring");
+  }
   const char* env = std::getenv("EVLOOP_BACKEND");
   const std::string_view value = env != nullptr ? env : "";
   if (value.empty() || value == "auto" || value == "kqueue") return {};  // the build's default

@@ -46,6 +46,7 @@ struct LoopOptions {
   std::chrono::milliseconds shutdown_grace{2'000};
   /// The event backend (see Backend). The environment variable EVLOOP_BACKEND (auto, epoll or
   /// io_uring) overrides `automatic`, so a program and a test suite run on io_uring unchanged.
+  /// A value that is none of the enumerators fails start() with errc::bad_option.
   Backend backend = Backend::automatic;
 };
 
