@@ -55,7 +55,9 @@ struct Handlers {
   /// `closed` will not fire. `error` is an errno (ECONNREFUSED, ENETUNREACH, ...) or an
   /// evloop::errc (connect_timeout, resolve_failed, self_connect, bad_address, bad_option,
   /// server_stopped, cancelled when close()/abort() was called while connecting, output_limit
-  /// when more than ConnOptions::output_limit was written while connecting).
+  /// when more than ConnOptions::output_limit was written while connecting, or how a send_file()
+  /// queued while connecting failed: file_truncated, an errno). Only the code comes here: for
+  /// the message that says what is wrong with a bad address, call parse_connect_address().
   std::function<void(Conn&, std::error_code error)> connect_failed;
 
   /// Live upgrade (Server::upgrade), in the process handing over: asked once for each open
