@@ -30,8 +30,9 @@ struct Handlers {
   std::function<void(Conn&)> opened;
   /// Bytes arrived. `bytes` is valid only during the call. Return how many were consumed: an
   /// unconsumed tail (a partial frame) is kept (up to ConnOptions::input_limit) and handed again,
-  /// followed by new bytes, on the next call. Returning less than everything does not pause
-  /// reading; pause_reading() does. Without this handler, input is discarded.
+  /// followed by new bytes, on the next call (a return above bytes.size() counts as
+  /// bytes.size()). Returning less than everything does not pause reading; pause_reading()
+  /// does. Without this handler, input is discarded.
   std::function<std::size_t(Conn&, std::string_view bytes)> data;
   /// The peer ended its sending side (EOF, e.g. shutdown(SHUT_WR)): no more `data`. With this
   /// handler set, the connection stays open for writing: reply now or later, then close() or
