@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "event_loop.hpp"
+#include "misuse.hpp"
 #include "timeouts.hpp"
 
 namespace evloop {
@@ -44,7 +45,11 @@ std::size_t hash_ip(const SocketAddress& peer) {
 // The backend to ask for: the option, or EVLOOP_BACKEND when the option is `automatic`.
 Status resolve_backend(Backend option, Backend& out) {
   out = option;
-  if (option != Backend::automatic) return {};
+  if (option == Backend::epoll || option == Backend::io_uring) return {};
+  if (option != Backend::automatic) {
+    return bad_option("backend (" + std::to_string(static_cast<int>(option)) +
+                      ") is not a Backend: use Backend::automatic, epoll or io_uring");
+  }
   const char* env = std::getenv("EVLOOP_BACKEND");
   const std::string_view value = env != nullptr ? env : "";
   if (value.empty() || value == "auto" || value == "kqueue") return {};  // the build's default
@@ -209,13 +214,34 @@ void LoopGroupCore::stop() noexcept {
   for (auto& loop : loops_) loop->notify();
 }
 
+bool LoopGroupCore::on_loop_thread() const noexcept {
+  return std::any_of(loops_.begin(), loops_.end(),
+                     [](const auto& loop) { return loop->in_loop_thread(); });
+}
+
+Loop& LoopGroupCore::handle(std::size_t i, const char* method) const {
+  if (i >= loops_.size()) [[unlikely]] {
+    const std::string problem = "no loop " + std::to_string(i) + ": the group has " +
+                                std::to_string(loops_.size()) +
+                                " loops (none before a successful start())";
+    misuse(method, problem.c_str(),
+           "call it after start() succeeded, with an index below loop_count()");
+  }
+  return loops_[i]->handle();
+}
+
+void LoopGroupCore::require_off_loop_threads(const char* method) const noexcept {
+  if (on_loop_thread()) [[unlikely]] {
+    misuse(method, "called on one of its own loop threads (it would join itself)",
+           "call stop() there, and destroy it from another thread once wait() has returned");
+  }
+}
+
 Status LoopGroupCore::wait() {
-  for (auto& loop : loops_) {
-    if (loop->in_loop_thread()) {
-      return {make_error_code(errc::already_started),
-              "wait() called on a loop thread: it would wait for itself; call stop() there and "
-              "wait() from another thread"};
-    }
+  if (on_loop_thread()) {
+    return {make_error_code(errc::already_started),
+            "wait() called on a loop thread: it would wait for itself; call stop() there and "
+            "wait() from another thread"};
   }
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
@@ -281,7 +307,7 @@ void LoopGroupCore::loop_drained() {
 LoopGroup::LoopGroup(LoopOptions options, LoopHooks hooks)
     : core_(std::make_unique<detail::LoopGroupCore>(std::move(options), std::move(hooks))) {}
 
-LoopGroup::~LoopGroup() = default;
+LoopGroup::~LoopGroup() { core_->require_off_loop_threads("LoopGroup::~LoopGroup"); }
 
 Status LoopGroup::start() { return core_->start(); }
 
@@ -294,7 +320,7 @@ void LoopGroup::stop() noexcept { core_->stop(); }
 Status LoopGroup::wait() { return core_->wait(); }
 bool LoopGroup::running() const noexcept { return core_->running(); }
 std::size_t LoopGroup::loop_count() const noexcept { return core_->loops().size(); }
-Loop& LoopGroup::loop(std::size_t i) const { return core_->loops().at(i)->handle(); }
+Loop& LoopGroup::loop(std::size_t i) const { return core_->handle(i, "LoopGroup::loop"); }
 
 const char* LoopGroup::backend() const noexcept { return core_->backend(); }
 const std::string& LoopGroup::backend_note() const noexcept { return core_->backend_note(); }

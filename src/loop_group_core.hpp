@@ -80,6 +80,14 @@ class LoopGroupCore {
   const LoopOptions& options() const noexcept { return options_; }
   const LoopHooks& hooks() const noexcept { return hooks_; }
   const std::vector<std::unique_ptr<EventLoop>>& loops() const noexcept { return loops_; }
+  /// True when called on one of the group's loop threads.
+  bool on_loop_thread() const noexcept;
+  /// Loop `i`'s public handle, for LoopGroup::loop and Server::loop (named `method`). An index
+  /// past the last loop (any index before start()) is misuse: aborts with a message.
+  Loop& handle(std::size_t i, const char* method) const;
+  /// Aborts with a message naming `method` (a destructor) when called on one of the group's loop
+  /// threads: it would have to join the thread it runs on.
+  void require_off_loop_threads(const char* method) const noexcept;
 
  private:
   /// start_threads() but for started_: every loop's thread, or none (those started are joined).

@@ -284,12 +284,7 @@ Status ServerCore::start() {
   return {};
 }
 
-bool ServerCore::on_loop_thread() const {
-  for (const auto& loop : group_.loops()) {
-    if (loop->in_loop_thread()) return true;
-  }
-  return false;
-}
+bool ServerCore::on_loop_thread() const { return group_.on_loop_thread(); }
 
 Status ServerCore::wait() {
   Status status = group_.wait();
@@ -344,7 +339,7 @@ Status ServerCore::upgrade(const UpgradeOptions& options, UpgradeReport* report)
 Server::Server(Options options, Callbacks callbacks)
     : core_(std::make_unique<detail::ServerCore>(std::move(options), std::move(callbacks))) {}
 
-Server::~Server() = default;
+Server::~Server() { core_->group().require_off_loop_threads("Server::~Server"); }
 
 Status Server::listen(std::string address, Handlers handlers, ConnOptions options) {
   return core_->listen(std::move(address), std::move(handlers), std::move(options));
@@ -369,7 +364,7 @@ Status Server::upgrade(const UpgradeOptions& options, UpgradeReport* report) {
 }
 const std::vector<SocketAddress>& Server::addresses() const noexcept { return core_->addresses(); }
 std::size_t Server::loop_count() const noexcept { return core_->group().loops().size(); }
-Loop& Server::loop(std::size_t i) const { return core_->group().loops().at(i)->handle(); }
+Loop& Server::loop(std::size_t i) const { return core_->group().handle(i, "Server::loop"); }
 
 const char* Server::backend() const noexcept { return core_->group().backend(); }
 

@@ -228,9 +228,15 @@ int serve_until_signal(const Program& program, evloop::Server& server, int argc,
   }
   notify_systemd("READY=1");
   std::thread signal_taker([&] { take_signals(server, signals, upgrade_options); });
-  server.wait();  // after stop(), or once an upgrade's drain is over
+  // After stop(), or once an upgrade's drain is over; or a loop failed (its poller), which stops
+  // the server too and must not exit 0 as if it had been asked to.
+  const evloop::Status stopped = server.wait();
   pthread_kill(signal_taker.native_handle(), SIGTERM);  // ends its sigwait (if still waiting)
   signal_taker.join();
+  if (!stopped) {
+    std::fprintf(stderr, "%s: %s\n", program.name, stopped.message().c_str());
+    return 1;
+  }
   return 0;
 }
 

@@ -26,7 +26,7 @@ class DetachedConn;
 /// An fd handed to Conn::send_file for evloop to keep: closed once its range is sent or the
 /// connection ends (a plain int fd is duplicated instead, leaving the caller's own).
 struct TakeFd {
-  int fd;
+  int fd;  ///< The file to send from; evloop closes it.
 };
 
 /// Where a connection is in its life. It moves only forward:

@@ -32,9 +32,9 @@ struct ConnOptions {
   /// A write of at least this many bytes goes to the kernel at once, from the caller's memory
   /// (with whatever is pending, in one sendmsg), and only what the kernel refuses is copied;
   /// smaller writes are copied and leave together once the handler returns (several small
-  /// writes, one send). 1: every write goes at once (a proxy that writes each read once copies
-  /// nothing); SIZE_MAX: never. On io_uring the same, while none of the connection's sends is
-  /// in the kernel (a write behind one is copied, so as not to overtake it).
+  /// writes, one send). 1 (or 0): every write goes at once (a proxy that writes each read once
+  /// copies nothing); SIZE_MAX: never. On io_uring the same, while none of the connection's
+  /// sends is in the kernel (a write behind one is copied, so as not to overtake it).
   /// 32 KiB: a write that goes at once costs a send of its own, and when a handler writes several
   /// messages' bodies per call (pipelined requests) that send costs more than copying the body
   /// into the one gathered send, up to about 32 KiB (bench/write_through.sh, measured on

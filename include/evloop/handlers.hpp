@@ -30,8 +30,9 @@ struct Handlers {
   std::function<void(Conn&)> opened;
   /// Bytes arrived. `bytes` is valid only during the call. Return how many were consumed: an
   /// unconsumed tail (a partial frame) is kept (up to ConnOptions::input_limit) and handed again,
-  /// followed by new bytes, on the next call. Returning less than everything does not pause
-  /// reading; pause_reading() does. Without this handler, input is discarded.
+  /// followed by new bytes, on the next call (a return above bytes.size() counts as
+  /// bytes.size()). Returning less than everything does not pause reading; pause_reading()
+  /// does. Without this handler, input is discarded.
   std::function<std::size_t(Conn&, std::string_view bytes)> data;
   /// The peer ended its sending side (EOF, e.g. shutdown(SHUT_WR)): no more `data`. With this
   /// handler set, the connection stays open for writing: reply now or later, then close() or
@@ -55,7 +56,9 @@ struct Handlers {
   /// `closed` will not fire. `error` is an errno (ECONNREFUSED, ENETUNREACH, ...) or an
   /// evloop::errc (connect_timeout, resolve_failed, self_connect, bad_address, bad_option,
   /// server_stopped, cancelled when close()/abort() was called while connecting, output_limit
-  /// when more than ConnOptions::output_limit was written while connecting).
+  /// when more than ConnOptions::output_limit was written while connecting, or how a send_file()
+  /// queued while connecting failed: file_truncated, an errno). Only the code comes here: for
+  /// the message that says what is wrong with a bad address, call parse_connect_address().
   std::function<void(Conn&, std::error_code error)> connect_failed;
 
   /// Live upgrade (Server::upgrade), in the process handing over: asked once for each open

@@ -48,6 +48,7 @@ struct LoopOptions {
   std::chrono::milliseconds shutdown_grace{2'000};
   /// The event backend (see Backend). The environment variable EVLOOP_BACKEND (auto, epoll or
   /// io_uring) overrides `automatic`, so a program and a test suite run on io_uring unchanged.
+  /// A value that is none of the enumerators fails start() with errc::bad_option.
   Backend backend = Backend::automatic;
   /// io_uring only: provided receive buffers per loop, small ones (16 KiB each); the loop also
   /// gets uring_buffers / 8 large ones (64 KiB each, at least 1). 0 means the default, 512 (so
@@ -80,7 +81,9 @@ class LoopGroup {
  public:
   /// Creates the group; no thread starts until start().
   explicit LoopGroup(LoopOptions options = {}, LoopHooks hooks = {});
-  /// Stops the loops, if running, and waits for them.
+  /// Stops the loops, if running, and waits for them. Not on one of the group's loop threads (from
+  /// a handler, hook or task): it would join itself, so it aborts with a message, in every build
+  /// type; call stop() there and destroy the group from another thread.
   ~LoopGroup();
   LoopGroup(const LoopGroup&) = delete;
   LoopGroup& operator=(const LoopGroup&) = delete;
@@ -106,7 +109,8 @@ class LoopGroup {
 
   /// Number of loops (valid after a successful start()).
   std::size_t loop_count() const noexcept;
-  /// Loop `i` (valid after a successful start(), while the group lives).
+  /// Loop `i` (valid after a successful start(), while the group lives). An `i` of loop_count()
+  /// or more (any `i` before start()) aborts with a message, in every build type.
   Loop& loop(std::size_t i) const;
   /// Counters of every loop, indexed by loop.
   std::vector<LoopStats> stats() const;

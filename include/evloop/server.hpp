@@ -69,7 +69,8 @@ class Server {
   /// Creates a server; nothing is bound until start(). `options` and `callbacks` are also the
   /// connection options and handlers of every connection accepted on Options::listen.
   Server(Options options, Callbacks callbacks);
-  /// Stops the loops, if running, and waits for them.
+  /// Stops the loops, if running, and waits for them. Not on one of the server's loop threads
+  /// (from a callback): it would join itself, so it aborts with a message, in every build type.
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -129,7 +130,8 @@ class Server {
   const std::vector<SocketAddress>& addresses() const noexcept;
   /// Number of loops (valid after a successful start()).
   std::size_t loop_count() const noexcept;
-  /// Loop `i` (valid after a successful start(), while the server lives).
+  /// Loop `i` (valid after a successful start(), while the server lives). An `i` of loop_count()
+  /// or more (any `i` before start()) aborts with a message, in every build type.
   Loop& loop(std::size_t i) const;
   /// Counters of every loop, indexed by loop.
   std::vector<LoopStats> stats() const;

@@ -85,6 +85,14 @@ TEST(ErrorsTest, BadOptionValues) {
   expect_start_fails(o, errc::bad_option, "loops (5000) must be at most 4096");
 }
 
+// A Backend value that names no backend (a cast, or a value read from a configuration file
+// unchecked) used to run on epoll as if all was well.
+TEST(ErrorsTest, ABackendValueThatNamesNoBackendIsRefused) {
+  Options o = loopback_options();
+  o.backend = static_cast<Backend>(42);
+  expect_start_fails(o, errc::bad_option, "backend (42) is not a Backend");
+}
+
 // Where two fields disagree, the message says which the user set and which kept its default.
 TEST(ErrorsTest, ConflictingWaterMarksNameTheFieldTheUserSet) {
   Options o = loopback_options();

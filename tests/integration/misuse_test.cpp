@@ -63,6 +63,63 @@ TEST_F(MisuseDeathTest, RunEveryWithoutAPositiveIntervalAbortsWithAMessage) {
   EXPECT_DEATH(run_every(-1ms), "Loop::run_every: the interval must be positive");
 }
 
+// loop(i) with no such loop (before start(), or an index past loop_count()) says so, instead of
+// escaping as std::out_of_range from a vector's at() or reading past the end.
+TEST_F(MisuseDeathTest, LoopGroupLoopBeforeStartAbortsWithAMessage) {
+  EXPECT_DEATH(
+      {
+        LoopGroup group;
+        (void)group.loop(0);
+      },
+      "evloop: LoopGroup::loop: no loop 0: the group has 0 loops \\(none before a successful "
+      "start\\(\\)\\); call it after start\\(\\) succeeded, with an index below "
+      "loop_count\\(\\)");
+}
+
+TEST_F(MisuseDeathTest, ServerLoopPastTheLastLoopAbortsWithAMessage) {
+  EXPECT_DEATH(
+      {
+        RunningServer s(loopback_options(), {});
+        if (!s.status) std::abort();
+        (void)s.server.loop(1);
+      },
+      "evloop: Server::loop: no loop 1: the group has 1 loops");
+}
+
+// A LoopGroup or Server destroyed on one of its own loop threads would have to join that
+// thread: it says so instead of std::terminate's "terminate called without an active exception".
+TEST_F(MisuseDeathTest, LoopGroupDestroyedOnItsOwnLoopThreadAbortsWithAMessage) {
+  EXPECT_DEATH(
+      {
+        auto* group = new LoopGroup;
+        if (!group->start()) std::abort();
+        EventCounter destroyed;
+        group->loop(0).post([&] {
+          delete group;
+          destroyed.add();
+        });
+        destroyed.wait_for(1);  // the loop thread aborts before this could end
+      },
+      "evloop: LoopGroup::~LoopGroup: called on one of its own loop threads \\(it would join "
+      "itself\\); call stop\\(\\) there, and destroy it from another thread once wait\\(\\) "
+      "has returned");
+}
+
+TEST_F(MisuseDeathTest, ServerDestroyedOnItsOwnLoopThreadAbortsWithAMessage) {
+  EXPECT_DEATH(
+      {
+        auto* server = new RunningServer(loopback_options(), {});
+        if (!server->status) std::abort();
+        EventCounter destroyed;
+        server->server.loop(0).post([&] {
+          delete server;
+          destroyed.add();
+        });
+        destroyed.wait_for(1);
+      },
+      "evloop: Server::~Server: called on one of its own loop threads");
+}
+
 // The thread-safe way works from the same thread.
 TEST(MisuseTest, ConnRefWriteFromAnotherThreadIsFine) {
   EventCounter opened;
