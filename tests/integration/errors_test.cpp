@@ -185,33 +185,12 @@ TEST(ErrorsTest, LoopGroupStartAfterAStopBeforeStartIsRefused) {
 // A poller that fails (here: its epoll or io_uring fd replaced under it) must not spin silently:
 // the loops stop and wait() says which loop failed and why.
 TEST(ErrorsTest, AFailingPollerStopsTheLoopsAndWaitSaysWhy) {
-  std::vector<int> before;
-  auto poller_fds = [] {
-    std::vector<int> fds;
-    for (int fd = 0; fd < 1024; ++fd) {
-      char link[64] = {};
-      const std::string path = "/proc/self/fd/" + std::to_string(fd);
-      if (::readlink(path.c_str(), link, sizeof link - 1) > 0 &&
-          (std::string(link) == "anon_inode:[eventpoll]" ||
-           std::string(link) == "anon_inode:[io_uring]")) {
-        fds.push_back(fd);
-      }
-    }
-    return fds;
-  };
-  before = poller_fds();
+  const std::vector<int> before = new_poller_fds({});
   Server server(loopback_options(), {});
   ASSERT_TRUE(server.start());
-  std::vector<int> mine;
-  for (int fd : poller_fds()) {
-    if (std::find(before.begin(), before.end(), fd) == before.end()) mine.push_back(fd);
-  }
+  const std::vector<int> mine = new_poller_fds(before);
   if (mine.size() != 1) GTEST_SKIP() << "not the epoll or io_uring backend";
-  // Keep the fd number taken (by a dup of something harmless) so the loop's later close() of
-  // its own poller cannot close an unrelated file.
-  const int placeholder = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  ASSERT_EQ(::dup2(placeholder, mine[0]), mine[0]);
-  ::close(placeholder);
+  ASSERT_TRUE(break_poller(mine[0]));
   server.loop(0).wake();  // the current wait returns; the next one fails (EBADF/EINVAL)
   const Status s = server.wait();
   EXPECT_EQ(s.code(), errc::loop_failed);

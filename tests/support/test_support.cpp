@@ -1,6 +1,7 @@
 #include "test_support.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -95,6 +96,28 @@ bool loop_goes_quiet(const Loop& loop) {
     if (loop.stats().waits == waits) return true;
   }
   return false;
+}
+
+std::vector<int> new_poller_fds(const std::vector<int>& before) {
+  std::vector<int> fds;
+  for (int fd = 0; fd < 1024; ++fd) {
+    char link[64] = {};
+    const std::string path = "/proc/self/fd/" + std::to_string(fd);
+    if (::readlink(path.c_str(), link, sizeof link - 1) <= 0) continue;
+    const std::string_view target = link;
+    if ((target == "anon_inode:[eventpoll]" || target == "anon_inode:[io_uring]") &&
+        std::find(before.begin(), before.end(), fd) == before.end()) {
+      fds.push_back(fd);
+    }
+  }
+  return fds;
+}
+
+bool break_poller(int fd) {
+  const int placeholder = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const bool replaced = placeholder >= 0 && ::dup2(placeholder, fd) == fd;
+  if (placeholder >= 0) ::close(placeholder);
+  return replaced;
 }
 
 bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout,

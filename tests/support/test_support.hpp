@@ -113,6 +113,13 @@ class LoopHold {
 /// still in flight on a loaded machine.
 bool loop_goes_quiet(const Loop& loop);
 
+/// The epoll and io_uring fds among the fds `before` did not list: the pollers of the loops
+/// started since `before = new_poller_fds({})` (none on kqueue).
+std::vector<int> new_poller_fds(const std::vector<int>& before);
+/// Puts /dev/null in place of `fd`, so that its loop's next wait fails while the number stays
+/// taken (the loop's own close() of it then cannot close an unrelated file). False on failure.
+bool break_poller(int fd);
+
 /// Waits until `pred()` holds, re-checking every `step`; false on timeout. For state that has no
 /// event to wait on (kernel counters, stats); never used in place of an event that exists.
 bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = kWait,
