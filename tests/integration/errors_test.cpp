@@ -6,7 +6,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <fcntl.h>
 
 #include <algorithm>
 #include <fstream>
