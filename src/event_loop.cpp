@@ -107,8 +107,8 @@ void EventLoop::iterate(int max_timeout_ms) {
       skipped ? 0 : poller_.wait(events_.data(), static_cast<int>(events_.size()), timeout);
   if (!skipped) bump(stats_.waits);  // counted once it returns: a loop asleep in it has not woken
   // The backend counts refusals it retried (io_uring); copied here, where stats are read from.
-  if (const std::uint64_t r = poller_.submit_refusals(); r != stats_.submit_refusals.load(
-                                                                   std::memory_order_relaxed)) {
+  if (const std::uint64_t r = poller_.submit_refusals();
+      r != stats_.submit_refusals.load(std::memory_order_relaxed)) {
     stats_.submit_refusals.store(r, std::memory_order_relaxed);
   }
   if (n < 0) {

@@ -6,8 +6,8 @@
 
 #include <cerrno>
 #include <charconv>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string_view>
 
@@ -152,9 +152,8 @@ Status check_inherited_listener(int fd, const std::string& text, SocketAddress& 
   socklen_t len = sizeof type;
   if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
     const int e = errno;
-    return {sys_error(e),
-            "listen " + text + ": fd " + std::to_string(fd) + ": " +
-                (e == ENOTSOCK ? "not a socket" : sys_error(e).message())};
+    return {sys_error(e), "listen " + text + ": fd " + std::to_string(fd) + ": " +
+                              (e == ENOTSOCK ? "not a socket" : sys_error(e).message())};
   }
   len = sizeof listening;
   if (type != SOCK_STREAM || ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 ||
@@ -166,8 +165,7 @@ Status check_inherited_listener(int fd, const std::string& text, SocketAddress& 
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
       ::fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
     const int e = errno;
-    return {sys_error(e),
-            "listen " + text + ": fcntl: " + sys_error(e).message()};
+    return {sys_error(e), "listen " + text + ": fcntl: " + sys_error(e).message()};
   }
   bound = local_address(fd);
   return {};

@@ -29,7 +29,8 @@ class UpgradeSuccessor {
   /// The listening sockets the predecessor served one listen address with, in its loop order.
   struct Listeners {
     std::vector<UniqueFd> fds;
-    bool owns_unix_path = false;  // the predecessor bound the Unix socket: remove its file at the end
+    // The predecessor bound the Unix socket: remove its file at the end.
+    bool owns_unix_path = false;
   };
 
   /// True when EVLOOP_UPGRADE_FD is set: a live upgrade started this process.
@@ -82,7 +83,7 @@ class UpgradeSuccessor {
   std::thread receiver_;
   std::mutex receiving_mutex_;
   std::condition_variable received_all_;  // and the receiver's wait for `gate_`
-  bool receiving_ = false;  // guarded by receiving_mutex_: receiver_ runs
+  bool receiving_ = false;                // guarded by receiving_mutex_: receiver_ runs
   // Guarded by receiving_mutex_: whether the receiver may receive (the predecessor was told the
   // successor is ready) or must end (start() failed), once report_ready() or report_failure().
   enum class Gate { closed, open, shut } gate_ = Gate::closed;

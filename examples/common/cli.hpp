@@ -73,10 +73,10 @@ void print_stats_json(const evloop::Server& server);
 /// it the listeners and the connections the server's `handover` handler lets go, prints
 /// "upgraded: pid N, M connections moved, D left to drain" (or "upgrade failed: ..." and serves
 /// on), and exits once what stayed has drained. Returns the exit code: 0, or 1 when start()
-/// fails or a loop failed while serving (wait()'s error; its message printed). The signals stay blocked in every thread (loop threads inherit
-/// the mask) and a thread of ours takes them with sigwait(): no handler, so nothing for a
-/// sanitizer to defer or lose. Server::stop() is async-signal-safe too, for programs that
-/// prefer a handler.
+/// fails or a loop failed while serving (wait()'s error; its message printed). The signals stay
+/// blocked in every thread (loop threads inherit the mask) and a thread of ours takes them with
+/// sigwait(): no handler, so nothing for a sanitizer to defer or lose. Server::stop() is
+/// async-signal-safe too, for programs that prefer a handler.
 int serve_until_signal(const Program& program, evloop::Server& server, int argc, char** argv);
 
 /// Sends `state` ("READY=1", "MAINPID=N") to systemd's notification socket ($NOTIFY_SOCKET), as

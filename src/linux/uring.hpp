@@ -37,8 +37,8 @@ class SubmitRefusals {
 
  private:
   std::chrono::milliseconds limit_;
-  bool refusing_ = false;         // refused, and nothing taken since
-  Clock::time_point since_{};     // the first refusal of this run
+  bool refusing_ = false;      // refused, and nothing taken since
+  Clock::time_point since_{};  // the first refusal of this run
   std::uint64_t count_ = 0;
 };
 

@@ -41,8 +41,8 @@ std::vector<std::size_t> send_first(const std::vector<int>& fds,
                                     const std::vector<std::string>& sent, std::size_t n) {
   std::vector<std::size_t> offset(fds.size(), 0);
   for (std::size_t i = 0; i < fds.size(); ++i) {
-    const ssize_t took = ::send(fds[i], sent[i].data(), std::min(sent[i].size(), n),
-                                MSG_DONTWAIT | MSG_NOSIGNAL);
+    const ssize_t took =
+        ::send(fds[i], sent[i].data(), std::min(sent[i].size(), n), MSG_DONTWAIT | MSG_NOSIGNAL);
     if (took > 0) offset[i] = static_cast<std::size_t>(took);
   }
   return offset;
@@ -61,8 +61,8 @@ int echo_all(const std::vector<int>& fds, const std::vector<std::string>& sent,
   while (complete < static_cast<int>(fds.size()) && std::chrono::steady_clock::now() < deadline) {
     for (std::size_t i = 0; i < fds.size(); ++i) {
       const bool done = got[i].size() >= sent[i].size();
-      const short events = static_cast<short>((done ? 0 : POLLIN) |
-                                              (offset[i] < sent[i].size() ? POLLOUT : 0));
+      const short events =
+          static_cast<short>((done ? 0 : POLLIN) | (offset[i] < sent[i].size() ? POLLOUT : 0));
       pfds[i] = {events != 0 ? fds[i] : -1, events, 0};
     }
     if (::poll(pfds.data(), pfds.size(), 100) <= 0) continue;
