@@ -30,6 +30,14 @@ bool parse_bool(std::string_view s, bool& out) {
 }
 
 Status parse_options(std::string_view text, std::string_view query, ListenAddress& out) {
+  bool reuseport_given = false;
+  bool backlog_given = false;
+  // An option given twice: which was meant? Said, rather than letting the last one win.
+  auto once = [&text](bool& given, std::string_view key) -> Status {
+    if (given) return fail(errc::bad_option, text, std::string(key) + " is given twice");
+    given = true;
+    return {};
+  };
   while (!query.empty()) {
     const std::size_t amp = query.find('&');
     const std::string_view item = query.substr(0, amp);
@@ -41,10 +49,12 @@ Status parse_options(std::string_view text, std::string_view query, ListenAddres
     const std::string_view key = item.substr(0, eq);
     const std::string_view value = item.substr(eq + 1);
     if (key == "reuseport") {
+      if (Status s = once(reuseport_given, key); !s) return s;
       bool on = false;
       if (!parse_bool(value, on)) return fail(errc::bad_option, text, "reuseport must be 0 or 1");
       out.reuseport = on;
     } else if (key == "backlog") {
+      if (Status s = once(backlog_given, key); !s) return s;
       if (is_udp(out.transport)) {
         return fail(errc::bad_option, text, "backlog is for stream sockets, not udp");
       }

@@ -78,6 +78,15 @@ TEST(ListenAddressTest, RejectsBadInputWithClearErrors) {
   EXPECT_EQ(parse_error("tcp://127.0.0.1:1?reuseport"), errc::bad_option);
 }
 
+// An option given twice is a mistake to report (which one was meant?), not a last one that wins.
+TEST(ListenAddressTest, RejectsAnOptionGivenTwice) {
+  ListenAddress a;
+  const Status s = parse_listen_address("tcp://127.0.0.1:1?backlog=1&backlog=2", a);
+  EXPECT_EQ(s.code(), errc::bad_option);
+  EXPECT_NE(s.message().find("backlog is given twice"), std::string::npos) << s.message();
+  EXPECT_EQ(parse_error("udp://127.0.0.1:1?reuseport=1&reuseport=0"), errc::bad_option);
+}
+
 TEST(ListenAddressTest, ParsesUdpSchemes) {
   ListenAddress a = parse_ok("udp://127.0.0.1:53");
   EXPECT_EQ(a.transport, Transport::udp);
