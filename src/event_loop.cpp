@@ -35,7 +35,8 @@ EventLoop::~EventLoop() {
 }
 
 Status EventLoop::open(Backend wanted, std::string& note) {
-  if (std::error_code ec = poller_.open(wanted, group_.options().uring_buffers, note)) {
+  const PollerSetup setup{wanted, group_.options().uring_buffers, &stats_.submit_refusals};
+  if (std::error_code ec = poller_.open(setup, note)) {
     return {ec, "create poller: " + ec.message()};
   }
   if (std::error_code ec = waker_.open(poller_, &waker_token_)) {
@@ -106,11 +107,6 @@ void EventLoop::iterate(int max_timeout_ms) {
   const int n =
       skipped ? 0 : poller_.wait(events_.data(), static_cast<int>(events_.size()), timeout);
   if (!skipped) bump(stats_.waits);  // counted once it returns: a loop asleep in it has not woken
-  // The backend counts refusals it retried (io_uring); copied here, where stats are read from.
-  if (const std::uint64_t r = poller_.submit_refusals();
-      r != stats_.submit_refusals.load(std::memory_order_relaxed)) {
-    stats_.submit_refusals.store(r, std::memory_order_relaxed);
-  }
   if (n < 0) {
     // Not EINTR (the backend returns 0 for that): the poller itself is broken (EBADF, EINVAL,
     // ENOMEM). Waiting again would fail again at once, a silent spin: stop, and say why.

@@ -5,7 +5,7 @@
 // virtual call).
 //
 //   class Poller {                                   // one per loop, used only by its thread
-//     std::error_code open(Backend wanted, unsigned uring_buffers, std::string& note);
+//     std::error_code open(const PollerSetup&, std::string& note);
 //                                                    // the kernel object; `note` says why
 //                                                    // another backend was used
 //     const char* name() const;                      // "epoll", "io_uring", "kqueue"
@@ -23,7 +23,6 @@
 //     std::error_code watch_write_space(int fd, void* token);  // like add(fd, kWrite), but
 //                                                    // reports each wake-up once (see below)
 //     bool polls_ending() const;                     // a removed poll still holds its file
-//     std::uint64_t submit_refusals() const;         // retried refusals (io_uring), else 0
 //   };
 //   class Waker {                                    // one per loop
 //     std::error_code open(Poller&, void* token);    // registers itself; its events carry token
@@ -52,6 +51,7 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <system_error>
@@ -59,6 +59,15 @@
 #include "evloop/loop_group.hpp"
 
 namespace evloop::detail {
+
+/// What a loop asks of its poller when it opens it.
+struct PollerSetup {
+  Backend wanted = Backend::automatic;
+  unsigned uring_buffers = 0;  ///< LoopOptions::uring_buffers (io_uring only)
+  /// Bumped once for each submission the kernel refused (io_uring only): the loop's own
+  /// LoopStats counter, so stats read from other threads see it without the loop copying it.
+  std::atomic<std::uint64_t>* submit_refusals = nullptr;
+};
 
 /// Interest bits for Poller::add/modify.
 enum Interest : unsigned { kNone = 0, kRead = 1, kWrite = 2 };

@@ -137,13 +137,10 @@ Status UpgradeSuccessor::start_receiver(const std::vector<std::unique_ptr<EventL
         go = gate_ == Gate::open;
       }
       if (go) return receive(targets, profiles);
-      std::lock_guard lock(receiving_mutex_);
-      receiving_ = false;
-      received_all_.notify_all();
+      end_receiving();
     });
   } catch (const std::exception& e) {  // std::system_error (EAGAIN: a task limit), bad_alloc
-    std::lock_guard lock(receiving_mutex_);
-    receiving_ = false;
+    end_receiving();
     return {make_error_code(errc::upgrade_failed),
             std::string("start the thread that receives the connections: ") + e.what()};
   }
@@ -198,6 +195,10 @@ void UpgradeSuccessor::receive(std::vector<EventLoop*> loops, std::vector<Profil
   }
   if (ended && !refused) loops.front()->group().lend_handed_unix_files(false);
   close_control();
+  end_receiving();
+}
+
+void UpgradeSuccessor::end_receiving() {
   std::lock_guard lock(receiving_mutex_);
   receiving_ = false;
   received_all_.notify_all();

@@ -68,6 +68,7 @@ class UpgradeSuccessor {
 
  private:
   void receive(std::vector<EventLoop*> loops, std::vector<ProfilePtr> profiles);
+  void end_receiving();  // the receiver has ended, or will not run: wakes finish_receiving()
   bool adopt_batch(upgrade::Frame& frame, const std::vector<EventLoop*>& loops,
                    const std::vector<ProfilePtr>& profiles, std::string& answer);
   Status read_listeners();

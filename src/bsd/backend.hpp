@@ -29,7 +29,7 @@ class Poller {
 
   std::error_code open();
   /// kqueue is the only backend here: asking for epoll or io_uring gives kqueue and a `note`.
-  std::error_code open(Backend wanted, unsigned uring_buffers, std::string& note);
+  std::error_code open(const PollerSetup& setup, std::string& note);
   const char* name() const noexcept { return "kqueue"; }
   std::error_code add(int fd, unsigned interest, void* token);
   std::error_code modify(int fd, unsigned from, unsigned to, void* token);
@@ -44,7 +44,6 @@ class Poller {
   void accept(int, void*) noexcept {}
   void cancel(void*, PollEvent::Op) noexcept {}
   static constexpr bool polls_ending() noexcept { return false; }
-  static constexpr std::uint64_t submit_refusals() noexcept { return 0; }
   std::error_code watch_write_space(int, void*) noexcept { return {}; }
 
  private:

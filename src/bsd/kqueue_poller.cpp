@@ -104,7 +104,8 @@ void refused(void* token, int error, PollEvent& out) {
 
 Poller::Poller() = default;
 
-std::error_code Poller::open(Backend wanted, unsigned /*uring_buffers*/, std::string& note) {
+std::error_code Poller::open(const PollerSetup& setup, std::string& note) {
+  const Backend wanted = setup.wanted;
   if (wanted == Backend::epoll || wanted == Backend::io_uring) {
     note = std::string(wanted == Backend::epoll ? "epoll" : "io_uring") +
            " is Linux-only: using kqueue";

@@ -43,9 +43,9 @@ class Poller {
   Poller(const Poller&) = delete;
   Poller& operator=(const Poller&) = delete;
 
-  /// Opens epoll, or io_uring when `wanted` says so (falling back to epoll, with `note` saying
-  /// why, when the kernel refuses it), with `uring_buffers` as LoopOptions::uring_buffers says.
-  std::error_code open(Backend wanted, unsigned uring_buffers, std::string& note);
+  /// Opens epoll, or io_uring when `setup.wanted` says so (falling back to epoll, with `note`
+  /// saying why, when the kernel refuses it).
+  std::error_code open(const PollerSetup& setup, std::string& note);
   /// The build's default backend (epoll), for tests of the contract.
   std::error_code open();
   const char* name() const noexcept { return uring_ ? "io_uring" : "epoll"; }
@@ -65,8 +65,6 @@ class Poller {
   /// Polls removed whose end the kernel has not reported yet (io_uring): each still holds its
   /// socket's file open, so a stopping loop waits for them.
   bool polls_ending() const noexcept;
-  /// Submissions the kernel refused so far and that were retried (io_uring; 0 on epoll).
-  std::uint64_t submit_refusals() const noexcept;
 
  private:
   EpollPoller epoll_;

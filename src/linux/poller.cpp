@@ -12,10 +12,10 @@ Poller::~Poller() = default;
 
 std::error_code Poller::open() { return epoll_.open(); }
 
-std::error_code Poller::open(Backend wanted, unsigned uring_buffers, std::string& note) {
-  if (wanted == Backend::io_uring) {
+std::error_code Poller::open(const PollerSetup& setup, std::string& note) {
+  if (setup.wanted == Backend::io_uring) {
     auto ring = std::make_unique<UringPoller>();
-    const std::error_code ec = ring->open(uring_buffers);
+    const std::error_code ec = ring->open(setup.uring_buffers, setup.submit_refusals);
     if (!ec) {
       uring_ = std::move(ring);
       return {};
@@ -47,10 +47,6 @@ std::error_code Poller::watch_write_space(int fd, void* token) {
 }
 
 bool Poller::polls_ending() const noexcept { return uring_ && uring_->polls_ending(); }
-
-std::uint64_t Poller::submit_refusals() const noexcept {
-  return uring_ ? uring_->submit_refusals() : 0;
-}
 
 void Poller::receive(int fd, void* token, bool large) { uring_->receive(fd, token, large); }
 void Poller::send(int fd, const msghdr* msg, void* token) { uring_->send(fd, msg, token); }

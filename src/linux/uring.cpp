@@ -208,7 +208,6 @@ void Uring::submit_now() noexcept {
 }
 
 bool SubmitRefusals::final(int error, Clock::time_point now) noexcept {
-  ++count_;
   if (error != EAGAIN && error != EBUSY) return true;
   if (!refusing_) {
     refusing_ = true;
@@ -219,6 +218,7 @@ bool SubmitRefusals::final(int error, Clock::time_point now) noexcept {
 }
 
 int Uring::refused(int error, int timeout_ms) {
+  if (refusal_count_ != nullptr) refusal_count_->fetch_add(1, std::memory_order_relaxed);
   if (refusals_.final(error, std::chrono::steady_clock::now())) {
     failed_ = error;
     return -error;

@@ -9,6 +9,7 @@
 
 #include <linux/io_uring.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -32,14 +33,11 @@ class SubmitRefusals {
   bool final(int error, Clock::time_point now) noexcept;
   /// The kernel took a submission: a refusal that follows starts a new limit.
   void taken() noexcept { refusing_ = false; }
-  /// Refusals so far (each retried one and the final one).
-  std::uint64_t count() const noexcept { return count_; }
 
  private:
   std::chrono::milliseconds limit_;
   bool refusing_ = false;      // refused, and nothing taken since
   Clock::time_point since_{};  // the first refusal of this run
-  std::uint64_t count_ = 0;
 };
 
 class Uring {
@@ -86,8 +84,9 @@ class Uring {
   void set_refusal_limit(std::chrono::milliseconds limit) noexcept {
     refusals_ = SubmitRefusals(limit);
   }
-  /// Submissions the kernel refused so far (see submit_and_wait()).
-  std::uint64_t refusals() const noexcept { return refusals_.count(); }
+  /// Bumps `counter` (relaxed; null: none) once for each submission the kernel refuses (see
+  /// submit_and_wait()): each one retried, and the final one.
+  void count_refusals_in(std::atomic<std::uint64_t>* counter) noexcept { refusal_count_ = counter; }
   /// Submits what is queued and runs the kernel's deferred work (DEFER_TASKRUN), without waiting:
   /// a poll cancelled by what was queued has ended, and let go of its file, when this returns.
   /// Its completions wait for the next submit_and_wait(). A refusal is left to that call to report.
@@ -142,6 +141,7 @@ class Uring {
   unsigned sq_entries_ = 0;
   int failed_ = 0;  // errno of a final refusal: every later submit_and_wait() returns it
   SubmitRefusals refusals_;
+  std::atomic<std::uint64_t>* refusal_count_ = nullptr;
   // An entry as bytes: io_uring_sqe ends in a flexible array, so it cannot be an element.
   struct EntryBytes {
     alignas(io_uring_sqe) unsigned char bytes[sizeof(io_uring_sqe)];

@@ -46,10 +46,11 @@ unsigned poll_mask(unsigned interest) {
 
 }  // namespace
 
-std::error_code UringPoller::open(unsigned buffers) {
+std::error_code UringPoller::open(unsigned buffers, std::atomic<std::uint64_t>* submit_refusals) {
   const auto small = static_cast<std::uint16_t>(buffers == 0 ? kDefaultBuffers : buffers);
   const auto large = static_cast<std::uint16_t>(std::max(1, small / 8));
   if (std::error_code ec = ring_.open(kRingEntries)) return ec;
+  ring_.count_refusals_in(submit_refusals);
   if (std::error_code ec = ring_.register_buffers(kSmallGroup, small, kSmallSize, 0)) {
     return ec;
   }

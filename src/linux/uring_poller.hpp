@@ -37,8 +37,9 @@ class UringPoller {
   enum Op : unsigned char { kPoll = 1, kReceive = 2, kSend = 3, kInternal = 4, kAccept = 5 };
 
   /// `buffers` small provided buffers (0: kDefaultBuffers) and buffers / 8 large ones (at
-  /// least 1); a power of two (LoopOptions::uring_buffers).
-  std::error_code open(unsigned buffers);
+  /// least 1); a power of two (LoopOptions::uring_buffers). `submit_refusals`, if not null, is
+  /// bumped for each submission the kernel refuses.
+  std::error_code open(unsigned buffers, std::atomic<std::uint64_t>* submit_refusals);
   static constexpr unsigned kDefaultBuffers = 512;
   std::error_code add(int fd, unsigned interest, void* token);
   /// add(fd, kWrite) as a multishot poll: each wake-up reported once, not again at every wait.
@@ -59,7 +60,6 @@ class UringPoller {
   void cancel(void* token, Op op);
   /// True while a removed poll has not reported its end: until then it holds its file open.
   bool polls_ending() const noexcept { return ending_ > 0; }
-  std::uint64_t submit_refusals() const noexcept { return ring_.refusals(); }
 
  private:
   struct FdState {

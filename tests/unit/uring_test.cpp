@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <set>
@@ -65,6 +66,8 @@ TEST(UringTest, RequestsAFullQueueTheKernelRefusedAreKeptAndSubmittedInOrderLate
   if (const std::string why = open_failure(ring); !why.empty()) {
     GTEST_SKIP() << "io_uring unavailable here: " << why;
   }
+  std::atomic<std::uint64_t> refusals{0};
+  ring.count_refusals_in(&refusals);
   // Three queues' worth: more kept aside than the queue holds, so submitting them takes rounds.
   constexpr std::uint64_t kRequests = 3 * kEntries + 1;
   for (std::uint64_t id = 1; id <= kRequests; ++id) queue_nop(ring, id);
@@ -80,7 +83,7 @@ TEST(UringTest, RequestsAFullQueueTheKernelRefusedAreKeptAndSubmittedInOrderLate
   std::vector<std::uint64_t> expected;
   for (std::uint64_t id = 1; id <= kRequests; ++id) expected.push_back(id);
   EXPECT_EQ(order, expected) << "a NOP completes as it is submitted: in the order queued";
-  EXPECT_EQ(ring.refusals(), 0u) << "enabled, the ring took every kept request at once";
+  EXPECT_EQ(refusals.load(), 0u) << "enabled, the ring took every kept request at once";
 }
 
 // A refusal that is not for want of resources (EBADFD: a ring never enabled) is final: the ring
@@ -90,12 +93,14 @@ TEST(UringTest, ARingTheKernelRefusesForGoodFailsLoudly) {
   if (const std::string why = open_failure(ring); !why.empty()) {
     GTEST_SKIP() << "io_uring unavailable here: " << why;
   }
+  std::atomic<std::uint64_t> refusals{0};
+  ring.count_refusals_in(&refusals);
   for (std::uint64_t id = 1; id <= kEntries + 1; ++id) queue_nop(ring, id);
   EXPECT_EQ(ring.submit_and_wait(0), -EBADFD);
   EXPECT_EQ(ring.submit_and_wait(0), -EBADFD) << "a failed ring must stay failed";
   queue_nop(ring, kEntries + 2);  // still safe to ask for an entry: it goes nowhere
   EXPECT_EQ(ring.submit_and_wait(0), -EBADFD);
-  EXPECT_EQ(ring.refusals(), 1u);
+  EXPECT_EQ(refusals.load(), 1u) << "counted once: a failed ring is not submitted again";
 }
 
 // The retry policy itself, on a clock the test moves (this kernel never refuses with EAGAIN or
@@ -111,7 +116,6 @@ TEST(SubmitRefusalsTest, EagainAndEbusyAreRetriedUntilTheLimitPassesWithNothingT
     EXPECT_TRUE(refusals.final(error, t0 + 100ms)) << "refused for the whole limit: final";
     refusals.taken();
   }
-  EXPECT_EQ(refusals.count(), 8u);
 }
 
 TEST(SubmitRefusalsTest, ASubmissionTakenStartsTheLimitAgain) {
