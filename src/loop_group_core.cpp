@@ -230,19 +230,14 @@ Loop& LoopGroupCore::handle(std::size_t i, const char* method) const {
   return loops_[i]->handle();
 }
 
-void LoopGroupCore::require_off_loop_threads(const char* method) const noexcept {
+void LoopGroupCore::require_off_loop_threads(const char* method,
+                                             const char* instead) const noexcept {
   if (on_loop_thread()) [[unlikely]] {
-    misuse(method, "called on one of its own loop threads (it would join itself)",
-           "call stop() there, and destroy it from another thread once wait() has returned");
+    misuse(method, "called on one of its own loop threads (it would join itself)", instead);
   }
 }
 
 Status LoopGroupCore::wait() {
-  if (on_loop_thread()) {
-    return {make_error_code(errc::already_started),
-            "wait() called on a loop thread: it would wait for itself; call stop() there and "
-            "wait() from another thread"};
-  }
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
   }
@@ -307,7 +302,10 @@ void LoopGroupCore::loop_drained() {
 LoopGroup::LoopGroup(LoopOptions options, LoopHooks hooks)
     : core_(std::make_unique<detail::LoopGroupCore>(std::move(options), std::move(hooks))) {}
 
-LoopGroup::~LoopGroup() { core_->require_off_loop_threads("LoopGroup::~LoopGroup"); }
+LoopGroup::~LoopGroup() {
+  core_->require_off_loop_threads("LoopGroup::~LoopGroup",
+                                  detail::LoopGroupCore::kDestroyOffLoopThreads);
+}
 
 Status LoopGroup::start() { return core_->start(); }
 
@@ -317,7 +315,10 @@ Status LoopGroup::run() {
 }
 
 void LoopGroup::stop() noexcept { core_->stop(); }
-Status LoopGroup::wait() { return core_->wait(); }
+Status LoopGroup::wait() {
+  core_->require_off_loop_threads("LoopGroup::wait", detail::LoopGroupCore::kWaitOffLoopThreads);
+  return core_->wait();
+}
 bool LoopGroup::running() const noexcept { return core_->running(); }
 std::size_t LoopGroup::loop_count() const noexcept { return core_->loops().size(); }
 Loop& LoopGroup::loop(std::size_t i) const { return core_->handle(i, "LoopGroup::loop"); }

@@ -85,9 +85,15 @@ class LoopGroupCore {
   /// Loop `i`'s public handle, for LoopGroup::loop and Server::loop (named `method`). An index
   /// past the last loop (any index before start()) is misuse: aborts with a message.
   Loop& handle(std::size_t i, const char* method) const;
-  /// Aborts with a message naming `method` (a destructor) when called on one of the group's loop
-  /// threads: it would have to join the thread it runs on.
-  void require_off_loop_threads(const char* method) const noexcept;
+  // What to do instead, for require_off_loop_threads().
+  static constexpr const char* kDestroyOffLoopThreads =
+      "call stop() there, and destroy it from another thread once wait() has returned";
+  static constexpr const char* kWaitOffLoopThreads =
+      "call stop() there, and wait() from another thread (the one that called start())";
+  /// Aborts with a message naming `method` (a destructor, or wait()) and saying what to do
+  /// `instead` when called on one of the group's loop threads: it would join the thread it runs
+  /// on.
+  void require_off_loop_threads(const char* method, const char* instead) const noexcept;
 
  private:
   /// start_threads() but for started_: every loop's thread, or none (those started are joined).

@@ -288,10 +288,8 @@ bool ServerCore::on_loop_thread() const { return group_.on_loop_thread(); }
 
 Status ServerCore::wait() {
   Status status = group_.wait();
-  // After the loops: adoptions still arriving are refused. Not when wait() was refused (called
-  // on a loop thread, the loops run on): the predecessor would find the socket shut and kill
-  // this process as a successor lost mid-handover.
-  if (successor_ && !on_loop_thread()) {
+  // After the loops: adoptions still arriving are refused.
+  if (successor_) {
     successor_->stop();
     group_.settle_lent_unix_files();
   }
@@ -339,7 +337,10 @@ Status ServerCore::upgrade(const UpgradeOptions& options, UpgradeReport* report)
 Server::Server(Options options, Callbacks callbacks)
     : core_(std::make_unique<detail::ServerCore>(std::move(options), std::move(callbacks))) {}
 
-Server::~Server() { core_->group().require_off_loop_threads("Server::~Server"); }
+Server::~Server() {
+  core_->group().require_off_loop_threads("Server::~Server",
+                                          detail::LoopGroupCore::kDestroyOffLoopThreads);
+}
 
 Status Server::listen(std::string address, Handlers handlers, ConnOptions options) {
   return core_->listen(std::move(address), std::move(handlers), std::move(options));
@@ -357,7 +358,11 @@ Status Server::run() {
 }
 
 void Server::stop() noexcept { core_->stop(); }
-Status Server::wait() { return core_->wait(); }
+Status Server::wait() {
+  core_->group().require_off_loop_threads("Server::wait",
+                                          detail::LoopGroupCore::kWaitOffLoopThreads);
+  return core_->wait();
+}
 bool Server::running() const noexcept { return core_->running(); }
 Status Server::upgrade(const UpgradeOptions& options, UpgradeReport* report) {
   return core_->upgrade(options, report);

@@ -99,7 +99,8 @@ class LoopGroup {
   /// LoopOptions::shutdown_grace), dials in progress fail with errc::server_stopped. Returns at
   /// once. Callable from any thread, any handler and a signal handler; again does nothing.
   void stop() noexcept;
-  /// Blocks until every loop thread has finished (after stop()). Not from a loop thread. Returns
+  /// Blocks until every loop thread has finished (after stop()). Called on one of its own loop
+  /// threads (it would join itself) it aborts with a message, in every build type. Returns
   /// an error if a loop had to stop on a failure of its poller (with the loop's index and why).
   /// A host-name lookup still in progress then is waited for up to shutdown_grace, then left to
   /// end by itself (its answer dropped).

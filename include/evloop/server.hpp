@@ -98,7 +98,8 @@ class Server {
   /// Options::shutdown_grace, `closed` fires for every connection. Returns at once. Callable from
   /// any thread, any callback and a signal handler; calling it again does nothing.
   void stop() noexcept;
-  /// Blocks until every loop thread has finished (after stop()). Not from a loop thread. Returns
+  /// Blocks until every loop thread has finished (after stop()). Called on one of its own loop
+  /// threads (it would join itself) it aborts with a message, in every build type. Returns
   /// an error if a loop stopped on a failure of its poller. A host-name lookup still in progress
   /// then is waited for up to Options::shutdown_grace, then left to end by itself.
   Status wait();

@@ -108,16 +108,49 @@ TEST_F(MisuseDeathTest, LoopGroupDestroyedOnItsOwnLoopThreadAbortsWithAMessage) 
 TEST_F(MisuseDeathTest, ServerDestroyedOnItsOwnLoopThreadAbortsWithAMessage) {
   EXPECT_DEATH(
       {
-        auto* server = new RunningServer(loopback_options(), {});
-        if (!server->status) std::abort();
+        auto* server = new Server(loopback_options(), {});  // not RunningServer: its wait() first
+        if (!server->start()) std::abort();
         EventCounter destroyed;
-        server->server.loop(0).post([&] {
+        server->loop(0).post([&] {
           delete server;
           destroyed.add();
         });
         destroyed.wait_for(1);
       },
       "evloop: Server::~Server: called on one of its own loop threads");
+}
+
+// wait() on one of the group's own loop threads would join itself: it aborts saying what to do
+// instead (it used to return a status whose code, already_started, did not say that).
+TEST_F(MisuseDeathTest, LoopGroupWaitOnItsOwnLoopThreadAbortsWithAMessage) {
+  EXPECT_DEATH(
+      {
+        LoopGroup group;
+        if (!group.start()) std::abort();
+        EventCounter waited;
+        group.loop(0).post([&] {
+          (void)group.wait();
+          waited.add();
+        });
+        waited.wait_for(1);  // the loop thread aborts before this could end
+      },
+      "evloop: LoopGroup::wait: called on one of its own loop threads \\(it would join "
+      "itself\\); call stop\\(\\) there, and wait\\(\\) from another thread");
+}
+
+TEST_F(MisuseDeathTest, ServerWaitOnItsOwnLoopThreadAbortsWithAMessage) {
+  EXPECT_DEATH(
+      {
+        RunningServer s(loopback_options(), {});
+        if (!s.status) std::abort();
+        EventCounter waited;
+        s.server.loop(0).post([&] {
+          (void)s.server.wait();
+          waited.add();
+        });
+        waited.wait_for(1);
+      },
+      "evloop: Server::wait: called on one of its own loop threads");
 }
 
 // The thread-safe way works from the same thread.
