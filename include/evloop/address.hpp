@@ -78,7 +78,9 @@ class SocketAddress {
   /// "127.0.0.1:8080", "[::1]:8080", "unix:/path" ("unix:" alone for an unnamed Unix peer).
   std::string to_string() const;
   /// The same address as a listen-address URL: "tcp4://127.0.0.1:8080", "tcp6://[::1]:8080",
-  /// "unix:///path". Useful to print bound addresses in a form that can be served again.
+  /// "unix:///path". Useful to print bound addresses in a form that can be served again. An
+  /// unnamed Unix peer (a client that did not bind) gives "unix://", which names nothing to
+  /// serve or dial: the parsers refuse it.
   std::string to_url() const;
   /// The same as a UDP URL: "udp4://127.0.0.1:53", "udp6://[::1]:53" ("(none)" for others).
   std::string to_udp_url() const;

@@ -1,5 +1,7 @@
 // Listen-address parsing and SocketAddress formatting.
 #include <arpa/inet.h>
+#include <sys/un.h>
+
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 
@@ -176,6 +178,20 @@ TEST(SocketAddressTest, FormatsIpv4Ipv6AndUnix) {
 
   EXPECT_EQ(SocketAddress().family(), 0);
   EXPECT_EQ(SocketAddress().to_string(), "(none)");
+}
+
+// A Unix client that did not bind has an unnamed address: its URL is "unix://", which the
+// parsers refuse (it names nothing to serve or dial), as address.hpp says.
+TEST(SocketAddressTest, AnUnnamedUnixPeerFormatsAsABareScheme) {
+  sockaddr_un unnamed{};
+  unnamed.sun_family = AF_UNIX;
+  const SocketAddress a(&unnamed, sizeof(sa_family_t));
+  EXPECT_EQ(a.family(), AF_UNIX);
+  EXPECT_EQ(a.to_string(), "unix:");
+  EXPECT_EQ(a.to_url(), "unix://");
+  ListenAddress parsed;
+  EXPECT_EQ(parse_listen_address(a.to_url(), parsed).code(), errc::bad_address);
+  EXPECT_EQ(parse_connect_address(a.to_url(), parsed).code(), errc::bad_address);
 }
 
 }  // namespace
