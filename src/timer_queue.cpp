@@ -48,21 +48,34 @@ void TimerQueue::clear() noexcept {
 }
 
 bool TimerQueue::cancel(std::uint64_t id) {
-  if (timers_.erase(id) > 0) return true;
+  if (timers_.erase(id) > 0) {
+    // Rebuilt after at least as many cancels as it keeps entries: O(1) per cancel, amortized.
+    constexpr std::size_t kSlack = 1024;
+    if (heap_.size() > 2 * timers_.size() + kSlack) drop_stale_entries();
+    return true;
+  }
   // Asked for by another thread, its add still queued: the loop thread may have the id already
   // (passed along by that thread), and cancelling must stop the add.
   std::lock_guard lock(reserved_mutex_);
   return reserved_.erase(id) > 0;
 }
 
+bool TimerQueue::stale(const Due& due) const {
+  // Its timer was cancelled, or rescheduled to another deadline.
+  auto it = timers_.find(due.id);
+  return it == timers_.end() || it->second.when != due.when;
+}
+
 void TimerQueue::drop_cancelled_top() {
-  // A heap entry is stale when its timer was cancelled or rescheduled to another deadline.
-  while (!heap_.empty()) {
-    auto it = timers_.find(heap_.front().id);
-    if (it != timers_.end() && it->second.when == heap_.front().when) return;
+  while (!heap_.empty() && stale(heap_.front())) {
     std::pop_heap(heap_.begin(), heap_.end(), std::greater<>{});
     heap_.pop_back();
   }
+}
+
+void TimerQueue::drop_stale_entries() {
+  std::erase_if(heap_, [this](const Due& due) { return stale(due); });
+  std::make_heap(heap_.begin(), heap_.end(), std::greater<>{});
 }
 
 int TimerQueue::next_timeout_ms(Clock::time_point now) {

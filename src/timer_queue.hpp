@@ -1,5 +1,7 @@
 // Internal. One loop's timers: a binary min-heap of deadlines plus a map from id to callback.
-// Cancel is O(1) (the heap entry is skipped when it surfaces); add is O(log n). Loop thread only,
+// Cancel is O(1) amortized (the heap entry is skipped when it surfaces, and the heap is rebuilt
+// without such entries once they outnumber the live ones: a connection closed with its idle
+// timer armed must not leave its entry for the whole timeout); add is O(log n). Loop thread only,
 // except reserve() and unreserve(), which let another thread name a timer that its loop will add
 // later.
 #pragma once
@@ -41,6 +43,8 @@ class TimerQueue {
   std::size_t run_due(Clock::time_point now);
   /// Number of live timers.
   std::size_t size() const noexcept { return timers_.size(); }
+  /// Entries in the deadline heap: the live timers' and the cancelled ones' not dropped yet.
+  std::size_t heap_entries() const noexcept { return heap_.size(); }
 
  private:
   struct Due {
@@ -54,6 +58,8 @@ class TimerQueue {
     Task fn;
   };
   void drop_cancelled_top();
+  bool stale(const Due& due) const;
+  void drop_stale_entries();
 
   std::uint64_t next_id() noexcept { return next_id_.fetch_add(1, std::memory_order_relaxed); }
   void insert(std::uint64_t id, Clock::time_point when, Clock::duration interval, Task fn);

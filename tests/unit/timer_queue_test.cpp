@@ -1,6 +1,7 @@
 // TimerQueue ordering, cancel, periodic rescheduling and timeouts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "timer_queue.hpp"
@@ -37,6 +38,29 @@ TEST(TimerQueueTest, CancelledTimersDoNotRunOrDelayTheWait) {
   EXPECT_EQ(q.next_timeout_ms(t0), 50);
   q.run_due(t0 + 100ms);
   EXPECT_EQ(ran, 1);
+}
+
+// Each connection that closes with its idle timer armed cancels that timer. Its heap entry used
+// to stay until the deadline passed: 16 bytes per closed connection for the whole timeout
+// (unbounded with long timeouts and a peer that churns connections). Cancelled entries are now
+// dropped once they outnumber the live ones, and the live timers still run in order.
+TEST(TimerQueueTest, CancelledEntriesDoNotPileUpUntilTheirDeadlines) {
+  TimerQueue q;
+  const auto t0 = Clock::now();
+  std::vector<int> order;
+  for (int i = 99; i >= 0; --i) q.add(t0 + 1h + i * 1ms, {}, [&order, i] { order.push_back(i); });
+  std::size_t most = 0;
+  for (int i = 0; i < 100'000; ++i) {
+    EXPECT_TRUE(q.cancel(q.add(t0 + 1h + (i % 500) * 1ms, {}, [&] { ADD_FAILURE(); })));
+    most = std::max(most, q.heap_entries());
+  }
+  EXPECT_EQ(q.size(), 100u);
+  EXPECT_LE(most, 2 * 100 + 1024 + 1) << "cancelled entries must not wait for their deadlines";
+  EXPECT_EQ(q.run_due(t0 + 2h), 100u);
+  std::vector<int> expected(100);
+  for (int i = 0; i < 100; ++i) expected[static_cast<std::size_t>(i)] = i;
+  EXPECT_EQ(order, expected);
+  EXPECT_EQ(q.heap_entries(), 0u);
 }
 
 TEST(TimerQueueTest, PeriodicTimerReschedulesAndCanCancelItself) {
