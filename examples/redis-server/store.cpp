@@ -39,22 +39,44 @@ Store::Entry* Store::find_live(Shard& s, std::string_view key, Millis now) {
   auto it = s.map.find(key);
   if (it == s.map.end()) return nullptr;
   if (it->second.expire_at != 0 && it->second.expire_at <= now) {
-    s.map.erase(it);
+    erase(s, it);
     return nullptr;
   }
   return &it->second;
 }
 
+Store::Entry& Store::insert(Shard& s, std::string_view key) {
+  s.key_bytes += key.size();
+  return s.map.try_emplace(std::string(key)).first->second;
+}
+
+void Store::erase(Shard& s, Map::iterator it) {
+  s.key_bytes -= it->first.size();
+  s.map.erase(it);
+}
+
 void Store::add_timer(Shard& s, std::string_view key, Millis expire_at) {
-  if (s.timers.size() > 2 * s.map.size() + 1024) {
-    // Mostly stale: rebuild from the live expiries.
+  // Mostly stale: rebuild from the live expiries (this key's new one among them). Counted in
+  // bytes too, since every entry holds a copy of its key: a client that renews the expiry of one
+  // large key again and again (SET k v EX n) would otherwise make the heap hold a copy per
+  // renewal, up to 1,024 per shard (a 1 MiB key renewed 800 times held 800 MiB for one key). So
+  // the copies stay within twice the keys' own bytes plus 64 KiB, and a rebuild, which walks the
+  // map, comes only after more bytes were pushed than the map has keys.
+  constexpr std::size_t kSlackBytes = 64 * 1024;
+  if (s.timers.size() > 2 * s.map.size() + 1024 ||
+      s.timer_key_bytes + key.size() > 2 * s.key_bytes + kSlackBytes) {
     s.timers.clear();
+    s.timer_key_bytes = 0;
     for (const auto& [k, e] : s.map) {
-      if (e.expire_at != 0) s.timers.emplace_back(e.expire_at, k);
+      if (e.expire_at == 0) continue;
+      s.timers.emplace_back(e.expire_at, k);
+      s.timer_key_bytes += k.size();
     }
     std::make_heap(s.timers.begin(), s.timers.end(), later);
+    return;
   }
   s.timers.emplace_back(expire_at, std::string(key));
+  s.timer_key_bytes += key.size();
   std::push_heap(s.timers.begin(), s.timers.end(), later);
 }
 
@@ -67,9 +89,7 @@ bool Store::set(std::string_view key, std::string_view value, Condition cond, Mi
       (cond == Condition::if_present && e == nullptr)) {
     return false;
   }
-  if (e == nullptr) {
-    e = &s.map.try_emplace(std::string(key)).first->second;
-  }
+  if (e == nullptr) e = &insert(s, key);
   e->value.assign(value);
   if (!keep_ttl) {
     e->expire_at = expire_at;
@@ -82,7 +102,7 @@ bool Store::del(std::string_view key, Millis now) {
   Shard& s = shard_for(key);
   std::lock_guard lock(s.mu);
   if (find_live(s, key, now) == nullptr) return false;
-  s.map.erase(s.map.find(key));
+  erase(s, s.map.find(key));
   return true;
 }
 
@@ -104,7 +124,7 @@ Store::IncrStatus Store::incr(std::string_view key, std::int64_t delta, Millis n
     return IncrStatus::overflow;
   }
   value += delta;
-  if (e == nullptr) e = &s.map.try_emplace(std::string(key)).first->second;
+  if (e == nullptr) e = &insert(s, key);
   e->value = std::to_string(value);
   result = value;
   return IncrStatus::ok;
@@ -127,6 +147,7 @@ void Store::clear() {
       std::lock_guard lock(s->mu);
       old.swap(s->map);
       old_timers.swap(s->timers);
+      s->key_bytes = s->timer_key_bytes = 0;
     }
     // `old` is freed here, outside the lock.
   }
@@ -143,9 +164,10 @@ std::size_t Store::expire_due(Millis now) {
       std::pop_heap(s.timers.begin(), s.timers.end(), later);
       auto [when, key] = std::move(s.timers.back());
       s.timers.pop_back();
+      s.timer_key_bytes -= key.size();
       auto it = s.map.find(key);
       if (it != s.map.end() && it->second.expire_at == when) {
-        s.map.erase(it);
+        erase(s, it);
         ++removed;
       }
     }

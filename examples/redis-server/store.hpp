@@ -73,14 +73,21 @@ class Store {
     std::mutex mu;
     Map map;
     // Min-heap of (expiry, key) for active expiry. An entry is stale when the key's expiry has
-    // changed since; stale entries are dropped when they come due, or in a rebuild when the
-    // heap grows much larger than the map.
+    // changed since (or the key has gone); stale entries are dropped when they come due, or in a
+    // rebuild when the heap grows much larger than the map, in entries or in bytes (each entry
+    // holds a copy of its key).
     std::vector<std::pair<Millis, std::string>> timers;
+    std::size_t key_bytes = 0;        // The bytes of the map's keys.
+    std::size_t timer_key_bytes = 0;  // The bytes of the keys copied into `timers`.
   };
 
   Shard& shard_for(std::string_view key) noexcept;
   // Finds a live entry, erasing it first if it has expired. Caller holds the shard's lock.
   static Entry* find_live(Shard& s, std::string_view key, Millis now);
+  // Adds `key` (absent) to the map, and removes an entry from it, keeping key_bytes.
+  static Entry& insert(Shard& s, std::string_view key);
+  static void erase(Shard& s, Map::iterator it);
+  // Pushes the timer of `key`, whose entry already carries `expire_at`.
   static void add_timer(Shard& s, std::string_view key, Millis expire_at);
 
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -107,6 +107,13 @@ Config parse_args(int argc, char** argv) {
           if (const evloop::Status s = evloop::parse_connect_address(config.upstream, parsed); !s) {
             example::usage_error(kProgram, "--upstream: " + s.message());
           }
+          // A UDP address parses as a connect address too (Loop::connect_udp takes it), but a
+          // TCP dial refuses it: every client would be reset.
+          if (evloop::is_udp(parsed.transport)) {
+            example::usage_error(kProgram, "--upstream " + config.upstream +
+                                               ": this program forwards TCP, not UDP: use tcp://, "
+                                               "tcp4://, tcp6:// or unix://");
+          }
         } else if (flag == "--connect-timeout") {
           const std::string_view v = value();
           unsigned long long ms = 0;

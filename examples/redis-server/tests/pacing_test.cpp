@@ -188,6 +188,30 @@ TEST_F(RedisPacing, ACommandOfAMillionArgumentsLeavesNoMemoryBehindOnItsIdleConn
   }
 }
 
+// A client that renews the expiry of one large key again and again (SET key v EX n): the store
+// holds the key, not a copy of it per renewal. Before, each renewal left a copy in the expiry
+// heap until its time came: 800 SETs of a 1 MiB key held 800 MiB for a store of one key (and a
+// DEL of the key freed none of it).
+TEST_F(RedisPacing, RenewingTheExpiryOfALargeKeyHoldsNoCopyOfItPerRenewal) {
+  const std::size_t renewals = kSanitized ? 50 : 300;
+  const std::string set = command({"SET", std::string(1 << 20, 'k'), "v", "EX", "1000"});
+  const int fd = connect_loopback(port_);
+  ASSERT_GE(fd, 0);
+  for (std::size_t i = 0; i < renewals; ++i) {
+    ASSERT_TRUE(send_all(fd, set));
+    ASSERT_EQ(read_until_count(fd, "\r\n", 1, kTimeout), "+OK\r\n") << "renewal " << i;
+  }
+  ASSERT_TRUE(send_all(fd, "DBSIZE\r\n"));
+  EXPECT_EQ(read_until_count(fd, "\r\n", 1, kTimeout), ":3\r\n");  // k, small and the large key
+  const ProcessMemory held = memory_of(child_->pid());
+  ::close(fd);
+  std::printf("%zu renewals of the expiry of a 1 MiB key: server RSS %s, %s before\n", renewals,
+              mib(held.rss).c_str(), mib(before_.rss).c_str());
+  if (!kSanitized) {
+    EXPECT_LE(held.rss, before_.rss + 16 * 1024 * 1024);
+  }
+}
+
 // A client that pipelines and does not read: the server stops above the high-water mark, with
 // bounded memory, while another client on the same (only) loop is served at once; when the
 // client reads at last, every reply comes.

@@ -112,6 +112,21 @@ TEST(TcpProxyFlags, HelpBadFlagsAndBadAddresses) {
   EXPECT_EQ(first->wait_exit(kWait), 0);
 }
 
+// A UDP upstream is refused as a bad flag, as a UDP --listen address is. Before, the proxy
+// started and served, and reset every client it accepted ("unknown address scheme").
+TEST(TcpProxyFlags, AUdpUpstreamIsABadFlagNotAResetOfEveryClient) {
+  for (const char* upstream :
+       {"udp://127.0.0.1:5353", "udp4://127.0.0.1:5353", "udp6://[::1]:53"}) {
+    const ProgramResult r = run_program(
+        {TCP_PROXY_BIN, "--listen", "tcp://127.0.0.1:0", "--upstream", upstream}, kWait);
+    EXPECT_EQ(r.exit_code, 2) << upstream << ": " << r.output;
+    EXPECT_NE(r.output.find("--upstream " + std::string(upstream) +
+                            ": this program forwards TCP, not UDP"),
+              std::string::npos)
+        << r.output;
+  }
+}
+
 // --- a real redis-server behind the proxy, on a Unix socket
 // ----------------------------------------
 
