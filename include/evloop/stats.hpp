@@ -37,7 +37,8 @@ struct LoopStats {
   std::uint64_t datagrams_out = 0;     ///< UDP datagrams the kernel took (each of a GSO send).
   std::uint64_t datagram_receive_calls = 0;  ///< recvmmsg (or recvmsg) calls on UDP sockets.
   std::uint64_t datagram_send_calls = 0;     ///< sendmmsg (or sendmsg) calls on UDP sockets.
-  std::uint64_t datagram_drops = 0;          ///< Datagrams dropped: send queue full, a peer that
+  std::uint64_t datagram_drops = 0;          ///< Datagrams dropped: send queue full (or UdpRef
+                                             ///< sends on their way at its bounds), a peer that
                                              ///< cannot be sent to, or socket closed.
   std::uint64_t datagram_truncations = 0;    ///< Datagrams received cut (over max_datagram_size).
   std::uint64_t datagram_send_errors = 0;  ///< Datagrams the kernel refused (reported to `error`).

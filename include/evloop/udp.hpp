@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -23,6 +24,7 @@ namespace evloop {
 namespace detail {
 class UdpSocket;
 class EventLoop;
+class PostedSends;
 }  // namespace detail
 class Loop;
 class Udp;
@@ -194,11 +196,14 @@ class UdpRef {
   /// mean it ran.
   bool post(std::function<void(Udp&)> fn) const;
   /// Posts a send_to (see Udp::send_to; a datagram dropped there is counted, not reported here).
-  /// Sends that reach a socket still opening (its host name may take seconds to resolve) wait
-  /// for it within the send queue's bounds (UdpOptions::send_queue_datagrams and
-  /// send_queue_bytes); past them they are dropped and counted at once.
+  /// The sends on their way to the socket (posted, not yet run by its loop; also those that
+  /// wait for a socket still opening, whose host name may take seconds to resolve) are bounded
+  /// as its send queue is (UdpOptions::send_queue_datagrams and send_queue_bytes, counted apart
+  /// from the queue): past a bound, a send is dropped and counted at once, on the calling
+  /// thread, and not posted. So threads that send faster than the loop runs their sends cost
+  /// bounded memory.
   bool send_to(const SocketAddress& peer, std::string bytes) const;
-  /// Posts a send (see Udp::send); held while opening as send_to is.
+  /// Posts a send (see Udp::send); bounded on its way as send_to is.
   bool send(std::string bytes) const;
   /// Posts a close (see Udp::close). A socket still opening then gives up: `open_failed` fires
   /// with errc::cancelled, and `opened` never does.
@@ -222,9 +227,12 @@ class UdpRef {
  private:
   friend class Udp;
   friend class detail::EventLoop;
-  UdpRef(detail::EventLoop* loop, std::uint64_t id) noexcept : loop_(loop), id_(id) {}
+  UdpRef(detail::EventLoop* loop, std::uint64_t id,
+         std::shared_ptr<detail::PostedSends> posted) noexcept
+      : loop_(loop), id_(id), posted_(std::move(posted)) {}
   detail::EventLoop* loop_ = nullptr;
   std::uint64_t id_ = 0;
+  std::shared_ptr<detail::PostedSends> posted_;  // the socket's sends on their way (bounded)
 };
 
 }  // namespace evloop

@@ -724,6 +724,56 @@ TEST(UdpTest, UdpRefSendsFromAnotherThreadInOrder) {
   }
 }
 
+// Threads that send through a UdpRef faster than the loop runs their tasks: the sends on their
+// way to the socket are bounded as its send queue is. Past the bound they are dropped and counted
+// at once, on the sender's thread, and never posted. (Before, every send became a task: a loop
+// that fell behind held them all, e.g. 550 MB for 2 million 200-byte sends, whatever the bounds.)
+TEST(UdpTest, UdpRefSendsAheadOfTheLoopAreBoundedAsTheSendQueueIs) {
+  UdpPeer peer(AF_INET, 1 << 20);
+  ASSERT_TRUE(peer.ok());
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  std::promise<UdpRef> opened;
+  DatagramHandlers h;
+  h.opened = [&](Udp& udp) { opened.set_value(udp.ref()); };
+  UdpOptions options;
+  options.send_queue_datagrams = 50;
+  options.send_queue_bytes = 1 << 20;
+  loops.loop(0).bind_udp("udp4://127.0.0.1:0", h, options);
+  auto future = opened.get_future();
+  ASSERT_EQ(future.wait_for(kWait), std::future_status::ready);
+  const UdpRef ref = future.get();
+  const LoopStats before = loops.loop(0).stats();
+  const int sends = 5000;
+  {
+    // The loop runs nothing meanwhile: every send it would run later is still on its way.
+    LoopHold hold(loops.loop(0));
+    ASSERT_TRUE(hold.holding());
+    std::thread sender([&] {
+      for (int i = 0; i < sends; ++i) EXPECT_TRUE(ref.send_to(peer.address(), pattern(100, i)));
+    });
+    sender.join();
+    EXPECT_EQ(loops.loop(0).stats().datagram_drops - before.datagram_drops, sends - 50u)
+        << "sends past the bound were not dropped at once";
+  }
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(peer.receive().value_or("(none)"), pattern(100, i)) << i;
+  }
+  // The bound is free again once the loop has run them.
+  EXPECT_TRUE(ref.send_to(peer.address(), "after"));
+  EXPECT_EQ(peer.receive().value_or("(none)"), "after");
+  // The loop counts a send after the kernel took it: read the counters from a later task.
+  std::promise<void> counted;
+  ASSERT_TRUE(loops.loop(0).post([&] { counted.set_value(); }));
+  ASSERT_EQ(counted.get_future().wait_for(kWait), std::future_status::ready);
+  const LoopStats after = loops.loop(0).stats();
+  EXPECT_EQ(after.datagrams_out - before.datagrams_out, 51u);
+  EXPECT_EQ(after.datagram_drops - before.datagram_drops, sends - 50u);
+  EXPECT_LE(after.tasks - before.tasks, 60u) << "the dropped sends were posted as tasks";
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
+}
+
 // connect_udp returns before the socket has opened: what a UdpRef asks of it meanwhile waits for
 // `opened` and then runs in order, also while a host name is being resolved.
 TEST(UdpTest, UdpRefTasksThatComeWhileTheSocketOpensRunOnceItHas) {
