@@ -21,6 +21,9 @@ namespace evloop::detail {
 namespace {
 
 constexpr std::size_t kMaxGroReceive = 65536;  // a GRO receive holds up to 64 KiB
+// The longest UDP payload (65,535 bytes less the UDP header; IPv6's limit, IPv4's 65,507 is the
+// kernel's to enforce): anything longer the kernel refuses (EMSGSIZE) whatever the socket.
+constexpr std::size_t kMaxUdpPayload = 65535 - 8;
 
 bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 
@@ -256,6 +259,10 @@ void UdpSocket::settle() {
     if (open_failed_) return fail_open(reason_);
     if (!ready_) return;
     enter_open();
+  }
+  if (state_ == State::closed) return;
+  for (; oversized_ > 0 && state_ != State::closed; --oversized_) {
+    report(sys_error(EMSGSIZE));
   }
   if (state_ == State::closed) return;
   if (!queue_.empty()) flush();
@@ -497,6 +504,14 @@ bool UdpSocket::send_to(const SocketAddress* peer, const void* bytes, std::size_
     peer_size = ip_sockaddr_size(peer->family());
     if (peer_size == 0 || peer->size() < peer_size) return drop();
     if (peer->family() == AF_INET6 && local_.family() == AF_INET) return drop();
+  }
+  if (size > kMaxUdpPayload) {
+    // Not a full queue: it could never be sent. Counted and reported as the kernel's refusals
+    // are (EMSGSIZE), after the handler, whatever the queue's bounds, and never copied.
+    bump(loop_.counters().datagram_send_errors);
+    ++oversized_;
+    schedule();
+    return false;
   }
   if (!queue_.push(peer ? peer->data() : nullptr, peer_size, bytes, size)) return drop();
   schedule();

@@ -180,6 +180,7 @@ class UdpSocket final : public Pollable {
   bool gso_ = false;              // segmented sends in use
   bool gro_ = false;              // receive offload on
   std::size_t receive_size_ = 0;  // bytes per received datagram (more with GRO)
+  std::size_t oversized_ = 0;     // send_to()s refused as too long: EMSGSIZE for settle()
   SocketAddress local_;
   SocketAddress peer_;    // connected peer
   SocketAddress source_;  // connect_udp's source address

@@ -103,7 +103,8 @@ struct DatagramHandlers {
   /// ECONNREFUSED when nobody listens on the peer's port, EHOSTUNREACH, ...), or a datagram the
   /// kernel refused to send (EMSGSIZE, ENETUNREACH, EACCES, ENOBUFS, ...; refused twice in a
   /// row, since a send first returns an error the socket held; that datagram is then dropped
-  /// and counted in LoopStats::datagram_send_errors).
+  /// and counted in LoopStats::datagram_send_errors), or one send_to() refused as longer than
+  /// any UDP datagram (EMSGSIZE, counted there too).
   std::function<void(Udp&, std::error_code error)> error;
   /// The socket closed: exactly once per `opened`. No error after close(); errc::server_stopped
   /// when the loops stopped.
@@ -130,9 +131,12 @@ class Udp {
   /// false when the datagram is dropped: the socket is closing, or (counted in
   /// LoopStats::datagram_drops) the send queue is at a UdpOptions bound or `peer` cannot be sent
   /// to: not an IP address, shorter than its family's sockaddr, or IPv6 on an IPv4 socket (its
-  /// size may be larger, e.g. a whole sockaddr_storage: only the family's bytes are used). On a
-  /// connected socket use send(): Linux sends to any peer given here, macOS and the BSDs refuse
-  /// (EISCONN, reported through `error`).
+  /// size may be larger, e.g. a whole sockaddr_storage: only the family's bytes are used). A
+  /// datagram longer than any UDP datagram (65,527 bytes) is refused at once whatever the queue's
+  /// bounds: false, counted in LoopStats::datagram_send_errors and reported to `error` as
+  /// EMSGSIZE after the handler returns, as the kernel's own refusals are (it refuses 65,508 to
+  /// 65,527 bytes over IPv4). On a connected socket use send(): Linux sends to any peer given
+  /// here, macOS and the BSDs refuse (EISCONN, reported through `error`).
   bool send_to(const SocketAddress& peer, std::string_view bytes);
   /// Same as send_to(peer, string_view).
   bool send_to(const SocketAddress& peer, const void* bytes, std::size_t size);

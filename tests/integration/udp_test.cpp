@@ -444,7 +444,7 @@ TEST(UdpTest, ADatagramTheKernelRefusesIsReportedAndTheOthersStillGo) {
   DatagramHandlers h;
   h.datagram = [](Udp& udp, const SocketAddress& peer, std::string_view) {
     udp.send_to(peer, "before");
-    udp.send_to(peer, std::string(70000, 'x'));  // larger than any UDP datagram: EMSGSIZE
+    udp.send_to(peer, std::string(65508, 'x'));  // larger than any IPv4 UDP datagram: EMSGSIZE
     udp.send_to(peer, "after");
   };
   h.error = [&](Udp&, std::error_code ec) {
@@ -462,6 +462,42 @@ TEST(UdpTest, ADatagramTheKernelRefusesIsReportedAndTheOthersStillGo) {
   ASSERT_TRUE(settle(s.server));
   const LoopStats t = total_stats(s.server);
   EXPECT_EQ(t.datagram_send_errors, 1u);
+  EXPECT_EQ(t.datagrams_out, 2u);
+}
+
+// A datagram longer than any UDP datagram and than the send queue's byte bound: refused as the
+// kernel would refuse it (EMSGSIZE, reported and counted as a send error), not passed off as a
+// full queue. (Before, it was dropped and counted as if the queue were full, and `error` never
+// heard of it: a silent loss whenever the datagram exceeded send_queue_bytes.)
+TEST(UdpTest, ADatagramLongerThanAnyUdpDatagramIsRefusedAsTooLongWhateverTheQueueBound) {
+  EventCounter errors;
+  std::atomic<int> error_code{0};
+  std::atomic<int> accepted{-1};
+  DatagramHandlers h;
+  h.datagram = [&](Udp& udp, const SocketAddress& peer, std::string_view) {
+    udp.send_to(peer, "before");
+    accepted = udp.send_to(peer, std::string(70000, 'x')) ? 1 : 0;
+    udp.send_to(peer, "after");
+  };
+  h.error = [&](Udp&, std::error_code ec) {
+    error_code = ec.value();
+    errors.add();
+  };
+  UdpOptions options;
+  options.send_queue_bytes = 65536;
+  UdpServer s("udp4://127.0.0.1:0", h, options);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  ASSERT_TRUE(peer.send_to(s.address(), "go"));
+  EXPECT_EQ(peer.receive().value_or(""), "before");
+  EXPECT_EQ(peer.receive().value_or(""), "after");
+  ASSERT_TRUE(errors.wait_for(1));
+  EXPECT_EQ(error_code.load(), EMSGSIZE);
+  EXPECT_EQ(accepted.load(), 0);
+  ASSERT_TRUE(settle(s.server));
+  const LoopStats t = total_stats(s.server);
+  EXPECT_EQ(t.datagram_send_errors, 1u);
+  EXPECT_EQ(t.datagram_drops, 0u);
   EXPECT_EQ(t.datagrams_out, 2u);
 }
 
