@@ -49,10 +49,12 @@ struct UdpOptions {
   /// space; only the pages datagrams touch become resident).
   std::size_t max_datagram_size = 65536;
 
-  /// Bounds of the send queue: datagrams queued and not yet taken by the kernel. They wait only
-  /// when the kernel says EAGAIN (its send buffer is full); past either bound, send_to() drops
-  /// the datagram, counts it (LoopStats::datagram_drops) and returns false. Both positive;
-  /// send_queue_bytes at most 4 GiB - 1.
+  /// Bounds of the send queue: datagrams queued and not yet taken by the kernel. They wait until
+  /// the current handlers (and posted tasks) return, and longer only when the kernel says EAGAIN
+  /// (its send buffer is full); so one handler that sends more than a bound loses the excess
+  /// even to a kernel that would take it. Past either bound, send_to() drops the datagram,
+  /// counts it (LoopStats::datagram_drops) and returns false. Both positive; send_queue_bytes
+  /// at most 4 GiB - 1.
   std::size_t send_queue_bytes = 4 * 1024 * 1024;
   /// The other bound of the send queue (above): datagrams, whatever their size.
   std::size_t send_queue_datagrams = 4096;
