@@ -9,6 +9,7 @@
 #include "loop_group_core.hpp"
 #include "misuse.hpp"
 #include "platform.hpp"
+#include "posted_sends.hpp"
 #include "receive_batch.hpp"
 #include "timeouts.hpp"
 #include "udp_socket.hpp"
@@ -365,18 +366,22 @@ ConnRef EventLoop::adopt(int fd, ProfilePtr profile, std::string input, std::str
 UdpRef EventLoop::open_udp(std::string_view address, UdpProfilePtr profile, bool connect,
                            std::string source_address) {
   const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  // The returned UdpRef bounds its sends from the start, before the socket exists.
+  auto posted = std::make_shared<PostedSends>(profile->options.send_queue_datagrams,
+                                              profile->options.send_queue_bytes);
   auto start = [this, id, address = std::string(address), profile = std::move(profile), connect,
-                source = std::move(source_address)]() mutable {
-    UdpSocket& socket = create_udp(id, std::move(profile));
+                source = std::move(source_address), posted]() mutable {
+    UdpSocket& socket = create_udp(id, std::move(profile), std::move(posted));
     socket.open(address, connect, source);
     if (shutting_down_) socket.begin_shutdown();
   };
   if (!run_opening(std::move(start))) return {};
-  return UdpRef(this, id);
+  return UdpRef(this, id, std::move(posted));
 }
 
-UdpSocket& EventLoop::create_udp(std::uint64_t id, UdpProfilePtr profile) {
-  auto socket = std::make_unique<UdpSocket>(*this, id, std::move(profile));
+UdpSocket& EventLoop::create_udp(std::uint64_t id, UdpProfilePtr profile,
+                                 std::shared_ptr<PostedSends> posted) {
+  auto socket = std::make_unique<UdpSocket>(*this, id, std::move(profile), std::move(posted));
   UdpSocket& ref = *socket;
   udp_sockets_.emplace(id, std::move(socket));
   return ref;

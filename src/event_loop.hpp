@@ -32,6 +32,7 @@ namespace evloop::detail {
 
 class LoopGroupCore;
 class ReceiveBatch;
+class PostedSends;
 class UdpSocket;
 struct Listener;
 
@@ -159,7 +160,8 @@ class EventLoop {
   };
 
   Connection& create(std::uint64_t id, ProfilePtr profile);
-  UdpSocket& create_udp(std::uint64_t id, UdpProfilePtr profile);
+  UdpSocket& create_udp(std::uint64_t id, UdpProfilePtr profile,
+                        std::shared_ptr<PostedSends> posted = nullptr);
   /// Runs `open` on the loop thread: at once there, else queued apart from ordinary tasks, so a
   /// dial or adoption accepted before a stop still runs (and fails with server_stopped) then.
   bool run_opening(Loop::Task open);

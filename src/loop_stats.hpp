@@ -36,6 +36,9 @@ struct AtomicLoopStats {
   Counter output_buffered{0}, input_buffered{0}, udp_sockets{0};
   // io_uring.
   Counter submit_refusals{0}, receive_buffer_waits{0};
+  // The exception to one writer: UdpRef sends refused on their sender's thread (PostedSends),
+  // added with fetch_add by any thread; part of datagram_drops.
+  Counter posted_datagram_drops{0};
 
   LoopStats snapshot() const noexcept {
     constexpr auto r = std::memory_order_relaxed;
@@ -68,7 +71,7 @@ struct AtomicLoopStats {
     s.datagrams_out = datagrams_out.load(r);
     s.datagram_receive_calls = datagram_receive_calls.load(r);
     s.datagram_send_calls = datagram_send_calls.load(r);
-    s.datagram_drops = datagram_drops.load(r);
+    s.datagram_drops = datagram_drops.load(r) + posted_datagram_drops.load(r);
     s.datagram_truncations = datagram_truncations.load(r);
     s.datagram_send_errors = datagram_send_errors.load(r);
     s.gso_sends = gso_sends.load(r);

@@ -2,6 +2,7 @@
 // UdpSocket. Loop-thread rules are checked in every build type.
 #include "event_loop.hpp"
 #include "misuse.hpp"
+#include "posted_sends.hpp"
 #include "udp_socket.hpp"
 
 namespace evloop {
@@ -14,19 +15,37 @@ void require(const detail::UdpSocket& impl, const char* method) {
   detail::require_loop_thread(impl.loop().in_loop_thread(), method, kUseRef);
 }
 
-// Runs `fn` on the socket `id` of `loop` once it is open (see UdpSocket::run_when_open). A
-// datagram's send (`datagram_size`: its payload's size) that cannot run is counted in
-// datagram_drops: a UdpRef's sender never sees a `false`.
-bool post_to_socket(detail::EventLoop* loop, std::uint64_t id, std::function<void(Udp&)> fn,
-                    std::optional<std::size_t> datagram_size) {
+// Runs `fn` on the socket `id` of `loop` once it is open (see UdpSocket::run_when_open).
+bool post_to_socket(detail::EventLoop* loop, std::uint64_t id, std::function<void(Udp&)> fn) {
   if (loop == nullptr) return false;
-  return loop->post([loop, id, fn = std::move(fn), datagram_size]() mutable {
+  return loop->post([loop, id, fn = std::move(fn)]() mutable {
     if (detail::UdpSocket* socket = loop->find_udp(id, true)) {
-      socket->run_when_open(std::move(fn), datagram_size);
-    } else if (datagram_size) {
+      socket->run_when_open(std::move(fn), std::nullopt);
+    }
+  });
+}
+
+// A datagram's send (`size`: its payload's size), reserved among the socket's sends on their
+// way first (`posted`: see PostedSends). A send that cannot run is counted in datagram_drops: a
+// UdpRef's sender never sees a `false`.
+bool post_send(detail::EventLoop* loop, std::uint64_t id,
+               const std::shared_ptr<detail::PostedSends>& posted, std::size_t size,
+               std::function<void(Udp&)> fn) {
+  if (loop == nullptr) return false;
+  if (!posted->reserve(size)) {
+    loop->counters().posted_datagram_drops.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  const bool queued = loop->post([loop, id, posted, fn = std::move(fn), size]() mutable {
+    if (detail::UdpSocket* socket = loop->find_udp(id, true)) {
+      socket->run_when_open(std::move(fn), size);  // releases it, now or once it runs
+    } else {
+      posted->release(size);
       detail::bump(loop->counters().datagram_drops);
     }
   });
+  if (!queued) posted->release(size);
+  return queued;
 }
 
 }  // namespace
@@ -83,22 +102,22 @@ const SocketAddress& Udp::remote_address() const noexcept { return impl_->peer()
 int Udp::native_handle() const noexcept { return impl_->fd(); }
 Loop& Udp::loop() const noexcept { return impl_->loop().handle(); }
 std::uint64_t Udp::id() const noexcept { return impl_->id(); }
-UdpRef Udp::ref() const noexcept { return UdpRef(&impl_->loop(), impl_->id()); }
+UdpRef Udp::ref() const noexcept { return UdpRef(&impl_->loop(), impl_->id(), impl_->posted()); }
 
 bool UdpRef::post(std::function<void(Udp&)> fn) const {
-  return post_to_socket(loop_, id_, std::move(fn), std::nullopt);
+  return post_to_socket(loop_, id_, std::move(fn));
 }
 
 bool UdpRef::send_to(const SocketAddress& peer, std::string bytes) const {
   const std::size_t size = bytes.size();
-  return post_to_socket(
-      loop_, id_, [peer, bytes = std::move(bytes)](Udp& udp) { udp.send_to(peer, bytes); }, size);
+  return post_send(loop_, id_, posted_, size,
+                   [peer, bytes = std::move(bytes)](Udp& udp) { udp.send_to(peer, bytes); });
 }
 
 bool UdpRef::send(std::string bytes) const {
   const std::size_t size = bytes.size();
-  return post_to_socket(
-      loop_, id_, [bytes = std::move(bytes)](Udp& udp) { udp.send(bytes); }, size);
+  return post_send(loop_, id_, posted_, size,
+                   [bytes = std::move(bytes)](Udp& udp) { udp.send(bytes); });
 }
 
 bool UdpRef::close() const {

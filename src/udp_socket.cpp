@@ -13,6 +13,7 @@
 #include "event_loop.hpp"
 #include "loop_group_core.hpp"
 #include "platform.hpp"
+#include "posted_sends.hpp"
 #include "receive_batch.hpp"
 #include "sys_error.hpp"
 
@@ -20,6 +21,9 @@ namespace evloop::detail {
 namespace {
 
 constexpr std::size_t kMaxGroReceive = 65536;  // a GRO receive holds up to 64 KiB
+// The longest UDP payload (65,535 bytes less the UDP header; IPv6's limit, IPv4's 65,507 is the
+// kernel's to enforce): anything longer the kernel refuses (EMSGSIZE) whatever the socket.
+constexpr std::size_t kMaxUdpPayload = 65535 - 8;
 
 bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 
@@ -34,12 +38,16 @@ SocketAddress any_address(const ListenAddress& target) {
 
 }  // namespace
 
-UdpSocket::UdpSocket(EventLoop& loop, std::uint64_t id, UdpProfilePtr profile)
+UdpSocket::UdpSocket(EventLoop& loop, std::uint64_t id, UdpProfilePtr profile,
+                     std::shared_ptr<PostedSends> posted)
     : Pollable(Kind::udp),
       loop_(loop),
       profile_(std::move(profile)),
       id_(id),
-      queue_(profile_->options.send_queue_bytes, profile_->options.send_queue_datagrams) {}
+      queue_(profile_->options.send_queue_bytes, profile_->options.send_queue_datagrams),
+      posted_(posted ? std::move(posted)
+                     : std::make_shared<PostedSends>(profile_->options.send_queue_datagrams,
+                                                     profile_->options.send_queue_bytes)) {}
 
 UdpSocket::~UdpSocket() = default;
 
@@ -153,7 +161,10 @@ void UdpSocket::enter_open() {
   // after a close (in `opened` or one of these) is dropped, as for a closed socket.
   std::vector<Deferred> deferred = std::exchange(after_open_, {});
   auto next = deferred.begin();
-  for (; next != deferred.end() && state_ == State::open; ++next) next->fn(handle_);
+  for (; next != deferred.end() && state_ == State::open; ++next) {
+    next->fn(handle_);
+    if (next->datagram_size) posted_->release(*next->datagram_size);
+  }
   after_open_.assign(std::make_move_iterator(next), std::make_move_iterator(deferred.end()));
   drop_deferred();
 }
@@ -175,30 +186,28 @@ void UdpSocket::unregister() {
 
 void UdpSocket::run_when_open(std::function<void(Udp&)> fn,
                               std::optional<std::size_t> datagram_size) {
-  if (state_ == State::open) return fn(handle_);
-  const bool opening = state_ == State::opening && !open_failed_;
-  // Sends held until the socket opens (a host name can take seconds to resolve) count against
-  // the send queue's bounds, as they will once they run.
-  const bool fits = !datagram_size || (held_datagrams_ < options().send_queue_datagrams &&
-                                       *datagram_size <= options().send_queue_bytes - held_bytes_);
-  if (opening && fits) {
-    after_open_.push_back({std::move(fn), datagram_size.has_value()});
-    if (datagram_size) {
-      ++held_datagrams_;
-      held_bytes_ += *datagram_size;
-    }
+  if (state_ == State::open) {
+    fn(handle_);
+    if (datagram_size) posted_->release(*datagram_size);
+    return;
+  }
+  // Sends held until the socket opens (a host name can take seconds to resolve) stay reserved
+  // in posted_, so they are bounded as those still posted are.
+  if (state_ == State::opening && !open_failed_) {
+    after_open_.push_back({std::move(fn), datagram_size});
   } else if (datagram_size) {
+    posted_->release(*datagram_size);
     bump(loop_.counters().datagram_drops);
   }
 }
 
 void UdpSocket::drop_deferred() {
   for (const Deferred& d : after_open_) {
-    if (d.datagram) bump(loop_.counters().datagram_drops);
+    if (!d.datagram_size) continue;
+    posted_->release(*d.datagram_size);
+    bump(loop_.counters().datagram_drops);
   }
   after_open_.clear();
-  held_datagrams_ = 0;
-  held_bytes_ = 0;
 }
 
 void UdpSocket::fail_open(std::error_code error) {
@@ -250,6 +259,10 @@ void UdpSocket::settle() {
     if (open_failed_) return fail_open(reason_);
     if (!ready_) return;
     enter_open();
+  }
+  if (state_ == State::closed) return;
+  for (; oversized_ > 0 && state_ != State::closed; --oversized_) {
+    report(sys_error(EMSGSIZE));
   }
   if (state_ == State::closed) return;
   if (!queue_.empty()) flush();
@@ -491,6 +504,14 @@ bool UdpSocket::send_to(const SocketAddress* peer, const void* bytes, std::size_
     peer_size = ip_sockaddr_size(peer->family());
     if (peer_size == 0 || peer->size() < peer_size) return drop();
     if (peer->family() == AF_INET6 && local_.family() == AF_INET) return drop();
+  }
+  if (size > kMaxUdpPayload) {
+    // Not a full queue: it could never be sent. Counted and reported as the kernel's refusals
+    // are (EMSGSIZE), after the handler, whatever the queue's bounds, and never copied.
+    bump(loop_.counters().datagram_send_errors);
+    ++oversized_;
+    schedule();
+    return false;
   }
   if (!queue_.push(peer ? peer->data() : nullptr, peer_size, bytes, size)) return drop();
   schedule();

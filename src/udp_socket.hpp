@@ -38,6 +38,7 @@
 namespace evloop::detail {
 
 class EventLoop;
+class PostedSends;
 class ReceiveBatch;
 
 class UdpSocket final : public Pollable {
@@ -50,7 +51,9 @@ class UdpSocket final : public Pollable {
   /// Reads a busy spell must last to pay for itself (two poller calls and the empty read).
   static constexpr unsigned kPaidSpell = 4;
 
-  UdpSocket(EventLoop& loop, std::uint64_t id, UdpProfilePtr profile);
+  /// `posted`: the state its UdpRefs share (made here when null).
+  UdpSocket(EventLoop& loop, std::uint64_t id, UdpProfilePtr profile,
+            std::shared_ptr<PostedSends> posted = nullptr);
   ~UdpSocket();
   UdpSocket(const UdpSocket&) = delete;
   UdpSocket& operator=(const UdpSocket&) = delete;
@@ -84,9 +87,11 @@ class UdpSocket final : public Pollable {
   void close();
   /// A UdpRef's task: runs `fn` now on an open socket; on one still opening, right after
   /// `opened` (in the order they came), or never if it fails to open; on a closing one, never.
-  /// A UdpRef send (`datagram_size`: its payload's size) that never runs is counted in
-  /// datagram_drops; those held while opening are bounded as the send queue is.
+  /// A UdpRef send (`datagram_size`: its payload's size, reserved in posted()) is released from
+  /// posted() once it has run, and counted in datagram_drops if it never does.
   void run_when_open(std::function<void(Udp&)> fn, std::optional<std::size_t> datagram_size);
+  /// The UdpRef sends on their way to this socket (shared with its UdpRefs).
+  const std::shared_ptr<PostedSends>& posted() const noexcept { return posted_; }
   std::size_t queued_datagrams() const noexcept { return queue_.datagrams(); }
   std::size_t queued_bytes() const noexcept { return queue_.bytes(); }
   bool connected() const noexcept { return connect_; }
@@ -124,7 +129,7 @@ class UdpSocket final : public Pollable {
   void fail_open(std::error_code error);
   void finish(std::error_code error);
   void fail(std::error_code error);  // records a failed open for settle()
-  void drop_deferred();              // the UdpRef tasks that will never run (sends counted)
+  void drop_deferred();  // the UdpRef tasks that will never run (sends counted and released)
 
   // Opening.
   void on_resolved(std::vector<SocketAddress> addresses, std::error_code error);
@@ -175,6 +180,7 @@ class UdpSocket final : public Pollable {
   bool gso_ = false;              // segmented sends in use
   bool gro_ = false;              // receive offload on
   std::size_t receive_size_ = 0;  // bytes per received datagram (more with GRO)
+  std::size_t oversized_ = 0;     // send_to()s refused as too long: EMSGSIZE for settle()
   SocketAddress local_;
   SocketAddress peer_;    // connected peer
   SocketAddress source_;  // connect_udp's source address
@@ -183,11 +189,10 @@ class UdpSocket final : public Pollable {
   std::any context_;
   struct Deferred {
     std::function<void(Udp&)> fn;
-    bool datagram;  // a UdpRef send: counted as dropped if it never runs
+    std::optional<std::size_t> datagram_size;  // a UdpRef send: reserved in posted_
   };
   std::vector<Deferred> after_open_;  // UdpRef tasks that came while opening
-  std::size_t held_datagrams_ = 0;    // the UdpRef sends among them, and their payload bytes:
-  std::size_t held_bytes_ = 0;        // bounded by the send queue's limits
+  std::shared_ptr<PostedSends> posted_;
   std::uint64_t lookup_ = 0;  // the host name's Resolver::Ticket, cancelled by a failed open
   Udp handle_{*this};
   std::error_code reason_;  // why it ends: reported by `closed` / `open_failed`

@@ -37,10 +37,12 @@ struct LoopStats {
   std::uint64_t datagrams_out = 0;     ///< UDP datagrams the kernel took (each of a GSO send).
   std::uint64_t datagram_receive_calls = 0;  ///< recvmmsg (or recvmsg) calls on UDP sockets.
   std::uint64_t datagram_send_calls = 0;     ///< sendmmsg (or sendmsg) calls on UDP sockets.
-  std::uint64_t datagram_drops = 0;          ///< Datagrams dropped: send queue full, a peer that
+  std::uint64_t datagram_drops = 0;          ///< Datagrams dropped: send queue full (or UdpRef
+                                             ///< sends on their way at its bounds), a peer that
                                              ///< cannot be sent to, or socket closed.
   std::uint64_t datagram_truncations = 0;    ///< Datagrams received cut (over max_datagram_size).
-  std::uint64_t datagram_send_errors = 0;  ///< Datagrams the kernel refused (reported to `error`).
+  std::uint64_t datagram_send_errors = 0;    ///< Datagrams the kernel refused, or too long for any
+                                             ///< UDP datagram (reported to `error`).
   std::uint64_t gso_sends = 0;     ///< Segmented sends (UDP_SEGMENT) of two or more datagrams.
   std::uint64_t gro_receives = 0;  ///< Receives that held two or more datagrams (UDP_GRO).
   std::uint64_t udp_sockets = 0;   ///< UDP sockets open on this loop now.

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -23,6 +24,7 @@ namespace evloop {
 namespace detail {
 class UdpSocket;
 class EventLoop;
+class PostedSends;
 }  // namespace detail
 class Loop;
 class Udp;
@@ -47,10 +49,12 @@ struct UdpOptions {
   /// space; only the pages datagrams touch become resident).
   std::size_t max_datagram_size = 65536;
 
-  /// Bounds of the send queue: datagrams queued and not yet taken by the kernel. They wait only
-  /// when the kernel says EAGAIN (its send buffer is full); past either bound, send_to() drops
-  /// the datagram, counts it (LoopStats::datagram_drops) and returns false. Both positive;
-  /// send_queue_bytes at most 4 GiB - 1.
+  /// Bounds of the send queue: datagrams queued and not yet taken by the kernel. They wait until
+  /// the current handlers (and posted tasks) return, and longer only when the kernel says EAGAIN
+  /// (its send buffer is full); so one handler that sends more than a bound loses the excess
+  /// even to a kernel that would take it. Past either bound, send_to() drops the datagram,
+  /// counts it (LoopStats::datagram_drops) and returns false. Both positive; send_queue_bytes
+  /// at most 4 GiB - 1.
   std::size_t send_queue_bytes = 4 * 1024 * 1024;
   /// The other bound of the send queue (above): datagrams, whatever their size.
   std::size_t send_queue_datagrams = 4096;
@@ -101,7 +105,8 @@ struct DatagramHandlers {
   /// ECONNREFUSED when nobody listens on the peer's port, EHOSTUNREACH, ...), or a datagram the
   /// kernel refused to send (EMSGSIZE, ENETUNREACH, EACCES, ENOBUFS, ...; refused twice in a
   /// row, since a send first returns an error the socket held; that datagram is then dropped
-  /// and counted in LoopStats::datagram_send_errors).
+  /// and counted in LoopStats::datagram_send_errors), or one send_to() refused as longer than
+  /// any UDP datagram (EMSGSIZE, counted there too).
   std::function<void(Udp&, std::error_code error)> error;
   /// The socket closed: exactly once per `opened`. No error after close(); errc::server_stopped
   /// when the loops stopped.
@@ -128,9 +133,12 @@ class Udp {
   /// false when the datagram is dropped: the socket is closing, or (counted in
   /// LoopStats::datagram_drops) the send queue is at a UdpOptions bound or `peer` cannot be sent
   /// to: not an IP address, shorter than its family's sockaddr, or IPv6 on an IPv4 socket (its
-  /// size may be larger, e.g. a whole sockaddr_storage: only the family's bytes are used). On a
-  /// connected socket use send(): Linux sends to any peer given here, macOS and the BSDs refuse
-  /// (EISCONN, reported through `error`).
+  /// size may be larger, e.g. a whole sockaddr_storage: only the family's bytes are used). A
+  /// datagram longer than any UDP datagram (65,527 bytes) is refused at once whatever the queue's
+  /// bounds: false, counted in LoopStats::datagram_send_errors and reported to `error` as
+  /// EMSGSIZE after the handler returns, as the kernel's own refusals are (it refuses 65,508 to
+  /// 65,527 bytes over IPv4). On a connected socket use send(): Linux sends to any peer given
+  /// here, macOS and the BSDs refuse (EISCONN, reported through `error`).
   bool send_to(const SocketAddress& peer, std::string_view bytes);
   /// Same as send_to(peer, string_view).
   bool send_to(const SocketAddress& peer, const void* bytes, std::size_t size);
@@ -194,11 +202,14 @@ class UdpRef {
   /// mean it ran.
   bool post(std::function<void(Udp&)> fn) const;
   /// Posts a send_to (see Udp::send_to; a datagram dropped there is counted, not reported here).
-  /// Sends that reach a socket still opening (its host name may take seconds to resolve) wait
-  /// for it within the send queue's bounds (UdpOptions::send_queue_datagrams and
-  /// send_queue_bytes); past them they are dropped and counted at once.
+  /// The sends on their way to the socket (posted, not yet run by its loop; also those that
+  /// wait for a socket still opening, whose host name may take seconds to resolve) are bounded
+  /// as its send queue is (UdpOptions::send_queue_datagrams and send_queue_bytes, counted apart
+  /// from the queue): past a bound, a send is dropped and counted at once, on the calling
+  /// thread, and not posted. So threads that send faster than the loop runs their sends cost
+  /// bounded memory.
   bool send_to(const SocketAddress& peer, std::string bytes) const;
-  /// Posts a send (see Udp::send); held while opening as send_to is.
+  /// Posts a send (see Udp::send); bounded on its way as send_to is.
   bool send(std::string bytes) const;
   /// Posts a close (see Udp::close). A socket still opening then gives up: `open_failed` fires
   /// with errc::cancelled, and `opened` never does.
@@ -222,9 +233,12 @@ class UdpRef {
  private:
   friend class Udp;
   friend class detail::EventLoop;
-  UdpRef(detail::EventLoop* loop, std::uint64_t id) noexcept : loop_(loop), id_(id) {}
+  UdpRef(detail::EventLoop* loop, std::uint64_t id,
+         std::shared_ptr<detail::PostedSends> posted) noexcept
+      : loop_(loop), id_(id), posted_(std::move(posted)) {}
   detail::EventLoop* loop_ = nullptr;
   std::uint64_t id_ = 0;
+  std::shared_ptr<detail::PostedSends> posted_;  // the socket's sends on their way (bounded)
 };
 
 }  // namespace evloop

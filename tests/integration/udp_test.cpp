@@ -444,7 +444,7 @@ TEST(UdpTest, ADatagramTheKernelRefusesIsReportedAndTheOthersStillGo) {
   DatagramHandlers h;
   h.datagram = [](Udp& udp, const SocketAddress& peer, std::string_view) {
     udp.send_to(peer, "before");
-    udp.send_to(peer, std::string(70000, 'x'));  // larger than any UDP datagram: EMSGSIZE
+    udp.send_to(peer, std::string(65508, 'x'));  // larger than any IPv4 UDP datagram: EMSGSIZE
     udp.send_to(peer, "after");
   };
   h.error = [&](Udp&, std::error_code ec) {
@@ -462,6 +462,42 @@ TEST(UdpTest, ADatagramTheKernelRefusesIsReportedAndTheOthersStillGo) {
   ASSERT_TRUE(settle(s.server));
   const LoopStats t = total_stats(s.server);
   EXPECT_EQ(t.datagram_send_errors, 1u);
+  EXPECT_EQ(t.datagrams_out, 2u);
+}
+
+// A datagram longer than any UDP datagram and than the send queue's byte bound: refused as the
+// kernel would refuse it (EMSGSIZE, reported and counted as a send error), not passed off as a
+// full queue. (Before, it was dropped and counted as if the queue were full, and `error` never
+// heard of it: a silent loss whenever the datagram exceeded send_queue_bytes.)
+TEST(UdpTest, ADatagramLongerThanAnyUdpDatagramIsRefusedAsTooLongWhateverTheQueueBound) {
+  EventCounter errors;
+  std::atomic<int> error_code{0};
+  std::atomic<int> accepted{-1};
+  DatagramHandlers h;
+  h.datagram = [&](Udp& udp, const SocketAddress& peer, std::string_view) {
+    udp.send_to(peer, "before");
+    accepted = udp.send_to(peer, std::string(70000, 'x')) ? 1 : 0;
+    udp.send_to(peer, "after");
+  };
+  h.error = [&](Udp&, std::error_code ec) {
+    error_code = ec.value();
+    errors.add();
+  };
+  UdpOptions options;
+  options.send_queue_bytes = 65536;
+  UdpServer s("udp4://127.0.0.1:0", h, options);
+  ASSERT_TRUE(s.status) << s.status.message();
+  UdpPeer peer;
+  ASSERT_TRUE(peer.send_to(s.address(), "go"));
+  EXPECT_EQ(peer.receive().value_or(""), "before");
+  EXPECT_EQ(peer.receive().value_or(""), "after");
+  ASSERT_TRUE(errors.wait_for(1));
+  EXPECT_EQ(error_code.load(), EMSGSIZE);
+  EXPECT_EQ(accepted.load(), 0);
+  ASSERT_TRUE(settle(s.server));
+  const LoopStats t = total_stats(s.server);
+  EXPECT_EQ(t.datagram_send_errors, 1u);
+  EXPECT_EQ(t.datagram_drops, 0u);
   EXPECT_EQ(t.datagrams_out, 2u);
 }
 
@@ -722,6 +758,56 @@ TEST(UdpTest, UdpRefSendsFromAnotherThreadInOrder) {
       ASSERT_EQ(peer.receive().value_or("(none)"), std::to_string(c * chunk + i));
     }
   }
+}
+
+// Threads that send through a UdpRef faster than the loop runs their tasks: the sends on their
+// way to the socket are bounded as its send queue is. Past the bound they are dropped and counted
+// at once, on the sender's thread, and never posted. (Before, every send became a task: a loop
+// that fell behind held them all, e.g. 550 MB for 2 million 200-byte sends, whatever the bounds.)
+TEST(UdpTest, UdpRefSendsAheadOfTheLoopAreBoundedAsTheSendQueueIs) {
+  UdpPeer peer(AF_INET, 1 << 20);
+  ASSERT_TRUE(peer.ok());
+  LoopGroup loops;
+  ASSERT_TRUE(loops.start());
+  std::promise<UdpRef> opened;
+  DatagramHandlers h;
+  h.opened = [&](Udp& udp) { opened.set_value(udp.ref()); };
+  UdpOptions options;
+  options.send_queue_datagrams = 50;
+  options.send_queue_bytes = 1 << 20;
+  loops.loop(0).bind_udp("udp4://127.0.0.1:0", h, options);
+  auto future = opened.get_future();
+  ASSERT_EQ(future.wait_for(kWait), std::future_status::ready);
+  const UdpRef ref = future.get();
+  const LoopStats before = loops.loop(0).stats();
+  const int sends = 5000;
+  {
+    // The loop runs nothing meanwhile: every send it would run later is still on its way.
+    LoopHold hold(loops.loop(0));
+    ASSERT_TRUE(hold.holding());
+    std::thread sender([&] {
+      for (int i = 0; i < sends; ++i) EXPECT_TRUE(ref.send_to(peer.address(), pattern(100, i)));
+    });
+    sender.join();
+    EXPECT_EQ(loops.loop(0).stats().datagram_drops - before.datagram_drops, sends - 50u)
+        << "sends past the bound were not dropped at once";
+  }
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(peer.receive().value_or("(none)"), pattern(100, i)) << i;
+  }
+  // The bound is free again once the loop has run them.
+  EXPECT_TRUE(ref.send_to(peer.address(), "after"));
+  EXPECT_EQ(peer.receive().value_or("(none)"), "after");
+  // The loop counts a send after the kernel took it: read the counters from a later task.
+  std::promise<void> counted;
+  ASSERT_TRUE(loops.loop(0).post([&] { counted.set_value(); }));
+  ASSERT_EQ(counted.get_future().wait_for(kWait), std::future_status::ready);
+  const LoopStats after = loops.loop(0).stats();
+  EXPECT_EQ(after.datagrams_out - before.datagrams_out, 51u);
+  EXPECT_EQ(after.datagram_drops - before.datagram_drops, sends - 50u);
+  EXPECT_LE(after.tasks - before.tasks, 60u) << "the dropped sends were posted as tasks";
+  loops.stop();
+  ASSERT_TRUE(loops.wait());
 }
 
 // connect_udp returns before the socket has opened: what a UdpRef asks of it meanwhile waits for
