@@ -7,6 +7,7 @@
 // fds and threads it started with. Loopback only: a dial that must hang targets a loopback
 // listener whose accept queue is full (Linux drops the SYN), never an outside address.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -908,6 +909,41 @@ TEST_F(ConnectTest, StoppingTheGroupWhileResolvingFailsTheDialWithServerStopped)
   }));
   ASSERT_TRUE(group.wait());
   expect_failed_once(log, errc::server_stopped);
+}
+
+// A process out of fds cannot look a name up either (glibc opens /etc/hosts, a DNS socket). The
+// dial reports EMFILE, as a numeric dial would. glibc says EAI_SYSTEM with errno EMFILE, except
+// for the process's first lookup, which must load its NSS modules: that one says EAI_NONAME,
+// "Name or service not known", with errno EMFILE, and the dial said errc::resolve_failed, "cannot
+// resolve host name", sending the user to DNS for a name that resolves. So this test makes no
+// lookup before (it is not a ConnectTest, whose set-up makes one): run in a process of its own,
+// as ctest runs each test, its lookup is the first.
+TEST(ConnectLookupTest, ALookupOutOfFdsFailsWithEmfileNotResolveFailed) {
+  const UnservedPort unserved;  // if the name resolved all the same, socket() fails with EMFILE
+  const std::string url = "tcp://localhost:" + std::to_string(unserved.port());
+  DialLog log;
+  LoopGroup group(loop_options(1));
+  ASSERT_TRUE(group.start());
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  std::vector<int> fillers;
+  {
+    // Every fd below the limit taken (the fillers fill the holes), until the dial has failed.
+    rlimit low = old;
+    low.rlim_cur = static_cast<rlim_t>(count_open_fds() + 8);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
+    const int error = errno;
+    group.loop(0).connect(url, log.handlers());
+    const bool failed = log.failed.wait_for(1);
+    for (const int fd : fillers) ::close(fd);
+    ::setrlimit(RLIMIT_NOFILE, &old);
+    ASSERT_EQ(error, EMFILE);
+    ASSERT_TRUE(failed);
+  }
+  group.stop();
+  ASSERT_TRUE(group.wait());
+  expect_failed_once(log, std::errc::too_many_files_open);
 }
 
 // --- 8. bad input -------------------------------------------------------------------------------
