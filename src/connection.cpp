@@ -890,6 +890,10 @@ void Connection::check_timeouts() {
 void Connection::cancel_timers() {
   if (timer_ != 0) loop_.cancel(timer_);
   timer_ = 0;
+  if (rare_ && rare_->dial.retry_timer != 0) {
+    loop_.cancel(rare_->dial.retry_timer);  // a dial waiting for room on a Unix socket
+    rare_->dial.retry_timer = 0;
+  }
 }
 
 }  // namespace evloop::detail

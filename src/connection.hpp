@@ -113,6 +113,8 @@ class Connection final : public Pollable, public Conn {
   const ProfilePtr& profile() const noexcept { return profile_; }
 
  private:
+  // A dial to a Unix socket whose listener's backlog is full: the longest wait between tries.
+  static constexpr std::chrono::milliseconds kDialRetryStepLimit{100};
   // linger(): the bytes one check reads and drops at most, and the longest wait between checks.
   static constexpr std::size_t kLingerReadBudget = 256 * 1024;
   static constexpr std::chrono::milliseconds kLingerStepLimit{100};
@@ -130,6 +132,9 @@ class Connection final : public Pollable, public Conn {
     SocketAddress source;  // empty: the kernel picks
     std::error_code last_error;
     std::uint64_t lookup = 0;  // the host name's Resolver::Ticket: cancelled if the dial ends first
+    // A Unix listener's full backlog: the connect is asked again after this (doubling).
+    std::uint64_t retry_timer = 0;
+    std::chrono::milliseconds retry_step{1};
   };
   // What only some connections need, allocated only for them: a dial in progress, a detach
   // under way, the state of a connection a live upgrade moved here. Keeps an idle connection
@@ -139,7 +144,7 @@ class Connection final : public Pollable, public Conn {
     std::function<void(DetachedConn)> detach_to;
     std::optional<std::string> moved_state;
     std::chrono::steady_clock::time_point linger_until{};  // closing: the close_timeout of linger()
-    std::chrono::milliseconds linger_step{1};                // the wait before its next check
+    std::chrono::milliseconds linger_step{1};              // the wait before its next check
   };
   Rare& rare();
 
@@ -196,6 +201,7 @@ class Connection final : public Pollable, public Conn {
   void start_resolve(const ListenAddress& target);
   void on_resolved(std::vector<SocketAddress> addresses, std::error_code error);
   void try_next_address();
+  void retry_address_later();
   void on_connect_ready(const PollEvent& event);
 
   // Timers.
@@ -237,7 +243,7 @@ class Connection final : public Pollable, public Conn {
   OutputBuffer out_;
   InputTail in_;  // unconsumed input
   std::any context_;
-  std::error_code reason_;            // why it ends: reported by `closed` / `connect_failed`
+  std::error_code reason_;  // why it ends: reported by `closed` / `connect_failed`
   // The one timer the state needs (0: none): the connect timeout while connecting, idle_timeout
   // and send_timeout while open, close_timeout while closing.
   std::uint64_t timer_ = 0;

@@ -2,9 +2,11 @@
 // names go to the group's resolver threads and come back as a posted task. Each address is tried
 // in turn (a non-blocking connect, then writability, then SO_ERROR); the first that connects
 // opens the connection, and when none does, the dial fails with the last error. One timer bounds
-// the whole dial.
+// the whole dial. A Unix socket whose listener's backlog is full is asked again until it has room
+// (a non-blocking connect says EAGAIN where a blocking one waits, as TCP's SYN is retried).
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "connection.hpp"
@@ -89,6 +91,10 @@ void Connection::try_next_address() {
       }
     }
     const int rc = start_connect(fd, addr);
+    if (rc == -EAGAIN && addr.family() == AF_UNIX) {
+      --dial.next;  // the same address, once the listener may have taken some of its queue
+      return retry_address_later();
+    }
     if (rc < 0 && rc != -EINPROGRESS) {
       dial.last_error = {-rc, std::system_category()};
       continue;
@@ -104,6 +110,19 @@ void Connection::try_next_address() {
     return;
   }
   fail(dial.last_error ? dial.last_error : make_error_code(errc::resolve_failed), false);
+}
+
+void Connection::retry_address_later() {
+  // Nothing tells an unconnected Unix socket that a listener's queue has room (it polls writable
+  // at once), so the connect is asked again after 1, 2, 4... up to 100 ms, within the connect
+  // timeout; a close, a stop or the timeout ends the wait (cancel_timers()).
+  fd_.reset();
+  Dial& dial = rare_->dial;
+  dial.retry_timer = loop_.run_after(dial.retry_step, [this] {
+    rare_->dial.retry_timer = 0;
+    if (state_ == ConnState::connecting && !end_wanted_) try_next_address();
+  });
+  dial.retry_step = std::min(dial.retry_step * 2, kDialRetryStepLimit);
 }
 
 void Connection::on_connect_ready(const PollEvent& event) {

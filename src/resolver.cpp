@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <utility>
 
 namespace evloop::detail {
@@ -17,10 +18,16 @@ Resolver::Result lookup(const std::string& host, std::uint16_t port, int family)
   addrinfo* list = nullptr;
   const std::string service = std::to_string(port);
   Resolver::Result result;
+  errno = 0;
   const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list);
   if (rc != 0) {
-    result.error = rc == EAI_SYSTEM ? std::error_code(errno, std::system_category())
-                                    : make_error_code(errc::resolve_failed);
+    // glibc reports a lookup it could not make for want of an fd (to read /etc/hosts, to open a
+    // socket to the DNS server) as EAI_NONAME, with errno EMFILE or ENFILE: the name is not known
+    // to be missing, the process (or system) is out of fds, and the dial says so.
+    const int error = errno;
+    const bool out_of_fds = error == EMFILE || error == ENFILE;
+    result.error = rc == EAI_SYSTEM || out_of_fds ? std::error_code(error, std::system_category())
+                                                  : make_error_code(errc::resolve_failed);
     return result;
   }
   for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {

@@ -69,7 +69,8 @@ struct ConnOptions {
 struct ConnectOptions : ConnOptions {
   /// The whole dial (name resolution and every address tried) must complete within this, or it
   /// fails with errc::connect_timeout. Zero = no limit (the kernel's own SYN retries still end
-  /// it, after about two minutes on Linux).
+  /// it, after about two minutes on Linux; a dial waiting for room in a Unix socket's full
+  /// backlog waits until it has room, or is closed).
   std::chrono::milliseconds connect_timeout{10'000};
   /// Local address to bind before connecting, a numeric host with an optional port:
   /// "127.0.0.2", "127.0.0.2:0", "[::1]:4000"; no `?options`. Anything else fails the dial with

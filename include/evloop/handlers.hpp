@@ -53,8 +53,10 @@ struct Handlers {
   /// a write), whatever the water marks did. Lets a producer pace itself with small chunks.
   std::function<void(Conn&)> all_sent;
   /// A dial (Loop::connect) or an adoption (Loop::adopt) failed: the connection never opened and
-  /// `closed` will not fire. `error` is an errno (ECONNREFUSED, ENETUNREACH, ...) or an
-  /// evloop::errc (connect_timeout, resolve_failed, self_connect, bad_address, bad_option,
+  /// `closed` will not fire. `error` is an errno (ECONNREFUSED, ENETUNREACH, ENOENT for a Unix
+  /// socket path that does not exist, EMFILE when the process is out of fds, also for a host
+  /// name it could not look up for want of one, ...) or an evloop::errc (connect_timeout,
+  /// resolve_failed, self_connect, bad_address, bad_option,
   /// server_stopped, cancelled when close()/abort() was called while connecting, output_limit
   /// when more than ConnOptions::output_limit was written while connecting, or how a send_file()
   /// queued while connecting failed: file_truncated, an errno). Only the code comes here: for

@@ -91,12 +91,14 @@ class Loop {
   /// at once with a reference; later exactly one of `opened` or `connect_failed` fires. Numeric
   /// hosts connect at once; host names are resolved on the group's resolver threads (never on
   /// a loop thread; up to 4 lookups at once), and the addresses are tried in turn within
-  /// ConnectOptions::connect_timeout. A connection that turns out to be connected to itself fails
-  /// (errc::self_connect). A `udp://`, `udp4://` or `udp6://` address fails with
-  /// errc::unknown_scheme: use connect_udp. A dial requested before the loop stops always reports
-  /// (errc::server_stopped at the latest); once the loop has stopped, returns an empty ConnRef and
-  /// no handler runs. Called from another thread, the dial starts on the loop ahead of tasks posted
-  /// in the same batch (no order is promised between dials and posts).
+  /// ConnectOptions::connect_timeout. A Unix socket whose listener's backlog is full is asked
+  /// again (1, 2, 4... up to 100 ms apart) until it has room, within the timeout, as a blocking
+  /// connect would wait (a non-blocking one says EAGAIN). A connection that turns out to be
+  /// connected to itself fails (errc::self_connect). A `udp://`, `udp4://` or `udp6://` address
+  /// fails with errc::unknown_scheme: use connect_udp. A dial requested before the loop stops
+  /// always reports (errc::server_stopped at the latest); once the loop has stopped, returns an
+  /// empty ConnRef and no handler runs. Called from another thread, the dial starts on the loop
+  /// ahead of tasks posted in the same batch (no order is promised between dials and posts).
   ConnRef connect(std::string_view address, Handlers handlers, ConnectOptions options = {}) const;
 
   /// Opens a connection on `fd`, an already-connected stream socket (from another library, a

@@ -7,6 +7,7 @@
 // fds and threads it started with. Loopback only: a dial that must hang targets a loopback
 // listener whose accept queue is full (Linux drops the SYN), never an outside address.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -14,6 +15,7 @@
 #include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -910,6 +912,41 @@ TEST_F(ConnectTest, StoppingTheGroupWhileResolvingFailsTheDialWithServerStopped)
   expect_failed_once(log, errc::server_stopped);
 }
 
+// A process out of fds cannot look a name up either (glibc opens /etc/hosts, a DNS socket). The
+// dial reports EMFILE, as a numeric dial would. glibc says EAI_SYSTEM with errno EMFILE, except
+// for the process's first lookup, which must load its NSS modules: that one says EAI_NONAME,
+// "Name or service not known", with errno EMFILE, and the dial said errc::resolve_failed, "cannot
+// resolve host name", sending the user to DNS for a name that resolves. So this test makes no
+// lookup before (it is not a ConnectTest, whose set-up makes one): run in a process of its own,
+// as ctest runs each test, its lookup is the first.
+TEST(ConnectLookupTest, ALookupOutOfFdsFailsWithEmfileNotResolveFailed) {
+  const UnservedPort unserved;  // if the name resolved all the same, socket() fails with EMFILE
+  const std::string url = "tcp://localhost:" + std::to_string(unserved.port());
+  DialLog log;
+  LoopGroup group(loop_options(1));
+  ASSERT_TRUE(group.start());
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  std::vector<int> fillers;
+  {
+    // Every fd below the limit taken (the fillers fill the holes), until the dial has failed.
+    rlimit low = old;
+    low.rlim_cur = static_cast<rlim_t>(count_open_fds() + 8);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
+    const int error = errno;
+    group.loop(0).connect(url, log.handlers());
+    const bool failed = log.failed.wait_for(1);
+    for (const int fd : fillers) ::close(fd);
+    ::setrlimit(RLIMIT_NOFILE, &old);
+    ASSERT_EQ(error, EMFILE);
+    ASSERT_TRUE(failed);
+  }
+  group.stop();
+  ASSERT_TRUE(group.wait());
+  expect_failed_once(log, std::errc::too_many_files_open);
+}
+
 // --- 8. bad input -------------------------------------------------------------------------------
 
 struct BadDial {
@@ -1375,6 +1412,121 @@ TEST_F(ConnectTest, DialsAUnixSocket) {
   EXPECT_EQ(echoed.size(), payload.size());
   EXPECT_TRUE(echoed == payload);
   expect_failed_once(nobody, std::errc::no_such_file_or_directory);
+}
+
+// A Unix listener (backlog 0) that does not accept, its queue filled until a non-blocking
+// connect says EAGAIN, as it does to a dial while the queue is full. take_one() accepts one
+// queued connection (and closes it), which makes room for one more.
+class FullUnixListener {
+ public:
+  explicit FullUnixListener(std::string path) : path_(std::move(path)) {
+    sockaddr_un a = address();
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(fd_, 0) != 0) {
+      return;
+    }
+    for (int i = 0; i < 256 && !full_; ++i) {
+      const int c = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (c < 0) return;
+      if (::connect(c, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0) {
+        fillers_.push_back(c);
+        continue;
+      }
+      full_ = errno == EAGAIN;
+      ::close(c);
+      if (!full_) return;
+    }
+  }
+  ~FullUnixListener() {
+    for (int c : fillers_) ::close(c);
+    if (fd_ >= 0) ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  FullUnixListener(const FullUnixListener&) = delete;
+  FullUnixListener& operator=(const FullUnixListener&) = delete;
+
+  bool full() const { return full_; }
+  std::string url() const { return "unix://" + path_; }
+  bool take_one() {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(kWait.count())) != 1) return false;
+    const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) return false;
+    ::close(c);
+    return true;
+  }
+
+ private:
+  sockaddr_un address() const {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    path_.copy(a.sun_path, sizeof a.sun_path - 1);
+    return a;
+  }
+  std::string path_;
+  int fd_ = -1;
+  std::vector<int> fillers_;
+  bool full_ = false;
+};
+
+// A non-blocking connect to a Unix socket whose listener's backlog is full fails with EAGAIN,
+// where a blocking connect waits for room (and a TCP dial's SYN is retried). Before, the dial
+// failed at once with EAGAIN, "Resource temporarily unavailable": a burst of dials to a local
+// server lost all those beyond its backlog. Now it waits for room within connect_timeout, and
+// fails with errc::connect_timeout if none comes.
+TEST_F(ConnectTest, ADialToAUnixSocketWithAFullBacklogWaitsForRoom) {
+  FullUnixListener listener(temp_socket_path("full"));
+  ASSERT_TRUE(listener.full());
+  DialLog timed_out, waited;
+  Handlers close_at_once;
+  close_at_once.opened = [](Conn& c) { c.close(); };
+  LoopGroup group(loop_options(1));
+  ASSERT_TRUE(group.start());
+  ConnectOptions brief;
+  brief.connect_timeout = 50ms;
+  group.loop(0).connect(listener.url(), timed_out.handlers(), brief);
+  ASSERT_TRUE(timed_out.failed.wait_for(1));
+
+  // From the loop thread, the first connect is made inside connect(); the next task runs after
+  // what it scheduled has settled (a failure would have fired by then).
+  ConnRef ref;
+  ASSERT_TRUE(run_on(group.loop(0), [&] {
+    ref = group.loop(0).connect(listener.url(), waited.handlers(close_at_once));
+  }));
+  ASSERT_TRUE(run_on(group.loop(0), [&] {
+    Conn* c = ref.get();
+    ASSERT_NE(c, nullptr) << "failed at once: " << waited.failure_code().message();
+    EXPECT_EQ(c->state(), ConnState::connecting);
+  }));
+  ASSERT_TRUE(listener.take_one());
+  ASSERT_TRUE(waited.closed.wait_for(1)) << waited.failure_code().message();
+  group.stop();
+  ASSERT_TRUE(group.wait());
+  expect_failed_once(timed_out, errc::connect_timeout);
+  EXPECT_EQ(waited.opened.value(), 1);
+  EXPECT_EQ(waited.failed.value(), 0);
+  EXPECT_FALSE(waited.close_code());
+}
+
+// A dial waiting for room on a Unix socket ends once, when cancelled or stopped.
+TEST_F(ConnectTest, ADialWaitingForRoomOnAUnixSocketEndsOnceOnCloseOrStop) {
+  FullUnixListener listener(temp_socket_path("full"));
+  ASSERT_TRUE(listener.full());
+  DialLog cancelled, stopped;
+  LoopGroup group(loop_options(1));
+  ASSERT_TRUE(group.start());
+  ConnectOptions unbounded;
+  unbounded.connect_timeout = 0ms;  // waits for room as long as it takes
+  const ConnRef ref = group.loop(0).connect(listener.url(), cancelled.handlers(), unbounded);
+  group.loop(0).connect(listener.url(), stopped.handlers(), unbounded);
+  ASSERT_TRUE(run_on(group.loop(0), [] {}));  // both dials have made their first connect
+  EXPECT_TRUE(ref.close());
+  ASSERT_TRUE(cancelled.failed.wait_for(1));
+  group.stop();
+  ASSERT_TRUE(group.wait());
+  expect_failed_once(cancelled, errc::cancelled);
+  expect_failed_once(stopped, errc::server_stopped);
 }
 
 }  // namespace
