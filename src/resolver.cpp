@@ -26,8 +26,10 @@ Resolver::Result lookup(const std::string& host, std::uint16_t port, int family)
     // to be missing, the process (or system) is out of fds, and the dial says so.
     const int error = errno;
     const bool out_of_fds = error == EMFILE || error == ENFILE;
-    result.error = rc == EAI_SYSTEM || out_of_fds ? std::error_code(error, std::system_category())
-                                                  : make_error_code(errc::resolve_failed);
+    // (An EAI_SYSTEM that left errno 0 would read as success: resolve_failed then.)
+    const bool system_error = (rc == EAI_SYSTEM && error != 0) || out_of_fds;
+    result.error = system_error ? std::error_code(error, std::system_category())
+                                : make_error_code(errc::resolve_failed);
     return result;
   }
   for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
