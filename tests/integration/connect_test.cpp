@@ -920,6 +920,14 @@ TEST_F(ConnectTest, StoppingTheGroupWhileResolvingFailsTheDialWithServerStopped)
 // lookup before (it is not a ConnectTest, whose set-up makes one): run in a process of its own,
 // as ctest runs each test, its lookup is the first.
 TEST(ConnectLookupTest, ALookupOutOfFdsFailsWithEmfileNotResolveFailed) {
+#if defined(__has_feature)
+#if __has_feature(undefined_behavior_sanitizer)
+  // Its vptr check needs a pipe the first time it meets a type: out of fds it reports an
+  // "invalid vptr" where there is none (in the lookup's shared_ptrs), and a warm-up cannot meet
+  // those types without making the lookup this test needs to be the first.
+  GTEST_SKIP() << "UBSan's vptr check cannot run out of fds";
+#endif
+#endif
   const UnservedPort unserved;  // if the name resolved all the same, socket() fails with EMFILE
   const std::string url = "tcp://localhost:" + std::to_string(unserved.port());
   DialLog log;
