@@ -211,8 +211,10 @@ class UdpRef {
   bool send_to(const SocketAddress& peer, std::string bytes) const;
   /// Posts a send (see Udp::send); bounded on its way as send_to is.
   bool send(std::string bytes) const;
-  /// Posts a close (see Udp::close). A socket still opening then gives up: `open_failed` fires
-  /// with errc::cancelled, and `opened` never does.
+  /// Posts a close (see Udp::close). A socket still opening when the close runs gives up:
+  /// `open_failed` fires with errc::cancelled, and `opened` never does. One that has opened by
+  /// then (a numeric address often opens at once, always when bound or connected on the loop
+  /// thread) closes as usual: `opened`, then `closed`.
   bool close() const;
 
   /// On the socket's loop thread: the socket, or nullptr once it has closed (or before it
