@@ -367,8 +367,7 @@ UdpRef EventLoop::open_udp(std::string_view address, UdpProfilePtr profile, bool
                            std::string source_address) {
   const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   // The returned UdpRef bounds its sends from the start, before the socket exists.
-  auto posted = std::make_shared<PostedSends>(profile->options.send_queue_datagrams,
-                                              profile->options.send_queue_bytes);
+  auto posted = std::make_shared<PostedSends>(profile->options);
   auto start = [this, id, address = std::string(address), profile = std::move(profile), connect,
                 source = std::move(source_address), posted]() mutable {
     UdpSocket& socket = create_udp(id, std::move(profile), std::move(posted));

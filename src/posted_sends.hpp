@@ -9,12 +9,15 @@
 #include <atomic>
 #include <cstddef>
 
+#include "evloop/udp.hpp"
+
 namespace evloop::detail {
 
 class PostedSends {
  public:
-  PostedSends(std::size_t max_datagrams, std::size_t max_bytes) noexcept
-      : max_datagrams_(max_datagrams), max_bytes_(max_bytes) {}
+  /// Bounded by the socket's send-queue limits.
+  explicit PostedSends(const UdpOptions& options) noexcept
+      : max_datagrams_(options.send_queue_datagrams), max_bytes_(options.send_queue_bytes) {}
 
   /// Any thread: room for one more datagram of `size` bytes on its way; false (and nothing
   /// reserved) past a bound. Two senders racing at a bound may both be refused: never both let

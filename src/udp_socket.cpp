@@ -45,9 +45,7 @@ UdpSocket::UdpSocket(EventLoop& loop, std::uint64_t id, UdpProfilePtr profile,
       profile_(std::move(profile)),
       id_(id),
       queue_(profile_->options.send_queue_bytes, profile_->options.send_queue_datagrams),
-      posted_(posted ? std::move(posted)
-                     : std::make_shared<PostedSends>(profile_->options.send_queue_datagrams,
-                                                     profile_->options.send_queue_bytes)) {}
+      posted_(posted ? std::move(posted) : std::make_shared<PostedSends>(profile_->options)) {}
 
 UdpSocket::~UdpSocket() = default;
 
