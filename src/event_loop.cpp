@@ -232,6 +232,10 @@ void EventLoop::request_wake() {
 
 bool EventLoop::run_opening(Loop::Task open) {
   if (in_loop_thread()) {
+    // A stopping loop starts nothing on its own thread: what it opened would only fail with
+    // server_stopped at once, and a `connect_failed` (or `open_failed`) handler that opens again
+    // on every failure would feed the stop forever.
+    if (shutting_down_) return false;
     open();
     return true;
   }

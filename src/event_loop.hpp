@@ -164,6 +164,7 @@ class EventLoop {
                         std::shared_ptr<PostedSends> posted = nullptr);
   /// Runs `open` on the loop thread: at once there, else queued apart from ordinary tasks, so a
   /// dial or adoption accepted before a stop still runs (and fails with server_stopped) then.
+  /// False, and `open` not run, on the loop thread once it is stopping, or once it has stopped.
   bool run_opening(Loop::Task open);
   /// From another thread: a timer id now, the timer added by a posted task; 0 once stopped.
   TimerId add_timer_later(Clock::time_point when, Clock::duration interval, Loop::Task fn);

@@ -95,24 +95,29 @@ class Loop {
   /// again (1, 2, 4... up to 100 ms apart) until it has room, within the timeout, as a blocking
   /// connect would wait (a non-blocking one says EAGAIN). A connection that turns out to be
   /// connected to itself fails (errc::self_connect). A `udp://`, `udp4://` or `udp6://` address
-  /// fails with errc::unknown_scheme: use connect_udp. A dial requested before the loop stops
-  /// always reports (errc::server_stopped at the latest); once the loop has stopped, returns an
-  /// empty ConnRef and no handler runs. Called from another thread, the dial starts on the loop
-  /// ahead of tasks posted in the same batch (no order is promised between dials and posts).
+  /// fails with errc::unknown_scheme: use connect_udp. A dial the loop accepted always reports
+  /// (errc::server_stopped at the latest, when the loop stops first). It returns an empty ConnRef
+  /// and no handler runs once the loop has stopped, and also on the loop's own thread once the
+  /// loop is stopping (in a handler the stop runs, or the loop_stopping hook): there the dial
+  /// could only fail, and a `connect_failed` that dials again would keep the stop from ending.
+  /// Called from another thread, the dial starts on the loop ahead of tasks posted in the same
+  /// batch (no order is promised between dials and posts).
   ConnRef connect(std::string_view address, Handlers handlers, ConnectOptions options = {}) const;
 
   /// Opens a connection on `fd`, an already-connected stream socket (from another library, a
   /// parent process, a DetachedConn), with `handlers` and `options`. Takes ownership of `fd`
   /// (closed on failure). evloop makes it non-blocking and close-on-exec. `opened` fires on this
   /// loop, then `data` with options.input if any; or `connect_failed` (EBADF, ENOTSOCK, ENOTCONN,
-  /// errc::bad_option, ...). Once the loop has stopped, closes `fd` and returns an empty ConnRef.
+  /// errc::bad_option, ...). Once the loop has stopped, or on its own thread once it is
+  /// stopping (as connect), closes `fd` and returns an empty ConnRef.
   ConnRef adopt(int fd, Handlers handlers, AdoptOptions options = {}) const;
 
   /// Opens a UDP socket on this loop bound to `address` (`udp://host:port`, `udp4://`,
   /// `udp6://[::1]:port`; port 0 picks a free port; `?reuseport=1` lets other sockets bind the
   /// same port), with `handlers` and `options`: an unconnected socket that receives from anyone
   /// and sends anywhere. Non-blocking: returns at once; later `opened` or `open_failed` fires on
-  /// this loop. Once the loop has stopped, returns an empty UdpRef and no handler runs.
+  /// this loop. Once the loop has stopped, or on its own thread once it is stopping (as
+  /// connect), returns an empty UdpRef and no handler runs.
   UdpRef bind_udp(std::string_view address, DatagramHandlers handlers,
                   UdpOptions options = {}) const;
   /// Opens a UDP socket on this loop connected to `address` (`udp://host:port`, `udp4://`,

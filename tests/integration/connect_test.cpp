@@ -501,18 +501,41 @@ TEST_F(ConnectTest, StoppingTheGroupFailsADialInProgressWithServerStopped) {
   expect_failed_once(log, errc::server_stopped);
 }
 
-TEST_F(ConnectTest, DialStartedByTheLoopStoppingHookFailsWithServerStopped) {
+// The loop_stopping hook runs on a loop that is stopping: a dial there cannot start (it could
+// only fail), so the ref is empty and no handler runs; the same for an adoption (its fd is closed)
+// and a UDP socket.
+TEST_F(ConnectTest, DialAdoptionAndUdpOpenedByTheLoopStoppingHookReturnEmptyRefs) {
   RunningServer server(loopback_options(), {});
   ASSERT_TRUE(server.status);
   DialLog log;
   LoopHooks hooks;
   const std::string url = server.address().to_url();
-  hooks.loop_stopping = [&](Loop& loop) { loop.connect(url, log.handlers()); };
+  int pair[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+  bool dial_ref = true, adopt_ref = true, udp_ref = true;
+  EventCounter udp_handlers;
+  hooks.loop_stopping = [&](Loop& loop) {
+    dial_ref = static_cast<bool>(loop.connect(url, log.handlers()));
+    adopt_ref = static_cast<bool>(loop.adopt(pair[0], log.handlers()));
+    DatagramHandlers udp;
+    udp.opened = [&](Udp&) { udp_handlers.add(); };
+    udp.open_failed = [&](Udp&, std::error_code) { udp_handlers.add(); };
+    udp_ref = static_cast<bool>(loop.bind_udp("udp://127.0.0.1:0", udp));
+  };
   LoopGroup group(loop_options(1), hooks);
   ASSERT_TRUE(group.start());
   group.stop();
   ASSERT_TRUE(group.wait());
-  expect_failed_once(log, errc::server_stopped);
+  EXPECT_FALSE(dial_ref);
+  EXPECT_FALSE(adopt_ref);
+  EXPECT_FALSE(udp_ref);
+  EXPECT_EQ(log.failed.value() + log.opened.value() + log.closed.value(), 0);
+  EXPECT_EQ(udp_handlers.value(), 0);
+  pollfd p{pair[1], POLLIN, 0};
+  char byte;
+  EXPECT_EQ(::poll(&p, 1, static_cast<int>(kWait.count())), 1);
+  EXPECT_EQ(::read(pair[1], &byte, 1), 0) << "adopt() closes the fd it refuses: its peer sees EOF";
+  ::close(pair[1]);
 }
 
 // The loop accepted the dial (the ref is not empty) and is about to stop: it must still report
@@ -534,6 +557,53 @@ TEST_F(ConnectTest, DialPostedAsTheGroupStopsStillReportsServerStopped) {
       << "a dial the loop accepted was dropped at stop: neither opened nor connect_failed fired";
   EXPECT_EQ(log.opened.value(), 0);
   EXPECT_TRUE(log.failure_code() == errc::server_stopped) << log.failure_code().message();
+}
+
+// The naive reconnect loop: `connect_failed` dials again whatever the error. Once the group
+// stops, a loop that is stopping starts no dial (the ref is empty, no handler runs), so the
+// chain ends and wait() returns, instead of each dial failing with server_stopped and dialling
+// the next forever.
+TEST_F(ConnectTest, AConnectFailedHandlerThatAlwaysDialsAgainLetsTheGroupStop) {
+  const UnservedPort unserved;
+  const std::string url = loopback_url(unserved.port());
+  EventCounter failures, empty_refs;
+  std::mutex mutex;
+  std::vector<std::error_code> errors;
+  auto handlers = std::make_shared<Handlers>();
+  handlers->connect_failed = [&, h = std::weak_ptr<Handlers>(handlers)](Conn& c,
+                                                                         std::error_code ec) {
+    {
+      std::lock_guard lock(mutex);
+      errors.push_back(ec);
+    }
+    failures.add();
+    if (!c.loop().connect(url, *h.lock())) empty_refs.add();
+  };
+  LoopGroup group(loop_options(1));
+  ASSERT_TRUE(group.start());
+  ASSERT_TRUE(group.loop(0).connect(url, *handlers));
+  ASSERT_TRUE(failures.wait_for(3)) << "the reconnect loop runs while the group does";
+  group.stop();
+  EventCounter stopped;
+  std::thread waiter([&] {
+    EXPECT_TRUE(group.wait());
+    stopped.add();
+  });
+  const bool ended = stopped.wait_for(1);
+  if (!ended) {
+    ADD_FAILURE() << "wait() did not return: the stopping loop kept dialling ("
+                  << failures.value() << " failures so far)";
+    std::_Exit(1);  // the loop thread never ends: nothing to join
+  }
+  waiter.join();
+  EXPECT_EQ(empty_refs.value(), 1) << "exactly one dial was refused: the one made once stopping";
+  std::lock_guard lock(mutex);
+  ASSERT_FALSE(errors.empty());
+  for (std::size_t i = 0; i + 1 < errors.size(); ++i) {
+    EXPECT_TRUE(errors[i] == std::errc::connection_refused) << i << ": " << errors[i].message();
+  }
+  EXPECT_TRUE(errors.back() == std::errc::connection_refused || errors.back() == errc::server_stopped)
+      << errors.back().message();
 }
 
 // Once the loops have stopped, a dial cannot start: the ref is empty and no handler runs (there
