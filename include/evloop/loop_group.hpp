@@ -68,6 +68,7 @@ struct LoopHooks {
   std::function<void(Loop&)> loop_started;
   /// On each loop thread as it stops, after its listeners closed and every one of its
   /// connections has closed (`closed` fired), before the thread exits: per-loop tear-down.
+  /// A dial, adoption or UDP socket asked for here cannot start (an empty ref, no handler).
   std::function<void(Loop&)> loop_stopping;
   /// Runs on every loop right after loop_started, then again after the delay it returns; a
   /// negative delay stops that loop's ticks. (A per-loop repeating timer: Loop::run_every does
