@@ -262,6 +262,10 @@ void UdpSocket::settle() {
   for (; oversized_ > 0 && state_ != State::closed; --oversized_) {
     report(sys_error(EMSGSIZE));
   }
+  for (std::size_t i = 0; i < deferred_errors_.size() && state_ != State::closed; ++i) {
+    report(deferred_errors_[i]);
+  }
+  deferred_errors_.clear();
   if (state_ == State::closed) return;
   if (!queue_.empty()) flush();
   if (state_ == State::closing && (queue_.empty() || !drain_on_close_)) return finish(reason_);
@@ -480,6 +484,11 @@ void UdpSocket::deliver_one(const SocketAddress& peer, const char* bytes, std::s
 }
 
 void UdpSocket::report(std::error_code error) {
+  if (defer_reports_) {
+    deferred_errors_.push_back(error);  // rare: the kernel refused a datagram
+    schedule();
+    return;
+  }
   if (handlers().error) handlers().error(handle_, error);
 }
 
@@ -511,9 +520,23 @@ bool UdpSocket::send_to(const SocketAddress* peer, const void* bytes, std::size_
     schedule();
     return false;
   }
-  if (!queue_.push(peer ? peer->data() : nullptr, peer_size, bytes, size)) return drop();
+  const void* to = peer ? peer->data() : nullptr;
+  if (!queue_.push(to, peer_size, bytes, size)) {
+    // The queue is full of datagrams sent in this handler (or batch of tasks) that the kernel
+    // was not asked for yet: ask it now. Only a kernel that said EAGAIN makes the bound drop.
+    if (kernel_full_) return drop();
+    flush_early();
+    if (!queue_.push(to, peer_size, bytes, size)) return drop();
+  }
   schedule();
   return true;
+}
+
+void UdpSocket::flush_early() {
+  // Called from inside a handler: what the kernel refuses is reported after it, as usual.
+  defer_reports_ = true;
+  flush();
+  defer_reports_ = false;
 }
 
 void UdpSocket::flush() {
@@ -524,6 +547,7 @@ void UdpSocket::flush() {
   // and clears it without trying its message. So a refused first message is tried once more:
   // sent, the error was the socket's; refused again, the message is.
   int refused_once = 0;
+  kernel_full_ = false;
   while (!queue_.empty() && state_ != State::closed) {
     const unsigned built = queue_.build(batch, gso_);
     unsigned calls = 0;
@@ -533,6 +557,7 @@ void UdpSocket::flush() {
       const int err = errno;
       if (err == EINTR) continue;
       if (err == EAGAIN || err == EWOULDBLOCK) {  // the kernel is full: wait to write
+        kernel_full_ = true;
         if (refused_once != 0) report(sys_error(refused_once));  // the socket's, cleared
         return;
       }

@@ -150,6 +150,9 @@ class UdpSocket final : public Pollable {
   void deliver(const ReceiveBatch& batch, int count);
   void deliver_one(const SocketAddress& peer, const char* bytes, std::size_t size);
   void flush();
+  // send_to() found the queue full before the kernel was asked: flush, reports deferred.
+  void flush_early();
+  // An error for `error`; deferred to settle() while defer_reports_ (inside a handler).
   void report(std::error_code error);
   /// Counts received datagrams no handler gets (the socket closed mid-batch) as in and dropped.
   void drop_received(std::size_t datagrams);
@@ -181,6 +184,9 @@ class UdpSocket final : public Pollable {
   bool gro_ = false;              // receive offload on
   std::size_t receive_size_ = 0;  // bytes per received datagram (more with GRO)
   std::size_t oversized_ = 0;     // send_to()s refused as too long: EMSGSIZE for settle()
+  bool kernel_full_ = false;      // the last flush ended on EAGAIN: the bounds hold, then drop
+  bool defer_reports_ = false;    // flush_early(): errors wait in deferred_errors_ for settle()
+  std::vector<std::error_code> deferred_errors_;
   SocketAddress local_;
   SocketAddress peer_;    // connected peer
   SocketAddress source_;  // connect_udp's source address

@@ -51,10 +51,11 @@ struct UdpOptions {
 
   /// Bounds of the send queue: datagrams queued and not yet taken by the kernel. They wait until
   /// the current handlers (and posted tasks) return, and longer only when the kernel says EAGAIN
-  /// (its send buffer is full); so one handler that sends more than a bound loses the excess
-  /// even to a kernel that would take it. Past either bound, send_to() drops the datagram,
-  /// counts it (LoopStats::datagram_drops) and returns false. Both positive; send_queue_bytes
-  /// at most 4 GiB - 1.
+  /// (its send buffer is full). A queue that reaches a bound before the kernel was asked (one
+  /// handler that sends more than a bound) is handed to the kernel at once, and queueing goes
+  /// on. Past either bound while the kernel says EAGAIN, send_to() drops the datagram, counts it
+  /// (LoopStats::datagram_drops) and returns false. Both positive; send_queue_bytes at most
+  /// 4 GiB - 1.
   std::size_t send_queue_bytes = 4 * 1024 * 1024;
   /// The other bound of the send queue (above): datagrams, whatever their size.
   std::size_t send_queue_datagrams = 4096;
