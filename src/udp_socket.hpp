@@ -152,7 +152,7 @@ class UdpSocket final : public Pollable {
   void flush();
   // send_to() found the queue full before the kernel was asked: flush, reports deferred.
   void flush_early();
-  // An error for `error`; deferred to settle() while defer_reports_ (inside a handler).
+  // Hands `error` to the `error` handler; held for settle() while defer_reports_ (in a handler).
   void report(std::error_code error);
   /// Counts received datagrams no handler gets (the socket closed mid-batch) as in and dropped.
   void drop_received(std::size_t datagrams);
