@@ -15,9 +15,14 @@ namespace {
 constexpr const char* kUseRef =
     "from another thread use conn.ref() (ConnRef::post/write/close) or Loop::post";
 
-void require(const detail::Connection& impl, const char* method) {
-  detail::require_loop_thread(impl.loop().in_loop_thread(), method, kUseRef);
+void require(const detail::Connection& impl, const char* method, const char* instead = kUseRef) {
+  detail::require_loop_thread(impl.loop().in_loop_thread(), method, instead);
 }
+
+// A task posted with the fd captured would leak it if the connection closed first.
+constexpr const char* kUseRefSendFile =
+    "from another thread use conn.ref().send_file(TakeFd{fd}, offset, length), which closes the "
+    "fd whatever happens";
 
 // An fd on its way to a loop in a posted task: closed when the last copy of the task is
 // destroyed unless the task took it (std::function needs a copyable task, hence shared). A
@@ -51,12 +56,12 @@ void Conn::write(const SharedBuffer& buffer) {
 }
 
 void Conn::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
-  require(impl(), "Conn::send_file");
+  require(impl(), "Conn::send_file", kUseRefSendFile);
   impl().send_file_copy(fd, offset, length);
 }
 
 void Conn::send_file(TakeFd file, std::uint64_t offset, std::uint64_t length) {
-  require(impl(), "Conn::send_file");
+  require(impl(), "Conn::send_file", kUseRefSendFile);
   impl().send_file(file.fd, offset, length);
 }
 
