@@ -91,7 +91,7 @@ class Conn {
   void send_file(int fd, std::uint64_t offset, std::uint64_t length);
   /// send_file() that takes `file.fd` instead of duplicating it (one system call fewer per
   /// call, and none to close it): evloop closes it when the range is sent or the connection
-  /// ends, also when the call is ignored.
+  /// ends, also when the call is ignored. From another thread: ConnRef::send_file.
   void send_file(TakeFd file, std::uint64_t offset, std::uint64_t length);
 
   /// Closes gracefully: reading stops now; pending output is sent, then a FIN. What the peer
