@@ -2,6 +2,9 @@
 // loop's Connection, and DetachedConn. Loop-thread rules are checked in every build type.
 #include <unistd.h>
 
+#include <memory>
+#include <utility>
+
 #include "connection.hpp"
 #include "event_loop.hpp"
 #include "misuse.hpp"
@@ -12,8 +15,23 @@ namespace {
 constexpr const char* kUseRef =
     "from another thread use conn.ref() (ConnRef::post/write/close) or Loop::post";
 
-void require(const detail::Connection& impl, const char* method) {
-  detail::require_loop_thread(impl.loop().in_loop_thread(), method, kUseRef);
+void require(const detail::Connection& impl, const char* method, const char* instead = kUseRef) {
+  detail::require_loop_thread(impl.loop().in_loop_thread(), method, instead);
+}
+
+// A task posted with the fd captured would leak it if the connection closed first.
+constexpr const char* kUseRefSendFile =
+    "from another thread use conn.ref().send_file(TakeFd{fd}, offset, length), which closes the "
+    "fd whatever happens";
+
+// An fd on its way to a loop in a posted task: closed when the last copy of the task is
+// destroyed unless the task took it (std::function needs a copyable task, hence shared). A
+// task dropped unrun (the connection closed meanwhile, the loop refused it) closes the fd.
+std::shared_ptr<int> own_posted_fd(int fd) {
+  return std::shared_ptr<int>(new int(fd), [](int* owned) {
+    if (*owned >= 0) ::close(*owned);
+    delete owned;
+  });
 }
 
 }  // namespace
@@ -38,12 +56,12 @@ void Conn::write(const SharedBuffer& buffer) {
 }
 
 void Conn::send_file(int fd, std::uint64_t offset, std::uint64_t length) {
-  require(impl(), "Conn::send_file");
+  require(impl(), "Conn::send_file", kUseRefSendFile);
   impl().send_file_copy(fd, offset, length);
 }
 
 void Conn::send_file(TakeFd file, std::uint64_t offset, std::uint64_t length) {
-  require(impl(), "Conn::send_file");
+  require(impl(), "Conn::send_file", kUseRefSendFile);
   impl().send_file(file.fd, offset, length);
 }
 
@@ -127,6 +145,21 @@ bool ConnRef::write(std::string bytes) const {
 
 bool ConnRef::write(SharedBuffer buffer) const {
   return post([buffer = std::move(buffer)](Conn& conn) { conn.write(buffer); });
+}
+
+bool ConnRef::send_file(TakeFd file, std::uint64_t offset, std::uint64_t length) const {
+  std::shared_ptr<int> fd = own_posted_fd(file.fd);
+  if (loop_ == nullptr) return false;
+  // Not through post(): the task closes the fd itself when the connection is gone, rather than
+  // leave it to the task's destruction, which comes after the loop's whole batch of tasks.
+  return loop_->post([loop = loop_, id = id_, fd = std::move(fd), offset, length] {
+    const int taken = std::exchange(*fd, -1);
+    if (detail::Connection* conn = loop->find(id)) {
+      conn->Conn::send_file(TakeFd{taken}, offset, length);
+    } else {
+      ::close(taken);
+    }
+  });
 }
 
 bool ConnRef::close() const {

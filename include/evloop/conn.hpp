@@ -91,7 +91,7 @@ class Conn {
   void send_file(int fd, std::uint64_t offset, std::uint64_t length);
   /// send_file() that takes `file.fd` instead of duplicating it (one system call fewer per
   /// call, and none to close it): evloop closes it when the range is sent or the connection
-  /// ends, also when the call is ignored.
+  /// ends, also when the call is ignored. From another thread: ConnRef::send_file.
   void send_file(TakeFd file, std::uint64_t offset, std::uint64_t length);
 
   /// Closes gracefully: reading stops now; pending output is sent, then a FIN. What the peer
@@ -186,6 +186,11 @@ class ConnRef {
   bool write(std::string bytes) const;
   /// Posts a write of a shared buffer (a reference, no copy: see Conn::write(const SharedBuffer&)).
   bool write(SharedBuffer buffer) const;
+  /// Posts a send_file(TakeFd) (see Conn::send_file). The fd is evloop's from this call on,
+  /// whatever happens: closed once its range is sent, and also when the task does not run (the
+  /// connection has closed meanwhile, or the loop no longer accepts tasks: false). For a file
+  /// opened on another thread, which a task of your own capturing the fd would leak in those cases.
+  bool send_file(TakeFd file, std::uint64_t offset, std::uint64_t length) const;
   /// Posts a close (see Conn::close).
   bool close() const;
   /// Posts an abort (see Conn::abort).

@@ -39,6 +39,15 @@ TEST_F(MisuseDeathTest, ConnCloseFromAnotherThreadAbortsWithAMessage) {
                "Conn::close called from a thread that is not its loop's thread");
 }
 
+// send_file from another thread names the thread-safe call that takes the fd (a task posted with
+// the fd captured would leak it if the connection closed first).
+TEST_F(MisuseDeathTest, ConnSendFileFromAnotherThreadAbortsNamingConnRefSendFile) {
+  EXPECT_DEATH(
+      with_connection_off_its_thread([](Conn& c, ConnRef) { c.send_file(TakeFd{-1}, 0, 1); }),
+      "Conn::send_file called from a thread that is not its loop's thread; from another thread "
+      "use conn.ref\\(\\).send_file\\(TakeFd\\{fd\\}, offset, length\\)");
+}
+
 TEST_F(MisuseDeathTest, ConnRefGetFromAnotherThreadAbortsWithAMessage) {
   EXPECT_DEATH(with_connection_off_its_thread([](Conn&, ConnRef ref) { ref.get(); }),
                "ConnRef::get called from a thread that is not its loop's thread; from another "

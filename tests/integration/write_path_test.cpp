@@ -370,6 +370,60 @@ TEST(WritePathTest, SendFileTakingTheFdClosesItWhenSent) {
   EXPECT_EQ(::fcntl(given.load(), F_GETFD), -1) << "the taken fd was not closed";
 }
 
+// ConnRef::send_file(TakeFd) posts a file range from another thread (a file opened off the loop):
+// it arrives in order with the writes posted around it, and the fd is closed on every path: sent,
+// posted to a connection that has closed meanwhile, to a stopped server's loop, to an empty ref.
+// (Before, a task of the user's own capturing the fd was the only way, and it leaked the fd on
+// the last three.)
+TEST(WritePathTest, SendFilePostedFromAnotherThreadClosesTheFdOnEveryPath) {
+  const std::string content = pattern(1u << 20, 51);
+  TempFile file(content);
+  const auto closed_fd = [](int fd) { return ::fcntl(fd, F_GETFD) == -1 && errno == EBADF; };
+  std::mutex mutex;
+  ConnRef ref;
+  EventCounter opened;
+  ErrorLog closed;
+  Callbacks cb;
+  cb.opened = [&](Conn& c) {
+    std::lock_guard lock(mutex);
+    ref = c.ref();
+    opened.add();
+  };
+  cb.closed = closed.recorder();
+  RunningServer s(loopback_options(), cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address());
+  ASSERT_TRUE(opened.wait_for(1));
+  const ConnRef conn = [&] {
+    std::lock_guard lock(mutex);
+    return ref;
+  }();
+  const int sent = ::dup(file.fd());
+  ASSERT_TRUE(conn.write("head:"));
+  ASSERT_TRUE(conn.send_file(TakeFd{sent}, 0, content.size()));
+  ASSERT_TRUE(conn.write(":tail"));
+  ASSERT_TRUE(conn.close());
+  expect_stream_then_fin(client, "head:" + content + ":tail");
+  ASSERT_TRUE(closed.wait_for(1));
+  ASSERT_TRUE(settle(s.server));
+  EXPECT_TRUE(closed_fd(sent)) << "sent";
+
+  const int after_close = ::dup(file.fd());
+  EXPECT_TRUE(conn.send_file(TakeFd{after_close}, 0, content.size()));  // the loop runs it
+  ASSERT_TRUE(settle(s.server));
+  EXPECT_TRUE(closed_fd(after_close)) << "posted to a connection that has closed";
+
+  const int to_nothing = ::dup(file.fd());
+  EXPECT_FALSE(ConnRef().send_file(TakeFd{to_nothing}, 0, content.size()));
+  EXPECT_TRUE(closed_fd(to_nothing)) << "an empty ref";
+
+  s.server.stop();
+  ASSERT_TRUE(s.server.wait());
+  const int after_stop = ::dup(file.fd());
+  EXPECT_FALSE(conn.send_file(TakeFd{after_stop}, 0, content.size()));
+  EXPECT_TRUE(closed_fd(after_stop)) << "a stopped loop";
+}
+
 // A pending file range cannot travel with a detached connection: detach() refuses.
 TEST(WritePathTest, DetachIsRefusedWhileAFileIsPending) {
   const std::string content = pattern(16u << 20, 48);
