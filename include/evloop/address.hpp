@@ -73,7 +73,7 @@ class SocketAddress {
 
   /// The address family (AF_INET, AF_INET6, AF_UNIX) or 0 when empty.
   int family() const noexcept;
-  /// The TCP port in host byte order; 0 for Unix sockets.
+  /// The TCP or UDP port in host byte order; 0 for Unix sockets.
   std::uint16_t port() const noexcept;
   /// "127.0.0.1:8080", "[::1]:8080", "unix:/path" ("unix:" alone for an unnamed Unix peer).
   std::string to_string() const;

@@ -34,7 +34,8 @@ enum class Backend {
 
 /// Settings of the loops themselves (a Server takes them from its Options).
 struct LoopOptions {
-  /// Number of event loops (threads). kAutoLoops means one per hardware thread.
+  /// Number of event loops (threads), at most 4096 (more fails start() with errc::bad_option).
+  /// kAutoLoops means one per hardware thread.
   unsigned loops = 1;
   /// Value of `loops` meaning "one loop per hardware thread".
   static constexpr unsigned kAutoLoops = 0;
@@ -44,7 +45,8 @@ struct LoopOptions {
   /// The largest read_buffer_size (1 GiB).
   static constexpr std::size_t kMaxReadBufferSize = std::size_t{1} << 30;
   /// On stop(), how long loops keep sending pending output before resetting the connections
-  /// that still have some (errc::shutdown_timeout).
+  /// that still have some (errc::shutdown_timeout); also how long wait() waits for a host-name
+  /// lookup still in progress. Must not be negative.
   std::chrono::milliseconds shutdown_grace{2'000};
   /// The event backend (see Backend). The environment variable EVLOOP_BACKEND (auto, epoll or
   /// io_uring) overrides `automatic`, so a program and a test suite run on io_uring unchanged.

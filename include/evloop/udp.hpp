@@ -109,7 +109,8 @@ struct DatagramHandlers {
   /// any UDP datagram (EMSGSIZE, counted there too).
   std::function<void(Udp&, std::error_code error)> error;
   /// The socket closed: exactly once per `opened`. No error after close(); errc::server_stopped
-  /// when the loops stopped.
+  /// when the loops stopped; an errno when the poller would not take the socket (ENOMEM, ENOSPC:
+  /// fs.epoll.max_user_watches).
   std::function<void(Udp&, std::error_code error)> closed;
   /// Loop::bind_udp or Loop::connect_udp could not open the socket: errc::bad_address,
   /// errc::bad_option, errc::resolve_failed, errc::server_stopped, errc::cancelled (UdpRef::close
