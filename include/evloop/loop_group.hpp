@@ -39,8 +39,9 @@ struct LoopOptions {
   unsigned loops = 1;
   /// Value of `loops` meaning "one loop per hardware thread".
   static constexpr unsigned kAutoLoops = 0;
-  /// Size of each loop's read buffer: the most one read takes from a connection. 1 byte to
-  /// kMaxReadBufferSize.
+  /// Size of each loop's read buffer: the most one read takes from a connection on epoll and
+  /// kqueue (on io_uring a receive fills one provided buffer instead, 16 or 64 KiB: see
+  /// uring_buffers). 1 byte to kMaxReadBufferSize.
   std::size_t read_buffer_size = 64 * 1024;
   /// The largest read_buffer_size (1 GiB).
   static constexpr std::size_t kMaxReadBufferSize = std::size_t{1} << 30;
