@@ -73,8 +73,10 @@ struct LoopHooks {
   /// connections has closed (`closed` fired), before the thread exits: per-loop tear-down.
   std::function<void(Loop&)> loop_stopping;
   /// Runs on every loop right after loop_started, then again after the delay it returns; a
-  /// negative delay stops that loop's ticks. (A per-loop repeating timer: Loop::run_every does
-  /// the same with a fixed interval.)
+  /// negative delay stops that loop's ticks, and none runs once the loop is stopping. A delay of
+  /// zero runs it again at the next iteration, whose wait then does not block (a loop ticking
+  /// with 0 never sleeps). (A per-loop repeating timer: Loop::run_every does the same with a
+  /// fixed interval.)
   std::function<std::chrono::milliseconds(Loop&)> tick;
 };
 
