@@ -200,7 +200,7 @@ class UdpRef {
   /// Runs `fn` on the socket's loop thread with the socket, if it is still open then; if it is
   /// still opening, right after its `opened` handler (tasks in the order they were posted), and
   /// never if it fails to open. Returns false if the loop no longer accepts tasks; true does not
-  /// mean it ran.
+  /// mean it ran. An empty `fn` aborts with a message (misuse).
   bool post(std::function<void(Udp&)> fn) const;
   /// Posts a send_to (see Udp::send_to; a datagram dropped there is counted, not reported here).
   /// The sends on their way to the socket (posted, not yet run by its loop; also those that
