@@ -97,6 +97,7 @@ bool Conn::reading_paused() const {
 
 bool Conn::detach(std::function<void(DetachedConn)> receiver) {
   require(impl(), "Conn::detach");
+  detail::require_function(static_cast<bool>(receiver), "Conn::detach");
   return impl().detach(std::move(receiver));
 }
 
@@ -133,6 +134,7 @@ std::uint64_t Conn::id() const noexcept { return impl().id(); }
 ConnRef Conn::ref() const noexcept { return ConnRef(&impl().loop(), impl().id()); }
 
 bool ConnRef::post(std::function<void(Conn&)> fn) const {
+  detail::require_function(static_cast<bool>(fn), "ConnRef::post");
   if (loop_ == nullptr) return false;
   return loop_->post([loop = loop_, id = id_, fn = std::move(fn)] {
     if (detail::Connection* conn = loop->find(id)) fn(*conn);

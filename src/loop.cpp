@@ -1,5 +1,6 @@
 // The public Loop handle, forwarding to its EventLoop. Every method is thread-safe.
 #include "event_loop.hpp"
+#include "misuse.hpp"
 
 namespace evloop {
 namespace {
@@ -14,14 +15,19 @@ EventLoop::Clock::duration to_clock(std::chrono::nanoseconds d) {
 
 std::size_t Loop::index() const noexcept { return core_->index(); }
 bool Loop::in_loop_thread() const noexcept { return core_->in_loop_thread(); }
-bool Loop::post(Task task) const { return core_->post(std::move(task)); }
+bool Loop::post(Task task) const {
+  detail::require_function(static_cast<bool>(task), "Loop::post");
+  return core_->post(std::move(task));
+}
 void Loop::wake() const noexcept { core_->notify(); }
 
 TimerId Loop::run_after(std::chrono::nanoseconds delay, Task fn) const {
+  detail::require_function(static_cast<bool>(fn), "Loop::run_after");
   return core_->run_after(to_clock(delay), std::move(fn));
 }
 
 TimerId Loop::run_every(std::chrono::nanoseconds interval, Task fn) const {
+  detail::require_function(static_cast<bool>(fn), "Loop::run_every");
   return core_->run_every(to_clock(interval), std::move(fn));
 }
 

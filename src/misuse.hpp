@@ -21,4 +21,15 @@ inline void require_loop_thread(bool on_loop_thread, const char* method,
   }
 }
 
+/// Aborts with misuse(method, ...) when a function handed over to be called later is empty: it
+/// would throw std::bad_function_call on the loop thread when its time came, far from the call.
+inline void require_function(bool callable, const char* method) noexcept {
+  if (!callable) [[unlikely]] {
+    misuse(method,
+           "the function is empty (calling it on the loop thread would throw "
+           "std::bad_function_call)",
+           "pass a function to call");
+  }
+}
+
 }  // namespace evloop::detail

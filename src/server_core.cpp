@@ -25,23 +25,23 @@ ServerCore::ServerCore(Options options, Callbacks callbacks)
 
 ServerCore::~ServerCore() = default;
 
-Status ServerCore::check_not_started(const std::string& address) const {
+Status ServerCore::check_not_started(const char* call, const std::string& address) const {
   if (group_.running() || !group_.loops().empty()) {
     return {make_error_code(errc::already_started),
-            "Server::listen(" + address + "): call it before start()"};
+            std::string(call) + "(" + address + "): call it before start()"};
   }
   return {};
 }
 
 Status ServerCore::listen(std::string address, Handlers handlers, ConnOptions options) {
-  if (Status s = check_not_started(address); !s) return s;
+  if (Status s = check_not_started("Server::listen", address); !s) return s;
   profiles_.push_back(make_profile(std::move(handlers), std::move(options)));
   endpoints_.push_back({std::move(address), {}, profiles_.size() - 1, nullptr});
   return {};
 }
 
 Status ServerCore::listen_udp(std::string address, DatagramHandlers handlers, UdpOptions options) {
-  if (Status s = check_not_started(address); !s) return s;
+  if (Status s = check_not_started("Server::listen_udp", address); !s) return s;
   auto profile = std::make_shared<const UdpProfile>(UdpProfile{std::move(handlers), options});
   endpoints_.push_back({std::move(address), {}, 0, std::move(profile)});
   return {};

@@ -46,7 +46,7 @@ class ServerCore {
   // (with its Unix socket file); a live upgrade's predecessor's closes, its file left in place.
   enum class Owner { caller, server, predecessor };
 
-  Status check_not_started(const std::string& address) const;
+  Status check_not_started(const char* call, const std::string& address) const;
   Status check_endpoint(Endpoint& ep) const;
   Status open_listeners();
   Status open_endpoint(std::size_t index);

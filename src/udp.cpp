@@ -105,6 +105,7 @@ std::uint64_t Udp::id() const noexcept { return impl_->id(); }
 UdpRef Udp::ref() const noexcept { return UdpRef(&impl_->loop(), impl_->id(), impl_->posted()); }
 
 bool UdpRef::post(std::function<void(Udp&)> fn) const {
+  detail::require_function(static_cast<bool>(fn), "UdpRef::post");
   return post_to_socket(loop_, id_, std::move(fn));
 }
 

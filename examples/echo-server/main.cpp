@@ -68,7 +68,10 @@ evloop::Options parse_args(int argc, char** argv, bool& print_stats) {
           } else if (v == "source-hash") {
             balance = evloop::Balance::source_hash;
           } else {
-            example::usage_error(kProgram, "unknown --balance '" + std::string(v) + "'");
+            example::usage_error(kProgram,
+                                 "--balance takes round-robin, least-connections or source-hash, "
+                                 "not '" +
+                                     std::string(v) + "'");
           }
         } else if (flag == "--idle-timeout") {
           idle_timeout = example::parse_seconds(kProgram, flag, value());

@@ -24,8 +24,8 @@ Options:
   --backend B     event backend: auto, epoll or io_uring (default auto: $EVLOOP_BACKEND,
                   else epoll); io_uring falls back to epoll where the kernel refuses it
   --batch N       datagrams per recvmmsg/sendmmsg call, 1..1024 (default 32)
-  --rcvbuf BYTES  SO_RCVBUF of each socket (default: the kernel's; capped by
-                  net.core.rmem_max): room for bursts while a loop is busy
+  --rcvbuf BYTES  SO_RCVBUF of each socket, 1..1073741824 (default: the kernel's; capped
+                  by net.core.rmem_max): room for bursts while a loop is busy
   --gso           send with UDP segmentation offload (Linux 4.18+; off where missing)
   --gro           receive with UDP receive offload (Linux 5.0+; off where missing)
   --stats         on exit, print the loops' counters as one JSON line
@@ -58,8 +58,8 @@ Config parse_args(int argc, char** argv) {
           const std::string_view v = value();
           unsigned long long n = 0;
           if (!example::parse_number(v, 1, 1ull << 30, n)) {
-            example::usage_error(kProgram,
-                                 "--rcvbuf takes a size in bytes, not '" + std::string(v) + "'");
+            example::usage_error(
+                kProgram, "--rcvbuf takes 1..1073741824 bytes, not '" + std::string(v) + "'");
           }
           c.udp.socket_receive_buffer = static_cast<int>(n);
         } else if (flag == "--batch") {

@@ -73,16 +73,18 @@ class SocketAddress {
 
   /// The address family (AF_INET, AF_INET6, AF_UNIX) or 0 when empty.
   int family() const noexcept;
-  /// The TCP port in host byte order; 0 for Unix sockets.
+  /// The TCP or UDP port in host byte order; 0 for Unix sockets.
   std::uint16_t port() const noexcept;
-  /// "127.0.0.1:8080", "[::1]:8080", "unix:/path" ("unix:" alone for an unnamed Unix peer).
+  /// "127.0.0.1:8080", "[::1]:8080", "unix:/path" ("unix:" alone for an unnamed Unix peer;
+  /// "(none)" for an empty address).
   std::string to_string() const;
   /// The same address as a listen-address URL: "tcp4://127.0.0.1:8080", "tcp6://[::1]:8080",
   /// "unix:///path". Useful to print bound addresses in a form that can be served again. An
   /// unnamed Unix peer (a client that did not bind) gives "unix://", which names nothing to
-  /// serve or dial: the parsers refuse it.
+  /// serve or dial: the parsers refuse it. "(none)" for an empty address.
   std::string to_url() const;
-  /// The same as a UDP URL: "udp4://127.0.0.1:53", "udp6://[::1]:53" ("(none)" for others).
+  /// The same as a UDP URL: "udp4://127.0.0.1:53", "udp6://[::1]:53" ("(none)" for a Unix or
+  /// empty address).
   std::string to_udp_url() const;
   /// Raw sockaddr bytes, for connect()/bind().
   const void* data() const noexcept { return storage_; }

@@ -136,7 +136,8 @@ class Conn {
   /// errc::output_limit and `receiver` is not called), and close(), abort() and
   /// shutdown_write() are ignored. On io_uring the hand-over
   /// waits for the kernel's requests on the socket to end; a connection that fails meanwhile (a
-  /// reset) gets `closed` with that error instead, and `receiver` is not called.
+  /// reset) gets `closed` with that error instead, and `receiver` is not called. An empty
+  /// `receiver` aborts with a message (misuse): the fd and the bytes would have no owner.
   bool detach(std::function<void(DetachedConn)> receiver);
 
   /// Where the connection is in its life.
@@ -180,7 +181,7 @@ class ConnRef {
 
   /// Runs `fn` on the connection's loop thread with the connection, if it still exists then
   /// (connecting or open; not after `closed`). Returns false if the loop no longer accepts tasks
-  /// (stopped); true does not mean it ran.
+  /// (stopped); true does not mean it ran. An empty `fn` aborts with a message (misuse).
   bool post(std::function<void(Conn&)> fn) const;
   /// Posts a write of `bytes` (see Conn::write).
   bool write(std::string bytes) const;

@@ -24,6 +24,7 @@ struct ConnOptions {
   int socket_receive_buffer = 0;
 
   /// A write that takes pending output above this pauses reading from the connection...
+  /// (output_low_water <= output_high_water <= output_limit, else errc::bad_option)
   std::size_t output_high_water = 1024 * 1024;
   /// ...until it drains to this; then reading resumes and the `low_water` handler runs.
   std::size_t output_low_water = 256 * 1024;
@@ -48,12 +49,13 @@ struct ConnOptions {
 
   /// Longest close() waits for pending output to be sent, and then again for the peer to
   /// acknowledge what the kernel still holds (see Conn::close); then the connection is reset
-  /// (errc::close_timeout).
+  /// (errc::close_timeout). Must not be negative.
   std::chrono::milliseconds close_timeout{10'000};
   /// Close a connection that receives nothing for this long while it is reading
   /// (errc::idle_timeout); zero = never. Only received bytes count as activity (unless
   /// idle_counts_sends): what the connection sends does not, and the clock stands still while
-  /// reading is paused (by pause_reading() or back-pressure) or after the peer's EOF.
+  /// reading is paused (by pause_reading() or back-pressure) or after the peer's EOF. Must not be
+  /// negative.
   std::chrono::milliseconds idle_timeout{0};
   /// Bytes the connection sends count as activity for idle_timeout too (a write, and every
   /// send that makes progress). For a side of a tunnel or proxy, which may only ever send (a
@@ -62,6 +64,7 @@ struct ConnOptions {
   bool idle_counts_sends = false;
   /// Reset a connection whose pending output makes no progress for this long: the peer has
   /// stopped reading (errc::send_timeout); zero = never (output_limit still bounds the memory).
+  /// Must not be negative.
   std::chrono::milliseconds send_timeout{0};
 };
 
@@ -70,7 +73,8 @@ struct ConnectOptions : ConnOptions {
   /// The whole dial (name resolution and every address tried) must complete within this, or it
   /// fails with errc::connect_timeout. Zero = no limit (the kernel's own SYN retries still end
   /// it, after about two minutes on Linux; a dial waiting for room in a Unix socket's full
-  /// backlog waits until it has room, or is closed).
+  /// backlog waits until it has room, or is closed). Negative fails the dial with
+  /// errc::bad_option.
   std::chrono::milliseconds connect_timeout{10'000};
   /// Local address to bind before connecting, a numeric host with an optional port:
   /// "127.0.0.2", "127.0.0.2:0", "[::1]:4000"; no `?options`. Anything else fails the dial with

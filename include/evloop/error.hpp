@@ -66,5 +66,7 @@ class Status {
 
 }  // namespace evloop
 
+/// Makes evloop::errc an error-code enum: `std::error_code ec = evloop::errc::idle_timeout;` and
+/// `ec == evloop::errc::idle_timeout` work.
 template <>
 struct std::is_error_code_enum<evloop::errc> : std::true_type {};

@@ -42,7 +42,7 @@ struct Handlers {
   /// The connection closed: exactly once per `opened`. `error` is empty for a clean close (by
   /// either side), an errno (e.g. ECONNRESET) for an I/O error, or an evloop::errc: output_limit,
   /// input_limit, close_timeout, idle_timeout, send_timeout, server_stopped, shutdown_timeout,
-  /// detached.
+  /// detached, file_truncated (a send_file() range past its file's end).
   std::function<void(Conn&, std::error_code error)> closed;
   /// Back-pressure ended: pending output went above output_high_water (which paused reading),
   /// then fell to output_low_water and reading resumed. A producer that stops writing when

@@ -58,7 +58,8 @@ class Loop {
   /// Runs `task` on the loop thread, after the current batch of I/O. Posts that arrive while a
   /// wake is already pending cost no extra syscall. Returns false (and drops the task) when the
   /// loop has stopped; a task accepted (true) always runs, once, if need be while the loop stops
-  /// (after its connections have closed, before LoopHooks::loop_stopping).
+  /// (after its connections have closed, before LoopHooks::loop_stopping). An empty `task` is
+  /// misuse: aborts with a message, in every build type (as do run_after and run_every).
   bool post(Task task) const;
   /// Wakes the loop from its wait without a task (async-signal-safe).
   void wake() const noexcept;

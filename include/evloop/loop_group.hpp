@@ -34,17 +34,20 @@ enum class Backend {
 
 /// Settings of the loops themselves (a Server takes them from its Options).
 struct LoopOptions {
-  /// Number of event loops (threads). kAutoLoops means one per hardware thread.
+  /// Number of event loops (threads), at most 4096 (more fails start() with errc::bad_option).
+  /// kAutoLoops means one per hardware thread.
   unsigned loops = 1;
   /// Value of `loops` meaning "one loop per hardware thread".
   static constexpr unsigned kAutoLoops = 0;
-  /// Size of each loop's read buffer: the most one read takes from a connection. 1 byte to
-  /// kMaxReadBufferSize.
+  /// Size of each loop's read buffer: the most one read takes from a connection on epoll and
+  /// kqueue (on io_uring a receive fills one provided buffer instead, 16 or 64 KiB: see
+  /// uring_buffers). 1 byte to kMaxReadBufferSize.
   std::size_t read_buffer_size = 64 * 1024;
   /// The largest read_buffer_size (1 GiB).
   static constexpr std::size_t kMaxReadBufferSize = std::size_t{1} << 30;
   /// On stop(), how long loops keep sending pending output before resetting the connections
-  /// that still have some (errc::shutdown_timeout).
+  /// that still have some (errc::shutdown_timeout); also how long wait() waits for a host-name
+  /// lookup still in progress. Must not be negative.
   std::chrono::milliseconds shutdown_grace{2'000};
   /// The event backend (see Backend). The environment variable EVLOOP_BACKEND (auto, epoll or
   /// io_uring) overrides `automatic`, so a program and a test suite run on io_uring unchanged.
@@ -71,8 +74,10 @@ struct LoopHooks {
   /// A dial, adoption or UDP socket asked for here cannot start (an empty ref, no handler).
   std::function<void(Loop&)> loop_stopping;
   /// Runs on every loop right after loop_started, then again after the delay it returns; a
-  /// negative delay stops that loop's ticks. (A per-loop repeating timer: Loop::run_every does
-  /// the same with a fixed interval.)
+  /// negative delay stops that loop's ticks, and none runs once the loop is stopping. A delay of
+  /// zero runs it again at the next iteration, whose wait then does not block (a loop ticking
+  /// with 0 never sleeps). (A per-loop repeating timer: Loop::run_every does the same with a
+  /// fixed interval.)
   std::function<std::chrono::milliseconds(Loop&)> tick;
 };
 

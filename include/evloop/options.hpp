@@ -26,10 +26,11 @@ struct Options : ConnOptions, LoopOptions {
   /// ListenAddress for the grammar.
   std::vector<std::string> listen;
 
-  /// Give every loop its own SO_REUSEPORT listener per TCP address, so the kernel spreads
-  /// connections. Off (or for Unix sockets and a single inherited socket): loop 0 accepts and
-  /// hands connections out by `balance`. (Inherited sockets are used as they are: several of one
-  /// address go one per loop, whatever this says.)
+  /// Give every loop its own SO_REUSEPORT listener per TCP address (and socket per UDP address,
+  /// Server::listen_udp), so the kernel spreads connections (and peers). Off (or for Unix
+  /// sockets and a single inherited socket): loop 0 accepts and hands connections out by
+  /// `balance` (and serves each UDP address alone). (Inherited sockets are used as they are:
+  /// several of one address go one per loop, whatever this says.)
   bool reuseport = false;
   /// Policy for handing out connections when one loop accepts.
   Balance balance = Balance::round_robin;

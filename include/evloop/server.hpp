@@ -122,9 +122,10 @@ class Server {
   /// handover (it refuses the connections not yet taken, which are taken back). The same, at once,
   /// when this server is itself a successor whose predecessor has not finished handing over
   /// within ready_timeout (a stuck predecessor blocks no upgrade). errc::upgrade_in_progress
-  /// while another upgrade runs, or after one succeeded; errc::bad_option for bad options. Blocks;
-  /// call it from a thread that is not one of the loops' (not from a handler). Fills `report` on
-  /// success. See the README's "Zero-downtime restart".
+  /// while another upgrade runs, or after one succeeded; errc::bad_option for bad options;
+  /// errc::upgrade_failed at once when the server is not running. Blocks; call it from a thread
+  /// that is not one of the loops' (not from a handler: there it fails with errc::upgrade_failed,
+  /// saying so). Fills `report` on success. See the README's "Zero-downtime restart".
   Status upgrade(const UpgradeOptions& options, UpgradeReport* report = nullptr);
 
   /// The bound addresses (valid after a successful start()), as in ServingInfo.

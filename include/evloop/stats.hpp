@@ -9,19 +9,22 @@ namespace evloop {
 /// by its loop thread (relaxed atomics), so reading a snapshot from any thread is safe and cheap;
 /// counters read in one snapshot are not mutually consistent to the event.
 struct LoopStats {
-  std::uint64_t waits = 0;          ///< Calls to the poller's wait (epoll_wait / kevent).
-  std::uint64_t wakeups = 0;        ///< Times the waker fired and was drained.
-  std::uint64_t tasks = 0;          ///< Posted tasks run.
-  std::uint64_t reads = 0;          ///< read/recv calls on connections.
-  std::uint64_t writes = 0;         ///< write/sendmsg calls on connections.
-  std::uint64_t bytes_in = 0;       ///< Bytes received (connections and datagrams).
-  std::uint64_t bytes_out = 0;      ///< Bytes sent (connections and datagrams).
-  std::uint64_t bytes_copied = 0;   ///< Written bytes copied into output chunks (not sent at once).
-  std::uint64_t write_arms = 0;     ///< Times write interest was armed (output left pending).
-  std::uint64_t read_pauses = 0;    ///< Times reading paused (output above the high-water mark).
-  std::uint64_t accepts = 0;        ///< Connections accepted by this loop's listeners.
-  std::uint64_t accept_errors = 0;  ///< accept() failures other than EAGAIN/EINTR/ECONNABORTED.
-  std::uint64_t timers_fired = 0;   ///< Timer callbacks run (including ticks).
+  std::uint64_t waits = 0;         ///< Poller waits (epoll_wait, kevent, io_uring_enter).
+  std::uint64_t wakeups = 0;       ///< Times the waker fired and was drained.
+  std::uint64_t tasks = 0;         ///< Posted tasks run.
+  std::uint64_t reads = 0;         ///< recv calls (io_uring: receives) on connections.
+  std::uint64_t writes = 0;        ///< send, sendmsg, sendfile calls (io_uring: sends).
+  std::uint64_t bytes_in = 0;      ///< Bytes received (connections and datagrams).
+  std::uint64_t bytes_out = 0;     ///< Bytes sent (connections and datagrams).
+  std::uint64_t bytes_copied = 0;  ///< Written bytes copied into output chunks (not sent at once).
+  std::uint64_t write_arms = 0;    ///< Times write interest was armed (output left pending).
+  std::uint64_t read_pauses = 0;   ///< Times reading paused (output above the high-water mark).
+  std::uint64_t accepts = 0;       ///< Connections accepted by this loop's listeners.
+  /// accept() failures that pause the listener (EMFILE, ENFILE, ENOBUFS, ...; not EAGAIN, EINTR,
+  /// the peer giving up, or a network error Linux reports from the new connection), and a
+  /// paused listener that the poller refused to take back (retried after another back-off).
+  std::uint64_t accept_errors = 0;
+  std::uint64_t timers_fired = 0;    ///< Timer callbacks run (including ticks).
   std::uint64_t poller_changes = 0;  ///< Interest changes sent to the poller (epoll_ctl / kevent).
   std::uint64_t dials = 0;           ///< Outgoing connections started (Loop::connect).
   std::uint64_t dial_failures = 0;   ///< Dials and adoptions that failed (`connect_failed`).

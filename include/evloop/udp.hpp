@@ -110,7 +110,8 @@ struct DatagramHandlers {
   /// any UDP datagram (EMSGSIZE, counted there too).
   std::function<void(Udp&, std::error_code error)> error;
   /// The socket closed: exactly once per `opened`. No error after close(); errc::server_stopped
-  /// when the loops stopped.
+  /// when the loops stopped; an errno when the poller would not take the socket (ENOMEM, ENOSPC:
+  /// fs.epoll.max_user_watches).
   std::function<void(Udp&, std::error_code error)> closed;
   /// Loop::bind_udp or Loop::connect_udp could not open the socket: errc::bad_address,
   /// errc::bad_option, errc::resolve_failed, errc::server_stopped, errc::cancelled (UdpRef::close
@@ -200,7 +201,7 @@ class UdpRef {
   /// Runs `fn` on the socket's loop thread with the socket, if it is still open then; if it is
   /// still opening, right after its `opened` handler (tasks in the order they were posted), and
   /// never if it fails to open. Returns false if the loop no longer accepts tasks; true does not
-  /// mean it ran.
+  /// mean it ran. An empty `fn` aborts with a message (misuse).
   bool post(std::function<void(Udp&)> fn) const;
   /// Posts a send_to (see Udp::send_to; a datagram dropped there is counted, not reported here).
   /// The sends on their way to the socket (posted, not yet run by its loop; also those that

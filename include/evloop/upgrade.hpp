@@ -29,10 +29,12 @@ struct UpgradeOptions {
   /// and the upgrade fails with this process serving on. Also bounds each write to the successor
   /// during the handover, with the wait for its answer (one that does not read or answer in time
   /// is given up on, the same way); and, in a process that is itself a successor, the wait for
-  /// its predecessor to finish handing over (else the upgrade fails, nothing changed).
+  /// its predecessor to finish handing over (else the upgrade fails, nothing changed). Must be
+  /// positive (errc::bad_option).
   std::chrono::milliseconds ready_timeout{10'000};
   /// After the handover, the connections that were not moved go on here for at most this long
   /// (until each closes); then the server stops as by stop() (Options::shutdown_grace applies).
+  /// Must not be negative (errc::bad_option).
   std::chrono::milliseconds drain_timeout{30'000};
 };
 
@@ -43,8 +45,11 @@ struct UpgradeReport {
   /// Connections handed to the successor.
   std::size_t moved = 0;
   /// Open connections left to drain here: their `handover` handler said std::nullopt (or none
-  /// is set), or a send_file() range was pending. (Connections already closing, and dials still
-  /// connecting, finish here too, uncounted.)
+  /// is set), or it closed the connection; a send_file() range was pending, or shutdown_write()
+  /// had been called (detach() refuses both); the connection is not a listener's (a
+  /// Loop::connect or Loop::adopt of the program's own); or the successor left it here (its
+  /// connection came from a Server::listen() the successor does not make). (Connections already
+  /// closing, and dials still connecting, finish here too, uncounted.)
   std::size_t draining = 0;
 };
 

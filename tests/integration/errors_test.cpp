@@ -140,6 +140,18 @@ TEST(ErrorsTest, StartTwiceIsRefused) {
   EXPECT_EQ(s.server.listen("tcp4://127.0.0.1:0", {}, {}).code(), errc::already_started);
 }
 
+// Each of the two says which call came too late (listen_udp's said "Server::listen(").
+TEST(ErrorsTest, ListenAndListenUdpAfterStartNameTheCall) {
+  RunningServer s(loopback_options(), {});
+  ASSERT_TRUE(s.status);
+  const Status tcp = s.server.listen("tcp4://127.0.0.1:0", {}, {});
+  EXPECT_EQ(tcp.code(), errc::already_started);
+  EXPECT_EQ(tcp.message(), "Server::listen(tcp4://127.0.0.1:0): call it before start()");
+  const Status udp = s.server.listen_udp("udp4://127.0.0.1:0", {}, {});
+  EXPECT_EQ(udp.code(), errc::already_started);
+  EXPECT_EQ(udp.message(), "Server::listen_udp(udp4://127.0.0.1:0): call it before start()");
+}
+
 // A Server runs once; starting it again after stop() says so and what to do instead.
 TEST(ErrorsTest, RestartAfterStopIsRefusedWithAMessage) {
   RunningServer s(loopback_options(), {});

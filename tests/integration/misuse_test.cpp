@@ -162,6 +162,51 @@ TEST_F(MisuseDeathTest, ServerWaitOnItsOwnLoopThreadAbortsWithAMessage) {
       "evloop: Server::wait: called on one of its own loop threads");
 }
 
+// An empty function handed over to be called later (a task, a timer, a detach's receiver) would
+// throw std::bad_function_call on the loop thread when its time came: "terminate called after
+// throwing an instance of 'std::bad_function_call'", far from the call that was wrong. The call
+// itself aborts instead, naming the method.
+TEST_F(MisuseDeathTest, AnEmptyTaskAbortsAtTheCallWithAMessage) {
+  const auto on_a_server = [](const std::function<void(Loop&)>& misuse) {
+    RunningServer s(loopback_options(), {});
+    if (!s.status) std::abort();
+    misuse(s.server.loop(0));
+    EventCounter never;
+    never.wait_for(1, 2s);  // before the fix the loop thread died of bad_function_call meanwhile
+  };
+  EXPECT_DEATH(on_a_server([](Loop& loop) { loop.post({}); }),
+               "evloop: Loop::post: the function is empty \\(calling it on the loop thread would "
+               "throw std::bad_function_call\\); pass a function to call");
+  EXPECT_DEATH(on_a_server([](Loop& loop) { loop.run_after(1ms, {}); }),
+               "evloop: Loop::run_after: the function is empty");
+  EXPECT_DEATH(on_a_server([](Loop& loop) { loop.run_every(1ms, {}); }),
+               "evloop: Loop::run_every: the function is empty");
+  EXPECT_DEATH(on_a_server([](Loop& loop) {
+                 EventCounter opened;
+                 DatagramHandlers h;
+                 h.opened = [&](Udp&) { opened.add(); };
+                 const UdpRef ref = loop.bind_udp("udp4://127.0.0.1:0", h);
+                 if (!opened.wait_for(1)) std::abort();
+                 ref.post({});
+               }),
+               "evloop: UdpRef::post: the function is empty");
+}
+
+TEST_F(MisuseDeathTest, AnEmptyConnTaskOrDetachReceiverAbortsAtTheCallWithAMessage) {
+  EXPECT_DEATH(with_connection_off_its_thread([](Conn&, ConnRef ref) {
+                 ref.post({});
+                 EventCounter never;
+                 never.wait_for(1, 2s);
+               }),
+               "evloop: ConnRef::post: the function is empty");
+  EXPECT_DEATH(with_connection_off_its_thread([](Conn&, ConnRef ref) {
+                 ref.post([](Conn& c) { c.detach({}); });
+                 EventCounter never;
+                 never.wait_for(1, 2s);
+               }),
+               "evloop: Conn::detach: the function is empty");
+}
+
 // The thread-safe way works from the same thread.
 TEST(MisuseTest, ConnRefWriteFromAnotherThreadIsFine) {
   EventCounter opened;

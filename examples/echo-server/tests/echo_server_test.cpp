@@ -287,6 +287,14 @@ TEST(EchoServerBinary, HelpBadFlagsAndBadAddresses) {
   ProgramResult bad_loops = run_program({ECHO_SERVER_BIN, "--loops", "0"}, 10s);
   EXPECT_EQ(bad_loops.exit_code, 2);
 
+  // A bad value names the values the flag takes.
+  ProgramResult bad_balance = run_program({ECHO_SERVER_BIN, "--balance", "random"}, 10s);
+  EXPECT_EQ(bad_balance.exit_code, 2);
+  EXPECT_NE(bad_balance.output.find(
+                "--balance takes round-robin, least-connections or source-hash, not 'random'"),
+            std::string::npos)
+      << bad_balance.output;
+
   ProgramResult bad_timeout = run_program({ECHO_SERVER_BIN, "--idle-timeout", "-1"}, 10s);
   EXPECT_EQ(bad_timeout.exit_code, 2);
   EXPECT_NE(bad_timeout.output.find("--idle-timeout takes 0..31536000 seconds, not '-1'"),

@@ -175,6 +175,15 @@ TEST(UdpEchoBinary, HelpBadFlagsBadAddressesAndAPortInUse) {
   EXPECT_EQ(run_program({UDP_ECHO_BIN, "--batch", "0"}, 10s).exit_code, 2);
   EXPECT_EQ(run_program({UDP_ECHO_BIN, "--batch"}, 10s).exit_code, 2);
   EXPECT_EQ(run_program({UDP_ECHO_BIN, "--loops", "0"}, 10s).exit_code, 2);
+  // A bad --rcvbuf names the range it takes (0, the kernel's default, is not a value to give).
+  for (const char* bad : {"0", "-1", "1073741825", "1M"}) {
+    ProgramResult bad_rcvbuf = run_program({UDP_ECHO_BIN, "--rcvbuf", bad}, 10s);
+    EXPECT_EQ(bad_rcvbuf.exit_code, 2) << bad;
+    EXPECT_NE(bad_rcvbuf.output.find("--rcvbuf takes 1..1073741824 bytes, not '" +
+                                     std::string(bad) + "'"),
+              std::string::npos)
+        << bad_rcvbuf.output;
+  }
 
   ProgramResult bad_port = run_program({UDP_ECHO_BIN, "--listen", "udp://127.0.0.1:99999"}, 10s);
   EXPECT_EQ(bad_port.exit_code, 2) << bad_port.output;
