@@ -57,10 +57,10 @@ struct Progress {
 };
 
 // One stream: sends the pattern and checks what comes back, keeping at most `kWindow` bytes
-// unechoed (echo-server stops reading a client that does not read), until `stop` is set and all
+// unechoed, until `stop` is set and all
 // it sent has come back; or until something goes wrong, which `failure` says.
 struct Stream {
-  static constexpr std::uint64_t kWindow = 256 * 1024;
+  static constexpr std::uint64_t kWindow = 8 * 1024 * 1024;
   int fd = -1;
   unsigned seed = 0;
   std::uint64_t sent = 0;
@@ -84,6 +84,10 @@ struct Stream {
         failure = std::string("poll: ") + std::strerror(errno);
         return;
       }
+      // Sending comes first: the socket buffers fill, echo-server's output backs up to its
+      // high-water mark and it stops reading, so upgrades find connections with bytes to write
+      // and bytes read but not yet echoed, which move with them.
+      bool sent_now = false;
       if (p.revents & POLLOUT) {
         const std::size_t n = static_cast<std::size_t>(
             std::min<std::uint64_t>(sizeof out, kWindow - (sent - received)));
@@ -94,8 +98,9 @@ struct Stream {
           return;
         }
         if (w > 0) sent += static_cast<std::uint64_t>(w);
+        sent_now = w > 0;
       }
-      if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+      if (!sent_now && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
         const ssize_t r = ::recv(fd, in, sizeof in, MSG_DONTWAIT);
         if (r == 0) {
           failure = "closed by the server after " + std::to_string(received) + " bytes";
