@@ -159,8 +159,7 @@ TEST(EchoServerBinary, FourStreamsKeepEveryByteThroughThreeBackToBackUpgrades) {
     marks = progress.now();
     return flowed;
   };
-  for (int i = 0; i < 3 && flowing(i == 0 ? "before the first upgrade" : "after an upgrade");
-       ++i) {
+  for (int i = 0; i < 3 && flowing(i == 0 ? "before the first upgrade" : "after an upgrade"); ++i) {
     const pid_t old = serving;
     const Upgraded u = upgrade_example(*child, old, 20s);
     upgrades += u.line + "\n";

@@ -62,8 +62,8 @@ void upgrade_three_times_under_wrk(const std::vector<std::string>& flags,
   // wrk runs 5 s; the upgrades must be over within the first 2, so that a request left without
   // an answer by them is counted as a timeout: one older than --timeout (1 s) when wrk checks,
   // which it does every 2 s.
-  std::vector<std::string> wrk_argv{"wrk", "-t2", "-c20",      "-d5s", "--timeout",
-                                    "1s",  "-s",  dir.at("progress.lua")};
+  std::vector<std::string> wrk_argv{"wrk",       "-t2", "-c20", "-d5s",
+                                    "--timeout", "1s",  "-s",   dir.at("progress.lua")};
   wrk_argv.insert(wrk_argv.end(), wrk_flags.begin(), wrk_flags.end());
   wrk_argv.push_back("http://127.0.0.1:" + std::to_string(port) + "/");
   const auto wrk_start = std::chrono::steady_clock::now();
