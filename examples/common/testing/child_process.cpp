@@ -216,6 +216,19 @@ std::string Child::wait_for(std::string_view text, bool at_start, milliseconds t
   }
 }
 
+std::string Child::rest_of_output(milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  std::string out = std::move(buffered_);
+  buffered_.clear();
+  char buf[4096];
+  while (out_fd_ >= 0 && wait_readable(out_fd_, deadline)) {
+    const ssize_t n = ::read(out_fd_, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
 void Child::signal(int sig) const {
   if (pid_ > 0) ::kill(pid_, sig);
 }
@@ -304,8 +317,12 @@ std::uint16_t start_server(std::unique_ptr<Child>& child, const std::string& ser
 }
 
 Upgraded upgrade_example(Child& child, milliseconds timeout) {
+  return upgrade_example(child, child.pid(), timeout);
+}
+
+Upgraded upgrade_example(Child& child, pid_t pid, milliseconds timeout) {
   Upgraded u;
-  child.signal(SIGUSR2);
+  if (pid > 0) ::kill(pid, SIGUSR2);
   u.line = child.wait_for_line("upgrade", timeout);
   if (std::sscanf(u.line.c_str(), "upgraded: pid %d, %d connections moved, %d left to drain",
                   &u.pid, &u.moved, &u.draining) != 3) {

@@ -49,6 +49,9 @@ class Child {
   /// The same for a line that contains `text` anywhere (log lines that start with a pid or a
   /// time stamp).
   std::string wait_for_line_containing(std::string_view text, milliseconds timeout);
+  /// Reads stdout until it ends (or the deadline) and returns all of it not yet taken by a
+  /// wait_for_line(): the summary a program prints as it exits.
+  std::string rest_of_output(milliseconds timeout);
   /// Sends a signal.
   void signal(int sig) const;
   /// Waits for the child to exit (stdout reaches EOF, then waitpid). Returns its exit code, 128+N
@@ -94,6 +97,8 @@ struct Upgraded {
 };
 /// Sends SIGUSR2 to `child`, an example server, and reads what its upgrade did.
 Upgraded upgrade_example(Child& child, milliseconds timeout);
+/// The same for `pid`, a successor of `child` (it writes to the same stdout), after an upgrade.
+Upgraded upgrade_example(Child& child, pid_t pid, milliseconds timeout);
 
 /// The result of run_program().
 struct ProgramResult {

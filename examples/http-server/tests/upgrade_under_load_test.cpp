@@ -1,0 +1,125 @@
+// Live upgrades under a real load tool: wrk keeps 20 keep-alive connections busy while the test
+// upgrades http-server three times (SIGUSR2, each time waiting for the old process to exit).
+// The promise checked is the one users are given: wrk, a client that knows nothing of upgrades,
+// sees no connect, read, write or timeout error (no request left unanswered) and no answer other
+// than 2xx, and it is answered before the first upgrade and after each one.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "http_server_fixture.hpp"
+#include "temp_tree.hpp"
+
+namespace http_test {
+namespace {
+
+// Each wrk thread prints "responses N" every 50 responses (wrk runs this in each thread's own
+// Lua state).
+constexpr const char* kProgressScript = R"(local n = 0
+response = function(status, headers, body)
+  n = n + 1
+  if n % 50 == 0 then
+    io.write("responses ", n, "\n")
+    io.flush()
+  end
+end
+)";
+
+// Kills the serving process when a test ends early (the successors are not Child objects).
+struct KillAtExit {
+  pid_t pid = 0;
+  ~KillAtExit() {
+    if (pid > 0 && ::kill(pid, SIGKILL) == 0) wait_for_exit(pid, kTimeout);
+  }
+};
+
+// wrk's output has a progress line from after this call: everything printed so far is dropped,
+// then three lines are waited for; with two threads, one of them has counted at least 50 more
+// responses since.
+bool wrk_answered_since_now(Child& wrk) {
+  wrk.rest_of_output(milliseconds(0));
+  for (int i = 0; i < 3; ++i) {
+    if (wrk.wait_for_line("responses ", kTimeout).empty()) return false;
+  }
+  return true;
+}
+
+void upgrade_three_times_under_wrk(const std::vector<std::string>& flags,
+                                   const std::vector<std::string>& wrk_flags = {}) {
+  if (!have_program("wrk")) GTEST_SKIP() << "wrk is not installed";
+  if (!become_subreaper()) GTEST_SKIP() << "needs a subreaper (Linux) to see the successors exit";
+  TempTree dir;
+  ASSERT_TRUE(dir.file("progress.lua", kProgressScript));
+  std::unique_ptr<Child> server;
+  const std::uint16_t port = start_server(server, HTTP_SERVER_BIN, flags);
+  ASSERT_NE(port, 0);
+  KillAtExit serving{server->pid()};
+  // wrk runs 5 s; the upgrades must be over within the first 2, so that a request left without
+  // an answer by them is counted as a timeout: one older than --timeout (1 s) when wrk checks,
+  // which it does every 2 s.
+  std::vector<std::string> wrk_argv{"wrk",       "-t2", "-c20", "-d5s",
+                                    "--timeout", "1s",  "-s",   dir.at("progress.lua")};
+  wrk_argv.insert(wrk_argv.end(), wrk_flags.begin(), wrk_flags.end());
+  wrk_argv.push_back("http://127.0.0.1:" + std::to_string(port) + "/");
+  const auto wrk_start = std::chrono::steady_clock::now();
+  Child wrk(wrk_argv);
+  ASSERT_TRUE(wrk.running());
+  ASSERT_NE(wrk.wait_for_line("responses ", kTimeout), "") << "wrk got no answers";
+  std::string upgrades;
+  for (int i = 0; i < 3; ++i) {
+    const pid_t old = serving.pid;
+    const Upgraded u = upgrade_example(*server, old, kTimeout);
+    ASSERT_NE(u.pid, 0) << u.line;
+    upgrades += u.line + "\n";
+    serving.pid = u.pid;
+    // The old process ends once the connections it kept (requests in progress, answered with
+    // "Connection: close") are done. The first is our child; each later one was reparented to us
+    // when its parent exited.
+    EXPECT_EQ(i == 0 ? server->wait_process(kTimeout) : wait_for_exit(old, kTimeout), 0)
+        << "pid " << old << " after " << u.line;
+    // So the responses wrk counts from now on come from the successor.
+    ASSERT_TRUE(wrk_answered_since_now(wrk)) << "no answers after " << u.line;
+  }
+  ASSERT_LT(std::chrono::steady_clock::now() - wrk_start, std::chrono::seconds(2))
+      << "the upgrades took too long to see a stalled request as a timeout\n"
+      << upgrades;
+  const std::string summary = wrk.rest_of_output(kTimeout);
+  EXPECT_EQ(wrk.wait_exit(kTimeout), 0) << summary;
+  if (std::getenv("EVLOOP_TEST_VERBOSE") != nullptr) {
+    std::printf("%s%s", upgrades.c_str(), summary.c_str());
+  }
+  EXPECT_EQ(summary.find("Socket errors"), std::string::npos) << summary << upgrades;
+  EXPECT_EQ(summary.find("Non-2xx"), std::string::npos) << summary << upgrades;
+  EXPECT_NE(summary.find(" requests in "), std::string::npos) << summary;
+  ::kill(serving.pid, SIGTERM);
+  EXPECT_EQ(wait_for_exit(serving.pid, kTimeout), 0);
+  serving.pid = 0;
+}
+
+TEST(HttpServerUpgradeUnderLoad, WrkSeesNoErrorThroughThreeUpgrades) {
+  upgrade_three_times_under_wrk({});
+}
+
+// One SO_REUSEPORT listener per loop: each is handed over, with the connections in its queue.
+TEST(HttpServerUpgradeUnderLoad, WrkSeesNoErrorThroughThreeUpgradesWithReusePort) {
+  upgrade_three_times_under_wrk({"--loops", "2", "--reuseport"});
+}
+
+// Every request on a new connection ("Connection: close": wrk reconnects after each response), so
+// connections arrive all through the handover of the listener: none may be refused or reset.
+TEST(HttpServerUpgradeUnderLoad, WrkReconnectingForEveryRequestSeesNoErrorThroughThreeUpgrades) {
+  upgrade_three_times_under_wrk({}, {"-H", "Connection: close"});
+}
+
+TEST(HttpServerUpgradeUnderLoad,
+     WrkReconnectingForEveryRequestSeesNoErrorThroughThreeUpgradesWithReusePort) {
+  upgrade_three_times_under_wrk({"--loops", "2", "--reuseport"}, {"-H", "Connection: close"});
+}
+
+}  // namespace
+}  // namespace http_test
