@@ -186,22 +186,10 @@ bool own_fd(int fd) {
   return !((domain == AF_INET || domain == AF_INET6) && type == SOCK_STREAM && listening == 0);
 }
 
-int count_fds() {
-  int n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (const dirent* e = ::readdir(d)) {
-      if (e->d_name[0] == '.') continue;
-      const int fd = std::atoi(e->d_name);
-      n += fd != ::dirfd(d) && own_fd(fd);
-    }
-    ::closedir(d);
-  }
-  return n;
-}
-
 // UBSan's vptr check opens a pipe (without close-on-exec) for a moment the first time it meets a
-// type: on another loop thread, that pipe can be open while this scan runs. Its pipes are passed
-// over in UBSan builds; evloop itself opens no pipe on Linux (eventfd wakes its loops).
+// type: on another loop thread, that pipe can be open while a scan of fds runs (FDS, INHERIT).
+// Its pipes are passed over in UBSan builds; evloop itself opens no pipe on Linux (eventfd wakes
+// its loops).
 bool sanitizer_pipe(int fd) {
 #if defined(__has_feature)
 #if __has_feature(undefined_behavior_sanitizer)
@@ -211,6 +199,19 @@ bool sanitizer_pipe(int fd) {
 #endif
   (void)fd;
   return false;
+}
+
+int count_fds() {
+  int n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      const int fd = std::atoi(e->d_name);
+      n += fd != ::dirfd(d) && own_fd(fd) && !sanitizer_pipe(fd);
+    }
+    ::closedir(d);
+  }
+  return n;
 }
 
 std::string inheritance_report() {
