@@ -70,10 +70,34 @@ Status parse_options(std::string_view text, std::string_view query, ListenAddres
   return {};
 }
 
+// An IPv4 host must be a dotted quad. inet_aton, which getaddrinfo uses for numeric hosts, also
+// reads "1.2.3" as 1.2.0.3, "127.1" as 127.0.0.1 and "0x7f.1" or "010.0.0.1" in hex and octal:
+// a typo there would reach some other host, so a host that looks numeric must pass inet_pton.
+Status check_numeric_ipv4(std::string_view text, const std::string& host) {
+  const bool digits_and_dots = host.find_first_not_of("0123456789.") == std::string::npos;
+  in_addr ignored{};
+  if (!digits_and_dots && ::inet_aton(host.c_str(), &ignored) == 0) return {};  // a name
+  if (::inet_pton(AF_INET, host.c_str(), &ignored) == 1) return {};
+  return fail(errc::bad_address, text,
+              "'" + host +
+                  "' is not an IPv4 address in dotted-quad form (four numbers 0..255, "
+                  "e.g. 127.0.0.1)");
+}
+
+// A bracketed host is an IPv6 address, with an optional zone after '%' (fe80::1%eth0).
+Status check_ipv6(std::string_view text, std::string_view host) {
+  const std::string address(host.substr(0, host.find('%')));
+  in6_addr ignored{};
+  if (::inet_pton(AF_INET6, address.c_str(), &ignored) == 1) return {};
+  return fail(errc::bad_address, text,
+              "'" + std::string(host) + "' in brackets is not an IPv6 address (e.g. [::1]:8080)");
+}
+
 Status parse_host_port(std::string_view text, std::string_view rest, ListenAddress& out) {
   std::string_view host;
   std::string_view port;
-  if (!rest.empty() && rest.front() == '[') {
+  const bool bracketed = !rest.empty() && rest.front() == '[';
+  if (bracketed) {
     const std::size_t close = rest.find(']');
     if (close == std::string_view::npos) return fail(errc::bad_address, text, "missing ']'");
     host = rest.substr(1, close - 1);
@@ -100,7 +124,8 @@ Status parse_host_port(std::string_view text, std::string_view rest, ListenAddre
   }
   out.host = std::string(host);
   out.port = static_cast<std::uint16_t>(n);
-  return {};
+  if (bracketed) return check_ipv6(text, host);
+  return out.host.empty() ? Status{} : check_numeric_ipv4(text, out.host);
 }
 
 }  // namespace

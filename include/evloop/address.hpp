@@ -33,7 +33,9 @@ constexpr bool is_udp(Transport t) noexcept {
 /// `unix:///tmp/app.sock`, `fd://3`, `systemd://web`.
 ///
 /// Grammar: `[scheme://]host:port[?opt=val[&opt=val]...]` for tcp, tcp4, tcp6, udp, udp4 and udp6
-/// (the scheme defaults to tcp), with IPv6 hosts in brackets, `unix://path[?...]` for Unix
+/// (the scheme defaults to tcp), with IPv6 hosts in brackets (`[fe80::1%eth0]` takes a zone)
+/// and IPv4 literals as dotted quads (inet_aton's shorthands such as `127.1`, `0x7f.0.0.1` or
+/// `010.0.0.1` are refused: a typo would name another host), `unix://path[?...]` for Unix
 /// sockets, `fd://N` for a listening socket the process already holds (fd N; evloop takes it
 /// over and closes it when it stops), and `systemd://` (every socket systemd passed) or
 /// `systemd://NAME` (those whose FileDescriptorName= is NAME): see the README's "Zero-downtime

@@ -80,6 +80,31 @@ TEST(ListenAddressTest, RejectsBadInputWithClearErrors) {
   EXPECT_EQ(parse_error("tcp://127.0.0.1:1?reuseport"), errc::bad_option);
 }
 
+// inet_aton (and so getaddrinfo) reads "1.2.3" as 1.2.0.3, "127.1" as 127.0.0.1 and "0x7f.1" or
+// "010.0.0.1" in hex and octal: a typo would reach some other host. Only a dotted quad is an IPv4
+// address here, and a bracketed host must be an IPv6 address.
+TEST(ListenAddressTest, RejectsIpv4ShorthandsAndABracketedHostThatIsNotIpv6) {
+  for (const char* text :
+       {"tcp://1.2.3:80", "tcp://127.1:80", "tcp4://0x7f.0.0.1:80", "tcp://010.0.0.1:80",
+        "tcp://2130706433:80", "udp://1.2.3:53", "tcp://256.0.0.1:80"}) {
+    ListenAddress a;
+    const Status s = parse_listen_address(text, a);
+    EXPECT_EQ(s.code(), errc::bad_address) << text;
+    EXPECT_NE(s.message().find("dotted"), std::string::npos) << s.message();
+    EXPECT_EQ(parse_connect_address(text, a).code(), errc::bad_address) << text;
+  }
+  ListenAddress a;
+  const Status s = parse_listen_address("tcp://[localhost]:80", a);
+  EXPECT_EQ(s.code(), errc::bad_address);
+  EXPECT_NE(s.message().find("IPv6"), std::string::npos) << s.message();
+  EXPECT_EQ(parse_connect_address("tcp://[1.2.3.4]:80", a).code(), errc::bad_address);
+  // What stays valid: dotted quads, names (also ones that start with a digit), IPv6 with a scope.
+  for (const char* text : {"tcp://1.2.3.4:80", "tcp://localhost:80", "tcp://3com.example:80",
+                           "tcp://[fe80::1%lo]:80", "tcp6://[::ffff:1.2.3.4]:80", "tcp://:80"}) {
+    EXPECT_TRUE(parse_listen_address(text, a)) << text;
+  }
+}
+
 // An option given twice is a mistake to report (which one was meant?), not a last one that wins.
 TEST(ListenAddressTest, RejectsAnOptionGivenTwice) {
   ListenAddress a;
