@@ -13,7 +13,7 @@ build=(cmake:cmake ninja-build:ninja g++:g++ pkg-config:pkg-config
 # The clients and servers that the example servers' tests drive.
 examples=(curl:curl redis-tools:redis-cli redis-tools:redis-benchmark redis-server:redis-server
           wrk:wrk systemd:systemd-socket-activate nginx-light:/usr/sbin/nginx
-          haproxy:/usr/sbin/haproxy)
+          haproxy:/usr/sbin/haproxy iproute2:ss)
 # CI's sanitizer and fuzzer builds: clang and its runtime libraries.
 ci=(clang:clang++ libclang-rt-dev:'/usr/lib/llvm-*/lib/clang/*/lib/*/libclang_rt.fuzzer*.a')
 

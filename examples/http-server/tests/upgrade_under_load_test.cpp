@@ -1,8 +1,10 @@
 // Live upgrades under a real load tool: wrk keeps 20 keep-alive connections busy while the test
 // upgrades http-server three times (SIGUSR2, each time waiting for the old process to exit).
 // The promise checked is the one users are given: wrk, a client that knows nothing of upgrades,
-// sees no connect, read, write or timeout error (no request left unanswered) and no answer other
-// than 2xx, and it is answered before the first upgrade and after each one.
+// sees no connect, read, write or timeout error and no answer other than 2xx, it is answered
+// before the first upgrade and after each one, and none of its connections is left waiting.
+// wrk itself counts a "timeout" only for an answer that comes late, never for one that does not
+// come, so the kernel is asked (ss's tcp_info) when each of wrk's sockets last received a byte.
 #include <signal.h>
 #include <unistd.h>
 
@@ -38,10 +40,9 @@ end
 
 using Clock = std::chrono::steady_clock;
 constexpr int kWrkThreads = 2;
-// wrk counts a request as a timeout only when a thread checks its connections, every 2 s from
-// the thread's start, finding one older than --timeout (1 s).
-constexpr auto kWrkTimeout = std::chrono::seconds(1);
-constexpr auto kWrkCheckEvery = std::chrono::seconds(2);
+// A connection of wrk's that has received nothing for this long is waiting on a lost request:
+// each of them is answered every few milliseconds while wrk runs.
+constexpr auto kStalled = std::chrono::seconds(1);
 
 // Kills the serving process when a test ends early (the successors are not Child objects).
 struct KillAtExit {
@@ -62,8 +63,8 @@ bool wrk_answered_since_now(Child& wrk) {
   return true;
 }
 
-// Reads wrk's progress until both threads have printed: they started before the returned time.
-Clock::time_point wrk_threads_started_by(Child& wrk) {
+// Reads wrk's progress until both of its threads have printed: both are running by then.
+bool wrk_threads_answered(Child& wrk) {
   bool seen[kWrkThreads + 1] = {};
   int left = kWrkThreads;
   const auto deadline = Clock::now() + kTimeout;
@@ -76,18 +77,33 @@ Clock::time_point wrk_threads_started_by(Child& wrk) {
       --left;
     }
   }
-  return left == 0 ? Clock::now() : Clock::time_point{};
+  return left == 0;
 }
 
-// When every wrk thread has checked for timeouts at least once after `stall_start + --timeout`,
-// so that a request left unanswered since `stall_start` has been counted. Each thread checks at
-// start + 2k s, its start lying in [`earliest`, `latest`]; k is the first that puts even the
-// earliest start's check past the bound, and the latest start's check then comes by this time.
-Clock::time_point wrk_has_checked_by(Clock::time_point stall_start, Clock::time_point earliest,
-                                     Clock::time_point latest) {
-  const auto after = stall_start + kWrkTimeout - earliest;
-  const auto checks = (after + kWrkCheckEvery - Clock::duration(1)) / kWrkCheckEvery;
-  return latest + checks * kWrkCheckEvery + milliseconds(300);
+// For each established TCP socket connected to 127.0.0.1:`port` (wrk's), how long ago it last
+// received data, in ms, as the kernel's tcp_info says (`ss -ti`, which prints "lastrcv:N" only
+// when N is not 0). Empty when ss fails.
+std::vector<long> ms_since_each_received(std::uint16_t port) {
+  const ProgramResult ss = run_program(
+      {"ss", "-Htin", "state", "established", "dst", "127.0.0.1:" + std::to_string(port)},
+      kTimeout);
+  std::vector<long> since;
+  if (ss.exit_code != 0) return since;
+  std::size_t at = 0;
+  while (at < ss.output.size()) {
+    std::size_t end = ss.output.find('\n', at);
+    if (end == std::string::npos) end = ss.output.size();
+    const std::string_view line(ss.output.data() + at, end - at);
+    at = end + 1;
+    if (line.empty()) continue;
+    if (line.front() != ' ' && line.front() != '\t') {
+      since.push_back(0);  // a socket; its tcp_info follows on the next line
+    } else if (const auto field = line.find("lastrcv:");
+               field != std::string_view::npos && !since.empty()) {
+      since.back() = std::atol(std::string(line.substr(field + 8)).c_str());
+    }
+  }
+  return since;
 }
 
 // Keeps reading wrk's progress (its pipe must not fill) until `until`, or until its output ends
@@ -102,6 +118,7 @@ void read_wrk_until(Child& wrk, Clock::time_point until) {
 void upgrade_three_times_under_wrk(const std::vector<std::string>& flags,
                                    const std::vector<std::string>& wrk_flags = {}) {
   if (!have_program("wrk")) GTEST_SKIP() << "wrk is not installed";
+  if (!have_program("ss")) GTEST_SKIP() << "ss (iproute2) is not installed";
   if (!become_subreaper()) GTEST_SKIP() << "needs a subreaper (Linux) to see the successors exit";
   TempTree dir;
   ASSERT_TRUE(dir.file("progress.lua", kProgressScript));
@@ -109,17 +126,15 @@ void upgrade_three_times_under_wrk(const std::vector<std::string>& flags,
   const std::uint16_t port = start_server(server, HTTP_SERVER_BIN, flags);
   ASSERT_NE(port, 0);
   KillAtExit serving{server->pid()};
-  // wrk runs until the upgrades are over and it has checked for timeouts since (SIGINT ends it
+  // wrk runs until the test has looked at its connections after the upgrades (SIGINT ends it
   // with its summary); -d is only a bound.
   std::vector<std::string> wrk_argv{"wrk",       "-t2", "-c20", "-d60s",
                                     "--timeout", "1s",  "-s",   dir.at("progress.lua")};
   wrk_argv.insert(wrk_argv.end(), wrk_flags.begin(), wrk_flags.end());
   wrk_argv.push_back("http://127.0.0.1:" + std::to_string(port) + "/");
-  const auto wrk_start = Clock::now();
   Child wrk(wrk_argv);
   ASSERT_TRUE(wrk.running());
-  const auto wrk_threads_started = wrk_threads_started_by(wrk);
-  ASSERT_NE(wrk_threads_started, Clock::time_point{}) << "wrk's threads got no answers";
+  ASSERT_TRUE(wrk_threads_answered(wrk)) << "wrk's threads got no answers";
   std::string upgrades;
   for (int i = 0; i < 3; ++i) {
     const pid_t old = serving.pid;
@@ -135,9 +150,19 @@ void upgrade_three_times_under_wrk(const std::vector<std::string>& flags,
     // So the responses wrk counts from now on come from the successor.
     ASSERT_TRUE(wrk_answered_since_now(wrk)) << "no answers after " << u.line;
   }
-  // A request the upgrades left unanswered started before now: wait until wrk has counted it.
-  const auto checked = wrk_has_checked_by(Clock::now(), wrk_start, wrk_threads_started);
-  read_wrk_until(wrk, checked);
+  // A request the upgrades left unanswered was sent before now: a little past kStalled from
+  // now, its connection has received nothing for longer than that. wrk's others have.
+  read_wrk_until(wrk, Clock::now() + kStalled + milliseconds(200));
+  const std::vector<long> since = ms_since_each_received(port);
+  // (With "Connection: close" each lives for a request: ss may catch none established.)
+  if (wrk_flags.empty()) {
+    ASSERT_FALSE(since.empty()) << "ss saw no connection of wrk's";
+  }
+  const long stalled = static_cast<long>(milliseconds(kStalled).count());
+  for (const long ms : since) {
+    EXPECT_LT(ms, stalled) << "one of wrk's connections has waited " << ms << " ms for an answer\n"
+                           << upgrades;
+  }
   wrk.signal(SIGINT);
   const std::string summary = wrk.rest_of_output(kTimeout);
   EXPECT_EQ(wrk.wait_exit(kTimeout), 0) << summary;
