@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "http_server_fixture.hpp"
+#include "process_memory.hpp"
 #include "temp_tree.hpp"
 
 namespace http_test {
@@ -41,8 +42,9 @@ end
 using Clock = std::chrono::steady_clock;
 constexpr int kWrkThreads = 2;
 // A connection of wrk's that has received nothing for this long is waiting on a lost request:
-// each of them is answered every few milliseconds while wrk runs.
-constexpr auto kStalled = std::chrono::seconds(1);
+// each of them is answered every few milliseconds while wrk runs (more slowly under sanitizers,
+// on a loaded host: hence their margin).
+constexpr auto kStalled = std::chrono::seconds(example_test::kSanitized ? 2 : 1);
 
 // Kills the serving process when a test ends early (the successors are not Child objects).
 struct KillAtExit {
