@@ -153,7 +153,8 @@ void Connection::linger(int reported_errno) {
   // holds (RFC 1122 4.2.2.13; Linux does): a client that pipelines a request behind a response
   // would lose the response's end. So the FIN goes now, what the peer sends is read and dropped,
   // and the fd closes once the peer has acknowledged everything or ended its side. Checked at
-  // growing intervals (no event says "acknowledged"), within close_timeout.
+  // growing intervals (no event says "acknowledged"), for at most close_timeout without the
+  // peer acknowledging more: a slow peer's download is not cut short, a silent one is.
   if (timer_ != 0) {
     if (lingering_) return;  // settled meanwhile: the next check is already due
     loop_.cancel(timer_);    // close_timeout's wait for the output, which has gone
@@ -170,11 +171,11 @@ void Connection::linger(int reported_errno) {
     input = Drained::failed;
     error = reported_errno;
   }
-  const bool unacknowledged = platform::tcp_output_unacknowledged(fd_.get());
+  const std::size_t unacknowledged = platform::tcp_output_unacknowledged(fd_.get());
   // The peer reset before it had everything: the rest is lost, and `closed` says so (as it does
   // when a send fails).
-  if (input == Drained::failed && unacknowledged) return finish(sys_error(-error), false);
-  if (input == Drained::ended || input == Drained::failed || !unacknowledged) {
+  if (input == Drained::failed && unacknowledged != 0) return finish(sys_error(-error), false);
+  if (input == Drained::ended || input == Drained::failed || unacknowledged == 0) {
     // With the peer's bytes still unread (more than one check reads), the kernel resets the
     // connection at close; it loses the peer nothing now, and `resets` counts it.
     return finish(reason_, input == Drained::more);
@@ -185,6 +186,10 @@ void Connection::linger(int reported_errno) {
     output_shut_ = true;
     (void)shutdown_output(fd_.get());
     r.linger_until = loop_.now() + options().close_timeout;
+    r.linger_unacknowledged = unacknowledged;
+  } else if (unacknowledged < r.linger_unacknowledged) {
+    r.linger_until = loop_.now() + options().close_timeout;  // progress
+    r.linger_unacknowledged = unacknowledged;
   }
   if (loop_.now() >= r.linger_until) return finish(make_error_code(errc::close_timeout), true);
   timer_ = loop_.run_after(r.linger_step, [this] {
@@ -324,11 +329,11 @@ void Connection::settle() {
     }
     if (output_shut_ && input_ended_) return finish({}, false);  // both directions ended
   } else if (state_ == ConnState::closing && timer_ == 0) {
-    // Output is pending but the peer may never read it: bound the wait.
-    timer_ = loop_.run_after(options().close_timeout, [this] {
-      timer_ = 0;
-      finish(make_error_code(errc::close_timeout), true);
-    });
+    // Output is pending but the peer may never read it: bound the time it goes without
+    // progress. From here on last_send_ (the send_timeout clock while open) is when the drain
+    // began or last made progress.
+    last_send_ = loop_.now();
+    timer_ = loop_.run_after(options().close_timeout, [this] { check_drain(); });
   }
   update_backpressure();
   // The idle clock stood still while the connection did not read: it starts again now. (Here,
@@ -885,6 +890,15 @@ void Connection::check_timeouts() {
     }
   }
   arm_timeout_timer(next);
+}
+
+void Connection::check_drain() {
+  // One timer for the drain, re-armed for the time left when it fires: a send that makes
+  // progress costs a timestamp store (last_send_), not a timer operation.
+  timer_ = 0;
+  const auto quiet = loop_.now() - last_send_;
+  if (quiet >= options().close_timeout) return finish(make_error_code(errc::close_timeout), true);
+  timer_ = loop_.run_after(options().close_timeout - quiet, [this] { check_drain(); });
 }
 
 void Connection::cancel_timers() {

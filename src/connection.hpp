@@ -144,6 +144,7 @@ class Connection final : public Pollable, public Conn {
     std::function<void(DetachedConn)> detach_to;
     std::optional<std::string> moved_state;
     std::chrono::steady_clock::time_point linger_until{};  // closing: the close_timeout of linger()
+    std::size_t linger_unacknowledged = 0;                 // what its last check found unacked
     std::chrono::milliseconds linger_step{1};              // the wait before its next check
   };
   Rare& rare();
@@ -207,6 +208,8 @@ class Connection final : public Pollable, public Conn {
   // Timers.
   void arm_timeout_timer(std::chrono::steady_clock::duration after);
   void check_timeouts();
+  // closing, output pending: resets once the output has gone close_timeout without progress.
+  void check_drain();
   void cancel_timers();
 
   EventLoop& loop_;

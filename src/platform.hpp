@@ -133,25 +133,28 @@ inline void set_keepalive_idle(int fd, int seconds) noexcept {
 #endif
 }
 
-// True while the kernel still holds output of a TCP socket (or its FIN) that the peer has not
-// acknowledged. False for other sockets, and where the system does not tell.
-inline bool tcp_output_unacknowledged(int fd) noexcept {
+// How many bytes of a TCP socket's output (its FIN counting as one) the kernel still holds
+// because the peer has not acknowledged them: 0 when none, for other sockets, and where the
+// system does not tell.
+inline std::size_t tcp_output_unacknowledged(int fd) noexcept {
+  int queued = 0;
 #if defined(__linux__)
-  int queued = 0;  // unacknowledged and unsent bytes (a Unix socket: bytes its peer has not read)
-  if (::ioctl(fd, SIOCOUTQ, &queued) != 0 || queued <= 0) return false;
+  // Unacknowledged and unsent bytes (a Unix socket: bytes its peer has not read).
+  if (::ioctl(fd, SIOCOUTQ, &queued) != 0 || queued <= 0) return 0;
   int protocol = 0;
   socklen_t len = sizeof protocol;
-  return ::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 && protocol == IPPROTO_TCP;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) != 0 || protocol != IPPROTO_TCP) {
+    return 0;
+  }
 #elif defined(FIONWRITE)  // FreeBSD: the send buffer keeps bytes until they are acknowledged
-  int queued = 0;
-  return ::ioctl(fd, FIONWRITE, &queued) == 0 && queued > 0;
+  if (::ioctl(fd, FIONWRITE, &queued) != 0) return 0;
 #elif defined(SO_NWRITE)  // macOS
-  int queued = 0;
   socklen_t len = sizeof queued;
-  return ::getsockopt(fd, SOL_SOCKET, SO_NWRITE, &queued, &len) == 0 && queued > 0;
+  if (::getsockopt(fd, SOL_SOCKET, SO_NWRITE, &queued, &len) != 0) return 0;
 #else
-  return false;
+  (void)fd;
 #endif
+  return queued > 0 ? static_cast<std::size_t>(queued) : 0;
 }
 
 // sendfile() has no MSG_NOSIGNAL: to a peer that reset, Linux raises SIGPIPE in the calling

@@ -243,9 +243,9 @@ example::Ran run(evloop::Conn& conn, Session& session, std::string_view input, s
   const httpd::Clock::time_point now = httpd::Clock::now();
   if (ran == example::Ran::closed) {
     // "Connection: close": a FIN after the last response, however long its body takes to go out
-    // (send_timeout bounds a client that stops reading; close() would reset it after
-    // close_timeout). The connection ends when the client closes too, or at the keep-alive
-    // timeout once everything is sent.
+    // (send_timeout bounds a client that stops reading), with the timeouts of this example, not
+    // close()'s. The connection ends when the client closes too, or at the keep-alive timeout
+    // once everything is sent.
     session.last_answered = true;
     conn.shutdown_write();
     session.deadlines.on_read(now, httpd::Awaiting::next_request, true);

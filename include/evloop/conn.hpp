@@ -101,8 +101,9 @@ class Conn {
   /// output (a client that pipelines a request behind the last one answered would lose it).
   /// Once the peer has everything, a close that still finds its bytes unread (more than one
   /// check reads: 256 KiB) resets, which the peer can no longer lose anything by. If
-  /// the output is not taken within ConnOptions::close_timeout (and again for what the kernel
-  /// still holds), the connection is reset (errc::close_timeout).
+  /// the output makes no progress for ConnOptions::close_timeout (the kernel takes no more of
+  /// it, or the peer acknowledges no more of what the kernel holds), the connection is reset
+  /// (errc::close_timeout): a slow download that keeps moving is not cut short.
   /// While connecting, cancels the dial (`connect_failed` with errc::cancelled). Ignored after
   /// a detach() that returned true.
   void close();

@@ -47,9 +47,11 @@ struct ConnOptions {
   /// (errc::input_limit). Must be positive.
   std::size_t input_limit = 1024 * 1024;
 
-  /// Longest close() waits for pending output to be sent, and then again for the peer to
-  /// acknowledge what the kernel still holds (see Conn::close); then the connection is reset
-  /// (errc::close_timeout). Must not be negative.
+  /// Longest close() waits without progress: for pending output to move to the kernel, and
+  /// then for the peer to acknowledge more of what the kernel still holds (see Conn::close);
+  /// then the connection is reset (errc::close_timeout). A peer that keeps reading, however
+  /// slowly, gets the whole output; one that stops is cut off this long after. Must not be
+  /// negative.
   std::chrono::milliseconds close_timeout{10'000};
   /// Close a connection that receives nothing for this long while it is reading
   /// (errc::idle_timeout); zero = never. Only received bytes count as activity (unless

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <atomic>
+#include <thread>
 
 #include "platform.hpp"
 #include "test_support.hpp"
@@ -233,6 +235,54 @@ TEST(OutputTest, ALingeringCloseEndsAtTheCloseTimeout) {
   ASSERT_TRUE(server.closed.wait_for(1));
   EXPECT_EQ(server.closed.errors().front(), make_error_code(errc::close_timeout));
   EXPECT_EQ(total_stats(s.server).resets, 1u);
+}
+
+// Reads `size` bytes 8 KiB at a time, 10 ms apart (a slow peer that never stops reading), then
+// waits for the end of the stream; `eof` says whether it came as a FIN.
+std::string read_slowly(Client& client, std::size_t size, bool& eof) {
+  std::string got;
+  while (got.size() < size) {
+    const std::string chunk = client.read_exactly(std::min<std::size_t>(8192, size - got.size()));
+    if (chunk.empty()) break;
+    got += chunk;
+    std::this_thread::sleep_for(10ms);  // the peer's own pace, not a wait for an event
+  }
+  eof = client.wait_eof();
+  return got;
+}
+
+// close_timeout bounds a drain without progress, not the whole download of a peer that keeps
+// reading: here the drain takes several close_timeouts, in evloop's output (a 4 KiB send buffer
+// holds the rest back) and then in the kernel's (a 4 MiB one takes it all at once and close()
+// lingers for the peer's acknowledgement). Every byte arrives, then a FIN, and `closed` reports
+// a clean close.
+void expect_a_slow_download_completes(int socket_send_buffer) {
+  constexpr auto kCloseTimeout = 200ms;
+  WriteThenClose server(pattern(512 * 1024, 9));
+  Options o = loopback_options();
+  o.socket_send_buffer = socket_send_buffer;
+  o.close_timeout = kCloseTimeout;
+  RunningServer s(o, server.callbacks);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4096);
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(client.send_all("go"));
+  bool eof = false;
+  const std::string got = read_slowly(client, server.payload.size(), eof);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 3 * kCloseTimeout) << "not slow enough";
+  EXPECT_EQ(got.size(), server.payload.size());
+  EXPECT_TRUE(got == server.payload) << "the bytes differ";
+  EXPECT_TRUE(eof) << "no FIN after the download";
+  ASSERT_TRUE(server.closed.wait_for(1));
+  EXPECT_FALSE(server.closed.errors().front()) << server.closed.errors().front().message();
+}
+
+TEST(OutputTest, ASlowPeerThatKeepsReadingGetsTheWholeOutputAfterClosePastTheCloseTimeout) {
+  expect_a_slow_download_completes(4096);
+}
+
+TEST(OutputTest, ASlowPeerThatKeepsAcknowledgingGetsALingeringCloseLongerThanTheCloseTimeout) {
+  expect_a_slow_download_completes(4 * 1024 * 1024);
 }
 
 // close() stops reading at once, also while the close lingers for the peer's acknowledgement:
