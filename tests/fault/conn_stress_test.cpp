@@ -35,7 +35,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -176,7 +178,7 @@ struct Model {
   std::uint64_t next_stream = 1;
   std::map<std::uint64_t, std::uint64_t> written;  // bytes the loop side wrote per stream
   Loop* loops[2] = {nullptr, nullptr};
-  Server* server = nullptr;
+  std::function<void()> stop_loops;  // the Server's or the LoopGroup's stop()
   int file_fd = -1;
   std::string tcp_peer, tcp_peer_by_name, unix_peer, refused, missing;
   // Detached connections a receiver left for a poster thread to adopt.
@@ -200,7 +202,7 @@ struct Model {
   }
   void stop() {
     stop_called = true;
-    server->stop();
+    stop_loops();
   }
   Stream& new_stream(bool from_peer, Target target) {
     Stream& s = streams[next_stream];
@@ -414,6 +416,7 @@ void dial(Model& m, Loop& loop, Rng& rng) {
     // loop thread at once, from another thread in a task (which runs after the dial started).
     s.ref = ref;
     const std::uint64_t id = s.id;
+    s.note("dial " + address + ": c" + std::to_string(ref.id()));
     if (loop.in_loop_thread()) {
       if (Conn* c = ref.get()) c->write(&id, sizeof id), s.live = true;
     } else {
@@ -421,6 +424,7 @@ void dial(Model& m, Loop& loop, Rng& rng) {
         std::lock_guard hold(m.mu);
         c.write(&id, sizeof id);
         m.streams[id].live = true;
+        m.streams[id].note("hello written, state " + std::to_string(static_cast<int>(c.state())));
       });
     }
   }
@@ -440,6 +444,9 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
     std::lock_guard lock(m.mu);
     ConnEvents& e = m.event(c, "opened");
     if (e.opened++ > 0) m.violation("opened twice, conn " + std::to_string(c.id()));
+    if (c.state() != ConnState::open) {
+      m.violation("state " + std::to_string(static_cast<int>(c.state())) + " in opened");
+    }
     ConnCtx& x = m.info[c.id()];
     x.stream = stream;
     x.epoch = epoch;
@@ -515,11 +522,28 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
       if (r == 1 && x != nullptr) half_close(c, *x);
     };
   }
+  h.all_sent = [&m](Conn& c) {
+    std::lock_guard lock(m.mu);
+    m.event(c, "all_sent");
+    if (c.output_pending() != 0) {
+      m.violation("all_sent with " + std::to_string(c.output_pending()) + " bytes pending");
+    }
+  };
+  h.low_water = [&m](Conn& c) {
+    std::lock_guard lock(m.mu);
+    m.event(c, "low_water");
+  };
   h.closed = [&m](Conn& c, std::error_code error) {
     std::lock_guard lock(m.mu);
     ConnEvents& e = m.event(c, "closed");
     if (e.opened != 1) m.violation("closed without opened, conn " + std::to_string(c.id()));
     ++e.closed;
+    const ConnState want = error == errc::detached ? ConnState::detached : ConnState::closed;
+    if (c.state() != want) {
+      m.violation("state " + std::to_string(static_cast<int>(c.state())) + " in closed (" +
+                  error.message() + ")");
+    }
+    if (c.ref().get() != nullptr && c.ref().get() != &c) m.violation("ref names another conn");
     ConnCtx* x = ctx_of(m, c);
     if (x == nullptr || x->stream == 0) return;
     Stream& s = m.streams[x->stream];
@@ -550,6 +574,9 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
     ConnEvents& e = m.event(c, "connect_failed");
     if (e.opened > 0) m.violation("connect_failed after opened, conn " + std::to_string(c.id()));
     ++e.failed;
+    if (c.state() != ConnState::closed) {
+      m.violation("state " + std::to_string(static_cast<int>(c.state())) + " in connect_failed");
+    }
     Stream& s = m.streams[stream];
     s.failed = true;
     s.failed_error = error;
@@ -558,16 +585,21 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
     if (epoch == 0) s.dial_failed = true;
     if (epoch > 0) s.excused = "adoption failed (" + error.message() + "): its output dropped";
     // A peer may reset a connection before it has opened: a dial's handshake done, or a
-    // detached socket waiting to be adopted (which fails with ENOTCONN or ECONNRESET then).
+    // detached socket waiting to be adopted (which fails with ENOTCONN or ECONNRESET then). A
+    // reset that follows the peer's FIN reads as EPIPE (Linux's tcp_reset() in CLOSE_WAIT).
     const bool peer = s.target == Target::peer_tcp || s.target == Target::peer_unix;
     const bool expected = error == errc::cancelled || error == errc::server_stopped ||
-                          error == errc::output_limit ||  // written while connecting
-                          (peer && error == std::errc::connection_reset) ||
+                          error == errc::output_limit ||    // written while connecting
+                          error == errc::file_truncated ||  // a file range queued then
+                          (peer && (error == std::errc::connection_reset ||
+                                    error == std::errc::broken_pipe)) ||  // EPIPE: a reset
+                                                                          // after its FIN
                           (epoch > 0 && error == std::errc::not_connected) ||
                           (s.target == Target::refused && error == std::errc::connection_refused) ||
                           (s.target == Target::missing && error == std::errc::no_such_file_or_directory);
     if (!expected) {
       m.violation("stream " + std::to_string(stream) + ", epoch " + std::to_string(epoch) +
+                  ", target " + std::to_string(static_cast<int>(s.target)) +
                   ": connect_failed with " + error.message() + "; log: " + s.log);
     }
   };
@@ -1051,6 +1083,10 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
   cfg.max_peers = scaled(40, 20);
   cfg.max_dials = scaled(40, 20);
   cfg.stream_budget = kSanitized ? 1 << 20 : 3 << 20;
+  // A Server (listeners, accepted peers) most of the time; now and then a LoopGroup that only
+  // dials and adopts.
+  const bool group_mode = rng() % 4 == 0;
+  if (group_mode) cfg.max_peers = 0;
   Model m(cfg);
   m.file_fd = ::open(file_path.c_str(), O_RDONLY | O_CLOEXEC);
   ASSERT_GE(m.file_fd, 0);
@@ -1065,6 +1101,7 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
   Options o = test::loopback_options(2);
   o.listen.push_back("unix://" + server_unix);
   o.reuseport = rng() % 2 == 0;
+  o.balance = static_cast<Balance>(rng() % 3);
   o.shutdown_grace = std::chrono::milliseconds(100 + rng() % 600);
   static_cast<ConnOptions&>(o) = random_options(rng);
   Callbacks cb;
@@ -1082,15 +1119,27 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
       if (m.ops < m.cfg.max_ops * 2) loop_op(m, loop, *t_rng, 0);
     });
   };
-  Server server(o, cb);
-  m.server = &server;
-  const Status started = server.start();
+  std::optional<Server> server;
+  std::optional<LoopGroup> group;
+  Status started;
+  if (group_mode) {
+    LoopOptions lo;
+    lo.loops = 2;
+    lo.shutdown_grace = o.shutdown_grace;
+    group.emplace(lo, static_cast<LoopHooks&>(cb));
+    m.stop_loops = [&group] { group->stop(); };
+    started = group->start();
+  } else {
+    server.emplace(o, cb);
+    m.stop_loops = [&server] { server->stop(); };
+    started = server->start();
+  }
   ASSERT_TRUE(started) << started.message();
-  peers.set_server(server.addresses().at(0), server.addresses().at(1));
+  if (server) peers.set_server(server->addresses().at(0), server->addresses().at(1));
   {
     std::lock_guard lock(m.mu);
-    m.loops[0] = &server.loop(0);
-    m.loops[1] = &server.loop(1);
+    m.loops[0] = server ? &server->loop(0) : &group->loop(0);
+    m.loops[1] = server ? &server->loop(1) : &group->loop(1);
   }
 
   // Nothing may hang: past this, the process aborts naming the seed.
@@ -1110,7 +1159,7 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
 
   m.stop_wanted.wait_for(1, std::chrono::duration_cast<std::chrono::milliseconds>(cfg.run_cap));
   m.stop();
-  const Status waited = server.wait();
+  const Status waited = server ? server->wait() : group->wait();
   m.after_wait = true;
   for (std::thread& t : posters) t.join();
   {
@@ -1125,7 +1174,7 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
   watchdog.join();
   EXPECT_TRUE(waited) << waited.message();
   // The loops' own accounts: nothing open or buffered, every opening and closing counted.
-  const std::vector<LoopStats> stats = server.stats();
+  const std::vector<LoopStats> stats = server ? server->stats() : group->stats();
   LoopStats total;
   for (const LoopStats& st : stats) total += st;
   long opened_events = 0, closed_events = 0, failed_events = 0;
@@ -1201,9 +1250,9 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
     }
   }
   std::printf(
-      "seed %llu: %d ops, %zu streams, %zu connections, %ld dials, %ld detaches, %ld adopts, "
+      "seed %llu (%s): %d ops, %zu streams, %zu connections, %ld dials, %ld detaches, %ld adopts, "
       "%ld file ranges, %ld aborts, %ld posts ran, %ld peer bytes, %ld clean EOFs checked\n",
-      static_cast<unsigned long long>(seed), m.ops.load(), m.streams.size(), m.conns.size(),
+      static_cast<unsigned long long>(seed), group_mode ? "LoopGroup" : "Server", m.ops.load(), m.streams.size(), m.conns.size(),
       m.dials.load(), m.detaches.load(), m.adopts.load(), m.files.load(), m.aborts.load(),
       m.posts_ran.load(), bytes, eof_checked);
   std::string endings;
