@@ -119,6 +119,7 @@ struct Stream {
   std::vector<std::uint32_t> counted;  // per epoch: records the loop side wrote (source 0)
   std::vector<std::array<std::uint32_t, kPosters>> posted;  // per epoch: ConnRef::write seqs
   std::uint64_t input_consumed = 0;  // the peer's bytes `data` consumed (after the hello)
+  std::int64_t input_at_eof = -1;    // consumed + unconsumed tail when `eof` came
   bool dial_started = false, dial_empty = false, opened = false, failed = false;
   bool dial_opened = false, dial_failed = false;  // the first connection's (epoch 0) outcome
   std::string excused;  // why a clean EOF need not bring every byte
@@ -150,6 +151,7 @@ struct ConnCtx {
   bool shut_write = false;   // shutdown_write() called: later writes are ignored
   bool detaching = false;    // detach() said yes: close, abort, shutdown_write are ignored
   bool paused = false;       // pause_reading() without resume_reading() since: no `data`
+  std::size_t tail = 0;      // bytes the last `data` left unconsumed (handed again next time)
 };
 
 struct Config {
@@ -507,6 +509,7 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
     if (keep < 10) take -= std::min<std::size_t>(take - used, rng() % 100);  // keep a tail
     if (keep == 10) take = used;  // keep everything (input_limit may end it)
     s.input_consumed += take - used;
+    x->tail = bytes.size() - take;
     if (rng() % 8 == 0) loop_op(m, c.loop(), rng, 0);
     return take;
   };
@@ -516,7 +519,9 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
       if (m.event(c, "eof").eofs++ > 0) m.violation("eof twice, conn " + std::to_string(c.id()));
       ConnCtx* x = ctx_of(m, c);
       const unsigned r = (*t_rng)() % 3;
-      if (x != nullptr) {
+      if (x != nullptr && x->stream != 0) {
+        Stream& s = m.streams[x->stream];
+        s.input_at_eof = static_cast<std::int64_t>(s.input_consumed + x->tail);
         m.streams[x->stream].note("c" + std::to_string(c.id()) + " eof, then " +
                                   (r == 0 ? "close" : r == 1 ? "shutdown_write" : "nothing"));
       }
@@ -838,12 +843,12 @@ class Peers {
       ::close(p.fd);
       p.fd = -1;
       p.gone = true;
-    } else if (r < 10 && !p.shut) {
+    } else if (r < 25 && !p.shut) {
       ::shutdown(p.fd, SHUT_WR);
       p.shut = true;
-    } else if (r < 30) {
+    } else if (r < 45) {
       p.deaf = static_cast<int>(rng_() % 30);
-    } else if (r < 40) {
+    } else if (r < 55) {
       p.slow = p.slow > 0 ? 0 : 1 + static_cast<int>(rng_() % 4096);
     }
   }
@@ -1241,9 +1246,19 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
       m.violation("a dial that returned an empty ref ran a handler, stream " + std::to_string(id));
     }
   }
-  long eof_checked = 0, bytes = 0;
+  long eof_checked = 0, bytes = 0, input_checked = 0;
   for (const Peer& p : peers.peers()) {
     bytes += static_cast<long>(p.received);
+    if (p.shut && p.stream != 0) {  // every byte the peer sent before its FIN reached `data`
+      auto it = m.streams.find(p.stream);
+      if (it != m.streams.end() && it->second.input_at_eof >= 0) ++input_checked;
+      if (it != m.streams.end() && it->second.input_at_eof >= 0 &&
+          static_cast<std::uint64_t>(it->second.input_at_eof) != p.sent) {
+        m.violation("stream " + std::to_string(p.stream) + ": eof after " +
+                    std::to_string(it->second.input_at_eof) + " of the " +
+                    std::to_string(p.sent) + " bytes the peer sent; log: " + it->second.log);
+      }
+    }
     if (!p.eof || p.gone || p.broken || p.stream == 0) continue;
     auto it = m.streams.find(p.stream);
     if (it == m.streams.end()) {
@@ -1271,10 +1286,11 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
   }
   std::printf(
       "seed %llu (%s): %d ops, %zu streams, %zu connections, %ld dials, %ld detaches, %ld adopts, "
-      "%ld file ranges, %ld aborts, %ld posts ran, %ld peer bytes, %ld clean EOFs checked\n",
+      "%ld file ranges, %ld aborts, %ld posts ran, %ld peer bytes, %ld clean EOFs checked, %ld "
+      "inputs checked to the peer's FIN\n",
       static_cast<unsigned long long>(seed), group_mode ? "LoopGroup" : "Server", m.ops.load(), m.streams.size(), m.conns.size(),
       m.dials.load(), m.detaches.load(), m.adopts.load(), m.files.load(), m.aborts.load(),
-      m.posts_ran.load(), bytes, eof_checked);
+      m.posts_ran.load(), bytes, eof_checked, input_checked);
   std::string endings;
   for (const auto& [what, n] : m.endings) endings += what + " " + std::to_string(n) + "; ";
   std::printf("seed %llu: endings: %s\n", static_cast<unsigned long long>(seed), endings.c_str());
