@@ -252,6 +252,16 @@ void loop_write(Model& m, Stream& s, Conn& c, ConnCtx& x, Rng& rng) {
   std::uint32_t& next = s.counted_at(x.epoch);
   const std::uint32_t seq = next;  // an ignored write reuses it: if it arrived, it would show
   const int how = static_cast<int>(rng() % 6);
+  if (how == 5 && rng() % 40 == 0) {  // a pipe cannot be read at an offset: reset with ESPIPE
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) == 0) {
+      (void)!::write(p[1], "pipe", 4);
+      ::close(p[1]);
+      c.send_file(TakeFd{p[0]}, 0, rng() % 2 ? 4 : 64 * 1024);
+    }
+    s.note("c" + std::to_string(c.id()) + " send_file of a pipe");
+    return;
+  }
   if (how == 5) {  // a file range, announced by a header record
     const std::size_t len = 1 + rng() % (rng() % 2 ? 16 * 1024 : m.cfg.large_max);
     // Now and then a range past the file's end: the connection resets (file_truncated), and the
@@ -508,10 +518,11 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
     const unsigned keep = rng() % 30;
     if (keep < 10) take -= std::min<std::size_t>(take - used, rng() % 100);  // keep a tail
     if (keep == 10) take = used;  // keep everything (input_limit may end it)
+    const std::size_t returned = keep == 11 ? bytes.size() + 100 : take;  // counts as all
     s.input_consumed += take - used;
     x->tail = bytes.size() - take;
     if (rng() % 8 == 0) loop_op(m, c.loop(), rng, 0);
-    return take;
+    return returned;
   };
   if (eof_handler) {
     h.eof = [&m](Conn& c) {
@@ -527,8 +538,25 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
       }
       if (r == 0) c.close();
       if (r == 1 && x != nullptr) half_close(c, *x);
+      if (r == 2 && x != nullptr && x->stream != 0) {
+        Stream& s = m.streams[x->stream];
+        if ((*t_rng)() % 2 && s.ref == c.ref()) detach_to_other_loop(m, s, c, *x, *t_rng);
+      }
     };
   }
+  // What a handler may call on a connection that has ended: every call is ignored, nothing runs.
+  const auto poke_ended = [&m](Conn& c) {
+    const unsigned r = (*t_rng)() % 8;
+    if (r == 0) c.write("ignored");
+    if (r == 1) c.write(SharedBuffer(std::string(20000, 'x')));
+    if (r == 2) c.send_file(TakeFd{::fcntl(m.file_fd, F_DUPFD_CLOEXEC, 0)}, 0, 100);
+    if (r == 3) c.close(), c.abort(), c.shutdown_write();
+    if (r == 4) c.pause_reading(), c.resume_reading();
+    if (r == 5 && c.detach([](DetachedConn) {})) m.violation("detach() said yes in closed");
+    if (r == 6) {
+      c.ref().post([&m](Conn&) { m.violation("a post to an ended connection ran"); });
+    }
+  };
   h.all_sent = [&m](Conn& c) {
     std::lock_guard lock(m.mu);
     m.event(c, "all_sent");
@@ -540,7 +568,7 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
     std::lock_guard lock(m.mu);
     m.event(c, "low_water");
   };
-  h.closed = [&m](Conn& c, std::error_code error) {
+  h.closed = [&m, poke_ended](Conn& c, std::error_code error) {
     std::lock_guard lock(m.mu);
     ConnEvents& e = m.event(c, "closed");
     if (e.opened != 1) m.violation("closed without opened, conn " + std::to_string(c.id()));
@@ -551,6 +579,7 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
                   error.message() + ")");
     }
     if (c.ref().get() != nullptr && c.ref().get() != &c) m.violation("ref names another conn");
+    poke_ended(c);
     ConnCtx* x = ctx_of(m, c);
     if (x == nullptr || x->stream == 0) return;
     Stream& s = m.streams[x->stream];
@@ -568,7 +597,8 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
         make_error_code(errc::file_truncated),
         make_error_code(errc::detached)};
     if (std::find(std::begin(documented), std::end(documented), error) == std::end(documented) &&
-        error != std::errc::connection_reset && error != std::errc::broken_pipe) {
+        error != std::errc::connection_reset && error != std::errc::broken_pipe &&
+        error != std::errc::invalid_seek) {
       m.violation("stream " + std::to_string(s.id) + ": closed with " + error.message());
     }
     // A Unix socket shows a reset as an EOF: only a clean close or a stop promises every byte.
@@ -576,7 +606,7 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
       s.excused = "a Unix socket closed with " + error.message();
     }
   };
-  h.connect_failed = [&m, stream, epoch](Conn& c, std::error_code error) {
+  h.connect_failed = [&m, stream, epoch, poke_ended](Conn& c, std::error_code error) {
     std::lock_guard lock(m.mu);
     ConnEvents& e = m.event(c, "connect_failed");
     if (e.opened > 0) m.violation("connect_failed after opened, conn " + std::to_string(c.id()));
@@ -584,6 +614,7 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
     if (c.state() != ConnState::closed) {
       m.violation("state " + std::to_string(static_cast<int>(c.state())) + " in connect_failed");
     }
+    poke_ended(c);
     Stream& s = m.streams[stream];
     s.failed = true;
     s.failed_error = error;
@@ -598,6 +629,7 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
     const bool expected = error == errc::cancelled || error == errc::server_stopped ||
                           error == errc::output_limit ||    // written while connecting
                           error == errc::file_truncated ||  // a file range queued then
+                          error == std::errc::invalid_seek ||  // ... or a pipe
                           (peer && (error == std::errc::connection_reset ||
                                     error == std::errc::broken_pipe)) ||  // EPIPE: a reset
                                                                           // after its FIN
@@ -1215,6 +1247,14 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
   EXPECT_EQ(total.opened, static_cast<std::uint64_t>(opened_events));
   EXPECT_EQ(total.closed, static_cast<std::uint64_t>(closed_events));
   EXPECT_EQ(total.dial_failures, static_cast<std::uint64_t>(failed_events));
+  {
+    std::lock_guard lock(m.mu);
+    long dials_started = 0;
+    for (const auto& [id, s] : m.streams) dials_started += s.dial_started && !s.dial_empty;
+    EXPECT_EQ(total.dials, static_cast<std::uint64_t>(dials_started));
+    EXPECT_EQ(total.adoptions, m.adoptions.size());
+    EXPECT_EQ(total.detaches, static_cast<std::uint64_t>(m.endings["detached"]));
+  }
   ::close(m.file_fd);
   ::unlink(server_unix.c_str());
 
