@@ -4,8 +4,8 @@
 // act on connections may end up in other handlers of the test).
 #pragma once
 
-#include <atomic>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -33,7 +33,7 @@ struct Stream {
   bool from_peer = false;  // the peer dialled the server; else the loop dialled (Target)
   Target target = Target::peer_tcp;
   bool unix_socket = false;
-  ConnRef ref;  // the current connection
+  ConnRef ref;        // the current connection
   bool live = false;  // its first bytes (a dialled peer's hello) are queued: others may follow
   unsigned epoch = 0;
   std::vector<std::uint32_t> counted;  // per epoch: records the loop side wrote (source 0)
@@ -42,7 +42,7 @@ struct Stream {
   std::int64_t input_at_eof = -1;    // consumed + unconsumed tail when `eof` came
   bool dial_started = false, dial_empty = false, opened = false, failed = false;
   bool dial_opened = false, dial_failed = false;  // the first connection's (epoch 0) outcome
-  std::string excused;  // why a clean EOF need not bring every byte
+  std::string excused;                            // why a clean EOF need not bring every byte
   std::error_code failed_error;
   std::string log;  // what happened to it, printed when a check fails
 
@@ -68,21 +68,20 @@ struct ConnEvents {
 struct ConnCtx {
   std::uint64_t stream = 0;  // 0 until an accepted connection's hello arrives
   unsigned epoch = 0;
-  bool shut_write = false;   // shutdown_write() called: later writes are ignored
-  bool detaching = false;    // detach() said yes: close, abort, shutdown_write are ignored
-  bool paused = false;       // pause_reading() without resume_reading() since: no `data`
-  std::size_t tail = 0;      // bytes the last `data` left unconsumed (handed again next time)
+  bool shut_write = false;  // shutdown_write() called: later writes are ignored
+  bool detaching = false;   // detach() said yes: close, abort, shutdown_write are ignored
+  bool paused = false;      // pause_reading() without resume_reading() since: no `data`
+  std::size_t tail = 0;     // bytes the last `data` left unconsumed (handed again next time)
 };
 
 struct Config {
   std::uint64_t seed;
-  int max_ops;             // loop-side operations before the stop
+  int max_ops;              // loop-side operations before the stop
   Clock::duration run_cap;  // the stop comes by then at the latest
-  std::size_t large_max;   // largest payload of a large write
+  std::size_t large_max;    // largest payload of a large write
   int max_peers, max_dials;
   std::size_t stream_budget;  // bytes the loop side writes to one stream at most
 };
-
 
 struct Model {
   explicit Model(const Config& c) : cfg(c) {}

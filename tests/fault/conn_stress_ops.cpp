@@ -18,18 +18,22 @@ void detach_to_other_loop(Model& m, Stream& s, Conn& c, ConnCtx& x, Rng& rng);
 
 std::size_t pick_size(Model& m, Rng& rng) {
   switch (rng() % 4) {
-    case 0: return rng() % 64;
-    case 1: return rng() % 4096;
-    case 2: return 16 * 1024 + rng() % (m.cfg.large_max - 16 * 1024);  // write-through sizes
-    default: return rng() % 40000;
+    case 0:
+      return rng() % 64;
+    case 1:
+      return rng() % 4096;
+    case 2:
+      return 16 * 1024 + rng() % (m.cfg.large_max - 16 * 1024);  // write-through sizes
+    default:
+      return rng() % 40000;
   }
 }
 
 // A write on the loop thread, recorded as counted when the connection takes writes.
 void loop_write(Model& m, Stream& s, Conn& c, ConnCtx& x, Rng& rng) {
   if (m.written[s.id] > m.cfg.stream_budget) return;
-  const bool takes = (c.state() == ConnState::open || c.state() == ConnState::connecting) &&
-                     !x.shut_write;
+  const bool takes =
+      (c.state() == ConnState::open || c.state() == ConnState::connecting) && !x.shut_write;
   std::uint32_t& next = s.counted_at(x.epoch);
   const std::uint32_t seq = next;  // an ignored write reuses it: if it arrived, it would show
   const int how = static_cast<int>(rng() % 6);
@@ -48,8 +52,12 @@ void loop_write(Model& m, Stream& s, Conn& c, ConnCtx& x, Rng& rng) {
     // Now and then a range past the file's end: the connection resets (file_truncated), and the
     // peer gets a prefix of the file's bytes, never a byte past its end or a clean EOF.
     const std::size_t off = rng() % 40 == 0 ? kFileSize - len / 2 : rng() % (kFileSize - len);
-    const Header h{kFileHead, 0, static_cast<std::uint16_t>(x.epoch), seq,
-                   static_cast<std::uint32_t>(len), static_cast<std::uint32_t>(off)};
+    const Header h{kFileHead,
+                   0,
+                   static_cast<std::uint16_t>(x.epoch),
+                   seq,
+                   static_cast<std::uint32_t>(len),
+                   static_cast<std::uint32_t>(off)};
     c.write(header_bytes(h));
     if (rng() % 2) {
       c.send_file(m.file_fd, off, len);
@@ -104,22 +112,22 @@ void detach_to_other_loop(Model& m, Stream& s, Conn& c, ConnCtx& x, Rng& rng) {
   const bool eof_handler = rng() % 2 == 0;
   const ConnOptions options = random_options(rng);
   const bool off_loop = rng() % 3 == 0;
-  const bool ok = c.detach([&m, id = s.id, epoch = x.epoch + 1, target, eof_handler, options,
-                            off_loop](DetachedConn d) {
-    std::lock_guard lock(m.mu);
-    if (off_loop) {  // adopted later by a poster thread
-      m.handoffs.push_back({std::move(d), id, epoch, options, eof_handler});
-      return;
-    }
-    AdoptOptions o;
-    static_cast<ConnOptions&>(o) = options;
-    o.input = std::move(d.input);
-    o.output = std::move(d.output);
-    const ConnRef r = target->adopt(d.release(), make_handlers(m, id, epoch, eof_handler), o);
-    if (!r) m.streams[id].excused = "adopt refused (loop stopping): its output was dropped";
-    if (r) m.adoptions.push_back(r.id());
-    ++m.adopts;
-  });
+  const bool ok = c.detach(
+      [&m, id = s.id, epoch = x.epoch + 1, target, eof_handler, options, off_loop](DetachedConn d) {
+        std::lock_guard lock(m.mu);
+        if (off_loop) {  // adopted later by a poster thread
+          m.handoffs.push_back({std::move(d), id, epoch, options, eof_handler});
+          return;
+        }
+        AdoptOptions o;
+        static_cast<ConnOptions&>(o) = options;
+        o.input = std::move(d.input);
+        o.output = std::move(d.output);
+        const ConnRef r = target->adopt(d.release(), make_handlers(m, id, epoch, eof_handler), o);
+        if (!r) m.streams[id].excused = "adopt refused (loop stopping): its output was dropped";
+        if (r) m.adoptions.push_back(r.id());
+        ++m.adopts;
+      });
   if (ok) ++m.detaches, x.detaching = true;
   s.note("c" + std::to_string(c.id()) + (ok ? " detach" : " detach refused"));
 }
@@ -186,14 +194,16 @@ void dial(Model& m, Loop& loop, Rng& rng) {
   if (m.dials >= m.cfg.max_dials) return;
   ++m.dials;
   const unsigned r = rng() % 10;
-  const Target t = r < 4 ? Target::peer_tcp : r < 7 ? Target::peer_unix : r < 9 ? Target::refused
-                                                                                 : Target::missing;
+  const Target t = r < 4   ? Target::peer_tcp
+                   : r < 7 ? Target::peer_unix
+                   : r < 9 ? Target::refused
+                           : Target::missing;
   Stream& s = m.new_stream(false, t);
   const std::string& address = t == Target::peer_tcp && rng() % 4 == 0 ? m.tcp_peer_by_name
-                               : t == Target::peer_tcp  ? m.tcp_peer
-                               : t == Target::peer_unix ? m.unix_peer
-                               : t == Target::refused   ? m.refused
-                                                        : m.missing;
+                               : t == Target::peer_tcp                 ? m.tcp_peer
+                               : t == Target::peer_unix                ? m.unix_peer
+                               : t == Target::refused                  ? m.refused
+                                                                       : m.missing;
   ConnectOptions o;
   static_cast<ConnOptions&>(o) = random_options(rng);
   o.connect_timeout = 3s;
@@ -313,7 +323,9 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
         Stream& s = m.streams[x->stream];
         s.input_at_eof = static_cast<std::int64_t>(s.input_consumed + x->tail);
         m.streams[x->stream].note("c" + std::to_string(c.id()) + " eof, then " +
-                                  (r == 0 ? "close" : r == 1 ? "shutdown_write" : "nothing"));
+                                  (r == 0   ? "close"
+                                   : r == 1 ? "shutdown_write"
+                                            : "nothing"));
       }
       if (r == 0) c.close();
       if (r == 1 && x != nullptr) half_close(c, *x);
@@ -364,17 +376,16 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
     Stream& s = m.streams[x->stream];
     s.note("c" + std::to_string(c.id()) + " closed: " + (error ? error.message() : "clean"));
     ++m.endings[error ? error.message() : "clean"];
-    static const std::error_code documented[] = {
-        {},
-        make_error_code(errc::output_limit),
-        make_error_code(errc::input_limit),
-        make_error_code(errc::server_stopped),
-        make_error_code(errc::close_timeout),
-        make_error_code(errc::idle_timeout),
-        make_error_code(errc::send_timeout),
-        make_error_code(errc::shutdown_timeout),
-        make_error_code(errc::file_truncated),
-        make_error_code(errc::detached)};
+    static const std::error_code documented[] = {{},
+                                                 make_error_code(errc::output_limit),
+                                                 make_error_code(errc::input_limit),
+                                                 make_error_code(errc::server_stopped),
+                                                 make_error_code(errc::close_timeout),
+                                                 make_error_code(errc::idle_timeout),
+                                                 make_error_code(errc::send_timeout),
+                                                 make_error_code(errc::shutdown_timeout),
+                                                 make_error_code(errc::file_truncated),
+                                                 make_error_code(errc::detached)};
     if (std::find(std::begin(documented), std::end(documented), error) == std::end(documented) &&
         error != std::errc::connection_reset && error != std::errc::broken_pipe &&
         error != std::errc::invalid_seek) {
@@ -405,16 +416,17 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
     // detached socket waiting to be adopted (which fails with ENOTCONN or ECONNRESET then). A
     // reset that follows the peer's FIN reads as EPIPE (Linux's tcp_reset() in CLOSE_WAIT).
     const bool peer = s.target == Target::peer_tcp || s.target == Target::peer_unix;
-    const bool expected = error == errc::cancelled || error == errc::server_stopped ||
-                          error == errc::output_limit ||    // written while connecting
-                          error == errc::file_truncated ||  // a file range queued then
-                          error == std::errc::invalid_seek ||  // ... or a pipe
-                          (peer && (error == std::errc::connection_reset ||
-                                    error == std::errc::broken_pipe)) ||  // EPIPE: a reset
-                                                                          // after its FIN
-                          (epoch > 0 && error == std::errc::not_connected) ||
-                          (s.target == Target::refused && error == std::errc::connection_refused) ||
-                          (s.target == Target::missing && error == std::errc::no_such_file_or_directory);
+    const bool expected =
+        error == errc::cancelled || error == errc::server_stopped ||
+        error == errc::output_limit ||       // written while connecting
+        error == errc::file_truncated ||     // a file range queued then
+        error == std::errc::invalid_seek ||  // ... or a pipe
+        (peer && (error == std::errc::connection_reset ||
+                  error == std::errc::broken_pipe)) ||  // EPIPE: a reset
+                                                        // after its FIN
+        (epoch > 0 && error == std::errc::not_connected) ||
+        (s.target == Target::refused && error == std::errc::connection_refused) ||
+        (s.target == Target::missing && error == std::errc::no_such_file_or_directory);
     if (!expected) {
       m.violation("stream " + std::to_string(stream) + ", epoch " + std::to_string(epoch) +
                   ", target " + std::to_string(static_cast<int>(s.target)) +

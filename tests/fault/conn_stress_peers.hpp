@@ -35,11 +35,11 @@ struct Peer {
   unsigned epoch_seen = 0;
   std::map<std::pair<unsigned, unsigned>, std::uint32_t> next_seq;  // (epoch, source) -> next
   std::uint64_t received = 0;
-  std::string out;          // hello still to send
-  std::uint64_t sent = 0;   // pattern bytes sent
+  std::string out;         // hello still to send
+  std::uint64_t sent = 0;  // pattern bytes sent
   std::uint64_t send_budget = 0;
-  int slow = 0;             // bytes per read when > 0
-  int deaf = 0;             // rounds left without reading
+  int slow = 0;  // bytes per read when > 0
+  int deaf = 0;  // rounds left without reading
   bool eof = false, reset = false, gone = false, shut = false, broken = false;
 };
 
@@ -235,8 +235,10 @@ class Peers {
       // A dialled peer's input is checked once it knows its stream; until then it sends nothing.
       if (p.stream == 0) return;
       char buf[8192];
-      const std::size_t n = std::min<std::uint64_t>(1 + rng_() % sizeof buf, p.send_budget - p.sent);
-      for (std::size_t i = 0; i < n; ++i) buf[i] = static_cast<char>(input_byte(p.stream, p.sent + i));
+      const std::size_t n =
+          std::min<std::uint64_t>(1 + rng_() % sizeof buf, p.send_budget - p.sent);
+      for (std::size_t i = 0; i < n; ++i)
+        buf[i] = static_cast<char>(input_byte(p.stream, p.sent + i));
       const ssize_t r = ::send(p.fd, buf, n, test::kSendFlags);
       if (r > 0) p.sent += static_cast<std::uint64_t>(r);
       if (r < 0 && sent_error(p)) return;

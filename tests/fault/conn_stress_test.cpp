@@ -24,6 +24,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -48,12 +49,21 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
   Rng rng(seed);
   Config cfg{};
   cfg.seed = seed;
-  cfg.max_ops = scaled(300, 120) + static_cast<int>(rng() % static_cast<std::uint64_t>(scaled(900, 300)));
+  cfg.max_ops =
+      scaled(300, 120) + static_cast<int>(rng() % static_cast<std::uint64_t>(scaled(900, 300)));
   // Mostly a full run; now and then a stop that comes early, among the first dials.
-  cfg.run_cap = std::chrono::milliseconds(rng() % 4 == 0 ? 20 + rng() % 200 : kSanitized ? 900 : 700);
+  cfg.run_cap = std::chrono::milliseconds(rng() % 4 == 0 ? 20 + rng() % 200
+                                          : kSanitized   ? 900
+                                                         : 700);
   cfg.large_max = kSanitized ? 64 * 1024 : 160 * 1024;
   cfg.max_peers = scaled(40, 20);
   cfg.max_dials = scaled(40, 20);
+  // EVLOOP_STRESS_SCALE=<n> (local hunting, not CI): n times the operations, peers, dials and time.
+  if (const char* scale = std::getenv("EVLOOP_STRESS_SCALE")) {
+    const int n = std::max(1, std::atoi(scale));
+    cfg.max_ops *= n, cfg.max_peers *= n, cfg.max_dials *= n;
+    cfg.run_cap *= n;
+  }
   cfg.stream_budget = kSanitized ? 1 << 20 : 3 << 20;
   // A Server (listeners, accepted peers) most of the time; now and then a LoopGroup that only
   // dials and adopts.
@@ -217,8 +227,8 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
       if (it != m.streams.end() && it->second.input_at_eof >= 0 &&
           static_cast<std::uint64_t>(it->second.input_at_eof) != p.sent) {
         m.violation("stream " + std::to_string(p.stream) + ": eof after " +
-                    std::to_string(it->second.input_at_eof) + " of the " +
-                    std::to_string(p.sent) + " bytes the peer sent; log: " + it->second.log);
+                    std::to_string(it->second.input_at_eof) + " of the " + std::to_string(p.sent) +
+                    " bytes the peer sent; log: " + it->second.log);
       }
     }
     if (!p.eof || p.gone || p.broken || p.stream == 0) continue;
@@ -231,8 +241,8 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
     if (!s.excused.empty()) continue;
     ++eof_checked;
     if (p.in_body || p.head_got > 0) {
-      m.violation("stream " + std::to_string(s.id) + ": a clean EOF in the middle of a record; log: " +
-                  s.log);
+      m.violation("stream " + std::to_string(s.id) +
+                  ": a clean EOF in the middle of a record; log: " + s.log);
     }
     for (std::size_t e = 0; e < s.counted.size(); ++e) {
       const auto got = p.next_seq.find({static_cast<unsigned>(e), 0u});
@@ -250,9 +260,9 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
       "seed %llu (%s): %d ops, %zu streams, %zu connections, %ld dials, %ld detaches, %ld adopts, "
       "%ld file ranges, %ld aborts, %ld posts ran, %ld peer bytes, %ld clean EOFs checked, %ld "
       "inputs checked to the peer's FIN\n",
-      static_cast<unsigned long long>(seed), group_mode ? "LoopGroup" : "Server", m.ops.load(), m.streams.size(), m.conns.size(),
-      m.dials.load(), m.detaches.load(), m.adopts.load(), m.files.load(), m.aborts.load(),
-      m.posts_ran.load(), bytes, eof_checked, input_checked);
+      static_cast<unsigned long long>(seed), group_mode ? "LoopGroup" : "Server", m.ops.load(),
+      m.streams.size(), m.conns.size(), m.dials.load(), m.detaches.load(), m.adopts.load(),
+      m.files.load(), m.aborts.load(), m.posts_ran.load(), bytes, eof_checked, input_checked);
   std::string endings;
   for (const auto& [what, n] : m.endings) endings += what + " " + std::to_string(n) + "; ";
   std::printf("seed %llu: endings: %s\n", static_cast<unsigned long long>(seed), endings.c_str());

@@ -29,20 +29,23 @@ inline std::uint8_t mix_byte(std::uint64_t key, std::uint64_t i) {
   std::uint64_t x = (key ^ (i * 0x9E3779B97F4A7C15ull)) * 0xBF58476D1CE4E5B9ull;
   return static_cast<std::uint8_t>(x >> 56);
 }
-inline std::uint64_t record_key(std::uint64_t stream, unsigned epoch, unsigned source, std::uint32_t seq) {
+inline std::uint64_t record_key(std::uint64_t stream, unsigned epoch, unsigned source,
+                                std::uint32_t seq) {
   return (stream << 40) ^ (std::uint64_t{epoch} << 32) ^ (std::uint64_t{source} << 28) ^ seq ^
          0x5bd1e995ull;
 }
 // What peer `stream` sends after its 8-byte hello, at offset `i`.
-inline std::uint8_t input_byte(std::uint64_t stream, std::uint64_t i) { return mix_byte(~stream, i); }
+inline std::uint8_t input_byte(std::uint64_t stream, std::uint64_t i) {
+  return mix_byte(~stream, i);
+}
 
 inline std::string header_bytes(const Header& h) {
   return std::string(reinterpret_cast<const char*>(&h), sizeof h);
 }
-inline std::string make_record(std::uint64_t stream, unsigned epoch, unsigned source, std::uint32_t seq,
-                        std::size_t len) {
-  const Header h{kWrite, static_cast<std::uint8_t>(source), static_cast<std::uint16_t>(epoch), seq,
-                 static_cast<std::uint32_t>(len), 0};
+inline std::string make_record(std::uint64_t stream, unsigned epoch, unsigned source,
+                               std::uint32_t seq, std::size_t len) {
+  const Header h{kWrite, static_cast<std::uint8_t>(source), static_cast<std::uint16_t>(epoch),
+                 seq,    static_cast<std::uint32_t>(len),   0};
   std::string r = header_bytes(h);
   r.resize(sizeof h + len);
   const std::uint64_t key = record_key(stream, epoch, source, seq);
