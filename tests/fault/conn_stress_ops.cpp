@@ -99,10 +99,10 @@ ConnOptions random_options(Rng& rng) {
     o.output_low_water = std::min<std::size_t>(o.output_low_water, 32 * 1024);
   }
   if (rng() % 12 == 0) o.input_limit = 8 * 1024;
-  if (rng() % 12 == 0) o.idle_timeout = std::chrono::milliseconds(50 + rng() % 300);
+  if (rng() % 5 == 0) o.idle_timeout = std::chrono::milliseconds(20 + rng() % 150);
   if (rng() % 12 == 0) o.idle_counts_sends = true;
-  if (rng() % 12 == 0) o.send_timeout = std::chrono::milliseconds(50 + rng() % 300);
-  if (rng() % 20 == 0) o.close_timeout = std::chrono::milliseconds(20 + rng() % 200);
+  if (rng() % 5 == 0) o.send_timeout = std::chrono::milliseconds(20 + rng() % 150);
+  if (rng() % 8 == 0) o.close_timeout = std::chrono::milliseconds(20 + rng() % 200);
   return o;
 }
 
@@ -144,7 +144,7 @@ void loop_op(Model& m, Loop& loop, Rng& rng, int depth) {
       m.stop_wanted.add();
     }
   }
-  if (rng() % 10 == 0) return dial(m, loop, rng);
+  if (rng() % 25 == 0) return dial(m, loop, rng);
   std::vector<Stream*> mine;
   for (auto& [id, s] : m.streams) {
     if (s.live && s.ref.loop() == &loop && s.ref.get() != nullptr) mine.push_back(&s);
@@ -156,32 +156,34 @@ void loop_op(Model& m, Loop& loop, Rng& rng, int depth) {
   if (x == nullptr || x->stream != s.id || c.id() != s.ref.id()) {
     return m.violation("ref of stream " + std::to_string(s.id) + " names another connection");
   }
-  const unsigned r = rng() % 100;
-  if (r < 50) {
+  // Per 200: ends (half-close, close, abort, detach) rare enough that a connection lives through
+  // many writes, pauses and resumes.
+  const unsigned r = rng() % 200;
+  if (r < 100) {
     loop_write(m, s, c, *x, rng);
-  } else if (r < 60) {
+  } else if (r < 120) {
     c.pause_reading();
     x->paused = true;
     if (!c.reading_paused()) m.violation("reading_paused() false after pause_reading()");
-  } else if (r < 72) {
+  } else if (r < 144) {
     c.resume_reading();
     x->paused = false;
-  } else if (r < 75) {
+  } else if (r < 146) {
     s.note("c" + std::to_string(c.id()) + " shutdown_write");
     half_close(c, *x);
-  } else if (r < 78) {
+  } else if (r < 149) {
     s.note("c" + std::to_string(c.id()) + " close");
     c.close();
-  } else if (r < 80) {
+  } else if (r < 151) {
     s.note("c" + std::to_string(c.id()) + " abort");
     if (s.unix_socket) s.excused = "aborted (a Unix peer sees an EOF)";
     ++m.aborts;
     c.abort();
-  } else if (r < 87) {
+  } else if (r < 161) {
     detach_to_other_loop(m, s, c, *x, rng);
-  } else if (r < 89 && depth == 0) {
+  } else if (r < 165 && depth == 0) {
     for (int i = 0; i < 8; ++i) loop_op(m, loop, rng, depth + 1);  // a burst in one handler
-  } else if (r < 90) {
+  } else if (r < 168) {
     const auto delay = std::chrono::microseconds(rng() % 3000);
     loop.run_after(delay, [&m, &loop] {
       if (t_rng != nullptr) loop_op(m, loop, *t_rng, 0);
@@ -370,6 +372,13 @@ Handlers make_handlers(Model& m, std::uint64_t stream, unsigned epoch, bool eof_
                   error.message() + ")");
     }
     if (c.ref().get() != nullptr && c.ref().get() != &c) m.violation("ref names another conn");
+    // The idle clock stands still while reading is paused and after the peer's EOF.
+    if (error == errc::idle_timeout) {
+      const ConnCtx* x = ctx_of(m, c);
+      if ((x != nullptr && x->paused) || e.eofs > 0) {
+        m.violation("idle_timeout while paused or after eof, conn " + std::to_string(c.id()));
+      }
+    }
     poke_ended(c);
     ConnCtx* x = ctx_of(m, c);
     if (x == nullptr || x->stream == 0) return;
@@ -520,13 +529,13 @@ void poster(Model& m, int index, std::uint64_t seed) {
           }
         }
       });
-    } else if (r < 63) {
+    } else if (r < 61) {
       {
         std::lock_guard lock(m.mu);
         m.streams[id].note("post close to c" + std::to_string(ref.id()));
       }
       accepted = ref.close();
-    } else if (r < 64) {
+    } else if (r < 62) {
       {
         std::lock_guard lock(m.mu);
         Stream& s = m.streams[id];
@@ -535,7 +544,7 @@ void poster(Model& m, int index, std::uint64_t seed) {
         ++m.aborts;
       }
       accepted = ref.abort();
-    } else if (r < 66) {
+    } else if (r < 63) {
       accepted = ref.post([&m](Conn& c) {
         std::lock_guard lock(m.mu);
         if (ConnCtx* x = ctx_of(m, c)) {

@@ -252,11 +252,13 @@ class Peers {
       ::close(p.fd);
       p.fd = -1;
       p.gone = true;
-    } else if (r < 25 && !p.shut) {
+    } else if (r < 12 && !p.shut) {
       ::shutdown(p.fd, SHUT_WR);
       p.shut = true;
     } else if (r < 45) {
-      p.deaf = static_cast<int>(rng_() % 30);
+      // Mostly a short break; now and then one long enough for send_timeout, close_timeout or
+      // the shutdown grace to run out.
+      p.deaf = static_cast<int>(rng_() % 8 == 0 ? 200 + rng_() % 800 : rng_() % 30);
     } else if (r < 55) {
       p.slow = p.slow > 0 ? 0 : 1 + static_cast<int>(rng_() % 4096);
     }

@@ -49,15 +49,16 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
   Rng rng(seed);
   Config cfg{};
   cfg.seed = seed;
+  // The stop comes at a random time (now and then early, among the first dials and adoptions),
+  // or once the loops have done max_ops operations, whichever is first.
   cfg.max_ops =
-      scaled(300, 120) + static_cast<int>(rng() % static_cast<std::uint64_t>(scaled(900, 300)));
-  // Mostly a full run; now and then a stop that comes early, among the first dials.
+      scaled(3000, 1200) + static_cast<int>(rng() % static_cast<std::uint64_t>(scaled(6000, 2400)));
   cfg.run_cap = std::chrono::milliseconds(rng() % 4 == 0 ? 20 + rng() % 200
-                                          : kSanitized   ? 900
-                                                         : 700);
+                                          : kSanitized   ? 400 + rng() % 500
+                                                         : 300 + rng() % 500);
   cfg.large_max = kSanitized ? 64 * 1024 : 160 * 1024;
   cfg.max_peers = scaled(40, 20);
-  cfg.max_dials = scaled(40, 20);
+  cfg.max_dials = scaled(60, 24);
   // EVLOOP_STRESS_SCALE=<n> (local hunting, not CI): n times the operations, peers, dials and time.
   if (const char* scale = std::getenv("EVLOOP_STRESS_SCALE")) {
     const int n = std::max(1, std::atoi(scale));
@@ -146,7 +147,11 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
   std::vector<std::thread> posters;
   for (int i = 0; i < kPosters; ++i) posters.emplace_back(poster, std::ref(m), i, seed);
 
+  const auto began = Clock::now();
   m.stop_wanted.wait_for(1, std::chrono::duration_cast<std::chrono::milliseconds>(cfg.run_cap));
+  const int ops_at_stop = m.ops;
+  const bool stopped_before = m.stop_called;
+  const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - began);
   m.stop();
   const Status waited = server ? server->wait() : group->wait();
   m.after_wait = true;
@@ -257,12 +262,15 @@ void run_seed(std::uint64_t seed, const std::string& file_content, const std::st
     }
   }
   std::printf(
-      "seed %llu (%s): %d ops, %zu streams, %zu connections, %ld dials, %ld detaches, %ld adopts, "
+      "seed %llu (%s): stop after %lld ms (%s, %d ops), %d ops, %zu streams, %zu connections, %ld "
+      "dials, %ld detaches, %ld adopts, "
       "%ld file ranges, %ld aborts, %ld posts ran, %ld peer bytes, %ld clean EOFs checked, %ld "
       "inputs checked to the peer's FIN\n",
-      static_cast<unsigned long long>(seed), group_mode ? "LoopGroup" : "Server", m.ops.load(),
-      m.streams.size(), m.conns.size(), m.dials.load(), m.detaches.load(), m.adopts.load(),
-      m.files.load(), m.aborts.load(), m.posts_ran.load(), bytes, eof_checked, input_checked);
+      static_cast<unsigned long long>(seed), group_mode ? "LoopGroup" : "Server",
+      static_cast<long long>(ran.count()), stopped_before ? "by a loop or poster" : "by the test",
+      ops_at_stop, m.ops.load(), m.streams.size(), m.conns.size(), m.dials.load(),
+      m.detaches.load(), m.adopts.load(), m.files.load(), m.aborts.load(), m.posts_ran.load(),
+      bytes, eof_checked, input_checked);
   std::string endings;
   for (const auto& [what, n] : m.endings) endings += what + " " + std::to_string(n) + "; ";
   std::printf("seed %llu: endings: %s\n", static_cast<unsigned long long>(seed), endings.c_str());
