@@ -18,8 +18,15 @@
 // - Every peer sees its connection end (EOF or reset) once wait() has returned; no fd or thread is
 //   left (AccountedTest); nothing hangs (a watchdog aborts, naming the seed).
 //
+// - What a peer sends before its FIN all reaches `data` before `eof`; no `data` while paused.
+// - The loops' counters agree with the model (opened, closed, dials, failures, adoptions,
+//   detaches; nothing buffered once stopped).
+//
 // The seed is printed; EVLOOP_STRESS_SEED=<n> runs that seed alone. Thread scheduling is not
 // reproduced, so a seed gives the same choices, not the same interleaving: run it a few times.
+// EVLOOP_STRESS_SCALE=<n> runs n times the operations, peers, dials and time (local hunting).
+// The pieces: conn_stress_wire.hpp (the records), conn_stress_model.hpp (the model),
+// conn_stress_ops.cpp (operations and handlers), conn_stress_peers.hpp (the peers).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
