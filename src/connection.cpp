@@ -109,7 +109,16 @@ void Connection::enter_open() {
   rare_.reset();
   bump(loop_.counters().opened);
   last_receive_ = last_send_ = loop_.now();
-  if (options().idle_timeout.count() > 0 || options().send_timeout.count() > 0) check_timeouts();
+  // The clocks start now, so nothing is due: the first check comes after the shortest timeout.
+  // Not a check here: against the iteration's clock (read before this iteration's handlers and
+  // tasks ran, perhaps long ago) output queued before the open (an adoption's, or written while
+  // dialling) looked stuck, and a send_timeout ended the connection before `opened` fired.
+  const std::chrono::milliseconds idle = options().idle_timeout, send = options().send_timeout;
+  if (idle.count() > 0 || send.count() > 0) {
+    arm_timeout_timer(idle.count() > 0 && send.count() > 0 ? std::min(idle, send)
+                      : idle.count() > 0                   ? idle
+                                                           : send);
+  }
   if (moved && handlers().adopted) {
     handlers().adopted(*this, *moved);  // instead of `opened`: the peer is mid-stream
   } else if (handlers().opened) {

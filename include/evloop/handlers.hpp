@@ -55,7 +55,9 @@ struct Handlers {
   /// A dial (Loop::connect) or an adoption (Loop::adopt) failed: the connection never opened and
   /// `closed` will not fire. `error` is an errno (ECONNREFUSED, ENETUNREACH, ENOENT for a Unix
   /// socket path that does not exist, EMFILE when the process is out of fds, also for a host
-  /// name it could not look up for want of one, ...) or an evloop::errc (connect_timeout,
+  /// name it could not look up for want of one, ECONNRESET when the peer reset the connection
+  /// before it opened (EPIPE on Linux if the peer's FIN came first), ENOTCONN or ECONNRESET for an
+  /// adopted socket whose peer has gone, ...) or an evloop::errc (connect_timeout,
   /// resolve_failed, self_connect, bad_address, bad_option,
   /// server_stopped, cancelled when close()/abort() was called while connecting, output_limit
   /// when more than ConnOptions::output_limit was written while connecting, or how a send_file()

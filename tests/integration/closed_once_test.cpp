@@ -1,10 +1,14 @@
 // `closed` fires exactly once for every `opened`, on every path.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <future>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "test_support.hpp"
 
@@ -176,6 +180,61 @@ TEST(ClosedOnceTest, StopUnderLoadClosesEveryConnectionOnce) {
   ledger.expect_each_closed_once();
   std::lock_guard lock(ledger.mutex);
   for (auto& [id, ec] : ledger.errors) EXPECT_EQ(ec, errc::server_stopped) << ec.message();
+}
+
+// A connection that opens late in a long loop iteration (here a task that takes 20 ms, as a
+// busy batch of handlers can) with output already queued (an adoption's, or bytes written while
+// a dial connects) and a send timeout shorter than that: the timeout was checked as the
+// connection opened, against the iteration's clock, read before the task ran. It found the output
+// "stuck" for 20 ms, reset the connection and fired `closed` (send_timeout) before `opened`, then
+// `opened` on the closed connection (found by the conn stress test, EVLOOP_STRESS_SEED=857755782
+// on io_uring). A timeout cannot be due on a connection that is just opening.
+TEST(ClosedOnceTest, ASendTimeoutShorterThanALongIterationNeverEndsAConnectionBeforeItOpens) {
+  LoopGroup group;
+  ASSERT_TRUE(group.start());
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  timeval tv{static_cast<time_t>(kWait.count() / 1000), 0};
+  ::setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::mutex mutex;
+  std::vector<std::string> events;
+  EventCounter opened, closed;
+  Handlers h;
+  h.opened = [&](Conn& c) {
+    {
+      std::lock_guard lock(mutex);
+      events.push_back(c.state() == ConnState::open ? "opened" : "opened, not open");
+    }
+    opened.add();
+  };
+  h.closed = [&](Conn&, std::error_code ec) {
+    {
+      std::lock_guard lock(mutex);
+      events.push_back("closed: " + (ec ? ec.message() : std::string("clean")));
+    }
+    closed.add();
+  };
+  AdoptOptions o;
+  o.output = "queued before the open";
+  o.send_timeout = 1ms;
+  Loop& loop = group.loop(0);
+  ASSERT_TRUE(loop.post([&loop, fd = sv[0], h, o] {
+    // Not a wait for anything: the stimulus, a task that keeps the loop for 20 ms.
+    const auto until = std::chrono::steady_clock::now() + 20ms;
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    loop.adopt(fd, h, o);
+  }));
+  ASSERT_TRUE(opened.wait_for(1));
+  std::string got(o.output.size(), '\0');
+  EXPECT_EQ(::recv(sv[1], got.data(), got.size(), MSG_WAITALL), static_cast<ssize_t>(got.size()));
+  EXPECT_EQ(got, o.output);
+  group.stop();
+  ASSERT_TRUE(group.wait());
+  ASSERT_TRUE(closed.wait_for(1));
+  ::close(sv[1]);
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(events, (std::vector<std::string>{"opened", "closed: server stopped"}));
 }
 
 }  // namespace
