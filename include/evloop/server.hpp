@@ -96,7 +96,9 @@ class Server {
   Status run();
   /// Asks every loop to stop: listeners close, pending output is flushed for up to
   /// Options::shutdown_grace, `closed` fires for every connection. Returns at once. Callable from
-  /// any thread, any callback and a signal handler; calling it again does nothing.
+  /// any thread, any callback and a signal handler; calling it again does nothing. Tasks posted
+  /// before it (Loop::post, ConnRef) still run first, on open connections: to say goodbye, post
+  /// to each loop a task that writes it to that loop's connections, then call stop().
   void stop() noexcept;
   /// Blocks until every loop thread has finished (after stop()). Called on one of its own loop
   /// threads (it would join itself) it aborts with a message, in every build type. Returns
