@@ -50,6 +50,11 @@ enum class ConnState : std::uint8_t {
 /// Every method must be called on the connection's loop thread; the ones that change or read
 /// mutable state check it in every build type and abort with a message naming the method and
 /// the thread-safe alternative. To reach a connection from another thread, use ref().
+///
+/// No method ends the connection inside the call: close(), abort(), and a write past
+/// output_limit take effect once the handler, task or timer that called them returns, and only
+/// then does `closed` fire. So a broadcast that walks its own list of connections (removed from
+/// it in `closed`) may write to each and abort the ones that fall behind as it goes.
 class Conn {
  public:
   Conn(const Conn&) = delete;
