@@ -75,7 +75,8 @@ class Conn {
   /// Same as write(string_view).
   void write(std::span<const std::byte> bytes);
   /// Queues a reference to `buffer`, never a copy (a broadcast holds the bytes once); otherwise
-  /// as write(string_view).
+  /// as write(string_view). Toward output_limit it counts its bytes plus the record that holds
+  /// the reference (about 48 bytes).
   void write(const SharedBuffer& buffer);
   /// Queues `length` bytes of the file `fd` from `offset`, in order with the other output, sent
   /// with sendfile() (pread()+send() where sendfile() cannot read the file): the bytes are never
