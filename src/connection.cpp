@@ -489,7 +489,10 @@ void Connection::write(const void* bytes, std::size_t size) {
 }
 
 void Connection::write_shared(const SharedBuffer& buffer) {
-  if (!accepts_output() || buffer.empty() || !fits_output_limit(buffer.size())) return;
+  if (!accepts_output() || buffer.empty() ||
+      !fits_output_limit(buffer.size() + OutputBuffer::kSharedRecord)) {
+    return;
+  }
   const bool was_empty = out_.empty();
   out_.append_shared(buffer.bytes_, 0, buffer.size());  // a reference: never a copy
   queued(buffer.size(), was_empty);
@@ -543,7 +546,7 @@ void Connection::send_file_copy(int fd, std::uint64_t offset, std::uint64_t leng
 }
 
 bool Connection::fits_output_limit(std::size_t more) {
-  if (out_.memory_size() + more <= options().output_limit) return true;
+  if (out_.held_memory() + more <= options().output_limit) return true;
   fail(make_error_code(errc::output_limit), true);  // finish() discards the output
   return false;
 }

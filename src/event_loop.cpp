@@ -87,6 +87,11 @@ void EventLoop::run() {
   settle_scheduled();  // what the hook started (dials, say)
   if (hooks.tick) run_after(Clock::duration::zero(), [this] { tick(); });
   while (!group_.stopping()) iterate(-1);
+  // What was posted before stop() runs before the shutdown, on open connections: a goodbye a
+  // task writes goes before the FIN (within shutdown_grace), instead of after the close. One
+  // batch: what those tasks post runs as the loop stops, as any post made after stop().
+  if (take_tasks()) run_taken_tasks();
+  settle_scheduled();
   shutdown();
   stop_taking_tasks();
   if (hooks.loop_stopping) hooks.loop_stopping(handle_);

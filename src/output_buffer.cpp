@@ -101,6 +101,7 @@ void OutputBuffer::push(Piece* piece) noexcept {
 
 void OutputBuffer::pop_head() noexcept {
   if (head_->kind == Piece::Kind::file) --files_;
+  if (head_->kind == Piece::Kind::shared) --shared_;
   Piece* next = head_->next;
   pool_->release(head_);
   head_ = next;
@@ -129,6 +130,7 @@ void OutputBuffer::append_shared(std::shared_ptr<const std::string> bytes, std::
                                  std::size_t end) {
   if (end <= begin) return;
   size_ += end - begin;
+  ++shared_;
   push(pool_->make_shared_piece(std::move(bytes), begin, end));
 }
 

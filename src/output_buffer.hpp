@@ -144,8 +144,14 @@ class OutputBuffer {
 
   /// Bytes pending, file ranges included.
   std::size_t size() const noexcept { return size_; }
-  /// Bytes pending that are held in memory (chunks and shared buffers): what output_limit bounds.
+  /// Bytes pending that are held in memory (chunks and shared buffers).
   std::size_t memory_size() const noexcept { return size_ - file_bytes_; }
+  /// What one pending shared range holds beside its bytes: its record (and the reference).
+  static constexpr std::size_t kSharedRecord = sizeof(SharedPiece);
+  /// Memory the pending output holds: memory_size() plus a record per shared range, which a
+  /// stream of tiny SharedBuffer writes would otherwise hold many times its bytes in. What
+  /// output_limit bounds.
+  std::size_t held_memory() const noexcept { return memory_size() + shared_ * kSharedRecord; }
   /// True when a file range is pending.
   bool has_file() const noexcept { return file_bytes_ > 0; }
   /// Bytes of the file ranges pending.
@@ -165,6 +171,7 @@ class OutputBuffer {
   std::size_t size_ = 0;
   std::size_t file_bytes_ = 0;  // a file piece is never empty: > 0 while one is queued
   std::size_t files_ = 0;
+  std::size_t shared_ = 0;  // shared pieces queued
 };
 
 }  // namespace evloop::detail

@@ -50,6 +50,11 @@ enum class ConnState : std::uint8_t {
 /// Every method must be called on the connection's loop thread; the ones that change or read
 /// mutable state check it in every build type and abort with a message naming the method and
 /// the thread-safe alternative. To reach a connection from another thread, use ref().
+///
+/// No method ends the connection inside the call: close(), abort(), and a write past
+/// output_limit take effect once the handler, task or timer that called them returns, and only
+/// then does `closed` fire. So a broadcast that walks its own list of connections (removed from
+/// it in `closed`) may write to each and abort the ones that fall behind as it goes.
 class Conn {
  public:
   Conn(const Conn&) = delete;
@@ -70,7 +75,8 @@ class Conn {
   /// Same as write(string_view).
   void write(std::span<const std::byte> bytes);
   /// Queues a reference to `buffer`, never a copy (a broadcast holds the bytes once); otherwise
-  /// as write(string_view).
+  /// as write(string_view). Toward output_limit it counts its bytes plus the record that holds
+  /// the reference (about 48 bytes).
   void write(const SharedBuffer& buffer);
   /// Queues `length` bytes of the file `fd` from `offset`, in order with the other output, sent
   /// with sendfile() (pread()+send() where sendfile() cannot read the file): the bytes are never

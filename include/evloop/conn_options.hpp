@@ -28,7 +28,11 @@ struct ConnOptions {
   std::size_t output_high_water = 1024 * 1024;
   /// ...until it drains to this; then reading resumes and the `low_water` handler runs.
   std::size_t output_low_water = 256 * 1024;
-  /// Pending output above this resets the connection (errc::output_limit).
+  /// Pending output above this resets the connection (errc::output_limit). What it bounds is the
+  /// memory the output holds: its bytes (a SharedBuffer's counted whole on every connection it
+  /// is written to), plus a record of about 48 bytes per SharedBuffer write still pending, so a
+  /// stream of tiny shared messages to a peer that never reads cannot hold many times the limit.
+  /// send_file() ranges hold no memory and do not count.
   std::size_t output_limit = 64 * 1024 * 1024;
   /// A write of at least this many bytes goes to the kernel at once, from the caller's memory
   /// (with whatever is pending, in one sendmsg), and only what the kernel refuses is copied;

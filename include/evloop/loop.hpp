@@ -55,11 +55,16 @@ class Loop {
   /// True when called on this loop's thread.
   bool in_loop_thread() const noexcept;
 
-  /// Runs `task` on the loop thread, after the current batch of I/O. Posts that arrive while a
+  /// Runs `task` on the loop thread, after the current batch of I/O. Tasks run in the order they
+  /// were posted (ConnRef's operations are tasks on the connection's loop too, in the same
+  /// order), so what one thread posts to a loop is carried out in order. Posts that arrive while a
   /// wake is already pending cost no extra syscall. Returns false (and drops the task) when the
-  /// loop has stopped; a task accepted (true) always runs, once, if need be while the loop stops
-  /// (after its connections have closed, before LoopHooks::loop_stopping). An empty `task` is
-  /// misuse: aborts with a message, in every build type (as do run_after and run_every).
+  /// loop has stopped; a task accepted (true) always runs, once. A task posted before stop()
+  /// runs before the loop begins to stop, on open connections: what it writes is sent before
+  /// the FIN (within shutdown_grace), so a goodbye is posted, then stop() called. One posted
+  /// while the loop stops runs after its connections have closed, before
+  /// LoopHooks::loop_stopping. An empty `task` is misuse: aborts with a message, in every build
+  /// type (as do run_after and run_every).
   bool post(Task task) const;
   /// Wakes the loop from its wait without a task (async-signal-safe).
   void wake() const noexcept;

@@ -103,7 +103,8 @@ class LoopGroup {
   Status run();
   /// Asks every loop to stop: their connections close (pending output flushed for up to
   /// LoopOptions::shutdown_grace), dials in progress fail with errc::server_stopped. Returns at
-  /// once. Callable from any thread, any handler and a signal handler; again does nothing.
+  /// once. Callable from any thread, any handler and a signal handler; again does nothing. Tasks
+  /// posted before it run first, on open connections (see Loop::post).
   void stop() noexcept;
   /// Blocks until every loop thread has finished (after stop()). Called on one of its own loop
   /// threads (it would join itself) it aborts with a message, in every build type. Returns

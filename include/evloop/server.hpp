@@ -33,7 +33,8 @@ struct ServingInfo {
   /// Options::listen, then the addresses added with Server::listen(). A `systemd://` address
   /// gives one for each distinct address of the sockets it names.
   std::vector<SocketAddress> addresses;
-  /// Number of loops.
+  /// Number of loops (also with LoopOptions::kAutoLoops: size per-loop state, indexed by
+  /// Loop::index(), here; no loop thread has started yet).
   std::size_t loops = 0;
   /// True in a process a live upgrade started: its listening sockets are its predecessor's, and
   /// the connections the predecessor hands over arrive once it has started.
@@ -54,7 +55,7 @@ struct ServingInfo {
 /// Server or call wait().
 struct Callbacks : Handlers, LoopHooks {
   /// Once, after every listener is bound and before any connection opens; runs on the thread
-  /// that called start()/run().
+  /// that called start()/run(), before the loop threads start (before any `loop_started`).
   std::function<void(const ServingInfo&)> serving;
 };
 
@@ -96,7 +97,9 @@ class Server {
   Status run();
   /// Asks every loop to stop: listeners close, pending output is flushed for up to
   /// Options::shutdown_grace, `closed` fires for every connection. Returns at once. Callable from
-  /// any thread, any callback and a signal handler; calling it again does nothing.
+  /// any thread, any callback and a signal handler; calling it again does nothing. Tasks posted
+  /// before it (Loop::post, ConnRef) still run first, on open connections: to say goodbye, post
+  /// to each loop a task that writes it to that loop's connections, then call stop().
   void stop() noexcept;
   /// Blocks until every loop thread has finished (after stop()). Called on one of its own loop
   /// threads (it would join itself) it aborts with a message, in every build type. Returns

@@ -9,14 +9,34 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <system_error>
+#include <thread>
 
 namespace evloop::detail {
 namespace {
 
 std::error_code error(int e) { return {e, std::system_category()}; }
 
+// Creates the ring on a thread of its own that ends at once. The kernel records the creating
+// thread as a user of the ring, and when the ring is closed it interrupts every recorded thread
+// that is still alive (task work with TWA_SIGNAL), so that thread's blocking system call at that
+// moment fails with EINTR where it cannot be restarted: connect() with SO_SNDTIMEO, epoll_wait().
+// That thread would be the one that called start(), the user's, long after the loops stopped (a
+// test that started a server and connected its clients again saw EINTR on 1 connect in 3). A
+// thread that has ended is no ring's user; the loop thread that enables the ring is one anyway.
 int setup(unsigned entries, io_uring_params& params) {
-  return static_cast<int>(::syscall(__NR_io_uring_setup, entries, &params));
+  int fd = -1;
+  int setup_errno = 0;
+  try {
+    std::thread([&] {
+      fd = static_cast<int>(::syscall(__NR_io_uring_setup, entries, &params));
+      setup_errno = errno;
+    }).join();
+  } catch (const std::system_error& e) {  // no thread to be had: as the kernel says it
+    setup_errno = e.code().value() != 0 ? e.code().value() : EAGAIN;
+  }
+  if (fd < 0) errno = setup_errno;
+  return fd;
 }
 
 int register_op(int fd, unsigned op, const void* arg, unsigned count) {

@@ -128,6 +128,33 @@ TEST(OutputTest, OutputOverLimitClosesOnlyThatConnection) {
   EXPECT_EQ(bystander.read_exactly(10), "still here");
 }
 
+// output_limit bounds the memory the output holds, not only its bytes: a pending SharedBuffer
+// write holds a record (about 48 bytes) besides its bytes, so 10,000 writes of a 4-byte buffer
+// (40,000 bytes, under a 64 KiB limit) hold about half a megabyte. A push server's peer that never
+// reads, sent tiny messages (presence, typing, heartbeats), held over ten times the limit.
+TEST(OutputTest, TinySharedBufferWritesCountTheirRecordsTowardTheLimit) {
+  Options o = loopback_options();
+  o.output_limit = o.output_high_water = o.output_low_water = 64 * 1024;
+  ErrorLog closed;
+  std::atomic<bool> cut_at_once{false};
+  Callbacks cb;
+  cb.data = [&](Conn& c, std::string_view bytes) {
+    const SharedBuffer tiny(std::string("HB!\n"));
+    for (int i = 0; i < 10'000 && !c.closing(); ++i) c.write(tiny);
+    cut_at_once = c.closing();
+    if (!c.closing()) c.abort();  // not cut: end it now (closed with no error) to fail fast
+    return bytes.size();
+  };
+  cb.closed = closed.recorder();
+  RunningServer s(o, cb);
+  ASSERT_TRUE(s.status);
+  Client client(s.address(), 4096);
+  ASSERT_TRUE(client.send_all("go"));
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_EQ(closed.first(), errc::output_limit);
+  EXPECT_TRUE(cut_at_once);
+}
+
 TEST(OutputTest, UnconsumedInputOverLimitClosesWithError) {
   Options o = loopback_options();
   o.input_limit = 64 * 1024;

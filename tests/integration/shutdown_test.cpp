@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -28,6 +29,36 @@ TEST(ShutdownTest, StopFromAnotherThreadEndsRun) {
   runner.join();  // bounded by the test timeout; run() must return
   EXPECT_TRUE(status) << status.message();
   EXPECT_FALSE(server.running());
+}
+
+// A goodbye: a write posted from another thread, then stop(). The task was queued before the
+// stop, so it runs before the loop closes its connections and its bytes go before the FIN. The
+// loop is held in a task of its own meanwhile, so it sees the write and the stop at once, after
+// the batch it was running (a stop noticed first closed the connection, and the write that came
+// after it was dropped).
+TEST(ShutdownTest, AWritePostedBeforeStopIsSentBeforeTheConnectionCloses) {
+  std::promise<ConnRef> opened;
+  ErrorLog closed;
+  Callbacks cb;
+  cb.opened = [&](Conn& c) { opened.set_value(c.ref()); };
+  cb.closed = closed.recorder();
+  RunningServer s(loopback_options(1), cb);
+  ASSERT_TRUE(s.status) << s.status.message();
+  Client client(s.address());
+  ASSERT_TRUE(client.connected());
+  auto ref = opened.get_future();
+  ASSERT_EQ(ref.wait_for(kWait), std::future_status::ready);
+  const ConnRef conn = ref.get();
+
+  LoopHold hold(s.server.loop(0));
+  ASSERT_TRUE(hold.holding());
+  ASSERT_TRUE(conn.write(std::string("goodbye\n")));
+  s.server.stop();
+  hold.release();
+
+  expect_stream_then_fin(client, "goodbye\n");
+  ASSERT_TRUE(closed.wait_for(1));
+  EXPECT_EQ(closed.last(), errc::server_stopped);
 }
 
 TEST(ShutdownTest, StopFromACallbackEndsRun) {
