@@ -61,6 +61,16 @@ std::string publisher_of(std::string_view line) {
   return ::testing::AssertionSuccess();
 }
 
+// Reads until every client from `first` on has had its subscriptions' acks (`acks[i]`).
+bool acks_arrive(Swarm& swarm, const std::vector<std::string>& acks, std::size_t first) {
+  return swarm.pump_until([&] {
+    for (std::size_t i = first; i < swarm.size(); ++i) {
+      if (swarm[i].lines.size() < acks[i].size()) return false;
+    }
+    return true;
+  });
+}
+
 TEST(PubSubTest, EveryMessageReachesEverySubscriberOnBothLoopsByteExactInPublisherOrder) {
   const std::size_t wanted = kSanitized ? 300 : 1000;
   const std::size_t subscribers = clients_that_fit(wanted + 2) - 2;
@@ -84,12 +94,7 @@ TEST(PubSubTest, EveryMessageReachesEverySubscriberOnBothLoopsByteExactInPublish
     if (i % 2 == 0) rooms_of[i].push_back("all");
     ASSERT_TRUE(subscribe(swarm, i, rooms_of[i], &acks[i]));
   }
-  ASSERT_TRUE(swarm.pump_until([&] {
-    for (std::size_t i = 2; i < swarm.size(); ++i) {
-      if (swarm[i].lines.size() < acks[i].size()) return false;
-    }
-    return true;
-  }));
+  ASSERT_TRUE(acks_arrive(swarm, acks, 2));
   for (std::size_t i = 2; i < swarm.size(); ++i) ASSERT_EQ(swarm[i].lines, acks[i]) << i;
 
   std::vector<std::string> streams(2);
@@ -171,12 +176,7 @@ TEST(PubSubTest, ASubscriberThatNeverReadsIsCutOffWhileTheOthersGetEveryMessage)
   for (std::size_t i = 1; i < swarm.size(); ++i) {
     ASSERT_TRUE(subscribe(swarm, i, {"room"}, &acks[i]));
   }
-  ASSERT_TRUE(swarm.pump_until([&] {
-    for (std::size_t i = 1; i < swarm.size(); ++i) {
-      if (swarm[i].lines.size() < acks[i].size()) return false;
-    }
-    return true;
-  }));
+  ASSERT_TRUE(acks_arrive(swarm, acks, 1));
   swarm[1].reading = false;
   swarm[2].reading = false;
 
@@ -297,12 +297,7 @@ TEST(PubSubTest, StopFromAnotherThreadSaysGoodbyeToEveryClientAndLeavesNoFd) {
     for (std::size_t i = 1; i < swarm.size(); ++i) {
       ASSERT_TRUE(subscribe(swarm, i, {"room"}, &acks[i]));
     }
-    ASSERT_TRUE(swarm.pump_until([&] {
-      for (std::size_t i = 1; i < swarm.size(); ++i) {
-        if (swarm[i].lines.size() < acks[i].size()) return false;
-      }
-      return true;
-    }));
+    ASSERT_TRUE(acks_arrive(swarm, acks, 1));
     // Messages still on their way when the stop comes: each subscriber gets a prefix of them,
     // in order, then BYE, then the end of the stream.
     std::string published;
