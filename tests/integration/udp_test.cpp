@@ -452,18 +452,14 @@ TEST(UdpTest, TheByteBoundCountsQueuedBytes) {
 }
 
 TEST(UdpTest, ADatagramTheKernelRefusesIsReportedAndTheOthersStillGo) {
-  EventCounter errors;
-  std::atomic<int> error_code{0};
+  ErrorLog errors;
   DatagramHandlers h;
   h.datagram = [](Udp& udp, const SocketAddress& peer, std::string_view) {
     udp.send_to(peer, "before");
     udp.send_to(peer, std::string(65508, 'x'));  // larger than any IPv4 UDP datagram: EMSGSIZE
     udp.send_to(peer, "after");
   };
-  h.error = [&](Udp&, std::error_code ec) {
-    error_code = ec.value();
-    errors.add();
-  };
+  h.error = [&](Udp&, std::error_code ec) { errors.record(ec); };
   UdpServer s("udp4://127.0.0.1:0", h);
   ASSERT_TRUE(s.status) << s.status.message();
   UdpPeer peer;
@@ -471,7 +467,7 @@ TEST(UdpTest, ADatagramTheKernelRefusesIsReportedAndTheOthersStillGo) {
   EXPECT_EQ(peer.receive().value_or(""), "before");
   EXPECT_EQ(peer.receive().value_or(""), "after");
   ASSERT_TRUE(errors.wait_for(1));
-  EXPECT_EQ(error_code.load(), EMSGSIZE);
+  EXPECT_EQ(errors.first().value(), EMSGSIZE);
   ASSERT_TRUE(settle(s.server));
   const LoopStats t = total_stats(s.server);
   EXPECT_EQ(t.datagram_send_errors, 1u);
@@ -481,8 +477,7 @@ TEST(UdpTest, ADatagramTheKernelRefusesIsReportedAndTheOthersStillGo) {
 // The same refusal met when a full queue goes to the kernel inside the handler: reported after
 // the handler returns, as every send error is, never from inside send_to().
 TEST(UdpTest, ARefusalMetWhileAFullQueueGoesToTheKernelIsReportedAfterTheHandler) {
-  EventCounter errors;
-  std::atomic<int> error_code{0};
+  ErrorLog errors;
   std::atomic<bool> in_handler{false}, reported_inside{false};
   DatagramHandlers h;
   h.datagram = [&](Udp& udp, const SocketAddress& peer, std::string_view) {
@@ -495,8 +490,7 @@ TEST(UdpTest, ARefusalMetWhileAFullQueueGoesToTheKernelIsReportedAfterTheHandler
   };
   h.error = [&](Udp&, std::error_code ec) {
     if (in_handler) reported_inside = true;
-    error_code = ec.value();
-    errors.add();
+    errors.record(ec);
   };
   UdpOptions options;
   options.send_queue_datagrams = 2;
@@ -508,14 +502,14 @@ TEST(UdpTest, ARefusalMetWhileAFullQueueGoesToTheKernelIsReportedAfterTheHandler
   EXPECT_EQ(peer.receive().value_or(""), "after");
   EXPECT_EQ(peer.receive().value_or(""), "last");
   ASSERT_TRUE(errors.wait_for(1));
-  EXPECT_EQ(error_code.load(), EMSGSIZE);
+  EXPECT_EQ(errors.first().value(), EMSGSIZE);
   EXPECT_FALSE(reported_inside.load()) << "`error` ran inside the handler's send_to()";
   ASSERT_TRUE(settle(s.server));
   const LoopStats t = total_stats(s.server);
   EXPECT_EQ(t.datagram_send_errors, 1u);
   EXPECT_EQ(t.datagrams_out, 3u);
   EXPECT_EQ(t.datagram_drops, 0u);
-  EXPECT_EQ(errors.value(), 1);
+  EXPECT_EQ(errors.count(), 1);
 }
 
 // A datagram longer than any UDP datagram and than the send queue's byte bound: refused as the
@@ -523,8 +517,7 @@ TEST(UdpTest, ARefusalMetWhileAFullQueueGoesToTheKernelIsReportedAfterTheHandler
 // full queue. (Before, it was dropped and counted as if the queue were full, and `error` never
 // heard of it: a silent loss whenever the datagram exceeded send_queue_bytes.)
 TEST(UdpTest, ADatagramLongerThanAnyUdpDatagramIsRefusedAsTooLongWhateverTheQueueBound) {
-  EventCounter errors;
-  std::atomic<int> error_code{0};
+  ErrorLog errors;
   std::atomic<int> accepted{-1};
   DatagramHandlers h;
   h.datagram = [&](Udp& udp, const SocketAddress& peer, std::string_view) {
@@ -532,10 +525,7 @@ TEST(UdpTest, ADatagramLongerThanAnyUdpDatagramIsRefusedAsTooLongWhateverTheQueu
     accepted = udp.send_to(peer, std::string(70000, 'x')) ? 1 : 0;
     udp.send_to(peer, "after");
   };
-  h.error = [&](Udp&, std::error_code ec) {
-    error_code = ec.value();
-    errors.add();
-  };
+  h.error = [&](Udp&, std::error_code ec) { errors.record(ec); };
   UdpOptions options;
   options.send_queue_bytes = 65536;
   UdpServer s("udp4://127.0.0.1:0", h, options);
@@ -545,7 +535,7 @@ TEST(UdpTest, ADatagramLongerThanAnyUdpDatagramIsRefusedAsTooLongWhateverTheQueu
   EXPECT_EQ(peer.receive().value_or(""), "before");
   EXPECT_EQ(peer.receive().value_or(""), "after");
   ASSERT_TRUE(errors.wait_for(1));
-  EXPECT_EQ(error_code.load(), EMSGSIZE);
+  EXPECT_EQ(errors.first().value(), EMSGSIZE);
   EXPECT_EQ(accepted.load(), 0);
   ASSERT_TRUE(settle(s.server));
   const LoopStats t = total_stats(s.server);
